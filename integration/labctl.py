@@ -1,0 +1,492 @@
+"""The two-site lab: site A (primary) and site B (secondary) on one machine.
+
+Each site has its own libvirtd (QEMU driver) in a private mount and UTS namespace, so libvirt sees two
+hosts, and its own dockerd with CRIU. The lab builds a tiny guest (Debian kernel + busybox initramfs
+printing a counter on the serial console) and a busybox container image printing a counter, then runs
+one VM and two containers on site A. Every daemon is recorded by pid and stopped by that pid only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import libvirt
+
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions anyway
+
+LAB = Path(os.environ.get("DRORCH_LAB_DIR", "/var/lib/drorch-lab"))
+GUEST = LAB / "guest"
+CRIU_BIN = LAB / "criu" / "bin"
+IMAGE = "drorch-lab/counter:1"
+VM_NAME = "lab-vm"
+CHECKPOINT_CONTAINER = "lab-counter"
+REDEPLOY_CONTAINER = "lab-redeploy"
+CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
+COUNTER_SCRIPT = 'i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
+SERIAL_LOG = f"/var/log/libvirt/qemu/{VM_NAME}.serial"
+# Folders that each site's libvirtd sees privately: (path inside the namespace, folder under the site).
+PRIVATE = (
+    ("/run/libvirt", "run"),
+    ("/var/lib/libvirt", "lib"),
+    ("/var/log/libvirt", "log"),
+    ("/var/cache/libvirt", "cache"),
+    ("/etc/libvirt", "etc"),
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    address: str
+    libvirt_port: int
+    migration_ports: tuple[int, int]
+
+    @property
+    def root(self) -> Path:
+        return LAB / self.name
+
+    @property
+    def libvirt_uri(self) -> str:
+        return f"qemu+tcp://{self.address}:{self.libvirt_port}/system"
+
+    @property
+    def docker_sock(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def docker_url(self) -> str:
+        return f"unix://{self.docker_sock}"
+
+    def pidfile(self, daemon: str) -> Path:
+        return self.root / f"{daemon}.pid"
+
+    def serial_log(self) -> Path:
+        """The VM's serial console log as seen from outside the site's namespace."""
+        return self.root / "log" / "qemu" / f"{VM_NAME}.serial"
+
+
+SITES = {
+    "a": Site("a", "127.0.0.1", 16601, (49200, 49215)),
+    "b": Site("b", "127.0.0.2", 16602, (49300, 49315)),
+}
+DAEMONS = ("virtlogd", "libvirtd", "dockerd")
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+# --- pids --------------------------------------------------------------------------------------------------
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; /proc tells.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(path: Path, what: str, timeout: float = 20.0) -> None:
+    pid = read_pid(path)
+    if pid is None:
+        path.unlink(missing_ok=True)
+        return
+    log(f"stopping {what} (pid {pid})")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.05)
+    path.unlink(missing_ok=True)
+
+
+def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+        time.sleep(0.2)
+    raise SystemExit(f"[lab] timed out waiting for {what}: {last}")
+
+
+# --- guest and image ---------------------------------------------------------------------------------------
+
+
+def build_guest() -> None:
+    """Debian kernel plus a busybox initramfs whose /init prints a counter on ttyS0 once a second."""
+    kernel, initrd = GUEST / "vmlinuz", GUEST / "initrd.gz"
+    if kernel.exists() and initrd.exists():
+        return
+    GUEST.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        if not kernel.exists():
+            log("fetching a Debian kernel for the guest")
+            deps = run(["apt-cache", "depends", "linux-image-amd64"]).stdout
+            pkg = next(
+                line.split(":", 1)[1].strip()
+                for line in deps.splitlines()
+                if line.strip().startswith("Depends:") and "linux-image-" in line
+            )
+            run(["apt-get", "download", pkg], cwd=t)
+            deb = next(t.glob("linux-image-*.deb"))
+            run(["dpkg-deb", "-x", str(deb), str(t / "x")])
+            shutil.copy(next((t / "x" / "boot").glob("vmlinuz-*")), kernel)
+        root = t / "initramfs"
+        for d in ("bin", "proc", "sys", "dev"):
+            (root / d).mkdir(parents=True)
+        shutil.copy("/bin/busybox", root / "bin" / "busybox")
+        (root / "init").write_text(
+            "#!/bin/busybox sh\n"
+            "/bin/busybox --install -s /bin\n"
+            "mount -t proc proc /proc\n"
+            "mount -t devtmpfs dev /dev 2>/dev/null\n"
+            "i=0\n"
+            'while true; do i=$((i+1)); echo "count $i" > /dev/ttyS0; sleep 1; done\n'
+        )
+        (root / "init").chmod(0o755)
+        files = subprocess.run(
+            ["find", "."], cwd=root, check=True, capture_output=True
+        ).stdout
+        cpio = subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["gzip", "-9"], input=cpio, check=True, stdout=initrd.open("wb"))
+    log(f"guest ready in {GUEST}")
+
+
+def image_tar() -> bytes:
+    """A root file system of busybox-static and its applet links, as docker import wants it."""
+    applets = run(["/bin/busybox", "--list"]).stdout.split()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        for name in applets:
+            if name == "busybox":
+                continue
+            info = tarfile.TarInfo(f"bin/{name}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+        for d in ("tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+# --- daemons -----------------------------------------------------------------------------------------------
+
+
+def write_libvirt_config(site: Site) -> None:
+    etc = site.root / "etc"
+    if not (etc / "libvirtd.conf").exists():
+        shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True)
+        # No autostarted NAT network: the lab sends nothing to private ranges.
+        shutil.rmtree(etc / "qemu" / "networks" / "autostart", ignore_errors=True)
+    host_uuid = site.root / "host-uuid"
+    if not host_uuid.exists():
+        host_uuid.write_text(str(uuid.uuid4()))
+    (etc / "libvirtd.conf").write_text(
+        "listen_tls = 0\n"
+        "listen_tcp = 1\n"
+        f'tcp_port = "{site.libvirt_port}"\n'
+        f'listen_addr = "{site.address}"\n'
+        'auth_tcp = "none"\n'
+        f'host_uuid = "{host_uuid.read_text().strip()}"\n'
+    )
+    lo, hi = site.migration_ports
+    (etc / "qemu.conf").write_text(
+        'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\n'
+        'security_driver = "none"\n'
+        f"migration_port_min = {lo}\nmigration_port_max = {hi}\n"
+    )
+
+
+def namespace_prefix(site: Site) -> list[str] | None:
+    """nsenter into the site's namespace while one of its processes lives, else None."""
+    for daemon in ("virtlogd", "libvirtd"):
+        pid = read_pid(site.pidfile(daemon))
+        if pid is not None:
+            return ["nsenter", "-t", str(pid), "-m", "-u"]
+    return None
+
+
+def start_libvirt(site: Site) -> None:
+    if read_pid(site.pidfile("libvirtd")) and read_pid(site.pidfile("virtlogd")):
+        return
+    for _, sub in PRIVATE:
+        (site.root / sub).mkdir(parents=True, exist_ok=True)
+    (site.root / "log" / "qemu").mkdir(exist_ok=True)
+    for target, _ in PRIVATE:
+        Path(target).mkdir(parents=True, exist_ok=True)
+    write_libvirt_config(site)
+    steps = []
+    if not read_pid(site.pidfile("virtlogd")):
+        steps.append(f"virtlogd -d -p {site.pidfile('virtlogd')}")
+    if not read_pid(site.pidfile("libvirtd")):
+        steps.append(f"libvirtd -d --listen -p {site.pidfile('libvirtd')}")
+    script = " && ".join(steps)
+    prefix = namespace_prefix(site)
+    if prefix is None:
+        mounts = " && ".join(f"mount --bind {site.root / sub} {target}" for target, sub in PRIVATE)
+        script = f"{mounts} && hostname drorch-site-{site.name} && {script}"
+        prefix = ["unshare", "-m", "-u", "--propagation", "private"]
+    log(f"starting libvirt on site {site.name}")
+    run([*prefix, "sh", "-ec", script])
+    wait_for(lambda: libvirt.open(site.libvirt_uri).close() == 0, f"libvirtd on site {site.name}", 20)
+
+
+def start_docker(site: Site) -> None:
+    if read_pid(site.pidfile("dockerd")):
+        return
+    for sub in ("docker/data", "docker/exec"):
+        (site.root / sub).mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PATH=f"{CRIU_BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+    log(f"starting dockerd on site {site.name}")
+    with (site.root / "dockerd.log").open("ab") as out:
+        subprocess.Popen(
+            [
+                "dockerd", "--experimental",
+                "-H", site.docker_url,
+                "--data-root", str(site.root / "docker" / "data"),
+                "--exec-root", str(site.root / "docker" / "exec"),
+                "--pidfile", str(site.pidfile("dockerd")),
+                "--bridge", "none", "--iptables=false", "--ip-masq=false",
+            ],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    wait_for(lambda: docker.DockerClient(base_url=site.docker_url).ping(), f"dockerd on site {site.name}")
+
+
+# --- workloads ---------------------------------------------------------------------------------------------
+
+
+def domain_xml() -> str:
+    return f"""<domain type='qemu'>
+  <name>{VM_NAME}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{GUEST / 'vmlinuz'}</kernel>
+    <initrd>{GUEST / 'initrd.gz'}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+  </os>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <serial type='file'><source path='{SERIAL_LOG}'/><target port='0'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+def ensure_workloads(force: bool = False) -> None:
+    """One VM and two containers on site A, unless they already run somewhere in the lab."""
+    a = SITES["a"]
+    conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
+    clients = {s.name: docker.DockerClient(base_url=s.docker_url) for s in SITES.values()}
+    try:
+        if force:
+            remove_workloads(conns, clients)
+        if not any(_running(c, VM_NAME) for c in conns.values()):
+            home = next((c for c in conns.values() if VM_NAME in c.listDefinedDomains()), conns["a"])
+            log(f"starting {VM_NAME} on {home.getHostname()}")
+            home.defineXML(domain_xml()).create()
+        ca = clients["a"]
+        if not ca.images.list(name=IMAGE):
+            log(f"importing {IMAGE} on site a")
+            repo, tag = IMAGE.split(":")
+            ca.api.import_image_from_data(
+                image_tar(), repository=repo, tag=tag, changes=["CMD " + json.dumps(["/bin/sh", "-c", COUNTER_SCRIPT])]
+            )
+        for name in CONTAINERS:
+            if not any(c.containers.list(all=True, filters={"name": f"^{name}$"}) for c in clients.values()):
+                log(f"starting container {name} on site a")
+                ca.containers.run(IMAGE, name=name, detach=True, network_mode="none", labels={"drorch.lab": "1"})
+        wait_for(lambda: "count " in a.serial_log().read_text(errors="replace"), f"{VM_NAME} counter")
+    finally:
+        for c in conns.values():
+            c.close()
+        for d in clients.values():
+            d.close()
+
+
+def _running(conn: libvirt.virConnect, name: str) -> bool:
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+
+
+def remove_workloads(conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient]) -> None:
+    for name, conn in conns.items():
+        try:
+            dom = conn.lookupByName(VM_NAME)
+        except libvirt.libvirtError:
+            continue
+        log(f"removing {VM_NAME} from site {name}")
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            dom.undefine()
+    for name, client in clients.items():
+        for c in client.containers.list(all=True, filters={"label": "drorch.lab=1"}):
+            log(f"removing container {c.name} from site {name}")
+            c.remove(force=True)
+        for site in SITES.values():
+            if site.name == name:
+                site.serial_log().unlink(missing_ok=True)
+        for img in client.images.list(name=IMAGE):
+            client.images.remove(img.id, force=True)
+
+
+# --- commands ----------------------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    LAB.mkdir(parents=True, exist_ok=True)
+    if not (CRIU_BIN / "criu").exists():
+        raise SystemExit("[lab] CRIU is not installed: run integration/setup.sh first")
+    build_guest()
+    for site in SITES.values():
+        start_libvirt(site)
+        start_docker(site)
+    ensure_workloads(force=args.reset)
+    log("up")
+
+
+def cmd_reset(args: argparse.Namespace) -> None:
+    args.reset = True
+    cmd_up(args)
+
+
+def cmd_down(_: argparse.Namespace) -> None:
+    conns, clients = {}, {}
+    for site in SITES.values():
+        if read_pid(site.pidfile("libvirtd")):
+            conns[site.name] = libvirt.open(site.libvirt_uri)
+        if read_pid(site.pidfile("dockerd")):
+            clients[site.name] = docker.DockerClient(base_url=site.docker_url)
+    remove_workloads(conns, clients)
+    for site in SITES.values():
+        for daemon in ("dockerd", "libvirtd", "virtlogd"):
+            stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
+    log("down")
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    """Stop one daemon of one site: how tests make a site unreachable."""
+    site = SITES[args.site]
+    stop_pid(site.pidfile(args.daemon), f"{args.daemon} of site {site.name}")
+
+
+def cmd_start(args: argparse.Namespace) -> None:
+    site = SITES[args.site]
+    if args.daemon == "dockerd":
+        start_docker(site)
+    else:
+        start_libvirt(site)
+
+
+def status() -> dict[str, object]:
+    out: dict[str, object] = {}
+    for site in SITES.values():
+        info: dict[str, object] = {
+            "libvirt": site.libvirt_uri,
+            "docker": site.docker_url,
+            "daemons": {d: read_pid(site.pidfile(d)) for d in DAEMONS},
+        }
+        if read_pid(site.pidfile("libvirtd")):
+            conn = libvirt.open(site.libvirt_uri)
+            info["vms"] = sorted(d.name() for d in conn.listAllDomains() if d.isActive())
+            conn.close()
+        if read_pid(site.pidfile("dockerd")):
+            client = docker.DockerClient(base_url=site.docker_url)
+            info["containers"] = sorted(c.name for c in client.containers.list())
+            client.close()
+        out[site.name] = info
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    st = status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return
+    for name, info in st.items():
+        assert isinstance(info, dict)
+        daemons = ", ".join(f"{d}={'pid ' + str(p) if p else 'down'}" for d, p in info["daemons"].items())
+        print(f"site {name}: {daemons}")
+        print(f"  vms: {', '.join(info.get('vms', [])) or '-'}")
+        print(f"  containers: {', '.join(info.get('containers', [])) or '-'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("[lab] run as root")
+    p = argparse.ArgumentParser(prog="integration/lab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="install, start both sites and the lab workloads (idempotent)")
+    up.add_argument("--reset", action="store_true", help="recreate the workloads on site A")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("reset", help="recreate the workloads fresh on site A").set_defaults(func=cmd_reset)
+    sub.add_parser("down", help="remove the workloads and stop every lab daemon").set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="daemons and workloads per site")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    for name, func in (("stop", cmd_stop), ("start", cmd_start)):
+        sp = sub.add_parser(name, help=f"{name} one daemon of one site")
+        sp.add_argument("site", choices=sorted(SITES))
+        sp.add_argument("daemon", choices=["libvirtd", "dockerd"])
+        sp.set_defaults(func=func)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

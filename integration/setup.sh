@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs everything the lab and the test suite need on a Debian 12 machine, as root.
+# Idempotent: each step checks whether its work is already done.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+lab_root=${DRORCH_LAB_DIR:-/var/lib/drorch-lab}
+criu_root=$lab_root/criu
+venv=${DRORCH_VENV:-$repo/.venv}
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '[setup] %s\n' "$*"; }
+
+packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+          libvirt-dev pkg-config docker.io busybox-static cpio dnsmasq-base iproute2 gcc python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# libvirtd's QEMU driver refuses to start without these.
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -G kvm libvirt-qemu
+
+# CRIU: bookworm's 3.17 fails on recent kernels; trixie's 4.x runs from a private folder with its own libc.
+if ! "$criu_root/bin/criu" check >/dev/null 2>&1; then
+  say "installing CRIU from trixie into $criu_root"
+  cat > /etc/apt/sources.list.d/drorch-trixie.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  cat > /etc/apt/preferences.d/drorch-trixie <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+  apt-get update -q
+  dl=$(mktemp -d)
+  (cd "$dl" && apt-get download -t trixie criu libcompel1 libc6 libbsd0 libgnutls30t64 libprotobuf-c1 \
+     libnftables1 libnl-3-200 libnet1 libnettle8t64 libhogweed6t64 libidn2-0 libunistring5 libtasn1-6 \
+     libp11-kit0 libgmp10 libffi8 libjansson4 libnftnl11 libmnl0 libxtables12 libmd0)
+  rm -rf "$criu_root" && mkdir -p "$criu_root/root" "$criu_root/bin"
+  for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$criu_root/root"; done
+  rm -rf "$dl"
+  r=$criu_root/root
+  cat > "$criu_root/bin/criu" <<WRAP
+#!/bin/sh
+exec $r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $r/usr/lib/x86_64-linux-gnu:$r/lib/x86_64-linux-gnu $r/usr/sbin/criu "\$@"
+WRAP
+  chmod 755 "$criu_root/bin/criu"
+  "$criu_root/bin/criu" check
+fi
+
+# The Python environment: drorch itself plus its test tools.
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv"
+  python3 -m venv "$venv"
+fi
+stamp=$venv/.drorch-installed
+if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+  say "installing drorch and its test dependencies into $venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$repo[dev]"
+  touch "$stamp"
+fi
+say "ready"
