@@ -36,7 +36,7 @@ VM_NAME = "lab-vm"
 CHECKPOINT_CONTAINER = "lab-counter"
 REDEPLOY_CONTAINER = "lab-redeploy"
 CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
-COUNTER_SCRIPT = 'i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
+COUNTER_SCRIPT = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
 SERIAL_LOG = f"/var/log/libvirt/qemu/{VM_NAME}.serial"
 # Folders that each site's libvirtd sees privately: (path inside the namespace, folder under the site).
 PRIVATE = (
@@ -143,7 +143,7 @@ def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
         try:
             if check():  # type: ignore[operator]
                 return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
         time.sleep(0.2)
     raise SystemExit(f"[lab] timed out waiting for {what}: {last}")

@@ -1,0 +1,114 @@
+"""The narrow interface every workload driver implements, and the values that cross it.
+
+A move is started with `start_move`, which returns a JSON-serialisable `Handle` and is idempotent:
+it first looks where the workload really is and does only what is still missing. `progress` reads
+the state of a move back from a handle, from the driver's own bookkeeping when the move runs in
+this process and from both sites' reality otherwise, so a later process can pick a move up.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from drorch.playbook import Strategy, WorkloadKind
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One site as a driver sees it."""
+
+    site: str
+    uri: str
+    migration_address: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    name: str
+    kind: WorkloadKind
+    site: str
+    running: bool
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class MoveRequest:
+    workload: str
+    strategy: Strategy
+    source: Endpoint
+    target: Endpoint
+
+
+@dataclass
+class Handle:
+    """What a step stores so that it, or a later run, can follow the move."""
+
+    request: MoveRequest
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "request": asdict(self.request), "data": self.data}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Handle:
+        raw = json.loads(text)
+        req = raw["request"]
+        request = MoveRequest(
+            workload=req["workload"],
+            strategy=Strategy(req["strategy"]),
+            source=Endpoint(**req["source"]),
+            target=Endpoint(**req["target"]),
+        )
+        return cls(request=request, id=raw["id"], data=raw["data"])
+
+
+class Phase(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: Phase
+    step: str = ""  # what the driver is doing now, e.g. "checkpoint" or "migrating memory"
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    message: str = ""  # how it ended: "running on site b", or why it failed
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is not Phase.RUNNING
+
+
+class Driver(ABC):
+    """One technology (libvirt, Docker): inventory of a site and moves between sites."""
+
+    kind: ClassVar[WorkloadKind]
+
+    @abstractmethod
+    def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
+        """Every workload of this kind on the site; raises SiteUnreachable."""
+
+    @abstractmethod
+    def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        """The workload on that site, or None; raises SiteUnreachable."""
+
+    @abstractmethod
+    def start_move(self, request: MoveRequest) -> Handle:
+        """Start (or join) moving the workload; returns at once. Raises MoveFailed or SiteUnreachable."""
+
+    @abstractmethod
+    def progress(self, handle: Handle) -> Progress:
+        """Where the move stands now."""
+
+    def close(self) -> None:  # noqa: B027 - drivers without connections have nothing to close
+        """Release connections held by the driver."""

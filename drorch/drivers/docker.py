@@ -1,0 +1,289 @@
+"""Docker driver: containers move by CRIU checkpoint and restore, or are redeployed from their image.
+
+docker-py has no checkpoint call; the Engine API has POST /containers/{id}/checkpoints and a
+`checkpoint` parameter on start, which the low-level APIClient sends. Docker 20.10 restores only
+from a container's own checkpoint folder, so the checkpoint files are copied from the source
+daemon's data root into the new container's folder on the target: both data roots must be
+reachable as paths from where drorch runs. When they are not, or a daemon lacks checkpoint
+support, or the dump fails, the move falls back to a redeploy and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.jobs import Jobs
+from drorch.errors import MoveFailed, SiteUnreachable
+from drorch.playbook import Strategy, WorkloadKind
+
+# What a recreated container keeps of the original's host configuration.
+HOST_CONFIG_KEYS = (
+    "Binds", "NetworkMode", "PortBindings", "RestartPolicy", "Memory", "NanoCpus", "CpuShares",
+    "Mounts", "Privileged", "CapAdd", "CapDrop", "ExtraHosts", "LogConfig", "Tmpfs", "Ulimits",
+)
+CHUNK = 1 << 20
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    return str(exc)
+
+
+def clone_config(inspect: dict[str, Any]) -> dict[str, Any]:
+    """The create-container body that recreates `inspect`'s container elsewhere."""
+    config = {k: v for k, v in inspect["Config"].items() if k not in ("Hostname",)}
+    host = inspect.get("HostConfig") or {}
+    config["HostConfig"] = {k: host[k] for k in HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})}
+    return config
+
+
+class _Site:
+    """One Docker daemon, with the calls the driver needs and errors turned into drorch's."""
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
+        try:
+            # Typed loosely: the stubs lack the raw calls that checkpoints need.
+            self.api: Any = docker.APIClient(base_url=ep.uri, version="auto", timeout=120)
+        except (DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {_reason(exc)}") from None
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.inspect_container(name)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
+        except (DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}: {_reason(exc)}") from None
+
+    def data_root(self) -> Path | None:
+        """The daemon's data root when this machine can reach it as a folder."""
+        root = Path(self.api.info()["DockerRootDir"])
+        return root if (root / "containers").is_dir() else None
+
+    def checkpoints_supported(self) -> bool:
+        return bool(self.api.info().get("ExperimentalBuild"))
+
+    def checkpoint(self, container: str, name: str) -> None:
+        res = self.api._post_json(
+            self.api._url("/containers/{0}/checkpoints", container), data={"CheckpointID": name, "Exit": True}
+        )
+        self.api._raise_for_status(res)
+
+    def start(self, container: str, checkpoint: str | None = None) -> None:
+        params = {"checkpoint": checkpoint} if checkpoint else {}
+        res = self.api._post(self.api._url("/containers/{0}/start", container), params=params)
+        self.api._raise_for_status(res)
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self.api.inspect_image(image)
+        except ImageNotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.api.close()
+
+
+class DockerDriver(Driver):
+    kind = WorkloadKind.CONTAINER
+
+    def __init__(self) -> None:
+        self._sites: dict[str, _Site] = {}
+        self._jobs = Jobs()
+        self._bytes: dict[str, tuple[int, int]] = {}
+
+    def _site(self, ep: Endpoint) -> _Site:
+        site = self._sites.get(ep.uri)
+        if site is None:
+            site = self._sites[ep.uri] = _Site(ep)
+        return site
+
+    @staticmethod
+    def _info(c: dict[str, Any], site: str) -> WorkloadInfo:
+        host = c.get("HostConfig") or {}
+        memory = host.get("Memory") or 0
+        cpus = host.get("NanoCpus") or 0
+        return WorkloadInfo(
+            name=c["Name"].lstrip("/"),
+            kind=WorkloadKind.CONTAINER,
+            site=site,
+            running=bool(c["State"]["Running"]),
+            memory_mib=memory // (1 << 20) or None,
+            vcpus=cpus // 10**9 or None,
+            image=c["Config"]["Image"],
+        )
+
+    def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
+        s = self._site(site)
+        try:
+            ids = [c["Id"] for c in s.api.containers(all=True)]
+        except (DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+        found = (s.inspect(i) for i in ids)
+        return sorted((self._info(c, site.site) for c in found if c), key=lambda w: w.name)
+
+    def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        c = self._site(site).inspect(name)
+        return None if c is None else self._info(c, site.site)
+
+    def start_move(self, request: MoveRequest) -> Handle:
+        name, src_ep, dst_ep = request.workload, request.source, request.target
+        handle = Handle(request)
+        src, dst = self._site(src_ep), self._site(dst_ep)
+        on_target = dst.inspect(name)
+        if on_target and on_target["State"]["Running"]:
+            handle.data["already_there"] = True
+            return handle
+        on_source = src.inspect(name)
+        if on_source is None or not on_source["State"]["Running"]:
+            raise MoveFailed(f"container {name} is running neither on site {src_ep.site} nor on site {dst_ep.site}")
+        if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
+            dst.api.remove_container(on_target["Id"], force=True)
+        handle.data["source_id"] = on_source["Id"]
+        self._jobs.submit(handle.id, lambda: self._move(handle, on_source))
+        return handle
+
+    # --- the move itself, in a background thread -----------------------------------------------------------
+
+    def _move(self, handle: Handle, original: dict[str, Any]) -> str:
+        req = handle.request
+        src, dst = _Site(req.source), _Site(req.target)
+        try:
+            return self._transfer(handle, original, src, dst)
+        except (APIError, DockerException, requests.RequestException, OSError) as exc:
+            raise MoveFailed(f"moving container {req.workload} failed: {_reason(exc)}") from None
+        finally:
+            src.close()
+            dst.close()
+
+    def _transfer(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> str:
+        req, hid = handle.request, handle.id
+        name, image = req.workload, original["Config"]["Image"]
+        self._jobs.set_step(hid, "image")
+        if not dst.has_image(image):
+            self._send_image(hid, image, src, dst)
+        self._jobs.set_step(hid, "create")
+        created = dst.api.create_container_from_config(clone_config(original), name=name)
+        target_id: str = created["Id"]
+        handle.data["target_id"] = target_id
+        fallback = ""
+        if req.strategy is Strategy.CHECKPOINT:
+            why_not = self._checkpoint_obstacle(src, dst)
+            if why_not is None:
+                try:
+                    return self._restore(handle, original["Id"], target_id, src, dst)
+                except _DumpFailed as exc:
+                    why_not = f"the checkpoint failed ({exc})"
+            fallback = f" (redeployed from {image}: {why_not})"
+        self._jobs.set_step(hid, "stop source")
+        src.api.stop(original["Id"], timeout=10)
+        self._jobs.set_step(hid, "start")
+        try:
+            dst.start(target_id)
+        except APIError as exc:
+            src.start(original["Id"])
+            dst.api.remove_container(target_id, force=True)
+            raise MoveFailed(f"{name} did not start on site {req.target.site}, restarted on site "
+                             f"{req.source.site}: {_reason(exc)}") from None
+        src.api.remove_container(original["Id"], force=True)
+        return f"running on site {req.target.site}{fallback}"
+
+    @staticmethod
+    def _checkpoint_obstacle(src: _Site, dst: _Site) -> str | None:
+        for site in (src, dst):
+            if not site.checkpoints_supported():
+                return f"Docker on site {site.ep.site} runs without --experimental, which checkpoints need"
+            if site.data_root() is None:
+                return f"the data root of Docker on site {site.ep.site} is not reachable from this machine"
+        return None
+
+    def _restore(self, handle: Handle, source_id: str, target_id: str, src: _Site, dst: _Site) -> str:
+        req, hid = handle.request, handle.id
+        checkpoint = f"drorch-{hid}"
+        handle.data["checkpoint"] = checkpoint
+        self._jobs.set_step(hid, "checkpoint")
+        try:
+            src.checkpoint(source_id, checkpoint)
+        except APIError as exc:
+            raise _DumpFailed(_reason(exc)) from None
+        src_dir = src.data_root() / "containers" / source_id / "checkpoints" / checkpoint  # type: ignore[operator]
+        dst_dir = dst.data_root() / "containers" / target_id / "checkpoints" / checkpoint  # type: ignore[operator]
+        try:
+            self._jobs.set_step(hid, "copy checkpoint")
+            _copy_private(src_dir, dst_dir)
+            self._jobs.set_step(hid, "restore")
+            dst.start(target_id, checkpoint=checkpoint)
+        except (APIError, OSError) as exc:
+            src.start(source_id, checkpoint=checkpoint)  # the process goes on where it stopped, at home
+            dst.api.remove_container(target_id, force=True)
+            raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
+                             f"{req.source.site} instead: {_reason(exc)}") from None
+        self._jobs.set_step(hid, "cleanup")
+        shutil.rmtree(dst_dir, ignore_errors=True)  # it holds the process's memory
+        src.api.remove_container(source_id, force=True)
+        return f"running on site {req.target.site} (restored from checkpoint)"
+
+    def _send_image(self, hid: str, image: str, src: _Site, dst: _Site) -> None:
+        self._jobs.set_step(hid, "send image")
+        total = int(src.api.inspect_image(image).get("Size") or 0)
+        done = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal done
+            for chunk in src.api.get_image(image, chunk_size=CHUNK):
+                done += len(chunk)
+                self._bytes[hid] = (done, max(total, done))
+                yield chunk
+
+        for _ in dst.api.load_image(counted()):
+            pass
+
+    def progress(self, handle: Handle) -> Progress:
+        req = handle.request
+        if handle.data.get("already_there"):
+            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
+        fut = self._jobs.future(handle.id)
+        if fut is None:  # started by another process: only reality tells
+            there = self.locate(req.workload, req.target)
+            if there is not None and there.running:
+                return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
+            return Progress(Phase.FAILED, message=f"no move of container {req.workload} is under way (interrupted?)")
+        if fut.done():
+            exc = fut.exception()
+            if exc is not None:
+                return Progress(Phase.FAILED, message=str(exc))
+            return Progress(Phase.COMPLETED, message=fut.result())
+        done, total = self._bytes.get(handle.id, (None, None))
+        return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
+
+    def close(self) -> None:
+        self._jobs.shutdown()
+        for site in self._sites.values():
+            site.close()
+        self._sites.clear()
+
+
+class _DumpFailed(Exception):
+    """CRIU could not dump the container; it keeps running on the source."""
+
+
+def _copy_private(src: Path, dst: Path) -> None:
+    """Copy checkpoint files readable by root only: they hold the process's memory, secrets included."""
+    old = os.umask(0o077)
+    try:
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    finally:
+        os.umask(old)
+    dst.chmod(0o700)

@@ -1,0 +1,33 @@
+"""Moves run in background threads of this process; drivers keep their futures here by handle id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from threading import Lock
+
+
+class Jobs:
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="drorch-move")
+        self._futures: dict[str, Future[str]] = {}
+        self._steps: dict[str, str] = {}
+        self._lock = Lock()
+
+    def submit(self, handle_id: str, fn: Callable[[], str]) -> None:
+        """Run fn once for this handle; fn returns the outcome line, or raises."""
+        with self._lock:
+            if handle_id not in self._futures:
+                self._futures[handle_id] = self._pool.submit(fn)
+
+    def future(self, handle_id: str) -> Future[str] | None:
+        return self._futures.get(handle_id)
+
+    def set_step(self, handle_id: str, step: str) -> None:
+        self._steps[handle_id] = step
+
+    def step(self, handle_id: str) -> str:
+        return self._steps.get(handle_id, "")
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
