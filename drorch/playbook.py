@@ -119,7 +119,10 @@ def _positions(node: yaml.Node, loc: Loc = ()) -> dict[Loc, yaml.Mark]:
     return marks
 
 
-def _where(marks: dict[Loc, yaml.Mark], loc: Loc, source: str) -> str:
+def _where(marks: dict[Loc, yaml.Mark], loc: Loc, source: str, at_key: bool = False) -> str:
+    """`file:line:col` of the value at loc (or of its key), else of the nearest enclosing node."""
+    if at_key and (mark := marks.get((*loc, "__key__"))) is not None:
+        return f"{source}:{mark.line + 1}:{mark.column + 1}"
     for n in range(len(loc), -1, -1):
         mark = marks.get(loc[:n])
         if mark is not None:
@@ -153,7 +156,8 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
         for err in exc.errors():
             loc = tuple(err["loc"])
             field = ".".join(str(p) for p in loc) or "playbook"
-            problems.append(f"{_where(marks, loc, source)}: {field}: {err['msg']}")
+            where = _where(marks, loc, source, at_key=err["type"] == "extra_forbidden")
+            problems.append(f"{where}: {field}: {err['msg']}")
         raise PlaybookError(problems) from None
     refs = reference_problems(pb)
     if refs:

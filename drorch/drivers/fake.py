@@ -1,0 +1,118 @@
+"""A stateful in-memory driver behind the same interface, for fast tests of everything above drivers.
+
+A `FakeCloud` holds every site's workloads; several `FakeDriver`s (one per kind, or a second one
+standing for a later process) share it, so a handle stored by one can be followed by another.
+Each workload carries a counter, like the lab's guests: a live migration or a checkpoint keeps
+it, a redeploy starts it again from 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.errors import MoveFailed, SiteUnreachable
+from drorch.playbook import Strategy, WorkloadKind
+
+
+@dataclass
+class FakeWorkload:
+    kind: WorkloadKind
+    running: bool = True
+    counter: int = 1
+    memory_mib: int = 128
+    vcpus: int = 1
+
+
+@dataclass
+class FakeSite:
+    reachable: bool = True
+    checkpoints: bool = True  # CRIU works on this site's Docker
+    workloads: dict[str, FakeWorkload] = field(default_factory=dict)
+
+
+@dataclass
+class _Move:
+    request: MoveRequest
+    polls_left: int
+    fail: str | None
+
+
+@dataclass
+class FakeCloud:
+    sites: dict[str, FakeSite] = field(default_factory=dict)  # by endpoint URI
+    fail: dict[str, str] = field(default_factory=dict)  # workload name -> why its next move fails
+    polls_per_move: int = 2
+    moves: dict[str, _Move] = field(default_factory=dict)  # by handle id
+
+    def site(self, ep: Endpoint) -> FakeSite:
+        site = self.sites.setdefault(ep.uri, FakeSite())
+        if not site.reachable:
+            raise SiteUnreachable(f"site {ep.site}: {ep.uri} does not answer")
+        return site
+
+
+class FakeDriver(Driver):
+    def __init__(self, cloud: FakeCloud, kind: WorkloadKind) -> None:
+        self.cloud = cloud
+        self.kind = kind  # type: ignore[misc]  # one fake class serves both kinds
+
+    def _workloads(self, site: Endpoint) -> dict[str, FakeWorkload]:
+        return {n: w for n, w in self.cloud.site(site).workloads.items() if w.kind is self.kind}
+
+    def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
+        return [self._info(n, w, site) for n, w in sorted(self._workloads(site).items())]
+
+    def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        w = self._workloads(site).get(name)
+        return None if w is None else self._info(name, w, site)
+
+    def _info(self, name: str, w: FakeWorkload, site: Endpoint) -> WorkloadInfo:
+        return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus)
+
+    def start_move(self, request: MoveRequest) -> Handle:
+        src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
+        handle = Handle(request)
+        there = dst.workloads.get(request.workload)
+        if there is not None and there.running:
+            handle.data["already_there"] = True
+            return handle
+        here = src.workloads.get(request.workload)
+        if here is None or not here.running:
+            raise MoveFailed(f"{self.kind} {request.workload} is running neither on site "
+                             f"{request.source.site} nor on site {request.target.site}")
+        self.cloud.moves[handle.id] = _Move(request, self.cloud.polls_per_move,
+                                            self.cloud.fail.pop(request.workload, None))
+        return handle
+
+    def progress(self, handle: Handle) -> Progress:
+        req = handle.request
+        if handle.data.get("already_there"):
+            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
+        move = self.cloud.moves.get(handle.id)
+        if move is None:
+            there = self.locate(req.workload, req.target)
+            if there is not None and there.running:
+                return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
+            return Progress(Phase.FAILED, message=f"no move of {req.workload} is under way (interrupted?)")
+        if move.polls_left > 0:
+            move.polls_left -= 1
+            total = 128 << 20
+            return Progress(Phase.RUNNING, step="moving", bytes_done=total // (move.polls_left + 1),
+                            bytes_total=total)
+        del self.cloud.moves[handle.id]
+        if move.fail is not None:
+            return Progress(Phase.FAILED, message=move.fail)
+        return Progress(Phase.COMPLETED, message=self._land(req))
+
+    def _land(self, req: MoveRequest) -> str:
+        src, dst = self.cloud.site(req.source), self.cloud.site(req.target)
+        w = src.workloads.pop(req.workload)
+        note = ""
+        if req.strategy is Strategy.CHECKPOINT and not (src.checkpoints and dst.checkpoints):
+            note = " (redeployed from image: checkpoints do not work here)"
+            w.counter = 1
+        elif req.strategy is Strategy.REDEPLOY:
+            w.counter = 1
+        dst.workloads[req.workload] = w
+        return f"running on site {req.target.site}{note}"
