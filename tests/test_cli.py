@@ -1,0 +1,120 @@
+"""The CLI end to end over the real SQLite store and the fake drivers: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from drorch import cli
+from drorch.drivers.fake import FakeCloud
+from drorch.engine import endpoint
+from drorch.playbook import Playbook
+from drorch.records import RunState
+from drorch.store import Store
+from tests.conftest import fake_drivers
+from tests.test_engine import _held_by
+
+
+@pytest.fixture(autouse=True)
+def fakes(cloud: FakeCloud, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "make_drivers", lambda: fake_drivers(cloud))
+
+
+def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(args))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def test_failover_prints_progress_and_exits_0(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
+    code, out, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 0, err
+    assert "run 1: failover shop, site a -> site b, 3 workloads" in out
+    assert "[1/3] vm db: live started" in out
+    assert "[3/3] container web: done in" in out and "running on site b" in out
+    assert re.fullmatch(r"run 1 succeeded in \d+\.\d s", out.strip().splitlines()[-1])
+    assert err == ""
+
+
+def test_status_and_history(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
+    drorch(capsys, "failover", str(playbook_file))
+    code, out, _ = drorch(capsys, "status", str(playbook_file), "--json")
+    assert code == 0
+    assert {r["workload"]: r["running_on"] for r in json.loads(out)} == {"db": ["b"], "cache": ["b"], "web": ["b"]}
+    code, out, _ = drorch(capsys, "history", "--json")
+    runs = json.loads(out)
+    assert code == 0 and [(r["id"], r["state"]) for r in runs] == [(1, "succeeded")]
+    code, out, _ = drorch(capsys, "history", "1")
+    assert code == 0 and "live       succeeded" in out
+    code, out, _ = drorch(capsys, "status", str(playbook_file))
+    assert "vm        db                       running on site b" in out
+
+
+def test_failover_json_is_the_run_with_its_steps(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
+    code, out, _ = drorch(capsys, "failover", str(playbook_file), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["state"] == "succeeded"
+    assert [s["workload"] for s in report["steps"]] == ["db", "cache", "web"]
+
+
+def test_unreachable_target_exits_1_with_one_line(
+    capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud, playbook: Playbook
+) -> None:
+    for w in playbook.workloads:
+        cloud.sites[endpoint(playbook, w.kind, "b").uri].reachable = False
+    code, _, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 1
+    assert err.splitlines() == [
+        "drorch: run 1 failed: vm db: site b: fake://b/libvirt does not answer (and 2 more: drorch history 1)"]
+
+
+def test_partial_run_exits_3(capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud) -> None:
+    cloud.fail["web"] = "web did not start on site b"
+    code, _, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 3 and err.strip() == "drorch: run 1 partial: container web: web did not start on site b"
+
+
+def test_held_workload_exits_4(capsys: pytest.CaptureFixture[str], playbook_file: Path, store: Store) -> None:
+    _held_by(store, os.getpid())
+    code, _, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 4
+    assert len(err.splitlines()) == 1 and "is held by run 1" in err
+    assert [r.state for r in store.runs()] == [RunState.RUNNING]
+
+
+def test_malformed_playbook_exits_2_naming_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprimary: a\nsecondary: b\nsites: {a: {}, b: {}}\nworkloads:\n  - name: v\n    kind: vmm\n")
+    code, out, err = drorch(capsys, "failover", str(bad))
+    assert code == 2 and out == ""
+    assert err == f"{bad}:7:11: workloads.0.kind: Input should be 'vm' or 'container'\n"
+    assert "Traceback" not in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = drorch(capsys, "failover")
+    assert code == 2 and "Missing argument" in err
+
+
+def test_unknown_run_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = drorch(capsys, "history", "99")
+    assert code == 2 and err.startswith("drorch: error: no run 99 in sqlite:///")
+
+
+def test_internal_error_is_one_line_unless_debug(
+    capsys: pytest.CaptureFixture[str], playbook_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom() -> None:
+        raise RuntimeError("wires crossed")
+
+    monkeypatch.setattr(cli, "make_drivers", boom)
+    code, _, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 1
+    assert err == "drorch: internal error: RuntimeError('wires crossed') (run with --debug for the traceback)\n"
+    with pytest.raises(RuntimeError, match="wires crossed"):
+        cli.main(["--debug", "failover", str(playbook_file)])
