@@ -128,11 +128,9 @@ class Engine:
     def _follow(self, run: Run, step: Step, driver: Driver, handle: Handle, total: int) -> Progress:
         while True:
             progress = driver.progress(handle)
-            if progress.finished:
-                if progress.bytes_total is not None:
-                    step.bytes_done, step.bytes_total = progress.bytes_done, progress.bytes_total
-                return progress
-            if (progress.bytes_done, progress.bytes_total) != (step.bytes_done, step.bytes_total):
+            if progress.bytes_total is not None:
                 step.bytes_done, step.bytes_total = progress.bytes_done, progress.bytes_total
+            if progress.finished:
+                return progress
             self.report(StepEvent(run, step, total, progress))
             time.sleep(POLL_SECONDS)

@@ -157,11 +157,13 @@ class DockerDriver(Driver):
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 
-    def _move(self, handle: Handle, original: dict[str, Any]) -> str:
+    def _move(self, handle: Handle, original: dict[str, Any]) -> Progress:
         req = handle.request
         src, dst = _Site(req.source), _Site(req.target)
         try:
-            return self._transfer(handle, original, src, dst)
+            message = self._transfer(handle, original, src, dst)
+            done, total = self._bytes.get(handle.id, (None, None))
+            return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message)
         except (APIError, DockerException, requests.RequestException, OSError) as exc:
             raise MoveFailed(f"moving container {req.workload} failed: {_reason(exc)}") from None
         finally:
@@ -264,7 +266,7 @@ class DockerDriver(Driver):
             exc = fut.exception()
             if exc is not None:
                 return Progress(Phase.FAILED, message=str(exc))
-            return Progress(Phase.COMPLETED, message=fut.result())
+            return fut.result()
         done, total = self._bytes.get(handle.id, (None, None))
         return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
 

@@ -6,21 +6,23 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Lock
 
+from drorch.drivers.base import Progress
+
 
 class Jobs:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="drorch-move")
-        self._futures: dict[str, Future[str]] = {}
+        self._futures: dict[str, Future[Progress]] = {}
         self._steps: dict[str, str] = {}
         self._lock = Lock()
 
-    def submit(self, handle_id: str, fn: Callable[[], str]) -> None:
-        """Run fn once for this handle; fn returns the outcome line, or raises."""
+    def submit(self, handle_id: str, fn: Callable[[], Progress]) -> None:
+        """Run fn once for this handle; fn returns the final progress, or raises."""
         with self._lock:
             if handle_id not in self._futures:
                 self._futures[handle_id] = self._pool.submit(fn)
 
-    def future(self, handle_id: str) -> Future[str] | None:
+    def future(self, handle_id: str) -> Future[Progress] | None:
         return self._futures.get(handle_id)
 
     def set_step(self, handle_id: str, step: str) -> None:

@@ -109,12 +109,25 @@ class LibvirtDriver(Driver):
         self._jobs.submit(handle.id, lambda: self._migrate(dom, request))
         return handle
 
-    def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> str:
+    def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         try:
             dom.migrateToURI3(request.target.uri, migrate_params(request.target), MIGRATE_FLAGS)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"live migration of {request.workload} failed: {_reason(exc)}") from None
-        return f"running on site {request.target.site}"
+        return self._completed(request)
+
+    def _completed(self, request: MoveRequest) -> Progress:
+        """The target keeps the finished job's statistics: what was sent and the guest's downtime."""
+        message = f"running on site {request.target.site}"
+        try:
+            dom = self._domain(request.target, request.workload)
+            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if dom is not None else {}
+        except (DrorchError, libvirt.libvirtError):
+            stats = {}
+        if "downtime" in stats:
+            message += f" (downtime {stats['downtime']} ms)"
+        return Progress(Phase.COMPLETED, bytes_done=stats.get("data_processed"),
+                        bytes_total=stats.get("data_total"), message=message)
 
     def progress(self, handle: Handle) -> Progress:
         req = handle.request
@@ -125,7 +138,7 @@ class LibvirtDriver(Driver):
             exc = fut.exception()
             if exc is not None:
                 return Progress(Phase.FAILED, message=str(exc))
-            return Progress(Phase.COMPLETED, message=fut.result())
+            return fut.result()
         try:
             return self._observed(req, ours=fut is not None)
         except (DrorchError, libvirt.libvirtError) as exc:
@@ -145,7 +158,7 @@ class LibvirtDriver(Driver):
                 bytes_total=stats.get("data_total"),
             )
         if self._running_on(req.target, req.workload):
-            return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
+            return self._completed(req)
         if ours:
             return Progress(Phase.RUNNING, step="starting migration")
         return Progress(Phase.FAILED, message=f"no migration of {req.workload} is under way (interrupted?)")

@@ -1,0 +1,93 @@
+"""Fixtures for tests against the real two-site lab (integration/lab up)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from integration import labctl
+
+REPO = Path(__file__).resolve().parent.parent
+DRORCH = REPO / ".venv" / "bin" / "drorch"
+LAB_PLAYBOOK = REPO / "playbooks" / "lab.yaml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab() -> None:
+    """The lab must be up: a missing lab is a failure, never a skip."""
+    down = [f"{d} of site {s.name}" for s in labctl.SITES.values() for d in labctl.DAEMONS
+            if labctl.read_pid(s.pidfile(d)) is None]
+    if down:
+        pytest.fail(f"the lab is not up ({', '.join(down)} not running): run integration/lab up")
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def vm_counts(site: str) -> list[int]:
+    path = labctl.SITES[site].serial_log()
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [int(n) for n in re.findall(r"^count (\d+)", text, re.M)]
+
+
+def container_counts(site: str, name: str) -> list[int]:
+    client = docker.DockerClient(base_url=labctl.SITES[site].docker_url)
+    try:
+        logs = client.containers.get(name).logs().decode()
+    finally:
+        client.close()
+    return [int(n) for n in re.findall(r"^count (\d+)", logs, re.M)]
+
+
+def where(name: str) -> dict[str, list[str]]:
+    """Sites where each kind of lab workload with this name runs, from the lab's own view."""
+    st = labctl.status()
+    return {
+        "vms": [s for s, info in st.items() if name in info.get("vms", [])],  # type: ignore[union-attr]
+        "containers": [s for s, info in st.items() if name in info.get("containers", [])],  # type: ignore[union-attr]
+    }
+
+
+@pytest.fixture
+def fresh_lab(lab: None) -> Iterator[None]:
+    """Every lab daemon up and the workloads new on site A, their counters past 3."""
+    labctl.cmd_up(argparse.Namespace(reset=True))
+    wait_until(lambda: max(vm_counts("a"), default=0) >= 3, "the VM's counter")
+    for name in labctl.CONTAINERS:
+        wait_until(lambda n=name: max(container_counts("a", n), default=0) >= 3, f"{name}'s counter")
+    yield
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def run_drorch(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+        env.pop("DRORCH_DB_URL", None)
+        return subprocess.run([str(DRORCH), *args], capture_output=True, text=True, env=env, timeout=timeout,
+                              cwd=REPO)
+    return run

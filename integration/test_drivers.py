@@ -1,0 +1,61 @@
+"""The driver contract suite against the real libvirt and Docker drivers on the lab."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from drorch.drivers.base import Driver, Endpoint, MoveRequest
+from drorch.drivers.docker import DockerDriver
+from drorch.drivers.libvirt import LibvirtDriver
+from drorch.playbook import Strategy
+from integration import labctl
+from tests.driver_contract import DriverContract
+
+A, B = labctl.SITES["a"], labctl.SITES["b"]
+CASES = {
+    "vm-live": (LibvirtDriver, labctl.VM_NAME, Strategy.LIVE),
+    "container-checkpoint": (DockerDriver, labctl.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
+    "container-redeploy": (DockerDriver, labctl.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
+}
+
+
+def endpoints(case: str) -> tuple[Endpoint, Endpoint]:
+    if CASES[case][0] is LibvirtDriver:
+        return (Endpoint("a", A.libvirt_uri, A.address), Endpoint("b", B.libvirt_uri, B.address))
+    return Endpoint("a", A.docker_url), Endpoint("b", B.docker_url)
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request: pytest.FixtureRequest, fresh_lab: None) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def driver(case: str) -> Iterator[Driver]:
+    d = CASES[case][0]()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def request_(case: str) -> MoveRequest:
+    src, dst = endpoints(case)
+    return MoveRequest(CASES[case][1], CASES[case][2], src, dst)
+
+
+@pytest.fixture
+def reopen(case: str) -> Callable[[], Driver]:
+    return CASES[case][0]
+
+
+@pytest.fixture
+def unreachable(case: str) -> Endpoint:
+    if CASES[case][0] is LibvirtDriver:
+        return Endpoint("z", "qemu+tcp://127.0.0.1:1/system", "127.0.0.1")
+    return Endpoint("z", f"unix://{labctl.LAB}/no-such-daemon.sock")
+
+
+class TestRealDrivers(DriverContract):
+    pass

@@ -1,0 +1,141 @@
+"""`drorch failover` on the real lab: libvirtd + QEMU and dockerd + CRIU on two sites."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drorch.store import Store
+from integration import labctl
+from integration.conftest import LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
+
+Drorch = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def last(counts: list[int]) -> int:
+    assert counts, "no counter output yet"
+    return counts[-1]
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_failover_and_failback_keep_every_workload_going(run_drorch: Drorch, state_dir: Path) -> None:
+    vm_before = last(vm_counts("a"))
+    ctr_before = last(container_counts("a", labctl.CHECKPOINT_CONTAINER))
+
+    res = run_drorch("failover", str(LAB_PLAYBOOK))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "run 1 succeeded" in res.stdout
+
+    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    for name in labctl.CONTAINERS:
+        assert where(name)["containers"] == ["b"]
+    # The VM's guest kept counting: site B's serial log goes on from where site A's stopped.
+    wait_until(lambda: len(vm_counts("b")) >= 2, "the VM's counter on site b")
+    first_b = vm_counts("b")[0]
+    assert vm_before <= first_b <= last(vm_counts("a")) + 1
+    assert first_b > 1
+    # The checkpointed container's process went on: no restart from 1.
+    wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 2, "lab-counter on site b")
+    ctr_b = container_counts("b", labctl.CHECKPOINT_CONTAINER)
+    assert ctr_b[0] > ctr_before - 1 and ctr_b[0] > 1
+    assert ctr_b == list(range(ctr_b[0], ctr_b[0] + len(ctr_b)))
+    # The redeployed one was recreated from its image: a new process counting from 1.
+    wait_until(lambda: len(container_counts("b", labctl.REDEPLOY_CONTAINER)) >= 1, "lab-redeploy on site b")
+    assert container_counts("b", labctl.REDEPLOY_CONTAINER)[0] == 1
+
+    # The run and each step are in the state store.
+    store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
+    (run,) = store.runs()
+    assert (run.operation, run.state, run.source_site, run.target_site) == ("failover", "succeeded", "a", "b")
+    steps = store.steps(run.id or 0)
+    assert [(s.workload, s.strategy, s.state) for s in steps] == [
+        ("lab-vm", "live", "succeeded"),
+        ("lab-counter", "checkpoint", "succeeded"),
+        ("lab-redeploy", "redeploy", "succeeded"),
+    ]
+    assert steps[1].outcome == "running on site b (restored from checkpoint)"
+    assert all(s.started_at and s.ended_at and s.ended_at >= s.started_at and s.handle for s in steps)
+    assert steps[0].bytes_total and steps[0].bytes_total >= 128 << 20
+
+    # Back home: the same machinery with the sites swapped, state continued again.
+    vm_on_b = last(vm_counts("b"))
+    res = run_drorch("failback", str(LAB_PLAYBOOK), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["operation"] == "failback" and report["state"] == "succeeded"
+    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert all(where(n)["containers"] == ["a"] for n in labctl.CONTAINERS)
+    wait_until(lambda: len(vm_counts("a")) >= 2, "the VM's counter back on site a")
+    assert vm_counts("a")[0] >= vm_on_b
+
+    status = json.loads(run_drorch("status", str(LAB_PLAYBOOK), "--json").stdout)
+    assert {r["workload"]: r["running_on"] for r in status} == {
+        "lab-vm": ["a"], "lab-counter": ["a"], "lab-redeploy": ["a"]}
+    history = json.loads(run_drorch("history", "--json").stdout)
+    assert [(h["id"], h["operation"], h["state"]) for h in history] == [
+        (2, "failback", "succeeded"), (1, "failover", "succeeded")]
+
+
+def _vm_only_playbook(tmp_path: Path) -> Path:
+    pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
+    pb["workloads"] = [w for w in pb["workloads"] if w["kind"] == "vm"]
+    path = tmp_path / "vm-only.yaml"
+    path.write_text(yaml.safe_dump(pb))
+    return path
+
+
+@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.parametrize("daemon", ["libvirtd", "dockerd"])
+def test_target_daemon_stopped_fails_cleanly_and_leaves_workloads_home(
+    daemon: str, run_drorch: Drorch, state_dir: Path, tmp_path: Path
+) -> None:
+    labctl.cmd_stop(argparse.Namespace(site="b", daemon=daemon))
+    try:
+        res = run_drorch("failover", str(LAB_PLAYBOOK))
+        # The workloads of the other technology still move: the run is partly done.
+        assert res.returncode == 3, res.stdout + res.stderr
+        (line,) = res.stderr.splitlines()
+        tech = "libvirt at qemu+tcp://127.0.0.2:16602/system" if daemon == "libvirtd" else "Docker at unix://"
+        assert line.startswith("drorch: run 1 partial: ") and f"site b: {tech}" in line
+        assert "does not answer" in line and "Traceback" not in res.stderr
+        stopped = [labctl.VM_NAME] if daemon == "libvirtd" else list(labctl.CONTAINERS)
+        for name in stopped:
+            assert where(name)["vms" if daemon == "libvirtd" else "containers"] == ["a"]
+        steps = {s.workload: s for s in Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)}
+        for name in stopped:
+            assert steps[name].state == "failed" and "site b" in (steps[name].error or "")
+        if daemon == "libvirtd":
+            res = run_drorch("failover", str(_vm_only_playbook(tmp_path)))
+            assert res.returncode == 1 and len(res.stderr.splitlines()) == 1
+            assert where(labctl.VM_NAME)["vms"] == ["a"]
+    finally:
+        labctl.cmd_start(argparse.Namespace(site="b", daemon=daemon))
+
+
+@pytest.mark.usefixtures("lab")
+def test_malformed_playbook_names_file_line_and_problem(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(LAB_PLAYBOOK.read_text().replace("strategy: checkpoint", "strategy: teleport"))
+    res = run_drorch("failover", str(bad))
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"{bad}:")
+    assert "workloads.1.strategy: Input should be 'live', 'checkpoint' or 'redeploy'" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (state_dir / "drorch.db").exists()  # refused before anything was recorded or touched
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_readme_first_command_ends_with_workloads_on_site_b() -> None:
+    readme = (REPO / "README.md").read_text()
+    command = readme.split("```sh\n", 1)[1].split("```", 1)[0].strip()
+    assert "integration/lab up" in command and "drorch failover playbooks/lab.yaml" in command
+    res = subprocess.run(["bash", "-ec", command], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert all(where(n)["containers"] == ["b"] for n in labctl.CONTAINERS)
