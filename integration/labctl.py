@@ -269,7 +269,9 @@ def start_libvirt(site: Site) -> None:
         steps.append(f"libvirtd -d --listen -p {site.pidfile('libvirtd')}")
     script = " && ".join(steps)
     prefix = namespace_prefix(site)
-    if prefix is None:
+    if prefix is None:  # a new namespace: what an earlier one left in its run folder is stale
+        shutil.rmtree(site.root / "run", ignore_errors=True)
+        (site.root / "run").mkdir()
         mounts = " && ".join(f"mount --bind {site.root / sub} {target}" for target, sub in PRIVATE)
         script = f"{mounts} && hostname drorch-site-{site.name} && {script}"
         prefix = ["unshare", "-m", "-u", "--propagation", "private"]
@@ -345,7 +347,10 @@ def ensure_workloads(force: bool = False) -> None:
                 image_tar(), repository=repo, tag=tag, changes=["CMD " + json.dumps(["/bin/sh", "-c", COUNTER_SCRIPT])]
             )
         for name in CONTAINERS:
-            if not any(c.containers.list(all=True, filters={"name": f"^{name}$"}) for c in clients.values()):
+            if not any(c.containers.list(filters={"name": f"^{name}$"}) for c in clients.values()):
+                for client in clients.values():  # stopped copies left by an earlier lab
+                    for stale in client.containers.list(all=True, filters={"name": f"^{name}$"}):
+                        stale.remove(force=True)
                 log(f"starting container {name} on site a")
                 ca.containers.run(IMAGE, name=name, detach=True, network_mode="none", labels={"drorch.lab": "1"})
         wait_for(lambda: "count " in a.serial_log().read_text(errors="replace"), f"{VM_NAME} counter")

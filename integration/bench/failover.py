@@ -1,0 +1,184 @@
+"""drorch against the bare operations it orchestrates, on the lab. Prints figures; asserts nothing.
+
+Each round moves the lab VM and the checkpointed container back and forth, alternating drorch and
+the bare operation so that both see the same machine state and both directions:
+drorch a->b, bare b->a, bare a->b, drorch b->a. Two pairs are measured:
+- commands: `drorch failover|failback` against `virsh migrate` and the hand-run docker sequence
+  (checkpoint, copy, create, start from checkpoint), each as the processes an operator would run;
+- in-process: drorch's engine against the same libvirt / Docker API calls made directly, which
+  leaves out the interpreter's start-up and shows what the orchestration itself costs.
+
+Usage: integration/bench/failover.py [--rounds N]   (the lab must be up: integration/lab up)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import libvirt
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from drorch.drivers.base import Endpoint  # noqa: E402
+from drorch.drivers.docker import DockerDriver  # noqa: E402
+from drorch.drivers.libvirt import MIGRATE_FLAGS, LibvirtDriver, migrate_params  # noqa: E402
+from drorch.engine import Engine  # noqa: E402
+from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
+from drorch.records import RunState  # noqa: E402
+from drorch.store import Store  # noqa: E402
+from integration import labctl  # noqa: E402
+
+DRORCH = REPO / ".venv" / "bin" / "drorch"
+LAB_PLAYBOOK = REPO / "playbooks" / "lab.yaml"
+VM, CTR = labctl.VM_NAME, labctl.CHECKPOINT_CONTAINER
+OTHER = {"a": "b", "b": "a"}
+Mover = Callable[[str, str], None]  # (source site, target site)
+
+
+def sub_playbook(tmp: Path, kind: str) -> Path:
+    pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
+    pb["workloads"] = [w for w in pb["workloads"] if w["kind"] == kind and w.get("strategy") != "redeploy"]
+    path = tmp / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(pb))
+    return path
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"bench: {what}")
+
+
+def drorch_command(playbook: Path, state: Path) -> Mover:
+    def move(src: str, _dst: str) -> None:
+        op = "failover" if src == "a" else "failback"
+        res = subprocess.run([str(DRORCH), op, str(playbook)], capture_output=True, text=True,
+                             env={"DRORCH_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"})
+        check(res.returncode == 0, f"drorch {op} failed: {res.stderr.strip()}")
+    return move
+
+
+def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
+    pb = load_playbook(playbook)
+    store = Store(f"sqlite:///{state / 'engine.db'}")
+
+    def move(src: str, dst: str) -> None:
+        driver = LibvirtDriver() if kind is WorkloadKind.VM else DockerDriver()
+        try:
+            run = Engine(store, {kind: driver}).failover(pb, str(playbook), src, dst, "bench")
+        finally:
+            driver.close()
+        check(run.state is RunState.SUCCEEDED, f"engine run {run.id} ended {run.state}")
+    return move
+
+
+def virsh_migrate(src: str, dst: str) -> None:
+    s, d = labctl.SITES[src], labctl.SITES[dst]
+    subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent",
+                    "--undefinesource", VM, d.libvirt_uri, f"tcp://{d.address}"], check=True)
+
+
+def api_migrate(src: str, dst: str) -> None:
+    s, d = labctl.SITES[src], labctl.SITES[dst]
+    conn = libvirt.open(s.libvirt_uri)
+    try:
+        target = Endpoint(dst, d.libvirt_uri, d.address)
+        conn.lookupByName(VM).migrateToURI3(d.libvirt_uri, migrate_params(target), MIGRATE_FLAGS)
+    finally:
+        conn.close()
+
+
+def data_root(site: str) -> Path:
+    client = docker.DockerClient(base_url=labctl.SITES[site].docker_url)
+    try:
+        return Path(client.info()["DockerRootDir"])
+    finally:
+        client.close()
+
+
+def docker_cli(src: str, dst: str) -> None:
+    """What an operator types: checkpoint, copy, create, start from the checkpoint, remove the original."""
+    s, d = labctl.SITES[src].docker_url, labctl.SITES[dst].docker_url
+    ck = f"hand-{time.monotonic_ns()}"
+
+    def dk(host: str, *args: str) -> str:
+        return subprocess.run(["docker", "-H", host, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    src_id = dk(s, "inspect", "-f", "{{.Id}}", CTR)
+    dk(s, "checkpoint", "create", CTR, ck)
+    dst_id = dk(d, "create", "--name", CTR, "--network", "none", "--label", "drorch.lab=1", labctl.IMAGE)
+    subprocess.run(["cp", "-a", str(data_root(src) / "containers" / src_id / "checkpoints" / ck),
+                    str(data_root(dst) / "containers" / dst_id / "checkpoints" / ck)], check=True)
+    dk(d, "start", "--checkpoint", ck, CTR)
+    dk(s, "rm", CTR)
+
+
+def docker_api(src: str, dst: str) -> None:
+    s = docker.APIClient(base_url=labctl.SITES[src].docker_url, version="auto")
+    d = docker.APIClient(base_url=labctl.SITES[dst].docker_url, version="auto")
+    ck = f"api-{time.monotonic_ns()}"
+    try:
+        orig = s.inspect_container(CTR)
+        s._raise_for_status(s._post_json(s._url("/containers/{0}/checkpoints", orig["Id"]),
+                                         data={"CheckpointID": ck, "Exit": True}))
+        new = d.create_container(labctl.IMAGE, name=CTR, labels={"drorch.lab": "1"},
+                                 host_config=d.create_host_config(network_mode="none"))
+        shutil.copytree(Path(s.info()["DockerRootDir"]) / "containers" / orig["Id"] / "checkpoints" / ck,
+                        Path(d.info()["DockerRootDir"]) / "containers" / new["Id"] / "checkpoints" / ck)
+        d._raise_for_status(d._post(d._url("/containers/{0}/start", new["Id"]), params={"checkpoint": ck}))
+        s.remove_container(orig["Id"])
+    finally:
+        s.close()
+        d.close()
+
+
+def measure(rounds: int, pairs: dict[str, tuple[Mover, Mover]], home: dict[str, str]) -> dict[str, list[list[float]]]:
+    """times[name] = [drorch seconds, bare seconds]; the workload is back home after each round."""
+    times: dict[str, list[list[float]]] = {name: [[], []] for name in pairs}
+    for r in range(rounds):
+        for name, (ours, bare) in pairs.items():
+            site = home[name]
+            for who, mover in ((0, ours), (1, bare), (1, bare), (0, ours)):
+                start = time.perf_counter()
+                mover(site, OTHER[site])
+                times[name][who].append(time.perf_counter() - start)
+                site = OTHER[site]
+            print(f"round {r + 1}/{rounds} {name}: drorch {times[name][0][-2]:.2f} {times[name][0][-1]:.2f} s, "
+                  f"bare {times[name][1][-2]:.2f} {times[name][1][-1]:.2f} s", flush=True)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    labctl.cmd_up(argparse.Namespace(reset=True))
+    time.sleep(3)  # let the guest finish booting before the first migration
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        vm_pb, ctr_pb = sub_playbook(tmp, "vm"), sub_playbook(tmp, "container")
+        pairs = {
+            "VM live migration, commands": (drorch_command(vm_pb, tmp), virsh_migrate),
+            "VM live migration, in-process": (drorch_engine(vm_pb, tmp, WorkloadKind.VM), api_migrate),
+            "container checkpoint, commands": (drorch_command(ctr_pb, tmp), docker_cli),
+            "container checkpoint, in-process": (drorch_engine(ctr_pb, tmp, WorkloadKind.CONTAINER), docker_api),
+        }
+        times = measure(args.rounds, pairs, {name: "a" for name in pairs})
+    print(f"\nmedian seconds per move over {args.rounds * 2} moves each (drorch / bare = ratio):")
+    for name, (ours, bare) in times.items():
+        m_ours, m_bare = statistics.median(ours), statistics.median(bare)
+        print(f"  {name:<34} drorch {m_ours:6.2f}   bare {m_bare:6.2f}   ratio {m_ours / m_bare:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
