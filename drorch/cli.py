@@ -36,11 +36,18 @@ def _global(
     """Global options; --debug is read by main() before the command runs."""
 
 
-def make_drivers() -> dict[WorkloadKind, Driver]:
-    from drorch.drivers.docker import DockerDriver
-    from drorch.drivers.libvirt import LibvirtDriver
+def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
+    """The real drivers of the kinds a playbook uses; each is imported only when needed."""
+    drivers: dict[WorkloadKind, Driver] = {}
+    if WorkloadKind.VM in kinds:
+        from drorch.drivers.libvirt import LibvirtDriver
 
-    return {WorkloadKind.VM: LibvirtDriver(), WorkloadKind.CONTAINER: DockerDriver()}
+        drivers[WorkloadKind.VM] = LibvirtDriver()
+    if WorkloadKind.CONTAINER in kinds:
+        from drorch.drivers.docker import DockerDriver
+
+        drivers[WorkloadKind.CONTAINER] = DockerDriver()
+    return drivers
 
 
 def _close(drivers: Mapping[WorkloadKind, Driver]) -> None:
@@ -91,7 +98,7 @@ def _move(playbook: Path, source_role: str, json_out: bool, operation: str) -> N
     pb = load_playbook(playbook)
     source, target = (pb.primary, pb.secondary) if source_role == "primary" else (pb.secondary, pb.primary)
     store = Store()
-    drivers = make_drivers()
+    drivers = make_drivers({w.kind for w in pb.workloads})
     try:
         engine = Engine(store, drivers, report=None if json_out else LineReporter())
         run = engine.failover(pb, str(playbook), source, target, operation)
@@ -147,7 +154,7 @@ def _where(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> list[dict[st
 def status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Where each workload of the playbook runs now, as both sites report it."""
     pb = load_playbook(playbook)
-    drivers = make_drivers()
+    drivers = make_drivers({w.kind for w in pb.workloads})
     try:
         rows = _where(pb, drivers)
     finally:

@@ -14,7 +14,7 @@ from drorch.playbook import Playbook, Workload, WorkloadKind
 from drorch.records import RunState, StepState, run_outcome, utcnow
 from drorch.store import Run, Step, Store
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,14 @@ def pid_alive(pid: int) -> bool:
 
 
 class Engine:
-    def __init__(self, store: Store, drivers: Mapping[WorkloadKind, Driver], report: Reporter | None = None):
+    def __init__(
+        self,
+        store: Store,
+        drivers: Mapping[WorkloadKind, Driver],
+        report: Reporter | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.poll_seconds = poll_seconds
         self.store = store
         self.drivers = drivers
         self.report = report or (lambda _e: None)
@@ -133,4 +140,4 @@ class Engine:
             if progress.finished:
                 return progress
             self.report(StepEvent(run, step, total, progress))
-            time.sleep(POLL_SECONDS)
+            time.sleep(self.poll_seconds)

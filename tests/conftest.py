@@ -60,7 +60,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 @pytest.fixture
 def engine(store: Store, cloud: FakeCloud) -> Engine:
-    return Engine(store, fake_drivers(cloud))
+    return Engine(store, fake_drivers(cloud), poll_seconds=0)
 
 
 def site_of(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str) -> list[str]:

@@ -21,7 +21,7 @@ from tests.test_engine import _held_by
 
 @pytest.fixture(autouse=True)
 def fakes(cloud: FakeCloud, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "make_drivers", lambda: fake_drivers(cloud))
+    monkeypatch.setattr(cli, "make_drivers", lambda _kinds: fake_drivers(cloud))
 
 
 def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -109,7 +109,7 @@ def test_unknown_run_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_internal_error_is_one_line_unless_debug(
     capsys: pytest.CaptureFixture[str], playbook_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom() -> None:
+    def boom(_kinds: object) -> None:
         raise RuntimeError("wires crossed")
 
     monkeypatch.setattr(cli, "make_drivers", boom)

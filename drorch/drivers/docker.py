@@ -10,6 +10,7 @@ support, or the dump fails, the move falls back to a redeploy and says so.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -66,13 +67,23 @@ class _Site:
         except (DockerException, requests.RequestException) as exc:
             raise SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}: {_reason(exc)}") from None
 
+    @functools.cached_property
+    def info(self) -> dict[str, Any]:
+        return self.api.info()  # type: ignore[no-any-return]
+
     def data_root(self) -> Path | None:
         """The daemon's data root when this machine can reach it as a folder."""
-        root = Path(self.api.info()["DockerRootDir"])
+        root = Path(self.info["DockerRootDir"])
         return root if (root / "containers").is_dir() else None
 
+    def checkpoint_dir(self, container_id: str, checkpoint: str) -> Path:
+        root = self.data_root()
+        if root is None:
+            raise MoveFailed(f"the data root of Docker on site {self.ep.site} is not reachable from this machine")
+        return root / "containers" / container_id / "checkpoints" / checkpoint
+
     def checkpoints_supported(self) -> bool:
-        return bool(self.api.info().get("ExperimentalBuild"))
+        return bool(self.info.get("ExperimentalBuild"))
 
     def checkpoint(self, container: str, name: str) -> None:
         res = self.api._post_json(
@@ -220,8 +231,7 @@ class DockerDriver(Driver):
             src.checkpoint(source_id, checkpoint)
         except APIError as exc:
             raise _DumpFailed(_reason(exc)) from None
-        src_dir = src.data_root() / "containers" / source_id / "checkpoints" / checkpoint  # type: ignore[operator]
-        dst_dir = dst.data_root() / "containers" / target_id / "checkpoints" / checkpoint  # type: ignore[operator]
+        src_dir, dst_dir = src.checkpoint_dir(source_id, checkpoint), dst.checkpoint_dir(target_id, checkpoint)
         try:
             self._jobs.set_step(hid, "copy checkpoint")
             _copy_private(src_dir, dst_dir)
