@@ -368,19 +368,21 @@ def _running(conn: libvirt.virConnect, name: str) -> bool:
         return False
 
 
-def remove_workloads(conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient]) -> None:
+def remove_workloads(
+    conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient], everything: bool = False
+) -> None:
+    """The lab's workloads, or with everything=True whatever runs on the lab's daemons (they are all ours)."""
     for name, conn in conns.items():
-        try:
-            dom = conn.lookupByName(VM_NAME)
-        except libvirt.libvirtError:
-            continue
-        log(f"removing {VM_NAME} from site {name}")
-        if dom.isActive():
-            dom.destroy()
-        if dom.isPersistent():
-            dom.undefine()
+        for dom in conn.listAllDomains():
+            if not everything and dom.name() != VM_NAME:
+                continue
+            log(f"removing VM {dom.name()} from site {name}")
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
     for name, client in clients.items():
-        for c in client.containers.list(all=True, filters={"label": "drorch.lab=1"}):
+        for c in client.containers.list(all=True, filters={} if everything else {"label": "drorch.lab=1"}):
             log(f"removing container {c.name} from site {name}")
             c.remove(force=True)
         for site in SITES.values():
@@ -417,7 +419,7 @@ def cmd_down(_: argparse.Namespace) -> None:
             conns[site.name] = libvirt.open(site.libvirt_uri)
         if read_pid(site.pidfile("dockerd")):
             clients[site.name] = docker.DockerClient(base_url=site.docker_url)
-    remove_workloads(conns, clients)
+    remove_workloads(conns, clients, everything=True)
     for site in SITES.values():
         for daemon in ("dockerd", "libvirtd", "virtlogd"):
             stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
