@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, WorkloadBusy
+from drorch.host import pid_alive
 from drorch.playbook import Playbook, Workload, WorkloadKind
 from drorch.records import RunState, StepState, run_outcome, utcnow
 from drorch.store import Run, Step, Store
@@ -34,16 +35,6 @@ def endpoint(pb: Playbook, kind: WorkloadKind, site: str) -> Endpoint:
     uri = pb.endpoint_of(kind, site)
     assert uri is not None, "validated when the playbook was loaded"
     return Endpoint(site=site, uri=uri, migration_address=pb.sites[site].migration_address)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Engine:

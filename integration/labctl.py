@@ -26,6 +26,8 @@ from pathlib import Path
 import docker
 import libvirt
 
+from drorch.host import pid_alive
+
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions anyway
 
 LAB = Path(os.environ.get("DRORCH_LAB_DIR", "/var/lib/drorch-lab"))
@@ -103,20 +105,6 @@ def read_pid(path: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive; /proc tells.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def stop_pid(path: Path, what: str, timeout: float = 20.0) -> None:

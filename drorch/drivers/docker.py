@@ -163,23 +163,18 @@ class DockerDriver(Driver):
         if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
             dst.api.remove_container(on_target["Id"], force=True)
         handle.data["source_id"] = on_source["Id"]
-        self._jobs.submit(handle.id, lambda: self._move(handle, on_source))
+        self._jobs.submit(handle.id, lambda: self._move(handle, on_source, src, dst))
         return handle
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 
-    def _move(self, handle: Handle, original: dict[str, Any]) -> Progress:
-        req = handle.request
-        src, dst = _Site(req.source), _Site(req.target)
+    def _move(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> Progress:
         try:
             message = self._transfer(handle, original, src, dst)
             done, total = self._bytes.get(handle.id, (None, None))
             return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message)
         except (APIError, DockerException, requests.RequestException, OSError) as exc:
-            raise MoveFailed(f"moving container {req.workload} failed: {_reason(exc)}") from None
-        finally:
-            src.close()
-            dst.close()
+            raise MoveFailed(f"moving container {handle.request.workload} failed: {_reason(exc)}") from None
 
     def _transfer(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> str:
         req, hid = handle.request, handle.id
