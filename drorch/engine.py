@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -131,4 +130,4 @@ class Engine:
             if progress.finished:
                 return progress
             self.report(StepEvent(run, step, total, progress))
-            time.sleep(self.poll_seconds)
+            driver.wait(handle, self.poll_seconds)

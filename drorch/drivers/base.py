@@ -9,6 +9,7 @@ this process and from both sites' reality otherwise, so a later process can pick
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -109,6 +110,10 @@ class Driver(ABC):
     @abstractmethod
     def progress(self, handle: Handle) -> Progress:
         """Where the move stands now."""
+
+    def wait(self, handle: Handle, timeout: float) -> None:
+        """Block up to timeout seconds, or less when the driver knows the move finished earlier."""
+        time.sleep(timeout)
 
     def close(self) -> None:  # noqa: B027 - drivers without connections have nothing to close
         """Release connections held by the driver."""

@@ -21,8 +21,8 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
-from drorch.drivers.jobs import Jobs
+from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
 
@@ -107,12 +107,12 @@ class _Site:
         self.api.close()
 
 
-class DockerDriver(Driver):
+class DockerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
     def __init__(self) -> None:
         self._sites: dict[str, _Site] = {}
-        self._jobs = Jobs()
+        super().__init__()
         self._bytes: dict[str, tuple[int, int]] = {}
 
     def _site(self, ep: Endpoint) -> _Site:
@@ -276,7 +276,7 @@ class DockerDriver(Driver):
         return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
 
     def close(self) -> None:
-        self._jobs.shutdown()
+        super().close()
         for site in self._sites.values():
             site.close()
         self._sites.clear()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from threading import Lock
 
-from drorch.drivers.base import Progress
+from drorch.drivers.base import Driver, Handle, Progress
 
 
 class Jobs:
@@ -25,6 +25,14 @@ class Jobs:
     def future(self, handle_id: str) -> Future[Progress] | None:
         return self._futures.get(handle_id)
 
+    def wait(self, handle_id: str, timeout: float) -> bool:
+        """Wait for the handle's job; False when there is no job for it in this process."""
+        fut = self._futures.get(handle_id)
+        if fut is None:
+            return False
+        wait([fut], timeout=timeout)
+        return True
+
     def set_step(self, handle_id: str, step: str) -> None:
         self._steps[handle_id] = step
 
@@ -33,3 +41,17 @@ class Jobs:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class ThreadedDriver(Driver):
+    """A driver whose moves run in background threads of this process."""
+
+    def __init__(self) -> None:
+        self._jobs = Jobs()
+
+    def wait(self, handle: Handle, timeout: float) -> None:
+        if not self._jobs.wait(handle.id, timeout):
+            super().wait(handle, timeout)
+
+    def close(self) -> None:
+        self._jobs.shutdown()

@@ -6,8 +6,8 @@ import contextlib
 
 import libvirt
 
-from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
-from drorch.drivers.jobs import Jobs
+from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.playbook import WorkloadKind
 
@@ -33,12 +33,12 @@ def _reason(exc: libvirt.libvirtError) -> str:
     return exc.get_error_message() or str(exc)
 
 
-class LibvirtDriver(Driver):
+class LibvirtDriver(ThreadedDriver):
     kind = WorkloadKind.VM
 
     def __init__(self) -> None:
         self._conns: dict[str, libvirt.virConnect] = {}
-        self._jobs = Jobs()
+        super().__init__()
 
     def _conn(self, ep: Endpoint) -> libvirt.virConnect:
         conn = self._conns.get(ep.uri)
@@ -164,7 +164,7 @@ class LibvirtDriver(Driver):
         return Progress(Phase.FAILED, message=f"no migration of {req.workload} is under way (interrupted?)")
 
     def close(self) -> None:
-        self._jobs.shutdown()
+        super().close()
         for conn in self._conns.values():
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
