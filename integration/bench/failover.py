@@ -142,20 +142,34 @@ def docker_api(src: str, dst: str) -> None:
         d.close()
 
 
-def measure(rounds: int, pairs: dict[str, tuple[Mover, Mover]], home: dict[str, str]) -> dict[str, list[list[float]]]:
-    """times[name] = [drorch seconds, bare seconds]; the workload is back home after each round."""
-    times: dict[str, list[list[float]]] = {name: [[], []] for name in pairs}
+Times = dict[str, dict[tuple[str, str], list[float]]]  # name -> (who, direction) -> seconds
+
+
+def measure(rounds: int, pairs: dict[str, tuple[Mover, Mover]]) -> Times:
+    """Every workload starts on site a and is back there after each round."""
+    times: Times = {name: {} for name in pairs}
     for r in range(rounds):
         for name, (ours, bare) in pairs.items():
-            site = home[name]
-            for who, mover in ((0, ours), (1, bare), (1, bare), (0, ours)):
+            site = "a"
+            line = []
+            for who, mover in (("drorch", ours), ("bare", bare), ("bare", bare), ("drorch", ours)):
+                direction = f"{site}->{OTHER[site]}"
                 start = time.perf_counter()
                 mover(site, OTHER[site])
-                times[name][who].append(time.perf_counter() - start)
+                took = time.perf_counter() - start
+                times[name].setdefault((who, direction), []).append(took)
+                line.append(f"{who} {direction} {took:.2f}")
                 site = OTHER[site]
-            print(f"round {r + 1}/{rounds} {name}: drorch {times[name][0][-2]:.2f} {times[name][0][-1]:.2f} s, "
-                  f"bare {times[name][1][-2]:.2f} {times[name][1][-1]:.2f} s", flush=True)
+            print(f"round {r + 1}/{rounds} {name}: {', '.join(line)} s", flush=True)
     return times
+
+
+def report(rounds: int, times: Times) -> None:
+    print(f"\nmedian seconds per move, {rounds} moves each way (ratio = drorch / bare):")
+    for name, by in times.items():
+        for direction in ("a->b", "b->a"):
+            ours, bare = statistics.median(by[("drorch", direction)]), statistics.median(by[("bare", direction)])
+            print(f"  {name:<34} {direction}  drorch {ours:6.2f}   bare {bare:6.2f}   ratio {ours / bare:5.2f}")
 
 
 def main() -> None:
@@ -173,11 +187,7 @@ def main() -> None:
             "container checkpoint, commands": (drorch_command(ctr_pb, tmp), docker_cli),
             "container checkpoint, in-process": (drorch_engine(ctr_pb, tmp, WorkloadKind.CONTAINER), docker_api),
         }
-        times = measure(args.rounds, pairs, {name: "a" for name in pairs})
-    print(f"\nmedian seconds per move over {args.rounds * 2} moves each (drorch / bare = ratio):")
-    for name, (ours, bare) in times.items():
-        m_ours, m_bare = statistics.median(ours), statistics.median(bare)
-        print(f"  {name:<34} drorch {m_ours:6.2f}   bare {m_bare:6.2f}   ratio {m_ours / m_bare:5.2f}")
+        report(args.rounds, measure(args.rounds, pairs))
 
 
 if __name__ == "__main__":
