@@ -11,10 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
+from drorch import preflight
 from drorch.drivers.base import Driver
-from drorch.engine import Engine, StepEvent, endpoint
-from drorch.errors import DrorchError, ExitCode, PlaybookError
-from drorch.playbook import Playbook, WorkloadKind, load_playbook
+from drorch.engine import Engine, StepEvent, move_request, snapshot
+from drorch.errors import DrorchError, ExitCode, PlanRefused, PlaybookError, UsageError
+from drorch.inventory import Snapshot
+from drorch.planner import MOVING, Plan, Size, plan
+from drorch.playbook import Playbook, Positions, WorkloadKind, load_playbook, read_playbook
 from drorch.records import EXIT_CODES, RunState, StepState
 from drorch.store import Run, Step, Store
 
@@ -82,6 +85,8 @@ class LineReporter:
                 self._last[step.id or 0] = now
                 size = f" {_mib(p.bytes_done)}/{_mib(p.bytes_total)} MiB" if p.bytes_total else ""
                 typer.echo(f"{where}: {p.step}{size}")
+        elif step.state is StepState.SKIPPED:
+            typer.echo(f"{where}: skipped: {step.outcome}")
         elif step.started_at and step.ended_at:
             took = (step.ended_at - step.started_at).total_seconds()
             if step.state is StepState.SUCCEEDED:
@@ -94,14 +99,42 @@ def _run_json(run: Run, steps: list[Step]) -> dict[str, Any]:
     return {**run.model_dump(mode="json"), "steps": [s.model_dump(mode="json", exclude={"handle"}) for s in steps]}
 
 
-def _move(playbook: Path, source_role: str, json_out: bool, operation: str) -> None:
-    pb = load_playbook(playbook)
-    source, target = (pb.primary, pb.secondary) if source_role == "primary" else (pb.secondary, pb.primary)
+def _directed(pb: Playbook, back: bool) -> tuple[str, str]:
+    return (pb.secondary, pb.primary) if back else (pb.primary, pb.secondary)
+
+
+def _live_snapshot(pb: Playbook) -> Snapshot:
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        return snapshot(pb, drivers)
+    finally:
+        _close(drivers)
+
+
+def _saved_snapshot(path: Path) -> Snapshot:
+    try:
+        return Snapshot.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the inventory snapshot {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {exc}") from None
+
+
+def _refuse(plan: Plan, pos: Positions) -> None:
+    if plan.problems:
+        raise PlanRefused([f"{pos.where(loc)}: {msg}" for loc, msg in plan.problems])
+
+
+def _move(playbook: Path, back: bool, json_out: bool, operation: str) -> None:
+    pb, pos = read_playbook(playbook)
+    source, target = _directed(pb, back)
     store = Store()
     drivers = make_drivers({w.kind for w in pb.workloads})
     try:
+        the_plan = plan(pb, snapshot(pb, drivers), source, target)
+        _refuse(the_plan, pos)
         engine = Engine(store, drivers, report=None if json_out else LineReporter())
-        run = engine.failover(pb, str(playbook), source, target, operation)
+        run = engine.execute(pb, the_plan, str(playbook), operation)
     finally:
         _close(drivers)
     steps = store.steps(run.id or 0)
@@ -110,7 +143,9 @@ def _move(playbook: Path, source_role: str, json_out: bool, operation: str) -> N
     took = ((run.ended_at or run.started_at) - run.started_at).total_seconds()
     if run.state is RunState.SUCCEEDED:
         if not json_out:
-            typer.echo(f"run {run.id} succeeded in {took:.1f} s")
+            skipped = sum(s.state is StepState.SKIPPED for s in steps)
+            note = f", {skipped} left behind as planned" if skipped else ""
+            typer.echo(f"run {run.id} succeeded in {took:.1f} s{note}")
     else:
         failed = [s for s in steps if s.state is StepState.FAILED]
         more = f" (and {len(failed) - 1} more: drorch history {run.id})" if len(failed) > 1 else ""
@@ -122,52 +157,135 @@ def _move(playbook: Path, source_role: str, json_out: bool, operation: str) -> N
 @app.command()
 def failover(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Move every workload of the playbook from its primary site to its secondary site."""
-    _move(playbook, "primary", json_out, "failover")
+    _move(playbook, False, json_out, "failover")
 
 
 @app.command()
 def failback(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Move every workload of the playbook from its secondary site home to its primary site."""
-    _move(playbook, "secondary", json_out, "failback")
+    _move(playbook, True, json_out, "failback")
 
 
-def _where(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> list[dict[str, Any]]:
-    rows = []
-    for w in pb.workloads:
-        running: list[str] = []
-        present: list[str] = []
-        unreachable: list[str] = []
-        for site in (pb.primary, pb.secondary):
-            try:
-                info = drivers[w.kind].locate(w.name, endpoint(pb, w.kind, site))
-            except DrorchError:
-                unreachable.append(site)
-                continue
-            if info is not None:
-                (running if info.running else present).append(site)
-        rows.append({"workload": w.name, "kind": str(w.kind), "running_on": running, "stopped_on": present,
-                     "unreachable": unreachable})
-    return rows
+def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
+    """Each workload the playbook selects, with the sites and hosts where it runs now."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for spec in pb.workloads:
+        if spec.name is not None:
+            rows.setdefault((spec.kind, spec.name), {"workload": spec.name, "kind": str(spec.kind), "running_on": [],
+                                                     "hosts": [], "stopped_on": [], "unreachable": []})
+    for inv in snap.hosts:
+        for w in inv.workloads:
+            if any(s.kind is w.kind and s.selects(w.name, w.labels) for s in pb.workloads):
+                row = rows.setdefault((w.kind, w.name), {"workload": w.name, "kind": str(w.kind), "running_on": [],
+                                                         "hosts": [], "stopped_on": [], "unreachable": []})
+                if w.running:
+                    row["running_on"].append(inv.site)
+                    row["hosts"].append(inv.host)
+                else:
+                    row["stopped_on"].append(inv.site)
+    for (kind, _), row in rows.items():
+        row["unreachable"] = sorted({inv.site for inv in snap.hosts if kind in inv.errors})
+    return [rows[k] for k in sorted(rows)]
 
 
 @app.command()
 def status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Where each workload of the playbook runs now, as both sites report it."""
     pb = load_playbook(playbook)
-    drivers = make_drivers({w.kind for w in pb.workloads})
-    try:
-        rows = _where(pb, drivers)
-    finally:
-        _close(drivers)
+    rows = _where(pb, _live_snapshot(pb))
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        where = ", ".join(f"site {s}" for s in r["running_on"]) or "nowhere"
+        where = ", ".join(f"site {s} ({h})" for s, h in zip(r["running_on"], r["hosts"], strict=True)) or "nowhere"
         notes = [f"stopped on site {s}" for s in r["stopped_on"]]
         notes += [f"site {s} unreachable" for s in r["unreachable"]]
         extra = f" ({'; '.join(notes)})" if notes else ""
         typer.echo(f"{r['kind']:<9} {r['workload']:<24} running on {where}{extra}")
+
+
+@app.command()
+def schema() -> None:
+    """The playbook's JSON Schema, for editors that validate YAML."""
+    typer.echo(json.dumps(Playbook.model_json_schema(), indent=2))
+
+
+@app.command()
+def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+    """Both sites' live inventory: hosts, capacity, names and workloads. Save it with --json."""
+    pb = load_playbook(playbook)
+    snap = _live_snapshot(pb)
+    if json_out:
+        typer.echo(snap.to_json())
+        return
+    for inv in snap.hosts:
+        vcpus, memory = inv.discovered()
+        typer.echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
+        for kind, facts in inv.facts.items():
+            typer.echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
+        for kind, error in inv.errors.items():
+            typer.echo(f"  {kind}: {error}")
+        for w in inv.workloads:
+            state = "running" if w.running else "stopped"
+            typer.echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
+
+
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="plan against a saved snapshot")]
+BackOpt = Annotated[bool, typer.Option("--failback", help="plan the way home, secondary to primary")]
+
+
+def _fmt_size(size: Size | None) -> str:
+    return "-" if size is None else f"{size.vcpus}c/{size.memory_mib}M"
+
+
+@app.command("plan")
+def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: BackOpt = False,
+             json_out: JsonOpt = False) -> None:
+    """The plan: wave, workload, hosts, strategy, resources before and after, and why."""
+    pb, pos = read_playbook(playbook)
+    source, target = _directed(pb, failback)
+    the_plan = plan(pb, _saved_snapshot(inventory) if inventory else _live_snapshot(pb), source, target)
+    if json_out:
+        typer.echo(json.dumps(the_plan.to_dict(), indent=2))
+    else:
+        typer.echo(f"plan {pb.name}: site {source} -> site {target}")
+        typer.echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
+                   f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
+        for i in the_plan.items:
+            typer.echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
+                       f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
+                       f"{_fmt_size(i.after):>10}  {i.reason}")
+    _refuse(the_plan, pos)
+
+
+@app.command()
+def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
+    """Check the playbook against both sites: every problem as file:line:col, exit 1 on any error."""
+    try:
+        pb, pos = read_playbook(playbook)
+    except PlaybookError as exc:
+        raise PlanRefused(exc.problems) from None
+    kinds = {w.kind for w in pb.workloads}
+    drivers = {} if inventory else make_drivers(kinds)
+    try:
+        snap = _saved_snapshot(inventory) if inventory else snapshot(pb, drivers)
+        the_plan = plan(pb, snap, pb.primary, pb.secondary)
+        findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
+        findings += preflight.check(pb, snap, the_plan)
+        for item in the_plan.items:
+            if item.action in MOVING and item.kind in drivers:
+                request = move_request(pb, the_plan, item)
+                findings += [preflight.Finding(("workloads", item.entry), m)
+                             for m in drivers[item.kind].preflight(request)]
+    finally:
+        _close(drivers)
+    errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]
+    for f in findings:
+        if not f.error:
+            typer.echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
+    if errors:
+        raise PlanRefused(errors)
+    typer.echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")
 
 
 @app.command()

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, WorkloadBusy
 from drorch.host import pid_alive
-from drorch.playbook import Playbook, Workload, WorkloadKind
+from drorch.inventory import HostInventory, Snapshot
+from drorch.planner import MOVING, Action, Plan, PlanItem
+from drorch.playbook import Playbook, Resources, WorkloadKind
 from drorch.records import RunState, StepState, run_outcome, utcnow
 from drorch.store import Run, Step, Store
 
@@ -30,10 +32,46 @@ class StepEvent:
 Reporter = Callable[[StepEvent], None]
 
 
-def endpoint(pb: Playbook, kind: WorkloadKind, site: str) -> Endpoint:
-    uri = pb.endpoint_of(kind, site)
-    assert uri is not None, "validated when the playbook was loaded"
-    return Endpoint(site=site, uri=uri, migration_address=pb.sites[site].migration_address)
+def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
+    host = next(h for h in pb.hosts(site) if h.name == host_name)
+    uri = host.endpoint(kind)
+    assert uri is not None, "the planner only picks hosts with this kind's endpoint"
+    return Endpoint(site=site, uri=uri, migration_address=host.migration_address, host=host.name)
+
+
+def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
+    """Both sites as they are now; a host that does not answer is recorded with why, not raised."""
+    hosts = []
+    for site in (pb.primary, pb.secondary):
+        for host in pb.hosts(site):
+            inv = HostInventory(site, host.name)
+            for kind, driver in drivers.items():
+                uri = host.endpoint(kind)
+                if uri is None:
+                    continue
+                ep = Endpoint(site, uri, host.migration_address, host.name)
+                try:
+                    inv.facts[kind] = driver.host_facts(ep)
+                    inv.workloads.extend(driver.inventory(ep))
+                except DrorchError as exc:
+                    inv.errors[kind] = str(exc)
+            hosts.append(inv)
+    return Snapshot(hosts, taken_at=utcnow().isoformat())
+
+
+def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
+    """What the driver is asked to do for one moving item of the plan."""
+    assert item.from_host is not None and item.to_host is not None, "only moving items have both hosts"
+    resized = item.after is not None and item.after != item.before
+    return MoveRequest(
+        workload=item.workload,
+        strategy=item.strategy,
+        source=host_endpoint(pb, plan.source, item.from_host, item.kind),
+        target=host_endpoint(pb, plan.target, item.to_host, item.kind),
+        mappings=item.mappings,
+        resources=Resources(vcpus=item.after.vcpus or None, memory_mib=item.after.memory_mib or None)
+        if resized and item.after is not None else None,
+    )
 
 
 class Engine:
@@ -50,26 +88,26 @@ class Engine:
         self.report = report or (lambda _e: None)
         self.host = socket.gethostname()
 
-    def _check_not_held(self, workloads: list[Workload]) -> None:
+    def _check_not_held(self, keys: set[str]) -> None:
         """Refuse when a live run of this or another playbook is moving one of these workloads."""
-        wanted = {w.key for w in workloads}
         for run, step in self.store.active_steps():
             held = f"{step.kind}/{step.workload}"
             alive = run.host != self.host or pid_alive(run.pid)
-            if held in wanted and alive:
+            if held in keys and alive:
                 raise WorkloadBusy(
                     f"{step.kind} {step.workload} is held by run {run.id} ({run.operation} of {run.playbook}, "
                     f"pid {run.pid} on {run.host}, started {run.started_at:%Y-%m-%d %H:%M:%S})"
                 )
 
-    def failover(self, pb: Playbook, playbook_path: str, source: str, target: str, operation: str) -> Run:
-        self._check_not_held(list(pb.workloads))
+    def execute(self, pb: Playbook, plan: Plan, playbook_path: str, operation: str) -> Run:
+        """Carry a checked plan out, step by step, recording each transition."""
+        self._check_not_held({i.key for i in plan.items})
         run = Run(
             operation=operation,
             playbook=pb.name,
             playbook_path=playbook_path,
-            source_site=source,
-            target_site=target,
+            source_site=plan.source,
+            target_site=plan.target,
             state=RunState.RUNNING,
             pid=os.getpid(),
             host=self.host,
@@ -77,30 +115,43 @@ class Engine:
         steps = [
             Step(
                 run_id=0,
-                seq=i + 1,
-                workload=w.name,
-                kind=w.kind,
-                strategy=w.move_strategy,
-                source_site=source,
-                target_site=target,
+                seq=item.seq,
+                workload=item.workload,
+                kind=item.kind,
+                strategy=item.strategy,
+                source_site=plan.source,
+                target_site=plan.target,
+                wave=item.wave,
+                action=item.action,
+                from_host=item.from_host,
+                to_host=item.to_host,
             )
-            for i, w in enumerate(pb.workloads)
+            for item in plan.items
         ]
         self.store.add_run(run, steps)
-        for step, w in zip(steps, pb.workloads, strict=True):
-            request = MoveRequest(
-                workload=w.name,
-                strategy=w.move_strategy,
-                source=endpoint(pb, w.kind, source),
-                target=endpoint(pb, w.kind, target),
-            )
-            self._execute(run, step, self.drivers[w.kind], request, len(steps))
+        for step, item in zip(steps, plan.items, strict=True):
+            if item.action in MOVING:
+                self._execute(run, step, self.drivers[item.kind], move_request(pb, plan, item), len(steps))
+            else:
+                self._record(run, step, item, len(steps))
         run.state = run_outcome(s.state for s in steps)
         run.ended_at = utcnow()
         failed = [s for s in steps if s.state is StepState.FAILED]
         run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
         self.store.save(run)
         return run
+
+    def _record(self, run: Run, step: Step, item: PlanItem, total: int) -> None:
+        """A step the plan settled without a move: already there, left behind, or blocked."""
+        step.started_at = step.ended_at = utcnow()
+        if item.action is Action.ALREADY:
+            step.state, step.outcome = StepState.SUCCEEDED, f"already running on site {run.target_site}"
+        elif item.action is Action.SKIP:
+            step.state, step.outcome = StepState.SKIPPED, item.reason
+        else:
+            step.state, step.error = StepState.FAILED, item.reason
+        self.store.save(step)
+        self.report(StepEvent(run, step, total, None))
 
     def _execute(self, run: Run, step: Step, driver: Driver, request: MoveRequest, total: int) -> None:
         step.state, step.started_at = StepState.RUNNING, utcnow()

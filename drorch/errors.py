@@ -29,6 +29,12 @@ class PlaybookError(DrorchError):
         super().__init__("\n".join(problems))
 
 
+class PlanRefused(PlaybookError):
+    """The plan has problems (a required workload does not fit, a name points nowhere): nothing was touched."""
+
+    exit_code = ExitCode.FAILED
+
+
 class SiteUnreachable(DrorchError):
     """A site's libvirt or Docker endpoint does not answer."""
 
@@ -41,6 +47,12 @@ class WorkloadBusy(DrorchError):
     """Another running operation holds the workload."""
 
     exit_code = ExitCode.BUSY
+
+
+class UsageError(DrorchError):
+    """The command was given something it cannot use."""
+
+    exit_code = ExitCode.USAGE
 
 
 class NotFound(DrorchError):

@@ -1,4 +1,8 @@
-"""The playbook: which sites exist, which workloads move between them, and how.
+"""The playbook: the two sites, how one maps onto the other, and which workloads move, how and in what order.
+
+The secondary site need not mirror the primary: it has its own hosts and capacity, other network,
+storage and image names (`mappings`, written once from primary to secondary; failing back uses
+their inverse), and tiers that say what happens to a workload when the DR site is short of room.
 
 Loading keeps the YAML position of every node so that each problem, from YAML syntax to a
 reference that points nowhere, is reported as `file:line:col: message`, all of them at once.
@@ -6,6 +10,8 @@ reference that points nowhere, is reported as `file:line:col: message`, all of t
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,43 +30,147 @@ class WorkloadKind(StrEnum):
 
 
 class Strategy(StrEnum):
-    LIVE = "live"  # VM: libvirt live migration
+    LIVE = "live"  # VM: libvirt live migration, the guest keeps running
+    COLD = "cold"  # VM: shut down, define on the target with the mapped configuration, start
+    REPLICA = "replica"  # VM: start the copy already defined on the target, after stopping the source
     CHECKPOINT = "checkpoint"  # container: CRIU checkpoint, copy, restore
-    REDEPLOY = "redeploy"  # container: recreate from its image with the same config
+    REDEPLOY = "redeploy"  # container: recreate from its image with the same (mapped) config
 
 
 STRATEGIES: dict[WorkloadKind, tuple[Strategy, ...]] = {
-    WorkloadKind.VM: (Strategy.LIVE,),
+    WorkloadKind.VM: (Strategy.LIVE, Strategy.COLD, Strategy.REPLICA),
     WorkloadKind.CONTAINER: (Strategy.CHECKPOINT, Strategy.REDEPLOY),
 }
+# Strategies that recreate the workload and so can give it other memory or vCPUs on the DR side.
+RESIZABLE = frozenset({Strategy.COLD, Strategy.REDEPLOY, Strategy.CHECKPOINT})
+
+
+class Shortage(StrEnum):
+    REQUIRED = "required"  # the plan fails when the workload does not fit
+    DEGRADE = "degrade"  # start with its smaller DR resources when the full size does not fit
+    SKIP = "skip"  # leave it behind, and say so in the plan
+
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+DEFAULT_TIER = "default"
+DEFAULT_WAVE = "default"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Site(_Model):
-    libvirt: str | None = Field(None, description="libvirt URI of the site's hypervisor")
+class Capacity(_Model):
+    vcpus: int = Field(gt=0)
+    memory_mib: int = Field(gt=0)
+
+
+class Overcommit(_Model):
+    cpu: float = Field(1.0, gt=0, description="schedulable vCPUs per physical CPU")
+    memory: float = Field(1.0, gt=0, description="schedulable memory per MiB of host memory")
+
+
+class Host(_Model):
+    name: Name
+    libvirt: str | None = Field(None, description="libvirt URI of the host's hypervisor")
     docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock")
-    migration_address: str | None = Field(
-        None, description="address the site listens on for incoming migration streams"
-    )
+    migration_address: str | None = Field(None, description="address the host receives migration streams on")
+    capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
+
+    def endpoint(self, kind: WorkloadKind) -> str | None:
+        return self.libvirt if kind is WorkloadKind.VM else self.docker
+
+
+class Site(_Model):
+    hosts: list[Host] = Field(min_length=1)
+    overcommit: Overcommit = Overcommit()
+
+
+class Mappings(_Model):
+    """Names on the primary site -> names on the secondary site."""
+
+    networks: dict[str, str] = Field(default_factory=dict, description="libvirt networks / Docker networks")
+    storage: dict[str, str] = Field(default_factory=dict, description="libvirt storage pools or disk folders")
+    images: dict[str, str] = Field(default_factory=dict, description="container images or tags")
+    ports: dict[int, int] = Field(default_factory=dict, description="published host ports of containers")
+
+    def inverse(self) -> Mappings:
+        return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS})
+
+    def over(self, defaults: Mappings) -> Mappings:
+        """These mappings, falling back to `defaults` for every name they do not map."""
+        return Mappings(**{f: {**getattr(defaults, f), **getattr(self, f)} for f in MAPPING_FIELDS})
+
+    def network(self, name: str) -> str:
+        return self.networks.get(name, name)
+
+    def pool(self, name: str) -> str:
+        return self.storage.get(name, name)
+
+    def image(self, name: str) -> str:
+        return self.images.get(name, name)
+
+    def port(self, port: int) -> int:
+        return self.ports.get(port, port)
+
+
+MAPPING_FIELDS = ("networks", "storage", "images", "ports")
+
+
+class Resources(_Model):
+    vcpus: int | None = Field(None, gt=0)
+    memory_mib: int | None = Field(None, gt=0)
+
+
+class Tier(_Model):
+    priority: int = Field(ge=0, description="lower goes first and is placed first")
+    on_shortage: Shortage = Shortage.REQUIRED
+
+
+class Wave(_Model):
+    name: Name
+    parallel: int = Field(1, ge=1, description="moves at once inside the wave")
+
+
+class Defaults(_Model):
+    tier: str = DEFAULT_TIER
+    wave: str = DEFAULT_WAVE
 
 
 class Workload(_Model):
-    name: Name
+    """One entry of the playbook: selects workloads by exact name, by glob, or by labels."""
+
+    name: Name | None = None
+    match: str | None = Field(None, description="glob over workload names, e.g. web-*")
+    labels: dict[str, str] | None = Field(None, description="every label must match (Docker labels)")
     kind: WorkloadKind
     strategy: Strategy | None = Field(None, description="defaults to the first strategy of the kind")
+    tier: str | None = None
+    wave: str | None = None
+    depends_on: list[Name] = Field(default_factory=list)
+    resources: Resources | None = Field(None, description="size when the inventory does not tell")
+    dr_resources: Resources | None = Field(None, description="smaller size on the DR side when degraded")
+    mappings: Mappings | None = Field(None, description="overrides of the playbook's mappings")
+    anti_affinity: str | None = Field(None, description="workloads of one group land on different hosts")
 
     @property
     def move_strategy(self) -> Strategy:
         return self.strategy or STRATEGIES[self.kind][0]
 
     @property
-    def key(self) -> str:
-        return f"{self.kind}/{self.name}"
+    def selector(self) -> str:
+        if self.name is not None:
+            return self.name
+        if self.match is not None:
+            return self.match
+        return ",".join(f"{k}={v}" for k, v in sorted((self.labels or {}).items()))
+
+    def selects(self, name: str, labels: dict[str, str]) -> bool:
+        if self.name is not None:
+            return name == self.name
+        if self.match is not None:
+            return fnmatch.fnmatchcase(name, self.match)
+        return all(labels.get(k) == v for k, v in (self.labels or {}).items())
 
 
 class Playbook(_Model):
@@ -69,15 +179,59 @@ class Playbook(_Model):
     primary: Name
     secondary: Name
     sites: dict[Name, Site]
+    mappings: Mappings = Field(default_factory=Mappings)
+    tiers: dict[Name, Tier] = Field(default_factory=lambda: {DEFAULT_TIER: Tier(priority=0)})
+    waves: list[Wave] = Field(default_factory=list)
+    defaults: Defaults = Field(default_factory=Defaults)
     workloads: list[Workload] = Field(min_length=1)
 
-    def endpoint_of(self, kind: WorkloadKind, site: str) -> str | None:
-        s = self.sites[site]
-        return s.libvirt if kind is WorkloadKind.VM else s.docker
+    def tier_of(self, w: Workload) -> Tier:
+        return self.tiers[w.tier or self.defaults.tier]
+
+    def wave_names(self) -> list[str]:
+        names = [w.name for w in self.waves]
+        return names if self.defaults.wave in names else [*names, self.defaults.wave]
+
+    def wave_of(self, w: Workload) -> str:
+        return w.wave or self.defaults.wave
+
+    def parallel(self, wave: str) -> int:
+        return next((w.parallel for w in self.waves if w.name == wave), 1)
+
+    def mappings_for(self, w: Workload, source: str) -> Mappings:
+        """The workload's mappings in the direction of the move: inverted when going home."""
+        m = w.mappings.over(self.mappings) if w.mappings else self.mappings
+        return m if source == self.primary else m.inverse()
+
+    def hosts(self, site: str) -> list[Host]:
+        return self.sites[site].hosts
+
+
+def _cycles(pb: Playbook) -> list[tuple[int, list[str]]]:
+    """Dependency cycles among explicitly named workloads, as (entry index, cycle path)."""
+    deps = {w.name: w.depends_on for w in pb.workloads if w.name}
+    index = {w.name: i for i, w in enumerate(pb.workloads) if w.name}
+    found: list[tuple[int, list[str]]] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for d in deps.get(n, []):
+            if state.get(d) == 1:
+                cycle = [*path[path.index(d):], d]
+                found.append((index[d], cycle))
+            elif d in deps and d not in state:
+                visit(d, [*path, d])
+        state[n] = 2
+
+    for n in deps:
+        if n not in state:
+            visit(n, [n])
+    return found
 
 
 def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
-    """Checks that span several fields: names that point nowhere, strategies that do not fit."""
+    """Checks that span several fields: names that point nowhere, cycles, strategies that do not fit."""
     problems: list[tuple[Loc, str]] = []
     for role in ("primary", "secondary"):
         site = getattr(pb, role)
@@ -85,28 +239,96 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             problems.append(((role,), f"site {site!r} is not defined under sites ({', '.join(pb.sites)})"))
     if pb.primary == pb.secondary:
         problems.append((("secondary",), "primary and secondary must be different sites"))
-    seen: set[str] = set()
+    for site_name, site in pb.sites.items():
+        seen_hosts: set[str] = set()
+        for h, host in enumerate(site.hosts):
+            if host.name in seen_hosts:
+                problems.append((("sites", site_name, "hosts", h, "name"), f"host {host.name!r} is listed twice"))
+            seen_hosts.add(host.name)
+            if host.libvirt is None and host.docker is None:
+                problems.append((("sites", site_name, "hosts", h),
+                                 f"host {host.name!r} has neither libvirt nor docker"))
+    for field in MAPPING_FIELDS:
+        targets: dict[object, object] = {}
+        for src, dst in getattr(pb.mappings, field).items():
+            if dst in targets:
+                problems.append((("mappings", field, str(src)), f"{field} {targets[dst]!r} and {src!r} both map to "
+                                 f"{dst!r}: the reverse mapping for failing back would be ambiguous"))
+            targets[dst] = src
+    if pb.defaults.tier not in pb.tiers:
+        problems.append((("defaults", "tier"), f"tier {pb.defaults.tier!r} is not defined under tiers"))
+    wave_names = [w.name for w in pb.waves]
+    for i, name in enumerate(wave_names):
+        if name in wave_names[:i]:
+            problems.append((("waves", i, "name"), f"wave {name!r} is listed twice"))
+    waves = pb.wave_names()
+    named = {w.name: i for i, w in enumerate(pb.workloads) if w.name}
+    patterns = [w.match for w in pb.workloads if w.match]
+    labelled = any(w.labels for w in pb.workloads)
+    seen: set[tuple[str, str]] = set()
     for i, w in enumerate(pb.workloads):
-        if w.key in seen:
-            problems.append((("workloads", i, "name"), f"{w.kind} {w.name!r} is listed twice"))
-        seen.add(w.key)
+        selectors = [s for s in ("name", "match", "labels") if getattr(w, s) is not None]
+        if len(selectors) != 1:
+            problems.append((("workloads", i), "a workload entry selects by exactly one of name, match or labels"))
+        key = (w.kind.value, w.selector)
+        if key in seen:
+            problems.append((("workloads", i, selectors[0] if selectors else "kind"),
+                             f"{w.kind} {w.selector!r} is listed twice"))
+        seen.add(key)
         if w.strategy is not None and w.strategy not in STRATEGIES[w.kind]:
             allowed = ", ".join(STRATEGIES[w.kind])
-            problems.append(
-                (("workloads", i, "strategy"), f"strategy {w.strategy} does not apply to a {w.kind} ({allowed})")
-            )
+            problems.append((("workloads", i, "strategy"), f"strategy {w.strategy} does not apply to a {w.kind} "
+                             f"({allowed})"))
+        if w.tier is not None and w.tier not in pb.tiers:
+            problems.append((("workloads", i, "tier"), f"tier {w.tier!r} is not defined under tiers "
+                             f"({', '.join(pb.tiers)})"))
+        if w.wave is not None and w.wave not in waves:
+            problems.append((("workloads", i, "wave"), f"wave {w.wave!r} is not defined under waves"))
+        for d, dep in enumerate(w.depends_on):
+            known = dep in named or labelled or any(fnmatch.fnmatchcase(dep, p) for p in patterns)
+            if not known:
+                problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which no workload entry "
+                                 "selects"))
+            elif dep in named and pb.wave_of(w) in waves and pb.wave_of(pb.workloads[named[dep]]) in waves:
+                dep_wave = pb.wave_of(pb.workloads[named[dep]])
+                if waves.index(dep_wave) > waves.index(pb.wave_of(w)):
+                    problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which moves in the "
+                                     f"later wave {dep_wave!r}"))
         for role in ("primary", "secondary"):
             site = getattr(pb, role)
-            if site in pb.sites and pb.endpoint_of(w.kind, site) is None:
-                field = "libvirt" if w.kind is WorkloadKind.VM else "docker"
-                problems.append(
-                    (("workloads", i), f"{w.kind} {w.name!r} needs a {field} endpoint on site {site!r}")
-                )
+            if site in pb.sites and not any(h.endpoint(w.kind) for h in pb.sites[site].hosts):
+                tech = "libvirt" if w.kind is WorkloadKind.VM else "docker"
+                problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site "
+                                 f"{site!r}"))
+    for i, cycle in _cycles(pb):
+        problems.append((("workloads", i, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}"))
     return problems
 
 
+@dataclass(frozen=True)
+class Positions:
+    """Where each node of a playbook file starts, to report problems as `file:line:col`."""
+
+    source: str
+    marks: dict[Loc, yaml.Mark]
+
+    def where(self, loc: Loc, at_key: bool = False) -> str:
+        """The value at loc (or its key), else the nearest enclosing node that the file has."""
+        if at_key and (mark := self.marks.get((*loc, "__key__"))) is not None:
+            return self._fmt(mark)
+        for n in range(len(loc), -1, -1):
+            mark = self.marks.get(loc[:n])
+            if mark is not None:
+                if n < len(loc):  # the path ends below what the file has: point at the nearest key
+                    mark = self.marks.get((*loc[:n], str(loc[n]), "__key__"), mark)
+                return self._fmt(mark)
+        return f"{self.source}:1:1"
+
+    def _fmt(self, mark: yaml.Mark) -> str:
+        return f"{self.source}:{mark.line + 1}:{mark.column + 1}"
+
+
 def _positions(node: yaml.Node, loc: Loc = ()) -> dict[Loc, yaml.Mark]:
-    """Where each value (and each mapping key, under its own path) starts in the file."""
     marks: dict[Loc, yaml.Mark] = {loc: node.start_mark}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -119,20 +341,7 @@ def _positions(node: yaml.Node, loc: Loc = ()) -> dict[Loc, yaml.Mark]:
     return marks
 
 
-def _where(marks: dict[Loc, yaml.Mark], loc: Loc, source: str, at_key: bool = False) -> str:
-    """`file:line:col` of the value at loc (or of its key), else of the nearest enclosing node."""
-    if at_key and (mark := marks.get((*loc, "__key__"))) is not None:
-        return f"{source}:{mark.line + 1}:{mark.column + 1}"
-    for n in range(len(loc), -1, -1):
-        mark = marks.get(loc[:n])
-        if mark is not None:
-            if n < len(loc):  # the path ends below what the file has: point at the nearest key
-                mark = marks.get((*loc[:n], str(loc[n]), "__key__"), mark)
-            return f"{source}:{mark.line + 1}:{mark.column + 1}"
-    return f"{source}:1:1"
-
-
-def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
+def parse_with_positions(text: str, source: str = "<playbook>") -> tuple[Playbook, Positions]:
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -148,7 +357,7 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
         raise PlaybookError([f"{source}: {exc}"]) from None
     if not isinstance(data, dict) or node is None:
         raise PlaybookError([f"{source}:1:1: a playbook is a YAML mapping (sites, workloads, ...)"])
-    marks = _positions(node)
+    pos = Positions(source, _positions(node))
     try:
         pb = Playbook.model_validate(data)
     except ValidationError as exc:
@@ -156,18 +365,25 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
         for err in exc.errors():
             loc = tuple(err["loc"])
             field = ".".join(str(p) for p in loc) or "playbook"
-            where = _where(marks, loc, source, at_key=err["type"] == "extra_forbidden")
-            problems.append(f"{where}: {field}: {err['msg']}")
+            problems.append(f"{pos.where(loc, at_key=err['type'] == 'extra_forbidden')}: {field}: {err['msg']}")
         raise PlaybookError(problems) from None
     refs = reference_problems(pb)
     if refs:
-        raise PlaybookError([f"{_where(marks, loc, source)}: {msg}" for loc, msg in refs])
-    return pb
+        raise PlaybookError([f"{pos.where(loc)}: {msg}" for loc, msg in refs])
+    return pb, pos
 
 
-def load_playbook(path: Path) -> Playbook:
+def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
+    return parse_with_positions(text, source)[0]
+
+
+def read_playbook(path: Path) -> tuple[Playbook, Positions]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlaybookError([f"{path}: cannot read the playbook: {exc.strerror or exc}"]) from None
-    return parse_playbook(text, str(path))
+    return parse_with_positions(text, str(path))
+
+
+def load_playbook(path: Path) -> Playbook:
+    return read_playbook(path)[0]

@@ -14,6 +14,7 @@ class StepState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    SKIPPED = "skipped"  # left behind on purpose, as the plan said
 
 
 class RunState(StrEnum):
@@ -34,8 +35,8 @@ EXIT_CODES = {
 
 
 def run_outcome(steps: Iterable[StepState]) -> RunState:
-    """A run succeeded when every step did, failed when none did, and is partial otherwise."""
-    states = list(steps)
+    """A run succeeded when every step did (or was skipped as planned), failed when none did, else is partial."""
+    states = [s for s in steps if s is not StepState.SKIPPED]
     ok = sum(s is StepState.SUCCEEDED for s in states)
     if ok == len(states):
         return RunState.SUCCEEDED

@@ -9,11 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from drorch.errors import NotFound
+from drorch.errors import DrorchError, NotFound
 from drorch.records import RunState, StepState, utcnow
 
 
@@ -45,6 +46,10 @@ class Step(SQLModel, table=True):
     strategy: str
     source_site: str
     target_site: str
+    wave: str | None = None
+    action: str | None = None  # what the plan said: move, degrade, skip, already, blocked
+    from_host: str | None = None
+    to_host: str | None = None
     state: StepState = StepState.PENDING
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -79,6 +84,22 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         SQLModel.metadata.create_all(self.engine)
+        self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        """Bring a store written by an earlier drorch up to date: columns added since are nullable."""
+        found = inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in SQLModel.metadata.sorted_tables:
+                have = {c["name"] for c in found.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in have:
+                        continue
+                    if not column.nullable:
+                        raise DrorchError(f"the state store {self.url} lacks {table.name}.{column.name}, which "
+                                          "cannot be added in place")
+                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -39,6 +39,7 @@ CHECKPOINT_CONTAINER = "lab-counter"
 REDEPLOY_CONTAINER = "lab-redeploy"
 CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
 COUNTER_SCRIPT = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
+CONTAINER_MEMORY = "256m"
 SERIAL_LOG = f"/var/log/libvirt/qemu/{VM_NAME}.serial"
 # Folders that each site's libvirtd sees privately: (path inside the namespace, folder under the site).
 PRIVATE = (
@@ -56,6 +57,9 @@ class Site:
     address: str
     libvirt_port: int
     migration_ports: tuple[int, int]
+    network: str  # the site's isolated libvirt network: no address, no DHCP, no route out
+    bridge: str
+    pool: str
 
     @property
     def root(self) -> Path:
@@ -82,8 +86,8 @@ class Site:
 
 
 SITES = {
-    "a": Site("a", "127.0.0.1", 16601, (49200, 49215)),
-    "b": Site("b", "127.0.0.2", 16602, (49300, 49315)),
+    "a": Site("a", "127.0.0.1", 16601, (49200, 49215), "prod-net", "drlprod0", "prod-pool"),
+    "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool"),
 }
 DAEMONS = ("virtlogd", "libvirtd", "dockerd")
 
@@ -309,10 +313,45 @@ def domain_xml() -> str:
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
+    <interface type='network'><source network='{SITES["a"].network}'/><model type='virtio'/></interface>
     <serial type='file'><source path='{SERIAL_LOG}'/><target port='0'/></serial>
     <memballoon model='none'/>
   </devices>
 </domain>"""
+
+
+def ensure_site_names(site: Site) -> None:
+    """The site's own network and storage pool: site b names them differently from site a."""
+    conn = libvirt.open(site.libvirt_uri)
+    try:
+        if site.network not in conn.listNetworks() + conn.listDefinedNetworks():
+            log(f"defining network {site.network} on site {site.name}")
+            conn.networkDefineXML(
+                f"<network><name>{site.network}</name><bridge name='{site.bridge}' stp='off'/></network>")
+        net = conn.networkLookupByName(site.network)
+        if not net.isActive():
+            net.create()
+        if site.pool not in conn.listStoragePools() + conn.listDefinedStoragePools():
+            log(f"defining storage pool {site.pool} on site {site.name}")
+            (site.root / "pool").mkdir(exist_ok=True)
+            conn.storagePoolDefineXML(f"<pool type='dir'><name>{site.pool}</name><target><path>"
+                                      f"{site.root / 'pool'}</path></target></pool>")
+        pool = conn.storagePoolLookupByName(site.pool)
+        if not pool.isActive():
+            pool.create()
+    finally:
+        conn.close()
+
+
+def remove_site_names(conn: libvirt.virConnect) -> None:
+    for net in conn.listAllNetworks():
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+    for pool in conn.listAllStoragePools():
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
 
 
 def ensure_workloads(force: bool = False) -> None:
@@ -340,7 +379,8 @@ def ensure_workloads(force: bool = False) -> None:
                     for stale in client.containers.list(all=True, filters={"name": f"^{name}$"}):
                         stale.remove(force=True)
                 log(f"starting container {name} on site a")
-                ca.containers.run(IMAGE, name=name, detach=True, network_mode="none", labels={"drorch.lab": "1"})
+                ca.containers.run(IMAGE, name=name, detach=True, network_mode="none", mem_limit=CONTAINER_MEMORY,
+                                  labels={"drorch.lab": "1"})
         wait_for(lambda: "count " in a.serial_log().read_text(errors="replace"), f"{VM_NAME} counter")
     finally:
         for c in conns.values():
@@ -391,6 +431,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     for site in SITES.values():
         start_libvirt(site)
         start_docker(site)
+        ensure_site_names(site)
     ensure_workloads(force=args.reset)
     log("up")
 
@@ -408,6 +449,8 @@ def cmd_down(_: argparse.Namespace) -> None:
         if read_pid(site.pidfile("dockerd")):
             clients[site.name] = docker.DockerClient(base_url=site.docker_url)
     remove_workloads(conns, clients, everything=True)
+    for conn in conns.values():
+        remove_site_names(conn)
     for site in SITES.values():
         for daemon in ("dockerd", "libvirtd", "virtlogd"):
             stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")

@@ -4,19 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from drorch.drivers.base import Endpoint
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
-from drorch.engine import Engine, endpoint
+from drorch.engine import Engine, snapshot
+from drorch.planner import plan
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
-from drorch.store import Store
+from drorch.store import Run, Store
 
 PLAYBOOK = """\
 name: shop
 primary: a
 secondary: b
 sites:
-  a: {libvirt: "fake://a/libvirt", docker: "fake://a/docker"}
-  b: {libvirt: "fake://b/libvirt", docker: "fake://b/docker"}
+  a: {hosts: [{name: a1, libvirt: "fake://a1/libvirt", docker: "fake://a1/docker"}]}
+  b: {hosts: [{name: b1, libvirt: "fake://b1/libvirt", docker: "fake://b1/docker"}]}
 workloads:
   - {name: db, kind: vm, strategy: live}
   - {name: cache, kind: container, strategy: checkpoint}
@@ -42,8 +42,8 @@ def cloud(playbook: Playbook) -> FakeCloud:
     c = FakeCloud(polls_per_move=2)
     for w in playbook.workloads:
         for site in ("a", "b"):
-            c.sites.setdefault(endpoint(playbook, w.kind, site).uri, FakeSite())
-        c.sites[endpoint(playbook, w.kind, "a").uri].workloads[w.name] = FakeWorkload(w.kind, counter=42)
+            c.sites.setdefault(uri(playbook, w.kind, site), FakeSite())
+        c.sites[uri(playbook, w.kind, "a")].workloads[w.name] = FakeWorkload(w.kind, counter=42)
     return c
 
 
@@ -68,9 +68,17 @@ def site_of(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str) -> li
     return [
         site
         for site in ("a", "b")
-        if (w := cloud.sites[endpoint(pb, kind, site).uri].workloads.get(name)) is not None and w.running
+        if (w := cloud.sites[uri(pb, kind, site)].workloads.get(name)) is not None and w.running
     ]
 
 
-def fake_endpoint(site: str, uri: str) -> Endpoint:
-    return Endpoint(site=site, uri=uri)
+def uri(pb: Playbook, kind: WorkloadKind, site: str, host: int = 0) -> str:
+    """The endpoint of a kind on one of a site's hosts."""
+    found = pb.hosts(site)[host].endpoint(kind)
+    assert found is not None
+    return found
+
+
+def move(engine: Engine, pb: Playbook, source: str, target: str, operation: str = "failover") -> Run:
+    """What `drorch failover` does: snapshot both sites, plan, execute."""
+    return engine.execute(pb, plan(pb, snapshot(pb, engine.drivers), source, target), "shop.yaml", operation)

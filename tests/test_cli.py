@@ -11,11 +11,10 @@ import pytest
 
 from drorch import cli
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import endpoint
 from drorch.playbook import Playbook
 from drorch.records import RunState
 from drorch.store import Store
-from tests.conftest import fake_drivers
+from tests.conftest import fake_drivers, uri
 from tests.test_engine import _held_by
 
 
@@ -66,11 +65,11 @@ def test_unreachable_target_exits_1_with_one_line(
     capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud, playbook: Playbook
 ) -> None:
     for w in playbook.workloads:
-        cloud.sites[endpoint(playbook, w.kind, "b").uri].reachable = False
+        cloud.sites[uri(playbook, w.kind, "b")].reachable = False
     code, _, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 1
     assert err.splitlines() == [
-        "drorch: run 1 failed: vm db: site b: fake://b/libvirt does not answer (and 2 more: drorch history 1)"]
+        "drorch: run 1 failed: vm db: site b: fake://b1/libvirt does not answer (and 2 more: drorch history 1)"]
 
 
 def test_partial_run_exits_3(capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud) -> None:
@@ -89,7 +88,8 @@ def test_held_workload_exits_4(capsys: pytest.CaptureFixture[str], playbook_file
 
 def test_malformed_playbook_exits_2_naming_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nprimary: a\nsecondary: b\nsites: {a: {}, b: {}}\nworkloads:\n  - name: v\n    kind: vmm\n")
+    bad.write_text("name: x\nprimary: a\nsecondary: b\nsites: {a: {hosts: [{name: h}]}, b: {hosts: [{name: h}]}}\n"
+                   "workloads:\n  - name: v\n    kind: vmm\n")
     code, out, err = drorch(capsys, "failover", str(bad))
     assert code == 2 and out == ""
     assert err == f"{bad}:7:11: workloads.0.kind: Input should be 'vm' or 'container'\n"

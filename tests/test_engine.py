@@ -5,22 +5,22 @@ import os
 import pytest
 
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import Engine, endpoint
+from drorch.engine import Engine
 from drorch.errors import WorkloadBusy
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState, StepState
 from drorch.store import Run, Step, Store
-from tests.conftest import site_of
+from tests.conftest import move, site_of, uri
 
 
 def counter(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str, site: str) -> int:
-    return cloud.sites[endpoint(pb, kind, site).uri].workloads[name].counter
+    return cloud.sites[uri(pb, kind, site)].workloads[name].counter
 
 
 def test_failover_moves_every_workload_and_records_each_step(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
-    run = engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+    run = move(engine, playbook, "a", "b", "failover")
     assert run.state is RunState.SUCCEEDED and run.ended_at is not None
     for w in playbook.workloads:
         assert site_of(cloud, playbook, w.kind, w.name) == ["b"]
@@ -37,15 +37,15 @@ def test_failover_moves_every_workload_and_records_each_step(
 
 
 def test_second_failover_finds_everything_in_place(engine: Engine, store: Store, playbook: Playbook) -> None:
-    engine.failover(playbook, "shop.yaml", "a", "b", "failover")
-    again = engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+    move(engine, playbook, "a", "b", "failover")
+    again = move(engine, playbook, "a", "b", "failover")
     assert again.state is RunState.SUCCEEDED
     assert {s.outcome for s in store.steps(again.id or 0)} == {"already running on site b"}
 
 
 def test_failback_brings_everything_home(engine: Engine, cloud: FakeCloud, playbook: Playbook) -> None:
-    engine.failover(playbook, "shop.yaml", "a", "b", "failover")
-    run = engine.failover(playbook, "shop.yaml", "b", "a", "failback")
+    move(engine, playbook, "a", "b", "failover")
+    run = move(engine, playbook, "b", "a", "failback")
     assert run.state is RunState.SUCCEEDED
     for w in playbook.workloads:
         assert site_of(cloud, playbook, w.kind, w.name) == ["a"]
@@ -56,20 +56,20 @@ def test_unreachable_target_fails_every_step_and_moves_nothing(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
     for w in playbook.workloads:
-        cloud.sites[endpoint(playbook, w.kind, "b").uri].reachable = False
-    run = engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+        cloud.sites[uri(playbook, w.kind, "b")].reachable = False
+    run = move(engine, playbook, "a", "b", "failover")
     assert run.state is RunState.FAILED and run.error == "3 of 3 steps failed"
     steps = store.steps(run.id or 0)
     assert all(s.state is StepState.FAILED and "site b" in (s.error or "") for s in steps)
     for w in playbook.workloads:
-        assert cloud.sites[endpoint(playbook, w.kind, "a").uri].workloads[w.name].running
+        assert cloud.sites[uri(playbook, w.kind, "a")].workloads[w.name].running
 
 
 def test_one_failed_move_makes_the_run_partial(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
     cloud.fail["db"] = "live migration of db failed: connection reset by peer"
-    run = engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+    run = move(engine, playbook, "a", "b", "failover")
     assert run.state is RunState.PARTIAL
     db = store.steps(run.id or 0)[0]
     assert db.state is StepState.FAILED and db.error == "live migration of db failed: connection reset by peer"
@@ -79,8 +79,8 @@ def test_one_failed_move_makes_the_run_partial(
 def test_checkpoint_falls_back_to_redeploy_and_says_so(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
-    cloud.sites[endpoint(playbook, WorkloadKind.CONTAINER, "b").uri].checkpoints = False
-    run = engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+    cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].checkpoints = False
+    run = move(engine, playbook, "a", "b", "failover")
     cache = store.steps(run.id or 0)[1]
     assert cache.state is StepState.SUCCEEDED and "redeployed from image" in (cache.outcome or "")
     assert counter(cloud, playbook, WorkloadKind.CONTAINER, "cache", "b") == 1
@@ -99,7 +99,7 @@ def test_a_workload_held_by_a_live_run_is_refused(
 ) -> None:
     holder = _held_by(store, os.getpid())
     with pytest.raises(WorkloadBusy, match=f"held by run {holder.id}"):
-        engine.failover(playbook, "shop.yaml", "a", "b", "failover")
+        move(engine, playbook, "a", "b", "failover")
     assert len(store.runs()) == 1  # nothing new recorded, nothing moved
     assert site_of(cloud, playbook, WorkloadKind.VM, "db") == ["a"]
 
@@ -108,15 +108,16 @@ def test_a_run_whose_process_died_does_not_hold_its_workloads(
     engine: Engine, store: Store, playbook: Playbook
 ) -> None:
     _held_by(store, pid=2**22 + 12345)  # above pid_max: no such process
-    assert engine.failover(playbook, "shop.yaml", "a", "b", "failover").state is RunState.SUCCEEDED
+    assert move(engine, playbook, "a", "b", "failover").state is RunState.SUCCEEDED
 
 
 def test_reporter_sees_every_transition(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
     from tests.conftest import fake_drivers
 
     events: list[tuple[str, StepState, bool]] = []
-    Engine(store, fake_drivers(cloud), report=lambda e: events.append(
-        (e.step.workload, e.step.state, e.progress is not None))).failover(playbook, "x", "a", "b", "failover")
+    engine = Engine(store, fake_drivers(cloud), report=lambda e: events.append(
+        (e.step.workload, e.step.state, e.progress is not None)))
+    move(engine, playbook, "a", "b")
     db = [(st, p) for w, st, p in events if w == "db"]
     assert db[0] == (StepState.RUNNING, False)
     assert (StepState.RUNNING, True) in db

@@ -34,7 +34,9 @@ def test_examples_exist() -> None:
 def test_defaults() -> None:
     pb = parse_playbook(PLAYBOOK.replace(", strategy: live", ""), "pb.yaml")
     assert pb.workloads[0].move_strategy is Strategy.LIVE
-    assert pb.workloads[0].key == "vm/db"
+    assert pb.workloads[0].selector == "db"
+    assert pb.tier_of(pb.workloads[0]).on_shortage == "required"
+    assert pb.wave_names() == ["default"]
 
 
 def test_yaml_syntax_error_names_file_line_and_column() -> None:
@@ -59,14 +61,14 @@ def test_several_problems_are_reported_at_once() -> None:
     found = problems(text)
     assert found == [
         "pb.yaml:3:12: site 'c' is not defined under sites (a, b)",
-        "pb.yaml:8:36: strategy checkpoint does not apply to a vm (live)",
+        "pb.yaml:8:36: strategy checkpoint does not apply to a vm (live, cold, replica)",
     ]
 
 
 def test_missing_endpoint_for_a_kind() -> None:
-    text = PLAYBOOK.replace('b: {libvirt: "fake://b/libvirt", docker: "fake://b/docker"}',
-                            'b: {docker: "fake://b/docker"}')
-    assert problems(text) == ["pb.yaml:8:5: vm 'db' needs a libvirt endpoint on site 'b'"]
+    text = PLAYBOOK.replace('{name: b1, libvirt: "fake://b1/libvirt", docker: "fake://b1/docker"}',
+                            '{name: b1, docker: "fake://b1/docker"}')
+    assert problems(text) == ["pb.yaml:8:5: vm 'db' needs a host with libvirt on site 'b'"]
 
 
 def test_duplicate_workload_and_same_sites() -> None:
@@ -93,7 +95,8 @@ names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 @st.composite
 def playbooks(draw: st.DrawFn) -> Playbook:
     a, b = draw(st.lists(names, min_size=2, max_size=2, unique=True))
-    sites = {s: {"libvirt": f"qemu+tcp://{s}/system", "docker": f"unix:///run/{s}.sock"} for s in (a, b)}
+    sites = {s: {"hosts": [{"name": f"{s}1", "libvirt": f"qemu+tcp://{s}/system", "docker": f"unix:///run/{s}.sock"}]}
+             for s in (a, b)}
     workloads = []
     for i, name in enumerate(draw(st.lists(names, min_size=1, max_size=8, unique=True))):
         kind = draw(st.sampled_from(list(WorkloadKind)))

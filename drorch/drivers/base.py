@@ -16,27 +16,20 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from drorch.playbook import Strategy, WorkloadKind
+from drorch.inventory import HostFacts, WorkloadInfo
+from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+
+__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "WorkloadInfo"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One site as a driver sees it."""
+    """One host of a site, for one technology, as a driver sees it."""
 
     site: str
     uri: str
     migration_address: str | None = None
-
-
-@dataclass(frozen=True)
-class WorkloadInfo:
-    name: str
-    kind: WorkloadKind
-    site: str
-    running: bool
-    memory_mib: int | None = None
-    vcpus: int | None = None
-    image: str | None = None
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +38,29 @@ class MoveRequest:
     strategy: Strategy
     source: Endpoint
     target: Endpoint
+    mappings: Mappings = field(default_factory=Mappings)  # applied on the target
+    resources: Resources | None = None  # other vCPUs or memory on the target, where the strategy allows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload,
+            "strategy": self.strategy.value,
+            "source": asdict(self.source),
+            "target": asdict(self.target),
+            "mappings": self.mappings.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json") if self.resources else None,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MoveRequest:
+        return cls(
+            workload=raw["workload"],
+            strategy=Strategy(raw["strategy"]),
+            source=Endpoint(**raw["source"]),
+            target=Endpoint(**raw["target"]),
+            mappings=Mappings.model_validate(raw.get("mappings") or {}),
+            resources=Resources.model_validate(raw["resources"]) if raw.get("resources") else None,
+        )
 
 
 @dataclass
@@ -56,19 +72,12 @@ class Handle:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "request": asdict(self.request), "data": self.data}, sort_keys=True)
+        return json.dumps({"id": self.id, "request": self.request.to_dict(), "data": self.data}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Handle:
         raw = json.loads(text)
-        req = raw["request"]
-        request = MoveRequest(
-            workload=req["workload"],
-            strategy=Strategy(req["strategy"]),
-            source=Endpoint(**req["source"]),
-            target=Endpoint(**req["target"]),
-        )
-        return cls(request=request, id=raw["id"], data=raw["data"])
+        return cls(request=MoveRequest.from_dict(raw["request"]), id=raw["id"], data=raw["data"])
 
 
 class Phase(StrEnum):
@@ -100,6 +109,10 @@ class Driver(ABC):
         """Every workload of this kind on the site; raises SiteUnreachable."""
 
     @abstractmethod
+    def host_facts(self, site: Endpoint) -> HostFacts:
+        """The host's size and the names mappings can point at; raises SiteUnreachable."""
+
+    @abstractmethod
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         """The workload on that site, or None; raises SiteUnreachable."""
 
@@ -110,6 +123,10 @@ class Driver(ABC):
     @abstractmethod
     def progress(self, handle: Handle) -> Progress:
         """Where the move stands now."""
+
+    def preflight(self, request: MoveRequest) -> list[str]:
+        """Live checks of what would make this move fail halfway; each problem is one line."""
+        return []
 
     def wait(self, handle: Handle, timeout: float) -> None:
         """Block up to timeout seconds, or less when the driver knows the move finished earlier."""

@@ -20,11 +20,12 @@ from typing import Any
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.utils import parse_repository_tag
 
-from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.playbook import Strategy, WorkloadKind
+from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
 
 # What a recreated container keeps of the original's host configuration.
 HOST_CONFIG_KEYS = (
@@ -40,12 +41,34 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def clone_config(inspect: dict[str, Any]) -> dict[str, Any]:
-    """The create-container body that recreates `inspect`'s container elsewhere."""
+def clone_config(
+    inspect: dict[str, Any], mappings: Mappings | None = None, resources: Resources | None = None
+) -> dict[str, Any]:
+    """The create-container body that recreates `inspect`'s container elsewhere, mapped for the target."""
+    m = mappings or Mappings()
     config = {k: v for k, v in inspect["Config"].items() if k not in ("Hostname",)}
+    config["Image"] = m.image(config["Image"])
     host = inspect.get("HostConfig") or {}
-    config["HostConfig"] = {k: host[k] for k in HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})}
+    hc = {k: host[k] for k in HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})}
+    if "NetworkMode" in hc:
+        hc["NetworkMode"] = m.network(hc["NetworkMode"])
+    if "PortBindings" in hc:
+        hc["PortBindings"] = {
+            port: [{**b, "HostPort": str(m.port(int(b["HostPort"]))) if b.get("HostPort") else b.get("HostPort", "")}
+                   for b in binds or []]
+            for port, binds in hc["PortBindings"].items()
+        }
+    if resources is not None and resources.memory_mib:
+        hc["Memory"] = resources.memory_mib << 20
+    if resources is not None and resources.vcpus:
+        hc["NanoCpus"] = resources.vcpus * 10**9
+    config["HostConfig"] = hc
     return config
+
+
+def published_ports(inspect: dict[str, Any]) -> tuple[int, ...]:
+    bindings = (inspect.get("HostConfig") or {}).get("PortBindings") or {}
+    return tuple(sorted({int(b["HostPort"]) for binds in bindings.values() for b in binds or [] if b.get("HostPort")}))
 
 
 class _Site:
@@ -122,19 +145,36 @@ class DockerDriver(ThreadedDriver):
         return site
 
     @staticmethod
-    def _info(c: dict[str, Any], site: str) -> WorkloadInfo:
+    def _info(c: dict[str, Any], ep: Endpoint) -> WorkloadInfo:
         host = c.get("HostConfig") or {}
         memory = host.get("Memory") or 0
         cpus = host.get("NanoCpus") or 0
+        networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
         return WorkloadInfo(
             name=c["Name"].lstrip("/"),
             kind=WorkloadKind.CONTAINER,
-            site=site,
+            site=ep.site,
             running=bool(c["State"]["Running"]),
             memory_mib=memory // (1 << 20) or None,
             vcpus=cpus // 10**9 or None,
             image=c["Config"]["Image"],
+            host=ep.host,
+            labels=dict(c["Config"].get("Labels") or {}),
+            networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
+            ports=published_ports(c),
         )
+
+    def host_facts(self, site: Endpoint) -> HostFacts:
+        s = self._site(site)
+        try:
+            info = s.info
+            networks = sorted(n["Name"] for n in s.api.networks())
+            images = sorted({t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
+        except (DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+        return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
+                         networks=(*networks, "none", "host", "default"), images=tuple(images),
+                         checkpoints=bool(info.get("ExperimentalBuild")))
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
@@ -143,11 +183,11 @@ class DockerDriver(ThreadedDriver):
         except (DockerException, requests.RequestException) as exc:
             raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
         found = (s.inspect(i) for i in ids)
-        return sorted((self._info(c, site.site) for c in found if c), key=lambda w: w.name)
+        return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         c = self._site(site).inspect(name)
-        return None if c is None else self._info(c, site.site)
+        return None if c is None else self._info(c, site)
 
     def start_move(self, request: MoveRequest) -> Handle:
         name, src_ep, dst_ep = request.workload, request.source, request.target
@@ -179,11 +219,18 @@ class DockerDriver(ThreadedDriver):
     def _transfer(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> str:
         req, hid = handle.request, handle.id
         name, image = req.workload, original["Config"]["Image"]
+        target_image = req.mappings.image(image)
         self._jobs.set_step(hid, "image")
-        if not dst.has_image(image):
+        if not dst.has_image(target_image):
+            if target_image != image and src.has_image(target_image):
+                image = target_image  # the mapped image is known at home: send that one
             self._send_image(hid, image, src, dst)
+            if target_image != image:
+                repo, tag = parse_repository_tag(target_image)
+                dst.api.tag(image, repo, tag or "latest")
         self._jobs.set_step(hid, "create")
-        created = dst.api.create_container_from_config(clone_config(original), name=name)
+        config = clone_config(original, req.mappings, req.resources)
+        created = dst.api.create_container_from_config(config, name=name)
         target_id: str = created["Id"]
         handle.data["target_id"] = target_id
         fallback = ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
 
@@ -22,13 +22,19 @@ class FakeWorkload:
     counter: int = 1
     memory_mib: int = 128
     vcpus: int = 1
+    labels: dict[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+    image: str | None = None
 
 
 @dataclass
 class FakeSite:
+    """One host's endpoint."""
+
     reachable: bool = True
     checkpoints: bool = True  # CRIU works on this site's Docker
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
+    facts: HostFacts = field(default_factory=lambda: HostFacts(vcpus=64, memory_mib=65536))
 
 
 @dataclass
@@ -68,7 +74,11 @@ class FakeDriver(Driver):
         return None if w is None else self._info(name, w, site)
 
     def _info(self, name: str, w: FakeWorkload, site: Endpoint) -> WorkloadInfo:
-        return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus)
+        return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
+                            host=site.host, labels=dict(w.labels), networks=w.networks)
+
+    def host_facts(self, site: Endpoint) -> HostFacts:
+        return self.cloud.site(site).facts
 
     def start_move(self, request: MoveRequest) -> Handle:
         src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
@@ -114,5 +124,9 @@ class FakeDriver(Driver):
             w.counter = 1
         elif req.strategy is Strategy.REDEPLOY:
             w.counter = 1
+        w.networks = tuple(req.mappings.network(n) for n in w.networks)
+        if req.resources is not None:
+            w.memory_mib = req.resources.memory_mib or w.memory_mib
+            w.vcpus = req.resources.vcpus or w.vcpus
         dst.workloads[req.workload] = w
         return f"running on site {req.target.site}{note}"

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 
-from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
-from drorch.playbook import WorkloadKind
+from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
 
 # libvirt prints every error on stderr besides raising it; the exception is enough.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
+COLD_SHUTDOWN_SECONDS = 30.0
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
     | libvirt.VIR_MIGRATE_PEER2PEER
@@ -27,6 +30,53 @@ def migrate_params(target: Endpoint) -> dict[str, str]:
     if target.migration_address:
         return {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{target.migration_address}"}
     return {}
+
+
+def domain_names(xml: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The networks a domain's interfaces use and the storage pools of its disks."""
+    root = ET.fromstring(xml)
+    networks = [s.get("network", "") for s in root.findall("./devices/interface[@type='network']/source")]
+    pools = [s.get("pool", "") for s in root.findall("./devices/disk[@type='volume']/source")]
+    return tuple(sorted(set(filter(None, networks)))), tuple(sorted(set(filter(None, pools))))
+
+
+def map_domain_xml(xml: str, mappings: Mappings, resources: Resources | None) -> str:
+    """The domain's definition for the target: mapped networks and pools, and a new size if given."""
+    root = ET.fromstring(xml)
+    changed = False
+    for source in root.findall("./devices/interface[@type='network']/source"):
+        name = source.get("network", "")
+        if mappings.network(name) != name:
+            source.set("network", mappings.network(name))
+            changed = True
+    for source in root.findall("./devices/disk[@type='volume']/source"):
+        pool = source.get("pool", "")
+        if mappings.pool(pool) != pool:
+            source.set("pool", mappings.pool(pool))
+            changed = True
+    if resources is not None and resources.memory_mib:
+        for tag in ("memory", "currentMemory"):
+            el = root.find(tag)
+            if el is not None:
+                el.text, changed = str(resources.memory_mib * 1024), True
+                el.set("unit", "KiB")
+    if resources is not None and resources.vcpus:
+        el = root.find("vcpu")
+        if el is not None:
+            el.text, changed = str(resources.vcpus), True
+    return ET.tostring(root, encoding="unicode") if changed else xml
+
+
+def _stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
+    """Ask the guest to shut down; pull the plug when it has not within the grace period."""
+    if not dom.isActive():
+        return
+    dom.shutdown()
+    deadline = time.monotonic() + grace_seconds
+    while dom.isActive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if dom.isActive():
+        dom.destroy()
 
 
 def _reason(exc: libvirt.libvirtError) -> str:
@@ -64,28 +114,42 @@ class LibvirtDriver(ThreadedDriver):
             raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.uri}: {_reason(exc)}") from None
 
     @staticmethod
-    def _info(dom: libvirt.virDomain, site: str) -> WorkloadInfo:
+    def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
         state, max_kib, _mem, vcpus, _cpu = dom.info()
+        networks, pools = domain_names(dom.XMLDesc(0))
         return WorkloadInfo(
             name=dom.name(),
             kind=WorkloadKind.VM,
-            site=site,
+            site=ep.site,
             running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED),
             memory_mib=max_kib // 1024,
             vcpus=vcpus,
+            host=ep.host,
+            networks=networks,
+            pools=pools,
         )
+
+    def host_facts(self, site: Endpoint) -> HostFacts:
+        conn = self._conn(site)
+        try:
+            _model, memory_mib, cpus, *_ = conn.getInfo()
+            networks = sorted({*conn.listNetworks(), *conn.listDefinedNetworks()})
+            pools = sorted({*conn.listStoragePools(), *conn.listDefinedStoragePools()})
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+        return HostFacts(vcpus=cpus, memory_mib=memory_mib, networks=tuple(networks), pools=tuple(pools))
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         try:
             domains = self._conn(site).listAllDomains()
-            return sorted((self._info(d, site.site) for d in domains), key=lambda w: w.name)
+            return sorted((self._info(d, site) for d in domains), key=lambda w: w.name)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         dom = self._domain(site, name)
         try:
-            return None if dom is None else self._info(dom, site.site)
+            return None if dom is None else self._info(dom, site)
         except libvirt.libvirtError:
             return None  # it left while we looked
 
@@ -106,15 +170,73 @@ class LibvirtDriver(ThreadedDriver):
         if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
             handle.data["joined"] = True  # a migration started earlier is still under way
             return handle
-        self._jobs.submit(handle.id, lambda: self._migrate(dom, request))
+        move = {Strategy.LIVE: self._migrate, Strategy.COLD: self._cold, Strategy.REPLICA: self._replica}
+        self._jobs.submit(handle.id, lambda: move[request.strategy](dom, request))
         return handle
 
-    def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+    def preflight(self, request: MoveRequest) -> list[str]:
+        """libvirt's own comparison of the guest's CPU model against the target host's hypervisor."""
+        dom = self._domain(request.source, request.workload)
+        if dom is None:
+            return []
+        root = ET.fromstring(dom.XMLDesc(0))
+        cpu, os_type = root.find("cpu"), root.find("os/type")
+        if cpu is None or cpu.find("model") is None or os_type is None:
+            return []
         try:
-            dom.migrateToURI3(request.target.uri, migrate_params(request.target), MIGRATE_FLAGS)
+            result = self._conn(request.target).compareHypervisorCPU(
+                None, os_type.get("arch"), os_type.get("machine"), root.get("type"),
+                ET.tostring(cpu, encoding="unicode"), 0)
+        except libvirt.libvirtError as exc:
+            return [f"VM {request.workload}: site {request.target.site} cannot run its CPU: {_reason(exc)}"]
+        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            model = cpu.findtext("model")
+            return [f"VM {request.workload}: the CPU of site {request.target.site} host {request.target.host} "
+                    f"cannot run its CPU model {model}"]
+        return []
+
+    def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        params = migrate_params(request.target)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        mapped = map_domain_xml(xml, request.mappings, None)  # a live guest keeps its size
+        if mapped != xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
+        try:
+            dom.migrateToURI3(request.target.uri, params, MIGRATE_FLAGS)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"live migration of {request.workload} failed: {_reason(exc)}") from None
         return self._completed(request)
+
+    def _cold(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        """Shut down, define on the target with the mapped configuration and size, start there."""
+        xml = map_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                             request.mappings, request.resources)
+        target = self._conn(request.target)
+        try:
+            _stop(dom)
+            try:
+                target.defineXML(xml).create()
+            except libvirt.libvirtError as exc:
+                dom.create()  # not started there: back up at home
+                raise MoveFailed(f"{request.workload} did not start on site {request.target.site}, restarted on "
+                                 f"site {request.source.site}: {_reason(exc)}") from None
+            dom.undefine()
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"cold move of {request.workload} failed: {_reason(exc)}") from None
+        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site}")
+
+    def _replica(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        """Start the copy already defined on the target; the source stays defined, stopped."""
+        replica = self._domain(request.target, request.workload)
+        if replica is None:
+            raise MoveFailed(f"no replica of {request.workload} is defined on site {request.target.site}")
+        try:
+            _stop(dom)
+            replica.create()
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"restart of {request.workload} from its replica failed: {_reason(exc)}") from None
+        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site} (from its replica)")
 
     def _completed(self, request: MoveRequest) -> Progress:
         """The target keeps the finished job's statistics: what was sent and the guest's downtime."""

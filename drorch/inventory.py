@@ -1,0 +1,89 @@
+"""A snapshot of both sites: hosts, their capacity and names, and the workloads on them (no I/O here).
+
+Captured live by `drorch inventory`, saved as JSON, and given back to the planner with
+`drorch plan --inventory`, so "would my DR site take this?" is answered offline and reproducibly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from drorch.playbook import WorkloadKind
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    name: str
+    kind: WorkloadKind
+    site: str
+    running: bool
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    image: str | None = None
+    host: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What one technology on a host reports: its size and the names a mapping can point at."""
+
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    networks: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    checkpoints: bool | None = None  # container checkpoints possible (Docker with --experimental)
+
+
+@dataclass
+class HostInventory:
+    site: str
+    host: str
+    facts: dict[WorkloadKind, HostFacts] = field(default_factory=dict)
+    errors: dict[WorkloadKind, str] = field(default_factory=dict)  # kind -> why it did not answer
+    workloads: list[WorkloadInfo] = field(default_factory=list)
+
+    def discovered(self) -> tuple[int | None, int | None]:
+        """(vCPUs, MiB) of the host, as the hypervisor or else the container engine reports them."""
+        for kind in (WorkloadKind.VM, WorkloadKind.CONTAINER):
+            f = self.facts.get(kind)
+            if f is not None and f.memory_mib:
+                return f.vcpus, f.memory_mib
+        return None, None
+
+
+@dataclass
+class Snapshot:
+    hosts: list[HostInventory]
+    taken_at: str = ""
+
+    def site(self, name: str) -> list[HostInventory]:
+        return [h for h in self.hosts if h.site == name]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Snapshot:
+        hosts = []
+        for h in raw["hosts"]:
+            facts = {WorkloadKind(k): HostFacts(**_tuples(f)) for k, f in h["facts"].items()}
+            errors = {WorkloadKind(k): v for k, v in h["errors"].items()}
+            workloads = [WorkloadInfo(**{**_tuples(w), "kind": WorkloadKind(w["kind"])}) for w in h["workloads"]]
+            hosts.append(HostInventory(h["site"], h["host"], facts, errors, workloads))
+        return cls(hosts=hosts, taken_at=raw.get("taken_at", ""))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        return cls.from_dict(json.loads(text))
+
+
+def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    """JSON gives lists where the dataclasses keep tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}

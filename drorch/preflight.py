@@ -1,0 +1,87 @@
+"""Pre-flight checks over a plan and a snapshot: what would make a move fail halfway (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drorch.inventory import HostInventory, Snapshot
+from drorch.planner import MOVING, Plan
+from drorch.playbook import Loc, Mappings, Playbook, Strategy, WorkloadKind
+
+
+@dataclass(frozen=True)
+class Finding:
+    loc: Loc
+    message: str
+    error: bool = True
+
+
+def _mapping_loc(pb: Playbook, entry: int, field: str, name: object) -> Loc:
+    """Point at the mapping that produced a name: the workload's override, the playbook's, or the workload."""
+    spec = pb.workloads[entry]
+    if spec.mappings is not None and name in getattr(spec.mappings, field):
+        return ("workloads", entry, "mappings", field, str(name))
+    if name in getattr(pb.mappings, field):
+        return ("mappings", field, str(name))
+    return ("workloads", entry)
+
+
+def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
+    found: list[Finding] = []
+    sites = {s: {h.name: i for i, h in enumerate(pb.hosts(s))} for s in pb.sites}
+    kinds = {w.kind for w in pb.workloads}
+    for inv in snap.hosts:
+        for kind, error in sorted(inv.errors.items()):
+            if kind in kinds and inv.host in sites.get(inv.site, {}):
+                found.append(Finding(("sites", inv.site, "hosts", sites[inv.site][inv.host]), error))
+    invs = {(h.site, h.host): h for h in snap.hosts}
+    for item in plan.items:
+        if item.action not in MOVING or item.to_host is None or item.from_host is None:
+            continue
+        source, target = invs.get((plan.source, item.from_host)), invs.get((plan.target, item.to_host))
+        info = next((w for w in source.workloads if w.name == item.workload and w.kind is item.kind), None) \
+            if source else None
+        if info is None or source is None or target is None:
+            continue
+        facts = target.facts.get(item.kind)
+        what = f"{item.kind} {item.workload}"
+        for net in info.networks:
+            mapped = item.mappings.network(net)
+            if facts is not None and mapped not in facts.networks:
+                found.append(Finding(_mapping_loc(pb, item.entry, "networks", net),
+                                     f"{what}: network {mapped!r} does not exist on site {plan.target} host "
+                                     f"{item.to_host} ({', '.join(facts.networks) or 'none'})"))
+        for pool in info.pools:
+            mapped = item.mappings.pool(pool)
+            if facts is not None and mapped not in facts.pools:
+                found.append(Finding(_mapping_loc(pb, item.entry, "storage", pool),
+                                     f"{what}: storage pool {mapped!r} does not exist on site {plan.target} host "
+                                     f"{item.to_host}"))
+        if item.kind is WorkloadKind.CONTAINER:
+            found.extend(_container(pb, item.entry, what, info.image, info.ports, item.mappings, source, target,
+                                    item.strategy, plan.target))
+    return found
+
+
+def _container(pb: Playbook, entry: int, what: str, image: str | None, ports: tuple[int, ...],
+               mappings: Mappings, source: HostInventory, target: HostInventory, strategy: Strategy,
+               target_site: str) -> list[Finding]:
+    found = []
+    src, dst = source.facts.get(WorkloadKind.CONTAINER), target.facts.get(WorkloadKind.CONTAINER)
+    if image and src is not None and dst is not None:
+        mapped = mappings.image(image)
+        # The original image is at home by definition; a mapped name must exist at one end.
+        if mapped != image and mapped not in dst.images and mapped not in src.images:
+            found.append(Finding(_mapping_loc(pb, entry, "images", image),
+                                 f"{what}: image {mapped!r} is neither on site {target_site} nor at home to send"))
+    used = {p for w in target.workloads if w.running for p in w.ports}
+    for port in ports:
+        if mappings.port(port) in used:
+            found.append(Finding(_mapping_loc(pb, entry, "ports", port),
+                                 f"{what}: port {mappings.port(port)} is already published on site {target_site} "
+                                 f"host {target.host}"))
+    if strategy is Strategy.CHECKPOINT and not (src and src.checkpoints and dst and dst.checkpoints):
+        found.append(Finding(("workloads", entry, "strategy"),
+                             f"{what}: Docker on one of the hosts runs without checkpoint support: the move "
+                             "falls back to a redeploy", error=False))
+    return found
