@@ -8,7 +8,9 @@ anti-affinity group. What does not fit is degraded, skipped or reported, as its 
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -149,12 +151,10 @@ def _resolve(pb: Playbook, snap: Snapshot, source: str, target: str,
                     matched = True
                     key = (spec.kind, info.name)
                     other = found.get(key)
-                    if other is None:
+                    # An entry that names the workload beats a pattern; between patterns the first one wins.
+                    if other is None or (other.entry != i and spec.name is not None and other.spec.name is None):
                         found[key] = _Candidate(i, spec, info, on_target=site == target)
-                    elif other.entry != i:
-                        problems.append((("workloads", i), f"{spec.kind} {info.name!r} is also selected by "
-                                         f"workload entry {other.entry + 1}"))
-                    elif other.info is not None and other.info.site != site:
+                    elif other.entry == i and other.info is not None and other.info.site != site:
                         problems.append((("workloads", i), f"{spec.kind} {info.name!r} runs on both site "
                                          f"{other.info.site} and site {site}"))
         if not matched and spec.name is not None:
@@ -182,20 +182,49 @@ def _targets(pb: Playbook, snap: Snapshot, target: str) -> list[_TargetHost]:
     return hosts
 
 
-def _best_fit(hosts: list[_TargetHost], kind: WorkloadKind, size: Size, group: str | None) -> _TargetHost | None:
-    fitting = [h for h in hosts if kind in h.kinds and size.fits(h.free) and (group is None or group not in h.groups)]
-    return min(fitting, key=lambda h: ((h.free - size).memory_mib, (h.free - size).vcpus, h.name), default=None)
+class _Index:
+    """Target hosts per kind, kept sorted by free room so that best fit is a bisect, not a scan."""
 
+    def __init__(self, hosts: list[_TargetHost]) -> None:
+        self.hosts = hosts
+        self._sorted: dict[WorkloadKind, list[tuple[int, int, str]]] = {
+            k: sorted(self._key(h) for h in hosts if k in h.kinds) for k in WorkloadKind
+        }
+        self._by_name = {h.name: h for h in hosts}
 
-def _most_free(hosts: list[_TargetHost], kind: WorkloadKind) -> str:
-    usable = [h.free for h in hosts if kind in h.kinds]
-    return str(max(usable, key=lambda s: (s.memory_mib, s.vcpus))) if usable else "no host takes it"
+    @staticmethod
+    def _key(h: _TargetHost) -> tuple[int, int, str]:
+        return (h.free.memory_mib, h.free.vcpus, h.name)
+
+    def best_fit(self, kind: WorkloadKind, size: Size, group: str | None) -> _TargetHost | None:
+        """The host left with the least memory, then fewest vCPUs, then first by name."""
+        keys = self._sorted[kind]
+        start = bisect.bisect_left(keys, (size.memory_mib, -(2**62), ""))
+        for _memory, vcpus, name in itertools.islice(keys, start, None):
+            if vcpus >= size.vcpus and (group is None or group not in self._by_name[name].groups):
+                return self._by_name[name]
+        return None
+
+    def most_free(self, kind: WorkloadKind) -> str:
+        keys = self._sorted[kind]
+        return str(self._by_name[keys[-1][2]].free) if keys else "no host takes it"
+
+    def take(self, host: _TargetHost, size: Size, group: str | None) -> None:
+        for kind in host.kinds:
+            keys = self._sorted[kind]
+            del keys[bisect.bisect_left(keys, self._key(host))]
+        host.free = host.free - size
+        if group:
+            host.groups.add(group)
+        for kind in host.kinds:
+            bisect.insort(self._sorted[kind], self._key(host))
 
 
 def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
     problems: list[tuple[Loc, str]] = []
     candidates = _resolve(pb, snap, source, target, problems)
     hosts = _targets(pb, snap, target)
+    index = _Index(hosts)
     placed: dict[tuple[WorkloadKind, str], tuple[Action, str | None, Size | None, str]] = {}
 
     for c in candidates:  # what is already on the target keeps its room and its group
@@ -219,7 +248,7 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
         assert c.info is not None
         spec, tier, size = c.spec, pb.tier_of(c.spec), _size(c.info, c.spec)
         key = (spec.kind, c.info.name)
-        host = _best_fit(hosts, spec.kind, size, spec.anti_affinity)
+        host = index.best_fit(spec.kind, size, spec.anti_affinity)
         outcome: tuple[Action, str | None, Size | None, str]
         if host is None and spec.kind in down and not any(spec.kind in h.kinds for h in hosts):
             placed[key] = (Action.BLOCKED, None, None, down[spec.kind])
@@ -227,14 +256,14 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
         if host is not None:
             outcome = (Action.MOVE, host.name, size, "")
         else:
-            short = f"site {target} is short of room: needs {size}, most free {_most_free(hosts, spec.kind)}"
+            short = f"site {target} is short of room: needs {size}, most free {index.most_free(spec.kind)}"
             smaller = Size(
                 (spec.dr_resources.vcpus if spec.dr_resources else None) or size.vcpus,
                 (spec.dr_resources.memory_mib if spec.dr_resources else None) or size.memory_mib,
             )
             resizable = spec.move_strategy in RESIZABLE
             if tier.on_shortage is Shortage.DEGRADE and resizable and smaller != size:
-                host = _best_fit(hosts, spec.kind, smaller, spec.anti_affinity)
+                host = index.best_fit(spec.kind, smaller, spec.anti_affinity)
             else:
                 host = None
             if host is not None:
@@ -250,9 +279,7 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
                 outcome = (Action.UNPLACED, None, None, why)
                 problems.append((("workloads", c.entry), f"{spec.kind} {c.info.name!r} does not fit: {why}"))
         if host is not None and outcome[2] is not None:
-            host.free = host.free - outcome[2]
-            if spec.anti_affinity:
-                host.groups.add(spec.anti_affinity)
+            index.take(host, outcome[2], spec.anti_affinity)
         placed[key] = outcome
 
     items = _order(pb, source, target, candidates, placed, problems)
@@ -282,6 +309,10 @@ def _order(
                                      f"{n!r} depends on {d!r}, which moves in the later wave "
                                      f"{pb.wave_of(by_name[d].spec)!r}"))
         waiting = {n: len(ds) for n, ds in deps.items()}
+        dependents: dict[str, list[str]] = {}
+        for m, ds in deps.items():
+            for d in ds:
+                dependents.setdefault(d, []).append(m)
         rank = {n: (pb.tier_of(c.spec).priority, c.entry, n) for n, c in members.items()}
         ready = [rank[n] for n in members if waiting[n] == 0]
         heapq.heapify(ready)
@@ -289,11 +320,10 @@ def _order(
         while ready:
             n = heapq.heappop(ready)[2]
             done.append(n)
-            for m, ds in deps.items():
-                if n in ds:
-                    waiting[m] -= 1
-                    if waiting[m] == 0:
-                        heapq.heappush(ready, rank[m])
+            for m in dependents.get(n, []):
+                waiting[m] -= 1
+                if waiting[m] == 0:
+                    heapq.heappush(ready, rank[m])
         for n in sorted(set(members) - set(done)):
             problems.append((("workloads", members[n].entry, "depends_on"), f"dependency cycle through {n!r}"))
             done.append(n)
