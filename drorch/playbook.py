@@ -258,7 +258,10 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
                                  f"{dst!r}: the reverse mapping for failing back would be ambiguous"))
             targets[dst] = src
     if pb.defaults.tier not in pb.tiers:
-        problems.append((("defaults", "tier"), f"tier {pb.defaults.tier!r} is not defined under tiers"))
+        for i, w in enumerate(pb.workloads):
+            if w.tier is None:
+                problems.append((("workloads", i), f"{w.kind} {w.selector!r} has no tier and the default tier "
+                                 f"{pb.defaults.tier!r} is not defined under tiers"))
     wave_names = [w.name for w in pb.waves]
     for i, name in enumerate(wave_names):
         if name in wave_names[:i]:

@@ -82,3 +82,11 @@ def uri(pb: Playbook, kind: WorkloadKind, site: str, host: int = 0) -> str:
 def move(engine: Engine, pb: Playbook, source: str, target: str, operation: str = "failover") -> Run:
     """What `drorch failover` does: snapshot both sites, plan, execute."""
     return engine.execute(pb, plan(pb, snapshot(pb, engine.drivers), source, target), "shop.yaml", operation)
+
+
+@pytest.fixture
+def fake_cli(cloud: FakeCloud, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's drivers are fakes over `cloud`; its store is the test's."""
+    from drorch import cli
+
+    monkeypatch.setattr(cli, "make_drivers", lambda _kinds: fake_drivers(cloud))

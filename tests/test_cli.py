@@ -14,13 +14,10 @@ from drorch.drivers.fake import FakeCloud
 from drorch.playbook import Playbook
 from drorch.records import RunState
 from drorch.store import Store
-from tests.conftest import fake_drivers, uri
+from tests.conftest import uri
 from tests.test_engine import _held_by
 
-
-@pytest.fixture(autouse=True)
-def fakes(cloud: FakeCloud, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "make_drivers", lambda _kinds: fake_drivers(cloud))
+pytestmark = pytest.mark.usefixtures("fake_cli")
 
 
 def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

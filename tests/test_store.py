@@ -13,8 +13,8 @@ def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path: Path) -
     with sqlite3.connect(db) as conn:  # the steps table as the first release wrote it
         conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, operation VARCHAR NOT NULL, playbook VARCHAR NOT NULL,"
                      " playbook_path VARCHAR NOT NULL, source_site VARCHAR NOT NULL, target_site VARCHAR NOT NULL,"
-                     " state VARCHAR NOT NULL, pid INTEGER NOT NULL, host VARCHAR NOT NULL, started_at DATETIME NOT NULL,"
-                     " ended_at DATETIME, error VARCHAR)")
+                     " state VARCHAR NOT NULL, pid INTEGER NOT NULL, host VARCHAR NOT NULL,"
+                     " started_at DATETIME NOT NULL, ended_at DATETIME, error VARCHAR)")
         conn.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
                      " workload VARCHAR NOT NULL, kind VARCHAR NOT NULL, strategy VARCHAR NOT NULL,"
                      " source_site VARCHAR NOT NULL, target_site VARCHAR NOT NULL, state VARCHAR NOT NULL,"
