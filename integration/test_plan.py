@@ -1,0 +1,115 @@
+"""Plans for a DR site that does not mirror the primary, checked and landed on the real lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import libvirt
+import pytest
+
+from drorch.store import Store
+from integration import labctl
+from integration.conftest import REPO, container_counts, vm_counts, wait_until, where
+
+Drorch = Callable[..., subprocess.CompletedProcess[str]]
+TIERS = REPO / "playbooks" / "lab-tiers.yaml"
+
+
+def vm_networks(site: str) -> list[str]:
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        root = ET.fromstring(conn.lookupByName(labctl.VM_NAME).XMLDesc(0))
+    finally:
+        conn.close()
+    return [s.get("network", "") for s in root.findall("./devices/interface/source")]
+
+
+def container_memory_mib(site: str, name: str) -> int:
+    client = docker.DockerClient(base_url=labctl.SITES[site].docker_url)
+    try:
+        return int(client.containers.get(name).attrs["HostConfig"]["Memory"]) >> 20
+    finally:
+        client.close()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_three_tiers_plan_and_failover_lands_exactly_that_plan(run_drorch: Drorch, state_dir: Path) -> None:
+    res = run_drorch("validate", str(TIERS))
+    assert res.returncode == 0, res.stderr
+    res = run_drorch("plan", str(TIERS), "--json")
+    assert res.returncode == 0, res.stderr
+    planned = {i["workload"]: i for i in json.loads(res.stdout)["items"]}
+    assert {n: (i["action"], i["to_host"], i["after"]) for n, i in planned.items()} == {
+        "lab-vm": ("move", "b1", {"vcpus": 1, "memory_mib": 128}),
+        "lab-counter": ("degrade", "b1", {"vcpus": 0, "memory_mib": 64}),
+        "lab-redeploy": ("skip", None, None),
+    }
+    assert [(i["wave"], i["workload"]) for i in json.loads(res.stdout)["items"]] == [
+        ("core", "lab-vm"), ("apps", "lab-counter"), ("apps", "lab-redeploy")]
+    table = run_drorch("plan", str(TIERS)).stdout
+    assert "required" not in table and "left behind: site b is short of room" in table
+
+    vm_before = vm_counts("a")[-1]
+    ctr_before = container_counts("a", labctl.CHECKPOINT_CONTAINER)[-1]
+    res = run_drorch("failover", str(TIERS))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("1 left behind as planned")
+
+    # Exactly the plan: the VM on b on b's own network, state kept; the container on b, smaller, state kept;
+    # the bulk container still at home.
+    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert vm_networks("b") == ["dr-net"]
+    wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    assert vm_counts("b")[0] >= vm_before > 1
+    assert where(labctl.CHECKPOINT_CONTAINER)["containers"] == ["b"]
+    assert container_memory_mib("b", labctl.CHECKPOINT_CONTAINER) == 64
+    wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on site b")
+    assert container_counts("b", labctl.CHECKPOINT_CONTAINER)[0] >= ctr_before > 1
+    assert where(labctl.REDEPLOY_CONTAINER)["containers"] == ["a"]
+    steps = Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)
+    assert [(s.workload, s.action, s.to_host, s.state) for s in steps] == [
+        ("lab-vm", "move", "b1", "succeeded"),
+        ("lab-counter", "degrade", "b1", "succeeded"),
+        ("lab-redeploy", "skip", None, "skipped"),
+    ]
+
+    # Home again with the mappings inverted: the VM back on site a's network.
+    res = run_drorch("failback", str(TIERS))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert where(labctl.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]
+    assert all(where(n)["containers"] == ["a"] for n in labctl.CONTAINERS)
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_a_saved_inventory_plans_like_the_live_sites(run_drorch: Drorch, tmp_path: Path) -> None:
+    res = run_drorch("inventory", str(TIERS), "--json")
+    assert res.returncode == 0, res.stderr
+    snapshot = json.loads(res.stdout)
+    b1 = next(h for h in snapshot["hosts"] if h["host"] == "b1")
+    assert "dr-net" in b1["facts"]["vm"]["networks"] and "dr-pool" in b1["facts"]["vm"]["pools"]
+    a1 = next(h for h in snapshot["hosts"] if h["host"] == "a1")
+    lab_vm = next(w for w in a1["workloads"] if w["name"] == labctl.VM_NAME)
+    assert (lab_vm["memory_mib"], lab_vm["networks"]) == (128, ["prod-net"])
+    saved = tmp_path / "lab.json"
+    saved.write_text(res.stdout)
+    live = run_drorch("plan", str(TIERS), "--json")
+    offline = run_drorch("plan", str(TIERS), "--inventory", str(saved), "--json")
+    assert live.returncode == offline.returncode == 0
+    assert json.loads(live.stdout) == json.loads(offline.stdout)
+
+
+@pytest.mark.usefixtures("lab")
+def test_validate_finds_a_mapping_that_points_nowhere_on_the_real_site(run_drorch: Drorch, tmp_path: Path) -> None:
+    text = TIERS.read_text().replace("networks: {prod-net: dr-net}", "networks: {prod-net: dr-lan}")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text)
+    line = text.splitlines().index("  networks: {prod-net: dr-lan}") + 1
+    res = run_drorch("validate", str(broken))
+    assert res.returncode == 1
+    assert res.stderr == (f"{broken}:{line}:24: vm lab-vm: network 'dr-lan' does not exist on site b host b1 "
+                          "(dr-net)\n")
