@@ -124,7 +124,8 @@ def test_malformed_playbook_names_file_line_and_problem(run_drorch: Drorch, stat
     bad.write_text(LAB_PLAYBOOK.read_text().replace("strategy: checkpoint", "strategy: teleport"))
     res = run_drorch("failover", str(bad))
     assert res.returncode == 2
-    line = LAB_PLAYBOOK.read_text().splitlines().index("    strategy: checkpoint      # CRIU checkpoint on a, restore on b: the process goes on") + 1
+    line = next(n for n, text in enumerate(LAB_PLAYBOOK.read_text().splitlines(), 1)
+                if text.startswith("    strategy: checkpoint"))
     assert res.stderr == (f"{bad}:{line}:15: workloads.1.strategy: Input should be 'live', 'cold', 'replica', "
                           "'checkpoint' or 'redeploy'\n")
     assert "Traceback" not in res.stderr
