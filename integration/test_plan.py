@@ -113,3 +113,38 @@ def test_validate_finds_a_mapping_that_points_nowhere_on_the_real_site(run_drorc
     assert res.returncode == 1
     assert res.stderr == (f"{broken}:{line}:24: vm lab-vm: network 'dr-lan' does not exist on site b host b1 "
                           "(dr-net)\n")
+
+
+@pytest.mark.usefixtures("lab")
+def test_validate_checks_a_vms_disk_is_on_the_target(run_drorch: Drorch, tmp_path: Path) -> None:
+    """A VM whose disk lives in site a's pool: the mapped pool on site b must hold the volume too."""
+    a, b = (libvirt.open(labctl.SITES[s].libvirt_uri) for s in ("a", "b"))
+    vol_xml = "<volume><name>disk-vm.raw</name><capacity unit='MiB'>1</capacity></volume>"
+    xml = labctl.domain_xml().replace(f"<name>{labctl.VM_NAME}</name>", "<name>disk-vm</name>").replace(
+        "<devices>", "<devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>"
+                     "<source pool='prod-pool' volume='disk-vm.raw'/><target dev='vda' bus='virtio'/></disk>").replace(
+        labctl.SERIAL_LOG, "/var/log/libvirt/qemu/disk-vm.serial")
+    playbook = tmp_path / "disk.yaml"
+    playbook.write_text(TIERS.read_text().split("workloads:\n")[0] + "workloads:\n  - {name: disk-vm, kind: vm}\n")
+    line = playbook.read_text().splitlines().index("  - {name: disk-vm, kind: vm}") + 1
+    a.storagePoolLookupByName("prod-pool").createXML(vol_xml)
+    dom = a.defineXML(xml)
+    try:
+        dom.create()
+        res = run_drorch("validate", str(playbook))
+        assert res.returncode == 1
+        assert res.stderr == (f"{playbook}:{line}:5: VM disk-vm: disk dr-pool/disk-vm.raw is not on site b host "
+                              "b1: put it on shared storage or a mapped pool\n")
+        b.storagePoolLookupByName("dr-pool").createXML(vol_xml)  # replicated there: now it can move
+        res = run_drorch("validate", str(playbook))
+        assert res.returncode == 0, res.stderr
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        for conn, pool in ((a, "prod-pool"), (b, "dr-pool")):
+            p = conn.storagePoolLookupByName(pool)
+            if "disk-vm.raw" in p.listVolumes():
+                p.storageVolLookupByName("disk-vm.raw").delete()
+        a.close()
+        b.close()

@@ -180,20 +180,41 @@ class LibvirtDriver(ThreadedDriver):
         if dom is None:
             return []
         root = ET.fromstring(dom.XMLDesc(0))
+        problems = self._disk_problems(root, request)
         cpu, os_type = root.find("cpu"), root.find("os/type")
         if cpu is None or cpu.find("model") is None or os_type is None:
-            return []
+            return problems
         try:
             result = self._conn(request.target).compareHypervisorCPU(
                 None, os_type.get("arch"), os_type.get("machine"), root.get("type"),
                 ET.tostring(cpu, encoding="unicode"), 0)
         except libvirt.libvirtError as exc:
-            return [f"VM {request.workload}: site {request.target.site} cannot run its CPU: {_reason(exc)}"]
+            return [*problems, f"VM {request.workload}: site {request.target.site} cannot run its CPU: {_reason(exc)}"]
         if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
             model = cpu.findtext("model")
-            return [f"VM {request.workload}: the CPU of site {request.target.site} host {request.target.host} "
-                    f"cannot run its CPU model {model}"]
-        return []
+            problems.append(f"VM {request.workload}: the CPU of site {request.target.site} host "
+                            f"{request.target.host} cannot run its CPU model {model}")
+        return problems
+
+    def _disk_problems(self, root: ET.Element, request: MoveRequest) -> list[str]:
+        """Every disk must already be on the target (shared storage, or a mapped pool): none is copied."""
+        target = self._conn(request.target)
+        problems = []
+        for disk in root.findall("./devices/disk[@device='disk']"):
+            source = disk.find("source")
+            if source is None:
+                continue
+            try:
+                if disk.get("type") == "volume":
+                    pool = request.mappings.pool(source.get("pool", ""))
+                    target.storagePoolLookupByName(pool).storageVolLookupByName(source.get("volume", ""))
+                elif disk.get("type") == "file" and source.get("file"):
+                    target.storageVolLookupByPath(source.get("file"))
+            except libvirt.libvirtError:
+                where = source.get("file") or f"{request.mappings.pool(source.get('pool', ''))}/{source.get('volume')}"
+                problems.append(f"VM {request.workload}: disk {where} is not on site {request.target.site} host "
+                                f"{request.target.host}: put it on shared storage or a mapped pool")
+        return problems
 
     def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         params = migrate_params(request.target)
