@@ -39,24 +39,22 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
         if item.action not in MOVING or item.to_host is None or item.from_host is None:
             continue
         source, target = invs.get((plan.source, item.from_host)), invs.get((plan.target, item.to_host))
-        info = next((w for w in source.workloads if w.name == item.workload and w.kind is item.kind), None) \
-            if source else None
-        if info is None or source is None or target is None:
+        if source is None or target is None:
             continue
+        info = next((w for w in source.workloads if w.name == item.workload and w.kind is item.kind), None)
         facts = target.facts.get(item.kind)
+        if info is None or facts is None:
+            continue
         what = f"{item.kind} {item.workload}"
-        for net in info.networks:
-            mapped = item.mappings.network(net)
-            if facts is not None and mapped not in facts.networks:
-                found.append(Finding(_mapping_loc(pb, item.entry, "networks", net),
-                                     f"{what}: network {mapped!r} does not exist on site {plan.target} host "
-                                     f"{item.to_host} ({', '.join(facts.networks) or 'none'})"))
-        for pool in info.pools:
-            mapped = item.mappings.pool(pool)
-            if facts is not None and mapped not in facts.pools:
-                found.append(Finding(_mapping_loc(pb, item.entry, "storage", pool),
-                                     f"{what}: storage pool {mapped!r} does not exist on site {plan.target} host "
-                                     f"{item.to_host}"))
+        named = (("networks", "network", info.networks, item.mappings.network, facts.networks),
+                 ("storage", "storage pool", info.pools, item.mappings.pool, facts.pools))
+        for field, noun, names, mapped_name, there in named:
+            for name in names:
+                mapped = mapped_name(name)
+                if mapped not in there:
+                    found.append(Finding(_mapping_loc(pb, item.entry, field, name),
+                                         f"{what}: {noun} {mapped!r} does not exist on site {plan.target} host "
+                                         f"{item.to_host} ({', '.join(there) or 'none'})"))
         if item.kind is WorkloadKind.CONTAINER:
             found.extend(_container(pb, item.entry, what, info.image, info.ports, item.mappings, source, target,
                                     item.strategy, plan.target))
