@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 from drorch.drivers.base import Endpoint  # noqa: E402
 from drorch.drivers.docker import DockerDriver  # noqa: E402
 from drorch.drivers.libvirt import MIGRATE_FLAGS, LibvirtDriver, migrate_params  # noqa: E402
-from drorch.engine import Engine  # noqa: E402
+from drorch.engine import Engine, snapshot  # noqa: E402
+from drorch.planner import plan  # noqa: E402
 from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
@@ -75,25 +76,42 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
     def move(src: str, dst: str) -> None:
         driver = LibvirtDriver() if kind is WorkloadKind.VM else DockerDriver()
         try:
-            run = Engine(store, {kind: driver}).failover(pb, str(playbook), src, dst, "bench")
+            the_plan = plan(pb, snapshot(pb, {kind: driver}), src, dst)
+            run = Engine(store, {kind: driver}).execute(pb, the_plan, str(playbook), "bench")
         finally:
             driver.close()
         check(run.state is RunState.SUCCEEDED, f"engine run {run.id} ended {run.state}")
     return move
 
 
-def virsh_migrate(src: str, dst: str) -> None:
+def mapped_xml(xml: str, src: str, dst: str) -> str:
+    """The guest's definition with site src's network name replaced by site dst's, as an operator would edit it."""
     s, d = labctl.SITES[src], labctl.SITES[dst]
-    subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent",
-                    "--undefinesource", VM, d.libvirt_uri, f"tcp://{d.address}"], check=True)
+    return xml.replace(f"network='{s.network}'", f"network='{d.network}'")
+
+
+def virsh_migrate(src: str, dst: str) -> None:
+    """dumpxml, edit the network, migrate with that XML: what the mapping takes by hand."""
+    s, d = labctl.SITES[src], labctl.SITES[dst]
+    xml = subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "dumpxml", "--migratable", VM], check=True,
+                         capture_output=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+        f.write(mapped_xml(xml, src, dst))
+        f.flush()
+        subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent",
+                        "--undefinesource", "--xml", f.name, "--persistent-xml", f.name, VM, d.libvirt_uri,
+                        f"tcp://{d.address}"], check=True)
 
 
 def api_migrate(src: str, dst: str) -> None:
     s, d = labctl.SITES[src], labctl.SITES[dst]
     conn = libvirt.open(s.libvirt_uri)
     try:
-        target = Endpoint(dst, d.libvirt_uri, d.address)
-        conn.lookupByName(VM).migrateToURI3(d.libvirt_uri, migrate_params(target), MIGRATE_FLAGS)
+        dom = conn.lookupByName(VM)
+        xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
+        params = {**migrate_params(Endpoint(dst, d.libvirt_uri, d.address)),
+                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml, libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
+        dom.migrateToURI3(d.libvirt_uri, params, MIGRATE_FLAGS)
     finally:
         conn.close()
 
@@ -116,7 +134,8 @@ def docker_cli(src: str, dst: str) -> None:
 
     src_id = dk(s, "inspect", "-f", "{{.Id}}", CTR)
     dk(s, "checkpoint", "create", CTR, ck)
-    dst_id = dk(d, "create", "--name", CTR, "--network", "none", "--label", "drorch.lab=1", labctl.IMAGE)
+    dst_id = dk(d, "create", "--name", CTR, "--network", "none", "--memory", labctl.CONTAINER_MEMORY,
+                "--label", "drorch.lab=1", labctl.IMAGE)
     subprocess.run(["cp", "-a", str(data_root(src) / "containers" / src_id / "checkpoints" / ck),
                     str(data_root(dst) / "containers" / dst_id / "checkpoints" / ck)], check=True)
     dk(d, "start", "--checkpoint", ck, CTR)
@@ -132,7 +151,8 @@ def docker_api(src: str, dst: str) -> None:
         s._raise_for_status(s._post_json(s._url("/containers/{0}/checkpoints", orig["Id"]),
                                          data={"CheckpointID": ck, "Exit": True}))
         new = d.create_container(labctl.IMAGE, name=CTR, labels={"drorch.lab": "1"},
-                                 host_config=d.create_host_config(network_mode="none"))
+                                 host_config=d.create_host_config(network_mode="none",
+                                                                  mem_limit=labctl.CONTAINER_MEMORY))
         shutil.copytree(Path(s.info()["DockerRootDir"]) / "containers" / orig["Id"] / "checkpoints" / ck,
                         Path(d.info()["DockerRootDir"]) / "containers" / new["Id"] / "checkpoints" / ck)
         d._raise_for_status(d._post(d._url("/containers/{0}/start", new["Id"]), params={"checkpoint": ck}))
