@@ -9,7 +9,7 @@ import pytest
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.drivers.docker import DockerDriver
 from drorch.drivers.libvirt import LibvirtDriver
-from drorch.playbook import Strategy
+from drorch.playbook import Mappings, Strategy
 from integration import labctl
 from tests.driver_contract import DriverContract
 
@@ -42,7 +42,9 @@ def driver(case: str) -> Iterator[Driver]:
 @pytest.fixture
 def request_(case: str) -> MoveRequest:
     src, dst = endpoints(case)
-    return MoveRequest(CASES[case][1], CASES[case][2], src, dst)
+    # Site b names its network differently: the VM's interface must be mapped onto it.
+    mappings = Mappings(networks={A.network: B.network})
+    return MoveRequest(CASES[case][1], CASES[case][2], src, dst, mappings=mappings)
 
 
 @pytest.fixture
