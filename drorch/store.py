@@ -144,11 +144,3 @@ class Store:
                 select(Run, Step).where(Run.id == Step.run_id, Run.state == RunState.RUNNING)
             )
             return [(r, st) for r, st in rows]
-
-    def last_steps(self) -> dict[str, Step]:
-        """The most recent step of each workload, by workload key."""
-        with self.session() as s:
-            latest: dict[str, Step] = {}
-            for st in s.exec(select(Step).order_by(Step.id)):  # type: ignore[arg-type]
-                latest[f"{st.kind}/{st.workload}"] = st
-            return latest
