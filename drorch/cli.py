@@ -11,12 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from drorch import preflight
 from drorch.drivers.base import Driver
-from drorch.engine import Engine, StepEvent, move_request, snapshot
+from drorch.engine import Engine, StepEvent, check_playbook, snapshot
 from drorch.errors import DrorchError, ExitCode, PlanRefused, PlaybookError, UsageError
 from drorch.inventory import Snapshot
-from drorch.planner import MOVING, Plan, Size, plan
+from drorch.planner import Plan, Size, plan
 from drorch.playbook import Playbook, Positions, WorkloadKind, load_playbook, read_playbook
 from drorch.records import EXIT_CODES, RunState, StepState
 from drorch.store import Run, Step, Store
@@ -269,14 +268,7 @@ def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     drivers = {} if inventory else make_drivers(kinds)
     try:
         snap = _saved_snapshot(inventory) if inventory else snapshot(pb, drivers)
-        the_plan = plan(pb, snap, pb.primary, pb.secondary)
-        findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
-        findings += preflight.check(pb, snap, the_plan)
-        for item in the_plan.items:
-            if item.action in MOVING and item.kind in drivers:
-                request = move_request(pb, the_plan, item)
-                findings += [preflight.Finding(("workloads", item.entry), m)
-                             for m in drivers[item.kind].preflight(request)]
+        the_plan, findings = check_playbook(pb, snap, drivers)
     finally:
         _close(drivers)
     errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]

@@ -7,11 +7,12 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from drorch import preflight
 from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, WorkloadBusy
 from drorch.host import pid_alive
 from drorch.inventory import HostInventory, Snapshot
-from drorch.planner import MOVING, Action, Plan, PlanItem
+from drorch.planner import MOVING, Action, Plan, PlanItem, plan
 from drorch.playbook import Playbook, Resources, WorkloadKind
 from drorch.records import RunState, StepState, run_outcome, utcnow
 from drorch.store import Run, Step, Store
@@ -57,6 +58,21 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
                     inv.errors[kind] = str(exc)
             hosts.append(inv)
     return Snapshot(hosts, taken_at=utcnow().isoformat())
+
+
+def check_playbook(
+    pb: Playbook, snap: Snapshot, drivers: Mapping[WorkloadKind, Driver]
+) -> tuple[Plan, list[preflight.Finding]]:
+    """Everything `drorch validate` checks: the plan's problems, pre-flight over the snapshot, and the
+    drivers' live checks (none when working from a saved snapshot without drivers)."""
+    the_plan = plan(pb, snap, pb.primary, pb.secondary)
+    findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
+    findings += preflight.check(pb, snap, the_plan)
+    for item in the_plan.items:
+        if item.action in MOVING and item.kind in drivers:
+            findings += [preflight.Finding(("workloads", item.entry), m)
+                         for m in drivers[item.kind].preflight(move_request(pb, the_plan, item))]
+    return the_plan, findings
 
 
 def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
