@@ -148,3 +148,41 @@ def test_validate_checks_a_vms_disk_is_on_the_target(run_drorch: Drorch, tmp_pat
                 p.storageVolLookupByName("disk-vm.raw").delete()
         a.close()
         b.close()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_cold_move_resizes_and_replica_starts_the_copy_at_home(run_drorch: Drorch, tmp_path: Path) -> None:
+    """Too little room on b for the VM's 128 MiB: a cold move starts it there with its 96 MiB DR size.
+    Home again by `replica`: the copy defined on site a starts, the one on b stops."""
+    text = (REPO / "playbooks" / "lab.yaml").read_text().replace(
+        "capacity: {vcpus: 4, memory_mib: 2048}", "capacity: {vcpus: 4, memory_mib: 100}")
+    head = text.split("workloads:\n")[0]
+    cold = tmp_path / "cold.yaml"
+    cold.write_text(head + "tiers:\n  standard: {priority: 0, on_shortage: degrade}\ndefaults: {tier: standard}\n"
+                    "workloads:\n  - {name: lab-vm, kind: vm, strategy: cold, dr_resources: {memory_mib: 96}}\n")
+    planned = json.loads(run_drorch("plan", str(cold), "--json").stdout)["items"]
+    assert [(i["action"], i["after"]["memory_mib"]) for i in planned] == [("degrade", 96)]
+
+    res = run_drorch("failover", str(cold), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert where(labctl.VM_NAME)["vms"] == ["b"] and vm_networks("b") == ["dr-net"]
+    conn = libvirt.open(labctl.SITES["b"].libvirt_uri)
+    try:
+        assert conn.lookupByName(labctl.VM_NAME).maxMemory() == 96 * 1024
+    finally:
+        conn.close()
+    wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    assert vm_counts("b")[0] == 1  # a cold move boots the guest again
+
+    home = libvirt.open(labctl.SITES["a"].libvirt_uri)
+    try:
+        assert labctl.VM_NAME not in home.listDefinedDomains()  # the definition moved with the guest
+        home.defineXML(labctl.domain_xml())  # a replica kept at home
+    finally:
+        home.close()
+    replica = tmp_path / "replica.yaml"
+    replica.write_text(head + "workloads:\n  - {name: lab-vm, kind: vm, strategy: replica}\n")
+    res = run_drorch("failback", str(replica), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "from its replica" in res.stdout
+    assert where(labctl.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]

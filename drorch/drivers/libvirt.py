@@ -282,6 +282,8 @@ class LibvirtDriver(ThreadedDriver):
             if exc is not None:
                 return Progress(Phase.FAILED, message=str(exc))
             return fut.result()
+        if fut is not None and req.strategy is not Strategy.LIVE:
+            return Progress(Phase.RUNNING, step=f"{req.strategy} move")  # its job reports how it ends
         try:
             return self._observed(req, ours=fut is not None)
         except (DrorchError, libvirt.libvirtError) as exc:
