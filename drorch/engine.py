@@ -13,7 +13,7 @@ from drorch.errors import DrorchError, WorkloadBusy
 from drorch.host import pid_alive
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import MOVING, Action, Plan, PlanItem, plan
-from drorch.playbook import Playbook, Resources, WorkloadKind
+from drorch.playbook import Host, Playbook, Resources, WorkloadKind
 from drorch.records import RunState, StepState, run_outcome, utcnow
 from drorch.store import Run, Step, Store
 
@@ -33,11 +33,15 @@ class StepEvent:
 Reporter = Callable[[StepEvent], None]
 
 
-def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
-    host = next(h for h in pb.hosts(site) if h.name == host_name)
+def _endpoint(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     uri = host.endpoint(kind)
-    assert uri is not None, "the planner only picks hosts with this kind's endpoint"
-    return Endpoint(site=site, uri=uri, migration_address=host.migration_address, host=host.name)
+    return None if uri is None else Endpoint(site, uri, host.migration_address, host.name)
+
+
+def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
+    ep = _endpoint(site, next(h for h in pb.hosts(site) if h.name == host_name), kind)
+    assert ep is not None, "the planner only picks hosts with this kind's endpoint"
+    return ep
 
 
 def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
@@ -47,10 +51,9 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
         for host in pb.hosts(site):
             inv = HostInventory(site, host.name)
             for kind, driver in drivers.items():
-                uri = host.endpoint(kind)
-                if uri is None:
+                ep = _endpoint(site, host, kind)
+                if ep is None:
                     continue
-                ep = Endpoint(site, uri, host.migration_address, host.name)
                 try:
                     inv.facts[kind] = driver.host_facts(ep)
                     inv.workloads.extend(driver.inventory(ep))
