@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
+import os
+import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
+from drorch import report as reports
 from drorch.drivers.base import Driver
-from drorch.engine import Engine, StepEvent, check_playbook, snapshot
+from drorch.engine import Engine, Reporter, StepEvent, check_playbook, run_alive, ship, snapshot
 from drorch.errors import DrorchError, ExitCode, PlanRefused, PlaybookError, UsageError
 from drorch.inventory import Snapshot
 from drorch.planner import Plan, Size, plan
 from drorch.playbook import Playbook, Positions, WorkloadKind, load_playbook, read_playbook
-from drorch.records import EXIT_CODES, RunState, StepState
+from drorch.records import EXIT_CODES, RunState, StepState, utcnow
 from drorch.store import Run, Step, Store
 
 app = typer.Typer(
@@ -61,41 +70,93 @@ def _mib(n: int | None) -> str:
     return "?" if n is None else f"{n / (1 << 20):.1f}"
 
 
+def _announce(ev: StepEvent, seen: set[int]) -> str | None:
+    run = ev.run
+    if (run.id or 0) in seen:
+        return None
+    seen.add(run.id or 0)
+    return (f"run {run.id}: {run.operation} {run.playbook}, site {run.source_site} -> site {run.target_site}, "
+            f"{ev.total} steps")
+
+
 class LineReporter:
     """Progress as plain lines: one per state change, at most one a second per running step."""
 
     def __init__(self) -> None:
-        self._announced: set[int] = set()
+        self._seen: set[int] = set()
         self._last: dict[int, float] = {}
 
     def __call__(self, ev: StepEvent) -> None:
-        run, step = ev.run, ev.step
-        if run.id not in self._announced:
-            self._announced.add(run.id or 0)
-            typer.echo(f"run {run.id}: {run.operation} {run.playbook}, site {run.source_site} -> site "
-                       f"{run.target_site}, {ev.total} workloads")
+        head = _announce(ev, self._seen)
+        if head:
+            typer.echo(head)
+        line = self.line(ev)
+        if line:
+            typer.echo(line)
+
+    def line(self, ev: StepEvent) -> str | None:
+        step, p = ev.step, ev.progress
         where = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}"
-        p = ev.progress
         if step.state is StepState.RUNNING and p is None:
-            typer.echo(f"{where}: {step.strategy} started")
-        elif step.state is StepState.RUNNING and p is not None:
+            return f"{where}: {step.strategy if step.request else step.action or 'started'} started"
+        if step.state is StepState.RUNNING and p is not None:
             now = time.monotonic()
-            if now - self._last.get(step.id or 0, 0.0) >= 1.0:
-                self._last[step.id or 0] = now
-                size = f" {_mib(p.bytes_done)}/{_mib(p.bytes_total)} MiB" if p.bytes_total else ""
-                typer.echo(f"{where}: {p.step}{size}")
-        elif step.state is StepState.SKIPPED:
-            typer.echo(f"{where}: skipped: {step.outcome}")
-        elif step.started_at and step.ended_at:
+            if now - self._last.get(step.id or 0, 0.0) < 1.0:
+                return None
+            self._last[step.id or 0] = now
+            size = f" {_mib(p.bytes_done)}/{_mib(p.bytes_total)} MiB" if p.bytes_total else ""
+            return f"{where}: {p.step}{size}"
+        if step.state is StepState.WAITING:
+            return f"{where}: {step.outcome}"
+        if step.state is StepState.SKIPPED:
+            return f"{where}: skipped: {step.outcome}"
+        if step.state in (StepState.CANCELLED, StepState.ROLLED_BACK):
+            return f"{where}: {step.state}: {step.error or step.outcome}"
+        if step.started_at and step.ended_at:
             took = (step.ended_at - step.started_at).total_seconds()
             if step.state is StepState.SUCCEEDED:
-                typer.echo(f"{where}: done in {took:.1f} s, {step.outcome}")
-            else:
-                typer.echo(f"{where}: FAILED after {took:.1f} s: {step.error}")
+                return f"{where}: done in {took:.1f} s, {step.outcome}"
+            return f"{where}: FAILED after {took:.1f} s: {step.error}"
+        return None
+
+
+class RichReporter:
+    """A live display for a terminal: a bar per running move with bytes sent and time left."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TimeRemainingColumn(), console=Console(), transient=True)
+        self._tasks: dict[int, TaskID] = {}
+        self._seen: set[int] = set()
+        self._lines = LineReporter()
+        self._progress.start()
+
+    def __call__(self, ev: StepEvent) -> None:
+        step, p = ev.step, ev.progress
+        head = _announce(ev, self._seen)
+        if head:
+            self._progress.console.print(head)
+        key = step.id or 0
+        if step.state is StepState.RUNNING and p is not None:
+            task = self._tasks.get(key)
+            label = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}: {p.step}"
+            if task is None:
+                task = self._tasks[key] = self._progress.add_task(label, total=p.bytes_total)
+            self._progress.update(task, description=label, completed=p.bytes_done or 0, total=p.bytes_total)
+            return
+        if key in self._tasks:
+            self._progress.remove_task(self._tasks.pop(key))
+        line = self._lines.line(ev)
+        if line:
+            self._progress.console.print(line)
+
+    def close(self) -> None:
+        self._progress.stop()
 
 
 def _run_json(run: Run, steps: list[Step]) -> dict[str, Any]:
-    return {**run.model_dump(mode="json"), "steps": [s.model_dump(mode="json", exclude={"handle"}) for s in steps]}
+    return {**run.model_dump(mode="json"),
+            "steps": [s.model_dump(mode="json", exclude={"handle", "request"}) for s in steps]}
 
 
 def _directed(pb: Playbook, back: bool) -> tuple[str, str]:
@@ -124,45 +185,166 @@ def _refuse(plan: Plan, pos: Positions) -> None:
         raise PlanRefused([f"{pos.where(loc)}: {msg}" for loc, msg in plan.problems])
 
 
-def _move(playbook: Path, back: bool, json_out: bool, operation: str) -> None:
-    pb, pos = read_playbook(playbook)
-    source, target = _directed(pb, back)
-    store = Store()
+def _reporter(json_out: bool) -> Reporter | None:
+    if json_out:
+        return None
+    return RichReporter() if sys.stdout.isatty() else LineReporter()
+
+
+@contextlib.contextmanager
+def _engine(pb: Playbook, json_out: bool) -> Iterator[Engine]:
+    """An engine with the playbook's drivers; DRORCH_TEST_KILL_AT is the fault-injection hook of the tests."""
     drivers = make_drivers({w.kind for w in pb.workloads})
+    kill_at = os.environ.get("DRORCH_TEST_KILL_AT")
+    report = _reporter(json_out)
     try:
-        the_plan = plan(pb, snapshot(pb, drivers), source, target)
-        _refuse(the_plan, pos)
-        engine = Engine(store, drivers, report=None if json_out else LineReporter())
-        run = engine.execute(pb, the_plan, str(playbook), operation)
+        yield Engine(Store(), drivers, report=report, kill_at=int(kill_at) if kill_at else None)
     finally:
+        if isinstance(report, RichReporter):
+            report.close()
         _close(drivers)
+
+
+def _ended(store: Store, run: Run, json_out: bool) -> None:
+    """Print how a run ended and exit with its code."""
     steps = store.steps(run.id or 0)
     if json_out:
         typer.echo(json.dumps(_run_json(run, steps), indent=2))
-    took = ((run.ended_at or run.started_at) - run.started_at).total_seconds()
-    if run.state is RunState.SUCCEEDED:
+    took = (reports.naive(run.ended_at or utcnow()) - reports.naive(run.started_at)).total_seconds()
+    if run.state in (RunState.SUCCEEDED, RunState.PENDING_COMMIT):
         if not json_out:
             skipped = sum(s.state is StepState.SKIPPED for s in steps)
             note = f", {skipped} left behind as planned" if skipped else ""
             typer.echo(f"run {run.id} succeeded in {took:.1f} s{note}")
+            if run.state is RunState.PENDING_COMMIT and run.commit_deadline:
+                typer.echo(f"run {run.id} is pending commit until {run.commit_deadline:%Y-%m-%d %H:%M:%S} UTC: "
+                           f"drorch commit {run.id} or drorch rollback {run.id}")
+    elif run.state is RunState.ROLLED_BACK:
+        typer.echo(f"drorch: run {run.id} rolled back: {run.error or 'what it moved is back'}", err=True)
     else:
-        failed = [s for s in steps if s.state is StepState.FAILED]
+        failed = [s for s in steps if s.state in (StepState.FAILED, StepState.CANCELLED)]
+        first = failed[0] if failed else None
         more = f" (and {len(failed) - 1} more: drorch history {run.id})" if len(failed) > 1 else ""
-        first = failed[0]
-        typer.echo(f"drorch: run {run.id} {run.state}: {first.kind} {first.workload}: {first.error}{more}", err=True)
+        said = f"{first.kind} {first.workload}: {first.error}{more}" if first else run.error or ""
+        typer.echo(f"drorch: run {run.id} {run.state}: {said}", err=True)
     raise typer.Exit(EXIT_CODES[run.state])
 
 
+def _move(playbook: Path, back: bool, json_out: bool, operation: str, disaster: bool = False,
+          confirmed: bool = False) -> None:
+    pb, pos = read_playbook(playbook)
+    source, target = _directed(pb, back)
+    with _engine(pb, json_out) as engine:
+        run = engine.operate(pb, str(playbook), operation, source, target, disaster, confirmed,
+                             check=lambda p: _refuse(p, pos))
+        _ended(engine.store, run, json_out)
+
+
 @app.command()
-def failover(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+def failover(
+    playbook: PlaybookArg,
+    disaster: Annotated[bool, typer.Option("--disaster", help="the primary is lost: start what site B holds")] = False,
+    confirm_primary_down: Annotated[bool, typer.Option(
+        "--confirm-primary-down", help="the operator vouches the primary runs nothing (when it cannot be fenced)",
+    )] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Move every workload of the playbook from its primary site to its secondary site."""
-    _move(playbook, False, json_out, "failover")
+    if confirm_primary_down and not disaster:
+        raise UsageError("--confirm-primary-down goes with --disaster")
+    _move(playbook, False, json_out, "failover", disaster, confirm_primary_down)
 
 
 @app.command()
 def failback(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Move every workload of the playbook from its secondary site home to its primary site."""
     _move(playbook, True, json_out, "failback")
+
+
+RunArg = Annotated[int, typer.Argument(help="the run's id, from drorch history", show_default=False)]
+
+
+def _run_playbook(run_id: int) -> tuple[Store, Run, Playbook]:
+    store = Store()
+    run = store.run(run_id)
+    try:
+        pb = load_playbook(Path(run.playbook_path))
+    except PlaybookError as exc:
+        raise UsageError(f"run {run_id} needs its playbook {run.playbook_path}, which cannot be used: "
+                         f"{exc.problems[0]}") from None
+    return store, run, pb
+
+
+@app.command()
+def resume(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Continue a run that was interrupted, failed or aborted: each step first checks where its workload is."""
+    _store, _run, pb = _run_playbook(run_id)
+    with _engine(pb, json_out) as engine:
+        _ended(engine.store, engine.resume(pb, run_id), json_out)
+
+
+@app.command()
+def abort(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Stop a run: moves under way are cancelled where they can be, the rest do not start."""
+    _store, _run, pb = _run_playbook(run_id)
+    with _engine(pb, True) as engine:
+        run = engine.abort(pb, run_id)
+    if json_out:
+        typer.echo(json.dumps(_run_json(run, engine.store.steps(run_id)), indent=2))
+    else:
+        typer.echo(f"run {run_id} {run.state}")
+
+
+@app.command()
+def approve(run_id: RunArg) -> None:
+    """Let a run that waits for approval go on with its next wave."""
+    step = Engine(Store(), {}).approve(run_id, getpass.getuser())
+    typer.echo(f"run {run_id}: {step.workload} approved")
+
+
+@app.command()
+def commit(run_id: RunArg) -> None:
+    """Make a failover that is pending commit final."""
+    run = Engine(Store(), {}).commit(run_id)
+    typer.echo(f"run {run_id} committed: {run.state}")
+
+
+@app.command()
+def rollback(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Move back what a run moved (a failover pending commit, or one that ended)."""
+    _store, _run, pb = _run_playbook(run_id)
+    with _engine(pb, json_out) as engine:
+        _ended(engine.store, engine.rollback(pb, run_id), json_out)
+
+
+@app.command()
+def settle() -> None:
+    """Decide failovers whose commit window ended, as their playbooks say (run it from cron or the daemon)."""
+    for run in Engine(Store(), {}).expired():
+        _store, _run, pb = _run_playbook(run.id or 0)
+        with _engine(pb, True) as engine:
+            done = engine.settle(pb, run)
+        typer.echo(f"run {run.id}: commit window ended: {done.state}")
+
+
+@app.command()
+def protect(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
+        "--failback", help="reprotect: ship from the secondary back to the primary")] = False,
+        json_out: JsonOpt = False) -> None:
+    """Ship what a disaster restart starts from: VM definitions, container images, configs and checkpoints."""
+    pb = load_playbook(playbook)
+    source, target = _directed(pb, failback)
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        shipped = ship(pb, plan(pb, snapshot(pb, drivers), source, target), drivers)
+    finally:
+        _close(drivers)
+    if json_out:
+        typer.echo(json.dumps(shipped, indent=2))
+    for row in shipped if not json_out else []:
+        typer.echo(f"{row['kind']:<9} {row['workload']:<24} {row['outcome'] or 'FAILED: ' + row['error']}")
+    if any(row["error"] for row in shipped):
+        raise typer.Exit(ExitCode.PARTIAL if any(not row["error"] for row in shipped) else ExitCode.FAILED)
 
 
 def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
@@ -187,20 +369,70 @@ def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-@app.command()
-def status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
-    """Where each workload of the playbook runs now, as both sites report it."""
-    pb = load_playbook(playbook)
-    rows = _where(pb, _live_snapshot(pb))
-    if json_out:
-        typer.echo(json.dumps(rows, indent=2))
-        return
+def _status_lines(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
+    lines = []
     for r in rows:
         where = ", ".join(f"site {s} ({h})" for s, h in zip(r["running_on"], r["hosts"], strict=True)) or "nowhere"
         notes = [f"stopped on site {s}" for s in r["stopped_on"]]
         notes += [f"site {s} unreachable" for s in r["unreachable"]]
         extra = f" ({'; '.join(notes)})" if notes else ""
-        typer.echo(f"{r['kind']:<9} {r['workload']:<24} running on {where}{extra}")
+        lines.append(f"{r['kind']:<9} {r['workload']:<24} running on {where}{extra}")
+    for run in runs:
+        lines.append(f"run {run.id} {run.operation}: {_state(run)}")
+    return lines
+
+
+def _state(run: Run) -> str:
+    if run.state is RunState.RUNNING and not run_alive(run, socket.gethostname()):
+        return "interrupted (drorch resume or drorch abort)"
+    return str(run.state)
+
+
+@app.command()
+def status(
+    playbook: PlaybookArg,
+    json_out: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until interrupted")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0,
+) -> None:
+    """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
+    pb = load_playbook(playbook)
+    store = Store()
+
+    def current() -> tuple[list[dict[str, Any]], list[Run]]:
+        open_runs = [r for r in store.runs(100) if r.playbook == pb.name
+                     and r.state in (RunState.RUNNING, RunState.PENDING_COMMIT)]
+        return _where(pb, _live_snapshot(pb)), open_runs
+
+    def show(rows: list[dict[str, Any]], runs: list[Run]) -> None:
+        if json_out:  # one document per line, also when watching
+            runs_json = [{**r.model_dump(mode="json"), "state": _state(r)} for r in runs]
+            typer.echo(json.dumps({"workloads": rows, "runs": runs_json}, indent=None if watch else 2))
+        else:
+            typer.echo("\n".join(_status_lines(rows, runs)))
+
+    if not watch:
+        show(*current())
+        return
+    tty = sys.stdout.isatty() and not json_out
+    display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
+    with contextlib.suppress(KeyboardInterrupt), display as live:
+        while True:
+            rows, runs = current()
+            if live is not None:
+                table = Table("kind", "workload", "running on", "notes", title=f"{pb.name} at {utcnow():%H:%M:%S}")
+                for r in rows:
+                    notes = [*(f"stopped on {x}" for x in r["stopped_on"]),
+                             *(f"{x} unreachable" for x in r["unreachable"])]
+                    table.add_row(r["kind"], r["workload"], ", ".join(r["running_on"]) or "nowhere", "; ".join(notes))
+                for run in runs:
+                    table.add_row("run", str(run.id), run.operation, _state(run))
+                live.update(table, refresh=True)
+            else:
+                show(rows, runs)
+                if not json_out:
+                    typer.echo("")
+            time.sleep(interval)
 
 
 @app.command()
@@ -307,6 +539,14 @@ def history(
     for r in runs:
         typer.echo(f"{r.id:>5} {r.started_at:%Y-%m-%d %H:%M:%S} {r.operation:<9} {r.playbook:<16} "
                    f"{r.source_site} -> {r.target_site}  {r.state}{': ' + r.error if r.error else ''}")
+
+
+@app.command()
+def report(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """A run's timeline: each step's start and duration, and the RTO it achieved."""
+    store = Store()
+    doc = reports.timeline(store.run(run_id), store.steps(run_id))
+    typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,23 +1,54 @@
-"""The engine: executes a failover step by step and records every transition in the store."""
+"""The engine: runs an operation as a persisted state machine.
+
+Every step is a row written before and after it acts; a step first looks where its workload really is,
+so a run that died halfway is continued by `resume` without moving anything twice. Locks in the store
+keep a playbook and each workload in one running operation at a time, and outlive a crash.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from drorch import preflight
-from drorch.drivers.base import Driver, Endpoint, Handle, MoveRequest, Phase, Progress
-from drorch.errors import DrorchError, WorkloadBusy
+from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
+from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
+from drorch.hooks import HookResult, run_hooks
 from drorch.host import pid_alive
 from drorch.inventory import HostInventory, Snapshot
-from drorch.planner import MOVING, Action, Plan, PlanItem, plan
-from drorch.playbook import Host, Playbook, Resources, WorkloadKind
-from drorch.records import RunState, StepState, run_outcome, utcnow
-from drorch.store import Run, Step, Store
+from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
+from drorch.playbook import (
+    STRATEGIES,
+    CommitDefault,
+    FailurePolicy,
+    Hook,
+    Hooks,
+    Host,
+    Playbook,
+    Resources,
+    WorkloadKind,
+)
+from drorch.records import FINAL_STEP_STATES, RunState, StepKind, StepState, run_outcome, utcnow
+from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
+CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
+FENCE_WAVE = "fence"
+ROLLBACK_WAVE = "rollback"
+
+
+class FencingRequired(DrorchError):
+    """A disaster failover cannot prove the source's copies are down."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,10 @@ def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -
     ep = _endpoint(site, next(h for h in pb.hosts(site) if h.name == host_name), kind)
     assert ep is not None, "the planner only picks hosts with this kind's endpoint"
     return ep
+
+
+def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
+    return [ep for h in pb.hosts(site) if (ep := _endpoint(site, h, kind)) is not None]
 
 
 def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
@@ -90,7 +125,64 @@ def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
         mappings=item.mappings,
         resources=Resources(vcpus=item.after.vcpus or None, memory_mib=item.after.memory_mib or None)
         if resized and item.after is not None else None,
+        controls=pb.migration_for(pb.workloads[item.entry]),
     )
+
+
+def _as_utc(dt: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=utcnow().tzinfo)
+
+
+def run_alive(run: Run, here: str) -> bool:
+    """Whether the process that runs it still does (a run of another machine is taken to be alive)."""
+    return run.host != here or pid_alive(run.pid)
+
+
+def playbook_key(pb: Playbook) -> str:
+    return f"playbook/{pb.name}"
+
+
+def _steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
+    """The run's rows: per wave its approval, its before hooks, its workloads, its after hooks."""
+    def row(kind: str, workload: str, wave: str, **kw: Any) -> Step:
+        return Step(run_id=0, seq=0, kind=kind, workload=workload, strategy=str(kw.pop("strategy", "-")),
+                    source_site=the_plan.source, target_site=the_plan.target, wave=wave, **kw)
+
+    steps = []
+    if disaster:
+        steps.append(row(StepKind.FENCE, f"site {the_plan.source}", FENCE_WAVE))
+    for name in dict.fromkeys(i.wave for i in the_plan.items):
+        wave = pb.wave(name)
+        if wave.approval:
+            steps.append(row(StepKind.APPROVAL, f"wave {name}", name))
+        if wave.hooks.before:
+            steps.append(row(StepKind.HOOK, f"wave {name} before", name, detail=json.dumps({"phase": "before"})))
+        for item in (i for i in the_plan.items if i.wave == name):
+            req = move_request(pb, the_plan, item) if item.action in MOVING else None
+            steps.append(row(item.kind, item.workload, name, strategy=item.strategy, action=item.action,
+                             from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
+                             request=req.to_json() if req else None))
+        if wave.hooks.after:
+            steps.append(row(StepKind.HOOK, f"wave {name} after", name, detail=json.dumps({"phase": "after"})))
+    for seq, step in enumerate(steps, 1):
+        step.seq = seq
+    return steps
+
+
+@dataclass
+class _Live:
+    """One run being driven by this process."""
+
+    pb: Playbook
+    run: Run
+    steps: list[Step]
+    aborting: threading.Event = field(default_factory=threading.Event)
+    slots: dict[str, threading.Semaphore] = field(default_factory=dict)
+    done: dict[str, threading.Event] = field(default_factory=dict)
+
+    def by_name(self, workload: str) -> Step | None:
+        return next((s for s in self.steps if s.workload == workload and s.action in ACTING), None)
 
 
 class Engine:
@@ -100,104 +192,532 @@ class Engine:
         drivers: Mapping[WorkloadKind, Driver],
         report: Reporter | None = None,
         poll_seconds: float = POLL_SECONDS,
+        kill_at: int | None = None,
     ) -> None:
         self.poll_seconds = poll_seconds
         self.store = store
         self.drivers = drivers
         self.report = report or (lambda _e: None)
         self.host = socket.gethostname()
+        self.kill_at = kill_at  # fault injection: SIGKILL this process at its kill_at-th step transition
+        self._transitions = 0
+        self._write = threading.Lock()
 
-    def _check_not_held(self, keys: set[str]) -> None:
-        """Refuse when a live run of this or another playbook is moving one of these workloads."""
-        for run, step in self.store.active_steps():
-            held = f"{step.kind}/{step.workload}"
-            alive = run.host != self.host or pid_alive(run.pid)
-            if held in keys and alive:
-                raise WorkloadBusy(
-                    f"{step.kind} {step.workload} is held by run {run.id} ({run.operation} of {run.playbook}, "
-                    f"pid {run.pid} on {run.host}, started {run.started_at:%Y-%m-%d %H:%M:%S})"
-                )
+    # --- locks ---------------------------------------------------------------------------------------------
 
-    def execute(self, pb: Playbook, plan: Plan, playbook_path: str, operation: str) -> Run:
-        """Carry a checked plan out, step by step, recording each transition."""
-        self._check_not_held({i.key for i in plan.items})
-        run = Run(
-            operation=operation,
-            playbook=pb.name,
-            playbook_path=playbook_path,
-            source_site=plan.source,
-            target_site=plan.target,
-            state=RunState.RUNNING,
-            pid=os.getpid(),
-            host=self.host,
-        )
-        steps = [
-            Step(
-                run_id=0,
-                seq=item.seq,
-                workload=item.workload,
-                kind=item.kind,
-                strategy=item.strategy,
-                source_site=plan.source,
-                target_site=plan.target,
-                wave=item.wave,
-                action=item.action,
-                from_host=item.from_host,
-                to_host=item.to_host,
-            )
-            for item in plan.items
-        ]
-        self.store.add_run(run, steps)
-        for step, item in zip(steps, plan.items, strict=True):
-            if item.action in MOVING:
-                self._execute(run, step, self.drivers[item.kind], move_request(pb, plan, item), len(steps))
-            else:
-                self._record(run, step, item, len(steps))
-        run.state = run_outcome(s.state for s in steps)
-        run.ended_at = utcnow()
-        failed = [s for s in steps if s.state is StepState.FAILED]
-        run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
-        self.store.save(run)
+    def _held(self, lock: Lock) -> str:
+        if lock.run_id is None:
+            return f"{lock.key} is being planned by pid {lock.pid} on {lock.host}"
+        run = self.store.run(lock.run_id)
+        what = f"run {run.id} ({run.operation} of {run.playbook}, pid {run.pid} on {run.host}, started " \
+               f"{run.started_at:%Y-%m-%d %H:%M:%S})"
+        if run.state is RunState.PENDING_COMMIT:
+            return f"{lock.key} is held by {what}, which waits: drorch commit {run.id} or drorch rollback {run.id}"
+        if run.state is RunState.RUNNING and not run_alive(run, self.host):
+            return f"{lock.key} is held by interrupted {what}: drorch resume {run.id} or drorch abort {run.id}"
+        return f"{lock.key} is held by {what}"
+
+    def _take(self, keys: list[str], run_id: int | None) -> None:
+        """Take the keys or raise WorkloadBusy naming the holder; a lock whose planner died is dropped."""
+        for _ in range(3):
+            held = self.store.take_locks(keys, run_id, os.getpid(), self.host)
+            if held is None:
+                return
+            stale_plan = held.run_id is None and held.host == self.host and not pid_alive(held.pid)
+            ended = held.run_id is not None and self.store.run(held.run_id).state not in (
+                RunState.RUNNING, RunState.PENDING_COMMIT)
+            if not (stale_plan or ended):
+                raise WorkloadBusy(self._held(held))
+            self.store.drop_lock(held)
+        raise WorkloadBusy(f"could not take {', '.join(keys)}: locks keep changing hands")
+
+    @contextlib.contextmanager
+    def claim(self, pb: Playbook) -> Iterator[None]:
+        """Hold the playbook while its run is planned; `start` hands the lock to the run."""
+        key = playbook_key(pb)
+        self._take([key], None)
+        try:
+            yield
+        except BaseException:
+            self.store.drop_lock(Lock(key=key, run_id=None, pid=os.getpid(), host=self.host))
+            raise
+
+    # --- starting ----------------------------------------------------------------------------------------------
+
+    def plan_for(self, pb: Playbook, source: str, target: str, disaster: bool) -> tuple[Plan, Snapshot]:
+        snap = snapshot(pb, self.drivers)
+        return (disaster_plan if disaster else plan)(pb, snap, source, target), snap
+
+    def check_fencing(self, pb: Playbook, the_plan: Plan, snap: Snapshot, confirmed: bool) -> None:
+        """Refuse a disaster failover that could leave a workload running on both sites."""
+        down = sorted({f"host {inv.host} ({'; '.join(inv.errors.values())})" for inv in snap.site(the_plan.source)
+                       if any(i.kind in inv.errors for i in the_plan.items if i.action in ACTING)})
+        if down and not confirmed and pb.fencing.command is None:
+            raise FencingRequired(
+                f"site {the_plan.source} cannot be fenced: {', '.join(down)} does not answer, so its copies may still "
+                "run; confirm the site is down with --confirm-primary-down, or set fencing.command in the playbook")
+
+    def start(self, pb: Playbook, the_plan: Plan, playbook_path: str, operation: str,
+              disaster: bool = False, confirmed: bool = False) -> Run:
+        """Record the run and its steps and take its workloads' locks (inside `claim`)."""
+        if the_plan.problems:
+            raise PlanRefused([msg for _loc, msg in the_plan.problems])
+        run = Run(operation=operation, playbook=pb.name, playbook_path=playbook_path, source_site=the_plan.source,
+                  target_site=the_plan.target, state=RunState.RUNNING, pid=os.getpid(), host=self.host,
+                  mode="disaster" if disaster else "planned")
+        steps = _steps_for(pb, the_plan, disaster)
+        if disaster:
+            steps[0].detail = json.dumps({"confirmed": confirmed})
+        keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
+        self._take(keys, None)  # refused before anything is recorded
+        try:
+            self.store.add_run(run, steps)
+        except BaseException:
+            for key in keys:
+                self.store.drop_lock(Lock(key=key, run_id=None, pid=os.getpid(), host=self.host))
+            raise
+        assert run.id is not None
+        self.store.hand_locks([playbook_key(pb), *keys], run.id)
         return run
 
-    def _record(self, run: Run, step: Step, item: PlanItem, total: int) -> None:
-        """A step the plan settled without a move: already there, left behind, or blocked."""
-        step.started_at = step.ended_at = utcnow()
-        if item.action is Action.ALREADY:
-            step.state, step.outcome = StepState.SUCCEEDED, f"already running on site {run.target_site}"
-        elif item.action is Action.SKIP:
-            step.state, step.outcome = StepState.SKIPPED, item.reason
-        else:
-            step.state, step.error = StepState.FAILED, item.reason
-        self.store.save(step)
-        self.report(StepEvent(run, step, total, None))
+    def operate(self, pb: Playbook, playbook_path: str, operation: str, source: str, target: str,
+                disaster: bool = False, confirmed: bool = False,
+                check: Callable[[Plan], None] | None = None) -> Run:
+        """Plan and run a failover or failback; `check` may refuse the plan before anything is recorded."""
+        with self.claim(pb):
+            the_plan, snap = self.plan_for(pb, source, target, disaster)
+            if check is not None:
+                check(the_plan)
+            if disaster:
+                self.check_fencing(pb, the_plan, snap, confirmed)
+            run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed)
+        return self.execute(pb, run)
 
-    def _execute(self, run: Run, step: Step, driver: Driver, request: MoveRequest, total: int) -> None:
-        step.state, step.started_at = StepState.RUNNING, utcnow()
-        self.store.save(step)
-        self.report(StepEvent(run, step, total))
-        try:
-            handle = driver.start_move(request)
-            step.handle = handle.to_json()
+    # --- driving a run ---------------------------------------------------------------------------------------
+
+    def execute(self, pb: Playbook, run: Run) -> Run:
+        """Drive the run's steps that are not final yet, wave after wave, then settle the run's state."""
+        live = _Live(pb, run, self.store.steps(run.id or 0))
+        stop = False
+        for wave in dict.fromkeys(s.wave or "" for s in live.steps):
+            members = [s for s in live.steps if (s.wave or "") == wave]
+            if stop or self._abort_requested(live):
+                self._cancel(live, members, "the run was aborted" if live.aborting.is_set() else
+                             "an earlier wave failed and its policy stops the run")
+                continue
+            self._wave(live, members)
+            if any(s.state is StepState.FAILED for s in members):
+                policy = FailurePolicy.ABORT if wave == FENCE_WAVE else pb.wave(wave).on_failure
+                if policy is FailurePolicy.ROLLBACK:
+                    self._rollback(live)
+                stop = policy is not FailurePolicy.CONTINUE
+        return self._finish(live)
+
+    def _finish(self, live: _Live) -> Run:
+        run, steps = live.run, live.steps
+        acting = [s for s in steps if s.kind not in (StepKind.ROLLBACK,) and s.action != "rollback"]
+        if any(s.state is StepState.ROLLED_BACK for s in steps):
+            back = [s for s in steps if s.action == "rollback"]
+            run.state = RunState.ROLLED_BACK if all(s.state is StepState.SUCCEEDED for s in back) else RunState.FAILED
+        elif live.aborting.is_set():
+            run.state = RunState.ABORTED
+        else:
+            run.state = run_outcome(s.state for s in acting)
+        failed = [s for s in steps if s.state is StepState.FAILED]
+        run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
+        window = live.pb.commit
+        if run.operation == "failover" and window and run.state in (RunState.SUCCEEDED, RunState.PARTIAL):
+            run.state = RunState.PENDING_COMMIT
+            run.commit_deadline = utcnow() + timedelta(seconds=window.window_s)
+        else:
+            run.ended_at = utcnow()
+        self.store.save(run)
+        if run.state is not RunState.PENDING_COMMIT:
+            self.store.release_locks(run.id or 0)
+        return run
+
+    def _abort_requested(self, live: _Live) -> bool:
+        if not live.aborting.is_set() and self.store.refresh(live.run).abort_requested:
+            live.aborting.set()
+        return live.aborting.is_set()
+
+    def _cancel(self, live: _Live, steps: list[Step], why: str) -> None:
+        for s in steps:
+            if s.state not in FINAL_STEP_STATES:
+                self._transition(live, s, StepState.CANCELLED, error=why)
+
+    def _transition(self, live: _Live, step: Step, state: StepState, progress: Progress | None = None,
+                    **fields: object) -> None:
+        """Every change of a step's state is written before anything else happens."""
+        with self._write:
+            step.state = state
+            now = utcnow()
+            if state is StepState.RUNNING:
+                step.started_at, step.ended_at, step.error = now, None, None
+            elif state in FINAL_STEP_STATES:
+                step.ended_at = now
+                step.started_at = step.started_at or now
+            for k, v in fields.items():
+                setattr(step, k, v)
             self.store.save(step)
-            final = self._follow(run, step, driver, handle, total)
+            self._transitions += 1
+            if self.kill_at is not None and self._transitions >= self.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        self.report(StepEvent(live.run, step, len(live.steps), progress))
+
+    def _wave(self, live: _Live, members: list[Step]) -> None:
+        moves = [s for s in members if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER)]
+        before = [s for s in members if s not in moves and s.seq < min((m.seq for m in moves), default=1 << 30)]
+        after = [s for s in members if s not in moves and s not in before]
+        for s in before:
+            if s.state not in FINAL_STEP_STATES:
+                self._control(live, s)
+            if s.state is not StepState.SUCCEEDED:
+                self._cancel(live, moves + after, f"{s.workload} did not pass")
+                return
+        pending = [s for s in moves if s.state not in FINAL_STEP_STATES]
+        for s in moves:
+            live.done.setdefault(s.workload, threading.Event())
+            if s.state in FINAL_STEP_STATES:
+                live.done[s.workload].set()
+        wave = members[0].wave or ""
+        parallel = 1 if wave in (FENCE_WAVE, ROLLBACK_WAVE) else live.pb.parallel(wave)
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drorch-step") as pool:
+            for fut in [pool.submit(self._workload_step, live, s) for s in pending]:
+                fut.result()
+        for s in after:
+            if s.state not in FINAL_STEP_STATES:
+                self._control(live, s)
+
+    def _control(self, live: _Live, step: Step) -> None:
+        """Steps that move nothing: fencing, approvals and a wave's hooks."""
+        if step.kind == StepKind.FENCE:
+            self._transition(live, step, StepState.RUNNING)
+            try:
+                self._transition(live, step, StepState.SUCCEEDED, outcome=self._fence(live))
+            except DrorchError as exc:
+                self._transition(live, step, StepState.FAILED, error=str(exc))
+        elif step.kind == StepKind.APPROVAL:
+            self._transition(live, step, StepState.WAITING,
+                             outcome=f"waiting: drorch approve {live.run.id} lets wave {step.wave} start")
+            while True:
+                fresh = next(s for s in self.store.steps(live.run.id or 0) if s.id == step.id)
+                if fresh.state is not StepState.WAITING:
+                    self._transition(live, step, fresh.state, outcome=fresh.outcome)
+                    return
+                if self._abort_requested(live):
+                    self._transition(live, step, StepState.CANCELLED, error="the run was aborted")
+                    return
+                time.sleep(CONTROL_SECONDS)
+        else:
+            phase = json.loads(step.detail or "{}").get("phase", "before")
+            hooks = getattr(live.pb.wave(step.wave or "").hooks, phase)
+            self._transition(live, step, StepState.RUNNING)
+            ok, said = self._hooks(hooks, {**self._env(live, step), "DRORCH_HOOK_PHASE": phase})
+            if ok:
+                self._transition(live, step, StepState.SUCCEEDED, outcome=said)
+            else:
+                self._transition(live, step, StepState.FAILED, error=said)
+
+    def _env(self, live: _Live, step: Step, target: Endpoint | None = None) -> dict[str, str]:
+        run = live.run
+        return {"DRORCH_RUN_ID": str(run.id), "DRORCH_MODE": run.mode or "planned", "DRORCH_DIRECTION": run.operation,
+                "DRORCH_PLAYBOOK": run.playbook, "DRORCH_WAVE": step.wave or "", "DRORCH_WORKLOAD": step.workload,
+                "DRORCH_KIND": step.kind, "DRORCH_SOURCE_SITE": step.source_site,
+                "DRORCH_TARGET_SITE": step.target_site, "DRORCH_TARGET_HOST": target.host if target else ""}
+
+    @staticmethod
+    def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
+        """Run hooks in order: whether the step may go on, and what they said."""
+        results: list[HookResult] = run_hooks(hooks, env)
+        return not any(r.fatal for r in results), "; ".join(r.line() for r in results)
+
+    def _slots(self, live: _Live, step: Step) -> list[threading.Semaphore]:
+        """Per-host and per-site limits on moves at once, in one order so that no two steps deadlock."""
+        keys: dict[str, int] = {}
+        for site, host in ((step.source_site, step.from_host), (step.target_site, step.to_host)):
+            cfg = live.pb.sites.get(site)
+            if cfg is None:
+                continue
+            if cfg.max_moves:
+                keys[f"site/{site}"] = cfg.max_moves
+            limit = next((h.max_moves for h in cfg.hosts if h.name == host), None)
+            if limit:
+                keys[f"host/{site}/{host}"] = limit
+        with self._write:
+            return [live.slots.setdefault(k, threading.Semaphore(n)) for k, n in sorted(keys.items())]
+
+    def _workload_step(self, live: _Live, step: Step) -> None:
+        try:
+            spec = live.pb.spec_of(WorkloadKind(step.kind), step.workload)
+            deps = [d for d in (spec.depends_on if spec else []) if d in live.done]
+            for d in deps:
+                live.done[d].wait()
+            broken = [d for d in deps if (ds := live.by_name(d)) is not None and ds.state is not StepState.SUCCEEDED]
+            if self._abort_requested(live):
+                self._cancel(live, [step], "the run was aborted")
+            elif step.action in (Action.SKIP, Action.ALREADY, Action.BLOCKED):
+                self._settled(live, step)
+            elif broken:
+                self._transition(live, step, StepState.CANCELLED, error=f"depends on {', '.join(broken)}, "
+                                 "which did not get there")
+            else:
+                slots = self._slots(live, step)
+                with contextlib.ExitStack() as held:
+                    for slot in slots:
+                        held.enter_context(slot)
+                    self._act(live, step, spec.hooks if spec else Hooks())
+        finally:
+            live.done.setdefault(step.workload, threading.Event()).set()
+
+    def _settled(self, live: _Live, step: Step) -> None:
+        """A step the plan settled without a move: already there, left behind, or blocked."""
+        if step.action == Action.ALREADY:
+            self._transition(live, step, StepState.SUCCEEDED, outcome=f"already running on site {step.target_site}")
+        elif step.action == Action.SKIP:
+            self._transition(live, step, StepState.SKIPPED)
+        else:
+            self._transition(live, step, StepState.FAILED, error=step.outcome, outcome=None)
+
+    def _act(self, live: _Live, step: Step, hooks: Hooks) -> None:
+        kind = WorkloadKind(step.kind)
+        driver = self.drivers[kind]
+        target = host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
+        env = self._env(live, step, target)
+        self._transition(live, step, StepState.RUNNING)
+        ok, before = self._hooks(hooks.before, {**env, "DRORCH_HOOK_PHASE": "before"})
+        if not ok:
+            self._transition(live, step, StepState.FAILED, error=f"before hooks: {before}")
+            return
+        try:
+            if step.action == Action.RESTART:
+                final = Progress(Phase.COMPLETED, message=driver.restart(step.workload, target))
+            else:
+                assert step.request is not None, "a moving step carries its request"
+                final = self._move(live, step, driver, MoveRequest.from_dict(json.loads(step.request)))
         except DrorchError as exc:
             final = Progress(Phase.FAILED, message=str(exc))
-        step.state = StepState.SUCCEEDED if final.phase is Phase.COMPLETED else StepState.FAILED
-        step.ended_at = utcnow()
-        if step.state is StepState.SUCCEEDED:
-            step.outcome = final.message
+        if final.phase is Phase.COMPLETED:
+            there = self._verify(driver, step.workload, target)
+            if there:
+                final = Progress(Phase.FAILED, message=there)
+        if final.phase is not Phase.COMPLETED:
+            state = StepState.CANCELLED if live.aborting.is_set() else StepState.FAILED
+            self._transition(live, step, state, final, error=final.message)
+            return
+        ok, after = self._hooks(hooks.after, {**env, "DRORCH_HOOK_PHASE": "after"})
+        said = "; ".join(filter(None, [final.message, before, after]))
+        if ok:
+            self._transition(live, step, StepState.SUCCEEDED, final, outcome=said)
         else:
-            step.error = final.message
-        self.store.save(step)
-        self.report(StepEvent(run, step, total, final))
+            self._transition(live, step, StepState.FAILED, final, error=f"{final.message}, but after hooks: {after}")
 
-    def _follow(self, run: Run, step: Step, driver: Driver, handle: Handle, total: int) -> Progress:
+    @staticmethod
+    def _verify(driver: Driver, name: str, target: Endpoint) -> str:
+        """The move said it is done: check the workload really runs on the target."""
+        try:
+            info = driver.locate(name, target)
+        except DrorchError as exc:
+            return f"cannot check that {name} runs on site {target.site}: {exc}"
+        if info is not None and info.running:
+            return ""
+        return f"{name} is not running on site {target.site} after the move"
+
+    def _move(self, live: _Live, step: Step, driver: Driver, request: MoveRequest) -> Progress:
+        handle = driver.start_move(request)
+        with self._write:
+            step.handle = handle.to_json()
+            self.store.save(step)
+        last_check = time.monotonic()
+        cancelled = False
         while True:
             progress = driver.progress(handle)
             if progress.bytes_total is not None:
                 step.bytes_done, step.bytes_total = progress.bytes_done, progress.bytes_total
             if progress.finished:
                 return progress
-            self.report(StepEvent(run, step, total, progress))
+            self.report(StepEvent(live.run, step, len(live.steps), progress))
+            if not cancelled and time.monotonic() - last_check >= CONTROL_SECONDS:
+                last_check = time.monotonic()
+                if self._abort_requested(live):
+                    driver.cancel(handle)
+                    cancelled = True
             driver.wait(handle, self.poll_seconds)
+
+    def _fence(self, live: _Live) -> str:
+        """Make sure no copy on the source runs before any starts on the target."""
+        pb, run = live.pb, live.run
+        confirmed = bool(json.loads(live.steps[0].detail or "{}").get("confirmed"))
+        stopped, silent = [], []
+        names = {(WorkloadKind(s.kind), s.workload) for s in live.steps if s.action == Action.RESTART}
+        for kind, name in sorted(names):
+            for ep in site_endpoints(pb, run.source_site, kind):
+                try:
+                    if self.drivers[kind].fence(name, ep):
+                        stopped.append(f"{kind} {name} on {ep.host}")
+                except SiteUnreachable:
+                    silent.append(ep.host)
+        said = f"destroyed {', '.join(stopped)}" if stopped else "no copy ran on the answering hosts"
+        if not silent:
+            return f"site {run.source_site} fenced: {said}"
+        hosts = ", ".join(sorted(set(silent)))
+        if pb.fencing.command:
+            res = run_hooks([Hook(run=pb.fencing.command, timeout=pb.fencing.timeout)],
+                            {"DRORCH_SITE": run.source_site, "DRORCH_HOSTS": hosts, "DRORCH_RUN_ID": str(run.id)})
+            if res[0].ok:
+                return f"{said}; hosts {hosts} fenced by {pb.fencing.command[0]}"
+            if not confirmed:
+                raise MoveFailed(f"fencing command for site {run.source_site} failed: {res[0].message}")
+        if confirmed:
+            return f"{said}; hosts {hosts} declared down by the operator (--confirm-primary-down)"
+        raise MoveFailed(f"hosts {hosts} of site {run.source_site} do not answer and were not fenced")
+
+    # --- rollback ----------------------------------------------------------------------------------------------
+
+    def _rollback(self, live: _Live) -> None:
+        """Move back, newest first, what this run moved; the originals are marked rolled back."""
+        moved = [s for s in live.steps if s.action in ACTING and s.state is StepState.SUCCEEDED]
+        backs: list[Step] = []
+        for s in reversed(moved):
+            kind = WorkloadKind(s.kind)
+            if s.request:
+                req = MoveRequest.from_dict(json.loads(s.request)).reverse()
+            else:  # restarted from a copy: live back to the first host of the source that takes the kind
+                target = host_endpoint(live.pb, s.target_site, s.to_host or "", kind)
+                spec = live.pb.spec_of(kind, s.workload)
+                req = MoveRequest(s.workload, spec.move_strategy if spec else STRATEGIES[kind][0],
+                                  target, site_endpoints(live.pb, s.source_site, kind)[0],
+                                  live.pb.mappings.inverse())
+            backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
+                              kind=s.kind, strategy=req.strategy, source_site=req.source.site,
+                              target_site=req.target.site, wave=ROLLBACK_WAVE, action="rollback",
+                              from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
+                              detail=json.dumps({"undoes": s.seq})))
+        if not backs:
+            return
+        self.store.save(*backs)
+        live.steps.extend(backs)
+        live.done.clear()
+        self._wave(live, backs)
+        for back, orig in zip(backs, reversed(moved), strict=True):
+            if back.state is StepState.SUCCEEDED:
+                self._transition(live, orig, StepState.ROLLED_BACK, outcome=f"moved back by step {back.seq}")
+
+    # --- operator commands on a run ---------------------------------------------------------------------------
+
+    def resume(self, pb: Playbook, run_id: int) -> Run:
+        """Continue a run that was interrupted, failed or aborted: what is not done yet is done now."""
+        run = self.store.run(run_id)
+        if run.state in (RunState.SUCCEEDED, RunState.ROLLED_BACK):
+            raise UsageError(f"run {run_id} {run.state}: nothing to resume")
+        if run.state is RunState.PENDING_COMMIT:
+            raise UsageError(f"run {run_id} waits for drorch commit {run_id} or drorch rollback {run_id}")
+        if run.state is RunState.RUNNING:
+            if run_alive(run, self.host):
+                raise WorkloadBusy(f"run {run_id} is still running (pid {run.pid} on {run.host})")
+            self.store.adopt_locks(run_id, os.getpid(), self.host)
+        else:
+            steps = self.store.steps(run_id)
+            keys = {f"{s.kind}/{s.workload}" for s in steps if s.action in ACTING}
+            self._take([playbook_key(pb), *sorted(keys)], run_id)
+        for s in self.store.steps(run_id):
+            if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
+                s.state = StepState.PENDING
+                self.store.save(s)
+        run.state, run.pid, run.host, run.ended_at, run.error, run.abort_requested = (
+            RunState.RUNNING, os.getpid(), self.host, None, None, None)
+        self.store.save(run)
+        return self.execute(pb, run)
+
+    def abort(self, pb: Playbook, run_id: int, wait_seconds: float = 600.0) -> Run:
+        """Ask a running run to stop; a run whose process died is settled here against reality."""
+        run = self.store.run(run_id)
+        if run.state is RunState.PENDING_COMMIT:
+            raise UsageError(f"run {run_id} has moved its workloads: drorch rollback {run_id} takes them back")
+        if run.state is not RunState.RUNNING:
+            raise UsageError(f"run {run_id} already ended: {run.state}")
+        if run_alive(run, self.host):
+            run.abort_requested = True
+            self.store.save(run)
+            deadline = time.monotonic() + wait_seconds
+            while time.monotonic() < deadline:
+                run = self.store.run(run_id)
+                if run.state is not RunState.RUNNING:
+                    return run
+                time.sleep(CONTROL_SECONDS)
+            raise WorkloadBusy(f"run {run_id} was asked to abort and is still finishing its current steps")
+        live = _Live(pb, run, self.store.steps(run_id))
+        live.aborting.set()
+        for s in live.steps:
+            if s.state in FINAL_STEP_STATES:
+                continue
+            there = ""
+            if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER) and s.to_host and s.action in ACTING:
+                kind = WorkloadKind(s.kind)
+                there = self._verify(self.drivers[kind], s.workload,
+                                     host_endpoint(pb, s.target_site, s.to_host, kind)) or "ok"
+            if there == "ok":
+                self._transition(live, s, StepState.SUCCEEDED, outcome=f"found running on site {s.target_site}")
+            else:
+                self._transition(live, s, StepState.CANCELLED, error="the run was aborted")
+        return self._finish(live)
+
+    def approve(self, run_id: int, who: str) -> Step:
+        for s in self.store.steps(run_id):
+            if s.state is StepState.WAITING:
+                s.state, s.outcome = StepState.SUCCEEDED, f"approved by {who}"
+                self.store.save(s)
+                return s
+        raise UsageError(f"run {run_id} is not waiting for an approval")
+
+    def commit(self, run_id: int) -> Run:
+        run = self.store.run(run_id)
+        if run.state is not RunState.PENDING_COMMIT:
+            raise UsageError(f"run {run_id} is {run.state}, not pending commit")
+        run.state = run_outcome(s.state for s in self.store.steps(run_id) if s.action != "rollback")
+        run.ended_at = utcnow()
+        self.store.save(run)
+        self.store.release_locks(run_id)
+        return run
+
+    def rollback(self, pb: Playbook, run_id: int) -> Run:
+        """Take back what a pending (or ended) failover moved."""
+        run = self.store.run(run_id)
+        if run.state is RunState.RUNNING:
+            raise WorkloadBusy(f"run {run_id} is running: drorch abort {run_id} first")
+        if run.state is RunState.ROLLED_BACK:
+            raise UsageError(f"run {run_id} was already rolled back")
+        if run.state is not RunState.PENDING_COMMIT:
+            keys = {f"{s.kind}/{s.workload}" for s in self.store.steps(run_id) if s.action in ACTING}
+            self._take([playbook_key(pb), *sorted(keys)], run_id)
+        run.state, run.pid, run.host, run.ended_at = RunState.RUNNING, os.getpid(), self.host, None
+        self.store.save(run)
+        live = _Live(pb, run, self.store.steps(run_id))
+        self._rollback(live)
+        return self._finish(live)
+
+    def expired(self) -> list[Run]:
+        """Runs pending commit whose window has ended."""
+        now = utcnow()
+        return [r for r in self.store.runs(1000) if r.state is RunState.PENDING_COMMIT
+                and r.commit_deadline is not None and _as_utc(r.commit_deadline) <= now]
+
+    def settle(self, pb: Playbook, run: Run) -> Run:
+        """The window ended without a decision: the playbook's default decides."""
+        default = pb.commit.default if pb.commit else CommitDefault.COMMIT
+        return self.rollback(pb, run.id or 0) if default is CommitDefault.ROLLBACK else self.commit(run.id or 0)
+
+
+def ship(pb: Playbook, the_plan: Plan, drivers: Mapping[WorkloadKind, Driver]) -> list[dict[str, Any]]:
+    """Protect once: every workload that would move gets its recovery point shipped to the target."""
+    rows = []
+    for item in the_plan.items:
+        if item.action not in MOVING:
+            continue
+        row: dict[str, Any] = {"workload": item.workload, "kind": str(item.kind), "outcome": None, "error": None}
+        try:
+            row["outcome"] = drivers[item.kind].ship(move_request(pb, the_plan, item))
+        except DrorchError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return rows

@@ -36,9 +36,11 @@ class Action(StrEnum):
     ALREADY = "already"  # runs on the target already
     BLOCKED = "blocked"  # a site it needs did not answer; the move fails, the others go on
     UNPLACED = "unplaced"  # required and does not fit: the plan is refused
+    RESTART = "restart"  # disaster: started on the target from the copy the target already holds
 
 
 MOVING = frozenset({Action.MOVE, Action.DEGRADE})
+ACTING = MOVING | {Action.RESTART}
 
 
 @dataclass(frozen=True, order=True)
@@ -283,6 +285,33 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
         placed[key] = outcome
 
     items = _order(pb, source, target, candidates, placed, problems)
+    return Plan(pb.name, source, target, tuple(items), tuple(problems))
+
+
+def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
+    """The source is lost: start on the target what it already holds (a shipped definition, a stopped
+    copy, a checkpoint); the source's inventory is not needed and usually not there."""
+    problems: list[tuple[Loc, str]] = []
+    candidates: dict[tuple[WorkloadKind, str], _Candidate] = {}
+    placed: dict[tuple[WorkloadKind, str], tuple[Action, str | None, Size | None, str]] = {}
+    for i, spec in enumerate(pb.workloads):
+        for inv in snap.site(target):
+            for info in inv.workloads:
+                key = (spec.kind, info.name)
+                if info.kind is not spec.kind or not spec.selects(info.name, info.labels):
+                    continue
+                if key in candidates and (spec.name is None or candidates[key].spec.name is not None):
+                    continue  # an entry that names the workload beats a pattern
+                candidates[key] = _Candidate(i, spec, info, on_target=True)
+                placed[key] = ((Action.ALREADY, info.host, _size(info, spec), f"already running on site {target}")
+                               if info.running else
+                               (Action.RESTART, info.host, _size(info, spec), f"start the copy site {target} holds"))
+        if spec.name is not None and (spec.kind, spec.name) not in candidates:
+            down = [inv.errors[spec.kind] for inv in snap.site(target) if spec.kind in inv.errors]
+            why = down[0] if down else f"site {target} holds no copy of it to start from: protect it first"
+            candidates[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=why)
+            placed[(spec.kind, spec.name)] = (Action.BLOCKED, None, None, why)
+    items = _order(pb, source, target, list(candidates.values()), placed, problems)
     return Plan(pb.name, source, target, tuple(items), tuple(problems))
 
 

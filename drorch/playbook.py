@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drorch.errors import PlaybookError
 
@@ -78,6 +78,7 @@ class Host(_Model):
     docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
+    max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this host")
 
     def endpoint(self, kind: WorkloadKind) -> str | None:
         return self.libvirt if kind is WorkloadKind.VM else self.docker
@@ -86,6 +87,7 @@ class Host(_Model):
 class Site(_Model):
     hosts: list[Host] = Field(min_length=1)
     overcommit: Overcommit = Overcommit()
+    max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this site")
 
 
 class Mappings(_Model):
@@ -129,9 +131,81 @@ class Tier(_Model):
     on_shortage: Shortage = Shortage.REQUIRED
 
 
+class OnError(StrEnum):
+    CONTINUE = "continue"
+    FAIL = "fail"
+
+
+class Hook(_Model):
+    """A command (argv list, never a shell string) or an HTTP or TCP check, with a timeout and retries."""
+
+    run: list[str] | None = Field(None, min_length=1, description="argv; the run's context is in DRORCH_* variables")
+    http: str | None = Field(None, description="URL that must answer with a 2xx status")
+    tcp: str | None = Field(None, description="host:port that must accept a connection")
+    timeout: float = Field(10.0, gt=0, description="seconds per attempt")
+    retries: int = Field(0, ge=0, description="attempts after the first one")
+    delay: float = Field(1.0, ge=0, description="seconds between attempts")
+    on_error: OnError = OnError.FAIL
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Hook:
+        if sum(x is not None for x in (self.run, self.http, self.tcp)) != 1:
+            raise ValueError("a hook has exactly one of run, http or tcp")
+        return self
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.run) if self.run else f"http {self.http}" if self.http else f"tcp {self.tcp}"
+
+
+class Hooks(_Model):
+    before: list[Hook] = Field(default_factory=list)
+    after: list[Hook] = Field(default_factory=list)
+
+
+class MigrationControls(_Model):
+    """Limits on a live migration; a migration that breaks one is aborted and the VM stays on its source."""
+
+    bandwidth_mib_s: int | None = Field(None, gt=0)
+    max_downtime_ms: int | None = Field(None, gt=0)
+    timeout_s_per_gib: float | None = Field(None, gt=0, description="completion timeout per GiB of guest memory")
+    no_progress_timeout_s: float | None = Field(None, gt=0, description="abort when nothing is left less for so long")
+    auto_converge: bool = False
+    post_copy: bool = False
+
+
+class FailurePolicy(StrEnum):
+    ABORT = "abort"  # stop after this wave; later waves do not run
+    CONTINUE = "continue"  # go on with the next waves
+    ROLLBACK = "rollback"  # move back what this run moved, then stop
+
+
 class Wave(_Model):
     name: Name
     parallel: int = Field(1, ge=1, description="moves at once inside the wave")
+    on_failure: FailurePolicy = FailurePolicy.CONTINUE
+    approval: bool = Field(False, description="pause before this wave until drorch approve RUN_ID")
+    hooks: Hooks = Field(default_factory=Hooks)
+    migration: MigrationControls | None = None
+
+
+class Fencing(_Model):
+    """How a primary that does not answer is fenced before its workloads start on the secondary."""
+
+    command: list[str] | None = Field(None, min_length=1, description="argv that must exit 0; gets DRORCH_SITE")
+    timeout: float = Field(60.0, gt=0)
+
+
+class CommitDefault(StrEnum):
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+
+
+class CommitWindow(_Model):
+    """A failover waits this long for drorch commit or drorch rollback; then `default` decides."""
+
+    window_s: float = Field(gt=0)
+    default: CommitDefault = CommitDefault.COMMIT
 
 
 class Defaults(_Model):
@@ -154,6 +228,8 @@ class Workload(_Model):
     dr_resources: Resources | None = Field(None, description="smaller size on the DR side when degraded")
     mappings: Mappings | None = Field(None, description="overrides of the playbook's mappings")
     anti_affinity: str | None = Field(None, description="workloads of one group land on different hosts")
+    migration: MigrationControls | None = Field(None, description="live-migration limits; over the wave's")
+    hooks: Hooks = Field(default_factory=Hooks)
 
     @property
     def move_strategy(self) -> Strategy:
@@ -186,6 +262,8 @@ class Playbook(_Model):
     waves: list[Wave] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
     workloads: list[Workload] = Field(min_length=1)
+    fencing: Fencing = Field(default_factory=Fencing)
+    commit: CommitWindow | None = Field(None, description="failovers wait for drorch commit or rollback")
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]
@@ -197,8 +275,22 @@ class Playbook(_Model):
     def wave_of(self, w: Workload) -> str:
         return w.wave or self.defaults.wave
 
+    def wave(self, name: str) -> Wave:
+        return next((w for w in self.waves if w.name == name), Wave(name=name))
+
     def parallel(self, wave: str) -> int:
-        return next((w.parallel for w in self.waves if w.name == wave), 1)
+        return self.wave(wave).parallel
+
+    def spec_of(self, kind: WorkloadKind, name: str, labels: dict[str, str] | None = None) -> Workload | None:
+        """The entry that selects this workload: an exact name beats a pattern."""
+        found = [w for w in self.workloads if w.kind is kind and w.selects(name, labels or {})]
+        return next((w for w in found if w.name is not None), found[0] if found else None)
+
+    def migration_for(self, w: Workload) -> MigrationControls | None:
+        wave = self.wave(self.wave_of(w)).migration
+        if w.migration is None or wave is None:
+            return w.migration or wave
+        return wave.model_copy(update=w.migration.model_dump(exclude_unset=True))
 
     def mappings_for(self, w: Workload, source: str) -> Mappings:
         """The workload's mappings in the direction of the move: inverted when going home."""

@@ -12,9 +12,21 @@ from drorch.errors import ExitCode
 class StepState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # an approval step waits for drorch approve
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"  # left behind on purpose, as the plan said
+    CANCELLED = "cancelled"  # never ran: the run was aborted or stopped by its wave's failure policy
+    ROLLED_BACK = "rolled_back"  # moved, then moved back by a rollback
+
+
+class StepKind(StrEnum):
+    """What a step does besides moving a VM or a container (whose kind is the workload's kind)."""
+
+    HOOK = "hook"  # a wave's before or after hooks
+    APPROVAL = "approval"
+    FENCE = "fence"  # disaster: the source's copies are destroyed, or the source is declared down
+    ROLLBACK = "rollback"  # moves back a workload this run moved
 
 
 class RunState(StrEnum):
@@ -22,14 +34,23 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     PARTIAL = "partial"  # some steps succeeded, some failed
+    ABORTED = "aborted"
+    PENDING_COMMIT = "pending_commit"  # moved; waits for drorch commit or rollback until its window ends
+    ROLLED_BACK = "rolled_back"
 
 
-FINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.PARTIAL})
+FINAL_STEP_STATES = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED,
+                               StepState.ROLLED_BACK})
+FINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.PARTIAL, RunState.ABORTED,
+                              RunState.ROLLED_BACK})
 
 EXIT_CODES = {
     RunState.SUCCEEDED: ExitCode.OK,
+    RunState.PENDING_COMMIT: ExitCode.OK,
     RunState.FAILED: ExitCode.FAILED,
     RunState.PARTIAL: ExitCode.PARTIAL,
+    RunState.ABORTED: ExitCode.FAILED,
+    RunState.ROLLED_BACK: ExitCode.FAILED,
     RunState.RUNNING: ExitCode.FAILED,
 }
 

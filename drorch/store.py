@@ -9,8 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import delete, event, inspect, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -33,6 +34,21 @@ class Run(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
     error: str | None = None
+    mode: str | None = None  # planned or disaster
+    abort_requested: bool | None = None
+    commit_deadline: datetime | None = None
+
+
+class Lock(SQLModel, table=True):
+    """A playbook or a workload held by one run; it outlives a crash, so `drorch resume` can take it over."""
+
+    __tablename__ = "locks"
+
+    key: str = Field(primary_key=True)  # playbook/<name> or <kind>/<workload>
+    run_id: int | None = Field(default=None, index=True)  # None while the run is still being planned
+    pid: int
+    host: str
+    taken_at: datetime = Field(default_factory=utcnow)
 
 
 class Step(SQLModel, table=True):
@@ -58,6 +74,8 @@ class Step(SQLModel, table=True):
     handle: str | None = None  # the driver's JSON handle: lets a later run pick the action up
     bytes_done: int | None = None
     bytes_total: int | None = None
+    request: str | None = None  # the MoveRequest as JSON: a resumed run moves exactly what was planned
+    detail: str | None = None  # hooks, approvals and fencing: what the step is about, as JSON
 
 
 def default_url() -> str:
@@ -137,10 +155,49 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(Run).order_by(Run.id.desc()).limit(limit)))  # type: ignore[union-attr]
 
-    def active_steps(self) -> list[tuple[Run, Step]]:
-        """Steps of runs that are still marked running, whoever runs them."""
+    def take_locks(self, keys: Sequence[str], run_id: int | None, pid: int, host: str) -> Lock | None:
+        """Take every key at once, or none: returns the lock that someone else holds."""
         with self.session() as s:
-            rows = s.exec(
-                select(Run, Step).where(Run.id == Step.run_id, Run.state == RunState.RUNNING)
-            )
-            return [(r, st) for r, st in rows]
+            try:
+                for key in keys:
+                    s.add(Lock(key=key, run_id=run_id, pid=pid, host=host))
+                s.commit()
+                return None
+            except IntegrityError:
+                s.rollback()
+        with self.session() as s:
+            return next((lk for lk in (s.get(Lock, k) for k in keys) if lk is not None), None)
+
+    def drop_lock(self, lock: Lock) -> None:
+        """Remove a stale lock, only if it is still the one that was judged stale."""
+        with self.session() as s:
+            same_run = Lock.run_id.is_(None) if lock.run_id is None else Lock.run_id == lock.run_id  # type: ignore[union-attr]
+            s.execute(delete(Lock).where(Lock.key == lock.key, Lock.pid == lock.pid,  # type: ignore[arg-type]
+                                         Lock.host == lock.host, same_run))  # type: ignore[arg-type]
+            s.commit()
+
+    def hand_locks(self, keys: Sequence[str], run_id: int) -> None:
+        """Locks taken while a run was planned pass to its run row."""
+        with self.session() as s:
+            s.execute(update(Lock).where(Lock.key.in_(keys), Lock.run_id.is_(None))  # type: ignore[attr-defined,union-attr]
+                      .values(run_id=run_id))
+            s.commit()
+
+    def run_locks(self, run_id: int) -> list[Lock]:
+        with self.session() as s:
+            return list(s.exec(select(Lock).where(Lock.run_id == run_id)))
+
+    def adopt_locks(self, run_id: int, pid: int, host: str) -> None:
+        """`drorch resume`: the locks of an interrupted run pass to the process that continues it."""
+        with self.session() as s:
+            s.execute(update(Lock).where(Lock.run_id == run_id).values(pid=pid, host=host))  # type: ignore[arg-type]
+            s.commit()
+
+    def release_locks(self, run_id: int) -> None:
+        with self.session() as s:
+            s.execute(delete(Lock).where(Lock.run_id == run_id))  # type: ignore[arg-type]
+            s.commit()
+
+    def refresh(self, run: Run) -> Run:
+        """The run as the store has it now: another process may have asked it to abort."""
+        return self.run(run.id or 0)

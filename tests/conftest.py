@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
-from drorch.engine import Engine, snapshot
-from drorch.planner import plan
+from drorch.engine import Engine
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
 from drorch.store import Run, Store
 
@@ -81,7 +80,7 @@ def uri(pb: Playbook, kind: WorkloadKind, site: str, host: int = 0) -> str:
 
 def move(engine: Engine, pb: Playbook, source: str, target: str, operation: str = "failover") -> Run:
     """What `drorch failover` does: snapshot both sites, plan, execute."""
-    return engine.execute(pb, plan(pb, snapshot(pb, engine.drivers), source, target), "shop.yaml", operation)
+    return engine.operate(pb, "shop.yaml", operation, source, target)
 
 
 @pytest.fixture

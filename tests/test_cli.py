@@ -30,7 +30,7 @@ def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
 def test_failover_prints_progress_and_exits_0(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
     code, out, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 0, err
-    assert "run 1: failover shop, site a -> site b, 3 workloads" in out
+    assert "run 1: failover shop, site a -> site b, 3 steps" in out
     assert "[1/3] vm db: live started" in out
     assert "[3/3] container web: done in" in out and "running on site b" in out
     assert re.fullmatch(r"run 1 succeeded in \d+\.\d s", out.strip().splitlines()[-1])
@@ -41,7 +41,9 @@ def test_status_and_history(capsys: pytest.CaptureFixture[str], playbook_file: P
     drorch(capsys, "failover", str(playbook_file))
     code, out, _ = drorch(capsys, "status", str(playbook_file), "--json")
     assert code == 0
-    assert {r["workload"]: r["running_on"] for r in json.loads(out)} == {"db": ["b"], "cache": ["b"], "web": ["b"]}
+    doc = json.loads(out)
+    assert {r["workload"]: r["running_on"] for r in doc["workloads"]} == {"db": ["b"], "cache": ["b"], "web": ["b"]}
+    assert doc["runs"] == []  # the failover ended
     code, out, _ = drorch(capsys, "history", "--json")
     runs = json.loads(out)
     assert code == 0 and [(r["id"], r["state"]) for r in runs] == [(1, "succeeded")]

@@ -90,8 +90,10 @@ def _held_by(store: Store, pid: int, workload: str = "cache") -> Run:
     run = Run(operation="failover", playbook="other", playbook_path="other.yaml", source_site="a",
               target_site="b", state=RunState.RUNNING, pid=pid, host=os.uname().nodename)
     step = Step(run_id=0, seq=1, workload=workload, kind="container", strategy="checkpoint",
-                source_site="a", target_site="b", state=StepState.RUNNING)
-    return store.add_run(run, [step])
+                source_site="a", target_site="b", state=StepState.RUNNING, action="move")
+    store.add_run(run, [step])
+    assert store.take_locks([f"container/{workload}"], run.id, pid, run.host) is None
+    return run
 
 
 def test_a_workload_held_by_a_live_run_is_refused(
@@ -104,11 +106,12 @@ def test_a_workload_held_by_a_live_run_is_refused(
     assert site_of(cloud, playbook, WorkloadKind.VM, "db") == ["a"]
 
 
-def test_a_run_whose_process_died_does_not_hold_its_workloads(
+def test_a_run_whose_process_died_holds_its_workloads_until_resumed_or_aborted(
     engine: Engine, store: Store, playbook: Playbook
 ) -> None:
-    _held_by(store, pid=2**22 + 12345)  # above pid_max: no such process
-    assert move(engine, playbook, "a", "b", "failover").state is RunState.SUCCEEDED
+    holder = _held_by(store, pid=2**22 + 12345)  # above pid_max: no such process
+    with pytest.raises(WorkloadBusy, match=f"interrupted run {holder.id} .*drorch resume {holder.id}"):
+        move(engine, playbook, "a", "b", "failover")
 
 
 def test_reporter_sees_every_transition(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:

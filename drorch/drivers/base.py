@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from drorch.inventory import HostFacts, WorkloadInfo
-from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
 
 __all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "WorkloadInfo"]
 
@@ -40,6 +40,15 @@ class MoveRequest:
     target: Endpoint
     mappings: Mappings = field(default_factory=Mappings)  # applied on the target
     resources: Resources | None = None  # other vCPUs or memory on the target, where the strategy allows
+    controls: MigrationControls | None = None  # limits of a live migration
+
+    def reverse(self) -> MoveRequest:
+        """The way back: sites swapped, mappings inverted, the size the workload has now."""
+        return MoveRequest(self.workload, self.strategy, self.target, self.source, self.mappings.inverse(),
+                           None, self.controls)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +58,7 @@ class MoveRequest:
             "target": asdict(self.target),
             "mappings": self.mappings.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json") if self.resources else None,
+            "controls": self.controls.model_dump(mode="json", exclude_unset=True) if self.controls else None,
         }
 
     @classmethod
@@ -60,6 +70,7 @@ class MoveRequest:
             target=Endpoint(**raw["target"]),
             mappings=Mappings.model_validate(raw.get("mappings") or {}),
             resources=Resources.model_validate(raw["resources"]) if raw.get("resources") else None,
+            controls=MigrationControls.model_validate(raw["controls"]) if raw.get("controls") else None,
         )
 
 
@@ -123,6 +134,24 @@ class Driver(ABC):
     @abstractmethod
     def progress(self, handle: Handle) -> Progress:
         """Where the move stands now."""
+
+    @abstractmethod
+    def fence(self, name: str, site: Endpoint) -> bool:
+        """Stop the workload on that site at once (no shutdown grace): True when it was running.
+        Its definition stays. Raises SiteUnreachable."""
+
+    @abstractmethod
+    def restart(self, name: str, site: Endpoint) -> str:
+        """Disaster: start the copy the site holds (a shipped definition, a stopped container, its
+        newest checkpoint); returns how. Raises MoveFailed or SiteUnreachable."""
+
+    @abstractmethod
+    def ship(self, request: MoveRequest) -> str:
+        """Protect: put on the target what a disaster restart starts from, leaving the source running;
+        returns what was shipped. Raises MoveFailed or SiteUnreachable."""
+
+    def cancel(self, handle: Handle) -> None:  # noqa: B027 - moves that cannot be stopped halfway run to their end
+        """Stop a move under way; the workload stays on its source."""
 
     def preflight(self, request: MoveRequest) -> list[str]:
         """Live checks of what would make this move fail halfway; each problem is one line."""

@@ -108,11 +108,24 @@ class _Site:
     def checkpoints_supported(self) -> bool:
         return bool(self.info.get("ExperimentalBuild"))
 
-    def checkpoint(self, container: str, name: str) -> None:
-        res = self.api._post_json(
-            self.api._url("/containers/{0}/checkpoints", container), data={"CheckpointID": name, "Exit": True}
-        )
+    def checkpoint(self, container: str, name: str, leave_running: bool = False) -> None:
+        res = self.api._post_json(self.api._url("/containers/{0}/checkpoints", container),
+                                  data={"CheckpointID": name, "Exit": not leave_running})
         self.api._raise_for_status(res)
+
+    def drop_checkpoint(self, container: str, name: str) -> None:
+        res = self.api._delete(self.api._url("/containers/{0}/checkpoints/{1}", container, name))
+        if res.status_code != 404:
+            self.api._raise_for_status(res)
+
+    def newest_checkpoint(self, container_id: str) -> str | None:
+        """drorch's newest checkpoint in the container's folder, when this machine can see it."""
+        root = self.data_root()
+        folder = root / "containers" / container_id / "checkpoints" if root else None
+        if folder is None or not folder.is_dir():
+            return None
+        ours = [d for d in folder.iterdir() if d.name.startswith("drorch-") and d.is_dir()]
+        return max(ours, key=lambda d: d.stat().st_mtime).name if ours else None
 
     def start(self, container: str, checkpoint: str | None = None) -> None:
         params = {"checkpoint": checkpoint} if checkpoint else {}
@@ -198,13 +211,100 @@ class DockerDriver(ThreadedDriver):
             handle.data["already_there"] = True
             return handle
         on_source = src.inspect(name)
-        if on_source is None or not on_source["State"]["Running"]:
+        if on_source is not None and not on_source["State"]["Running"]:
+            on_source = self._revive(src, on_source)  # an interrupted move stopped it: back where it was first
+        if on_source is None:
             raise MoveFailed(f"container {name} is running neither on site {src_ep.site} nor on site {dst_ep.site}")
         if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
             dst.api.remove_container(on_target["Id"], force=True)
         handle.data["source_id"] = on_source["Id"]
         self._jobs.submit(handle.id, lambda: self._move(handle, on_source, src, dst))
         return handle
+
+    @staticmethod
+    def _revive(src: _Site, stopped: dict[str, Any]) -> dict[str, Any] | None:
+        """Start a source container that a move stopped and did not finish: from the checkpoint that move
+        took, so its process goes on. The planner only moves running containers, so it was running."""
+        checkpoint = src.newest_checkpoint(stopped["Id"])
+        try:
+            src.start(stopped["Id"], checkpoint=checkpoint)
+        except APIError:
+            if checkpoint is None:
+                return None
+            src.start(stopped["Id"])  # the checkpoint does not restore: a fresh start beats none
+        if checkpoint is not None:
+            src.drop_checkpoint(stopped["Id"], checkpoint)
+        return src.inspect(stopped["Id"])
+
+    def fence(self, name: str, site: Endpoint) -> bool:
+        s = self._site(site)
+        c = s.inspect(name)
+        if c is None or not c["State"]["Running"]:
+            return False
+        try:
+            s.api.kill(c["Id"])
+        except (DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+        return True
+
+    def restart(self, name: str, site: Endpoint) -> str:
+        s = self._site(site)
+        c = s.inspect(name)
+        if c is None:
+            raise MoveFailed(f"site {site.site} holds no copy of container {name} to start from")
+        if c["State"]["Running"]:
+            return f"already running on site {site.site}"
+        checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoints_supported() else None
+        try:
+            if checkpoint is not None:
+                try:
+                    s.start(c["Id"], checkpoint=checkpoint)
+                    return f"restored on site {site.site} from checkpoint {checkpoint}"
+                except APIError as exc:
+                    s.start(c["Id"])
+                    return (f"started on site {site.site} from its image: checkpoint {checkpoint} failed "
+                            f"({_reason(exc)})")
+            s.start(c["Id"])
+        except (DockerException, requests.RequestException) as exc:
+            raise MoveFailed(f"container {name} did not start on site {site.site}: {_reason(exc)}") from None
+        return f"started on site {site.site} from its image (no checkpoint shipped)"
+
+    def ship(self, request: MoveRequest) -> str:
+        """Image and a stopped copy on the target, with a checkpoint of the running source in it."""
+        name = request.workload
+        src, dst = self._site(request.source), self._site(request.target)
+        original = src.inspect(name)
+        if original is None:
+            raise MoveFailed(f"container {name} is not on site {request.source.site}")
+        try:
+            copy = dst.inspect(name)
+            if copy is not None and copy["State"]["Running"]:
+                raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
+            hid = Handle(request).id
+            image = original["Config"]["Image"]
+            if not dst.has_image(request.mappings.image(image)):
+                self._send_image(hid, image, src, dst)
+            if copy is None:
+                config = clone_config(original, request.mappings, request.resources)
+                copy = {"Id": dst.api.create_container_from_config(config, name=name)["Id"]}
+            what = "image and config"
+            if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
+                    and original["State"]["Running"]:
+                checkpoint = f"drorch-{hid}"
+                src.checkpoint(original["Id"], checkpoint, leave_running=True)
+                try:
+                    _copy_private(src.checkpoint_dir(original["Id"], checkpoint),
+                                  dst.checkpoint_dir(copy["Id"], checkpoint))
+                finally:
+                    src.drop_checkpoint(original["Id"], checkpoint)
+                for old in dst.checkpoint_dir(copy["Id"], checkpoint).parent.iterdir():
+                    if old.name != checkpoint:
+                        shutil.rmtree(old, ignore_errors=True)  # the newest one is the recovery point
+                what += f", checkpoint {checkpoint}"
+        except (APIError, DockerException, requests.RequestException, OSError) as exc:
+            raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
+                             f"{_reason(exc)}") from None
+        return f"{what} on site {request.target.site}"
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 

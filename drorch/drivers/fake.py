@@ -8,7 +8,7 @@ it, a redeploy starts it again from 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from drorch.drivers.base import Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
 from drorch.errors import MoveFailed, SiteUnreachable
@@ -114,6 +114,42 @@ class FakeDriver(Driver):
         if move.fail is not None:
             return Progress(Phase.FAILED, message=move.fail)
         return Progress(Phase.COMPLETED, message=self._land(req))
+
+    def cancel(self, handle: Handle) -> None:
+        move = self.cloud.moves.get(handle.id)
+        if move is not None:
+            move.polls_left = 0
+            req = handle.request
+            move.fail = f"migration of {req.workload} cancelled; it stays on site {req.source.site}"
+
+    def fence(self, name: str, site: Endpoint) -> bool:
+        w = self._workloads(site).get(name)
+        if w is None or not w.running:
+            return False
+        w.running = False
+        return True
+
+    def restart(self, name: str, site: Endpoint) -> str:
+        w = self._workloads(site).get(name)
+        if w is None:
+            raise MoveFailed(f"site {site.site} holds no copy of {self.kind} {name} to start from")
+        if w.running:
+            return f"already running on site {site.site}"
+        w.running = True
+        return f"started on site {site.site} from its copy (count {w.counter})"
+
+    def ship(self, request: MoveRequest) -> str:
+        src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
+        here = src.workloads.get(request.workload)
+        if here is None or here.kind is not self.kind:
+            raise MoveFailed(f"{self.kind} {request.workload} is not on site {request.source.site}")
+        there = dst.workloads.get(request.workload)
+        if there is not None and there.running:
+            raise MoveFailed(f"{self.kind} {request.workload} runs on site {request.target.site}: not shipped over it")
+        dst.workloads[request.workload] = replace(
+            here, running=False, networks=tuple(request.mappings.network(n) for n in here.networks),
+            labels=dict(here.labels))
+        return f"copy on site {request.target.site} at count {here.counter}"
 
     def _land(self, req: MoveRequest) -> str:
         src, dst = self.cloud.site(req.source), self.cloud.site(req.target)

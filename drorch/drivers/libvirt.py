@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import libvirt
 
 from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
-from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
 
 # libvirt prints every error on stderr besides raising it; the exception is enough.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -25,11 +27,66 @@ MIGRATE_FLAGS = (
 )
 
 
-def migrate_params(target: Endpoint) -> dict[str, str]:
-    """The migration stream goes to the target's migration address when the playbook gives one."""
+def migrate_params(target: Endpoint, controls: MigrationControls | None = None) -> tuple[dict[str, Any], int]:
+    """Parameters and flags of a live migration: where the stream goes, and the playbook's limits."""
+    params: dict[str, Any] = {}
+    flags = MIGRATE_FLAGS
     if target.migration_address:
-        return {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{target.migration_address}"}
-    return {}
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{target.migration_address}"
+    if controls is not None:
+        if controls.bandwidth_mib_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = controls.bandwidth_mib_s
+        if controls.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if controls.post_copy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    return params, flags
+
+
+class _Watchdog(threading.Thread):
+    """Enforces a migration's limits from outside the blocking migrate call: sets the maximum downtime
+    once the job runs, switches to post-copy after the first pass, and aborts the job (the guest stays
+    on its source) when it runs past its completion timeout or stops making progress."""
+
+    def __init__(self, dom: libvirt.virDomain, controls: MigrationControls, memory_kib: int) -> None:
+        super().__init__(name=f"drorch-watch-{dom.name()}", daemon=True)
+        self.dom, self.controls = dom, controls
+        gib = max(memory_kib / (1 << 20), 1 / 1024)
+        self.timeout = controls.timeout_s_per_gib * gib if controls.timeout_s_per_gib else None
+        self.stop = threading.Event()
+        self.aborted = ""
+
+    def run(self) -> None:
+        started = time.monotonic()
+        best, best_at, tuned, post = None, started, False, False
+        while not self.stop.wait(0.25):
+            try:
+                stats = self.dom.jobStats()
+            except libvirt.libvirtError:
+                continue
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                continue
+            now = time.monotonic()
+            with contextlib.suppress(libvirt.libvirtError):
+                if not tuned and self.controls.max_downtime_ms:
+                    self.dom.migrateSetMaxDowntime(self.controls.max_downtime_ms)
+                tuned = True
+                if self.controls.post_copy and not post and stats.get("memory_iteration", 0) >= 1:
+                    self.dom.migrateStartPostCopy()
+                    post = True
+            remaining = stats.get("data_remaining")
+            if remaining is not None and (best is None or remaining < best):
+                best, best_at = remaining, now
+            if self.timeout is not None and now - started > self.timeout:
+                self._abort(f"not done within {self.timeout:.0f} s")
+            elif self.controls.no_progress_timeout_s and now - best_at > self.controls.no_progress_timeout_s:
+                self._abort(f"no progress for {self.controls.no_progress_timeout_s:g} s")
+
+    def _abort(self, why: str) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self.dom.abortJob()
+            self.aborted = why
+        self.stop.set()
 
 
 def domain_names(xml: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -164,7 +221,9 @@ class LibvirtDriver(ThreadedDriver):
         if self._running_on(dst, name):
             handle.data["already_there"] = True
             return handle
-        if dom is None or not dom.isActive():
+        # A cold or replica move interrupted after the shutdown goes on from the stopped source.
+        stopped_ok = request.strategy is not Strategy.LIVE
+        if dom is None or not (dom.isActive() or stopped_ok):
             raise MoveFailed(f"VM {name} is running neither on site {src.site} nor on site {dst.site}")
         self._conn(dst)  # an unreachable target fails here, before the VM is touched
         if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
@@ -217,17 +276,70 @@ class LibvirtDriver(ThreadedDriver):
         return problems
 
     def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
-        params = migrate_params(request.target)
+        params, flags = migrate_params(request.target, request.controls)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         mapped = map_domain_xml(xml, request.mappings, None)  # a live guest keeps its size
         if mapped != xml:
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
+        watch = _Watchdog(dom, request.controls, dom.maxMemory()) if request.controls else None
+        if watch is not None:
+            watch.start()
         try:
-            dom.migrateToURI3(request.target.uri, params, MIGRATE_FLAGS)
+            dom.migrateToURI3(request.target.uri, params, flags)
         except libvirt.libvirtError as exc:
-            raise MoveFailed(f"live migration of {request.workload} failed: {_reason(exc)}") from None
+            why = f"aborted, {watch.aborted}" if watch is not None and watch.aborted else "failed"
+            raise MoveFailed(f"live migration of {request.workload} {why}: {_reason(exc)}; it still runs on "
+                             f"site {request.source.site}") from None
+        finally:
+            if watch is not None:
+                watch.stop.set()
         return self._completed(request)
+
+    def cancel(self, handle: Handle) -> None:
+        dom = self._domain(handle.request.source, handle.request.workload)
+        if dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.abortJob()
+
+    def fence(self, name: str, site: Endpoint) -> bool:
+        dom = self._domain(site, name)
+        try:
+            if dom is None or not dom.isActive():
+                return False
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+        return True
+
+    def restart(self, name: str, site: Endpoint) -> str:
+        dom = self._domain(site, name)
+        if dom is None:
+            raise MoveFailed(f"site {site.site} holds no definition of VM {name} to start from")
+        try:
+            if dom.isActive():
+                return f"already running on site {site.site}"
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"VM {name} did not start on site {site.site}: {_reason(exc)}") from None
+        return f"started on site {site.site} from its shipped definition"
+
+    def ship(self, request: MoveRequest) -> str:
+        """The mapped definition, defined (not started) on the target; disks are not copied."""
+        name = request.workload
+        dom = self._domain(request.source, name)
+        if dom is None:
+            raise MoveFailed(f"VM {name} is not on site {request.source.site}")
+        there = self._domain(request.target, name)
+        try:
+            if there is not None and there.isActive():
+                raise MoveFailed(f"VM {name} runs on site {request.target.site}: not shipped over it")
+            xml = map_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
+                                 request.mappings, request.resources)
+            self._conn(request.target).defineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {_reason(exc)}") from None
+        return f"definition on site {request.target.site}"
 
     def _cold(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         """Shut down, define on the target with the mapped configuration and size, start there."""

@@ -109,7 +109,7 @@ def api_migrate(src: str, dst: str) -> None:
     try:
         dom = conn.lookupByName(VM)
         xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
-        params = {**migrate_params(Endpoint(dst, d.libvirt_uri, d.address)),
+        params = {**migrate_params(Endpoint(dst, d.libvirt_uri, d.address))[0],
                   libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml, libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
         dom.migrateToURI3(d.libvirt_uri, params, MIGRATE_FLAGS)
     finally:
