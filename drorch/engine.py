@@ -178,6 +178,7 @@ class _Live:
     run: Run
     steps: list[Step]
     aborting: threading.Event = field(default_factory=threading.Event)
+    broken: threading.Event = field(default_factory=threading.Event)  # an error escaped a step: start nothing more
     slots: dict[str, threading.Semaphore] = field(default_factory=dict)
     done: dict[str, threading.Event] = field(default_factory=dict)
 
@@ -382,9 +383,12 @@ class Engine:
                 live.done[s.workload].set()
         wave = members[0].wave or ""
         parallel = 1 if wave in (FENCE_WAVE, ROLLBACK_WAVE) else live.pb.parallel(wave)
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drorch-step") as pool:
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drorch-step")
+        try:
             for fut in [pool.submit(self._workload_step, live, s) for s in pending]:
                 fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # an error stops the wave: what has not begun stays pending
         for s in after:
             if s.state not in FINAL_STEP_STATES:
                 self._control(live, s)
@@ -448,6 +452,8 @@ class Engine:
             return [live.slots.setdefault(k, threading.Semaphore(n)) for k, n in sorted(keys.items())]
 
     def _workload_step(self, live: _Live, step: Step) -> None:
+        if live.broken.is_set():
+            return
         try:
             spec = live.pb.spec_of(WorkloadKind(step.kind), step.workload)
             deps = [d for d in (spec.depends_on if spec else []) if d in live.done]
@@ -467,6 +473,9 @@ class Engine:
                     for slot in slots:
                         held.enter_context(slot)
                     self._act(live, step, spec.hooks if spec else Hooks())
+        except BaseException:
+            live.broken.set()
+            raise
         finally:
             live.done.setdefault(step.workload, threading.Event()).set()
 

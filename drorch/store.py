@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, event, inspect, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -101,8 +101,18 @@ class Store:
         self.engine: Engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        SQLModel.metadata.create_all(self.engine)
+        self._create_tables()
         self._add_new_columns()
+
+    def _create_tables(self) -> None:
+        """Two commands starting at once on a new store both create it: the loser finds the tables there."""
+        for attempt in range(3):
+            try:
+                SQLModel.metadata.create_all(self.engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
 
     def _add_new_columns(self) -> None:
         """Bring a store written by an earlier drorch up to date: columns added since are nullable."""

@@ -463,6 +463,16 @@ def cmd_stop(args: argparse.Namespace) -> None:
     stop_pid(site.pidfile(args.daemon), f"{args.daemon} of site {site.name}")
 
 
+def cmd_lose(args: argparse.Namespace) -> None:
+    """Site lost: its daemons stop (dockerd takes its containers down) and its guests die with them."""
+    site = SITES[args.site]
+    for daemon in ("dockerd", "libvirtd"):
+        stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
+    for pidfile in (site.root / "run" / "qemu").glob("*.pid"):
+        if pidfile.name != "driver.pid":
+            stop_pid(pidfile, f"guest {pidfile.stem} of site {site.name}")
+
+
 def cmd_start(args: argparse.Namespace) -> None:
     site = SITES[args.site]
     if args.daemon == "dockerd":
@@ -522,6 +532,9 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("site", choices=sorted(SITES))
         sp.add_argument("daemon", choices=["libvirtd", "dockerd"])
         sp.set_defaults(func=func)
+    lose = sub.add_parser("lose", help="lose a site: its daemons stop and its guests die")
+    lose.add_argument("site", choices=sorted(SITES))
+    lose.set_defaults(func=cmd_lose)
     args = p.parse_args(argv)
     args.func(args)
 

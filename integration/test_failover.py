@@ -75,7 +75,7 @@ def test_failover_and_failback_keep_every_workload_going(run_drorch: Drorch, sta
     assert vm_counts("a")[0] >= vm_on_b
 
     status = json.loads(run_drorch("status", str(LAB_PLAYBOOK), "--json").stdout)
-    assert {r["workload"]: r["running_on"] for r in status} == {
+    assert {r["workload"]: r["running_on"] for r in status["workloads"]} == {
         "lab-vm": ["a"], "lab-counter": ["a"], "lab-redeploy": ["a"]}
     history = json.loads(run_drorch("history", "--json").stdout)
     assert [(h["id"], h["operation"], h["state"]) for h in history] == [

@@ -1,0 +1,169 @@
+"""Runs that survive crashes, faults and disasters, on the real lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from drorch.store import Store
+from integration import labctl
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
+
+Drorch = Callable[..., subprocess.CompletedProcess[str]]
+BOUNDARIES = 6  # the lab playbook's three moves, each recorded before and after it acts
+
+
+def placement() -> dict[str, list[str]]:
+    """Every lab workload and the sites it runs on: exactly one each, or the test fails."""
+    found = {labctl.VM_NAME: where(labctl.VM_NAME)["vms"]}
+    found.update({n: where(n)["containers"] for n in labctl.CONTAINERS})
+    return found
+
+
+def run_id(out: str) -> int:
+    match = re.search(r"^run (\d+):", out, re.M)
+    assert match, out
+    return int(match.group(1))
+
+
+def vm_only(tmp_path: Path, migration: str = "") -> Path:
+    """The lab playbook with the VM alone, and live-migration limits."""
+    head = LAB_PLAYBOOK.read_text().split("workloads:\n")[0]
+    path = tmp_path / "vm.yaml"
+    path.write_text(head + f"workloads:\n  - {{name: lab-vm, kind: vm, strategy: live{migration}}}\n")
+    return path
+
+
+@pytest.mark.parametrize("boundary", range(1, BOUNDARIES + 2))
+def test_killed_at_a_step_boundary_then_resumed(lab: None, run_drorch: Drorch, state_dir: Path,
+                                                boundary: int) -> None:
+    """SIGKILL at the Nth transition; `resume` finishes with every workload once, on site b, state continued.
+    One boundary past the last, the run completes untouched: every boundary was covered."""
+    labctl.cmd_up(argparse.Namespace(reset=True))
+    wait_until(lambda: max(vm_counts("a"), default=0) >= 3, "the VM's counter")
+    wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER), default=0) >= 3, "lab-counter")
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir), "DRORCH_TEST_KILL_AT": str(boundary)}
+    killed = subprocess.run([str(DRORCH), "failover", str(LAB_PLAYBOOK)], capture_output=True, text=True, env=env,
+                            cwd=REPO, timeout=300)
+    ctr_a = container_counts("a", labctl.CHECKPOINT_CONTAINER) if where(
+        labctl.CHECKPOINT_CONTAINER)["containers"] == ["a"] else []
+    if boundary > BOUNDARIES:
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+    else:
+        assert killed.returncode == -9, killed.stdout + killed.stderr
+        assert all(len(sites) == 1 for sites in placement().values()), placement()
+        held = run_drorch("failover", str(LAB_PLAYBOOK))
+        assert held.returncode == 4 and "interrupted run 1" in held.stderr and "drorch resume 1" in held.stderr
+        res = run_drorch("resume", "1")
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+    wait_until(lambda: len(vm_counts("b")) >= 2, "the VM's counter on site b")
+    assert vm_counts("b")[0] > 1  # the guest went on counting: live-migrated, not rebooted
+    wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 2, "lab-counter on site b")
+    ctr_b = container_counts("b", labctl.CHECKPOINT_CONTAINER)
+    assert ctr_b[0] > 1 and (not ctr_a or ctr_b[0] >= ctr_a[-1])
+    store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
+    assert [r.state for r in store.runs()] == ["succeeded"]
+    assert [s.state for s in store.steps(1)] == ["succeeded"] * 3
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    """The VM stays on site a, the step records libvirt's reason; resume with the target back completes."""
+    playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1}")
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+    proc = subprocess.Popen([str(DRORCH), "failover", str(playbook)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
+        wait_until(lambda: bool(store.runs()) and bool((store.steps(1) or [None])[0] and store.steps(1)[0].handle),
+                   "the migration to start")
+        time.sleep(2)
+        labctl.cmd_stop(argparse.Namespace(site="b", daemon="libvirtd"))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    (step,) = store.steps(1)
+    assert step.state == "failed" and step.error and "live migration of lab-vm failed" in step.error
+    assert "still runs on site a" in step.error
+    before = vm_counts("a")[-1]
+    wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
+    assert where(labctl.VM_NAME)["vms"] == ["a"]
+
+    labctl.cmd_start(argparse.Namespace(site="b", daemon="libvirtd"))
+    res = run_drorch("resume", "1", "--json", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["state"] == "succeeded"
+    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    assert vm_counts("b")[0] > before  # live migration: the same guest goes on
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_no_progress_timeout_aborts_and_leaves_the_vm_home(run_drorch: Drorch, tmp_path: Path) -> None:
+    playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1, timeout_s_per_gib: 16}")  # 2 s for 128 MiB
+    res = run_drorch("failover", str(playbook), timeout=120)
+    assert res.returncode == 1
+    assert "aborted, not done within 2 s" in res.stderr and "still runs on site a" in res.stderr
+    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    before = vm_counts("a")[-1]
+    wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_concurrent_failovers_of_one_playbook(state_dir: Path) -> None:
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+    procs = [subprocess.Popen([str(DRORCH), "failover", str(LAB_PLAYBOOK)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "")
+               for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 4], results
+    refused = next(err for code, _, err in results if code == 4)
+    assert len(refused.splitlines()) == 1 and "playbook/lab is " in refused
+    assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+    assert len(Store(f"sqlite:///{state_dir / 'drorch.db'}").runs()) == 1
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorch: Drorch) -> None:
+    shipped = run_drorch("protect", str(LAB_PLAYBOOK), "--json")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    rows = {r["workload"]: r["outcome"] for r in json.loads(shipped.stdout)}
+    assert rows[labctl.VM_NAME] == "definition on site b"
+    assert "checkpoint drorch-" in rows[labctl.CHECKPOINT_CONTAINER]
+    wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER)) >= 6, "lab-counter past 5")
+    at_ship = max(container_counts("a", labctl.CHECKPOINT_CONTAINER))
+    assert placement() == {labctl.VM_NAME: ["a"], **{n: ["a"] for n in labctl.CONTAINERS}}  # protect moves nothing
+
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        refused = run_drorch("failover", "--disaster", str(LAB_PLAYBOOK))
+        assert refused.returncode == 1
+        assert "site a cannot be fenced" in refused.stderr and "--confirm-primary-down" in refused.stderr
+        assert placement() == {labctl.VM_NAME: [], **{n: [] for n in labctl.CONTAINERS}}  # nothing started
+
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(LAB_PLAYBOOK))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "declared down by the operator" in res.stdout
+        assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+        wait_until(lambda: len(vm_counts("b")) >= 1, "the VM booting on site b")
+        wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on b")
+        first = container_counts("b", labctl.CHECKPOINT_CONTAINER)[0]
+        assert 1 < first <= at_ship + 1  # restored from the shipped checkpoint, not from 1
+        report = json.loads(run_drorch("report", "1", "--json").stdout)
+        assert report["mode"] == "disaster" and report["rto_s"] > 0
+        assert report["steps"][0]["kind"] == "fence"
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
