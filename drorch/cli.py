@@ -526,7 +526,7 @@ def history(
             typer.echo(json.dumps(_run_json(run, steps), indent=2))
             return
         typer.echo(f"run {run.id} {run.operation} {run.playbook} ({run.playbook_path}) site {run.source_site} -> "
-                   f"{run.target_site}: {run.state}, started {run.started_at:%Y-%m-%d %H:%M:%S}")
+                   f"{run.target_site}: {_state(run)}, started {run.started_at:%Y-%m-%d %H:%M:%S}")
         for s in steps:
             took = f"{(s.ended_at - s.started_at).total_seconds():.1f} s" if s.started_at and s.ended_at else "-"
             typer.echo(f"  {s.seq:>3} {s.kind:<9} {s.workload:<24} {s.strategy:<10} {s.state:<9} {took:>7}  "
@@ -538,7 +538,7 @@ def history(
         return
     for r in runs:
         typer.echo(f"{r.id:>5} {r.started_at:%Y-%m-%d %H:%M:%S} {r.operation:<9} {r.playbook:<16} "
-                   f"{r.source_site} -> {r.target_site}  {r.state}{': ' + r.error if r.error else ''}")
+                   f"{r.source_site} -> {r.target_site}  {_state(r)}{': ' + r.error if r.error else ''}")
 
 
 @app.command()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,9 +76,9 @@ def test_killed_at_a_step_boundary_then_resumed(lab: None, run_drorch: Drorch, s
     assert [s.state for s in store.steps(1)] == ["succeeded"] * 3
 
 
-@pytest.mark.usefixtures("fresh_lab")
-def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
-    """The VM stays on site a, the step records libvirt's reason; resume with the target back completes."""
+@contextlib.contextmanager
+def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Store]]:
+    """A failover of the VM at 1 MiB/s, yielded once its migration runs; killed if the test leaves it."""
     playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1}")
     env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
     proc = subprocess.Popen([str(DRORCH), "failover", str(playbook)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -85,14 +86,21 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
-        wait_until(lambda: bool(store.runs()) and bool((store.steps(1) or [None])[0] and store.steps(1)[0].handle),
-                   "the migration to start")
-        time.sleep(2)
-        labctl.cmd_stop(argparse.Namespace(site="b", daemon="libvirtd"))
-        out, err = proc.communicate(timeout=120)
+        wait_until(lambda: bool(store.runs()) and bool(store.steps(1)[0].handle), "the migration to start")
+        yield proc, store
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    """The VM stays on site a, the step records libvirt's reason; resume with the target back completes."""
+    with slow_migration(state_dir, tmp_path) as (proc, store):
+        time.sleep(2)
+        labctl.cmd_stop(argparse.Namespace(site="b", daemon="libvirtd"))
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     (step,) = store.steps(1)
     assert step.state == "failed" and step.error and "live migration of lab-vm failed" in step.error
@@ -167,3 +175,19 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
         assert report["steps"][0]["kind"] == "fence"
     finally:
         labctl.cmd_up(argparse.Namespace(reset=True))
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_abort_cancels_a_live_migration_and_the_vm_stays_home(run_drorch: Drorch, state_dir: Path,
+                                                              tmp_path: Path) -> None:
+    with slow_migration(state_dir, tmp_path) as (proc, store):
+        time.sleep(1)
+        res = run_drorch("abort", "1")
+        out, err = proc.communicate(timeout=60)
+    assert res.returncode == 0 and res.stdout == "run 1 aborted\n", res.stderr
+    assert proc.returncode == 1 and "run 1 aborted" in err, out + err
+    (step,) = store.steps(1)
+    assert step.state == "cancelled" and "still runs on site a" in (step.error or "")
+    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    before = vm_counts("a")[-1]
+    wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")

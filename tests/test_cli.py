@@ -11,11 +11,13 @@ import pytest
 
 from drorch import cli
 from drorch.drivers.fake import FakeCloud
-from drorch.playbook import Playbook
+from drorch.engine import Engine
+from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState
 from drorch.store import Store
-from tests.conftest import uri
+from tests.conftest import fake_drivers, site_of, uri
 from tests.test_engine import _held_by
+from tests.test_runs import Crash, crash_at, interrupted
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 
@@ -117,3 +119,82 @@ def test_internal_error_is_one_line_unless_debug(
     assert err == "drorch: internal error: RuntimeError('wires crossed') (run with --debug for the traceback)\n"
     with pytest.raises(RuntimeError, match="wires crossed"):
         cli.main(["--debug", "failover", str(playbook_file)])
+
+
+def test_resume_report_and_status_of_an_interrupted_run(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                        store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    with pytest.raises(Crash):
+        Engine(store, fake_drivers(cloud), report=crash_at(2), poll_seconds=0).operate(
+            playbook, str(playbook_file), "failover", "a", "b")
+    interrupted(store, 1)
+    code, out, _ = drorch(capsys, "status", str(playbook_file))
+    assert code == 0 and "run 1 failover: interrupted (drorch resume or drorch abort)" in out
+    code, out, err = drorch(capsys, "resume", "1")
+    assert code == 0 and "run 1 succeeded" in out, err
+    assert "[2/3] container cache: checkpoint started" in out and "[1/3]" not in out  # db was done already
+    code, out, _ = drorch(capsys, "report", "1")
+    assert code == 0 and out.startswith("run 1: failover (planned) of shop, site a -> site b: succeeded")
+    assert "RTO achieved" in out
+    code, out, err = drorch(capsys, "resume", "1")
+    assert code == 2 and err == "drorch: error: run 1 succeeded: nothing to resume\n"
+    code, _, err = drorch(capsys, "abort", "1")
+    assert code == 2 and err == "drorch: error: run 1 already ended: succeeded\n"
+
+
+def test_commit_window_commands(capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud,
+                                playbook: Playbook) -> None:
+    playbook_file.write_text(playbook_file.read_text() + "commit: {window_s: 600, default: rollback}\n")
+    code, out, _ = drorch(capsys, "failover", str(playbook_file))
+    assert code == 0 and "run 1 is pending commit until" in out and "drorch commit 1 or drorch rollback 1" in out
+    code, out, _ = drorch(capsys, "settle")
+    assert code == 0 and out == ""  # the window is still open
+    code, out, _ = drorch(capsys, "rollback", "1")
+    assert code == 1 and site_of(cloud, playbook, WorkloadKind.VM, "db") == ["a"]
+    code, _, err = drorch(capsys, "commit", "1")
+    assert code == 2 and err == "drorch: error: run 1 is rolled_back, not pending commit\n"
+    drorch(capsys, "failover", str(playbook_file))
+    code, out, _ = drorch(capsys, "commit", "2")
+    assert code == 0 and out == "run 2 committed: succeeded\n"
+
+
+def test_disaster_cli_refuses_without_fencing(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                              cloud: FakeCloud, playbook: Playbook) -> None:
+    code, out, _ = drorch(capsys, "protect", str(playbook_file))
+    assert code == 0 and out.count("copy on site b at count 42") == 3
+    for kind in WorkloadKind:
+        cloud.sites[uri(playbook, kind, "a")].reachable = False
+    code, _, err = drorch(capsys, "failover", "--disaster", str(playbook_file))
+    assert code == 1 and len(err.splitlines()) == 1 and "--confirm-primary-down" in err
+    code, _, err = drorch(capsys, "failover", "--confirm-primary-down", str(playbook_file))
+    assert code == 2 and "goes with --disaster" in err
+    code, out, err = drorch(capsys, "failover", "--disaster", "--confirm-primary-down", str(playbook_file))
+    assert code == 0, err
+
+
+def test_approve_without_a_waiting_step(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
+    drorch(capsys, "failover", str(playbook_file))
+    code, _, err = drorch(capsys, "approve", "1")
+    assert code == 2 and err == "drorch: error: run 1 is not waiting for an approval\n"
+
+
+def test_status_watch_refreshes_until_interrupted(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = []
+
+    def sleep(seconds: float) -> None:
+        ticks.append(seconds)
+        if len(ticks) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    code, out, _ = drorch(capsys, "status", str(playbook_file), "--watch", "--interval", "0.5", "--json")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and ticks == [0.5, 0.5] and len(docs) == 2
+    assert {r["workload"]: r["running_on"] for r in docs[0]["workloads"]} == {"db": ["a"], "cache": ["a"], "web": ["a"]}
+
+
+def test_report_json(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
+    drorch(capsys, "failover", str(playbook_file))
+    code, out, _ = drorch(capsys, "report", "1", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["state"] == "succeeded" and doc["rto_s"] >= doc["steps"][-1]["duration_s"]
