@@ -123,9 +123,9 @@ class LineReporter:
 class RichReporter:
     """A live display for a terminal: a bar per running move with bytes sent and time left."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                  TimeRemainingColumn(), console=Console(), transient=True)
+                                  TimeRemainingColumn(), console=console or Console(), transient=True)
         self._tasks: dict[int, TaskID] = {}
         self._seen: set[int] = set()
         self._lines = LineReporter()

@@ -11,7 +11,7 @@ import pytest
 
 from drorch import cli
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import Engine
+from drorch.engine import Engine, StepEvent
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState
 from drorch.store import Store
@@ -198,3 +198,25 @@ def test_report_json(capsys: pytest.CaptureFixture[str], playbook_file: Path) ->
     code, out, _ = drorch(capsys, "report", "1", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["state"] == "succeeded" and doc["rto_s"] >= doc["steps"][-1]["duration_s"]
+
+
+def test_rich_reporter_draws_bars_and_prints_each_change(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    reporter = cli.RichReporter(Console(file=screen, force_terminal=False, width=200))
+    drawn: list[int] = []
+    show = reporter.__call__
+
+    def spy(ev: StepEvent) -> None:
+        show(ev)
+        drawn.append(len(reporter._tasks))
+
+    Engine(store, fake_drivers(cloud), report=spy, poll_seconds=0).operate(playbook, "shop.yaml", "failover", "a", "b")
+    reporter.close()
+    out = screen.getvalue()
+    assert "run 1: failover shop, site a -> site b, 3 steps" in out
+    assert "[1/3] vm db: done in" in out and "[3/3] container web: done in" in out
+    assert max(drawn) == 1 and drawn[-1] == 0  # a bar while a move runs, gone when it ends
