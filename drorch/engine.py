@@ -38,13 +38,12 @@ from drorch.playbook import (
     Resources,
     WorkloadKind,
 )
-from drorch.records import FINAL_STEP_STATES, RunState, StepKind, StepState, run_outcome, utcnow
+from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
 from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
 FENCE_WAVE = "fence"
-ROLLBACK_WAVE = "rollback"
 
 
 class FencingRequired(DrorchError):
@@ -316,9 +315,9 @@ class Engine:
 
     def _finish(self, live: _Live) -> Run:
         run, steps = live.run, live.steps
-        acting = [s for s in steps if s.kind not in (StepKind.ROLLBACK,) and s.action != "rollback"]
+        acting = [s for s in steps if s.action != ROLLBACK]
         if any(s.state is StepState.ROLLED_BACK for s in steps):
-            back = [s for s in steps if s.action == "rollback"]
+            back = [s for s in steps if s.action == ROLLBACK]
             run.state = RunState.ROLLED_BACK if all(s.state is StepState.SUCCEEDED for s in back) else RunState.FAILED
         elif live.aborting.is_set():
             run.state = RunState.ABORTED
@@ -382,7 +381,7 @@ class Engine:
             if s.state in FINAL_STEP_STATES:
                 live.done[s.workload].set()
         wave = members[0].wave or ""
-        parallel = 1 if wave in (FENCE_WAVE, ROLLBACK_WAVE) else live.pb.parallel(wave)
+        parallel = 1 if wave in (FENCE_WAVE, ROLLBACK) else live.pb.parallel(wave)
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="drorch-step")
         try:
             for fut in [pool.submit(self._workload_step, live, s) for s in pending]:
@@ -486,7 +485,7 @@ class Engine:
         elif step.action == Action.SKIP:
             self._transition(live, step, StepState.SKIPPED)
         else:
-            self._transition(live, step, StepState.FAILED, error=step.outcome, outcome=None)
+            self._transition(live, step, StepState.FAILED, error=step.error or step.outcome, outcome=None)
 
     def _act(self, live: _Live, step: Step, hooks: Hooks) -> None:
         kind = WorkloadKind(step.kind)
@@ -599,7 +598,7 @@ class Engine:
                                   live.pb.mappings.inverse())
             backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
                               kind=s.kind, strategy=req.strategy, source_site=req.source.site,
-                              target_site=req.target.site, wave=ROLLBACK_WAVE, action="rollback",
+                              target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
                               from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
                               detail=json.dumps({"undoes": s.seq})))
         if not backs:
@@ -683,7 +682,7 @@ class Engine:
         run = self.store.run(run_id)
         if run.state is not RunState.PENDING_COMMIT:
             raise UsageError(f"run {run_id} is {run.state}, not pending commit")
-        run.state = run_outcome(s.state for s in self.store.steps(run_id) if s.action != "rollback")
+        run.state = run_outcome(s.state for s in self.store.steps(run_id) if s.action != ROLLBACK)
         run.ended_at = utcnow()
         self.store.save(run)
         self.store.release_locks(run_id)

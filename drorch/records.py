@@ -26,7 +26,9 @@ class StepKind(StrEnum):
     HOOK = "hook"  # a wave's before or after hooks
     APPROVAL = "approval"
     FENCE = "fence"  # disaster: the source's copies are destroyed, or the source is declared down
-    ROLLBACK = "rollback"  # moves back a workload this run moved
+
+
+ROLLBACK = "rollback"  # the action of a step that moves back what its run moved, and its wave
 
 
 class RunState(StrEnum):

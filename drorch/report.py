@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from drorch.playbook import WorkloadKind
-from drorch.records import StepState
+from drorch.records import ROLLBACK, StepState
 from drorch.store import Run, Step
 
 WORKLOAD_KINDS = frozenset(str(k) for k in WorkloadKind)
@@ -27,7 +27,7 @@ def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
         rows.append({"seq": s.seq, "kind": s.kind, "workload": s.workload, "wave": s.wave, "action": s.action,
                      "strategy": s.strategy, "state": str(s.state), "offset_s": offset, "duration_s": took,
                      "outcome": s.outcome, "error": s.error})
-        if s.kind in WORKLOAD_KINDS and s.state is StepState.SUCCEEDED and s.ended_at and s.action != "rollback":
+        if s.kind in WORKLOAD_KINDS and s.state is StepState.SUCCEEDED and s.ended_at and s.action != ROLLBACK:
             rto[f"{s.kind}/{s.workload}"] = (naive(s.ended_at) - start).total_seconds()
     ended = (naive(run.ended_at) - start).total_seconds() if run.ended_at else None
     return {"run": run.id, "operation": run.operation, "mode": run.mode or "planned", "playbook": run.playbook,

@@ -191,3 +191,17 @@ def test_abort_cancels_a_live_migration_and_the_vm_stays_home(run_drorch: Drorch
     assert where(labctl.VM_NAME)["vms"] == ["a"]
     before = vm_counts("a")[-1]
     wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
+
+
+@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.parametrize("controls", [
+    "{auto_converge: true, max_downtime_ms: 500, no_progress_timeout_s: 30, timeout_s_per_gib: 600}",
+    "{post_copy: true, bandwidth_mib_s: 64}",
+])
+def test_live_migration_controls_are_taken_by_libvirt(run_drorch: Drorch, tmp_path: Path, controls: str) -> None:
+    before = vm_counts("a")[-1]
+    res = run_drorch("failover", str(vm_only(tmp_path, f", migration: {controls}")))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    assert vm_counts("b")[0] >= before  # the same guest, still counting
