@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO))
 from drorch.drivers.base import Endpoint  # noqa: E402
 from drorch.drivers.docker import DockerDriver  # noqa: E402
 from drorch.drivers.libvirt import MIGRATE_FLAGS, LibvirtDriver, migrate_params  # noqa: E402
-from drorch.engine import Engine, snapshot  # noqa: E402
-from drorch.planner import plan  # noqa: E402
+from drorch.engine import Engine  # noqa: E402
 from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
@@ -76,8 +75,7 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
     def move(src: str, dst: str) -> None:
         driver = LibvirtDriver() if kind is WorkloadKind.VM else DockerDriver()
         try:
-            the_plan = plan(pb, snapshot(pb, {kind: driver}), src, dst)
-            run = Engine(store, {kind: driver}).execute(pb, the_plan, str(playbook), "bench")
+            run = Engine(store, {kind: driver}).operate(pb, str(playbook), "bench", src, dst)
         finally:
             driver.close()
         check(run.state is RunState.SUCCEEDED, f"engine run {run.id} ended {run.state}")
