@@ -5,27 +5,33 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from apscheduler.jobstores.base import JobLookupError
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from drorch import protection
 from drorch import report as reports
-from drorch.drivers.base import Driver
-from drorch.engine import Engine, Reporter, StepEvent, check_playbook, run_alive, ship, snapshot
-from drorch.errors import DrorchError, ExitCode, PlanRefused, PlaybookError, UsageError
+from drorch.daemon import Daemon, add_schedule, next_runs, scheduler
+from drorch.drivers import close_drivers as _close
+from drorch.drivers import make_drivers
+from drorch.engine import Engine, Reporter, StepEvent, check_playbook, run_alive, snapshot
+from drorch.errors import DrorchError, ExitCode, NotFound, PlanRefused, PlaybookError, UsageError
 from drorch.inventory import Snapshot
 from drorch.planner import Plan, Size, plan
-from drorch.playbook import Playbook, Positions, WorkloadKind, load_playbook, read_playbook
+from drorch.playbook import JobKind, Playbook, Positions, Schedule, load_playbook, read_playbook
 from drorch.records import EXIT_CODES, RunState, StepState, utcnow
 from drorch.store import Run, Step, Store
 
@@ -45,25 +51,6 @@ def _global(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Global options; --debug is read by main() before the command runs."""
-
-
-def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
-    """The real drivers of the kinds a playbook uses; each is imported only when needed."""
-    drivers: dict[WorkloadKind, Driver] = {}
-    if WorkloadKind.VM in kinds:
-        from drorch.drivers.libvirt import LibvirtDriver
-
-        drivers[WorkloadKind.VM] = LibvirtDriver()
-    if WorkloadKind.CONTAINER in kinds:
-        from drorch.drivers.docker import DockerDriver
-
-        drivers[WorkloadKind.CONTAINER] = DockerDriver()
-    return drivers
-
-
-def _close(drivers: Mapping[WorkloadKind, Driver]) -> None:
-    for d in drivers.values():
-        d.close()
 
 
 def _mib(n: int | None) -> str:
@@ -327,24 +314,48 @@ def settle() -> None:
         typer.echo(f"run {run.id}: commit window ended: {done.state}")
 
 
-@app.command()
-def protect(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
+protect_app = typer.Typer(help="Recovery points on the secondary: ship them, and see each workload's RPO.",
+                          no_args_is_help=True)
+app.add_typer(protect_app, name="protect")
+
+
+@protect_app.command("ship")
+def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
         "--failback", help="reprotect: ship from the secondary back to the primary")] = False,
         json_out: JsonOpt = False) -> None:
-    """Ship what a disaster restart starts from: VM definitions, container images, configs and checkpoints."""
+    """Ship one recovery point now: VM definitions, container images, configs and checkpoints."""
     pb = load_playbook(playbook)
     source, target = _directed(pb, failback)
     drivers = make_drivers({w.kind for w in pb.workloads})
     try:
-        shipped = ship(pb, plan(pb, snapshot(pb, drivers), source, target), drivers)
+        points = protection.protect(pb, drivers, Store(), source, target)
     finally:
         _close(drivers)
     if json_out:
-        typer.echo(json.dumps(shipped, indent=2))
-    for row in shipped if not json_out else []:
-        typer.echo(f"{row['kind']:<9} {row['workload']:<24} {row['outcome'] or 'FAILED: ' + row['error']}")
-    if any(row["error"] for row in shipped):
-        raise typer.Exit(ExitCode.PARTIAL if any(not row["error"] for row in shipped) else ExitCode.FAILED)
+        typer.echo(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
+    for p in points if not json_out else []:
+        typer.echo(f"{p.kind:<9} {p.workload:<24} {p.detail if p.complete else 'FAILED: ' + (p.error or '')}")
+    if any(not p.complete for p in points):
+        raise typer.Exit(ExitCode.PARTIAL if any(p.complete for p in points) else ExitCode.FAILED)
+
+
+@protect_app.command("status")
+def protect_status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+    """Every protected workload's RPO (age of its newest complete recovery point) against its target."""
+    pb = load_playbook(playbook)
+    rows = protection.rpo_status(pb, Store().points(pb.name))
+    if json_out:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    for r in rows if not json_out else []:
+        age = "never" if r.age_s is None else f"{r.age_s:.0f} s ago"
+        target = f" (target {r.target_s:.0f} s)" if r.target_s else ""
+        flag = "STALE" if r.stale else "ok"
+        error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
+        typer.echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
+                   f"{r.points} kept{error}")
+    if not rows:
+        typer.echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
+    raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
 
 
 def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
@@ -539,6 +550,100 @@ def history(
     for r in runs:
         typer.echo(f"{r.id:>5} {r.started_at:%Y-%m-%d %H:%M:%S} {r.operation:<9} {r.playbook:<16} "
                    f"{r.source_site} -> {r.target_site}  {_state(r)}{': ' + r.error if r.error else ''}")
+
+
+daemon_app = typer.Typer(help="The daemon: scheduled protection and other jobs, one leader per store.",
+                         no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+schedule_app = typer.Typer(help="Jobs the daemon runs, kept in the state store.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@daemon_app.command("run")
+def daemon_run(
+    playbooks: Annotated[list[Path] | None, typer.Argument(
+        help="playbooks whose own schedules to run; a folder stands for its *.yaml files")] = None,
+    lease_s: Annotated[float, typer.Option(help="seconds a leader holds the scheduler without renewing")] = 15.0,
+) -> None:
+    """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    files = [f for p in playbooks or [] for f in (sorted(p.glob("*.y*ml")) if p.is_dir() else [p])]
+    for f in files:
+        load_playbook(f)  # a broken playbook is refused before the daemon starts
+    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s).run()
+
+
+@daemon_app.command("status")
+def daemon_status(json_out: JsonOpt = False) -> None:
+    """The daemons' heartbeats (and which one leads), the scheduled jobs' next runs, and running jobs."""
+    store = Store()
+    now = reports.naive(utcnow())
+    daemons = [{"daemon": d.identity, "leader": d.leader, "stopped": d.stopped, "started_at": d.started_at.isoformat(),
+                "heartbeat_age_s": (now - reports.naive(d.heartbeat_at)).total_seconds()} for d in store.daemons()]
+    jobs_ = [{"id": i, "name": n, "next_run": t.isoformat() if t else None} for i, n, t in next_runs(store)]
+    running = [{"run": r.id, "operation": r.operation, "playbook": r.playbook} for r in store.runs(100)
+               if r.state is RunState.RUNNING and run_alive(r, socket.gethostname())]
+    if json_out:
+        typer.echo(json.dumps({"daemons": daemons, "jobs": jobs_, "running": running}, indent=2))
+        return
+    for d in daemons:
+        role = "stopped" if d["stopped"] else "leader" if d["leader"] else "follower"
+        typer.echo(f"daemon {d['daemon']:<24} {role:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago")
+    for j in jobs_:
+        typer.echo(f"job {j['id']:<32} {j['name']:<32} next {j['next_run'] or 'paused'}")
+    for r in running:
+        typer.echo(f"running: run {r['run']} {r['operation']} {r['playbook']}")
+    if not daemons:
+        typer.echo("no daemon has run against this store", err=True)
+
+
+@schedule_app.command("add")
+def schedule_add(
+    playbook: PlaybookArg,
+    job: Annotated[JobKind, typer.Option(help="what to run")],
+    every: Annotated[float | None, typer.Option(help="seconds between runs")] = None,
+    cron: Annotated[str | None, typer.Option(help="cron expression, UTC: minute hour day month weekday")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="the schedule's id; replaces one with that id")] = None,
+) -> None:
+    """Add a schedule to the store; the leading daemon picks it up."""
+    pb = load_playbook(playbook)
+    try:
+        s = Schedule(job=job, every_s=every, cron=cron)
+    except ValueError:
+        raise UsageError("give --every SECONDS or --cron EXPRESSION, one of them") from None
+    sched = scheduler(Store())
+    sched.start(paused=True)
+    try:
+        added = add_schedule(sched, playbook, s, job_id or f"{pb.name}:{job}:{uuid.uuid4().hex[:6]}")
+    finally:
+        sched.shutdown(wait=False)
+    typer.echo(f"schedule {added.id}: {added.name}, {added.trigger}")
+
+
+@schedule_app.command("list")
+def schedule_list(json_out: JsonOpt = False) -> None:
+    """Every schedule in the store and its next run."""
+    rows = next_runs(Store())
+    if json_out:
+        typer.echo(json.dumps([{"id": i, "name": n, "next_run": t.isoformat() if t else None} for i, n, t in rows],
+                              indent=2))
+        return
+    for i, n, t in rows:
+        typer.echo(f"{i:<32} {n:<32} next {t.isoformat() if t else 'paused'}")
+
+
+@schedule_app.command("remove")
+def schedule_remove(job_id: Annotated[str, typer.Argument(help="the id from drorch schedule list")]) -> None:
+    """Remove a schedule from the store."""
+    sched = scheduler(Store())
+    sched.start(paused=True)
+    try:
+        sched.remove_job(job_id)
+    except JobLookupError:
+        raise NotFound(f"no schedule {job_id}") from None
+    finally:
+        sched.shutdown(wait=False)
+    typer.echo(f"schedule {job_id} removed")
 
 
 @app.command()

@@ -715,17 +715,3 @@ class Engine:
         default = pb.commit.default if pb.commit else CommitDefault.COMMIT
         return self.rollback(pb, run.id or 0) if default is CommitDefault.ROLLBACK else self.commit(run.id or 0)
 
-
-def ship(pb: Playbook, the_plan: Plan, drivers: Mapping[WorkloadKind, Driver]) -> list[dict[str, Any]]:
-    """Protect once: every workload that would move gets its recovery point shipped to the target."""
-    rows = []
-    for item in the_plan.items:
-        if item.action not in MOVING:
-            continue
-        row: dict[str, Any] = {"workload": item.workload, "kind": str(item.kind), "outcome": None, "error": None}
-        try:
-            row["outcome"] = drivers[item.kind].ship(move_request(pb, the_plan, item))
-        except DrorchError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
-    return rows

@@ -251,6 +251,37 @@ class Workload(_Model):
         return all(labels.get(k) == v for k, v in (self.labels or {}).items())
 
 
+class Protect(_Model):
+    """How often each workload's recovery point is shipped to the secondary, and how many are kept."""
+
+    interval_s: float = Field(gt=0, description="seconds between recovery points")
+    rpo_s: float | None = Field(None, gt=0, description="target age of the newest point; twice the interval if unset")
+    keep: int = Field(3, ge=1, description="recovery points kept per workload; older ones are removed")
+
+    @property
+    def target_s(self) -> float:
+        return self.rpo_s or 2 * self.interval_s
+
+
+class JobKind(StrEnum):
+    PROTECT = "protect"  # ship a recovery point of every workload
+    SETTLE = "settle"  # decide failovers whose commit window ended
+
+
+class Schedule(_Model):
+    """A job the daemon runs on a schedule: every so many seconds, or by a cron expression (UTC)."""
+
+    job: JobKind
+    every_s: float | None = Field(None, gt=0)
+    cron: str | None = Field(None, description="five fields: minute hour day month weekday")
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Schedule:
+        if (self.every_s is None) == (self.cron is None):
+            raise ValueError("a schedule has exactly one of every_s or cron")
+        return self
+
+
 class Playbook(_Model):
     version: int = 1
     name: Name
@@ -264,6 +295,8 @@ class Playbook(_Model):
     workloads: list[Workload] = Field(min_length=1)
     fencing: Fencing = Field(default_factory=Fencing)
     commit: CommitWindow | None = Field(None, description="failovers wait for drorch commit or rollback")
+    protect: Protect | None = Field(None, description="recovery points shipped to the secondary on a schedule")
+    schedules: list[Schedule] = Field(default_factory=list, description="jobs drorch daemon runs for this playbook")
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,46 @@ class Lock(SQLModel, table=True):
     pid: int
     host: str
     taken_at: datetime = Field(default_factory=utcnow)
+
+
+class RecoveryPoint(SQLModel, table=True):
+    """What a disaster restart of one workload can start from, shipped to a site at a time."""
+
+    __tablename__ = "recovery_points"
+
+    id: int | None = Field(default=None, primary_key=True)
+    playbook: str = Field(index=True)
+    workload: str
+    kind: str
+    site: str
+    taken_at: datetime = Field(default_factory=utcnow)
+    size_bytes: int | None = None
+    name: str | None = None  # the driver's name for it, e.g. the checkpoint's
+    detail: str | None = None  # what was shipped
+    complete: bool = True
+    error: str | None = None
+
+
+class Lease(SQLModel, table=True):
+    """Who runs the scheduler: taken when free or expired, renewed by its holder."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime
+
+
+class DaemonRow(SQLModel, table=True):
+    """Each daemon's heartbeat, for `drorch daemon status`."""
+
+    __tablename__ = "daemons"
+
+    identity: str = Field(primary_key=True)  # host:pid
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    leader: bool = False
+    stopped: bool = False
 
 
 class Step(SQLModel, table=True):
@@ -144,7 +184,7 @@ class Store:
             s.commit()
             return run
 
-    def save(self, *rows: Run | Step) -> None:
+    def save(self, *rows: SQLModel) -> None:
         with self.session() as s:
             for row in rows:
                 s.add(row)
@@ -207,6 +247,53 @@ class Store:
         with self.session() as s:
             s.execute(delete(Lock).where(Lock.run_id == run_id))  # type: ignore[arg-type]
             s.commit()
+
+    def add_points(self, points: Sequence[RecoveryPoint]) -> None:
+        self.save(*points)
+
+    def points(self, playbook: str) -> list[RecoveryPoint]:
+        """Newest first."""
+        with self.session() as s:
+            return list(s.exec(select(RecoveryPoint).where(RecoveryPoint.playbook == playbook)
+                               .order_by(RecoveryPoint.taken_at.desc(), RecoveryPoint.id.desc())))  # type: ignore[attr-defined,union-attr]
+
+    def drop_points(self, ids: Sequence[int]) -> None:
+        with self.session() as s:
+            s.execute(delete(RecoveryPoint).where(RecoveryPoint.id.in_(ids)))  # type: ignore[union-attr]
+            s.commit()
+
+    def lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take or renew the lease; True when `holder` has it until now + ttl."""
+        now = utcnow()
+        with self.session() as s:
+            res = s.execute(update(Lease).where(Lease.name == name,  # type: ignore[arg-type]
+                                                (Lease.holder == holder) | (Lease.expires_at < now))  # type: ignore[arg-type]
+                            .values(holder=holder, expires_at=now + ttl))
+            s.commit()
+            if res.rowcount:  # type: ignore[attr-defined]
+                return True
+            try:
+                s.add(Lease(name=name, holder=holder, expires_at=now + ttl))
+                s.commit()
+                return True
+            except IntegrityError:
+                return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.session() as s:
+            s.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))  # type: ignore[arg-type]
+            s.commit()
+
+    def heartbeat(self, identity: str, leader: bool, stopped: bool = False) -> None:
+        with self.session() as s:
+            row = s.get(DaemonRow, identity) or DaemonRow(identity=identity)
+            row.heartbeat_at, row.leader, row.stopped = utcnow(), leader, stopped
+            s.add(row)
+            s.commit()
+
+    def daemons(self) -> list[DaemonRow]:
+        with self.session() as s:
+            return list(s.exec(select(DaemonRow).order_by(DaemonRow.heartbeat_at.desc())))  # type: ignore[attr-defined]
 
     def refresh(self, run: Run) -> Run:
         """The run as the store has it now: another process may have asked it to abort."""

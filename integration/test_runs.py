@@ -146,9 +146,9 @@ def test_concurrent_failovers_of_one_playbook(state_dir: Path) -> None:
 
 @pytest.mark.usefixtures("fresh_lab")
 def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorch: Drorch) -> None:
-    shipped = run_drorch("protect", str(LAB_PLAYBOOK), "--json")
+    shipped = run_drorch("protect", "ship", str(LAB_PLAYBOOK), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    rows = {r["workload"]: r["outcome"] for r in json.loads(shipped.stdout)}
+    rows = {r["workload"]: r["detail"] for r in json.loads(shipped.stdout)}
     assert rows[labctl.VM_NAME] == "definition on site b"
     assert "checkpoint drorch-" in rows[labctl.CHECKPOINT_CONTAINER]
     wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER)) >= 6, "lab-counter past 5")

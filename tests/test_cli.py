@@ -159,7 +159,7 @@ def test_commit_window_commands(capsys: pytest.CaptureFixture[str], playbook_fil
 
 def test_disaster_cli_refuses_without_fencing(capsys: pytest.CaptureFixture[str], playbook_file: Path,
                                               cloud: FakeCloud, playbook: Playbook) -> None:
-    code, out, _ = drorch(capsys, "protect", str(playbook_file))
+    code, out, _ = drorch(capsys, "protect", "ship", str(playbook_file))
     assert code == 0 and out.count("copy on site b at count 42") == 3
     for kind in WorkloadKind:
         cloud.sites[uri(playbook, kind, "a")].reachable = False

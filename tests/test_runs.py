@@ -21,6 +21,7 @@ from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import Engine, FencingRequired, StepEvent
 from drorch.errors import UsageError, WorkloadBusy
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.protection import protect
 from drorch.records import RunState, StepState, utcnow
 from drorch.report import timeline
 from drorch.store import Store
@@ -306,12 +307,9 @@ def test_an_approval_pauses_the_run_until_approved(store: Store) -> None:
 
 def test_disaster_refuses_without_fencing_then_starts_the_shipped_copies(store: Store, cloud: FakeCloud,
                                                                           playbook: Playbook) -> None:
-    from drorch.engine import ship, snapshot
-    from drorch.planner import plan
-
     drivers = fake_drivers(cloud)
-    rows = ship(playbook, plan(playbook, snapshot(playbook, drivers), "a", "b"), drivers)
-    assert [r["error"] for r in rows] == [None] * 3
+    points = protect(playbook, drivers, store)
+    assert [(p.complete, p.error) for p in points] == [(True, None)] * 3
     for site in ("a",):
         for kind in WorkloadKind:
             cloud.sites[uri(playbook, kind, site)].reachable = False
@@ -329,11 +327,8 @@ def test_disaster_refuses_without_fencing_then_starts_the_shipped_copies(store: 
 
 
 def test_disaster_fences_a_primary_that_still_answers(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
-    from drorch.engine import ship, snapshot
-    from drorch.planner import plan
-
     drivers = fake_drivers(cloud)
-    ship(playbook, plan(playbook, snapshot(playbook, drivers), "a", "b"), drivers)
+    protect(playbook, drivers, store)
     run = Engine(store, drivers, poll_seconds=0).operate(playbook, "s", "failover", "a", "b", disaster=True)
     assert run.state is RunState.SUCCEEDED
     assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
@@ -341,11 +336,8 @@ def test_disaster_fences_a_primary_that_still_answers(store: Store, cloud: FakeC
 
 
 def test_disaster_with_a_fencing_command(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
-    from drorch.engine import ship, snapshot
-    from drorch.planner import plan
-
     drivers = fake_drivers(cloud)
-    ship(playbook, plan(playbook, snapshot(playbook, drivers), "a", "b"), drivers)
+    protect(playbook, drivers, store)
     for kind in WorkloadKind:
         cloud.sites[uri(playbook, kind, "a")].reachable = False
     for command, state in (("['false']", RunState.FAILED), ("['true']", RunState.SUCCEEDED)):
@@ -393,3 +385,25 @@ def test_report_gives_each_step_its_time_and_the_rto(engine: Engine, store: Stor
     assert all(s["duration_s"] is not None and s["duration_s"] >= 0 for s in doc["steps"])
     assert doc["rto_s"] == max(doc["workload_rto_s"].values()) and set(doc["workload_rto_s"]) == {
         "vm/db", "container/cache", "container/web"}
+
+
+def test_recovery_points_are_recorded_kept_and_aged(store: Store, cloud: FakeCloud) -> None:
+    from drorch.protection import rpo_status
+
+    pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 10, keep: 2}\n", "shop.yaml")
+    drivers = fake_drivers(cloud)
+    for _ in range(3):
+        protect(pb, drivers, store)
+    points = store.points("shop")
+    assert len(points) == 6 and {p.workload for p in points} == {"db", "cache", "web"}  # 2 kept of each
+    assert all(p.complete and p.size_bytes == 128 << 20 and p.site == "b" for p in points)
+    rows = rpo_status(pb, points)
+    assert [(r.workload, r.points, r.stale) for r in rows] == [("cache", 2, False), ("web", 2, False),
+                                                                 ("db", 2, False)]
+    assert all(r.target_s == 20 and r.age_s is not None and r.age_s < 20 for r in rows)
+    later = rpo_status(pb, points, now=utcnow() + timedelta(seconds=30))
+    assert all(r.stale for r in later)
+    cloud.sites[uri(pb, WorkloadKind.VM, "b")].reachable = False
+    protect(pb, drivers, store)
+    db = next(r for r in rpo_status(pb, store.points("shop")) if r.workload == "db")
+    assert db.points == 2 and "does not answer" in (db.last_error or "")

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 from drorch.inventory import HostFacts, WorkloadInfo
 from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
 
-__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "WorkloadInfo"]
+__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Shipped",
+           "WorkloadInfo"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,15 @@ class Handle:
         return cls(request=MoveRequest.from_dict(raw["request"]), id=raw["id"], data=raw["data"])
 
 
+@dataclass(frozen=True)
+class Shipped:
+    """A recovery point put on the target by `ship`."""
+
+    message: str
+    size_bytes: int | None = None
+    name: str | None = None  # the driver's name for it, e.g. the checkpoint's
+
+
 class Phase(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -146,9 +156,9 @@ class Driver(ABC):
         newest checkpoint); returns how. Raises MoveFailed or SiteUnreachable."""
 
     @abstractmethod
-    def ship(self, request: MoveRequest) -> str:
-        """Protect: put on the target what a disaster restart starts from, leaving the source running;
-        returns what was shipped. Raises MoveFailed or SiteUnreachable."""
+    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
+        """Protect: put on the target what a disaster restart starts from, leaving the source running,
+        and keep the `keep` newest points there. Raises MoveFailed or SiteUnreachable."""
 
     def cancel(self, handle: Handle) -> None:  # noqa: B027 - moves that cannot be stopped halfway run to their end
         """Stop a move under way; the workload stays on its source."""

@@ -22,7 +22,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
-from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
@@ -269,7 +269,7 @@ class DockerDriver(ThreadedDriver):
             raise MoveFailed(f"container {name} did not start on site {site.site}: {_reason(exc)}") from None
         return f"started on site {site.site} from its image (no checkpoint shipped)"
 
-    def ship(self, request: MoveRequest) -> str:
+    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         """Image and a stopped copy on the target, with a checkpoint of the running source in it."""
         name = request.workload
         src, dst = self._site(request.source), self._site(request.target)
@@ -287,24 +287,25 @@ class DockerDriver(ThreadedDriver):
             if copy is None:
                 config = clone_config(original, request.mappings, request.resources)
                 copy = {"Id": dst.api.create_container_from_config(config, name=name)["Id"]}
-            what = "image and config"
+            what, size, checkpoint = "image and config", None, None
             if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
                 checkpoint = f"drorch-{hid}"
                 src.checkpoint(original["Id"], checkpoint, leave_running=True)
+                shipped = dst.checkpoint_dir(copy["Id"], checkpoint)
                 try:
-                    _copy_private(src.checkpoint_dir(original["Id"], checkpoint),
-                                  dst.checkpoint_dir(copy["Id"], checkpoint))
+                    _copy_private(src.checkpoint_dir(original["Id"], checkpoint), shipped)
                 finally:
                     src.drop_checkpoint(original["Id"], checkpoint)
-                for old in dst.checkpoint_dir(copy["Id"], checkpoint).parent.iterdir():
-                    if old.name != checkpoint:
-                        shutil.rmtree(old, ignore_errors=True)  # the newest one is the recovery point
+                size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
+                older = sorted((d for d in shipped.parent.iterdir() if d != shipped), key=lambda d: d.stat().st_mtime)
+                for old in older[:max(0, len(older) - (keep - 1))]:
+                    shutil.rmtree(old, ignore_errors=True)  # beyond the retention policy
                 what += f", checkpoint {checkpoint}"
         except (APIError, DockerException, requests.RequestException, OSError) as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
                              f"{_reason(exc)}") from None
-        return f"{what} on site {request.target.site}"
+        return Shipped(f"{what} on site {request.target.site}", size, checkpoint)
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from drorch.drivers.base import Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import (
+    Driver,
+    Endpoint,
+    Handle,
+    HostFacts,
+    MoveRequest,
+    Phase,
+    Progress,
+    Shipped,
+    WorkloadInfo,
+)
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
 
@@ -138,7 +148,7 @@ class FakeDriver(Driver):
         w.running = True
         return f"started on site {site.site} from its copy (count {w.counter})"
 
-    def ship(self, request: MoveRequest) -> str:
+    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
         here = src.workloads.get(request.workload)
         if here is None or here.kind is not self.kind:
@@ -149,7 +159,8 @@ class FakeDriver(Driver):
         dst.workloads[request.workload] = replace(
             here, running=False, networks=tuple(request.mappings.network(n) for n in here.networks),
             labels=dict(here.labels))
-        return f"copy on site {request.target.site} at count {here.counter}"
+        return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
+                       f"count-{here.counter}")
 
     def _land(self, req: MoveRequest) -> str:
         src, dst = self.cloud.site(req.source), self.cloud.site(req.target)

@@ -10,7 +10,7 @@ from typing import Any
 
 import libvirt
 
-from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, WorkloadInfo
+from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
@@ -324,7 +324,7 @@ class LibvirtDriver(ThreadedDriver):
             raise MoveFailed(f"VM {name} did not start on site {site.site}: {_reason(exc)}") from None
         return f"started on site {site.site} from its shipped definition"
 
-    def ship(self, request: MoveRequest) -> str:
+    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         """The mapped definition, defined (not started) on the target; disks are not copied."""
         name = request.workload
         dom = self._domain(request.source, name)
@@ -339,7 +339,7 @@ class LibvirtDriver(ThreadedDriver):
             self._conn(request.target).defineXML(xml)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {_reason(exc)}") from None
-        return f"definition on site {request.target.site}"
+        return Shipped(f"definition on site {request.target.site}", len(xml.encode()), "definition")
 
     def _cold(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         """Shut down, define on the target with the mapped configuration and size, start there."""

@@ -1,0 +1,145 @@
+"""`drorch daemon`: an APScheduler whose jobs live in drorch's own store, run by one daemon at a time.
+
+Several daemons may share a store (PostgreSQL); a lease row says which one runs the scheduler. The
+holder renews it; when it stops renewing, another takes it over and runs what is due. Jobs missed while
+no daemon ran run once (coalesced), not once per missed time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from drorch.errors import UsageError
+from drorch.playbook import JobKind, Playbook, Schedule, load_playbook
+from drorch.records import utcnow
+from drorch.store import Store
+
+LEASE = "scheduler"
+JOBS_TABLE = "scheduled_jobs"
+log = logging.getLogger("drorch.daemon")
+
+# Set while the daemon stops: long jobs finish their current step, record where they stopped, and return.
+stopping = threading.Event()
+
+
+def _job(kind: JobKind) -> str:
+    """The job's function as APScheduler stores it: a reference, so stored jobs survive upgrades."""
+    return f"drorch.jobs:{kind.value}"
+
+
+def _trigger(s: Schedule) -> IntervalTrigger | CronTrigger:
+    if s.cron:
+        try:
+            return CronTrigger.from_crontab(s.cron, timezone="UTC")
+        except ValueError as exc:
+            raise UsageError(f"bad cron expression {s.cron!r}: {exc}") from None
+    assert s.every_s is not None
+    return IntervalTrigger(seconds=s.every_s, timezone="UTC")
+
+
+def scheduler(store: Store, threads: int = 2) -> BackgroundScheduler:
+    return BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)},
+        executors={"default": {"type": "threadpool", "max_workers": threads}},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        timezone="UTC",
+    )
+
+
+def add_schedule(sched: BackgroundScheduler, playbook: Path, s: Schedule, job_id: str) -> Job:
+    return sched.add_job(_job(s.job), _trigger(s), args=[str(playbook.resolve())], id=job_id,
+                         name=f"{s.job} {playbook.name}", replace_existing=True)
+
+
+def playbook_schedules(sched: BackgroundScheduler, path: Path, pb: Playbook) -> list[Job]:
+    """The schedules a playbook carries, under ids that a later start replaces rather than duplicates."""
+    return [add_schedule(sched, path, s, f"{pb.name}:{s.job}:{i}") for i, s in enumerate(pb.schedules)]
+
+
+class Daemon:
+    """One daemon: heartbeat, lease, and the scheduler while it holds the lease."""
+
+    def __init__(self, store: Store, playbooks: list[Path], lease_s: float = 15.0, threads: int = 2) -> None:
+        self.store = store
+        self.playbooks = playbooks
+        self.lease_s = lease_s
+        self.threads = threads
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.sched: BackgroundScheduler | None = None
+        stopping.clear()
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Until SIGTERM or SIGINT: renew, lead or follow, and let the scheduler work."""
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        self._event("started", playbooks=[str(p) for p in self.playbooks])
+        try:
+            while not stopping.is_set():
+                self.tick()
+                if on_tick is not None:
+                    on_tick()
+                stopping.wait(self.lease_s / 3)
+        finally:
+            self.stop()
+
+    def tick(self) -> None:
+        leader = self.store.lease(LEASE, self.identity, timedelta(seconds=self.lease_s))
+        self.store.heartbeat(self.identity, leader)
+        if leader and self.sched is None:
+            self._lead()
+        elif not leader and self.sched is not None:
+            self._event("lost the lease: following")
+            self.sched.shutdown(wait=False)
+            self.sched = None
+
+    def _lead(self) -> None:
+        self.sched = scheduler(self.store, self.threads)
+        self.sched.start(paused=True)
+        for path in self.playbooks:
+            playbook_schedules(self.sched, path, load_playbook(path))
+        self.sched.add_listener(self._job_event)
+        self.sched.resume()
+        jobs_ = [(j.id, j.next_run_time.isoformat() if j.next_run_time else None) for j in self.sched.get_jobs()]
+        self._event("leading: scheduler started", jobs=jobs_)
+
+    def _job_event(self, event: Any) -> None:
+        self._event("job ended", job=event.job_id, error=repr(event.exception) if event.exception else None)
+
+    def stop(self) -> None:
+        """Running jobs finish their current step (they watch `stopping`); then the lease is let go."""
+        stopping.set()
+        if self.sched is not None:
+            self.sched.shutdown(wait=True)
+            self.sched = None
+        self.store.release_lease(LEASE, self.identity)
+        self.store.heartbeat(self.identity, False, stopped=True)
+        self._event("stopped")
+
+    def _event(self, what: str, **fields: Any) -> None:
+        """One structured line per event."""
+        log.info(json.dumps({"at": utcnow().isoformat(), "daemon": self.identity, "event": what, **fields}))
+
+
+def next_runs(store: Store) -> list[tuple[str, str, datetime | None]]:
+    """Jobs in the store and when each runs next, read without starting a scheduler."""
+    js = SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)
+    js.start(scheduler(store), "default")
+    try:
+        return [(j.id, j.name, j.next_run_time) for j in js.get_all_jobs()]
+    finally:
+        js.shutdown()

@@ -1,0 +1,48 @@
+"""What the daemon runs: each job takes a playbook's path, opens its own store and drivers, and logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from drorch import protection
+from drorch.drivers import close_drivers, make_drivers
+from drorch.engine import Engine
+from drorch.playbook import load_playbook
+from drorch.records import utcnow
+from drorch.store import Store
+
+log = logging.getLogger("drorch.jobs")
+
+
+def _say(job: str, playbook: str, **fields: object) -> None:
+    log.info(json.dumps({"at": utcnow().isoformat(), "job": job, "playbook": playbook, **fields}))
+
+
+def protect(playbook_path: str) -> None:
+    """Ship one recovery point of every workload of the playbook."""
+    pb = load_playbook(Path(playbook_path))
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        points = protection.protect(pb, drivers, Store())
+    finally:
+        close_drivers(drivers)
+    _say("protect", pb.name, shipped=[p.workload for p in points if p.complete],
+         failed={p.workload: p.error for p in points if not p.complete})
+
+
+def settle(playbook_path: str) -> None:
+    """Decide this playbook's failovers whose commit window ended."""
+    pb = load_playbook(Path(playbook_path))
+    store = Store()
+    due = [r for r in Engine(store, {}).expired() if r.playbook == pb.name]
+    if not due:
+        return
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        for run in due:
+            _say("settle", pb.name, run=run.id, state=str(Engine(store, drivers).settle(pb, run).state))
+    finally:
+        close_drivers(drivers)
+

@@ -1,0 +1,93 @@
+"""Protection: recovery points shipped to the secondary, their retention, and each workload's RPO."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from drorch.drivers.base import Driver
+from drorch.engine import move_request, snapshot
+from drorch.errors import DrorchError
+from drorch.planner import MOVING, Action, plan
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.records import utcnow
+from drorch.report import naive
+from drorch.store import RecoveryPoint, Store
+
+
+def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
+            source: str | None = None, target: str | None = None) -> list[RecoveryPoint]:
+    """Ship one recovery point of every workload that would move, record it, and apply the retention."""
+    source, target = source or pb.primary, target or pb.secondary
+    keep = pb.protect.keep if pb.protect else 1
+    the_plan = plan(pb, snapshot(pb, drivers), source, target)
+    points = []
+    for item in the_plan.items:
+        if item.action not in MOVING and item.action is not Action.BLOCKED:
+            continue
+        point = RecoveryPoint(playbook=pb.name, workload=item.workload, kind=str(item.kind), site=target)
+        try:
+            if item.action is Action.BLOCKED:
+                raise DrorchError(item.reason)
+            shipped = drivers[item.kind].ship(move_request(pb, the_plan, item), keep)
+            point.size_bytes, point.name, point.detail = shipped.size_bytes, shipped.name, shipped.message
+        except DrorchError as exc:
+            point.complete, point.error = False, str(exc)
+        point.taken_at = utcnow()
+        points.append(point)
+    store.add_points(points)
+    _retain(store, pb.name, keep)
+    return points
+
+
+def _retain(store: Store, playbook: str, keep: int) -> None:
+    """Keep the `keep` newest complete points of each workload and the failures since the newest one."""
+    seen: dict[tuple[str, str, str], int] = {}
+    drop = []
+    for p in store.points(playbook):
+        key = (p.kind, p.workload, p.site)
+        if p.complete:
+            seen[key] = seen.get(key, 0) + 1
+        if seen.get(key, 0) > keep or (not p.complete and seen.get(key, 0) >= 1):
+            drop.append(p.id or 0)
+    store.drop_points(drop)
+
+
+@dataclass(frozen=True)
+class Rpo:
+    workload: str
+    kind: str
+    site: str
+    newest: datetime | None
+    age_s: float | None
+    target_s: float | None
+    points: int
+    last_error: str | None
+
+    @property
+    def stale(self) -> bool:
+        return self.age_s is None or (self.target_s is not None and self.age_s > self.target_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "kind": self.kind, "site": self.site, "points": self.points,
+                "newest": self.newest.isoformat() if self.newest else None, "age_s": self.age_s,
+                "target_s": self.target_s, "stale": self.stale, "last_error": self.last_error}
+
+
+def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None = None) -> list[Rpo]:
+    """Each protected workload's RPO: the age of its newest complete recovery point, against the target."""
+    now = naive(now or utcnow())
+    rows: dict[tuple[str, str, str], list[RecoveryPoint]] = {}
+    for p in points:
+        rows.setdefault((p.kind, p.workload, p.site), []).append(p)
+    out = []
+    for (kind, workload, site), mine in sorted(rows.items()):
+        complete = [p for p in mine if p.complete]
+        newest = max((naive(p.taken_at) for p in complete), default=None)
+        failed = [p for p in mine if not p.complete and (newest is None or naive(p.taken_at) > newest)]
+        out.append(Rpo(workload, kind, site, newest, (now - newest).total_seconds() if newest else None,
+                       pb.protect.target_s if pb.protect else None, len(complete),
+                       failed[0].error if failed else None))
+    return out

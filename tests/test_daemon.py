@@ -1,0 +1,99 @@
+"""The daemon over the real SQLite store: the lease, scheduled jobs in the store, and the schedule commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drorch import jobs
+from drorch.daemon import LEASE, Daemon, next_runs
+from drorch.drivers.fake import FakeCloud
+from drorch.store import Store
+from tests.conftest import PLAYBOOK, fake_drivers
+from tests.test_cli import drorch
+
+SCHEDULED = PLAYBOOK + "protect: {interval_s: 1, keep: 2}\nschedules:\n  - {job: protect, every_s: 1}\n"
+
+
+def test_one_holder_of_the_lease_until_it_expires_or_is_let_go(store: Store) -> None:
+    ttl = timedelta(seconds=0.3)
+    assert store.lease(LEASE, "a:1", ttl) and not store.lease(LEASE, "b:2", ttl)
+    assert store.lease(LEASE, "a:1", ttl)  # renewed
+    time.sleep(0.4)
+    assert store.lease(LEASE, "b:2", ttl) and not store.lease(LEASE, "a:1", ttl)  # a stopped renewing
+    store.release_lease(LEASE, "b:2")
+    assert store.lease(LEASE, "a:1", ttl)
+
+
+@pytest.fixture
+def scheduled(tmp_path: Path, cloud: FakeCloud, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    path = tmp_path / "shop.yaml"
+    path.write_text(SCHEDULED)
+    return path
+
+
+def test_the_leader_runs_the_playbooks_schedules_and_a_follower_takes_over(store: Store, scheduled: Path) -> None:
+    first, second = Daemon(store, [scheduled], lease_s=1), Daemon(store, [scheduled], lease_s=1)
+    second.identity = "other:2"
+    first.tick()
+    second.tick()
+    assert first.sched is not None and second.sched is None
+    assert [i for i, _n, _t in next_runs(store)] == ["shop:protect:0"]
+    deadline = time.monotonic() + 10
+    while len(store.points("shop")) < 6 and time.monotonic() < deadline:  # two rounds of three workloads
+        time.sleep(0.1)
+    assert {p.workload for p in store.points("shop")} == {"db", "cache", "web"}
+    first.stop()
+    second.tick()
+    assert second.sched is not None  # the lease was let go: taken at once
+    roles = {d.identity: (d.leader, d.stopped) for d in store.daemons()}
+    assert roles[first.identity] == (False, True) and roles["other:2"] == (True, False)
+    second.stop()
+    assert [i for i, _n, _t in next_runs(store)] == ["shop:protect:0"]  # kept in the store for the next start
+
+
+def test_schedule_commands(capsys: pytest.CaptureFixture[str], scheduled: Path, store: Store,
+                           fake_cli: None) -> None:
+    code, out, _ = drorch(capsys, "schedule", "add", str(scheduled), "--job", "protect", "--every", "30",
+                          "--id", "nightly")
+    assert code == 0 and out.startswith("schedule nightly: protect shop.yaml, interval[0:00:30]")
+    code, _, err = drorch(capsys, "schedule", "add", str(scheduled), "--job", "settle")
+    assert code == 2 and "give --every SECONDS or --cron EXPRESSION" in err
+    code, out, _ = drorch(capsys, "schedule", "add", str(scheduled), "--job", "settle", "--cron", "*/5 * * * *")
+    assert code == 0
+    code, out, _ = drorch(capsys, "schedule", "list", "--json")
+    assert sorted(j["name"] for j in json.loads(out)) == ["protect shop.yaml", "settle shop.yaml"]
+    code, out, _ = drorch(capsys, "schedule", "remove", "nightly")
+    assert code == 0 and out == "schedule nightly removed\n"
+    code, _, err = drorch(capsys, "schedule", "remove", "nightly")
+    assert code == 2 and err == "drorch: error: no schedule nightly\n"
+    code, out, _ = drorch(capsys, "daemon", "status", "--json")
+    assert code == 0 and [j["name"] for j in json.loads(out)["jobs"]] == ["settle shop.yaml"]
+
+
+def test_protect_status_shows_each_rpo(capsys: pytest.CaptureFixture[str], scheduled: Path, store: Store,
+                                       fake_cli: None) -> None:
+    code, _, err = drorch(capsys, "protect", "status", str(scheduled))
+    assert code == 1 and "no recovery points of shop yet" in err
+    code, out, _ = drorch(capsys, "protect", "ship", str(scheduled))
+    assert code == 0 and out.count("copy on site b at count 42") == 3
+    code, out, _ = drorch(capsys, "protect", "status", str(scheduled))
+    assert code == 0 and "vm        db                       site b: ok    newest 0 s ago (target 2 s), 1 kept" in out
+    time.sleep(2.1)
+    code, out, _ = drorch(capsys, "protect", "status", str(scheduled), "--json")
+    assert code == 1 and all(r["stale"] for r in json.loads(out))
+
+
+def test_the_systemd_unit_runs_the_daemon_and_stops_it_gently() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).resolve().parent.parent / "drorch" / "systemd" / "drorch-daemon.service")
+    assert unit["Service"]["ExecStart"].split()[1:3] == ["daemon", "run"]
+    assert unit["Service"]["KillSignal"] == "SIGTERM" and int(unit["Service"]["TimeoutStopSec"]) >= 60
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
