@@ -251,21 +251,20 @@ def failback(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
 RunArg = Annotated[int, typer.Argument(help="the run's id, from drorch history", show_default=False)]
 
 
-def _run_playbook(run_id: int) -> tuple[Store, Run, Playbook]:
-    store = Store()
-    run = store.run(run_id)
+def _run_playbook(run_id: int) -> Playbook:
+    """The playbook a recorded run was started from, read again from its path."""
+    run = Store().run(run_id)
     try:
-        pb = load_playbook(Path(run.playbook_path))
+        return load_playbook(Path(run.playbook_path))
     except PlaybookError as exc:
         raise UsageError(f"run {run_id} needs its playbook {run.playbook_path}, which cannot be used: "
                          f"{exc.problems[0]}") from None
-    return store, run, pb
 
 
 @app.command()
 def resume(run_id: RunArg, json_out: JsonOpt = False) -> None:
     """Continue a run that was interrupted, failed or aborted: each step first checks where its workload is."""
-    _store, _run, pb = _run_playbook(run_id)
+    pb = _run_playbook(run_id)
     with _engine(pb, json_out) as engine:
         _ended(engine.store, engine.resume(pb, run_id), json_out)
 
@@ -273,7 +272,7 @@ def resume(run_id: RunArg, json_out: JsonOpt = False) -> None:
 @app.command()
 def abort(run_id: RunArg, json_out: JsonOpt = False) -> None:
     """Stop a run: moves under way are cancelled where they can be, the rest do not start."""
-    _store, _run, pb = _run_playbook(run_id)
+    pb = _run_playbook(run_id)
     with _engine(pb, True) as engine:
         run = engine.abort(pb, run_id)
     if json_out:
@@ -299,7 +298,7 @@ def commit(run_id: RunArg) -> None:
 @app.command()
 def rollback(run_id: RunArg, json_out: JsonOpt = False) -> None:
     """Move back what a run moved (a failover pending commit, or one that ended)."""
-    _store, _run, pb = _run_playbook(run_id)
+    pb = _run_playbook(run_id)
     with _engine(pb, json_out) as engine:
         _ended(engine.store, engine.rollback(pb, run_id), json_out)
 
@@ -308,7 +307,7 @@ def rollback(run_id: RunArg, json_out: JsonOpt = False) -> None:
 def settle() -> None:
     """Decide failovers whose commit window ended, as their playbooks say (run it from cron or the daemon)."""
     for run in Engine(Store(), {}).expired():
-        _store, _run, pb = _run_playbook(run.id or 0)
+        pb = _run_playbook(run.id or 0)
         with _engine(pb, True) as engine:
             done = engine.settle(pb, run)
         typer.echo(f"run {run.id}: commit window ended: {done.state}")

@@ -231,6 +231,11 @@ class Engine:
             self.store.drop_lock(held)
         raise WorkloadBusy(f"could not take {', '.join(keys)}: locks keep changing hands")
 
+    def _retake(self, pb: Playbook, run_id: int) -> None:
+        """A run that had ended and acts again takes its playbook and workloads back."""
+        keys = {f"{s.kind}/{s.workload}" for s in self.store.steps(run_id) if s.action in ACTING}
+        self._take([playbook_key(pb), *sorted(keys)], run_id)
+
     @contextlib.contextmanager
     def claim(self, pb: Playbook) -> Iterator[None]:
         """Hold the playbook while its run is planned; `start` hands the lock to the run."""
@@ -625,9 +630,7 @@ class Engine:
                 raise WorkloadBusy(f"run {run_id} is still running (pid {run.pid} on {run.host})")
             self.store.adopt_locks(run_id, os.getpid(), self.host)
         else:
-            steps = self.store.steps(run_id)
-            keys = {f"{s.kind}/{s.workload}" for s in steps if s.action in ACTING}
-            self._take([playbook_key(pb), *sorted(keys)], run_id)
+            self._retake(pb, run_id)
         for s in self.store.steps(run_id):
             if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
                 s.state = StepState.PENDING
@@ -696,8 +699,7 @@ class Engine:
         if run.state is RunState.ROLLED_BACK:
             raise UsageError(f"run {run_id} was already rolled back")
         if run.state is not RunState.PENDING_COMMIT:
-            keys = {f"{s.kind}/{s.workload}" for s in self.store.steps(run_id) if s.action in ACTING}
-            self._take([playbook_key(pb), *sorted(keys)], run_id)
+            self._retake(pb, run_id)
         run.state, run.pid, run.host, run.ended_at = RunState.RUNNING, os.getpid(), self.host, None
         self.store.save(run)
         live = _Live(pb, run, self.store.steps(run_id))
