@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, event, inspect, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -135,6 +136,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _lost_creation_race(exc: DBAPIError) -> bool:
+    """SQLite says the table already exists; PostgreSQL may instead trip over its catalog's unique keys."""
+    message = str(exc.orig)
+    return "already exists" in message or "pg_type_typname_nsp_index" in message
+
+
 class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
@@ -145,14 +152,17 @@ class Store:
         self._add_new_columns()
 
     def _create_tables(self) -> None:
-        """Two commands starting at once on a new store both create it: the loser finds the tables there."""
-        for attempt in range(3):
+        """Commands starting at once on a new store all create it: whoever loses a table to another finds it
+        there next time round, so each retry gets further and the tables bound the retries."""
+        objects = sum(1 + len(t.indexes) for t in SQLModel.metadata.sorted_tables)
+        for attempt in range(objects + 1):
             try:
                 SQLModel.metadata.create_all(self.engine)
                 return
-            except OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 2:
+            except DBAPIError as exc:
+                if not _lost_creation_race(exc) or attempt == objects:
                     raise
+                time.sleep(0.05)
 
     def _add_new_columns(self) -> None:
         """Bring a store written by an earlier drorch up to date: columns added since are nullable."""

@@ -3,7 +3,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import Table, create_engine, event, inspect
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 from drorch.store import Store
 
@@ -29,3 +31,25 @@ def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path: Path) -
     assert {"wave", "action", "from_host", "to_host"} <= columns
     (step,) = store.steps(1)
     assert step.workload == "vm1" and step.wave is None
+
+
+def test_tables_another_command_creates_first_are_found_there(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    rival = create_engine(url)
+    raced: list[str] = []
+
+    def another_command_got_there_first(table: Table, conn: Connection, **_kw: object) -> None:
+        if conn.engine is not rival:  # between drorch's look and its CREATE TABLE: "table ... already exists"
+            raced.append(table.name)
+            table.create(rival)
+
+    tables = SQLModel.metadata.sorted_tables
+    for table in tables:
+        event.listen(table, "before_create", another_command_got_there_first)
+    try:
+        store = Store(url)
+    finally:
+        for table in tables:
+            event.remove(table, "before_create", another_command_got_there_first)
+    assert sorted(raced) == sorted(t.name for t in tables)  # drorch lost every race
+    assert store.steps(1) == []
