@@ -7,8 +7,10 @@ import getpass
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from rich.table import Table
 from drorch import protection
 from drorch import report as reports
 from drorch.daemon import Daemon, add_schedule, next_runs, scheduler
+from drorch.drill import Drill
 from drorch.drivers import close_drivers as _close
 from drorch.drivers import make_drivers
 from drorch.engine import Engine, Reporter, StepEvent, check_playbook, run_alive, snapshot
@@ -646,11 +649,41 @@ def schedule_remove(job_id: Annotated[str, typer.Argument(help="the id from dror
 
 
 @app.command()
-def report(run_id: RunArg, json_out: JsonOpt = False) -> None:
-    """A run's timeline: each step's start and duration, and the RTO it achieved."""
+def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | None, typer.Option(
+        "--html", help="also write a self-contained page with the timeline chart to this file")] = None) -> None:
+    """A run's timeline: each step's start and duration, the RTO it achieved; for drills the checks and RPO."""
     store = Store()
     doc = reports.timeline(store.run(run_id), store.steps(run_id))
+    if html is not None:
+        try:
+            html.write_text(reports.html(doc), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
     typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
+
+
+@app.command("drill")
+def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Option(
+        "--hold-s", help="seconds the clones stay up after their checks (default: drill.hold_s)")] = None,
+        json_out: JsonOpt = False) -> None:
+    """Bring the playbook up on the secondary from its recovery points, isolated from production; check
+    and time every clone, then tear it all down. Exit 0 when the drill passed."""
+    pb = load_playbook(playbook)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop cloning, still tear down
+        signal.signal(sig, lambda *_: stop.set())
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    report = _reporter(json_out)
+    store = Store()
+    try:
+        run = Drill(store, drivers, report, stop).run(pb, str(playbook), hold_s)
+    finally:
+        if isinstance(report, RichReporter):
+            report.close()
+        _close(drivers)
+    doc = reports.timeline(run, store.steps(run.id or 0))
+    typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
+    raise typer.Exit(EXIT_CODES[run.state])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -108,17 +109,28 @@ class Daemon:
             self.sched = None
 
     def _lead(self) -> None:
+        """Clean up what drills of dead daemons left, then run the scheduler."""
+        from drorch import jobs  # the jobs import the daemon's `stopping`
+
+        jobs.clean_up_drills(self._gone())
         self.sched = scheduler(self.store, self.threads)
         self.sched.start(paused=True)
         for path in self.playbooks:
             playbook_schedules(self.sched, path, load_playbook(path))
-        self.sched.add_listener(self._job_event)
+        self.sched.add_listener(self._job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.sched.resume()
         jobs_ = [(j.id, j.next_run_time.isoformat() if j.next_run_time else None) for j in self.sched.get_jobs()]
         self._event("leading: scheduler started", jobs=jobs_)
 
+    def _gone(self) -> frozenset[str]:
+        """Daemons that stopped, or whose heartbeat is older than a lease: their running drills are dead."""
+        old = utcnow() - timedelta(seconds=self.lease_s)
+        return frozenset(d.identity for d in self.store.daemons() if d.identity != self.identity and (
+            d.stopped or d.heartbeat_at.replace(tzinfo=old.tzinfo) < old))
+
     def _job_event(self, event: Any) -> None:
-        self._event("job ended", job=event.job_id, error=repr(event.exception) if event.exception else None)
+        self._event("job ended", job=event.job_id, scheduled=event.scheduled_run_time.isoformat(),
+                    error=repr(event.exception) if event.exception else None)
 
     def stop(self) -> None:
         """Running jobs finish their current step (they watch `stopping`); then the lease is let go."""

@@ -217,7 +217,7 @@ class Engine:
             return f"{lock.key} is held by interrupted {what}: drorch resume {run.id} or drorch abort {run.id}"
         return f"{lock.key} is held by {what}"
 
-    def _take(self, keys: list[str], run_id: int | None) -> None:
+    def take(self, keys: list[str], run_id: int | None) -> None:
         """Take the keys or raise WorkloadBusy naming the holder; a lock whose planner died is dropped."""
         for _ in range(3):
             held = self.store.take_locks(keys, run_id, os.getpid(), self.host)
@@ -234,13 +234,13 @@ class Engine:
     def _retake(self, pb: Playbook, run_id: int) -> None:
         """A run that had ended and acts again takes its playbook and workloads back."""
         keys = {f"{s.kind}/{s.workload}" for s in self.store.steps(run_id) if s.action in ACTING}
-        self._take([playbook_key(pb), *sorted(keys)], run_id)
+        self.take([playbook_key(pb), *sorted(keys)], run_id)
 
     @contextlib.contextmanager
     def claim(self, pb: Playbook) -> Iterator[None]:
         """Hold the playbook while its run is planned; `start` hands the lock to the run."""
         key = playbook_key(pb)
-        self._take([key], None)
+        self.take([key], None)
         try:
             yield
         except BaseException:
@@ -274,7 +274,7 @@ class Engine:
         if disaster:
             steps[0].detail = json.dumps({"confirmed": confirmed})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
-        self._take(keys, None)  # refused before anything is recorded
+        self.take(keys, None)  # refused before anything is recorded
         try:
             self.store.add_run(run, steps)
         except BaseException:

@@ -7,10 +7,14 @@ import logging
 from pathlib import Path
 
 from drorch import protection
+from drorch.daemon import stopping
+from drorch.drill import Drill
 from drorch.drivers import close_drivers, make_drivers
 from drorch.engine import Engine
+from drorch.errors import DrorchError
 from drorch.playbook import load_playbook
-from drorch.records import utcnow
+from drorch.records import DRILL, utcnow
+from drorch.report import timeline
 from drorch.store import Store
 
 log = logging.getLogger("drorch.jobs")
@@ -46,3 +50,35 @@ def settle(playbook_path: str) -> None:
     finally:
         close_drivers(drivers)
 
+
+
+def drill(playbook_path: str) -> None:
+    """A DR drill of the playbook; a daemon stopping cuts it short, and its teardown still runs."""
+    pb = load_playbook(Path(playbook_path))
+    store = Store()
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        run = Drill(store, drivers, stop=stopping).run(pb, playbook_path)
+    finally:
+        close_drivers(drivers)
+    report = timeline(run, store.steps(run.id or 0))
+    _say(DRILL, pb.name, run=run.id, state=str(run.state), rto_s=report["rto_s"], error=run.error)
+
+
+def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
+    """What drills of dead processes left on the secondary, removed (a daemon does this when it starts)."""
+    store = Store()
+    for path in sorted({r.playbook_path for r in store.runs_of(DRILL)}):
+        try:
+            pb = load_playbook(Path(path))
+        except DrorchError as exc:
+            _say("clean up", path, error=str(exc))
+            continue
+        drivers = make_drivers({w.kind for w in pb.workloads})
+        try:
+            for run in Drill(store, drivers).clean_up(pb.name, gone):
+                _say("clean up", pb.name, run=run.id, state=str(run.state), error=run.error)
+        except DrorchError as exc:
+            _say("clean up", pb.name, error=str(exc))
+        finally:
+            close_drivers(drivers)

@@ -146,6 +146,8 @@ class Hook(_Model):
     retries: int = Field(0, ge=0, description="attempts after the first one")
     delay: float = Field(1.0, ge=0, description="seconds between attempts")
     on_error: OnError = OnError.FAIL
+    drill: bool = Field(False, description="a workload's check that DR drills run too, against the clone "
+                                           "(DRORCH_CLONE); drills run no other hook")
 
     @model_validator(mode="after")
     def _one_action(self) -> Hook:
@@ -263,9 +265,17 @@ class Protect(_Model):
         return self.rpo_s or 2 * self.interval_s
 
 
+class DrillSettings(_Model):
+    """How a DR drill brings the playbook up on the secondary in isolation."""
+
+    hold_s: float = Field(0, ge=0, description="seconds the clones stay up after their checks, for a look at them")
+    check_timeout_s: float = Field(60, gt=0, description="how long a clone may take to be seen running")
+
+
 class JobKind(StrEnum):
     PROTECT = "protect"  # ship a recovery point of every workload
     SETTLE = "settle"  # decide failovers whose commit window ended
+    DRILL = "drill"  # bring clones up on the secondary in isolation, check them, tear them down
 
 
 class Schedule(_Model):
@@ -297,6 +307,7 @@ class Playbook(_Model):
     commit: CommitWindow | None = Field(None, description="failovers wait for drorch commit or rollback")
     protect: Protect | None = Field(None, description="recovery points shipped to the secondary on a schedule")
     schedules: list[Schedule] = Field(default_factory=list, description="jobs drorch daemon runs for this playbook")
+    drill: DrillSettings = Field(default_factory=DrillSettings)
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,6 +27,20 @@ class StepKind(StrEnum):
     HOOK = "hook"  # a wave's before or after hooks
     APPROVAL = "approval"
     FENCE = "fence"  # disaster: the source's copies are destroyed, or the source is declared down
+    TEARDOWN = "teardown"  # a drill's clones and network removed
+
+
+DRILL = "drill"  # the operation and mode of a DR drill's run, and the action of each of its clone steps
+DRILL_CLONE = re.compile(r".+-drill-[0-9]+")  # what drills name their clones, which inventories leave out
+DRILL_LABEL = "drorch.drill"  # set on what a drill makes, where the technology has labels
+
+
+def clone_name(workload: str, run_id: int) -> str:
+    return f"{workload}-drill-{run_id}"
+
+
+def network_name(run_id: int) -> str:
+    return f"drorch-drill-{run_id}"
 
 
 ROLLBACK = "rollback"  # the action of a step that moves back what its run moved, and its wave

@@ -145,7 +145,9 @@ def _lost_creation_race(exc: DBAPIError) -> bool:
 class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
-        self.engine: Engine = create_engine(self.url)
+        # Times are written in UTC: PostgreSQL sessions are told so, whatever the server's own zone.
+        args = {"options": "-c timezone=UTC"} if self.url.startswith("postgresql") else {}
+        self.engine: Engine = create_engine(self.url, connect_args=args)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._create_tables()
@@ -214,6 +216,14 @@ class Store:
     def runs(self, limit: int = 20) -> list[Run]:
         with self.session() as s:
             return list(s.exec(select(Run).order_by(Run.id.desc()).limit(limit)))  # type: ignore[union-attr]
+
+    def runs_of(self, operation: str, playbook: str | None = None) -> list[Run]:
+        """Oldest first."""
+        with self.session() as s:
+            q = select(Run).where(Run.operation == operation)
+            if playbook is not None:
+                q = q.where(Run.playbook == playbook)
+            return list(s.exec(q.order_by(Run.id)))  # type: ignore[arg-type]
 
     def take_locks(self, keys: Sequence[str], run_id: int | None, pid: int, host: str) -> Lock | None:
         """Take every key at once, or none: returns the lock that someone else holds."""

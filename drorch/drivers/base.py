@@ -160,6 +160,21 @@ class Driver(ABC):
         """Protect: put on the target what a disaster restart starts from, leaving the source running,
         and keep the `keep` newest points there. Raises MoveFailed or SiteUnreachable."""
 
+    @abstractmethod
+    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+        """Drill: start `clone`, a renamed copy of the recovery point the site holds for `name`, attached
+        only to `network`, an isolated network the driver creates for the drill when the copy needs one.
+        The recovery point is not changed. Returns how it started; raises MoveFailed or SiteUnreachable."""
+
+    @abstractmethod
+    def discard(self, clone: str, site: Endpoint) -> list[str]:
+        """Drill teardown: remove the clone and what was made for it; returns what was removed.
+        Idempotent, so safe on a drill that died at any point. Raises SiteUnreachable."""
+
+    @abstractmethod
+    def drop_network(self, network: str, site: Endpoint) -> bool:
+        """Drill teardown, after its clones: remove the drill's network; True when there was one."""
+
     def cancel(self, handle: Handle) -> None:  # noqa: B027 - moves that cannot be stopped halfway run to their end
         """Stop a move under way; the workload stays on its source."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase,
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.records import DRILL_LABEL
 
 # What a recreated container keeps of the original's host configuration.
 HOST_CONFIG_KEYS = (
@@ -63,6 +65,20 @@ def clone_config(
     if resources is not None and resources.vcpus:
         hc["NanoCpus"] = resources.vcpus * 10**9
     config["HostConfig"] = hc
+    return config
+
+
+def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
+    """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
+    no network at all (then its own empty namespace already isolates it); labelled as a drill's."""
+    config = clone_config(inspect)
+    hc = config["HostConfig"]
+    for key in ("PortBindings", "RestartPolicy"):
+        hc.pop(key, None)
+    config.pop("ExposedPorts", None)
+    if hc.get("NetworkMode") != "none":
+        hc["NetworkMode"] = network
+    config["Labels"] = {**(config.get("Labels") or {}), DRILL_LABEL: clone}
     return config
 
 
@@ -148,6 +164,7 @@ class DockerDriver(ThreadedDriver):
 
     def __init__(self) -> None:
         self._sites: dict[str, _Site] = {}
+        self._lock = threading.Lock()
         super().__init__()
         self._bytes: dict[str, tuple[int, int]] = {}
 
@@ -192,7 +209,7 @@ class DockerDriver(ThreadedDriver):
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
         try:
-            ids = [c["Id"] for c in s.api.containers(all=True)]
+            ids = [c["Id"] for c in s.api.containers(all=True) if DRILL_LABEL not in (c.get("Labels") or {})]
         except (DockerException, requests.RequestException) as exc:
             raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
         found = (s.inspect(i) for i in ids)
@@ -268,6 +285,65 @@ class DockerDriver(ThreadedDriver):
         except (DockerException, requests.RequestException) as exc:
             raise MoveFailed(f"container {name} did not start on site {site.site}: {_reason(exc)}") from None
         return f"started on site {site.site} from its image (no checkpoint shipped)"
+
+    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+        """A new container from the stopped copy's config, restored from a copy of its newest checkpoint."""
+        s = self._site(site)
+        copy = s.inspect(name)
+        if copy is None:
+            raise MoveFailed(f"site {site.site} holds no copy of container {name} to clone")
+        if copy.get("Mounts"):
+            raise MoveFailed(f"container {name} has volumes or binds, which a clone would share with the "
+                             "recovery point: it is not cloned")
+        try:
+            there = s.inspect(clone)
+            if there is not None and there["State"]["Running"]:
+                return f"{clone} already up on site {site.site}"
+            config = drill_config(copy, clone, network)
+            if config["HostConfig"]["NetworkMode"] == network:
+                self._isolated_network(s, network)
+            target = there["Id"] if there else s.api.create_container_from_config(config, name=clone)["Id"]
+            checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoints_supported() else None
+            if checkpoint is None:
+                s.start(target)
+                return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
+            restored = s.checkpoint_dir(target, checkpoint)
+            _copy_private(s.checkpoint_dir(copy["Id"], checkpoint), restored)
+            try:
+                s.start(target, checkpoint=checkpoint)
+            finally:
+                shutil.rmtree(restored, ignore_errors=True)  # it holds the process's memory
+        except (APIError, DockerException, requests.RequestException, OSError) as exc:
+            raise MoveFailed(f"clone {clone} of container {name} did not start on site {site.site}: "
+                             f"{_reason(exc)}") from None
+        return f"{clone} restored on site {site.site} from checkpoint {checkpoint}"
+
+    def _isolated_network(self, s: _Site, network: str) -> None:
+        """An internal network: no gateway, no route off it, so clones reach each other and nothing else."""
+        with self._lock:
+            if not s.api.networks(names=[network]):
+                s.api.create_network(network, driver="bridge", internal=True, labels={DRILL_LABEL: network})
+
+    def discard(self, clone: str, site: Endpoint) -> list[str]:
+        s = self._site(site)
+        c = s.inspect(clone)
+        if c is None:
+            return []
+        try:
+            s.api.remove_container(c["Id"], force=True)
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {site.site}: removing container {clone}: {_reason(exc)}") from None
+        return [f"container {clone}"]
+
+    def drop_network(self, network: str, site: Endpoint) -> bool:
+        s = self._site(site)
+        try:
+            found = [n for n in s.api.networks(names=[network]) if n["Name"] == network]
+            for n in found:
+                s.api.remove_network(n["Id"])
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise SiteUnreachable(f"site {site.site}: removing network {network}: {_reason(exc)}") from None
+        return bool(found)
 
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         """Image and a stopped copy on the target, with a checkpoint of the running source in it."""

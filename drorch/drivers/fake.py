@@ -23,6 +23,7 @@ from drorch.drivers.base import (
 )
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
+from drorch.records import DRILL_CLONE
 
 
 @dataclass
@@ -44,6 +45,7 @@ class FakeSite:
     reachable: bool = True
     checkpoints: bool = True  # CRIU works on this site's Docker
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)  # made by drills
     facts: HostFacts = field(default_factory=lambda: HostFacts(vcpus=64, memory_mib=65536))
 
 
@@ -77,7 +79,8 @@ class FakeDriver(Driver):
         return {n: w for n, w in self.cloud.site(site).workloads.items() if w.kind is self.kind}
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
-        return [self._info(n, w, site) for n, w in sorted(self._workloads(site).items())]
+        found = sorted(self._workloads(site).items())
+        return [self._info(n, w, site) for n, w in found if not DRILL_CLONE.fullmatch(n)]
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         w = self._workloads(site).get(name)
@@ -161,6 +164,32 @@ class FakeDriver(Driver):
             labels=dict(here.labels))
         return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
                        f"count-{here.counter}")
+
+    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+        here = self.cloud.site(site)
+        copy = self._workloads(site).get(name)
+        if copy is None:
+            raise MoveFailed(f"site {site.site} holds no copy of {self.kind} {name} to clone")
+        if clone in here.workloads:
+            return f"{clone} already up on site {site.site}"
+        why = self.cloud.fail.pop(clone, None)
+        if why is not None:
+            raise MoveFailed(why)
+        if copy.networks:
+            here.networks.add(network)
+        here.workloads[clone] = replace(copy, running=True, networks=(network,) if copy.networks else (),
+                                        labels=dict(copy.labels))
+        return f"{clone} up on site {site.site} (count {copy.counter})"
+
+    def discard(self, clone: str, site: Endpoint) -> list[str]:
+        return [clone] if self.cloud.site(site).workloads.pop(clone, None) is not None else []
+
+    def drop_network(self, network: str, site: Endpoint) -> bool:
+        here = self.cloud.site(site)
+        if network not in here.networks:
+            return False
+        here.networks.discard(network)
+        return True
 
     def _land(self, req: MoveRequest) -> str:
         src, dst = self.cloud.site(req.source), self.cloud.site(req.target)

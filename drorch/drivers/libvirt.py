@@ -14,6 +14,7 @@ from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase,
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
+from drorch.records import DRILL_CLONE
 
 # libvirt prints every error on stderr besides raising it; the exception is enough.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -124,6 +125,60 @@ def map_domain_xml(xml: str, mappings: Mappings, resources: Resources | None) ->
     return ET.tostring(root, encoding="unicode") if changed else xml
 
 
+DRILL_NS = "urn:drorch:drill"
+
+
+def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, str]) -> str:
+    """A drill clone's definition: renamed, without UUID or MACs, every interface on the drill's network,
+    file consoles in files of its own, and its writable disks on the copy-on-write `overlays` (by source)."""
+    root = ET.fromstring(xml)
+    name = root.find("name")
+    original = name.text or "" if name is not None else ""
+    if name is not None:
+        name.text = clone
+    for el in root.findall("uuid"):
+        root.remove(el)
+    for iface in root.findall("./devices/interface"):
+        model = iface.find("model")
+        for child in list(iface):
+            iface.remove(child)
+        iface.attrib = {"type": "network"}
+        ET.SubElement(iface, "source", network=network)
+        if model is not None:
+            iface.append(model)
+    for log in root.findall("./devices/*[@type='file']/source[@path]"):
+        folder, _, base = log.get("path", "").rpartition("/")
+        base = base.replace(original, clone) if original and original in base else f"{clone}.{base}"
+        log.set("path", f"{folder}/{base}")
+    for disk in root.findall("./devices/disk"):
+        source = disk.find("source")
+        key = _disk_source(disk)
+        if source is None or key is None or key not in overlays:
+            continue
+        disk.set("type", "file")
+        source.attrib = {"file": overlays[key]}
+        driver = disk.find("driver")
+        if driver is not None:
+            driver.set("type", "qcow2")
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    ET.SubElement(metadata, f"{{{DRILL_NS}}}clone", of=original)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _disk_source(disk: ET.Element) -> str | None:
+    """A writable disk's source as `file` or `pool/volume`; None for CD-ROMs, read-only and network disks."""
+    source = disk.find("source")
+    if source is None or disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+        return None
+    if disk.get("type") == "file":
+        return source.get("file")
+    if disk.get("type") == "volume":
+        return f"{source.get('pool')}/{source.get('volume')}"
+    return None
+
+
 def _stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
     """Ask the guest to shut down; pull the plug when it has not within the grace period."""
     if not dom.isActive():
@@ -145,6 +200,7 @@ class LibvirtDriver(ThreadedDriver):
 
     def __init__(self) -> None:
         self._conns: dict[str, libvirt.virConnect] = {}
+        self._lock = threading.Lock()
         super().__init__()
 
     def _conn(self, ep: Endpoint) -> libvirt.virConnect:
@@ -198,7 +254,8 @@ class LibvirtDriver(ThreadedDriver):
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         try:
-            domains = self._conn(site).listAllDomains()
+            domains = [d for d in self._conn(site).listAllDomains()
+                       if not (DRILL_CLONE.fullmatch(d.name()) and not d.isPersistent())]  # drill clones
             return sorted((self._info(d, site) for d in domains), key=lambda w: w.name)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
@@ -340,6 +397,91 @@ class LibvirtDriver(ThreadedDriver):
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {_reason(exc)}") from None
         return Shipped(f"definition on site {request.target.site}", len(xml.encode()), "definition")
+
+    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+        """A transient domain from the shipped definition; its disks on overlays the drill removes after."""
+        copy = self._domain(site, name)
+        if copy is None:
+            raise MoveFailed(f"site {site.site} holds no definition of VM {name} to clone")
+        if self._running_on(site, clone):
+            return f"{clone} already up on site {site.site}"
+        conn = self._conn(site)
+        try:
+            xml = copy.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            overlays = self._overlays(conn, clone, ET.fromstring(xml))
+            if ET.fromstring(xml).find("./devices/interface") is not None:
+                self._isolated_network(conn, network)
+            conn.createXML(drill_domain_xml(xml, clone, network, overlays), 0)
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {_reason(exc)}") from None
+        disks = f", {len(overlays)} disks on overlays" if overlays else ""
+        return f"{clone} booted on site {site.site} from the shipped definition{disks}"
+
+    @staticmethod
+    def _overlays(conn: libvirt.virConnect, clone: str, root: ET.Element) -> dict[str, str]:
+        """A qcow2 overlay in the same pool for each writable disk: the drill never writes to the copy."""
+        overlays = {}
+        for i, disk in enumerate(root.findall("./devices/disk")):
+            key = _disk_source(disk)
+            if key is None:
+                continue
+            if disk.get("type") == "volume":
+                pool_name, _, vol_name = key.partition("/")
+                vol = conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name)
+            else:
+                vol = conn.storageVolLookupByPath(key)
+            driver = disk.find("driver")
+            fmt = driver.get("type", "raw") if driver is not None else "raw"
+            overlay = vol.storagePoolLookupByVolume().createXML(
+                f"<volume><name>{clone}-disk{i}.qcow2</name><capacity unit='bytes'>{vol.info()[1]}</capacity>"
+                f"<target><format type='qcow2'/></target><backingStore><path>{vol.path()}</path>"
+                f"<format type='{fmt}'/></backingStore></volume>", 0)
+            overlays[key] = overlay.path()
+        return overlays
+
+    def _isolated_network(self, conn: libvirt.virConnect, network: str) -> None:
+        """No forward mode and no address: clones reach each other and nothing else."""
+        with self._lock:
+            if network not in conn.listNetworks():
+                conn.networkCreateXML(f"<network><name>{network}</name></network>")
+
+    def discard(self, clone: str, site: Endpoint) -> list[str]:
+        removed = []
+        conn = self._conn(site)
+        try:
+            dom = self._domain(site, clone)
+            if dom is not None:
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+                removed.append(f"VM {clone}")
+            for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                pool.refresh(0)
+                for vol in pool.listAllVolumes():
+                    if vol.name().startswith(f"{clone}-disk"):
+                        vol.delete(0)
+                        removed.append(f"volume {vol.name()}")
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: removing {clone}: {_reason(exc)}") from None
+        return removed
+
+    def drop_network(self, network: str, site: Endpoint) -> bool:
+        conn = self._conn(site)
+        try:
+            net = conn.networkLookupByName(network)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                return False
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+        try:
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: removing network {network}: {_reason(exc)}") from None
+        return True
 
     def _cold(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         """Shut down, define on the target with the mapped configuration and size, start there."""

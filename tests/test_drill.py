@@ -1,0 +1,208 @@
+"""DR drills over fake drivers and the real SQLite store: clones in isolation, checks, RTO and RPO, a teardown
+that always runs, and the clean-up of drills whose process died."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from drorch import jobs
+from drorch import report as reports
+from drorch.daemon import Daemon, stopping
+from drorch.drill import Drill
+from drorch.drivers.fake import FakeCloud
+from drorch.engine import StepEvent, snapshot
+from drorch.errors import WorkloadBusy
+from drorch.planner import plan
+from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.protection import protect
+from drorch.records import DRILL, RunState, StepKind, StepState
+from drorch.store import Run, Step, Store
+from tests.conftest import PLAYBOOK, fake_drivers, uri
+from tests.test_cli import drorch
+
+CLONE_CHECK = ("import os; e = os.environ; assert e['DRORCH_CLONE'] == 'db-drill-' + e['DRORCH_RUN_ID'] "
+               "and e['DRORCH_MODE'] == 'drill'")
+NETWORKED = PLAYBOOK.replace("{name: db, kind: vm, strategy: live}",
+                             "{name: db, kind: vm, strategy: live, hooks: {after: [{run: [\"false\"]}, "
+                             f"{{run: [{sys.executable}, -c, \"{CLONE_CHECK}\"], drill: true}}]}}}}")
+
+
+def b_site(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind) -> dict[str, tuple[bool, int, tuple[str, ...]]]:
+    return {n: (w.running, w.counter, w.networks) for n, w in cloud.sites[uri(pb, kind, "b")].workloads.items()}
+
+
+def protected(cloud: FakeCloud, pb: Playbook, store: Store) -> None:
+    cloud.sites[uri(pb, WorkloadKind.VM, "a")].workloads["db"].networks = ("prod-net",)
+    points = protect(pb, fake_drivers(cloud), store)
+    assert all(p.complete for p in points)
+
+
+@pytest.fixture
+def pb() -> Playbook:
+    return parse_playbook(NETWORKED, "shop.yaml")
+
+
+def test_a_drill_clones_checks_times_and_tears_down(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
+    protected(cloud, pb, store)
+    copies = {k: b_site(cloud, pb, k) for k in WorkloadKind}
+    a_before = {k: {n: (w.running, w.counter) for n, w in cloud.sites[uri(pb, k, "a")].workloads.items()}
+                for k in WorkloadKind}
+    seen: dict[str, dict[str, tuple[bool, int, tuple[str, ...]]]] = {}
+    planned: list[list[str]] = []
+
+    def watch(ev: StepEvent) -> None:
+        if ev.step.kind == StepKind.TEARDOWN and ev.step.state is StepState.RUNNING:  # every clone is up now
+            seen.update({str(k): b_site(cloud, pb, k) for k in WorkloadKind})
+            planned.append([i.workload for i in plan(pb, snapshot(pb, fake_drivers(cloud)), "a", "b").items])
+
+    run = Drill(store, fake_drivers(cloud), watch).run(pb, "shop.yaml")
+
+    assert run.state is RunState.SUCCEEDED and run.operation == DRILL and run.mode == DRILL
+    assert seen["vm"]["db-drill-1"] == (True, 42, ("drorch-drill-1",))  # on the drill's network only
+    assert seen["container"]["cache-drill-1"] == (True, 42, ())  # no network at all: its own namespace
+    assert seen["container"]["web-drill-1"][0]
+    assert sorted(planned[0]) == ["cache", "db", "web"]  # clones are nobody's workloads
+    assert {k: b_site(cloud, pb, k) for k in WorkloadKind} == copies  # nothing of the drill is left
+    assert not cloud.sites[uri(pb, WorkloadKind.VM, "b")].networks
+    assert {k: {n: (w.running, w.counter) for n, w in cloud.sites[uri(pb, k, "a")].workloads.items()}
+            for k in WorkloadKind} == a_before  # production untouched
+    doc = reports.timeline(run, store.steps(run.id or 0))
+    assert doc["passed"] and set(doc["workload_rto_s"]) == {"vm/db", "container/cache", "container/web"}
+    assert all(v >= 0 for v in doc["workload_rpo_s"].values()) and len(doc["workload_rpo_s"]) == 3
+    db = next(r for r in doc["steps"] if r["workload"] == "db")
+    assert [c["ok"] for c in db["checks"]] == [True, True]  # running, and its drill check; `false` is none
+    assert db["clone"] == "db-drill-1" and db["checks"][0] == {"check": "running on site b", "ok": True,
+                                                               "fatal": False, "said": ""}
+    assert store.run_locks(run.id or 0) == []
+
+
+def test_a_failing_clone_or_missing_point_fails_the_drill_and_still_tears_down(
+        cloud: FakeCloud, store: Store, pb: Playbook) -> None:
+    protected(cloud, pb, store)
+    del cloud.sites[uri(pb, WorkloadKind.CONTAINER, "b")].workloads["web"]  # never shipped
+    cloud.fail["cache-drill-1"] = "CRIU restore failed"
+    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    steps = {s.workload: s for s in store.steps(run.id or 0)}
+    assert run.state is RunState.PARTIAL
+    assert steps["cache"].state is StepState.FAILED and "CRIU restore failed" in (steps["cache"].error or "")
+    assert steps["web"].state is StepState.FAILED and "protect it first" in (steps["web"].error or "")
+    assert steps["db"].state is StepState.SUCCEEDED and steps["drill clones"].state is StepState.SUCCEEDED
+    assert "db-drill-1" not in b_site(cloud, pb, WorkloadKind.VM)
+    assert not reports.timeline(run, store.steps(run.id or 0))["passed"]
+
+
+def test_a_failing_drill_check_fails_its_clone(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
+    failing = NETWORKED.replace("drill: true}", "drill: true}, {tcp: '127.0.0.1:9', timeout: 0.2, drill: true}")
+    pb = parse_playbook(failing, "shop.yaml")
+    protected(cloud, pb, store)
+    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    db = next(s for s in store.steps(run.id or 0) if s.workload == "db")
+    assert db.state is StepState.FAILED and (db.error or "").startswith("tcp 127.0.0.1:9:")
+    checks = json.loads(db.detail or "{}")["checks"]
+    assert [c["ok"] for c in checks] == [True, True, False]
+    assert run.state is RunState.PARTIAL
+
+
+def test_a_stopped_drill_cancels_what_has_not_begun_and_tears_down(cloud: FakeCloud, store: Store,
+                                                                    pb: Playbook) -> None:
+    protected(cloud, pb, store)
+    stop = threading.Event()
+
+    def stop_after_first(ev: StepEvent) -> None:
+        if ev.step.state is StepState.SUCCEEDED:
+            stop.set()
+
+    run = Drill(store, fake_drivers(cloud), stop_after_first, stop).run(pb, "shop.yaml", hold_s=60)
+    states = [s.state for s in store.steps(run.id or 0)]
+    assert run.state is RunState.ABORTED and StepState.CANCELLED in states
+    assert states[-1] is StepState.SUCCEEDED  # the teardown ran
+    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+
+
+def dead_drill(cloud: FakeCloud, store: Store, pb: Playbook, path: str) -> Run:
+    """What a drill killed after its clones came up leaves: a running run of a dead pid, and the clones."""
+    drivers = fake_drivers(cloud)
+    seen: list[Run] = []
+    stop = threading.Event()
+
+    def grab(ev: StepEvent) -> None:
+        seen.append(ev.run)
+        if ev.step.kind == StepKind.TEARDOWN:
+            raise KeyboardInterrupt  # the process dies before its teardown
+    with pytest.raises(KeyboardInterrupt):
+        Drill(store, drivers, grab, stop).run(pb, path)
+    run = store.run(seen[0].id or 0)
+    run.pid = 2**22 + 1  # beyond pid_max: no such process
+    store.save(run)
+    assert "db-drill-1" in b_site(cloud, pb, WorkloadKind.VM)
+    return run
+
+
+def test_a_dead_drill_is_torn_down_by_the_next_one(cloud: FakeCloud, store: Store, pb: Playbook,
+                                                   tmp_path: Path) -> None:
+    protected(cloud, pb, store)
+    path = tmp_path / "shop.yaml"
+    path.write_text(NETWORKED)
+    first = dead_drill(cloud, store, pb, str(path))
+    second = Drill(store, fake_drivers(cloud)).run(pb, str(path))
+    old = store.run(first.id or 0)
+    assert old.state is RunState.FAILED and "interrupted" in (old.error or "")
+    assert second.state is RunState.SUCCEEDED
+    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert [s.state for s in store.steps(first.id or 0)][-1] is StepState.SUCCEEDED
+
+
+def test_a_live_drill_holds_its_playbook(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
+    protected(cloud, pb, store)
+    run = store.add_run(Run(operation=DRILL, playbook="shop", playbook_path="shop.yaml", source_site="a",
+                            target_site="b", state=RunState.RUNNING, pid=os.getpid(), host=os.uname().nodename),
+                        [Step(run_id=0, seq=1, kind=StepKind.TEARDOWN, workload="drill clones", strategy="-",
+                              source_site="a", target_site="b")])
+    store.take_locks(["drill/shop"], run.id, os.getpid(), os.uname().nodename)
+    with pytest.raises(WorkloadBusy, match="drill/shop is held by run 1"):
+        Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+
+
+def test_a_daemon_that_takes_the_lead_cleans_up_dead_drills(cloud: FakeCloud, store: Store, pb: Playbook,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    protected(cloud, pb, store)
+    path = tmp_path / "shop.yaml"
+    path.write_text(NETWORKED)
+    run = dead_drill(cloud, store, pb, str(path))
+    daemon = Daemon(store, [], lease_s=1)
+    daemon.tick()
+    daemon.stop()
+    assert store.run(run.id or 0).state is RunState.FAILED
+    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+
+
+def test_the_drill_job_and_command(cloud: FakeCloud, store: Store, pb: Playbook, tmp_path: Path, fake_cli: None,
+                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    protected(cloud, pb, store)
+    path = tmp_path / "shop.yaml"
+    path.write_text(NETWORKED)
+    stopping.clear()  # as a daemon starting does
+    jobs.drill(str(path))
+    assert store.run(1).state is RunState.SUCCEEDED
+    code, out, _err = drorch(capsys, "drill", str(path))
+    assert code == 0 and "run 2: drill (drill) of shop, site a -> site b: succeeded" in out
+    assert "check passed: running on site b" in out and "RPO of the recovery points used: container/cache" in out
+    code, out, _err = drorch(capsys, "drill", str(path), "--json")
+    assert code == 0 and json.loads(out)["passed"] is True
+    page = tmp_path / "drill.html"
+    code, out, _err = drorch(capsys, "report", "3", "--html", str(page))
+    html = page.read_text()
+    assert code == 0 and html.startswith("<!DOCTYPE html>") and "<svg" in html and "<rect" in html
+    assert html.count('class="pass">pass<') == 4 and '<span class="pass">succeeded</span>' in html
+    assert "src=" not in html and "href=" not in html  # self-contained
+    del cloud.sites[uri(pb, WorkloadKind.CONTAINER, "b")].workloads["web"]
+    code, _out, _err = drorch(capsys, "drill", str(path))
+    assert code == 3  # partial: one clone could not be made
