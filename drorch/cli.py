@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from drorch import protection
+from drorch import protection, readiness
 from drorch import report as reports
 from drorch.daemon import Daemon, add_schedule, next_runs, scheduler
 from drorch.drill import Drill
@@ -660,6 +660,33 @@ def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | Non
         except OSError as exc:
             raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
     typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
+
+
+@app.command("readiness")
+def readiness_cmd(playbook: PlaybookArg, check: Annotated[bool, typer.Option(
+        "--check", help="check now (and record it) rather than show the daemon's last check")] = False,
+        json_out: JsonOpt = False) -> None:
+    """Whether a failover would work now, since when, and why not: validate's checks and every RPO.
+    Exit 0 when ready, 1 when not, 2 when it was never checked."""
+    pb = load_playbook(playbook)
+    store = Store()
+    if check:
+        drivers = make_drivers({w.kind for w in pb.workloads})
+        try:
+            readiness.check(pb, drivers, store)
+        finally:
+            _close(drivers)
+    state = readiness.current(store, pb.name)
+    if state is None:
+        raise UsageError(f"{pb.name} was never checked: drorch readiness --check, or a readiness schedule")
+    if json_out:
+        typer.echo(json.dumps(state.to_dict(), indent=2))
+    else:
+        typer.echo(f"{pb.name}: {'ready' if state.ready else 'NOT READY'} since {state.since:%Y-%m-%d %H:%M:%S} UTC "
+                   f"(last checked {state.checked_at:%Y-%m-%d %H:%M:%S} UTC)")
+        for p in state.problems:
+            typer.echo(f"  {p}")
+    raise typer.Exit(ExitCode.OK if state.ready else ExitCode.FAILED)
 
 
 @app.command("drill")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from drorch import protection
+from drorch import readiness as ready
 from drorch.daemon import stopping
 from drorch.drill import Drill
 from drorch.drivers import close_drivers, make_drivers
@@ -82,3 +83,14 @@ def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
             _say("clean up", pb.name, error=str(exc))
         finally:
             close_drivers(drivers)
+
+
+def readiness(playbook_path: str) -> None:
+    """Re-check that a failover of the playbook would work; alert on a change to not ready."""
+    pb = load_playbook(Path(playbook_path))
+    drivers = make_drivers({w.kind for w in pb.workloads})
+    try:
+        row = ready.check(pb, drivers, Store())
+    finally:
+        close_drivers(drivers)
+    _say("readiness", pb.name, ready=row.ready, problems=json.loads(row.problems), alert=row.alert)

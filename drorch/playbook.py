@@ -272,10 +272,19 @@ class DrillSettings(_Model):
     check_timeout_s: float = Field(60, gt=0, description="how long a clone may take to be seen running")
 
 
+class Readiness(_Model):
+    """Who hears of it when the DR site stops being ready: a command, a webhook, or both."""
+
+    command: list[str] | None = Field(None, min_length=1, description="argv; gets DRORCH_PLAYBOOK, DRORCH_PROBLEMS")
+    webhook: str | None = Field(None, description="URL that gets a JSON POST: playbook, ready, problems, checked_at")
+    timeout: float = Field(10.0, gt=0)
+
+
 class JobKind(StrEnum):
     PROTECT = "protect"  # ship a recovery point of every workload
     SETTLE = "settle"  # decide failovers whose commit window ended
     DRILL = "drill"  # bring clones up on the secondary in isolation, check them, tear them down
+    READINESS = "readiness"  # re-check what validate checks and every RPO; alert on a change to not ready
 
 
 class Schedule(_Model):
@@ -308,6 +317,7 @@ class Playbook(_Model):
     protect: Protect | None = Field(None, description="recovery points shipped to the secondary on a schedule")
     schedules: list[Schedule] = Field(default_factory=list, description="jobs drorch daemon runs for this playbook")
     drill: DrillSettings = Field(default_factory=DrillSettings)
+    readiness: Readiness = Field(default_factory=Readiness)
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]

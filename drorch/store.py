@@ -70,6 +70,19 @@ class RecoveryPoint(SQLModel, table=True):
     error: str | None = None
 
 
+class ReadinessCheck(SQLModel, table=True):
+    """One look at whether a failover would work now: validate's checks and every workload's RPO."""
+
+    __tablename__ = "readiness"
+
+    id: int | None = Field(default=None, primary_key=True)
+    playbook: str = Field(index=True)
+    checked_at: datetime = Field(default_factory=utcnow)
+    ready: bool
+    problems: str = "[]"  # JSON list of one-line problems
+    alert: str | None = None  # how the change to not ready was told, or why it could not be
+
+
 class Lease(SQLModel, table=True):
     """Who runs the scheduler: taken when free or expired, renewed by its holder."""
 
@@ -281,6 +294,12 @@ class Store:
         with self.session() as s:
             s.execute(delete(RecoveryPoint).where(RecoveryPoint.id.in_(ids)))  # type: ignore[union-attr]
             s.commit()
+
+    def readiness(self, playbook: str, limit: int = 1000) -> list[ReadinessCheck]:
+        """Newest first."""
+        with self.session() as s:
+            return list(s.exec(select(ReadinessCheck).where(ReadinessCheck.playbook == playbook)
+                               .order_by(ReadinessCheck.id.desc()).limit(limit)))  # type: ignore[union-attr]
 
     def lease(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Take or renew the lease; True when `holder` has it until now + ttl."""
