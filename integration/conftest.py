@@ -44,8 +44,8 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def vm_counts(site: str) -> list[int]:
-    path = labctl.SITES[site].serial_log()
+def vm_counts(site: str, vm: str = labctl.VM_NAME) -> list[int]:
+    path = labctl.SITES[site].serial_log(vm)
     text = path.read_text(errors="replace") if path.exists() else ""
     return [int(n) for n in re.findall(r"^count (\d+)", text, re.M)]
 

@@ -80,9 +80,9 @@ class Site:
     def pidfile(self, daemon: str) -> Path:
         return self.root / f"{daemon}.pid"
 
-    def serial_log(self) -> Path:
-        """The VM's serial console log as seen from outside the site's namespace."""
-        return self.root / "log" / "qemu" / f"{VM_NAME}.serial"
+    def serial_log(self, vm: str = VM_NAME) -> Path:
+        """A VM's serial console log as seen from outside the site's namespace."""
+        return self.root / "log" / "qemu" / f"{vm}.serial"
 
 
 SITES = {

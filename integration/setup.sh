@@ -23,6 +23,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# PostgreSQL for the tests of daemons sharing one store; the tests start their own cluster, so the
+# package is told not to create (and start) a main one.
+if ! dpkg-query -W -f='${Status}' postgresql-15 2>/dev/null | grep -q 'install ok installed'; then
+  say "installing postgresql-15 (no main cluster)"
+  mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold postgresql-15
+fi
+
 # libvirtd's QEMU driver refuses to start without these.
 getent group kvm >/dev/null || groupadd -r kvm
 getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu

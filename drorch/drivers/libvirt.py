@@ -451,9 +451,10 @@ class LibvirtDriver(ThreadedDriver):
         try:
             dom = self._domain(site, clone)
             if dom is not None:
+                persistent = dom.isPersistent()  # a transient clone is gone once destroyed
                 if dom.isActive():
                     dom.destroy()
-                if dom.isPersistent():
+                if persistent:
                     dom.undefine()
                 removed.append(f"VM {clone}")
             for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
@@ -475,9 +476,10 @@ class LibvirtDriver(ThreadedDriver):
                 return False
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
         try:
+            persistent = net.isPersistent()
             if net.isActive():
                 net.destroy()
-            if net.isPersistent():
+            if persistent:
                 net.undefine()
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: removing network {network}: {_reason(exc)}") from None
