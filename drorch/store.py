@@ -143,8 +143,8 @@ def default_url() -> str:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for another writer too
     cur.execute("PRAGMA journal_mode=WAL")  # the CLI and the daemon read while a run writes
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -169,13 +169,17 @@ class Store:
     def _create_tables(self) -> None:
         """Commands starting at once on a new store all create it: whoever loses a table to another finds it
         there next time round, so each retry gets further and the tables bound the retries."""
+        lost = 0
         objects = sum(1 + len(t.indexes) for t in SQLModel.metadata.sorted_tables)
-        for attempt in range(objects + 1):
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 SQLModel.metadata.create_all(self.engine)
                 return
             except DBAPIError as exc:
-                if not _lost_creation_race(exc) or attempt == objects:
+                locked = "database is locked" in str(exc.orig)  # another command is creating it right now
+                lost += not locked
+                if not (locked or _lost_creation_race(exc)) or lost > objects or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 
