@@ -105,7 +105,8 @@ class LineReporter:
         if step.started_at and step.ended_at:
             took = (step.ended_at - step.started_at).total_seconds()
             if step.state is StepState.SUCCEEDED:
-                return f"{where}: done in {took:.1f} s, {step.outcome}"
+                warned = f" (warning: {step.warning})" if step.warning else ""
+                return f"{where}: done in {took:.1f} s, {step.outcome}{warned}"
             return f"{where}: FAILED after {took:.1f} s: {step.error}"
         return None
 
@@ -201,11 +202,14 @@ def _ended(store: Store, run: Run, json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(_run_json(run, steps), indent=2))
     took = (reports.naive(run.ended_at or utcnow()) - reports.naive(run.started_at)).total_seconds()
-    if run.state in (RunState.SUCCEEDED, RunState.PENDING_COMMIT):
+    if run.state in (RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.PENDING_COMMIT):
         if not json_out:
             skipped = sum(s.state is StepState.SKIPPED for s in steps)
             note = f", {skipped} left behind as planned" if skipped else ""
-            typer.echo(f"run {run.id} succeeded in {took:.1f} s{note}")
+            typer.echo(f"run {run.id} {run.state} in {took:.1f} s{note}")
+            for s in steps:
+                if s.warning:
+                    typer.echo(f"drorch: warning: {s.kind} {s.workload}: {s.warning}", err=True)
             if run.state is RunState.PENDING_COMMIT and run.commit_deadline:
                 typer.echo(f"run {run.id} is pending commit until {run.commit_deadline:%Y-%m-%d %H:%M:%S} UTC: "
                            f"drorch commit {run.id} or drorch rollback {run.id}")

@@ -327,11 +327,12 @@ class Engine:
         elif live.aborting.is_set():
             run.state = RunState.ABORTED
         else:
-            run.state = run_outcome(s.state for s in acting)
+            run.state = run_outcome((s.state for s in acting), warned=any(s.warning for s in acting))
         failed = [s for s in steps if s.state is StepState.FAILED]
         run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
         window = live.pb.commit
-        if run.operation == "failover" and window and run.state in (RunState.SUCCEEDED, RunState.PARTIAL):
+        if run.operation == "failover" and window and run.state in (
+                RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.PARTIAL):
             run.state = RunState.PENDING_COMMIT
             run.commit_deadline = utcnow() + timedelta(seconds=window.window_s)
         else:
@@ -504,7 +505,7 @@ class Engine:
             return
         try:
             if step.action == Action.RESTART:
-                final = Progress(Phase.COMPLETED, message=driver.restart(step.workload, target))
+                final = driver.restart(step.workload, target)
             else:
                 assert step.request is not None, "a moving step carries its request"
                 final = self._move(live, step, driver, MoveRequest.from_dict(json.loads(step.request)))
@@ -521,7 +522,7 @@ class Engine:
         ok, after = self._hooks(hooks.after, {**env, "DRORCH_HOOK_PHASE": "after"})
         said = "; ".join(filter(None, [final.message, before, after]))
         if ok:
-            self._transition(live, step, StepState.SUCCEEDED, final, outcome=said)
+            self._transition(live, step, StepState.SUCCEEDED, final, outcome=said, warning=final.warning or None)
         else:
             self._transition(live, step, StepState.FAILED, final, error=f"{final.message}, but after hooks: {after}")
 
@@ -621,7 +622,7 @@ class Engine:
     def resume(self, pb: Playbook, run_id: int) -> Run:
         """Continue a run that was interrupted, failed or aborted: what is not done yet is done now."""
         run = self.store.run(run_id)
-        if run.state in (RunState.SUCCEEDED, RunState.ROLLED_BACK):
+        if run.state in (RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.ROLLED_BACK):
             raise UsageError(f"run {run_id} {run.state}: nothing to resume")
         if run.state is RunState.PENDING_COMMIT:
             raise UsageError(f"run {run_id} waits for drorch commit {run_id} or drorch rollback {run_id}")
@@ -685,7 +686,8 @@ class Engine:
         run = self.store.run(run_id)
         if run.state is not RunState.PENDING_COMMIT:
             raise UsageError(f"run {run_id} is {run.state}, not pending commit")
-        run.state = run_outcome(s.state for s in self.store.steps(run_id) if s.action != ROLLBACK)
+        acting = [s for s in self.store.steps(run_id) if s.action != ROLLBACK]
+        run.state = run_outcome((s.state for s in acting), warned=any(s.warning for s in acting))
         run.ended_at = utcnow()
         self.store.save(run)
         self.store.release_locks(run_id)

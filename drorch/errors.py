@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     PARTIAL = 3
     BUSY = 4
+    WARNINGS = 5  # done, but not all as asked: e.g. a checkpoint move became a redeploy
 
 
 class DrorchError(Exception):

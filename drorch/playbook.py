@@ -97,6 +97,8 @@ class Mappings(_Model):
     storage: dict[str, str] = Field(default_factory=dict, description="libvirt storage pools or disk folders")
     images: dict[str, str] = Field(default_factory=dict, description="container images or tags")
     ports: dict[int, int] = Field(default_factory=dict, description="published host ports of containers")
+    paths: dict[str, str] = Field(default_factory=dict, description="host folders of containers' bind mounts "
+                                  "(their contents do not travel: the secondary must hold them)")
 
     def inverse(self) -> Mappings:
         return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS})
@@ -117,8 +119,11 @@ class Mappings(_Model):
     def port(self, port: int) -> int:
         return self.ports.get(port, port)
 
+    def path(self, path: str) -> str:
+        return self.paths.get(path, path)
 
-MAPPING_FIELDS = ("networks", "storage", "images", "ports")
+
+MAPPING_FIELDS = ("networks", "storage", "images", "ports", "paths")
 
 
 class Resources(_Model):

@@ -49,6 +49,7 @@ ROLLBACK = "rollback"  # the action of a step that moves back what its run moved
 class RunState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    SUCCEEDED_WITH_WARNINGS = "succeeded with warnings"  # every step done, some not as asked (see their warning)
     FAILED = "failed"
     PARTIAL = "partial"  # some steps succeeded, some failed
     ABORTED = "aborted"
@@ -58,11 +59,12 @@ class RunState(StrEnum):
 
 FINAL_STEP_STATES = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED,
                                StepState.ROLLED_BACK})
-FINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.PARTIAL, RunState.ABORTED,
-                              RunState.ROLLED_BACK})
+FINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.FAILED,
+                              RunState.PARTIAL, RunState.ABORTED, RunState.ROLLED_BACK})
 
 EXIT_CODES = {
     RunState.SUCCEEDED: ExitCode.OK,
+    RunState.SUCCEEDED_WITH_WARNINGS: ExitCode.WARNINGS,
     RunState.PENDING_COMMIT: ExitCode.OK,
     RunState.FAILED: ExitCode.FAILED,
     RunState.PARTIAL: ExitCode.PARTIAL,
@@ -72,12 +74,13 @@ EXIT_CODES = {
 }
 
 
-def run_outcome(steps: Iterable[StepState]) -> RunState:
-    """A run succeeded when every step did (or was skipped as planned), failed when none did, else is partial."""
+def run_outcome(steps: Iterable[StepState], warned: bool = False) -> RunState:
+    """A run succeeded when every step did (or was skipped as planned), failed when none did, else is partial.
+    A run whose steps all succeeded but some with a warning (`warned`) succeeded with warnings, never plainly."""
     states = [s for s in steps if s is not StepState.SKIPPED]
     ok = sum(s is StepState.SUCCEEDED for s in states)
     if ok == len(states):
-        return RunState.SUCCEEDED
+        return RunState.SUCCEEDED_WITH_WARNINGS if warned else RunState.SUCCEEDED
     return RunState.FAILED if ok == 0 else RunState.PARTIAL
 
 

@@ -130,6 +130,7 @@ class Step(SQLModel, table=True):
     bytes_total: int | None = None
     request: str | None = None  # the MoveRequest as JSON: a resumed run moves exactly what was planned
     detail: str | None = None  # hooks, approvals and fencing: what the step is about, as JSON
+    warning: str | None = None  # succeeded, but not as asked (a checkpoint move that became a redeploy), and why
 
 
 def default_url() -> str:

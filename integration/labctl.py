@@ -90,6 +90,9 @@ SITES = {
     "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool"),
 }
 DAEMONS = ("virtlogd", "libvirtd", "dockerd")
+# What drorch must never see: each site's Docker data root (checkpoints, volumes) and libvirt storage.
+HIDDEN = ("docker/data", "pool", "lib")
+OUTSIDE = "DRORCH_LAB_OUTSIDE"  # set by `lab isolate`: a pid in the mount namespace the daemons live in
 
 
 def log(msg: str) -> None:
@@ -139,6 +142,13 @@ def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
             last = exc
         time.sleep(0.2)
     raise SystemExit(f"[lab] timed out waiting for {what}: {last}")
+
+
+def outside() -> list[str]:
+    """A prefix that runs a command in the lab's own mount namespace, where the sites' data is, when this
+    process is isolated from it: daemons started from an isolated test must still see their own files."""
+    pid = os.environ.get(OUTSIDE)
+    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--"] if pid else []
 
 
 # --- guest and image ---------------------------------------------------------------------------------------
@@ -266,7 +276,7 @@ def start_libvirt(site: Site) -> None:
         (site.root / "run").mkdir()
         mounts = " && ".join(f"mount --bind {site.root / sub} {target}" for target, sub in PRIVATE)
         script = f"{mounts} && hostname drorch-site-{site.name} && {script}"
-        prefix = ["unshare", "-m", "-u", "--propagation", "private"]
+        prefix = [*outside(), "unshare", "-m", "-u", "--propagation", "private"]
     log(f"starting libvirt on site {site.name}")
     run([*prefix, "sh", "-ec", script])
     wait_for(lambda: libvirt.open(site.libvirt_uri).close() == 0, f"libvirtd on site {site.name}", 20)
@@ -282,7 +292,7 @@ def start_docker(site: Site) -> None:
     with (site.root / "dockerd.log").open("ab") as out:
         subprocess.Popen(
             [
-                "dockerd", "--experimental",
+                *outside(), "dockerd", "--experimental",
                 "-H", site.docker_url,
                 "--data-root", str(site.root / "docker" / "data"),
                 "--exec-root", str(site.root / "docker" / "exec"),
@@ -481,6 +491,27 @@ def cmd_start(args: argparse.Namespace) -> None:
         start_libvirt(site)
 
 
+def cmd_isolate(args: argparse.Namespace) -> int:
+    """Run a command as drorch runs in production, on a third machine: in a private mount namespace where
+    every site's data (Docker data roots, libvirt storage) is an empty read-only tmpfs. Only the daemons'
+    APIs reach it. This process stays outside, so the lab can still start daemons where their data is."""
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SystemExit("[lab] isolate: no command given")
+    hide = " && ".join(f"mount -t tmpfs -o ro,size=1m,mode=0 drorch-hidden {site.root / sub}"
+                       for site in SITES.values() for sub in HIDDEN if (site.root / sub).is_dir())
+    env = {**os.environ, OUTSIDE: str(os.getpid())}
+    script = f'{hide} && exec "$@"' if hide else 'exec "$@"'
+    return subprocess.call(["unshare", "-m", "--propagation", "private", "sh", "-ec", script, "sh", *command],
+                           env=env)
+
+
+def isolated() -> bool:
+    """Whether this process is isolated from the sites' data as `lab isolate` makes it."""
+    return all(not any((site.root / sub).iterdir()) for site in SITES.values() for sub in HIDDEN
+               if (site.root / sub).is_dir())
+
+
 def status() -> dict[str, object]:
     out: dict[str, object] = {}
     for site in SITES.values():
@@ -514,7 +545,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(f"  containers: {', '.join(info.get('containers', [])) or '-'}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int | None:
     if os.geteuid() != 0:
         raise SystemExit("[lab] run as root")
     p = argparse.ArgumentParser(prog="integration/lab", description=__doc__)
@@ -535,8 +566,11 @@ def main(argv: list[str] | None = None) -> None:
     lose = sub.add_parser("lose", help="lose a site: its daemons stop and its guests die")
     lose.add_argument("site", choices=sorted(SITES))
     lose.set_defaults(func=cmd_lose)
+    iso = sub.add_parser("isolate", help="run a command that sees the sites only through their APIs")
+    iso.add_argument("command", nargs=argparse.REMAINDER)
+    iso.set_defaults(func=cmd_isolate)
     args = p.parse_args(argv)
-    args.func(args)
+    return args.func(args)  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":

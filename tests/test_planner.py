@@ -265,6 +265,7 @@ def test_plan_as_json_keeps_what_a_script_needs() -> None:
         "seq": 1, "wave": "default", "workload": "v", "kind": "vm", "tier": "gold", "strategy": "live",
         "action": "move", "from_host": "a1", "to_host": "b1", "before": {"vcpus": 1, "memory_mib": 100},
         "after": {"vcpus": 1, "memory_mib": 100}, "reason": "", "entry": 0, "depends_on": [],
-        "mappings": {"networks": {"prod-net": "dr-net"}, "storage": {}, "images": {}, "ports": {}},
+        "mappings": {"networks": {"prod-net": "dr-net"}, "storage": {}, "images": {}, "ports": {},
+                     "paths": {}},
     }]
     assert raw["problems"] == []

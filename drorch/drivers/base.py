@@ -114,6 +114,7 @@ class Progress:
     bytes_done: int | None = None
     bytes_total: int | None = None
     message: str = ""  # how it ended: "running on site b", or why it failed
+    warning: str = ""  # completed, but not as asked: e.g. a checkpoint move that became a redeploy, and why
 
     @property
     def finished(self) -> bool:
@@ -151,9 +152,10 @@ class Driver(ABC):
         Its definition stays. Raises SiteUnreachable."""
 
     @abstractmethod
-    def restart(self, name: str, site: Endpoint) -> str:
+    def restart(self, name: str, site: Endpoint) -> Progress:
         """Disaster: start the copy the site holds (a shipped definition, a stopped container, its
-        newest checkpoint); returns how. Raises MoveFailed or SiteUnreachable."""
+        newest checkpoint); returns how it ended, with a warning when not as shipped. Raises MoveFailed or
+        SiteUnreachable."""
 
     @abstractmethod
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:

@@ -1,177 +1,59 @@
 """Docker driver: containers move by CRIU checkpoint and restore, or are redeployed from their image.
 
-docker-py has no checkpoint call; the Engine API has POST /containers/{id}/checkpoints and a
-`checkpoint` parameter on start, which the low-level APIClient sends. Docker 20.10 restores only
-from a container's own checkpoint folder, so the checkpoint files are copied from the source
-daemon's data root into the new container's folder on the target: both data roots must be
-reachable as paths from where drorch runs. When they are not, or a daemon lacks checkpoint
-support, or the dump fails, the move falls back to a redeploy and says so.
+Everything crosses between sites through the Engine API of each daemon (see docker_engine): the
+image by save and load, the checkpoint and the contents of named volumes as tar streams relayed
+through this process and checked on arrival. A move falls back to a redeploy only when a checkpoint
+cannot be taken or restored (a daemon without checkpoint support, a dump that fails), and says so.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-import docker
-import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError
 from docker.utils import parse_repository_tag
 
 from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
+from drorch.drivers.docker_config import clone_config, drill_config, published_ports, unmapped_binds, volumes
+from drorch.drivers.docker_engine import (
+    API_ERRORS,
+    CHECKPOINT_PREFIX,
+    HELPER_LABEL,
+    DockerSite,
+    reason,
+    send_tree,
+)
 from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.playbook import Strategy, WorkloadKind
 from drorch.records import DRILL_LABEL
 
-# What a recreated container keeps of the original's host configuration.
-HOST_CONFIG_KEYS = (
-    "Binds", "NetworkMode", "PortBindings", "RestartPolicy", "Memory", "NanoCpus", "CpuShares",
-    "Mounts", "Privileged", "CapAdd", "CapDrop", "ExtraHosts", "LogConfig", "Tmpfs", "Ulimits",
-)
-CHUNK = 1 << 20
+VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
+CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, APIError):
-        return str(exc.explanation or exc)
-    return str(exc)
-
-
-def clone_config(
-    inspect: dict[str, Any], mappings: Mappings | None = None, resources: Resources | None = None
-) -> dict[str, Any]:
-    """The create-container body that recreates `inspect`'s container elsewhere, mapped for the target."""
-    m = mappings or Mappings()
-    config = {k: v for k, v in inspect["Config"].items() if k not in ("Hostname",)}
-    config["Image"] = m.image(config["Image"])
-    host = inspect.get("HostConfig") or {}
-    hc = {k: host[k] for k in HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})}
-    if "NetworkMode" in hc:
-        hc["NetworkMode"] = m.network(hc["NetworkMode"])
-    if "PortBindings" in hc:
-        hc["PortBindings"] = {
-            port: [{**b, "HostPort": str(m.port(int(b["HostPort"]))) if b.get("HostPort") else b.get("HostPort", "")}
-                   for b in binds or []]
-            for port, binds in hc["PortBindings"].items()
-        }
-    if resources is not None and resources.memory_mib:
-        hc["Memory"] = resources.memory_mib << 20
-    if resources is not None and resources.vcpus:
-        hc["NanoCpus"] = resources.vcpus * 10**9
-    config["HostConfig"] = hc
-    return config
-
-
-def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
-    """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
-    no network at all (then its own empty namespace already isolates it); labelled as a drill's."""
-    config = clone_config(inspect)
-    hc = config["HostConfig"]
-    for key in ("PortBindings", "RestartPolicy"):
-        hc.pop(key, None)
-    config.pop("ExposedPorts", None)
-    if hc.get("NetworkMode") != "none":
-        hc["NetworkMode"] = network
-    config["Labels"] = {**(config.get("Labels") or {}), DRILL_LABEL: clone}
-    return config
-
-
-def published_ports(inspect: dict[str, Any]) -> tuple[int, ...]:
-    bindings = (inspect.get("HostConfig") or {}).get("PortBindings") or {}
-    return tuple(sorted({int(b["HostPort"]) for binds in bindings.values() for b in binds or [] if b.get("HostPort")}))
-
-
-class _Site:
-    """One Docker daemon, with the calls the driver needs and errors turned into drorch's."""
-
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-        try:
-            # Typed loosely: the stubs lack the raw calls that checkpoints need.
-            self.api: Any = docker.APIClient(base_url=ep.uri, version="auto", timeout=120)
-        except (DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {_reason(exc)}") from None
-
-    def inspect(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.api.inspect_container(name)  # type: ignore[no-any-return]
-        except NotFound:
-            return None
-        except (DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}: {_reason(exc)}") from None
-
-    @functools.cached_property
-    def info(self) -> dict[str, Any]:
-        return self.api.info()  # type: ignore[no-any-return]
-
-    def data_root(self) -> Path | None:
-        """The daemon's data root when this machine can reach it as a folder."""
-        root = Path(self.info["DockerRootDir"])
-        return root if (root / "containers").is_dir() else None
-
-    def checkpoint_dir(self, container_id: str, checkpoint: str) -> Path:
-        root = self.data_root()
-        if root is None:
-            raise MoveFailed(f"the data root of Docker on site {self.ep.site} is not reachable from this machine")
-        return root / "containers" / container_id / "checkpoints" / checkpoint
-
-    def checkpoints_supported(self) -> bool:
-        return bool(self.info.get("ExperimentalBuild"))
-
-    def checkpoint(self, container: str, name: str, leave_running: bool = False) -> None:
-        res = self.api._post_json(self.api._url("/containers/{0}/checkpoints", container),
-                                  data={"CheckpointID": name, "Exit": not leave_running})
-        self.api._raise_for_status(res)
-
-    def drop_checkpoint(self, container: str, name: str) -> None:
-        res = self.api._delete(self.api._url("/containers/{0}/checkpoints/{1}", container, name))
-        if res.status_code != 404:
-            self.api._raise_for_status(res)
-
-    def newest_checkpoint(self, container_id: str) -> str | None:
-        """drorch's newest checkpoint in the container's folder, when this machine can see it."""
-        root = self.data_root()
-        folder = root / "containers" / container_id / "checkpoints" if root else None
-        if folder is None or not folder.is_dir():
-            return None
-        ours = [d for d in folder.iterdir() if d.name.startswith("drorch-") and d.is_dir()]
-        return max(ours, key=lambda d: d.stat().st_mtime).name if ours else None
-
-    def start(self, container: str, checkpoint: str | None = None) -> None:
-        params = {"checkpoint": checkpoint} if checkpoint else {}
-        res = self.api._post(self.api._url("/containers/{0}/start", container), params=params)
-        self.api._raise_for_status(res)
-
-    def has_image(self, image: str) -> bool:
-        try:
-            self.api.inspect_image(image)
-        except ImageNotFound:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.api.close()
+def checkpoint_name(handle_id: str) -> str:
+    """Names that sort by the time they were taken, so the newest is found through the API alone."""
+    return f"{CHECKPOINT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{handle_id}"
 
 
 class DockerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
     def __init__(self) -> None:
-        self._sites: dict[str, _Site] = {}
+        self._sites: dict[str, DockerSite] = {}
         self._lock = threading.Lock()
         super().__init__()
         self._bytes: dict[str, tuple[int, int]] = {}
 
-    def _site(self, ep: Endpoint) -> _Site:
+    def _site(self, ep: Endpoint) -> DockerSite:
         site = self._sites.get(ep.uri)
         if site is None:
-            site = self._sites[ep.uri] = _Site(ep)
+            site = self._sites[ep.uri] = DockerSite(ep)
         return site
 
     @staticmethod
@@ -200,8 +82,8 @@ class DockerDriver(ThreadedDriver):
             info = s.info
             networks = sorted(n["Name"] for n in s.api.networks())
             images = sorted({t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
-        except (DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+        except API_ERRORS as exc:
+            raise s.unreachable(exc) from None
         return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
                          networks=(*networks, "none", "host", "default"), images=tuple(images),
                          checkpoints=bool(info.get("ExperimentalBuild")))
@@ -209,15 +91,25 @@ class DockerDriver(ThreadedDriver):
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
         try:
-            ids = [c["Id"] for c in s.api.containers(all=True) if DRILL_LABEL not in (c.get("Labels") or {})]
-        except (DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+            ids = [c["Id"] for c in s.api.containers(all=True)
+                   if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {})]
+        except API_ERRORS as exc:
+            raise s.unreachable(exc) from None
         found = (s.inspect(i) for i in ids)
         return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         c = self._site(site).inspect(name)
         return None if c is None else self._info(c, site)
+
+    def preflight(self, request: MoveRequest) -> list[str]:
+        """A bind mount's folder cannot travel: the playbook must name where the secondary holds it."""
+        c = self._site(request.source).inspect(request.workload)
+        if c is None:
+            return []
+        return [f"container {request.workload}: bind mount of {path} has no counterpart on site "
+                f"{request.target.site}: map it under mappings.paths, or use a named volume, whose contents travel"
+                for path in unmapped_binds(c, request.mappings)]
 
     def start_move(self, request: MoveRequest) -> Handle:
         name, src_ep, dst_ep = request.workload, request.source, request.target
@@ -233,13 +125,13 @@ class DockerDriver(ThreadedDriver):
         if on_source is None:
             raise MoveFailed(f"container {name} is running neither on site {src_ep.site} nor on site {dst_ep.site}")
         if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
-            dst.api.remove_container(on_target["Id"], force=True)
+            dst.api.remove_container(on_target["Id"], force=True, v=True)
         handle.data["source_id"] = on_source["Id"]
         self._jobs.submit(handle.id, lambda: self._move(handle, on_source, src, dst))
         return handle
 
     @staticmethod
-    def _revive(src: _Site, stopped: dict[str, Any]) -> dict[str, Any] | None:
+    def _revive(src: DockerSite, stopped: dict[str, Any]) -> dict[str, Any] | None:
         """Start a source container that a move stopped and did not finish: from the checkpoint that move
         took, so its process goes on. The planner only moves running containers, so it was running."""
         checkpoint = src.newest_checkpoint(stopped["Id"])
@@ -260,31 +152,32 @@ class DockerDriver(ThreadedDriver):
             return False
         try:
             s.api.kill(c["Id"])
-        except (DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {site.site}: Docker at {site.uri}: {_reason(exc)}") from None
+        except API_ERRORS as exc:
+            raise s.unreachable(exc) from None
         return True
 
-    def restart(self, name: str, site: Endpoint) -> str:
+    def restart(self, name: str, site: Endpoint) -> Progress:
         s = self._site(site)
         c = s.inspect(name)
         if c is None:
             raise MoveFailed(f"site {site.site} holds no copy of container {name} to start from")
         if c["State"]["Running"]:
-            return f"already running on site {site.site}"
-        checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoints_supported() else None
+            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         try:
+            checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoints_supported() else None
             if checkpoint is not None:
                 try:
                     s.start(c["Id"], checkpoint=checkpoint)
-                    return f"restored on site {site.site} from checkpoint {checkpoint}"
+                    return Progress(Phase.COMPLETED,
+                                    message=f"restored on site {site.site} from checkpoint {checkpoint}")
                 except APIError as exc:
                     s.start(c["Id"])
-                    return (f"started on site {site.site} from its image: checkpoint {checkpoint} failed "
-                            f"({_reason(exc)})")
+                    return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its image",
+                                    warning=f"checkpoint {checkpoint} did not restore ({reason(exc)})")
             s.start(c["Id"])
-        except (DockerException, requests.RequestException) as exc:
-            raise MoveFailed(f"container {name} did not start on site {site.site}: {_reason(exc)}") from None
-        return f"started on site {site.site} from its image (no checkpoint shipped)"
+        except API_ERRORS as exc:
+            raise MoveFailed(f"container {name} did not start on site {site.site}: {reason(exc)}") from None
+        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its image (no checkpoint shipped)")
 
     def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
         """A new container from the stopped copy's config, restored from a copy of its newest checkpoint."""
@@ -302,23 +195,23 @@ class DockerDriver(ThreadedDriver):
             config = drill_config(copy, clone, network)
             if config["HostConfig"]["NetworkMode"] == network:
                 self._isolated_network(s, network)
-            target = there["Id"] if there else s.api.create_container_from_config(config, name=clone)["Id"]
+            target = there or s.inspect(s.api.create_container_from_config(config, name=clone)["Id"])
+            assert target is not None
             checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoints_supported() else None
             if checkpoint is None:
-                s.start(target)
+                s.start(target["Id"])
                 return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
-            restored = s.checkpoint_dir(target, checkpoint)
-            _copy_private(s.checkpoint_dir(copy["Id"], checkpoint), restored)
+            self._send_state(clone, s, copy, s, target, checkpoint)
             try:
-                s.start(target, checkpoint=checkpoint)
+                s.start(target["Id"], checkpoint=checkpoint)
             finally:
-                shutil.rmtree(restored, ignore_errors=True)  # it holds the process's memory
-        except (APIError, DockerException, requests.RequestException, OSError) as exc:
+                s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
+        except (*API_ERRORS, MoveFailed) as exc:
             raise MoveFailed(f"clone {clone} of container {name} did not start on site {site.site}: "
-                             f"{_reason(exc)}") from None
+                             f"{reason(exc)}") from None
         return f"{clone} restored on site {site.site} from checkpoint {checkpoint}"
 
-    def _isolated_network(self, s: _Site, network: str) -> None:
+    def _isolated_network(self, s: DockerSite, network: str) -> None:
         """An internal network: no gateway, no route off it, so clones reach each other and nothing else."""
         with self._lock:
             if not s.api.networks(names=[network]):
@@ -331,8 +224,8 @@ class DockerDriver(ThreadedDriver):
             return []
         try:
             s.api.remove_container(c["Id"], force=True)
-        except (APIError, DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {site.site}: removing container {clone}: {_reason(exc)}") from None
+        except API_ERRORS as exc:
+            raise SiteUnreachable(f"site {site.site}: removing container {clone}: {reason(exc)}") from None
         return [f"container {clone}"]
 
     def drop_network(self, network: str, site: Endpoint) -> bool:
@@ -341,12 +234,13 @@ class DockerDriver(ThreadedDriver):
             found = [n for n in s.api.networks(names=[network]) if n["Name"] == network]
             for n in found:
                 s.api.remove_network(n["Id"])
-        except (APIError, DockerException, requests.RequestException) as exc:
-            raise SiteUnreachable(f"site {site.site}: removing network {network}: {_reason(exc)}") from None
+        except API_ERRORS as exc:
+            raise SiteUnreachable(f"site {site.site}: removing network {network}: {reason(exc)}") from None
         return bool(found)
 
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
-        """Image and a stopped copy on the target, with a checkpoint of the running source in it."""
+        """Image and a stopped copy on the target, with its volumes' contents and a checkpoint of the running
+        source in it; the copy keeps the `keep` newest checkpoints."""
         name = request.workload
         src, dst = self._site(request.source), self._site(request.target)
         original = src.inspect(name)
@@ -362,38 +256,74 @@ class DockerDriver(ThreadedDriver):
                 self._send_image(hid, image, src, dst)
             if copy is None:
                 config = clone_config(original, request.mappings, request.resources)
-                copy = {"Id": dst.api.create_container_from_config(config, name=name)["Id"]}
-            what, size, checkpoint = "image and config", None, None
+                copy = dst.inspect(dst.api.create_container_from_config(config, name=name)["Id"])
+                assert copy is not None
+            checkpoint = None
             if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
-                checkpoint = f"drorch-{hid}"
+                checkpoint = checkpoint_name(hid)
                 src.checkpoint(original["Id"], checkpoint, leave_running=True)
-                shipped = dst.checkpoint_dir(copy["Id"], checkpoint)
-                try:
-                    _copy_private(src.checkpoint_dir(original["Id"], checkpoint), shipped)
-                finally:
+            try:
+                size = self._send_state(hid, src, original, dst, copy, checkpoint)
+            finally:
+                if checkpoint is not None:
                     src.drop_checkpoint(original["Id"], checkpoint)
-                size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
-                older = sorted((d for d in shipped.parent.iterdir() if d != shipped), key=lambda d: d.stat().st_mtime)
-                for old in older[:max(0, len(older) - (keep - 1))]:
-                    shutil.rmtree(old, ignore_errors=True)  # beyond the retention policy
-                what += f", checkpoint {checkpoint}"
-        except (APIError, DockerException, requests.RequestException, OSError) as exc:
+            ours = sorted(c for c in dst.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
+            for old in ours[:max(0, len(ours) - keep)]:
+                dst.drop_checkpoint(copy["Id"], old)  # beyond the retention policy
+        except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
-                             f"{_reason(exc)}") from None
-        return Shipped(f"{what} on site {request.target.site}", size, checkpoint)
+                             f"{reason(exc)}") from None
+        what = ["image and config", *([f"{len(volumes(original))} volumes"] if volumes(original) else []),
+                *([f"checkpoint {checkpoint}"] if checkpoint else [])]
+        return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint)
+
+    # --- data that travels ---------------------------------------------------------------------------------------
+
+    def _send_state(self, hid: str, src: DockerSite, source: dict[str, Any], dst: DockerSite,
+                    target: dict[str, Any], checkpoint: str | None) -> int:
+        """The contents of the source's volumes into the target's (matched by where they are mounted) and the
+        checkpoint into the target's checkpoint folder, each checked on arrival; returns the bytes sent."""
+        theirs = volumes(target)
+        pairs = [(f"v{i}", vol, theirs[dest]) for i, (dest, vol) in enumerate(sorted(volumes(source).items()))
+                 if dest in theirs]
+        out = [f"{vol}:{VOLUMES_AT}/{key}:ro" for key, vol, _ in pairs]
+        into = [f"{vol}:{VOLUMES_AT}/{key}" for key, _, vol in pairs]
+        if checkpoint is not None:
+            out.append(f"{src.checkpoint_folder(source['Id'])}/{checkpoint}:{CHECKPOINTS_AT}/{checkpoint}:ro")
+            into.append(f"{dst.checkpoint_folder(target['Id'])}:{CHECKPOINTS_AT}")
+        if not out:
+            return 0
+        self._jobs.set_step(hid, "copy state")
+        counted = self._counter(hid)
+        sent = 0
+        with src.helper(f"drorch-out-{hid}", source["Image"], out) as h_out, \
+                dst.helper(f"drorch-in-{hid}", target["Image"], into) as h_in:
+            for key, _, _ in pairs:
+                sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, VOLUMES_AT, counted=counted).size
+            if checkpoint is not None:
+                sent += send_tree(src, h_out, f"{CHECKPOINTS_AT}/{checkpoint}", dst, h_in, CHECKPOINTS_AT,
+                                  private=True, counted=counted).size
+        return sent
+
+    def _counter(self, hid: str) -> Callable[[int], None]:
+        def counted(n: int) -> None:
+            done, total = self._bytes.get(hid, (0, 0))
+            self._bytes[hid] = (done + n, max(total, done + n))
+        return counted
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 
-    def _move(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> Progress:
+    def _move(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite) -> Progress:
         try:
-            message = self._transfer(handle, original, src, dst)
+            message, warning = self._transfer(handle, original, src, dst)
             done, total = self._bytes.get(handle.id, (None, None))
-            return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message)
-        except (APIError, DockerException, requests.RequestException, OSError) as exc:
-            raise MoveFailed(f"moving container {handle.request.workload} failed: {_reason(exc)}") from None
+            return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message, warning=warning)
+        except API_ERRORS as exc:
+            raise MoveFailed(f"moving container {handle.request.workload} failed: {reason(exc)}") from None
 
-    def _transfer(self, handle: Handle, original: dict[str, Any], src: _Site, dst: _Site) -> str:
+    def _transfer(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite
+                  ) -> tuple[str, str]:
         req, hid = handle.request, handle.id
         name, image = req.workload, original["Config"]["Image"]
         target_image = req.mappings.image(image)
@@ -407,66 +337,63 @@ class DockerDriver(ThreadedDriver):
                 dst.api.tag(image, repo, tag or "latest")
         self._jobs.set_step(hid, "create")
         config = clone_config(original, req.mappings, req.resources)
-        created = dst.api.create_container_from_config(config, name=name)
-        target_id: str = created["Id"]
-        handle.data["target_id"] = target_id
-        fallback = ""
+        target = dst.inspect(dst.api.create_container_from_config(config, name=name)["Id"])
+        assert target is not None
+        handle.data["target_id"] = target["Id"]
+        why_not = ""
         if req.strategy is Strategy.CHECKPOINT:
-            why_not = self._checkpoint_obstacle(src, dst)
-            if why_not is None:
+            why_not = self._checkpoint_obstacle(src, dst) or ""
+            if not why_not:
                 try:
-                    return self._restore(handle, original["Id"], target_id, src, dst)
+                    return self._restore(handle, original, target, src, dst), ""
                 except _DumpFailed as exc:
                     why_not = f"the checkpoint failed ({exc})"
-            fallback = f" (redeployed from {image}: {why_not})"
         self._jobs.set_step(hid, "stop source")
         src.api.stop(original["Id"], timeout=10)
-        self._jobs.set_step(hid, "start")
         try:
-            dst.start(target_id)
-        except APIError as exc:
+            self._send_state(hid, src, original, dst, target, None)
+            self._jobs.set_step(hid, "start")
+            dst.start(target["Id"])
+        except (*API_ERRORS, MoveFailed) as exc:
             src.start(original["Id"])
-            dst.api.remove_container(target_id, force=True)
+            dst.api.remove_container(target["Id"], force=True, v=True)
             raise MoveFailed(f"{name} did not start on site {req.target.site}, restarted on site "
-                             f"{req.source.site}: {_reason(exc)}") from None
-        src.api.remove_container(original["Id"], force=True)
-        return f"running on site {req.target.site}{fallback}"
+                             f"{req.source.site}: {reason(exc)}") from None
+        src.remove(original)
+        return f"running on site {req.target.site}", (f"redeployed from {image}: {why_not}" if why_not else "")
 
     @staticmethod
-    def _checkpoint_obstacle(src: _Site, dst: _Site) -> str | None:
+    def _checkpoint_obstacle(src: DockerSite, dst: DockerSite) -> str | None:
         for site in (src, dst):
             if not site.checkpoints_supported():
                 return f"Docker on site {site.ep.site} runs without --experimental, which checkpoints need"
-            if site.data_root() is None:
-                return f"the data root of Docker on site {site.ep.site} is not reachable from this machine"
         return None
 
-    def _restore(self, handle: Handle, source_id: str, target_id: str, src: _Site, dst: _Site) -> str:
+    def _restore(self, handle: Handle, source: dict[str, Any], target: dict[str, Any], src: DockerSite,
+                 dst: DockerSite) -> str:
         req, hid = handle.request, handle.id
-        checkpoint = f"drorch-{hid}"
+        checkpoint = checkpoint_name(hid)
         handle.data["checkpoint"] = checkpoint
         self._jobs.set_step(hid, "checkpoint")
         try:
-            src.checkpoint(source_id, checkpoint)
+            src.checkpoint(source["Id"], checkpoint)
         except APIError as exc:
-            raise _DumpFailed(_reason(exc)) from None
-        src_dir, dst_dir = src.checkpoint_dir(source_id, checkpoint), dst.checkpoint_dir(target_id, checkpoint)
+            raise _DumpFailed(reason(exc)) from None
         try:
-            self._jobs.set_step(hid, "copy checkpoint")
-            _copy_private(src_dir, dst_dir)
+            self._send_state(hid, src, source, dst, target, checkpoint)
             self._jobs.set_step(hid, "restore")
-            dst.start(target_id, checkpoint=checkpoint)
-        except (APIError, OSError) as exc:
-            src.start(source_id, checkpoint=checkpoint)  # the process goes on where it stopped, at home
-            dst.api.remove_container(target_id, force=True)
+            dst.start(target["Id"], checkpoint=checkpoint)
+        except (*API_ERRORS, MoveFailed) as exc:
+            src.start(source["Id"], checkpoint=checkpoint)  # the process goes on where it stopped, at home
+            dst.api.remove_container(target["Id"], force=True, v=True)
             raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
-                             f"{req.source.site} instead: {_reason(exc)}") from None
+                             f"{req.source.site} instead: {reason(exc)}") from None
         self._jobs.set_step(hid, "cleanup")
-        shutil.rmtree(dst_dir, ignore_errors=True)  # it holds the process's memory
-        src.api.remove_container(source_id, force=True)
+        dst.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
+        src.remove(source)
         return f"running on site {req.target.site} (restored from checkpoint)"
 
-    def _send_image(self, hid: str, image: str, src: _Site, dst: _Site) -> None:
+    def _send_image(self, hid: str, image: str, src: DockerSite, dst: DockerSite) -> None:
         self._jobs.set_step(hid, "send image")
         total = int(src.api.inspect_image(image).get("Size") or 0)
         done = 0
@@ -508,13 +435,3 @@ class DockerDriver(ThreadedDriver):
 
 class _DumpFailed(Exception):
     """CRIU could not dump the container; it keeps running on the source."""
-
-
-def _copy_private(src: Path, dst: Path) -> None:
-    """Copy checkpoint files readable by root only: they hold the process's memory, secrets included."""
-    old = os.umask(0o077)
-    try:
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    finally:
-        os.umask(old)
-    dst.chmod(0o700)

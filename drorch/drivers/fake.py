@@ -142,14 +142,14 @@ class FakeDriver(Driver):
         w.running = False
         return True
 
-    def restart(self, name: str, site: Endpoint) -> str:
+    def restart(self, name: str, site: Endpoint) -> Progress:
         w = self._workloads(site).get(name)
         if w is None:
             raise MoveFailed(f"site {site.site} holds no copy of {self.kind} {name} to start from")
         if w.running:
-            return f"already running on site {site.site}"
+            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         w.running = True
-        return f"started on site {site.site} from its copy (count {w.counter})"
+        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its copy (count {w.counter})")
 
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         src, dst = self.cloud.site(request.source), self.cloud.site(request.target)

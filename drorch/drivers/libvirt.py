@@ -369,17 +369,17 @@ class LibvirtDriver(ThreadedDriver):
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
         return True
 
-    def restart(self, name: str, site: Endpoint) -> str:
+    def restart(self, name: str, site: Endpoint) -> Progress:
         dom = self._domain(site, name)
         if dom is None:
             raise MoveFailed(f"site {site.site} holds no definition of VM {name} to start from")
         try:
             if dom.isActive():
-                return f"already running on site {site.site}"
+                return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
             dom.create()
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"VM {name} did not start on site {site.site}: {_reason(exc)}") from None
-        return f"started on site {site.site} from its shipped definition"
+        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its shipped definition")
 
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
         """The mapped definition, defined (not started) on the target; disks are not copied."""

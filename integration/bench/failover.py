@@ -4,17 +4,18 @@ Each round moves the lab VM and the checkpointed container back and forth, alter
 the bare operation so that both see the same machine state and both directions:
 drorch a->b, bare b->a, bare a->b, drorch b->a. Two pairs are measured:
 - commands: `drorch failover|failback` against `virsh migrate` and the hand-run docker sequence
-  (checkpoint, copy, create, start from checkpoint), each as the processes an operator would run;
+  (checkpoint, create, `docker cp` of the checkpoint between helper containers, start from checkpoint),
+  each as the processes an operator would run;
 - in-process: drorch's engine against the same libvirt / Docker API calls made directly, which
   leaves out the interpreter's start-up and shows what the orchestration itself costs.
 
-Usage: integration/bench/failover.py [--rounds N]   (the lab must be up: integration/lab up)
+Usage: integration/lab isolate -- .venv/bin/python integration/bench/failover.py [--rounds N]
+(the lab must be up: integration/lab up; `isolate` hides the sites' data, so both sides share nothing)
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -114,16 +115,9 @@ def api_migrate(src: str, dst: str) -> None:
         conn.close()
 
 
-def data_root(site: str) -> Path:
-    client = docker.DockerClient(base_url=labctl.SITES[site].docker_url)
-    try:
-        return Path(client.info()["DockerRootDir"])
-    finally:
-        client.close()
-
-
 def docker_cli(src: str, dst: str) -> None:
-    """What an operator types: checkpoint, copy, create, start from the checkpoint, remove the original."""
+    """What an operator types: checkpoint, create, the checkpoint streamed out of one daemon and into the
+    other by `docker cp` through helper containers that bind its folder, start from it, remove the original."""
     s, d = labctl.SITES[src].docker_url, labctl.SITES[dst].docker_url
     ck = f"hand-{time.monotonic_ns()}"
 
@@ -134,13 +128,21 @@ def docker_cli(src: str, dst: str) -> None:
     dk(s, "checkpoint", "create", CTR, ck)
     dst_id = dk(d, "create", "--name", CTR, "--network", "none", "--memory", labctl.CONTAINER_MEMORY,
                 "--label", "drorch.lab=1", labctl.IMAGE)
-    subprocess.run(["cp", "-a", str(data_root(src) / "containers" / src_id / "checkpoints" / ck),
-                    str(data_root(dst) / "containers" / dst_id / "checkpoints" / ck)], check=True)
+    s_root, d_root = dk(s, "info", "-f", "{{.DockerRootDir}}"), dk(d, "info", "-f", "{{.DockerRootDir}}")
+    out = dk(s, "create", "-v", f"{s_root}/containers/{src_id}/checkpoints/{ck}:/{ck}:ro", labctl.IMAGE)
+    into = dk(d, "create", "-v", f"{d_root}/containers/{dst_id}/checkpoints:/checkpoints", labctl.IMAGE)
+    subprocess.run(f"docker -H {s} cp {out}:/{ck} - | docker -H {d} cp - {into}:/checkpoints", shell=True,
+                   check=True)
+    dk(s, "rm", out)
+    dk(d, "rm", into)
     dk(d, "start", "--checkpoint", ck, CTR)
+    dk(d, "checkpoint", "rm", CTR, ck)
     dk(s, "rm", CTR)
 
 
 def docker_api(src: str, dst: str) -> None:
+    """The same through the Engine API: one archive stream from a helper on one daemon into a helper on the
+    other, with no check of what arrived."""
     s = docker.APIClient(base_url=labctl.SITES[src].docker_url, version="auto")
     d = docker.APIClient(base_url=labctl.SITES[dst].docker_url, version="auto")
     ck = f"api-{time.monotonic_ns()}"
@@ -151,9 +153,16 @@ def docker_api(src: str, dst: str) -> None:
         new = d.create_container(labctl.IMAGE, name=CTR, labels={"drorch.lab": "1"},
                                  host_config=d.create_host_config(network_mode="none",
                                                                   mem_limit=labctl.CONTAINER_MEMORY))
-        shutil.copytree(Path(s.info()["DockerRootDir"]) / "containers" / orig["Id"] / "checkpoints" / ck,
-                        Path(d.info()["DockerRootDir"]) / "containers" / new["Id"] / "checkpoints" / ck)
+        s_root, d_root = s.info()["DockerRootDir"], d.info()["DockerRootDir"]
+        out = s.create_container(labctl.IMAGE, host_config=s.create_host_config(
+            binds=[f"{s_root}/containers/{orig['Id']}/checkpoints/{ck}:/{ck}:ro"]))["Id"]
+        into = d.create_container(labctl.IMAGE, host_config=d.create_host_config(
+            binds=[f"{d_root}/containers/{new['Id']}/checkpoints:/checkpoints"]))["Id"]
+        d.put_archive(into, "/checkpoints", s.get_archive(out, f"/{ck}")[0])
+        s.remove_container(out)
+        d.remove_container(into)
         d._raise_for_status(d._post(d._url("/containers/{0}/start", new["Id"]), params={"checkpoint": ck}))
+        d._raise_for_status(d._delete(d._url("/containers/{0}/checkpoints/{1}", new["Id"], ck)))
         s.remove_container(orig["Id"])
     finally:
         s.close()

@@ -1,0 +1,80 @@
+"""Container configurations for the target site, from a container's inspect data (no I/O here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drorch.playbook import Mappings, Resources
+from drorch.records import DRILL_LABEL
+
+# What a recreated container keeps of the original's host configuration.
+HOST_CONFIG_KEYS = (
+    "Binds", "NetworkMode", "PortBindings", "RestartPolicy", "Memory", "NanoCpus", "CpuShares",
+    "Mounts", "Privileged", "CapAdd", "CapDrop", "ExtraHosts", "LogConfig", "Tmpfs", "Ulimits",
+)
+
+
+def _map_bind(bind: str, m: Mappings) -> str:
+    """`source:dest[:opts]`: a host folder is mapped, a named volume keeps its name."""
+    source, sep, rest = bind.partition(":")
+    return f"{m.path(source)}{sep}{rest}" if source.startswith("/") else bind
+
+
+def clone_config(
+    inspect: dict[str, Any], mappings: Mappings | None = None, resources: Resources | None = None
+) -> dict[str, Any]:
+    """The create-container body that recreates `inspect`'s container elsewhere, mapped for the target."""
+    m = mappings or Mappings()
+    config = {k: v for k, v in inspect["Config"].items() if k not in ("Hostname",)}
+    config["Image"] = m.image(config["Image"])
+    host = inspect.get("HostConfig") or {}
+    hc = {k: host[k] for k in HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})}
+    if "NetworkMode" in hc:
+        hc["NetworkMode"] = m.network(hc["NetworkMode"])
+    if "PortBindings" in hc:
+        hc["PortBindings"] = {
+            port: [{**b, "HostPort": str(m.port(int(b["HostPort"]))) if b.get("HostPort") else b.get("HostPort", "")}
+                   for b in binds or []]
+            for port, binds in hc["PortBindings"].items()
+        }
+    if "Binds" in hc:
+        hc["Binds"] = [_map_bind(b, m) for b in hc["Binds"]]
+    if "Mounts" in hc:
+        hc["Mounts"] = [{**mt, "Source": m.path(mt["Source"])} if mt.get("Type") == "bind" else mt
+                        for mt in hc["Mounts"]]
+    if resources is not None and resources.memory_mib:
+        hc["Memory"] = resources.memory_mib << 20
+    if resources is not None and resources.vcpus:
+        hc["NanoCpus"] = resources.vcpus * 10**9
+    config["HostConfig"] = hc
+    return config
+
+
+def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
+    """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
+    no network at all (then its own empty namespace already isolates it); labelled as a drill's."""
+    config = clone_config(inspect)
+    hc = config["HostConfig"]
+    for key in ("PortBindings", "RestartPolicy"):
+        hc.pop(key, None)
+    config.pop("ExposedPorts", None)
+    if hc.get("NetworkMode") != "none":
+        hc["NetworkMode"] = network
+    config["Labels"] = {**(config.get("Labels") or {}), DRILL_LABEL: clone}
+    return config
+
+
+def published_ports(inspect: dict[str, Any]) -> tuple[int, ...]:
+    bindings = (inspect.get("HostConfig") or {}).get("PortBindings") or {}
+    return tuple(sorted({int(b["HostPort"]) for binds in bindings.values() for b in binds or [] if b.get("HostPort")}))
+
+
+def volumes(inspect: dict[str, Any]) -> dict[str, str]:
+    """The container's volumes, named or anonymous, by where they are mounted: destination -> volume name."""
+    return {mt["Destination"]: mt["Name"] for mt in inspect.get("Mounts") or [] if mt.get("Type") == "volume"}
+
+
+def unmapped_binds(inspect: dict[str, Any], mappings: Mappings) -> list[str]:
+    """Host folders bound into the container that the playbook does not map: their contents cannot travel."""
+    return sorted({mt["Source"] for mt in inspect.get("Mounts") or []
+                   if mt.get("Type") == "bind" and mt["Source"] not in mappings.paths})

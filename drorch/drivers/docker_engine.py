@@ -1,0 +1,151 @@
+"""One Docker daemon as the driver sees it: the Engine API calls docker-py lacks, and data in and out.
+
+docker-py has no checkpoint call: the Engine API's POST/GET/DELETE /containers/{id}/checkpoints and
+the `checkpoint` parameter of start are sent here through the low-level client. Files cross between
+daemons only through the API: a short-lived helper container, created and never started, binds the
+folder or volume on the daemon's own machine, and its archive endpoint streams it out or in. drorch
+never opens a daemon's files; the paths below are handed back to that daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from drorch.drivers.base import Endpoint
+from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
+from drorch.errors import MoveFailed, SiteUnreachable
+
+HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leave out
+CHECKPOINT_PREFIX = "drorch-"
+API_ERRORS = (DockerException, requests.RequestException)
+
+
+def reason(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    return str(exc)
+
+
+class DockerSite:
+    """One daemon, with the calls the driver needs and errors turned into drorch's."""
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
+        try:
+            # Typed loosely: the stubs lack the raw calls that checkpoints need.
+            self.api: Any = docker.APIClient(base_url=ep.uri, version="auto", timeout=120)
+        except API_ERRORS as exc:
+            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {reason(exc)}") from None
+
+    def unreachable(self, exc: Exception) -> SiteUnreachable:
+        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}: {reason(exc)}")
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.inspect_container(name)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
+        except API_ERRORS as exc:
+            raise self.unreachable(exc) from None
+
+    @functools.cached_property
+    def info(self) -> dict[str, Any]:
+        return self.api.info()  # type: ignore[no-any-return]
+
+    def checkpoints_supported(self) -> bool:
+        return bool(self.info.get("ExperimentalBuild"))
+
+    def checkpoint_folder(self, container_id: str) -> str:
+        """Where the daemon keeps a container's checkpoints, on its own machine."""
+        return f"{self.info['DockerRootDir']}/containers/{container_id}/checkpoints"
+
+    # --- checkpoints (raw endpoints) -------------------------------------------------------------------------
+
+    def checkpoint(self, container: str, name: str, leave_running: bool = False) -> None:
+        res = self.api._post_json(self.api._url("/containers/{0}/checkpoints", container),
+                                  data={"CheckpointID": name, "Exit": not leave_running})
+        self.api._raise_for_status(res)
+
+    def checkpoints(self, container: str) -> list[str]:
+        res = self.api._get(self.api._url("/containers/{0}/checkpoints", container))
+        return [c["Name"] for c in self.api._result(res, True) or []]
+
+    def drop_checkpoint(self, container: str, name: str) -> None:
+        res = self.api._delete(self.api._url("/containers/{0}/checkpoints/{1}", container, name))
+        if res.status_code != 404:
+            self.api._raise_for_status(res)
+
+    def newest_checkpoint(self, container_id: str) -> str | None:
+        """drorch's newest checkpoint of the container: its names sort by the time they were taken."""
+        ours = [c for c in self.checkpoints(container_id) if c.startswith(CHECKPOINT_PREFIX)]
+        return max(ours) if ours else None
+
+    def start(self, container: str, checkpoint: str | None = None) -> None:
+        params = {"checkpoint": checkpoint} if checkpoint else {}
+        res = self.api._post(self.api._url("/containers/{0}/start", container), params=params)
+        self.api._raise_for_status(res)
+
+    def remove(self, container: dict[str, Any]) -> None:
+        """A container that moved away, with its volumes: their contents now live on the other site. A named
+        volume that another container still uses stays."""
+        self.api.remove_container(container["Id"], force=True, v=True)
+        for mount in container.get("Mounts") or []:
+            if mount.get("Type") == "volume":
+                with contextlib.suppress(NotFound, APIError):
+                    self.api.remove_volume(mount["Name"])
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self.api.inspect_image(image)
+        except ImageNotFound:
+            return False
+        return True
+
+    # --- files in and out, through helper containers -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def helper(self, name: str, image: str, binds: list[str]) -> Iterator[str]:
+        """A container that is created and never started, binding `binds`: its archive endpoint reads and
+        writes them. Removed afterwards, and first when an interrupted transfer left one."""
+        with contextlib.suppress(NotFound):
+            self.api.remove_container(name, force=True)
+        config = {"Image": image, "Cmd": ["true"], "Labels": {HELPER_LABEL: "1"},
+                  "HostConfig": {"Binds": binds, "NetworkMode": "none"}}
+        helper_id: str = self.api.create_container_from_config(config, name=name)["Id"]
+        try:
+            yield helper_id
+        finally:
+            with contextlib.suppress(*API_ERRORS):
+                self.api.remove_container(helper_id, force=True, v=False)
+
+    def read(self, helper_id: str, path: str) -> Iterator[bytes]:
+        stream, _stat = self.api.get_archive(helper_id, path, chunk_size=CHUNK)
+        return stream  # type: ignore[no-any-return]
+
+    def write(self, helper_id: str, path: str, chunks: Iterable[bytes]) -> None:
+        self.api.put_archive(helper_id, path, chunks)
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def send_tree(src: DockerSite, src_helper: str, src_path: str, dst: DockerSite, dst_helper: str, dst_path: str,
+              private: bool = False, counted: Callable[[int], None] | None = None) -> Manifest:
+    """Stream the folder `src_path` of one helper into `dst_path` of another, then read the copy back and
+    check every file's size and checksum; raises MoveFailed on a difference. Returns what was sent."""
+    sent = relay(src.read(src_helper, src_path), private=private, counted=counted)
+    dst.write(dst_helper, dst_path, sent.chunks)
+    name = src_path.rstrip("/").rpartition("/")[2]
+    landed = manifest(dst.read(dst_helper, f"{dst_path.rstrip('/')}/{name}"))
+    wrong = sent.manifest.differences(landed)
+    if wrong:
+        raise MoveFailed(f"the copy of {name} on site {dst.ep.site} differs from site {src.ep.site}'s: "
+                         f"{'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
+    return sent.manifest

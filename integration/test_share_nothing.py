@@ -1,0 +1,149 @@
+"""Containers move between sites that share nothing with drorch: only the daemons' APIs carry their state.
+
+The test process runs under `integration/lab isolate`, so neither site's Docker data root is visible
+here: a checkpoint or a volume that did not travel through the Engine API shows as a counter that
+restarts from 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from integration import labctl
+from integration.conftest import LAB_PLAYBOOK, container_counts, wait_until
+
+Drorch = Callable[..., subprocess.CompletedProcess[str]]
+# A counter kept in a named volume: a redeployed copy goes on from the volume's number.
+VOLUME_COUNTER = ('i=$(cat /data/count 2>/dev/null || echo 0); while true; do i=$((i+1)); echo "count $i"; '
+                  'echo $i > /data/count; sleep 1; done')
+# A process with an established TCP connection: CRIU refuses to dump it without --tcp-established.
+TCP_COUNTER = ('sleep 100000 | nc -l -p 7 >/dev/null & sleep 0.3; sleep 100000 | nc 127.0.0.1 7 & '
+               'i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done')
+NAMES = ("vol-counter", "vol-redeploy", "tcp-counter", "bind-counter")
+
+
+def clients() -> dict[str, docker.DockerClient]:
+    return {s: docker.DockerClient(base_url=site.docker_url) for s, site in labctl.SITES.items()}
+
+
+def remove_all(cs: dict[str, docker.DockerClient]) -> None:
+    for c in cs.values():
+        for name in NAMES:
+            for found in c.containers.list(all=True, filters={"name": f"^{name}$"}):
+                found.remove(force=True)
+            for vol in c.volumes.list(filters={"name": f"{name}-data"}):
+                vol.remove(force=True)
+
+
+@pytest.fixture
+def sites(lab: None) -> Iterator[dict[str, docker.DockerClient]]:
+    cs = clients()
+    remove_all(cs)
+    yield cs
+    remove_all(cs)
+    for c in cs.values():
+        c.close()
+
+
+def playbook(tmp_path: Path, workloads: list[dict[str, object]], **extra: object) -> Path:
+    pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
+    pb["workloads"] = workloads
+    pb.update(extra)
+    path = tmp_path / "pb.yaml"
+    path.write_text(yaml.safe_dump(pb))
+    return path
+
+
+def start(c: docker.DockerClient, name: str, script: str, **kw: object) -> None:
+    c.containers.run(labctl.IMAGE, ["/bin/sh", "-c", script], name=name, detach=True, network_mode="none",
+                     mem_limit=labctl.CONTAINER_MEMORY, **kw)
+
+
+def test_drorch_sees_no_site_data(lab: None) -> None:
+    """The shortcut is impossible: each daemon reports its data root, and from here it is empty."""
+    assert labctl.isolated(), "the tests must run under integration/lab isolate"
+    for site in labctl.SITES.values():
+        c = docker.DockerClient(base_url=site.docker_url)
+        try:
+            root = Path(c.info()["DockerRootDir"])
+            if site.name == "a":
+                assert c.containers.list(), "site a runs the lab's containers, so its data root is not empty"
+        finally:
+            c.close()
+        assert root == site.root / "docker" / "data"
+        assert not any(root.iterdir()), f"site {site.name}'s data root is visible to the tests"
+        assert not any((site.root / "pool").iterdir())
+
+
+def test_named_volumes_travel_with_checkpoint_and_redeploy(sites: dict[str, docker.DockerClient], tmp_path: Path,
+                                                           run_drorch: Drorch) -> None:
+    a, b = sites["a"], sites["b"]
+    for name in ("vol-counter", "vol-redeploy"):
+        start(a, name, VOLUME_COUNTER, volumes={f"{name}-data": {"bind": "/data", "mode": "rw"}})
+    for name in ("vol-counter", "vol-redeploy"):
+        wait_until(lambda n=name: max(container_counts("a", n), default=0) >= 4, f"{name} counting")
+    pb = playbook(tmp_path, [{"name": "vol-counter", "kind": "container", "strategy": "checkpoint"},
+                             {"name": "vol-redeploy", "kind": "container", "strategy": "redeploy"}])
+    before = {n: max(container_counts("a", n)) for n in ("vol-counter", "vol-redeploy")}
+
+    res = run_drorch("failover", str(pb))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning" not in res.stderr
+
+    for name in ("vol-counter", "vol-redeploy"):
+        wait_until(lambda n=name: len(container_counts("b", n)) >= 2, f"{name} counting on b")
+    # The checkpointed process goes on where it stopped; the redeployed one starts afresh from its volume.
+    restored = container_counts("b", "vol-counter")
+    assert restored[0] >= before["vol-counter"], restored
+    redeployed = container_counts("b", "vol-redeploy")
+    assert redeployed[0] > before["vol-redeploy"] - 1 > 1, (before, redeployed)
+    assert b.volumes.get("vol-counter-data") and b.volumes.get("vol-redeploy-data")
+    # Nothing left behind: no container, volume or helper on a; no helper and no checkpoint on b.
+    assert not a.containers.list(all=True, filters={"name": "vol-"})
+    assert not a.volumes.list(filters={"name": "vol-"})
+    helpers = {"label": "drorch.transfer"}
+    assert not [c.name for s in sites.values() for c in s.containers.list(all=True, filters=helpers)]
+    for name in ("vol-counter", "vol-redeploy"):
+        assert b.api.get(b.api._url("/containers/{0}/checkpoints", name)).json() in ([], None)
+
+    back = run_drorch("failback", str(pb))
+    assert back.returncode == 0, back.stdout + back.stderr
+    wait_until(lambda: len(container_counts("a", "vol-redeploy")) >= 2, "vol-redeploy counting on a")
+    assert container_counts("a", "vol-redeploy")[0] > redeployed[-1] - 1
+
+
+def test_a_checkpoint_that_cannot_be_taken_becomes_a_redeploy_with_warnings(
+        sites: dict[str, docker.DockerClient], tmp_path: Path, run_drorch: Drorch) -> None:
+    start(sites["a"], "tcp-counter", TCP_COUNTER)
+    wait_until(lambda: max(container_counts("a", "tcp-counter"), default=0) >= 2, "tcp-counter counting")
+    pb = playbook(tmp_path, [{"name": "tcp-counter", "kind": "container", "strategy": "checkpoint"}])
+
+    res = run_drorch("failover", str(pb))
+    assert res.returncode == 5, res.stdout + res.stderr
+    assert "succeeded with warnings" in res.stdout
+    assert re.search(r"warning: container tcp-counter: redeployed from .*the checkpoint failed", res.stderr), res.stderr
+    wait_until(lambda: len(container_counts("b", "tcp-counter")) >= 1, "tcp-counter on b")
+    assert container_counts("b", "tcp-counter")[0] == 1  # redeployed: its process started again
+    history = json.loads(run_drorch("history", "1", "--json").stdout)
+    assert history["state"] == "succeeded with warnings"
+    assert "the checkpoint failed" in history["steps"][0]["warning"]
+
+
+def test_a_bind_mount_needs_a_mapped_path(sites: dict[str, docker.DockerClient], tmp_path: Path,
+                                          run_drorch: Drorch) -> None:
+    start(sites["a"], "bind-counter", labctl.COUNTER_SCRIPT, volumes={"/srv": {"bind": "/srv", "mode": "ro"}})
+    workloads = [{"name": "bind-counter", "kind": "container", "strategy": "redeploy"}]
+    res = run_drorch("validate", str(playbook(tmp_path, workloads)))
+    assert res.returncode == 1
+    assert "container bind-counter: bind mount of /srv has no counterpart on site b" in res.stderr
+    mapped = yaml.safe_load(LAB_PLAYBOOK.read_text())["mappings"]
+    ok = run_drorch("validate", str(playbook(tmp_path, workloads, mappings={**mapped, "paths": {"/srv": "/srv"}})))
+    assert ok.returncode == 0, ok.stderr
