@@ -50,6 +50,13 @@ def vm_counts(site: str, vm: str = labctl.VM_NAME) -> list[int]:
     return [int(n) for n in re.findall(r"^count (\d+)", text, re.M)]
 
 
+def vm_disk_counts(site: str, vm: str = labctl.VM_NAME) -> list[int]:
+    """The counts the guest found on its disk at each boot on that site (its serial log since it started)."""
+    path = labctl.SITES[site].serial_log(vm)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return [int(n) for n in re.findall(r"^disk (\d+)", text, re.M)]
+
+
 def container_counts(site: str, name: str) -> list[int]:
     client = docker.DockerClient(base_url=labctl.SITES[site].docker_url)
     try:

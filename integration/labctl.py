@@ -35,6 +35,7 @@ GUEST = LAB / "guest"
 CRIU_BIN = LAB / "criu" / "bin"
 IMAGE = "drorch-lab/counter:1"
 VM_NAME = "lab-vm"
+VM_DISK = f"{VM_NAME}.qcow2"  # in site a's pool; a move takes it along
 CHECKPOINT_CONTAINER = "lab-counter"
 REDEPLOY_CONTAINER = "lab-redeploy"
 CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
@@ -154,15 +155,37 @@ def outside() -> list[str]:
 # --- guest and image ---------------------------------------------------------------------------------------
 
 
+# Loaded in this order by the guest's /init: the Debian kernel builds virtio-blk as modules.
+GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+                 "virtio_blk")
+# Counts once a second on the serial console and keeps the count on its disk (/dev/vda, when it has one),
+# where it starts from at boot: a disk that did not travel shows as a counter that starts from 1 again.
+GUEST_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev 2>/dev/null
+for m in MODULES; do insmod /lib/modules/$m.ko 2>/dev/null; done
+for t in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
+i=0
+if [ -b /dev/vda ]; then i=$(head -c 32 /dev/vda | tr -dc 0-9); i=${i:-0}; echo "disk $i" > /dev/ttyS0; fi
+while true; do
+  i=$((i+1)); echo "count $i" > /dev/ttyS0
+  [ -b /dev/vda ] && printf '%-31s\\n' "$i" | dd of=/dev/vda bs=32 count=1 conv=notrunc,fsync 2>/dev/null
+  sleep 1
+done
+""".replace("MODULES", " ".join(GUEST_MODULES))
+DISK_MIB = 16
+
+
 def build_guest() -> None:
-    """Debian kernel plus a busybox initramfs whose /init prints a counter on ttyS0 once a second."""
-    kernel, initrd = GUEST / "vmlinuz", GUEST / "initrd.gz"
+    """Debian kernel plus a busybox initramfs (with the virtio-blk modules) running GUEST_INIT."""
+    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / "initrd-disk.gz", GUEST / "modules"
     if kernel.exists() and initrd.exists():
         return
     GUEST.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        if not kernel.exists():
+        if not kernel.exists() or not modules.is_dir():
             log("fetching a Debian kernel for the guest")
             deps = run(["apt-cache", "depends", "linux-image-amd64"]).stdout
             pkg = next(
@@ -174,18 +197,15 @@ def build_guest() -> None:
             deb = next(t.glob("linux-image-*.deb"))
             run(["dpkg-deb", "-x", str(deb), str(t / "x")])
             shutil.copy(next((t / "x" / "boot").glob("vmlinuz-*")), kernel)
+            modules.mkdir(exist_ok=True)
+            for name in GUEST_MODULES:
+                shutil.copy(next((t / "x" / "lib" / "modules").rglob(f"{name}.ko")), modules / f"{name}.ko")
         root = t / "initramfs"
-        for d in ("bin", "proc", "sys", "dev"):
+        for d in ("bin", "proc", "sys", "dev", "lib"):
             (root / d).mkdir(parents=True)
         shutil.copy("/bin/busybox", root / "bin" / "busybox")
-        (root / "init").write_text(
-            "#!/bin/busybox sh\n"
-            "/bin/busybox --install -s /bin\n"
-            "mount -t proc proc /proc\n"
-            "mount -t devtmpfs dev /dev 2>/dev/null\n"
-            "i=0\n"
-            'while true; do i=$((i+1)); echo "count $i" > /dev/ttyS0; sleep 1; done\n'
-        )
+        shutil.copytree(modules, root / "lib" / "modules")
+        (root / "init").write_text(GUEST_INIT)
         (root / "init").chmod(0o755)
         files = subprocess.run(
             ["find", "."], cwd=root, check=True, capture_output=True
@@ -315,7 +335,7 @@ def domain_xml() -> str:
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{GUEST / 'vmlinuz'}</kernel>
-    <initrd>{GUEST / 'initrd.gz'}</initrd>
+    <initrd>{GUEST / 'initrd-disk.gz'}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
   <clock offset='utc'/>
@@ -323,6 +343,11 @@ def domain_xml() -> str:
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
+    <disk type='volume' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source pool='{SITES["a"].pool}' volume='{VM_DISK}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
     <interface type='network'><source network='{SITES["a"].network}'/><model type='virtio'/></interface>
     <serial type='file'><source path='{SERIAL_LOG}'/><target port='0'/></serial>
     <memballoon model='none'/>
@@ -375,7 +400,10 @@ def ensure_workloads(force: bool = False) -> None:
         if not any(_running(c, VM_NAME) for c in conns.values()):
             home = next((c for c in conns.values() if VM_NAME in c.listDefinedDomains()), conns["a"])
             log(f"starting {VM_NAME} on {home.getHostname()}")
-            home.defineXML(domain_xml()).create()
+            if home is conns["a"]:
+                ensure_disk(conns["a"])
+                home.defineXML(domain_xml())
+            home.lookupByName(VM_NAME).create()
         ca = clients["a"]
         if not ca.images.list(name=IMAGE):
             log(f"importing {IMAGE} on site a")
@@ -399,6 +427,24 @@ def ensure_workloads(force: bool = False) -> None:
             d.close()
 
 
+def ensure_disk(conn: libvirt.virConnect) -> None:
+    """The VM's empty qcow2 disk in site a's pool, made through libvirt's storage API."""
+    pool = conn.storagePoolLookupByName(SITES["a"].pool)
+    pool.refresh(0)
+    if VM_DISK not in pool.listVolumes():
+        pool.createXML(f"<volume><name>{VM_DISK}</name><capacity unit='MiB'>{DISK_MIB}</capacity>"
+                       "<target><format type='qcow2'/></target></volume>", 0)
+
+
+def remove_disks(conn: libvirt.virConnect) -> None:
+    """The VM's disk, its copies and recovery points, wherever a move or a protection left them."""
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        pool.refresh(0)
+        for vol in pool.listAllVolumes():
+            if vol.name().startswith(VM_DISK):
+                vol.delete(0)
+
+
 def _running(conn: libvirt.virConnect, name: str) -> bool:
     try:
         return bool(conn.lookupByName(name).isActive())
@@ -419,6 +465,7 @@ def remove_workloads(
                 dom.destroy()
             if dom.isPersistent():
                 dom.undefine()
+        remove_disks(conn)
     for name, client in clients.items():
         for c in client.containers.list(all=True, filters={} if everything else {"label": "drorch.lab=1"}):
             log(f"removing container {c.name} from site {name}")

@@ -14,7 +14,7 @@ import pytest
 
 from drorch.store import Store
 from integration import labctl
-from integration.conftest import REPO, container_counts, vm_counts, wait_until, where
+from integration.conftest import REPO, container_counts, vm_counts, vm_disk_counts, wait_until, where
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]
 TIERS = REPO / "playbooks" / "lab-tiers.yaml"
@@ -116,38 +116,55 @@ def test_validate_finds_a_mapping_that_points_nowhere_on_the_real_site(run_drorc
 
 
 @pytest.mark.usefixtures("lab")
-def test_validate_checks_a_vms_disk_is_on_the_target(run_drorch: Drorch, tmp_path: Path) -> None:
-    """A VM whose disk lives in site a's pool: the mapped pool on site b must hold the volume too."""
-    a, b = (libvirt.open(labctl.SITES[s].libvirt_uri) for s in ("a", "b"))
-    vol_xml = "<volume><name>disk-vm.raw</name><capacity unit='MiB'>1</capacity></volume>"
+def test_validate_checks_a_vms_disks_can_travel(run_drorch: Drorch, tmp_path: Path) -> None:
+    """A disk in a pool of site a is copied on the way: fine. A disk file that no active pool holds cannot be
+    created or streamed through libvirt: validate says so, naming the disk."""
+    a = libvirt.open(labctl.SITES["a"].libvirt_uri)
+    scratch = a.storagePoolDefineXML("<pool type='dir'><name>scratch</name><target><path>"
+                                     f"{labctl.SITES['a'].root / 'scratch'}</path></target></pool>")
+    scratch.build(0)
+    scratch.create()
+    vol = scratch.createXML("<volume><name>disk-vm.raw</name><capacity unit='MiB'>1</capacity></volume>")
+    path = vol.path()
     xml = labctl.domain_xml().replace(f"<name>{labctl.VM_NAME}</name>", "<name>disk-vm</name>").replace(
-        "<devices>", "<devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>"
-                     "<source pool='prod-pool' volume='disk-vm.raw'/><target dev='vda' bus='virtio'/></disk>").replace(
         labctl.SERIAL_LOG, "/var/log/libvirt/qemu/disk-vm.serial")
+    pooled = xml.replace(f"volume='{labctl.VM_DISK}'", f"volume='{labctl.VM_DISK}.second'")
+    loose = xml.replace(f"<source pool='prod-pool' volume='{labctl.VM_DISK}'/>", f"<source file='{path}'/>").replace(
+        "type='volume' device='disk'", "type='file' device='disk'").replace("type='qcow2'", "type='raw'")
     playbook = tmp_path / "disk.yaml"
     playbook.write_text(TIERS.read_text().split("workloads:\n")[0] + "workloads:\n  - {name: disk-vm, kind: vm}\n")
     line = playbook.read_text().splitlines().index("  - {name: disk-vm, kind: vm}") + 1
-    a.storagePoolLookupByName("prod-pool").createXML(vol_xml)
-    dom = a.defineXML(xml)
+    a.storagePoolLookupByName("prod-pool").createXML(
+        f"<volume><name>{labctl.VM_DISK}.second</name><capacity unit='MiB'>1</capacity>"
+        "<target><format type='qcow2'/></target></volume>")
+    dom = a.defineXML(pooled)
     try:
         dom.create()
         res = run_drorch("validate", str(playbook))
-        assert res.returncode == 1
-        assert res.stderr == (f"{playbook}:{line}:5: VM disk-vm: disk dr-pool/disk-vm.raw is not on site b host "
-                              "b1: put it on shared storage or a mapped pool\n")
-        b.storagePoolLookupByName("dr-pool").createXML(vol_xml)  # replicated there: now it can move
-        res = run_drorch("validate", str(playbook))
         assert res.returncode == 0, res.stderr
+        dom.destroy()
+        dom.undefine()
+        scratch.destroy()  # the file stays, but no active pool holds it
+        dom = a.defineXML(loose)
+        dom.create()
+        res = run_drorch("validate", str(playbook))
+        assert res.returncode == 1
+        assert res.stderr.startswith(f"{playbook}:{line}:5: VM disk-vm: disk {path} is in no storage pool that "
+                                     "libvirt knows"), res.stderr
+        assert res.stderr.rstrip().endswith("it cannot be copied")
     finally:
         if dom.isActive():
             dom.destroy()
         dom.undefine()
-        for conn, pool in ((a, "prod-pool"), (b, "dr-pool")):
-            p = conn.storagePoolLookupByName(pool)
-            if "disk-vm.raw" in p.listVolumes():
-                p.storageVolLookupByName("disk-vm.raw").delete()
+        if not scratch.isActive():
+            scratch.create()
+        for v in scratch.listAllVolumes():
+            v.delete(0)
+        scratch.destroy()
+        scratch.delete(0)
+        scratch.undefine()
+        a.storagePoolLookupByName("prod-pool").storageVolLookupByName(f"{labctl.VM_DISK}.second").delete(0)
         a.close()
-        b.close()
 
 
 @pytest.mark.usefixtures("fresh_lab")
@@ -172,12 +189,13 @@ def test_cold_move_resizes_and_replica_starts_the_copy_at_home(run_drorch: Drorc
     finally:
         conn.close()
     wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
-    assert vm_counts("b")[0] == 1  # a cold move boots the guest again
+    assert vm_counts("b")[0] == vm_disk_counts("b")[0] + 1 > 1  # booted again, from its disk, which came along
 
     home = libvirt.open(labctl.SITES["a"].libvirt_uri)
     try:
         assert labctl.VM_NAME not in home.listDefinedDomains()  # the definition moved with the guest
-        home.defineXML(labctl.domain_xml())  # a replica kept at home
+        labctl.ensure_disk(home)  # a replica kept at home, with a disk of its own
+        home.defineXML(labctl.domain_xml())
     finally:
         home.close()
     replica = tmp_path / "replica.yaml"

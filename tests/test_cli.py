@@ -79,6 +79,22 @@ def test_partial_run_exits_3(capsys: pytest.CaptureFixture[str], playbook_file: 
     assert code == 3 and err.strip() == "drorch: run 1 partial: container web: web did not start on site b"
 
 
+def test_degraded_run_exits_5_with_each_warning(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                 cloud: FakeCloud, playbook: Playbook) -> None:
+    cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].checkpoints = False
+    code, out, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 5
+    assert re.search(r"run 1 succeeded with warnings in \d+\.\d s", out)
+    assert "done in" in out and "(warning: redeployed from its image: checkpoints do not work here)" in out
+    assert err.strip().splitlines() == ["drorch: warning: container cache: redeployed from its image: checkpoints "
+                                        "do not work here"]
+    code, out, _ = drorch(capsys, "history", "1", "--json")
+    doc = json.loads(out)
+    assert doc["state"] == "succeeded with warnings"
+    assert [s["warning"] for s in doc["steps"]] == [None, "redeployed from its image: checkpoints do not work here",
+                                                    None]
+
+
 def test_held_workload_exits_4(capsys: pytest.CaptureFixture[str], playbook_file: Path, store: Store) -> None:
     _held_by(store, os.getpid())
     code, _, err = drorch(capsys, "failover", str(playbook_file))

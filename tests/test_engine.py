@@ -76,13 +76,16 @@ def test_one_failed_move_makes_the_run_partial(
     assert site_of(cloud, playbook, WorkloadKind.VM, "db") == ["a"]
 
 
-def test_checkpoint_falls_back_to_redeploy_and_says_so(
+def test_checkpoint_falls_back_to_redeploy_and_the_run_says_so(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
     cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].checkpoints = False
     run = move(engine, playbook, "a", "b", "failover")
+    assert run.state is RunState.SUCCEEDED_WITH_WARNINGS
     cache = store.steps(run.id or 0)[1]
-    assert cache.state is StepState.SUCCEEDED and "redeployed from image" in (cache.outcome or "")
+    assert cache.state is StepState.SUCCEEDED
+    assert cache.warning == "redeployed from its image: checkpoints do not work here"
+    assert [s.warning for s in store.steps(run.id or 0) if s.workload != "cache"] == [None, None]
     assert counter(cloud, playbook, WorkloadKind.CONTAINER, "cache", "b") == 1
 
 

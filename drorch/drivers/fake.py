@@ -126,7 +126,8 @@ class FakeDriver(Driver):
         del self.cloud.moves[handle.id]
         if move.fail is not None:
             return Progress(Phase.FAILED, message=move.fail)
-        return Progress(Phase.COMPLETED, message=self._land(req))
+        message, warning = self._land(req)
+        return Progress(Phase.COMPLETED, message=message, warning=warning)
 
     def cancel(self, handle: Handle) -> None:
         move = self.cloud.moves.get(handle.id)
@@ -191,12 +192,13 @@ class FakeDriver(Driver):
         here.networks.discard(network)
         return True
 
-    def _land(self, req: MoveRequest) -> str:
+    def _land(self, req: MoveRequest) -> tuple[str, str]:
+        """The workload on the target: how it runs there, and a warning when not as asked."""
         src, dst = self.cloud.site(req.source), self.cloud.site(req.target)
         w = src.workloads.pop(req.workload)
-        note = ""
+        warning = ""
         if req.strategy is Strategy.CHECKPOINT and not (src.checkpoints and dst.checkpoints):
-            note = " (redeployed from image: checkpoints do not work here)"
+            warning = "redeployed from its image: checkpoints do not work here"
             w.counter = 1
         elif req.strategy is Strategy.REDEPLOY:
             w.counter = 1
@@ -205,4 +207,4 @@ class FakeDriver(Driver):
             w.memory_mib = req.resources.memory_mib or w.memory_mib
             w.vcpus = req.resources.vcpus or w.vcpus
         dst.workloads[req.workload] = w
-        return f"running on site {req.target.site}{note}"
+        return f"running on site {req.target.site}", warning

@@ -1,4 +1,8 @@
-"""libvirt driver: VMs move between sites by peer-to-peer live migration."""
+"""libvirt driver: VMs move between sites by peer-to-peer live migration, or cold, or from a replica.
+
+Disks that the target does not already see (shared storage) travel with the guest: by libvirt's
+storage migration in a live move, streamed through libvirt's volume API otherwise (libvirt_storage).
+"""
 
 from __future__ import annotations
 
@@ -6,179 +10,35 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import libvirt
 
 from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
+from drorch.drivers.libvirt_migration import Watchdog, migrate_params
+from drorch.drivers.libvirt_storage import (
+    Disk,
+    backup,
+    create_volume,
+    delete_quietly,
+    guest_disks,
+    placement_problems,
+    shared,
+    stream_volume,
+)
+from drorch.drivers.libvirt_xml import domain_names, drill_domain_xml, map_domain_xml, point_disks_at
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
-from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
+from drorch.playbook import Strategy, WorkloadKind
 from drorch.records import DRILL_CLONE
 
 # libvirt prints every error on stderr besides raising it; the exception is enough.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 COLD_SHUTDOWN_SECONDS = 30.0
-MIGRATE_FLAGS = (
-    libvirt.VIR_MIGRATE_LIVE
-    | libvirt.VIR_MIGRATE_PEER2PEER
-    | libvirt.VIR_MIGRATE_PERSIST_DEST
-    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-)
-
-
-def migrate_params(target: Endpoint, controls: MigrationControls | None = None) -> tuple[dict[str, Any], int]:
-    """Parameters and flags of a live migration: where the stream goes, and the playbook's limits."""
-    params: dict[str, Any] = {}
-    flags = MIGRATE_FLAGS
-    if target.migration_address:
-        params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{target.migration_address}"
-    if controls is not None:
-        if controls.bandwidth_mib_s:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = controls.bandwidth_mib_s
-        if controls.auto_converge:
-            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        if controls.post_copy:
-            flags |= libvirt.VIR_MIGRATE_POSTCOPY
-    return params, flags
-
-
-class _Watchdog(threading.Thread):
-    """Enforces a migration's limits from outside the blocking migrate call: sets the maximum downtime
-    once the job runs, switches to post-copy after the first pass, and aborts the job (the guest stays
-    on its source) when it runs past its completion timeout or stops making progress."""
-
-    def __init__(self, dom: libvirt.virDomain, controls: MigrationControls, memory_kib: int) -> None:
-        super().__init__(name=f"drorch-watch-{dom.name()}", daemon=True)
-        self.dom, self.controls = dom, controls
-        gib = max(memory_kib / (1 << 20), 1 / 1024)
-        self.timeout = controls.timeout_s_per_gib * gib if controls.timeout_s_per_gib else None
-        self.stop = threading.Event()
-        self.aborted = ""
-
-    def run(self) -> None:
-        started = time.monotonic()
-        best, best_at, tuned, post = None, started, False, False
-        while not self.stop.wait(0.25):
-            try:
-                stats = self.dom.jobStats()
-            except libvirt.libvirtError:
-                continue
-            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-                continue
-            now = time.monotonic()
-            with contextlib.suppress(libvirt.libvirtError):
-                if not tuned and self.controls.max_downtime_ms:
-                    self.dom.migrateSetMaxDowntime(self.controls.max_downtime_ms)
-                tuned = True
-                if self.controls.post_copy and not post and stats.get("memory_iteration", 0) >= 1:
-                    self.dom.migrateStartPostCopy()
-                    post = True
-            remaining = stats.get("data_remaining")
-            if remaining is not None and (best is None or remaining < best):
-                best, best_at = remaining, now
-            if self.timeout is not None and now - started > self.timeout:
-                self._abort(f"not done within {self.timeout:.0f} s")
-            elif self.controls.no_progress_timeout_s and now - best_at > self.controls.no_progress_timeout_s:
-                self._abort(f"no progress for {self.controls.no_progress_timeout_s:g} s")
-
-    def _abort(self, why: str) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            self.dom.abortJob()
-            self.aborted = why
-        self.stop.set()
-
-
-def domain_names(xml: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The networks a domain's interfaces use and the storage pools of its disks."""
-    root = ET.fromstring(xml)
-    networks = [s.get("network", "") for s in root.findall("./devices/interface[@type='network']/source")]
-    pools = [s.get("pool", "") for s in root.findall("./devices/disk[@type='volume']/source")]
-    return tuple(sorted(set(filter(None, networks)))), tuple(sorted(set(filter(None, pools))))
-
-
-def map_domain_xml(xml: str, mappings: Mappings, resources: Resources | None) -> str:
-    """The domain's definition for the target: mapped networks and pools, and a new size if given."""
-    root = ET.fromstring(xml)
-    changed = False
-    for source in root.findall("./devices/interface[@type='network']/source"):
-        name = source.get("network", "")
-        if mappings.network(name) != name:
-            source.set("network", mappings.network(name))
-            changed = True
-    for source in root.findall("./devices/disk[@type='volume']/source"):
-        pool = source.get("pool", "")
-        if mappings.pool(pool) != pool:
-            source.set("pool", mappings.pool(pool))
-            changed = True
-    if resources is not None and resources.memory_mib:
-        for tag in ("memory", "currentMemory"):
-            el = root.find(tag)
-            if el is not None:
-                el.text, changed = str(resources.memory_mib * 1024), True
-                el.set("unit", "KiB")
-    if resources is not None and resources.vcpus:
-        el = root.find("vcpu")
-        if el is not None:
-            el.text, changed = str(resources.vcpus), True
-    return ET.tostring(root, encoding="unicode") if changed else xml
-
-
-DRILL_NS = "urn:drorch:drill"
-
-
-def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, str]) -> str:
-    """A drill clone's definition: renamed, without UUID or MACs, every interface on the drill's network,
-    file consoles in files of its own, and its writable disks on the copy-on-write `overlays` (by source)."""
-    root = ET.fromstring(xml)
-    name = root.find("name")
-    original = name.text or "" if name is not None else ""
-    if name is not None:
-        name.text = clone
-    for el in root.findall("uuid"):
-        root.remove(el)
-    for iface in root.findall("./devices/interface"):
-        model = iface.find("model")
-        for child in list(iface):
-            iface.remove(child)
-        iface.attrib = {"type": "network"}
-        ET.SubElement(iface, "source", network=network)
-        if model is not None:
-            iface.append(model)
-    for log in root.findall("./devices/*[@type='file']/source[@path]"):
-        folder, _, base = log.get("path", "").rpartition("/")
-        base = base.replace(original, clone) if original and original in base else f"{clone}.{base}"
-        log.set("path", f"{folder}/{base}")
-    for disk in root.findall("./devices/disk"):
-        source = disk.find("source")
-        key = _disk_source(disk)
-        if source is None or key is None or key not in overlays:
-            continue
-        disk.set("type", "file")
-        source.attrib = {"file": overlays[key]}
-        driver = disk.find("driver")
-        if driver is not None:
-            driver.set("type", "qcow2")
-    metadata = root.find("metadata")
-    if metadata is None:
-        metadata = ET.SubElement(root, "metadata")
-    ET.SubElement(metadata, f"{{{DRILL_NS}}}clone", of=original)
-    return ET.tostring(root, encoding="unicode")
-
-
-def _disk_source(disk: ET.Element) -> str | None:
-    """A writable disk's source as `file` or `pool/volume`; None for CD-ROMs, read-only and network disks."""
-    source = disk.find("source")
-    if source is None or disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
-        return None
-    if disk.get("type") == "file":
-        return source.get("file")
-    if disk.get("type") == "volume":
-        return f"{source.get('pool')}/{source.get('volume')}"
-    return None
-
-
+POINT = "@point-"  # a recovery point's own copy of a disk: <volume>@point-<time>
 def _stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
     """Ask the guest to shut down; pull the plug when it has not within the grace period."""
     if not dom.isActive():
@@ -201,6 +61,7 @@ class LibvirtDriver(ThreadedDriver):
     def __init__(self) -> None:
         self._conns: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
+        self._bytes: dict[str, tuple[int, int]] = {}
         super().__init__()
 
     def _conn(self, ep: Endpoint) -> libvirt.virConnect:
@@ -286,8 +147,10 @@ class LibvirtDriver(ThreadedDriver):
         if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
             handle.data["joined"] = True  # a migration started earlier is still under way
             return handle
-        move = {Strategy.LIVE: self._migrate, Strategy.COLD: self._cold, Strategy.REPLICA: self._replica}
-        self._jobs.submit(handle.id, lambda: move[request.strategy](dom, request))
+        moves = {Strategy.LIVE: lambda: self._migrate(dom, request),
+                 Strategy.COLD: lambda: self._cold(dom, request, handle.id),
+                 Strategy.REPLICA: lambda: self._replica(dom, request)}
+        self._jobs.submit(handle.id, moves[request.strategy])
         return handle
 
     def preflight(self, request: MoveRequest) -> list[str]:
@@ -295,8 +158,9 @@ class LibvirtDriver(ThreadedDriver):
         dom = self._domain(request.source, request.workload)
         if dom is None:
             return []
-        root = ET.fromstring(dom.XMLDesc(0))
-        problems = self._disk_problems(root, request)
+        xml = dom.XMLDesc(0)
+        root = ET.fromstring(xml)
+        problems = self._disk_problems(xml, request)
         cpu, os_type = root.find("cpu"), root.find("os/type")
         if cpu is None or cpu.find("model") is None or os_type is None:
             return problems
@@ -312,45 +176,81 @@ class LibvirtDriver(ThreadedDriver):
                             f"{request.target.host} cannot run its CPU model {model}")
         return problems
 
-    def _disk_problems(self, root: ET.Element, request: MoveRequest) -> list[str]:
-        """Every disk must already be on the target (shared storage, or a mapped pool): none is copied."""
+    def _disk_problems(self, xml: str, request: MoveRequest) -> list[str]:
+        """Each disk the target does not already see must fit, in a format it takes, in its mapped pool there."""
+        where = f"VM {request.workload}: site {request.target.site} host {request.target.host}"
+        try:
+            todo = self._to_copy(xml, request)
+            problems = placement_problems(self._conn(request.target), todo)
+        except (MoveFailed, libvirt.libvirtError) as exc:
+            return [f"VM {request.workload}: {exc}"]
+        return [f"{where}: {p}" for p in problems]
+
+    def _to_copy(self, xml: str, request: MoveRequest) -> list[tuple[Disk, str]]:
+        """The guest's disks that must be copied, each with the pool it goes to on the target."""
         target = self._conn(request.target)
-        problems = []
-        for disk in root.findall("./devices/disk[@device='disk']"):
-            source = disk.find("source")
-            if source is None:
-                continue
+        return [(d, request.mappings.pool(d.pool)) for d in guest_disks(self._conn(request.source), xml)
+                if not shared(target, d)]
+
+    def _check_room(self, request: MoveRequest, disks: list[tuple[Disk, str]]) -> None:
+        """Pre-flight again at the start of the move itself: nothing is touched when a disk cannot land."""
+        problems = placement_problems(self._conn(request.target), disks)
+        if problems:
+            raise MoveFailed(f"{request.workload} cannot move to site {request.target.site}: {'; '.join(problems)}; "
+                             f"it still runs on site {request.source.site}")
+
+    def _landed(self, xml: str, disks: list[tuple[Disk, str]], name_of: dict[str, str] | None = None) -> str:
+        """The definition with each copied disk on its volume in the target's pool."""
+        return point_disks_at(xml, {d.key: (pool, (name_of or {}).get(d.key, d.volume)) for d, pool in disks})
+
+    def _drop_sources(self, request: MoveRequest, disks: list[tuple[Disk, str]]) -> None:
+        """After a move the disks live on the target: the source's copies go, so nothing is left behind."""
+        conn = self._conn(request.source)
+        for disk, _ in disks:
             try:
-                if disk.get("type") == "volume":
-                    pool = request.mappings.pool(source.get("pool", ""))
-                    target.storagePoolLookupByName(pool).storageVolLookupByName(source.get("volume", ""))
-                elif disk.get("type") == "file" and source.get("file"):
-                    target.storageVolLookupByPath(source.get("file"))
+                vol = conn.storagePoolLookupByName(disk.pool).storageVolLookupByName(disk.volume)
             except libvirt.libvirtError:
-                where = source.get("file") or f"{request.mappings.pool(source.get('pool', ''))}/{source.get('volume')}"
-                problems.append(f"VM {request.workload}: disk {where} is not on site {request.target.site} host "
-                                f"{request.target.host}: put it on shared storage or a mapped pool")
-        return problems
+                continue
+            delete_quietly(vol)
 
     def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         params, flags = migrate_params(request.target, request.controls)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-        mapped = map_domain_xml(xml, request.mappings, None)  # a live guest keeps its size
+        disks = self._to_copy(xml, request)
+        self._check_room(request, disks)
+        created: list[libvirt.virStorageVol] = []
+        target = self._conn(request.target)
+        try:
+            for disk, pool in disks:  # storage migration writes into volumes that exist already
+                created.append(create_volume(target, pool, disk.volume, disk))
+        except libvirt.libvirtError as exc:
+            for vol in created:
+                delete_quietly(vol)
+            raise MoveFailed(f"the disks of {request.workload} cannot be created on site {request.target.site}: "
+                             f"{_reason(exc)}; it still runs on site {request.source.site}") from None
+        if disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.dev for d, _ in disks]
+        mapped = map_domain_xml(self._landed(xml, disks), request.mappings, None)  # a live guest keeps its size
         if mapped != xml:
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
-        watch = _Watchdog(dom, request.controls, dom.maxMemory()) if request.controls else None
+        size = dom.maxMemory() * 1024 + sum(d.capacity for d, _ in disks)
+        watch = Watchdog(dom, request.controls, size) if request.controls else None
         if watch is not None:
             watch.start()
         try:
             dom.migrateToURI3(request.target.uri, params, flags)
         except libvirt.libvirtError as exc:
+            for vol in created:  # nothing half-copied stays behind
+                delete_quietly(vol)
             why = f"aborted, {watch.aborted}" if watch is not None and watch.aborted else "failed"
             raise MoveFailed(f"live migration of {request.workload} {why}: {_reason(exc)}; it still runs on "
                              f"site {request.source.site}") from None
         finally:
             if watch is not None:
                 watch.stop.set()
+        self._drop_sources(request, disks)
         return self._completed(request)
 
     def cancel(self, handle: Handle) -> None:
@@ -382,21 +282,55 @@ class LibvirtDriver(ThreadedDriver):
         return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its shipped definition")
 
     def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
-        """The mapped definition, defined (not started) on the target; disks are not copied."""
+        """The mapped definition, defined (not started) on the target, with its disks: a crash-consistent backup
+        of a running guest (a plain copy of a stopped one) streamed into the mapped pool as the point's own
+        volumes, which the definition uses. The `keep` newest points' volumes stay."""
         name = request.workload
         dom = self._domain(request.source, name)
         if dom is None:
             raise MoveFailed(f"VM {name} is not on site {request.source.site}")
         there = self._domain(request.target, name)
+        source, target = self._conn(request.source), self._conn(request.target)
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        landed: list[libvirt.virStorageVol] = []
         try:
             if there is not None and there.isActive():
                 raise MoveFailed(f"VM {name} runs on site {request.target.site}: not shipped over it")
-            xml = map_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
-                                 request.mappings, request.resources)
-            self._conn(request.target).defineXML(xml)
-        except libvirt.libvirtError as exc:
-            raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {_reason(exc)}") from None
-        return Shipped(f"definition on site {request.target.site}", len(xml.encode()), "definition")
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            disks = self._to_copy(xml, request)
+            points = {d.key: f"{d.volume}{POINT}{stamp}" for d, _ in disks}
+            running = bool(dom.isActive())
+            copies = (backup(dom, source, [(d, f"{d.volume}.drorch-backup-{stamp}") for d, _ in disks])
+                      if running and disks else [source.storageVolLookupByPath(d.path) for d, _ in disks])
+            sent = 0
+            try:
+                for (disk, pool), copy in zip(disks, copies, strict=True):
+                    landed.append(create_volume(target, pool, points[disk.key], disk))
+                    sent += stream_volume(copy, source, landed[-1], target)
+            finally:
+                for copy in copies if running else []:
+                    delete_quietly(copy)
+            target.defineXML(map_domain_xml(self._landed(xml, disks, points), request.mappings, request.resources))
+            self._retain(target, disks, keep)
+        except (libvirt.libvirtError, MoveFailed) as exc:
+            for vol in landed:  # nothing half-shipped stays behind
+                delete_quietly(vol)
+            why = exc if isinstance(exc, MoveFailed) else _reason(exc)
+            raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {why}") from None
+        if not disks:
+            return Shipped(f"definition on site {request.target.site}", len(xml.encode()), "definition")
+        how = "crash-consistent full backups" if running else "full copies of the stopped disks"
+        return Shipped(f"definition and {len(disks)} disks ({how}, {sent / 2**20:.1f} MiB) on site "
+                       f"{request.target.site}", sent + len(xml.encode()), f"point{stamp}")
+
+    @staticmethod
+    def _retain(conn: libvirt.virConnect, disks: list[tuple[Disk, str]], keep: int) -> None:
+        """Each disk's points beyond the `keep` newest are removed; their names sort by the time they were taken."""
+        for disk, pool_name in disks:
+            pool = conn.storagePoolLookupByName(pool_name)
+            ours = sorted(v for v in pool.listVolumes() if v.startswith(f"{disk.volume}{POINT}"))
+            for old in ours[:max(0, len(ours) - max(keep, 1))]:
+                delete_quietly(pool.storageVolLookupByName(old))
 
     def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
         """A transient domain from the shipped definition; its disks on overlays the drill removes after."""
@@ -408,100 +342,69 @@ class LibvirtDriver(ThreadedDriver):
         conn = self._conn(site)
         try:
             xml = copy.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            overlays = self._overlays(conn, clone, ET.fromstring(xml))
+            disks = overlays(conn, clone, xml)
             if ET.fromstring(xml).find("./devices/interface") is not None:
-                self._isolated_network(conn, network)
-            conn.createXML(drill_domain_xml(xml, clone, network, overlays), 0)
-        except libvirt.libvirtError as exc:
-            raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {_reason(exc)}") from None
-        disks = f", {len(overlays)} disks on overlays" if overlays else ""
-        return f"{clone} booted on site {site.site} from the shipped definition{disks}"
-
-    @staticmethod
-    def _overlays(conn: libvirt.virConnect, clone: str, root: ET.Element) -> dict[str, str]:
-        """A qcow2 overlay in the same pool for each writable disk: the drill never writes to the copy."""
-        overlays = {}
-        for i, disk in enumerate(root.findall("./devices/disk")):
-            key = _disk_source(disk)
-            if key is None:
-                continue
-            if disk.get("type") == "volume":
-                pool_name, _, vol_name = key.partition("/")
-                vol = conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name)
-            else:
-                vol = conn.storageVolLookupByPath(key)
-            driver = disk.find("driver")
-            fmt = driver.get("type", "raw") if driver is not None else "raw"
-            overlay = vol.storagePoolLookupByVolume().createXML(
-                f"<volume><name>{clone}-disk{i}.qcow2</name><capacity unit='bytes'>{vol.info()[1]}</capacity>"
-                f"<target><format type='qcow2'/></target><backingStore><path>{vol.path()}</path>"
-                f"<format type='{fmt}'/></backingStore></volume>", 0)
-            overlays[key] = overlay.path()
-        return overlays
-
-    def _isolated_network(self, conn: libvirt.virConnect, network: str) -> None:
-        """No forward mode and no address: clones reach each other and nothing else."""
-        with self._lock:
-            if network not in conn.listNetworks():
-                conn.networkCreateXML(f"<network><name>{network}</name></network>")
+                with self._lock:
+                    isolated_network(conn, network)
+            conn.createXML(drill_domain_xml(xml, clone, network, disks), 0)
+        except (libvirt.libvirtError, MoveFailed) as exc:
+            why = exc if isinstance(exc, MoveFailed) else _reason(exc)
+            raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {why}") from None
+        on = f", {len(disks)} disks on overlays" if disks else ""
+        return f"{clone} booted on site {site.site} from the shipped definition{on}"
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:
-        removed = []
-        conn = self._conn(site)
         try:
-            dom = self._domain(site, clone)
-            if dom is not None:
-                persistent = dom.isPersistent()  # a transient clone is gone once destroyed
-                if dom.isActive():
-                    dom.destroy()
-                if persistent:
-                    dom.undefine()
-                removed.append(f"VM {clone}")
-            for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-                pool.refresh(0)
-                for vol in pool.listAllVolumes():
-                    if vol.name().startswith(f"{clone}-disk"):
-                        vol.delete(0)
-                        removed.append(f"volume {vol.name()}")
+            return remove_clone(self._conn(site), self._domain(site, clone), clone)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: removing {clone}: {_reason(exc)}") from None
-        return removed
 
     def drop_network(self, network: str, site: Endpoint) -> bool:
-        conn = self._conn(site)
         try:
-            net = conn.networkLookupByName(network)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                return False
-            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
-        try:
-            persistent = net.isPersistent()
-            if net.isActive():
-                net.destroy()
-            if persistent:
-                net.undefine()
+            return remove_network(self._conn(site), network)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: removing network {network}: {_reason(exc)}") from None
-        return True
 
-    def _cold(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
-        """Shut down, define on the target with the mapped configuration and size, start there."""
-        xml = map_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE),
-                             request.mappings, request.resources)
-        target = self._conn(request.target)
+    def _cold(self, dom: libvirt.virDomain, request: MoveRequest, handle_id: str) -> Progress:
+        """Shut down, stream the disks into the target's pools, define there with the mapped configuration and
+        size, start there."""
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        source, target = self._conn(request.source), self._conn(request.target)
+        created: list[libvirt.virStorageVol] = []
         try:
+            disks = self._to_copy(xml, request)
+            self._check_room(request, disks)
+            self._jobs.set_step(handle_id, "shutdown")
             _stop(dom)
             try:
-                target.defineXML(xml).create()
-            except libvirt.libvirtError as exc:
+                self._jobs.set_step(handle_id, "copying disks")
+                for disk, pool in disks:
+                    created.append(create_volume(target, pool, disk.volume, disk))
+                    stream_volume(source.storageVolLookupByPath(disk.path), source, created[-1], target,
+                                  self._counter(handle_id, sum(d.capacity for d, _ in disks)))
+                self._jobs.set_step(handle_id, "start")
+                mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
+                target.defineXML(mapped).create()
+            except (libvirt.libvirtError, MoveFailed) as exc:
+                for vol in created:
+                    delete_quietly(vol)
                 dom.create()  # not started there: back up at home
+                why = exc if isinstance(exc, MoveFailed) else _reason(exc)
                 raise MoveFailed(f"{request.workload} did not start on site {request.target.site}, restarted on "
-                                 f"site {request.source.site}: {_reason(exc)}") from None
+                                 f"site {request.source.site}: {why}") from None
             dom.undefine()
+            self._drop_sources(request, disks)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"cold move of {request.workload} failed: {_reason(exc)}") from None
-        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site}")
+        done, total = self._bytes.get(handle_id, (None, None))
+        return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total,
+                        message=f"running on site {request.target.site}")
+
+    def _counter(self, handle_id: str, total: int) -> Callable[[int], None]:
+        def counted(n: int) -> None:
+            done = self._bytes.get(handle_id, (0, total))[0] + n
+            self._bytes[handle_id] = (done, max(total, done))
+        return counted
 
     def _replica(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         """Start the copy already defined on the target; the source stays defined, stopped."""
@@ -538,8 +441,10 @@ class LibvirtDriver(ThreadedDriver):
             if exc is not None:
                 return Progress(Phase.FAILED, message=str(exc))
             return fut.result()
-        if fut is not None and req.strategy is not Strategy.LIVE:
-            return Progress(Phase.RUNNING, step=f"{req.strategy} move")  # its job reports how it ends
+        if fut is not None and req.strategy is not Strategy.LIVE:  # its job reports how it ends
+            done, total = self._bytes.get(handle.id, (None, None))
+            return Progress(Phase.RUNNING, step=self._jobs.step(handle.id) or f"{req.strategy} move",
+                            bytes_done=done, bytes_total=total)
         try:
             return self._observed(req, ours=fut is not None)
         except (DrorchError, libvirt.libvirtError) as exc:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,9 +34,11 @@ sys.path.insert(0, str(REPO))
 
 from drorch.drivers.base import Endpoint  # noqa: E402
 from drorch.drivers.docker import DockerDriver  # noqa: E402
-from drorch.drivers.libvirt import MIGRATE_FLAGS, LibvirtDriver, migrate_params  # noqa: E402
+from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
+from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
 from drorch.engine import Engine  # noqa: E402
 from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
+from drorch.protection import protect  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
 from integration import labctl  # noqa: E402
@@ -84,35 +87,102 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
 
 
 def mapped_xml(xml: str, src: str, dst: str) -> str:
-    """The guest's definition with site src's network name replaced by site dst's, as an operator would edit it."""
+    """The guest's definition with site src's network and pool names replaced by site dst's, as an operator
+    would edit it."""
     s, d = labctl.SITES[src], labctl.SITES[dst]
-    return xml.replace(f"network='{s.network}'", f"network='{d.network}'")
+    return xml.replace(f"network='{s.network}'", f"network='{d.network}'").replace(
+        f"pool='{s.pool}'", f"pool='{d.pool}'")
+
+
+def virsh(uri: str, *args: str) -> str:
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], check=True, capture_output=True, text=True).stdout
 
 
 def virsh_migrate(src: str, dst: str) -> None:
-    """dumpxml, edit the network, migrate with that XML: what the mapping takes by hand."""
+    """dumpxml, edit the names, create the disk's volume on the target, migrate with that XML copying the
+    disk, remove the source's volume: what the mapping and a non-shared disk take by hand."""
     s, d = labctl.SITES[src], labctl.SITES[dst]
-    xml = subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "dumpxml", "--migratable", VM], check=True,
-                         capture_output=True, text=True).stdout
+    xml = virsh(s.libvirt_uri, "dumpxml", "--migratable", VM)
     with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
         f.write(mapped_xml(xml, src, dst))
         f.flush()
-        subprocess.run(["virsh", "-q", "-c", s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent",
-                        "--undefinesource", "--xml", f.name, "--persistent-xml", f.name, VM, d.libvirt_uri,
-                        f"tcp://{d.address}"], check=True)
+        virsh(d.libvirt_uri, "vol-create-as", d.pool, labctl.VM_DISK, f"{labctl.DISK_MIB}M", "--format", "qcow2")
+        virsh(s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all",
+              "--migrate-disks", "vda", "--xml", f.name, "--persistent-xml", f.name, VM, d.libvirt_uri,
+              f"tcp://{d.address}")
+        virsh(s.libvirt_uri, "vol-delete", "--pool", s.pool, labctl.VM_DISK)
 
 
 def api_migrate(src: str, dst: str) -> None:
     s, d = labctl.SITES[src], labctl.SITES[dst]
-    conn = libvirt.open(s.libvirt_uri)
+    conn, target = libvirt.open(s.libvirt_uri), libvirt.open(d.libvirt_uri)
     try:
         dom = conn.lookupByName(VM)
         xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
+        target.storagePoolLookupByName(d.pool).createXML(
+            f"<volume><name>{labctl.VM_DISK}</name><capacity unit='MiB'>{labctl.DISK_MIB}</capacity>"
+            "<target><format type='qcow2'/></target></volume>", 0)
         params = {**migrate_params(Endpoint(dst, d.libvirt_uri, d.address))[0],
-                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml, libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
-        dom.migrateToURI3(d.libvirt_uri, params, MIGRATE_FLAGS)
+                  libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml, libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml,
+                  libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"]}
+        dom.migrateToURI3(d.libvirt_uri, params, MIGRATE_FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK)
+        conn.storagePoolLookupByName(s.pool).storageVolLookupByName(labctl.VM_DISK).delete(0)
     finally:
         conn.close()
+        target.close()
+
+
+def drorch_ship(playbook: Path, state: Path) -> Mover:
+    """A VM recovery point the way `drorch protect ship` takes one: snapshot, plan, backup, stream, record."""
+    pb = load_playbook(playbook)
+    store = Store(f"sqlite:///{state / 'ship.db'}")
+
+    def ship(src: str, dst: str) -> None:
+        driver = LibvirtDriver()
+        try:
+            (point,) = protect(pb, {WorkloadKind.VM: driver}, store, src, dst)
+        finally:
+            driver.close()
+        check(point.complete, f"recovery point failed: {point.error}")
+    return ship
+
+
+def api_ship(src: str, dst: str) -> None:
+    """The same by hand: a push-mode backup into the source pool, streamed into a volume of the target's
+    pool, the definition defined there, the backup and the older point removed."""
+    s, d = labctl.SITES[src], labctl.SITES[dst]
+    conn, target = libvirt.open(s.libvirt_uri), libvirt.open(d.libvirt_uri)
+    try:
+        dom = conn.lookupByName(VM)
+        stamp = time.monotonic_ns()
+        pool = conn.storagePoolLookupByName(s.pool)
+        folder = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+        path = f"{folder}/hand-backup-{stamp}"
+        dom.backupBegin(f"<domainbackup mode='push'><disks><disk name='vda' backup='yes' type='file'><target "
+                        f"file='{path}'/><driver type='qcow2'/></disk></disks></domainbackup>", None, 0)
+        while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            time.sleep(0.1)
+        pool.refresh(0)
+        backup = conn.storageVolLookupByPath(path)
+        dpool = target.storagePoolLookupByName(d.pool)
+        old = [v for v in dpool.listVolumes() if v.startswith(f"{labctl.VM_DISK}@hand-")]
+        point = dpool.createXML(f"<volume><name>{labctl.VM_DISK}@hand-{stamp}</name><capacity unit='MiB'>"
+                                f"{labctl.DISK_MIB}</capacity><target><format type='qcow2'/></target></volume>", 0)
+        down, up = conn.newStream(0), target.newStream(0)
+        backup.download(down, 0, 0, 0)
+        point.upload(up, 0, 0, 0)
+        while data := down.recv(1 << 20):
+            up.send(data)
+        down.finish()
+        up.finish()
+        backup.delete(0)
+        xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
+        target.defineXML(xml.replace(f"volume='{labctl.VM_DISK}'", f"volume='{labctl.VM_DISK}@hand-{stamp}'"))
+        for name in old:
+            dpool.storageVolLookupByName(name).delete(0)
+    finally:
+        conn.close()
+        target.close()
 
 
 def docker_cli(src: str, dst: str) -> None:
@@ -191,6 +261,22 @@ def measure(rounds: int, pairs: dict[str, tuple[Mover, Mover]]) -> Times:
     return times
 
 
+def measure_ships(rounds: int, ours: Mover, bare: Mover) -> None:
+    """Recovery points of the VM from site a to site b, alternating drorch and the hand-run calls."""
+    took: dict[str, list[float]] = {"drorch": [], "bare": []}
+    for r in range(rounds):
+        line = []
+        for who, ship in (("drorch", ours), ("bare", bare), ("bare", bare), ("drorch", ours)):
+            start = time.perf_counter()
+            ship("a", "b")
+            took[who].append(time.perf_counter() - start)
+            line.append(f"{who} {took[who][-1]:.2f}")
+        print(f"round {r + 1}/{rounds} VM recovery point, in-process: {', '.join(line)} s", flush=True)
+    mine, theirs = statistics.median(took["drorch"]), statistics.median(took["bare"])
+    print(f"  {'VM recovery point, in-process':<34} a->b  drorch {mine:6.2f}   bare {theirs:6.2f}   "
+          f"ratio {mine / theirs:5.2f}")
+
+
 def report(rounds: int, times: Times) -> None:
     print(f"\nmedian seconds per move, {rounds} moves each way (ratio = drorch / bare):")
     for name, by in times.items():
@@ -215,6 +301,7 @@ def main() -> None:
             "container checkpoint, in-process": (drorch_engine(ctr_pb, tmp, WorkloadKind.CONTAINER), docker_api),
         }
         report(args.rounds, measure(args.rounds, pairs))
+        measure_ships(args.rounds, drorch_ship(vm_pb, tmp), api_ship)
 
 
 if __name__ == "__main__":
