@@ -25,7 +25,7 @@ from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
 from drorch.hooks import HookResult, run_hooks
 from drorch.host import pid_alive
-from drorch.inventory import HostInventory, Snapshot
+from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
 from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
 from drorch.playbook import (
     STRATEGIES,
@@ -78,23 +78,32 @@ def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint
     return [ep for h in pb.hosts(site) if (ep := _endpoint(site, h, kind)) is not None]
 
 
+SNAPSHOT_THREADS = 16
+
+
 def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
-    """Both sites as they are now; a host that does not answer is recorded with why, not raised."""
-    hosts = []
-    for site in (pb.primary, pb.secondary):
-        for host in pb.hosts(site):
-            inv = HostInventory(site, host.name)
-            for kind, driver in drivers.items():
-                ep = _endpoint(site, host, kind)
-                if ep is None:
-                    continue
-                try:
-                    inv.facts[kind] = driver.host_facts(ep)
-                    inv.workloads.extend(driver.inventory(ep))
-                except DrorchError as exc:
-                    inv.errors[kind] = str(exc)
-            hosts.append(inv)
-    return Snapshot(hosts, taken_at=utcnow().isoformat())
+    """Both sites as they are now, every host and technology asked at once; a host that does not answer is
+    recorded with why, not raised."""
+    placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
+    asks = [(inv, kind, driver, ep) for inv, host in placed
+            for kind, driver in drivers.items() if (ep := _endpoint(inv.site, host, kind)) is not None]
+
+    def ask(driver: Driver, ep: Endpoint) -> tuple[HostFacts, list[WorkloadInfo]] | str:
+        try:
+            return driver.host_facts(ep), driver.inventory(ep)
+        except DrorchError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(SNAPSHOT_THREADS, len(asks))),
+                            thread_name_prefix="drorch-snapshot") as pool:
+        answers = list(pool.map(lambda a: ask(a[2], a[3]), asks))
+    for (inv, kind, _, _), answer in zip(asks, answers, strict=True):
+        if isinstance(answer, str):
+            inv.errors[kind] = answer
+        else:
+            inv.facts[kind] = answer[0]
+            inv.workloads.extend(answer[1])
+    return Snapshot([inv for inv, _ in placed], taken_at=utcnow().isoformat())
 
 
 def check_playbook(

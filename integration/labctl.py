@@ -401,8 +401,9 @@ def ensure_workloads(force: bool = False) -> None:
             home = next((c for c in conns.values() if VM_NAME in c.listDefinedDomains()), conns["a"])
             log(f"starting {VM_NAME} on {home.getHostname()}")
             if home is conns["a"]:
-                ensure_disk(conns["a"])
-                home.defineXML(domain_xml())
+                ensure_disk(home)
+                if VM_NAME not in home.listDefinedDomains():
+                    home.defineXML(domain_xml())
             home.lookupByName(VM_NAME).create()
         ca = clients["a"]
         if not ca.images.list(name=IMAGE):
@@ -467,7 +468,8 @@ def remove_workloads(
                 dom.undefine()
         remove_disks(conn)
     for name, client in clients.items():
-        for c in client.containers.list(all=True, filters={} if everything else {"label": "drorch.lab=1"}):
+        # Everything made from the lab's image goes with it: the lab's containers, and those of tests and moves.
+        for c in client.containers.list(all=True, filters={} if everything else {"ancestor": IMAGE}):
             log(f"removing container {c.name} from site {name}")
             c.remove(force=True)
         for site in SITES.values():

@@ -43,7 +43,7 @@ def driver(case: str) -> Iterator[Driver]:
 def request_(case: str) -> MoveRequest:
     src, dst = endpoints(case)
     # Site b names its network differently: the VM's interface must be mapped onto it.
-    mappings = Mappings(networks={A.network: B.network})
+    mappings = Mappings(networks={A.network: B.network}, storage={A.pool: B.pool})
     return MoveRequest(CASES[case][1], CASES[case][2], src, dst, mappings=mappings)
 
 

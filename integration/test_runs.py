@@ -12,11 +12,21 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from drorch.store import Store
 from integration import labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
+from integration.conftest import (
+    DRORCH,
+    LAB_PLAYBOOK,
+    REPO,
+    container_counts,
+    vm_counts,
+    vm_disk_counts,
+    wait_until,
+    where,
+)
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]
 BOUNDARIES = 6  # the lab playbook's three moves, each recorded before and after it acts
@@ -77,6 +87,16 @@ def test_killed_at_a_step_boundary_then_resumed(lab: None, run_drorch: Drorch, s
 
 
 @contextlib.contextmanager
+def vm_state(site: str) -> str:
+    """The lab VM's state and its reason on a site, as libvirt reports them."""
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        state, why = conn.lookupByName(labctl.VM_NAME).state()
+        return f"state {state} reason {why}"
+    finally:
+        conn.close()
+
+
 def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Store]]:
     """A failover of the VM at 1 MiB/s, yielded once its migration runs; killed if the test leaves it."""
     playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1}")
@@ -114,7 +134,11 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(res.stdout)["state"] == "succeeded"
     assert where(labctl.VM_NAME)["vms"] == ["b"]
-    wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    try:
+        wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; on site b: {vm_state('b')}, serial log ends "
+                             f"{labctl.SITES['b'].serial_log().read_text(errors='replace')[-300:]!r}") from None
     assert vm_counts("b")[0] > before  # live migration: the same guest goes on
 
 
@@ -149,7 +173,7 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
     shipped = run_drorch("protect", "ship", str(LAB_PLAYBOOK), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     rows = {r["workload"]: r["detail"] for r in json.loads(shipped.stdout)}
-    assert rows[labctl.VM_NAME] == "definition on site b"
+    assert rows[labctl.VM_NAME].startswith("definition and 1 disks (crash-consistent full backups, ")
     assert "checkpoint drorch-" in rows[labctl.CHECKPOINT_CONTAINER]
     wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER)) >= 6, "lab-counter past 5")
     at_ship = max(container_counts("a", labctl.CHECKPOINT_CONTAINER))
@@ -167,6 +191,7 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
         assert "declared down by the operator" in res.stdout
         assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
         wait_until(lambda: len(vm_counts("b")) >= 1, "the VM booting on site b")
+        assert vm_disk_counts("b")[0] > 0  # from the disk it shipped, not from an empty one
         wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on b")
         first = container_counts("b", labctl.CHECKPOINT_CONTAINER)[0]
         assert 1 < first <= at_ship + 1  # restored from the shipped checkpoint, not from 1

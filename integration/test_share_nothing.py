@@ -7,6 +7,7 @@ restarts from 1.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -44,7 +45,7 @@ def remove_all(cs: dict[str, docker.DockerClient]) -> None:
 
 
 @pytest.fixture
-def sites(lab: None) -> Iterator[dict[str, docker.DockerClient]]:
+def sites(fresh_lab: None) -> Iterator[dict[str, docker.DockerClient]]:
     cs = clients()
     remove_all(cs)
     yield cs
@@ -63,8 +64,9 @@ def playbook(tmp_path: Path, workloads: list[dict[str, object]], **extra: object
 
 
 def start(c: docker.DockerClient, name: str, script: str, **kw: object) -> None:
-    c.containers.run(labctl.IMAGE, ["/bin/sh", "-c", script], name=name, detach=True, network_mode="none",
-                     mem_limit=labctl.CONTAINER_MEMORY, **kw)
+    """Create and start, never pull: the lab's image is local, and nothing may reach out to a registry."""
+    c.containers.create(labctl.IMAGE, ["/bin/sh", "-c", script], name=name, network_mode="none",
+                        mem_limit=labctl.CONTAINER_MEMORY, **kw).start()
 
 
 def test_drorch_sees_no_site_data(lab: None) -> None:
@@ -147,3 +149,24 @@ def test_a_bind_mount_needs_a_mapped_path(sites: dict[str, docker.DockerClient],
     mapped = yaml.safe_load(LAB_PLAYBOOK.read_text())["mappings"]
     ok = run_drorch("validate", str(playbook(tmp_path, workloads, mappings={**mapped, "paths": {"/srv": "/srv"}})))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_recovery_point_holds_the_volumes_and_a_disaster_restart_finds_them(
+        sites: dict[str, docker.DockerClient], tmp_path: Path, run_drorch: Drorch) -> None:
+    start(sites["a"], "vol-redeploy", VOLUME_COUNTER, volumes={"vol-redeploy-data": {"bind": "/data", "mode": "rw"}})
+    wait_until(lambda: max(container_counts("a", "vol-redeploy"), default=0) >= 4, "vol-redeploy counting")
+    pb = playbook(tmp_path, [{"name": "vol-redeploy", "kind": "container", "strategy": "redeploy"}],
+                  protect={"interval_s": 60})
+    shipped = run_drorch("protect", "ship", str(pb), "--json")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert "1 volumes" in json.loads(shipped.stdout)[0]["detail"]
+    at_ship = container_counts("a", "vol-redeploy")[-1]
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(pb))
+        assert res.returncode == 0, res.stdout + res.stderr
+        wait_until(lambda: len(container_counts("b", "vol-redeploy")) >= 1, "vol-redeploy on b")
+        # Started afresh from its image, counting on from the number its shipped volume held.
+        assert 1 < container_counts("b", "vol-redeploy")[0] <= at_ship + 1
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))

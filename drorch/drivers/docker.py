@@ -9,7 +9,7 @@ cannot be taken or restored (a daemon without checkpoint support, a dump that fa
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,16 +24,13 @@ from drorch.drivers.docker_engine import (
     HELPER_LABEL,
     DockerSite,
     reason,
-    send_tree,
+    send_state,
 )
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
 from drorch.records import DRILL_LABEL
-
-VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
-CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 
 
 def checkpoint_name(handle_id: str) -> str:
@@ -48,7 +45,6 @@ class DockerDriver(ThreadedDriver):
         self._sites: dict[str, DockerSite] = {}
         self._lock = threading.Lock()
         super().__init__()
-        self._bytes: dict[str, tuple[int, int]] = {}
 
     def _site(self, ep: Endpoint) -> DockerSite:
         site = self._sites.get(ep.uri)
@@ -278,46 +274,17 @@ class DockerDriver(ThreadedDriver):
                 *([f"checkpoint {checkpoint}"] if checkpoint else [])]
         return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint)
 
-    # --- data that travels ---------------------------------------------------------------------------------------
-
     def _send_state(self, hid: str, src: DockerSite, source: dict[str, Any], dst: DockerSite,
                     target: dict[str, Any], checkpoint: str | None) -> int:
-        """The contents of the source's volumes into the target's (matched by where they are mounted) and the
-        checkpoint into the target's checkpoint folder, each checked on arrival; returns the bytes sent."""
-        theirs = volumes(target)
-        pairs = [(f"v{i}", vol, theirs[dest]) for i, (dest, vol) in enumerate(sorted(volumes(source).items()))
-                 if dest in theirs]
-        out = [f"{vol}:{VOLUMES_AT}/{key}:ro" for key, vol, _ in pairs]
-        into = [f"{vol}:{VOLUMES_AT}/{key}" for key, _, vol in pairs]
-        if checkpoint is not None:
-            out.append(f"{src.checkpoint_folder(source['Id'])}/{checkpoint}:{CHECKPOINTS_AT}/{checkpoint}:ro")
-            into.append(f"{dst.checkpoint_folder(target['Id'])}:{CHECKPOINTS_AT}")
-        if not out:
-            return 0
         self._jobs.set_step(hid, "copy state")
-        counted = self._counter(hid)
-        sent = 0
-        with src.helper(f"drorch-out-{hid}", source["Image"], out) as h_out, \
-                dst.helper(f"drorch-in-{hid}", target["Image"], into) as h_in:
-            for key, _, _ in pairs:
-                sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, VOLUMES_AT, counted=counted).size
-            if checkpoint is not None:
-                sent += send_tree(src, h_out, f"{CHECKPOINTS_AT}/{checkpoint}", dst, h_in, CHECKPOINTS_AT,
-                                  private=True, counted=counted).size
-        return sent
-
-    def _counter(self, hid: str) -> Callable[[int], None]:
-        def counted(n: int) -> None:
-            done, total = self._bytes.get(hid, (0, 0))
-            self._bytes[hid] = (done + n, max(total, done + n))
-        return counted
+        return send_state(hid, src, source, dst, target, checkpoint, self._jobs.counter(hid))
 
     # --- the move itself, in a background thread -----------------------------------------------------------
 
     def _move(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite) -> Progress:
         try:
             message, warning = self._transfer(handle, original, src, dst)
-            done, total = self._bytes.get(handle.id, (None, None))
+            done, total = self._jobs.sent(handle.id)
             return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message, warning=warning)
         except API_ERRORS as exc:
             raise MoveFailed(f"moving container {handle.request.workload} failed: {reason(exc)}") from None
@@ -395,14 +362,11 @@ class DockerDriver(ThreadedDriver):
 
     def _send_image(self, hid: str, image: str, src: DockerSite, dst: DockerSite) -> None:
         self._jobs.set_step(hid, "send image")
-        total = int(src.api.inspect_image(image).get("Size") or 0)
-        done = 0
+        count = self._jobs.counter(hid, int(src.api.inspect_image(image).get("Size") or 0))
 
         def counted() -> Iterator[bytes]:
-            nonlocal done
             for chunk in src.api.get_image(image, chunk_size=CHUNK):
-                done += len(chunk)
-                self._bytes[hid] = (done, max(total, done))
+                count(len(chunk))
                 yield chunk
 
         for _ in dst.api.load_image(counted()):
@@ -423,7 +387,7 @@ class DockerDriver(ThreadedDriver):
             if exc is not None:
                 return Progress(Phase.FAILED, message=str(exc))
             return fut.result()
-        done, total = self._bytes.get(handle.id, (None, None))
+        done, total = self._jobs.sent(handle.id)
         return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
 
     def close(self) -> None:

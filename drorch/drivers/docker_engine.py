@@ -19,10 +19,13 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from drorch.drivers.base import Endpoint
+from drorch.drivers.docker_config import volumes
 from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
 from drorch.errors import MoveFailed, SiteUnreachable
 
 HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leave out
+VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
+CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 CHECKPOINT_PREFIX = "drorch-"
 API_ERRORS = (DockerException, requests.RequestException)
 
@@ -149,3 +152,29 @@ def send_tree(src: DockerSite, src_helper: str, src_path: str, dst: DockerSite, 
         raise MoveFailed(f"the copy of {name} on site {dst.ep.site} differs from site {src.ep.site}'s: "
                          f"{'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
     return sent.manifest
+
+
+def send_state(name: str, src: DockerSite, source: dict[str, Any], dst: DockerSite, target: dict[str, Any],
+               checkpoint: str | None, counted: Callable[[int], None] | None = None) -> int:
+    """The contents of the source container's volumes into the target's (matched by where they are mounted)
+    and its checkpoint into the target's checkpoint folder, each checked on arrival, through one helper on each
+    side named after `name`; returns the bytes sent."""
+    theirs = volumes(target)
+    pairs = [(f"v{i}", vol, theirs[dest]) for i, (dest, vol) in enumerate(sorted(volumes(source).items()))
+             if dest in theirs]
+    out = [f"{vol}:{VOLUMES_AT}/{key}:ro" for key, vol, _ in pairs]
+    into = [f"{vol}:{VOLUMES_AT}/{key}" for key, _, vol in pairs]
+    if checkpoint is not None:
+        out.append(f"{src.checkpoint_folder(source['Id'])}/{checkpoint}:{CHECKPOINTS_AT}/{checkpoint}:ro")
+        into.append(f"{dst.checkpoint_folder(target['Id'])}:{CHECKPOINTS_AT}")
+    if not out:
+        return 0
+    sent = 0
+    with src.helper(f"drorch-out-{name}", source["Image"], out) as h_out, \
+            dst.helper(f"drorch-in-{name}", target["Image"], into) as h_in:
+        for key, _, _ in pairs:
+            sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, VOLUMES_AT, counted=counted).size
+        if checkpoint is not None:
+            sent += send_tree(src, h_out, f"{CHECKPOINTS_AT}/{checkpoint}", dst, h_in, CHECKPOINTS_AT,
+                              private=True, counted=counted).size
+    return sent

@@ -14,6 +14,7 @@ class Jobs:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="drorch-move")
         self._futures: dict[str, Future[Progress]] = {}
         self._steps: dict[str, str] = {}
+        self._bytes: dict[str, tuple[int, int]] = {}
         self._lock = Lock()
 
     def submit(self, handle_id: str, fn: Callable[[], Progress]) -> None:
@@ -38,6 +39,17 @@ class Jobs:
 
     def step(self, handle_id: str) -> str:
         return self._steps.get(handle_id, "")
+
+    def counter(self, handle_id: str, total: int = 0) -> Callable[[int], None]:
+        """Counts the bytes a move sends, against `total` when it is known beforehand."""
+        def counted(n: int) -> None:
+            done = self._bytes.get(handle_id, (0, total))[0] + n
+            self._bytes[handle_id] = (done, max(total, done))
+        return counted
+
+    def sent(self, handle_id: str) -> tuple[int | None, int | None]:
+        """(bytes sent, bytes to send) of a move, or (None, None) before it sent any."""
+        return self._bytes.get(handle_id, (None, None))
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)

@@ -10,7 +10,6 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import libvirt
@@ -61,7 +60,6 @@ class LibvirtDriver(ThreadedDriver):
     def __init__(self) -> None:
         self._conns: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
-        self._bytes: dict[str, tuple[int, int]] = {}
         super().__init__()
 
     def _conn(self, ep: Endpoint) -> libvirt.virConnect:
@@ -381,7 +379,7 @@ class LibvirtDriver(ThreadedDriver):
                 for disk, pool in disks:
                     created.append(create_volume(target, pool, disk.volume, disk))
                     stream_volume(source.storageVolLookupByPath(disk.path), source, created[-1], target,
-                                  self._counter(handle_id, sum(d.capacity for d, _ in disks)))
+                                  self._jobs.counter(handle_id, sum(d.allocation for d, _ in disks)))
                 self._jobs.set_step(handle_id, "start")
                 mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
                 target.defineXML(mapped).create()
@@ -396,15 +394,10 @@ class LibvirtDriver(ThreadedDriver):
             self._drop_sources(request, disks)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"cold move of {request.workload} failed: {_reason(exc)}") from None
-        done, total = self._bytes.get(handle_id, (None, None))
+        done, total = self._jobs.sent(handle_id)
         return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total,
                         message=f"running on site {request.target.site}")
 
-    def _counter(self, handle_id: str, total: int) -> Callable[[int], None]:
-        def counted(n: int) -> None:
-            done = self._bytes.get(handle_id, (0, total))[0] + n
-            self._bytes[handle_id] = (done, max(total, done))
-        return counted
 
     def _replica(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         """Start the copy already defined on the target; the source stays defined, stopped."""
@@ -442,7 +435,7 @@ class LibvirtDriver(ThreadedDriver):
                 return Progress(Phase.FAILED, message=str(exc))
             return fut.result()
         if fut is not None and req.strategy is not Strategy.LIVE:  # its job reports how it ends
-            done, total = self._bytes.get(handle.id, (None, None))
+            done, total = self._jobs.sent(handle.id)
             return Progress(Phase.RUNNING, step=self._jobs.step(handle.id) or f"{req.strategy} move",
                             bytes_done=done, bytes_total=total)
         try:

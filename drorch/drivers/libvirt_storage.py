@@ -33,6 +33,7 @@ class Disk:
     volume: str
     fmt: str
     capacity: int  # bytes the guest sees
+    allocation: int  # bytes its file holds now: about what a copy sends
     path: str
 
 
@@ -54,12 +55,13 @@ def guest_disks(conn: libvirt.virConnect, xml: str) -> list[Disk]:
             else:
                 vol = conn.storageVolLookupByPath(key)
             pool = vol.storagePoolLookupByVolume()
-            _kind, capacity, _allocation = vol.info()
+            _kind, capacity, allocation = vol.info()
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"disk {key} is in no storage pool that libvirt knows ({reason(exc)}): it cannot be "
                              "copied") from None
         found.append(Disk(key, target.get("dev", "") if target is not None else "", pool.name(), vol.name(),
-                          driver.get("type", "raw") if driver is not None else "raw", capacity, vol.path()))
+                          driver.get("type", "raw") if driver is not None else "raw", capacity, allocation,
+                          vol.path()))
     return found
 
 
