@@ -191,8 +191,7 @@ class DockerDriver(ThreadedDriver):
             config = drill_config(copy, clone, network)
             if config["HostConfig"]["NetworkMode"] == network:
                 self._isolated_network(s, network)
-            target = there or s.inspect(s.api.create_container_from_config(config, name=clone)["Id"])
-            assert target is not None
+            target = there or s.create(config, clone)
             checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoints_supported() else None
             if checkpoint is None:
                 s.start(target["Id"])
@@ -252,8 +251,7 @@ class DockerDriver(ThreadedDriver):
                 self._send_image(hid, image, src, dst)
             if copy is None:
                 config = clone_config(original, request.mappings, request.resources)
-                copy = dst.inspect(dst.api.create_container_from_config(config, name=name)["Id"])
-                assert copy is not None
+                copy = dst.create(config, name)
             checkpoint = None
             if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
@@ -304,8 +302,7 @@ class DockerDriver(ThreadedDriver):
                 dst.api.tag(image, repo, tag or "latest")
         self._jobs.set_step(hid, "create")
         config = clone_config(original, req.mappings, req.resources)
-        target = dst.inspect(dst.api.create_container_from_config(config, name=name)["Id"])
-        assert target is not None
+        target = dst.create(config, name)
         handle.data["target_id"] = target["Id"]
         why_not = ""
         if req.strategy is Strategy.CHECKPOINT:

@@ -58,6 +58,13 @@ class DockerSite:
         except API_ERRORS as exc:
             raise self.unreachable(exc) from None
 
+    def create(self, config: dict[str, Any], name: str) -> dict[str, Any]:
+        """A new container from a create body, as inspect shows it (its mounts are what volumes travel to)."""
+        created = self.inspect(self.api.create_container_from_config(config, name=name)["Id"])
+        if created is None:
+            raise MoveFailed(f"container {name} vanished on site {self.ep.site} right after it was created")
+        return created
+
     @functools.cached_property
     def info(self) -> dict[str, Any]:
         return self.api.info()  # type: ignore[no-any-return]
