@@ -355,6 +355,14 @@ def domain_xml() -> str:
 </domain>"""
 
 
+def remove_stale_bridge(site: Site) -> None:
+    """A libvirtd killed with its network up (`lab lose`, a crash) leaves the bridge behind, and
+    libvirt then refuses to create the network again."""
+    if Path("/sys/class/net", site.bridge).exists():
+        log(f"removing bridge {site.bridge} left by an earlier libvirtd of site {site.name}")
+        subprocess.run(["ip", "link", "delete", site.bridge], check=True)
+
+
 def ensure_site_names(site: Site) -> None:
     """The site's own network and storage pool: site b names them differently from site a."""
     conn = libvirt.open(site.libvirt_uri)
@@ -365,6 +373,7 @@ def ensure_site_names(site: Site) -> None:
                 f"<network><name>{site.network}</name><bridge name='{site.bridge}' stp='off'/></network>")
         net = conn.networkLookupByName(site.network)
         if not net.isActive():
+            remove_stale_bridge(site)
             net.create()
         if site.pool not in conn.listStoragePools() + conn.listDefinedStoragePools():
             log(f"defining storage pool {site.pool} on site {site.name}")
