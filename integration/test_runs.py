@@ -86,7 +86,6 @@ def test_killed_at_a_step_boundary_then_resumed(lab: None, run_drorch: Drorch, s
     assert [s.state for s in store.steps(1)] == ["succeeded"] * 3
 
 
-@contextlib.contextmanager
 def vm_state(site: str) -> str:
     """The lab VM's state and its reason on a site, as libvirt reports them."""
     conn = libvirt.open(labctl.SITES[site].libvirt_uri)
@@ -97,6 +96,7 @@ def vm_state(site: str) -> str:
         conn.close()
 
 
+@contextlib.contextmanager
 def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Store]]:
     """A failover of the VM at 1 MiB/s, yielded once its migration runs; killed if the test leaves it."""
     playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1}")

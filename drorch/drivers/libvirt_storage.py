@@ -184,12 +184,13 @@ def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[D
     dom.backupBegin("<domainbackup mode='push'><disks>" + "".join(
         f"<disk name='{disk.dev}' backup='yes' type='file'><target file='{path}'/><driver type='{disk.fmt}'/></disk>"
         for disk, _, path in targets) + "</disks></domainbackup>", None, 0)
-    deadline = time.monotonic() + timeout_s
+    deadline, pause = time.monotonic() + timeout_s, 0.01
     while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
         if time.monotonic() > deadline:
             dom.abortJob()
             break
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.25)  # a small disk is done in milliseconds, a large one in minutes
     done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     vols = []
     for _, pool, path in targets:

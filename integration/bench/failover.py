@@ -161,7 +161,7 @@ def api_ship(src: str, dst: str) -> None:
         dom.backupBegin(f"<domainbackup mode='push'><disks><disk name='vda' backup='yes' type='file'><target "
                         f"file='{path}'/><driver type='qcow2'/></disk></disks></domainbackup>", None, 0)
         while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-            time.sleep(0.1)
+            time.sleep(0.01)
         pool.refresh(0)
         backup = conn.storageVolLookupByPath(path)
         dpool = target.storagePoolLookupByName(d.pool)
