@@ -25,7 +25,7 @@ from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
 from drorch.hooks import HookResult, run_hooks
 from drorch.host import pid_alive
-from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
+from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
 from drorch.playbook import (
     STRATEGIES,
@@ -88,21 +88,26 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
     asks = [(inv, kind, driver, ep) for inv, host in placed
             for kind, driver in drivers.items() if (ep := _endpoint(inv.site, host, kind)) is not None]
 
-    def ask(driver: Driver, ep: Endpoint) -> tuple[HostFacts, list[WorkloadInfo]] | str:
+    def ask(call: Callable[[Endpoint], Any], ep: Endpoint) -> Any:
         try:
-            return driver.host_facts(ep), driver.inventory(ep)
+            return call(ep)
         except DrorchError as exc:
-            return str(exc)
+            return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(SNAPSHOT_THREADS, len(asks))),
+    # A host's facts and its workloads are two questions, asked side by side like every other host's.
+    calls = [call for _, _, driver, _ in asks for call in (driver.host_facts, driver.inventory)]
+    eps = [ep for *_, ep in asks for _ in (0, 1)]
+    with ThreadPoolExecutor(max_workers=max(1, min(SNAPSHOT_THREADS, len(calls))),
                             thread_name_prefix="drorch-snapshot") as pool:
-        answers = list(pool.map(lambda a: ask(a[2], a[3]), asks))
-    for (inv, kind, _, _), answer in zip(asks, answers, strict=True):
-        if isinstance(answer, str):
-            inv.errors[kind] = answer
+        answers = list(pool.map(ask, calls, eps))
+    for i, (inv, kind, _, _) in enumerate(asks):
+        facts, workloads = answers[2 * i], answers[2 * i + 1]
+        failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
+        if failed is not None:
+            inv.errors[kind] = str(failed)
         else:
-            inv.facts[kind] = answer[0]
-            inv.workloads.extend(answer[1])
+            inv.facts[kind] = facts
+            inv.workloads.extend(workloads)
     return Snapshot([inv for inv, _ in placed], taken_at=utcnow().isoformat())
 
 

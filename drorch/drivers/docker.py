@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -290,7 +291,38 @@ class DockerDriver(ThreadedDriver):
     def _transfer(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite
                   ) -> tuple[str, str]:
         req, hid = handle.request, handle.id
-        name, image = req.workload, original["Config"]["Image"]
+        why_not = ""
+        if req.strategy is Strategy.CHECKPOINT:
+            why_not = self._checkpoint_obstacle(src, dst) or ""
+        if req.strategy is Strategy.CHECKPOINT and not why_not:
+            checkpoint = checkpoint_name(hid)
+            handle.data["checkpoint"] = checkpoint
+            target, image, dump_error = self._dump_and_prepare(handle, original, src, dst, checkpoint)
+            if dump_error is None:
+                return self._restore(handle, original, target, src, dst, checkpoint), ""
+            why_not = f"the checkpoint failed ({dump_error})"
+        else:
+            target, image = self._prepare(handle, original, src, dst)
+        self._jobs.set_step(hid, "stop source")
+        src.api.stop(original["Id"], timeout=10)
+        try:
+            self._send_state(hid, src, original, dst, target, None)
+            self._jobs.set_step(hid, "start")
+            dst.start(target["Id"])
+        except (*API_ERRORS, MoveFailed) as exc:
+            src.start(original["Id"])
+            dst.api.remove_container(target["Id"], force=True, v=True)
+            raise MoveFailed(f"{req.workload} did not start on site {req.target.site}, restarted on site "
+                             f"{req.source.site}: {reason(exc)}") from None
+        src.remove(original)
+        return f"running on site {req.target.site}", (f"redeployed from {image}: {why_not}" if why_not else "")
+
+    def _prepare(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite
+                 ) -> tuple[dict[str, Any], str]:
+        """The image on the target (sent when missing) and the container created from the mapped config;
+        returns the container and the image it was made from."""
+        req, hid = handle.request, handle.id
+        image = original["Config"]["Image"]
         target_image = req.mappings.image(image)
         self._jobs.set_step(hid, "image")
         if not dst.has_image(target_image):
@@ -301,30 +333,31 @@ class DockerDriver(ThreadedDriver):
                 repo, tag = parse_repository_tag(target_image)
                 dst.api.tag(image, repo, tag or "latest")
         self._jobs.set_step(hid, "create")
-        config = clone_config(original, req.mappings, req.resources)
-        target = dst.create(config, name)
+        target = dst.create(clone_config(original, req.mappings, req.resources), req.workload)
         handle.data["target_id"] = target["Id"]
-        why_not = ""
-        if req.strategy is Strategy.CHECKPOINT:
-            why_not = self._checkpoint_obstacle(src, dst) or ""
-            if not why_not:
-                try:
-                    return self._restore(handle, original, target, src, dst), ""
-                except _DumpFailed as exc:
-                    why_not = f"the checkpoint failed ({exc})"
-        self._jobs.set_step(hid, "stop source")
-        src.api.stop(original["Id"], timeout=10)
-        try:
-            self._send_state(hid, src, original, dst, target, None)
-            self._jobs.set_step(hid, "start")
-            dst.start(target["Id"])
-        except (*API_ERRORS, MoveFailed) as exc:
-            src.start(original["Id"])
-            dst.api.remove_container(target["Id"], force=True, v=True)
-            raise MoveFailed(f"{name} did not start on site {req.target.site}, restarted on site "
-                             f"{req.source.site}: {reason(exc)}") from None
-        src.remove(original)
-        return f"running on site {req.target.site}", (f"redeployed from {image}: {why_not}" if why_not else "")
+        return target, image
+
+    def _dump_and_prepare(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite,
+                          checkpoint: str) -> tuple[dict[str, Any], str, str | None]:
+        """The source is checkpointed while the target gets its image and container: two daemons, side by
+        side. Returns what _prepare does and why the dump failed (None when it did not)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drorch-dump") as pool:
+            dump = pool.submit(src.checkpoint, original["Id"], checkpoint)
+            try:
+                target, image = self._prepare(handle, original, src, dst)
+            except BaseException:
+                if dump.exception() is None:  # the process goes on where it stopped, at home
+                    src.start(original["Id"], checkpoint=checkpoint)
+                    src.drop_checkpoint(original["Id"], checkpoint)
+                raise
+            self._jobs.set_step(handle.id, "checkpoint")
+        failed = dump.exception()
+        if failed is None:
+            return target, image, None
+        if isinstance(failed, APIError):  # CRIU could not dump it: it runs on at home
+            return target, image, reason(failed)
+        dst.api.remove_container(target["Id"], force=True, v=True)
+        raise failed
 
     @staticmethod
     def _checkpoint_obstacle(src: DockerSite, dst: DockerSite) -> str | None:
@@ -334,15 +367,8 @@ class DockerDriver(ThreadedDriver):
         return None
 
     def _restore(self, handle: Handle, source: dict[str, Any], target: dict[str, Any], src: DockerSite,
-                 dst: DockerSite) -> str:
+                 dst: DockerSite, checkpoint: str) -> str:
         req, hid = handle.request, handle.id
-        checkpoint = checkpoint_name(hid)
-        handle.data["checkpoint"] = checkpoint
-        self._jobs.set_step(hid, "checkpoint")
-        try:
-            src.checkpoint(source["Id"], checkpoint)
-        except APIError as exc:
-            raise _DumpFailed(reason(exc)) from None
         try:
             self._send_state(hid, src, source, dst, target, checkpoint)
             self._jobs.set_step(hid, "restore")
@@ -393,6 +419,3 @@ class DockerDriver(ThreadedDriver):
             site.close()
         self._sites.clear()
 
-
-class _DumpFailed(Exception):
-    """CRIU could not dump the container; it keeps running on the source."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -27,6 +28,8 @@ HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leav
 VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
 CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 CHECKPOINT_PREFIX = "drorch-"
+# Docker 20.10 and later speak it, and Podman's compatible API: no round trip to negotiate a version.
+API_VERSION = "1.41"
 API_ERRORS = (DockerException, requests.RequestException)
 
 
@@ -43,7 +46,7 @@ class DockerSite:
         self.ep = ep
         try:
             # Typed loosely: the stubs lack the raw calls that checkpoints need.
-            self.api: Any = docker.APIClient(base_url=ep.uri, version="auto", timeout=120)
+            self.api: Any = docker.APIClient(base_url=ep.uri, version=API_VERSION, timeout=120)
         except API_ERRORS as exc:
             raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {reason(exc)}") from None
 
@@ -120,20 +123,22 @@ class DockerSite:
 
     # --- files in and out, through helper containers -----------------------------------------------------------
 
-    @contextlib.contextmanager
-    def helper(self, name: str, image: str, binds: list[str]) -> Iterator[str]:
+    def new_helper(self, name: str, image: str, binds: list[str]) -> str:
         """A container that is created and never started, binding `binds`: its archive endpoint reads and
-        writes them. Removed afterwards, and first when an interrupted transfer left one."""
-        with contextlib.suppress(NotFound):
-            self.api.remove_container(name, force=True)
+        writes them. One of that name left by an interrupted transfer is replaced."""
         config = {"Image": image, "Cmd": ["true"], "Labels": {HELPER_LABEL: "1"},
                   "HostConfig": {"Binds": binds, "NetworkMode": "none"}}
-        helper_id: str = self.api.create_container_from_config(config, name=name)["Id"]
         try:
-            yield helper_id
-        finally:
-            with contextlib.suppress(*API_ERRORS):
-                self.api.remove_container(helper_id, force=True, v=False)
+            return self.api.create_container_from_config(config, name=name)["Id"]  # type: ignore[no-any-return]
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+        self.api.remove_container(name, force=True)
+        return self.api.create_container_from_config(config, name=name)["Id"]  # type: ignore[no-any-return]
+
+    def drop_helper(self, helper_id: str) -> None:
+        with contextlib.suppress(*API_ERRORS):
+            self.api.remove_container(helper_id, force=True, v=False)
 
     def read(self, helper_id: str, path: str) -> Iterator[bytes]:
         stream, _stat = self.api.get_archive(helper_id, path, chunk_size=CHUNK)
@@ -177,11 +182,26 @@ def send_state(name: str, src: DockerSite, source: dict[str, Any], dst: DockerSi
     if not out:
         return 0
     sent = 0
-    with src.helper(f"drorch-out-{name}", source["Image"], out) as h_out, \
-            dst.helper(f"drorch-in-{name}", target["Image"], into) as h_in:
+    with _helpers(name, src, source["Image"], out, dst, target["Image"], into) as (h_out, h_in):
         for key, _, _ in pairs:
             sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, VOLUMES_AT, counted=counted).size
         if checkpoint is not None:
             sent += send_tree(src, h_out, f"{CHECKPOINTS_AT}/{checkpoint}", dst, h_in, CHECKPOINTS_AT,
                               private=True, counted=counted).size
     return sent
+
+
+@contextlib.contextmanager
+def _helpers(name: str, src: DockerSite, src_image: str, out: list[str], dst: DockerSite, dst_image: str,
+             into: list[str]) -> Iterator[tuple[str, str]]:
+    """A helper on each daemon, created side by side, both removed afterwards (and one whose twin failed)."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drorch-helper") as pool:
+        made = [pool.submit(src.new_helper, f"drorch-out-{name}", src_image, out),
+                pool.submit(dst.new_helper, f"drorch-in-{name}", dst_image, into)]
+        try:
+            h_out, h_in = (f.result() for f in made)
+            yield h_out, h_in
+        finally:
+            for site, future in zip((src, dst), made, strict=True):
+                if future.exception() is None:
+                    pool.submit(site.drop_helper, future.result())
