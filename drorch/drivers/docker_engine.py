@@ -51,7 +51,9 @@ class DockerSite:
             raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {reason(exc)}") from None
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
-        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}: {reason(exc)}")
+        silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
+        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}{' does not answer' if silent else ''}: "
+                               f"{reason(exc)}")
 
     def inspect(self, name: str) -> dict[str, Any] | None:
         try:
