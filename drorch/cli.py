@@ -24,14 +24,23 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from drorch import protection, readiness
+from drorch import bounded, protection, readiness
 from drorch import report as reports
 from drorch.daemon import Daemon, add_schedule, next_runs, scheduler
 from drorch.drill import Drill
 from drorch.drivers import close_drivers as _close
 from drorch.drivers import make_drivers
 from drorch.engine import Engine, Reporter, StepEvent, check_playbook, run_alive, snapshot
-from drorch.errors import DrorchError, ExitCode, NotFound, PlanRefused, PlaybookError, UsageError
+from drorch.errors import (
+    DrorchError,
+    ExitCode,
+    InputError,
+    NotFound,
+    PlanRefused,
+    PlaybookError,
+    UsageError,
+    printable,
+)
 from drorch.inventory import Snapshot
 from drorch.planner import Plan, Size, plan
 from drorch.playbook import JobKind, Playbook, Positions, Schedule, load_playbook, read_playbook
@@ -163,12 +172,12 @@ def _live_snapshot(pb: Playbook) -> Snapshot:
 
 
 def _saved_snapshot(path: Path) -> Snapshot:
+    text = bounded.read_text(path, bounded.MAX_SNAPSHOT_BYTES)
     try:
-        return Snapshot.from_json(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read the inventory snapshot {path}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {exc}") from None
+        return Snapshot.from_json(text)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {why}") from None
 
 
 def _refuse(plan: Plan, pos: Positions) -> None:
@@ -383,6 +392,9 @@ def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
                     row["stopped_on"].append(inv.site)
     for (kind, _), row in rows.items():
         row["unreachable"] = sorted({inv.site for inv in snap.hosts if kind in inv.errors})
+        # A site that does not answer may be running it: nothing is said that the sites did not say.
+        row["state"] = ("running" if row["running_on"] else "unknown" if row["unreachable"]
+                        else "stopped" if row["stopped_on"] else "absent")
     return [rows[k] for k in sorted(rows)]
 
 
@@ -393,7 +405,8 @@ def _status_lines(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
         notes = [f"stopped on site {s}" for s in r["stopped_on"]]
         notes += [f"site {s} unreachable" for s in r["unreachable"]]
         extra = f" ({'; '.join(notes)})" if notes else ""
-        lines.append(f"{r['kind']:<9} {r['workload']:<24} running on {where}{extra}")
+        state = "state unknown" if r["state"] == "unknown" else f"running on {where}"
+        lines.append(f"{r['kind']:<9} {r['workload']:<24} {state}{extra}")
     for run in runs:
         lines.append(f"run {run.id} {run.operation}: {_state(run)}")
     return lines
@@ -429,7 +442,10 @@ def status(
             typer.echo("\n".join(_status_lines(rows, runs)))
 
     if not watch:
-        show(*current())
+        rows, runs = current()
+        show(rows, runs)
+        if any(r["unreachable"] for r in rows):
+            raise typer.Exit(ExitCode.FAILED)
         return
     tty = sys.stdout.isatty() and not json_out
     display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
@@ -441,7 +457,8 @@ def status(
                 for r in rows:
                     notes = [*(f"stopped on {x}" for x in r["stopped_on"]),
                              *(f"{x} unreachable" for x in r["unreachable"])]
-                    table.add_row(r["kind"], r["workload"], ", ".join(r["running_on"]) or "nowhere", "; ".join(notes))
+                    where = ", ".join(r["running_on"]) or ("unknown" if r["state"] == "unknown" else "nowhere")
+                    table.add_row(r["kind"], r["workload"], where, "; ".join(notes))
                 for run in runs:
                     table.add_row("run", str(run.id), run.operation, _state(run))
                 live.update(table, refresh=True)
@@ -511,6 +528,8 @@ def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     """Check the playbook against both sites: every problem as file:line:col, exit 1 on any error."""
     try:
         pb, pos = read_playbook(playbook)
+    except InputError:
+        raise
     except PlaybookError as exc:
         raise PlanRefused(exc.problems) from None
     kinds = {w.kind for w in pb.workloads}
@@ -573,9 +592,10 @@ def daemon_run(
 ) -> None:
     """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    named = [p for p in playbooks or [] if not p.is_dir()]
+    for f in named:
+        load_playbook(f)  # a playbook named alone is refused before the daemon starts; one of a folder is skipped
     files = [f for p in playbooks or [] for f in (sorted(p.glob("*.y*ml")) if p.is_dir() else [p])]
-    for f in files:
-        load_playbook(f)  # a broken playbook is refused before the daemon starts
     Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s).run()
 
 
@@ -728,7 +748,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # Playbook problems are already `file:line:col: message`, the form editors jump to.
         prefix = "" if isinstance(exc, PlaybookError) else "drorch: error: "
-        for line in str(exc).splitlines():
+        lines = exc.problems if isinstance(exc, PlaybookError) else [printable(str(exc))]
+        for line in lines:
             typer.echo(f"{prefix}{line}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:

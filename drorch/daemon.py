@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drorch.errors import UsageError
+from drorch.errors import DrorchError, UsageError
 from drorch.playbook import JobKind, Playbook, Schedule, load_playbook
 from drorch.records import utcnow
 from drorch.store import Store
@@ -116,7 +116,12 @@ class Daemon:
         self.sched = scheduler(self.store, self.threads)
         self.sched.start(paused=True)
         for path in self.playbooks:
-            playbook_schedules(self.sched, path, load_playbook(path))
+            try:
+                playbook = load_playbook(path)
+            except DrorchError as exc:  # one broken file must not stop the others' protection
+                self._event("playbook skipped", playbook=str(path), error=str(exc).splitlines()[0])
+                continue
+            playbook_schedules(self.sched, path, playbook)
         self.sched.add_listener(self._job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.sched.resume()
         jobs_ = [(j.id, j.next_run_time.isoformat() if j.next_run_time else None) for j in self.sched.get_jobs()]

@@ -14,6 +14,12 @@ class ExitCode(IntEnum):
     WARNINGS = 5  # done, but not all as asked: e.g. a checkpoint move became a redeploy
 
 
+def printable(text: str) -> str:
+    """A name from a file or a site, made safe to print on one line: control characters and line breaks
+    (NEL and U+2028 included) are shown escaped, never acted on by a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class DrorchError(Exception):
     """An error meant for the operator: its message is one clear line."""
 
@@ -26,8 +32,13 @@ class PlaybookError(DrorchError):
     exit_code = ExitCode.USAGE
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        self.problems = [printable(p) for p in problems]
+        super().__init__("\n".join(self.problems))
+
+
+class InputError(PlaybookError):
+    """The file cannot be taken as input at all: not a regular file, too large, not UTF-8, or past a limit
+    of the parser. Always a usage error, even where a playbook's problems are a failure (validate)."""
 
 
 class PlanRefused(PlaybookError):
@@ -52,6 +63,12 @@ class WorkloadBusy(DrorchError):
 
 class UsageError(DrorchError):
     """The command was given something it cannot use."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StoreError(DrorchError):
+    """The state store cannot be used: not a database, or another program's. Nothing was written to it."""
 
     exit_code = ExitCode.USAGE
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from pydantic import TypeAdapter
 
 from drorch.playbook import WorkloadKind
 
@@ -70,20 +71,13 @@ class Snapshot:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Snapshot:
-        hosts = []
-        for h in raw["hosts"]:
-            facts = {WorkloadKind(k): HostFacts(**_tuples(f)) for k, f in h["facts"].items()}
-            errors = {WorkloadKind(k): v for k, v in h["errors"].items()}
-            workloads = [WorkloadInfo(**{**_tuples(w), "kind": WorkloadKind(w["kind"])}) for w in h["workloads"]]
-            hosts.append(HostInventory(h["site"], h["host"], facts, errors, workloads))
-        return cls(hosts=hosts, taken_at=raw.get("taken_at", ""))
+    def from_dict(cls, raw: object) -> Snapshot:
+        """Checked field by field (types, enums, negative sizes): a saved snapshot is input from outside."""
+        return _SNAPSHOT.validate_python(raw)
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
-        return cls.from_dict(json.loads(text))
+        return _SNAPSHOT.validate_json(text)
 
 
-def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
-    """JSON gives lists where the dataclasses keep tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+_SNAPSHOT = TypeAdapter(Snapshot)

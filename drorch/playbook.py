@@ -14,16 +14,15 @@ import fnmatch
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drorch import bounded
 from drorch.errors import PlaybookError
 
 Loc = tuple[str | int, ...]
-# libyaml's parser when PyYAML was built with it: several times faster, with the same positions.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class WorkloadKind(StrEnum):
@@ -498,19 +497,7 @@ def _positions(node: yaml.Node, loc: Loc = ()) -> dict[Loc, yaml.Mark]:
 
 
 def parse_with_positions(text: str, source: str = "<playbook>") -> tuple[Playbook, Positions]:
-    try:
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            data: Any = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise PlaybookError([f"{where}: {exc.problem or exc.context}"]) from None
-    except yaml.YAMLError as exc:
-        raise PlaybookError([f"{source}: {exc}"]) from None
+    node, data = bounded.compose(text, source)
     if not isinstance(data, dict) or node is None:
         raise PlaybookError([f"{source}:1:1: a playbook is a YAML mapping (sites, workloads, ...)"])
     pos = Positions(source, _positions(node))
@@ -534,11 +521,7 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
 
 
 def read_playbook(path: Path) -> tuple[Playbook, Positions]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookError([f"{path}: cannot read the playbook: {exc.strerror or exc}"]) from None
-    return parse_with_positions(text, str(path))
+    return parse_with_positions(bounded.read_text(path), str(path))
 
 
 def load_playbook(path: Path) -> Playbook:

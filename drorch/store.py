@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import delete, event, inspect, text, update
 from sqlalchemy.engine import Engine
@@ -16,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from drorch.errors import DrorchError, NotFound
+from drorch.errors import DrorchError, NotFound, StoreError
 from drorch.records import RunState, StepState, utcnow
 
 
@@ -138,7 +141,8 @@ def default_url() -> str:
     if url:
         return url
     state_dir = Path(os.environ.get("DRORCH_STATE_DIR", "state"))
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)  # run history, hook context and endpoints are the operator's alone
     return f"sqlite:///{state_dir / 'drorch.db'}"
 
 
@@ -167,8 +171,37 @@ class Store:
         self.engine: Engine = create_engine(self.url, connect_args=args)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._create_tables()
-        self._add_new_columns()
+        try:
+            if self.engine.dialect.name == "sqlite":
+                self._sqlite_file()
+            self._create_tables()
+            self._add_new_columns()
+        except DBAPIError as exc:
+            raise StoreError(f"state store {self.engine.url.render_as_string()}: cannot be used: {exc.orig}") from None
+
+    def _sqlite_file(self) -> None:
+        """Created readable by its owner only, before SQLite makes it (its journal files take the same mode);
+        an existing file is first read without writing, and refused when it is not a drorch store."""
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return
+        path = Path(database)
+        if path.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
+                    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                    damage = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged schema can fail to decode
+                why = "its schema is damaged" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                raise StoreError(f"state store {path}: cannot be used: {why}") from None
+            if damage != "ok":
+                raise StoreError(f"state store {path} is damaged ({damage}): drorch writes nothing into it")
+            if tables and "runs" not in tables:
+                raise StoreError(f"state store {path} is another program's database (tables "
+                                 f"{', '.join(tables[:5])}): drorch writes nothing into it; set DRORCH_STATE_DIR or "
+                                 "DRORCH_DB_URL")
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        path.chmod(0o600)  # also a store made before drorch kept it private
 
     def _create_tables(self) -> None:
         """Commands starting at once on a new store all create it: whoever loses a table to another finds it

@@ -73,6 +73,19 @@ def test_unreachable_target_exits_1_with_one_line(
         "drorch: run 1 failed: vm db: site b: fake://b1/libvirt does not answer (and 2 more: drorch history 1)"]
 
 
+def test_status_of_a_site_that_does_not_answer_is_unknown_and_exits_1(
+    capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud, playbook: Playbook
+) -> None:
+    for w in playbook.workloads:
+        cloud.sites[uri(playbook, w.kind, "a")].reachable = False
+    code, out, _ = drorch(capsys, "status", str(playbook_file))
+    assert code == 1
+    assert "vm        db                       state unknown (site a unreachable)" in out
+    assert "running" not in out
+    code, out, _ = drorch(capsys, "status", str(playbook_file), "--json")
+    assert code == 1 and {r["state"] for r in json.loads(out)["workloads"]} == {"unknown"}
+
+
 def test_partial_run_exits_3(capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud) -> None:
     cloud.fail["web"] = "web did not start on site b"
     code, _, err = drorch(capsys, "failover", str(playbook_file))

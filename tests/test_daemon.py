@@ -57,6 +57,24 @@ def test_the_leader_runs_the_playbooks_schedules_and_a_follower_takes_over(store
     assert [i for i, _n, _t in next_runs(store)] == ["shop:protect:0"]  # kept in the store for the next start
 
 
+def test_a_broken_playbook_of_a_folder_is_skipped_with_one_logged_error(
+    store: Store, scheduled: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bomb = scheduled.parent / "bomb.yaml"
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)))
+    daemon = Daemon(store, sorted(scheduled.parent.glob("*.yaml")), lease_s=1)
+    with caplog.at_level("INFO", logger="drorch.daemon"):
+        daemon.tick()
+    try:
+        assert [i for i, _n, _t in next_runs(store)] == ["shop:protect:0"]
+        skipped = [json.loads(r.message) for r in caplog.records if "skipped" in r.message]
+        assert len(skipped) == 1 and skipped[0]["playbook"] == str(bomb)
+        assert skipped[0]["error"].startswith(f"{bomb}:") and "expands to more than" in skipped[0]["error"]
+    finally:
+        daemon.stop()
+
+
 def test_schedule_commands(capsys: pytest.CaptureFixture[str], scheduled: Path, store: Store,
                            fake_cli: None) -> None:
     code, out, _ = drorch(capsys, "schedule", "add", str(scheduled), "--job", "protect", "--every", "30",

@@ -85,7 +85,7 @@ def test_not_a_mapping(text: str) -> None:
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(PlaybookError, match=r"missing\.yaml: cannot read the playbook"):
+    with pytest.raises(PlaybookError, match=r"missing\.yaml: cannot read: No such file"):
         load_playbook(tmp_path / "missing.yaml")
 
 
