@@ -45,6 +45,7 @@ from drorch.inventory import Snapshot
 from drorch.planner import Plan, Size, plan
 from drorch.playbook import JobKind, Playbook, Positions, Schedule, load_playbook, read_playbook
 from drorch.records import EXIT_CODES, RunState, StepState, utcnow
+from drorch.redact import redact
 from drorch.store import Run, Step, Store
 
 app = typer.Typer(
@@ -748,7 +749,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # Playbook problems are already `file:line:col: message`, the form editors jump to.
         prefix = "" if isinstance(exc, PlaybookError) else "drorch: error: "
-        lines = exc.problems if isinstance(exc, PlaybookError) else [printable(str(exc))]
+        lines = exc.problems if isinstance(exc, PlaybookError) else [redact(printable(str(exc)))]
         for line in lines:
             typer.echo(f"{prefix}{line}", err=True)
         sys.exit(exc.exit_code)

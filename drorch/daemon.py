@@ -28,6 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from drorch.errors import DrorchError, UsageError
 from drorch.playbook import JobKind, Playbook, Schedule, load_playbook
 from drorch.records import utcnow
+from drorch.redact import redact
 from drorch.store import Store
 
 LEASE = "scheduler"
@@ -149,7 +150,7 @@ class Daemon:
 
     def _event(self, what: str, **fields: Any) -> None:
         """One structured line per event."""
-        log.info(json.dumps({"at": utcnow().isoformat(), "daemon": self.identity, "event": what, **fields}))
+        log.info(redact(json.dumps({"at": utcnow().isoformat(), "daemon": self.identity, "event": what, **fields})))
 
 
 def next_runs(store: Store) -> list[tuple[str, str, datetime | None]]:

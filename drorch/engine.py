@@ -8,6 +8,7 @@ keep a playbook and each workload in one running operation at a time, and outliv
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -72,6 +73,20 @@ def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -
     ep = _endpoint(site, next(h for h in pb.hosts(site) if h.name == host_name), kind)
     assert ep is not None, "the planner only picks hosts with this kind's endpoint"
     return ep
+
+
+def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
+    """The request a step recorded, its endpoints read again from the playbook: the store keeps URIs
+    without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
+    assert step.request is not None, "a moving step carries its request"
+    req = MoveRequest.from_dict(json.loads(step.request))
+    kind = WorkloadKind(step.kind)
+
+    def current(ep: Endpoint) -> Endpoint:
+        host = next((h for h in pb.hosts(ep.site) if h.name == ep.host), None)
+        return (_endpoint(ep.site, host, kind) if host is not None else None) or ep
+
+    return dataclasses.replace(req, source=current(req.source), target=current(req.target))
 
 
 def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
@@ -521,8 +536,7 @@ class Engine:
             if step.action == Action.RESTART:
                 final = driver.restart(step.workload, target)
             else:
-                assert step.request is not None, "a moving step carries its request"
-                final = self._move(live, step, driver, MoveRequest.from_dict(json.loads(step.request)))
+                final = self._move(live, step, driver, recorded_request(live.pb, step))
         except DrorchError as exc:
             final = Progress(Phase.FAILED, message=str(exc))
         if final.phase is Phase.COMPLETED:
@@ -609,7 +623,7 @@ class Engine:
         for s in reversed(moved):
             kind = WorkloadKind(s.kind)
             if s.request:
-                req = MoveRequest.from_dict(json.loads(s.request)).reverse()
+                req = recorded_request(live.pb, s).reverse()
             else:  # restarted from a copy: live back to the first host of the source that takes the kind
                 target = host_endpoint(live.pb, s.target_site, s.to_host or "", kind)
                 spec = live.pb.spec_of(kind, s.workload)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from drorch.playbook import Hook, OnError
+from drorch.redact import redact
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,16 @@ class HookResult:
         return f"{self.hook.label}: {'ok' if self.ok else 'failed'}{tries}{': ' + self.message if self.message else ''}"
 
 
+def _inherited() -> dict[str, str]:
+    """drorch's environment minus the store's URL, which may hold its password: a hook has no use for it."""
+    return {k: v for k, v in os.environ.items() if k != "DRORCH_DB_URL"}
+
+
 def _attempt(hook: Hook, env: Mapping[str, str]) -> str | None:
     """One try; None when it passed, else why not."""
     if hook.run is not None:
         try:
-            done = subprocess.run(hook.run, env={**os.environ, **env}, capture_output=True, text=True,
+            done = subprocess.run(hook.run, env={**_inherited(), **env}, capture_output=True, text=True,
                                   timeout=hook.timeout, check=False)
         except subprocess.TimeoutExpired:
             return f"no exit within {hook.timeout:g} s"
@@ -42,7 +48,7 @@ def _attempt(hook: Hook, env: Mapping[str, str]) -> str | None:
             return f"cannot run it: {exc.strerror or exc}"
         if done.returncode != 0:
             said = (done.stderr or done.stdout).strip().splitlines()
-            return f"exit {done.returncode}{': ' + said[-1] if said else ''}"
+            return f"exit {done.returncode}{': ' + redact(said[-1]) if said else ''}"
         return None
     if hook.http is not None:
         try:
@@ -51,7 +57,7 @@ def _attempt(hook: Hook, env: Mapping[str, str]) -> str | None:
         except urllib.error.HTTPError as exc:
             status = exc.code
         except (urllib.error.URLError, OSError) as exc:
-            return str(getattr(exc, "reason", exc))
+            return redact(str(getattr(exc, "reason", exc)))
         return None if 200 <= status < 300 else f"HTTP {status}"
     assert hook.tcp is not None
     host, _, port = hook.tcp.rpartition(":")

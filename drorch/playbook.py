@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drorch import bounded
 from drorch.errors import PlaybookError
+from drorch.redact import redact
 
 Loc = tuple[str | int, ...]
 
@@ -161,7 +162,7 @@ class Hook(_Model):
 
     @property
     def label(self) -> str:
-        return " ".join(self.run) if self.run else f"http {self.http}" if self.http else f"tcp {self.tcp}"
+        return " ".join(self.run) if self.run else f"http {redact(self.http)}" if self.http else f"tcp {self.tcp}"
 
 
 class Hooks(_Model):

@@ -17,6 +17,7 @@ from drorch.engine import check_playbook, snapshot
 from drorch.planner import MOVING
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.protection import rpo_status
+from drorch.redact import redact
 from drorch.store import ReadinessCheck, Store
 
 Alert = Callable[[Playbook, ReadinessCheck], str]
@@ -60,7 +61,7 @@ def alert(pb: Playbook, row: ReadinessCheck) -> str:
             with urllib.request.urlopen(req, timeout=pb.readiness.timeout) as res:
                 said.append(f"webhook HTTP {res.status}")
         except (urllib.error.URLError, OSError) as exc:
-            said.append(f"webhook failed: {getattr(exc, 'reason', exc)}")
+            said.append(f"webhook failed: {redact(str(getattr(exc, 'reason', exc)))}")
     return "; ".join(said) or "no command or webhook set"
 
 

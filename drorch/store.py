@@ -21,6 +21,7 @@ from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from drorch.errors import DrorchError, NotFound, StoreError
 from drorch.records import RunState, StepState, utcnow
+from drorch.redact import redact
 
 
 class Run(SQLModel, table=True):
@@ -157,6 +158,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+@event.listens_for(Session, "before_flush")
+def _without_secrets(session: Session, _context: Any, _instances: Any) -> None:
+    """Whatever a record says (a driver's error, a hook's output), passwords and tokens in URLs are masked
+    before it reaches the store."""
+    for record in (*session.new, *session.dirty):
+        for name, value in list(vars(record).items()):
+            if isinstance(value, str) and not name.startswith("_") and (clean := redact(value)) != value:
+                setattr(record, name, clean)
+
+
 def _lost_creation_race(exc: DBAPIError) -> bool:
     """SQLite says the table already exists; PostgreSQL may instead trip over its catalog's unique keys."""
     message = str(exc.orig)
@@ -230,7 +241,7 @@ class Store:
                     if column.name in have:
                         continue
                     if not column.nullable:
-                        raise DrorchError(f"the state store {self.url} lacks {table.name}.{column.name}, which "
+                        raise DrorchError(f"the state store {redact(self.url)} lacks {table.name}.{column.name}, which "
                                           "cannot be added in place")
                     ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
                     conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
@@ -260,7 +271,7 @@ class Store:
         with self.session() as s:
             run = s.get(Run, run_id)
         if run is None:
-            raise NotFound(f"no run {run_id} in {self.url}")
+            raise NotFound(f"no run {run_id} in {redact(self.url)}")
         return run
 
     def steps(self, run_id: int) -> list[Step]:

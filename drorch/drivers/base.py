@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from drorch.inventory import HostFacts, WorkloadInfo
 from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
+from drorch.redact import redact
 
 __all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Shipped",
            "WorkloadInfo"]
@@ -31,6 +32,11 @@ class Endpoint:
     uri: str
     migration_address: str | None = None
     host: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The URI as messages show it: without a password or a token."""
+        return redact(self.uri)
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,8 @@ class MoveRequest:
         return {
             "workload": self.workload,
             "strategy": self.strategy.value,
-            "source": asdict(self.source),
-            "target": asdict(self.target),
+            "source": {**asdict(self.source), "uri": self.source.shown},  # kept in the store: no secrets
+            "target": {**asdict(self.target), "uri": self.target.shown},
             "mappings": self.mappings.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json") if self.resources else None,
             "controls": self.controls.model_dump(mode="json", exclude_unset=True) if self.controls else None,

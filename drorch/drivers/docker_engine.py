@@ -48,11 +48,11 @@ class DockerSite:
             # Typed loosely: the stubs lack the raw calls that checkpoints need.
             self.api: Any = docker.APIClient(base_url=ep.uri, version=API_VERSION, timeout=120)
         except API_ERRORS as exc:
-            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.uri} does not answer: {reason(exc)}") from None
+            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.shown} does not answer: {reason(exc)}") from None
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
         silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
-        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.uri}{' does not answer' if silent else ''}: "
+        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.shown}{' does not answer' if silent else ''}: "
                                f"{reason(exc)}")
 
     def inspect(self, name: str) -> dict[str, Any] | None:

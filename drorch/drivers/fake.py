@@ -66,7 +66,7 @@ class FakeCloud:
     def site(self, ep: Endpoint) -> FakeSite:
         site = self.sites.setdefault(ep.uri, FakeSite())
         if not site.reachable:
-            raise SiteUnreachable(f"site {ep.site}: {ep.uri} does not answer")
+            raise SiteUnreachable(f"site {ep.site}: {ep.shown} does not answer")
         return site
 
 

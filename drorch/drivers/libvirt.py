@@ -73,7 +73,7 @@ class LibvirtDriver(ThreadedDriver):
         try:
             conn = libvirt.open(ep.uri)
         except libvirt.libvirtError as exc:
-            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.uri} does not answer: {_reason(exc)}") from None
+            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown} does not answer: {_reason(exc)}") from None
         self._conns[ep.uri] = conn
         return conn
 
@@ -83,7 +83,7 @@ class LibvirtDriver(ThreadedDriver):
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.uri}: {_reason(exc)}") from None
+            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown}: {_reason(exc)}") from None
 
     @staticmethod
     def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
@@ -108,7 +108,7 @@ class LibvirtDriver(ThreadedDriver):
             networks = sorted({*conn.listNetworks(), *conn.listDefinedNetworks()})
             pools = sorted({*conn.listStoragePools(), *conn.listDefinedStoragePools()})
         except libvirt.libvirtError as exc:
-            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
         return HostFacts(vcpus=cpus, memory_mib=memory_mib, networks=tuple(networks), pools=tuple(pools))
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
@@ -117,7 +117,7 @@ class LibvirtDriver(ThreadedDriver):
                        if not (DRILL_CLONE.fullmatch(d.name()) and not d.isPersistent())]  # drill clones
             return sorted((self._info(d, site) for d in domains), key=lambda w: w.name)
         except libvirt.libvirtError as exc:
-            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         dom = self._domain(site, name)
@@ -264,7 +264,7 @@ class LibvirtDriver(ThreadedDriver):
                 return False
             dom.destroy()
         except libvirt.libvirtError as exc:
-            raise SiteUnreachable(f"site {site.site}: libvirt at {site.uri}: {_reason(exc)}") from None
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
         return True
 
     def restart(self, name: str, site: Endpoint) -> Progress:
