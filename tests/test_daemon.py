@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +20,7 @@ from drorch.store import Store
 from tests.conftest import PLAYBOOK, fake_drivers
 from tests.test_cli import drorch
 
+UNIT = Path(__file__).resolve().parent.parent / "drorch" / "systemd" / "drorch-daemon.service"
 SCHEDULED = PLAYBOOK + "protect: {interval_s: 1, keep: 2}\nschedules:\n  - {job: protect, every_s: 1}\n"
 
 
@@ -111,7 +116,30 @@ def test_the_systemd_unit_runs_the_daemon_and_stops_it_gently() -> None:
     import configparser
 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.read(Path(__file__).resolve().parent.parent / "drorch" / "systemd" / "drorch-daemon.service")
+    unit.read(UNIT)
     assert unit["Service"]["ExecStart"].split()[1:3] == ["daemon", "run"]
     assert unit["Service"]["KillSignal"] == "SIGTERM" and int(unit["Service"]["TimeoutStopSec"]) >= 60
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    service = unit["Service"]
+    assert service["NoNewPrivileges"] == "yes" and service["PrivateTmp"] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["ProtectHome"] == "yes"
+    assert service["StateDirectory"] == "drorch" and service["StateDirectoryMode"] == "0700"  # the one writable place
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed here")
+def test_systemd_accepts_the_unit_and_rates_it_hardened(tmp_path: Path) -> None:
+    """`systemd-analyze verify` with ExecStart pointing at this checkout's drorch; the exposure score of
+    `systemd-analyze security` (0 best, 10 worst) is printed, and must say the unit is hardened."""
+    installed = Path(sys.executable).parent / "drorch"  # this virtualenv's
+    text = UNIT.read_text().replace("ExecStart=/opt/drorch/bin/drorch", f"ExecStart={installed}")
+    unit = tmp_path / "drorch-daemon.service"
+    unit.write_text(text)
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
+                              text=True)
+    score = re.search(r"Overall exposure level for drorch-daemon.service: ([\d.]+)", security.stdout)
+    assert score is not None, security.stdout[-500:] + security.stderr
+    print(f"systemd exposure score of drorch-daemon.service: {score.group(1)}")
+    assert float(score.group(1)) < 4.0  # systemd calls 0-4 "OK"
