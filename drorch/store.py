@@ -168,6 +168,28 @@ def _without_secrets(session: Session, _context: Any, _instances: Any) -> None:
                 setattr(record, name, clean)
 
 
+_CHECKED: set[Path] = set()  # store files this process has checked
+
+
+def _at_rest(path: Path, attempts: int = 3) -> tuple[list[str], str]:
+    """A store file's tables and the verdict of SQLite's quick check, read without writing. Asked again
+    after a moment when it fails: a command closing the store rewrites it briefly, while damage stays."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                damage = str(db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged schema can fail to decode
+            if attempt == attempts:
+                why = "its schema is damaged" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                raise StoreError(f"state store {path}: cannot be used: {why}") from None
+        else:
+            if damage == "ok" or attempt == attempts:
+                return tables, damage
+        time.sleep(0.2)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def _lost_creation_race(exc: DBAPIError) -> bool:
     """SQLite says the table already exists; PostgreSQL may instead trip over its catalog's unique keys."""
     message = str(exc.orig)
@@ -192,26 +214,30 @@ class Store:
 
     def _sqlite_file(self) -> None:
         """Created readable by its owner only, before SQLite makes it (its journal files take the same mode);
-        an existing file is first read without writing, and refused when it is not a drorch store."""
+        an existing file is first only read, and refused when it is damaged or not a drorch store."""
         database = self.engine.url.database
         if not database or database == ":memory:":
             return
         path = Path(database)
-        if path.exists():
-            try:
-                with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
-                    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                    damage = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged schema can fail to decode
-                why = "its schema is damaged" if isinstance(exc, UnicodeDecodeError) else str(exc)
-                raise StoreError(f"state store {path}: cannot be used: {why}") from None
+        # A store at rest is checked before anything writes to it, once per process: a second connection
+        # opened beside this process's own would disturb their locks. One in use elsewhere has its
+        # write-ahead log beside it, and is drorch's.
+        first = path not in _CHECKED
+        _CHECKED.add(path)
+        if first and path.exists() and not path.with_name(f"{path.name}-wal").exists():
+            tables, damage = _at_rest(path)
             if damage != "ok":
                 raise StoreError(f"state store {path} is damaged ({damage}): drorch writes nothing into it")
-            if tables and "runs" not in tables:
+            # Another command may be creating it right now: any one of drorch's tables makes it drorch's.
+            if tables and not set(tables) & set(SQLModel.metadata.tables):
                 raise StoreError(f"state store {path} is another program's database (tables "
                                  f"{', '.join(tables[:5])}): drorch writes nothing into it; set DRORCH_STATE_DIR or "
                                  "DRORCH_DB_URL")
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        if not path.exists():
+            # Never an open and close of an existing store: closing any descriptor of the file drops every
+            # SQLite lock this process holds on it.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600))
         path.chmod(0o600)  # also a store made before drorch kept it private
 
     def _create_tables(self) -> None:
