@@ -66,7 +66,10 @@ Reporter = Callable[[StepEvent], None]
 
 def _endpoint(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     uri = host.endpoint(kind)
-    return None if uri is None else Endpoint(site, uri, host.migration_address, host.name)
+    if uri is None:
+        return None
+    tls = (host.tls.ca, host.tls.cert, host.tls.key) if host.tls and kind is WorkloadKind.CONTAINER else None
+    return Endpoint(site, uri, host.migration_address, host.name, tls)
 
 
 def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:

@@ -72,10 +72,19 @@ class Overcommit(_Model):
     memory: float = Field(1.0, gt=0, description="schedulable memory per MiB of host memory")
 
 
+class ClientTLS(_Model):
+    """Files of a client certificate, checked against `ca`: the Docker daemon's TCP endpoint with --tlsverify."""
+
+    ca: str = Field(description="CA certificate that signed the daemon's certificate (PEM)")
+    cert: str = Field(description="this client's certificate (PEM)")
+    key: str = Field(description="this client's private key (PEM)")
+
+
 class Host(_Model):
     name: Name
-    libvirt: str | None = Field(None, description="libvirt URI of the host's hypervisor")
-    docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock")
+    libvirt: str | None = Field(None, description="libvirt URI of the host's hypervisor; qemu+tls:// for TLS")
+    docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock or tcp://host:2376")
+    tls: ClientTLS | None = Field(None, description="client certificate for a tcp:// Docker endpoint")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
     max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this host")
@@ -179,6 +188,7 @@ class MigrationControls(_Model):
     no_progress_timeout_s: float | None = Field(None, gt=0, description="abort when nothing is left less for so long")
     auto_converge: bool = False
     post_copy: bool = False
+    tls: bool = Field(False, description="encrypt the migration streams (QEMU's TLS certificates on both hosts)")
 
 
 class FailurePolicy(StrEnum):

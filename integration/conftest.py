@@ -15,6 +15,8 @@ import pytest
 
 from integration import labctl
 
+Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixture: drorch as a process
+
 REPO = Path(__file__).resolve().parent.parent
 DRORCH = REPO / ".venv" / "bin" / "drorch"
 LAB_PLAYBOOK = REPO / "playbooks" / "lab.yaml"

@@ -28,6 +28,9 @@ import libvirt
 
 from drorch.host import pid_alive
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
+from integration import lab_pki
+
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions anyway
 
 LAB = Path(os.environ.get("DRORCH_LAB_DIR", "/var/lib/drorch-lab"))
@@ -42,6 +45,7 @@ CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
 COUNTER_SCRIPT = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
 CONTAINER_MEMORY = "256m"
 SERIAL_LOG = f"/var/log/libvirt/qemu/{VM_NAME}.serial"
+PKI = LAB / "pki"  # site b serves libvirt, Docker and migration streams over TLS with these
 # Folders that each site's libvirtd sees privately: (path inside the namespace, folder under the site).
 PRIVATE = (
     ("/run/libvirt", "run"),
@@ -61,6 +65,8 @@ class Site:
     network: str  # the site's isolated libvirt network: no address, no DHCP, no route out
     bridge: str
     pool: str
+    tls_libvirt_port: int | None = None  # besides plain TCP (for the lab's own tools), TLS on these
+    tls_docker_port: int | None = None
 
     @property
     def root(self) -> Path:
@@ -78,6 +84,14 @@ class Site:
     def docker_url(self) -> str:
         return f"unix://{self.docker_sock}"
 
+    @property
+    def libvirt_tls_uri(self) -> str:
+        return f"qemu+tls://{self.address}:{self.tls_libvirt_port}/system?pkipath={PKI}"
+
+    @property
+    def docker_tls_url(self) -> str:
+        return f"tcp://{self.address}:{self.tls_docker_port}"
+
     def pidfile(self, daemon: str) -> Path:
         return self.root / f"{daemon}.pid"
 
@@ -88,7 +102,7 @@ class Site:
 
 SITES = {
     "a": Site("a", "127.0.0.1", 16601, (49200, 49215), "prod-net", "drlprod0", "prod-pool"),
-    "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool"),
+    "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool", 16612, 2376),
 }
 DAEMONS = ("virtlogd", "libvirtd", "dockerd")
 # What drorch must never see: each site's Docker data root (checkpoints, volumes) and libvirt storage.
@@ -250,8 +264,13 @@ def write_libvirt_config(site: Site) -> None:
     host_uuid = site.root / "host-uuid"
     if not host_uuid.exists():
         host_uuid.write_text(str(uuid.uuid4()))
+    tls = (
+        f'listen_tls = 1\ntls_port = "{site.tls_libvirt_port}"\nauth_tls = "none"\n'
+        f'key_file = "{PKI / lab_pki.SERVER_KEY}"\ncert_file = "{PKI / lab_pki.SERVER}"\n'
+        f'ca_file = "{PKI / lab_pki.CA}"\n'
+        if site.tls_libvirt_port else "listen_tls = 0\n")
     (etc / "libvirtd.conf").write_text(
-        "listen_tls = 0\n"
+        tls +
         "listen_tcp = 1\n"
         f'tcp_port = "{site.libvirt_port}"\n'
         f'listen_addr = "{site.address}"\n'
@@ -263,6 +282,8 @@ def write_libvirt_config(site: Site) -> None:
         'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\n'
         'security_driver = "none"\n'
         f"migration_port_min = {lo}\nmigration_port_max = {hi}\n"
+        # Migration streams in and out of either site may be encrypted (migration: {tls: true}).
+        f'migrate_tls_x509_cert_dir = "{PKI}"\nmigrate_tls_x509_verify = 1\n'
     )
 
 
@@ -318,6 +339,9 @@ def start_docker(site: Site) -> None:
                 "--exec-root", str(site.root / "docker" / "exec"),
                 "--pidfile", str(site.pidfile("dockerd")),
                 "--bridge", "none", "--iptables=false", "--ip-masq=false",
+                *(["-H", site.docker_tls_url, "--tlsverify", f"--tlscacert={PKI / lab_pki.CA}",
+                   f"--tlscert={PKI / lab_pki.SERVER}", f"--tlskey={PKI / lab_pki.SERVER_KEY}"]
+                  if site.tls_docker_port else []),
             ],
             stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
@@ -496,6 +520,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     if not (CRIU_BIN / "criu").exists():
         raise SystemExit("[lab] CRIU is not installed: run integration/setup.sh first")
     build_guest()
+    lab_pki.ensure(PKI)
     for site in SITES.values():
         start_libvirt(site)
         start_docker(site)

@@ -7,15 +7,12 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from integration import labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
-
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 
 
 def fresh(rows: list[dict[str, object]], names: set[str]) -> bool:

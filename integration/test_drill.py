@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -21,10 +21,9 @@ import pytest
 import yaml
 
 from integration import labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 from integration.postgres import Cluster
 
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
 VM_CLONE, COUNTER_CLONE = f"{labctl.VM_NAME}-drill-{{}}", f"{labctl.CHECKPOINT_CONTAINER}-drill-{{}}"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,7 @@ import yaml
 
 from drorch.store import Store
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK, REPO, container_counts, vm_counts, wait_until, where
-
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
+from integration.conftest import LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 
 
 def last(counts: list[int]) -> int:
@@ -101,7 +98,8 @@ def test_target_daemon_stopped_fails_cleanly_and_leaves_workloads_home(
         # The workloads of the other technology still move: the run is partly done.
         assert res.returncode == 3, res.stdout + res.stderr
         (line,) = res.stderr.splitlines()
-        tech = "libvirt at qemu+tcp://127.0.0.2:16602/system" if daemon == "libvirtd" else "Docker at unix://"
+        b = labctl.SITES["b"]
+        tech = f"libvirt at {b.libvirt_tls_uri}" if daemon == "libvirtd" else f"Docker at {b.docker_tls_url}"
         assert line.startswith("drorch: run 1 partial: ") and f"site b: {tech}" in line
         assert "does not answer" in line and "Traceback" not in res.stderr
         stopped = [labctl.VM_NAME] if daemon == "libvirtd" else list(labctl.CONTAINERS)

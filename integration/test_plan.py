@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -14,9 +12,8 @@ import pytest
 
 from drorch.store import Store
 from integration import labctl
-from integration.conftest import REPO, container_counts, vm_counts, vm_disk_counts, wait_until, where
+from integration.conftest import REPO, Drorch, container_counts, vm_counts, vm_disk_counts, wait_until, where
 
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
 TIERS = REPO / "playbooks" / "lab-tiers.yaml"
 
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK
-
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
+from integration.conftest import LAB_PLAYBOOK, Drorch
 
 
 @pytest.mark.usefixtures("fresh_lab")

@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -21,6 +21,7 @@ from integration.conftest import (
     DRORCH,
     LAB_PLAYBOOK,
     REPO,
+    Drorch,
     container_counts,
     vm_counts,
     vm_disk_counts,
@@ -28,7 +29,6 @@ from integration.conftest import (
     where,
 )
 
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
 BOUNDARIES = 6  # the lab playbook's three moves, each recorded before and after it acts
 
 

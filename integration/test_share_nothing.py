@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -19,9 +18,8 @@ import pytest
 import yaml
 
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK, container_counts, wait_until
+from integration.conftest import LAB_PLAYBOOK, Drorch, container_counts, wait_until
 
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
 # A counter kept in a named volume: a redeployed copy goes on from the volume's number.
 VOLUME_COUNTER = ('i=$(cat /data/count 2>/dev/null || echo 0); while true; do i=$((i+1)); echo "count $i"; '
                   'echo $i > /data/count; sleep 1; done')

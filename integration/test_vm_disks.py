@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -19,9 +17,8 @@ import pytest
 import yaml
 
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK, vm_counts, vm_disk_counts, wait_until, where
+from integration.conftest import LAB_PLAYBOOK, Drorch, vm_counts, vm_disk_counts, wait_until, where
 
-Drorch = Callable[..., subprocess.CompletedProcess[str]]
 HUGE = f"{labctl.VM_DISK}.huge"  # named after the VM's disk, so that a lab reset removes it too
 
 

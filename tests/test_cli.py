@@ -62,11 +62,16 @@ def test_failover_json_is_the_run_with_its_steps(capsys: pytest.CaptureFixture[s
     assert [s["workload"] for s in report["steps"]] == ["db", "cache", "web"]
 
 
+def cut_off(cloud: FakeCloud, playbook: Playbook, site: str) -> None:
+    """Every endpoint of a site stops answering."""
+    for w in playbook.workloads:
+        cloud.sites[uri(playbook, w.kind, site)].reachable = False
+
+
 def test_unreachable_target_exits_1_with_one_line(
     capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud, playbook: Playbook
 ) -> None:
-    for w in playbook.workloads:
-        cloud.sites[uri(playbook, w.kind, "b")].reachable = False
+    cut_off(cloud, playbook, "b")
     code, _, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 1
     assert err.splitlines() == [
@@ -76,8 +81,7 @@ def test_unreachable_target_exits_1_with_one_line(
 def test_status_of_a_site_that_does_not_answer_is_unknown_and_exits_1(
     capsys: pytest.CaptureFixture[str], playbook_file: Path, cloud: FakeCloud, playbook: Playbook
 ) -> None:
-    for w in playbook.workloads:
-        cloud.sites[uri(playbook, w.kind, "a")].reachable = False
+    cut_off(cloud, playbook, "a")
     code, out, _ = drorch(capsys, "status", str(playbook_file))
     assert code == 1
     assert "vm        db                       state unknown (site a unreachable)" in out

@@ -3,12 +3,14 @@ target, bind mounts and volumes, disk definitions and which pools can take a dis
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.docker_config import clone_config, unmapped_binds, volumes
 from drorch.drivers.libvirt_storage import format_problem
 from drorch.drivers.libvirt_xml import point_disks_at, writable_disks
-from drorch.playbook import Mappings
+from drorch.playbook import Mappings, Strategy
 
 INSPECT: dict[str, Any] = {
     "Config": {"Image": "shop/web:1", "Hostname": "abc"},
@@ -59,3 +61,12 @@ def test_pools_of_devices_take_raw_images_only() -> None:
     assert format_problem("dir", "qcow2") is None and format_problem("netfs", "qcow2") is None
     assert format_problem("logical", "raw") is None
     assert format_problem("logical", "qcow2") == "a logical pool takes raw images only, not qcow2"
+
+
+def test_a_recorded_request_keeps_the_tls_files_and_no_secret() -> None:
+    tls = ("/pki/ca.pem", "/pki/cert.pem", "/pki/key.pem")
+    req = MoveRequest("web", Strategy.REDEPLOY, Endpoint("a", "tcp://a:2376?token=t0k", tls=tls),
+                      Endpoint("b", "qemu+tls://admin:pw@b/system"))
+    again = MoveRequest.from_dict(json.loads(json.dumps(req.to_dict())))
+    assert again.source.tls == tls and again.target.tls is None
+    assert again.source.uri == "tcp://a:2376?token=***" and again.target.uri == "qemu+tls://admin:***@b/system"

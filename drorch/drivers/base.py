@@ -32,11 +32,17 @@ class Endpoint:
     uri: str
     migration_address: str | None = None
     host: str = ""
+    tls: tuple[str, str, str] | None = None  # (CA, certificate, key) files of a Docker TCP endpoint
 
     @property
     def shown(self) -> str:
         """The URI as messages show it: without a password or a token."""
         return redact(self.uri)
+
+
+def _endpoint(raw: dict[str, Any]) -> Endpoint:
+    tls = raw.get("tls")
+    return Endpoint(**{**raw, "tls": tuple(tls) if tls else None})
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,8 @@ class MoveRequest:
         return cls(
             workload=raw["workload"],
             strategy=Strategy(raw["strategy"]),
-            source=Endpoint(**raw["source"]),
-            target=Endpoint(**raw["target"]),
+            source=_endpoint(raw["source"]),
+            target=_endpoint(raw["target"]),
             mappings=Mappings.model_validate(raw.get("mappings") or {}),
             resources=Resources.model_validate(raw["resources"]) if raw.get("resources") else None,
             controls=MigrationControls.model_validate(raw["controls"]) if raw.get("controls") else None,

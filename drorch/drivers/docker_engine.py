@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
+import docker.tls
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
@@ -44,9 +46,19 @@ class DockerSite:
 
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep
+        tls: docker.tls.TLSConfig | bool = False
+        if ep.tls is not None:
+            ca, cert, key = ep.tls
+            unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
+            if unreadable:
+                raise SiteUnreachable(f"site {ep.site}: Docker at {ep.shown}: TLS file {unreadable[0]} cannot be read")
+            tls = docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=True)
         try:
             # Typed loosely: the stubs lack the raw calls that checkpoints need.
-            self.api: Any = docker.APIClient(base_url=ep.uri, version=API_VERSION, timeout=120)
+            self.api: Any = docker.APIClient(base_url=ep.uri, version=API_VERSION, timeout=120, tls=tls)
+            # The playbook's endpoint and CA, as given: REQUESTS_CA_BUNDLE or a proxy of the environment
+            # would otherwise replace the daemon's CA or redirect the connection.
+            self.api.trust_env = False
         except API_ERRORS as exc:
             raise SiteUnreachable(f"site {ep.site}: Docker at {ep.shown} does not answer: {reason(exc)}") from None
 

@@ -33,6 +33,8 @@ def migrate_params(target: Endpoint, controls: MigrationControls | None = None) 
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
         if controls.post_copy:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if controls.tls:
+            flags |= libvirt.VIR_MIGRATE_TLS
     return params, flags
 
 

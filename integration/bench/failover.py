@@ -54,8 +54,15 @@ Mover = Callable[[str, str], None]  # (source site, target site)
 
 
 def sub_playbook(tmp: Path, kind: str) -> Path:
+    """The lab playbook's one workload of a kind, with site b reached the way the bare calls reach it (plain
+    TCP and the Docker socket, not TLS), so that both sides pay for the same transport."""
     pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
     pb["workloads"] = [w for w in pb["workloads"] if w["kind"] == kind and w.get("strategy") != "redeploy"]
+    for w in pb["workloads"]:
+        w.pop("migration", None)
+    (b1,) = pb["sites"]["b"]["hosts"]
+    b1.pop("tls", None)
+    b1.update(libvirt=labctl.SITES["b"].libvirt_uri, docker=labctl.SITES["b"].docker_url)
     path = tmp / f"{kind}.yaml"
     path.write_text(yaml.safe_dump(pb))
     return path
