@@ -72,9 +72,14 @@ def _endpoint(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     return Endpoint(site, uri, host.migration_address, host.name, tls)
 
 
+def _host(pb: Playbook, site: str, name: str) -> Host | None:
+    return next((h for h in pb.hosts(site) if h.name == name), None)
+
+
 def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
-    ep = _endpoint(site, next(h for h in pb.hosts(site) if h.name == host_name), kind)
-    assert ep is not None, "the planner only picks hosts with this kind's endpoint"
+    host = _host(pb, site, host_name)
+    ep = _endpoint(site, host, kind) if host is not None else None
+    assert ep is not None, "the planner only picks hosts of the playbook with this kind's endpoint"
     return ep
 
 
@@ -86,7 +91,7 @@ def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
     kind = WorkloadKind(step.kind)
 
     def current(ep: Endpoint) -> Endpoint:
-        host = next((h for h in pb.hosts(ep.site) if h.name == ep.host), None)
+        host = _host(pb, ep.site, ep.host)
         return (_endpoint(ep.site, host, kind) if host is not None else None) or ep
 
     return dataclasses.replace(req, source=current(req.source), target=current(req.target))
