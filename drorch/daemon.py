@@ -26,8 +26,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drorch.errors import DrorchError, UsageError
-from drorch.playbook import JobKind, Playbook, Schedule, load_playbook
-from drorch.records import utcnow
+from drorch.playbook import Playbook, Schedule, load_playbook
+from drorch.records import JobKind, utcnow
 from drorch.redact import redact
 from drorch.store import Store
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from drorch.drivers.base import Driver, Endpoint
-from drorch.engine import Engine, Reporter, StepEvent, host_endpoint, run_alive, snapshot
+from drorch.engine import Engine, Reporter, StepEvent, host_endpoint, snapshot
 from drorch.errors import DrorchError
 from drorch.hooks import run_hooks
+from drorch.host import run_alive
 from drorch.planner import Action, PlanItem, disaster_plan
 from drorch.playbook import Playbook, WorkloadKind, load_playbook
 from drorch.records import (
@@ -32,11 +33,11 @@ from drorch.records import (
     StepKind,
     StepState,
     clone_name,
+    naive,
     network_name,
     run_outcome,
     utcnow,
 )
-from drorch.report import naive
 from drorch.store import Lock, RecoveryPoint, Run, Step, Store
 
 POLL_SECONDS = 0.5
@@ -249,7 +250,7 @@ class Drill:
         `gone`: `host:pid` of daemons known to have stopped, on this machine or another."""
         cleaned = []
         for run in self.store.runs_of(DRILL, playbook):
-            alive = run_alive(run, self.engine.host) and f"{run.host}:{run.pid}" not in gone
+            alive = run_alive(run.host, run.pid, self.engine.host) and f"{run.host}:{run.pid}" not in gone
             if run.state not in FINAL_RUN_STATES and alive:
                 continue
             steps = self.store.steps(run.id or 0)

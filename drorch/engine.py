@@ -25,7 +25,7 @@ from drorch import preflight
 from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
 from drorch.hooks import HookResult, run_hooks
-from drorch.host import pid_alive
+from drorch.host import pid_alive, run_alive
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
 from drorch.playbook import (
@@ -170,11 +170,6 @@ def _as_utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=utcnow().tzinfo)
 
 
-def run_alive(run: Run, here: str) -> bool:
-    """Whether the process that runs it still does (a run of another machine is taken to be alive)."""
-    return run.host != here or pid_alive(run.pid)
-
-
 def playbook_key(pb: Playbook) -> str:
     return f"playbook/{pb.name}"
 
@@ -250,7 +245,7 @@ class Engine:
                f"{run.started_at:%Y-%m-%d %H:%M:%S})"
         if run.state is RunState.PENDING_COMMIT:
             return f"{lock.key} is held by {what}, which waits: drorch commit {run.id} or drorch rollback {run.id}"
-        if run.state is RunState.RUNNING and not run_alive(run, self.host):
+        if run.state is RunState.RUNNING and not run_alive(run.host, run.pid, self.host):
             return f"{lock.key} is held by interrupted {what}: drorch resume {run.id} or drorch abort {run.id}"
         return f"{lock.key} is held by {what}"
 
@@ -663,7 +658,7 @@ class Engine:
         if run.state is RunState.PENDING_COMMIT:
             raise UsageError(f"run {run_id} waits for drorch commit {run_id} or drorch rollback {run_id}")
         if run.state is RunState.RUNNING:
-            if run_alive(run, self.host):
+            if run_alive(run.host, run.pid, self.host):
                 raise WorkloadBusy(f"run {run_id} is still running (pid {run.pid} on {run.host})")
             self.store.adopt_locks(run_id, os.getpid(), self.host)
         else:
@@ -684,7 +679,7 @@ class Engine:
             raise UsageError(f"run {run_id} has moved its workloads: drorch rollback {run_id} takes them back")
         if run.state is not RunState.RUNNING:
             raise UsageError(f"run {run_id} already ended: {run.state}")
-        if run_alive(run, self.host):
+        if run_alive(run.host, run.pid, self.host):
             run.abort_requested = True
             self.store.save(run)
             deadline = time.monotonic() + wait_seconds

@@ -18,3 +18,8 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def run_alive(host: str, pid: int, here: str) -> bool:
+    """Whether the process that runs a run still does (a run of another machine is taken to be alive)."""
+    return host != here or pid_alive(pid)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drorch import bounded
 from drorch.errors import PlaybookError
+from drorch.records import JobKind
 from drorch.redact import redact
 
 Loc = tuple[str | int, ...]
@@ -293,13 +294,6 @@ class Readiness(_Model):
     command: list[str] | None = Field(None, min_length=1, description="argv; gets DRORCH_PLAYBOOK, DRORCH_PROBLEMS")
     webhook: str | None = Field(None, description="URL that gets a JSON POST: playbook, ready, problems, checked_at")
     timeout: float = Field(10.0, gt=0)
-
-
-class JobKind(StrEnum):
-    PROTECT = "protect"  # ship a recovery point of every workload
-    SETTLE = "settle"  # decide failovers whose commit window ended
-    DRILL = "drill"  # bring clones up on the secondary in isolation, check them, tear them down
-    READINESS = "readiness"  # re-check what validate checks and every RPO; alert on a change to not ready
 
 
 class Schedule(_Model):

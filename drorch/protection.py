@@ -12,8 +12,7 @@ from drorch.engine import move_request, snapshot
 from drorch.errors import DrorchError
 from drorch.planner import MOVING, Action, plan
 from drorch.playbook import Playbook, WorkloadKind
-from drorch.records import utcnow
-from drorch.report import naive
+from drorch.records import naive, utcnow
 from drorch.store import RecoveryPoint, Store
 
 

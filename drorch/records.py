@@ -46,6 +46,15 @@ def network_name(run_id: int) -> str:
 ROLLBACK = "rollback"  # the action of a step that moves back what its run moved, and its wave
 
 
+class JobKind(StrEnum):
+    """What the daemon runs on a schedule."""
+
+    PROTECT = "protect"  # ship a recovery point of every workload
+    SETTLE = "settle"  # decide failovers whose commit window ended
+    DRILL = "drill"  # bring clones up on the secondary in isolation, check them, tear them down
+    READINESS = "readiness"  # re-check what validate checks and every RPO; alert on a change to not ready
+
+
 class RunState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -86,3 +95,8 @@ def run_outcome(steps: Iterable[StepState], warned: bool = False) -> RunState:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def naive(dt: datetime) -> datetime:
+    """Stores hand times back without their zone (SQLite keeps none): compare them all that way."""
+    return dt.replace(tzinfo=None)

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import html as _html
 import json
-from datetime import datetime
 from typing import Any
 
 from drorch.playbook import WorkloadKind
-from drorch.records import ROLLBACK, RunState, StepState
+from drorch.records import ROLLBACK, RunState, StepState, naive
 from drorch.store import Run, Step
 
 WORKLOAD_KINDS = frozenset(str(k) for k in WorkloadKind)
-
-
-def naive(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=None)
 
 
 def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:

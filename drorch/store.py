@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import delete, event, inspect, text, update
 from sqlalchemy.engine import Engine
@@ -20,6 +18,7 @@ from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from drorch.errors import DrorchError, NotFound, StoreError
+from drorch.ledger import at_rest, default_url, refuse_unusable
 from drorch.records import RunState, StepState, utcnow
 from drorch.redact import redact
 
@@ -137,16 +136,6 @@ class Step(SQLModel, table=True):
     warning: str | None = None  # succeeded, but not as asked (a checkpoint move that became a redeploy), and why
 
 
-def default_url() -> str:
-    url = os.environ.get("DRORCH_DB_URL")
-    if url:
-        return url
-    state_dir = Path(os.environ.get("DRORCH_STATE_DIR", "state"))
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state_dir.chmod(0o700)  # run history, hook context and endpoints are the operator's alone
-    return f"sqlite:///{state_dir / 'drorch.db'}"
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for another writer too
@@ -169,25 +158,6 @@ def _without_secrets(session: Session, _context: Any, _instances: Any) -> None:
 
 
 _CHECKED: set[Path] = set()  # store files this process has checked
-
-
-def _at_rest(path: Path, attempts: int = 3) -> tuple[list[str], str]:
-    """A store file's tables and the verdict of SQLite's quick check, read without writing. Asked again
-    after a moment when it fails: a command closing the store rewrites it briefly, while damage stays."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
-                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                damage = str(db.execute("PRAGMA quick_check(1)").fetchone()[0])
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged schema can fail to decode
-            if attempt == attempts:
-                why = "its schema is damaged" if isinstance(exc, UnicodeDecodeError) else str(exc)
-                raise StoreError(f"state store {path}: cannot be used: {why}") from None
-        else:
-            if damage == "ok" or attempt == attempts:
-                return tables, damage
-        time.sleep(0.2)
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _lost_creation_race(exc: DBAPIError) -> bool:
@@ -225,14 +195,7 @@ class Store:
         first = path not in _CHECKED
         _CHECKED.add(path)
         if first and path.exists() and not path.with_name(f"{path.name}-wal").exists():
-            tables, damage = _at_rest(path)
-            if damage != "ok":
-                raise StoreError(f"state store {path} is damaged ({damage}): drorch writes nothing into it")
-            # Another command may be creating it right now: any one of drorch's tables makes it drorch's.
-            if tables and not set(tables) & set(SQLModel.metadata.tables):
-                raise StoreError(f"state store {path} is another program's database (tables "
-                                 f"{', '.join(tables[:5])}): drorch writes nothing into it; set DRORCH_STATE_DIR or "
-                                 "DRORCH_DB_URL")
+            refuse_unusable(path, *at_rest(path))
         if not path.exists():
             # Never an open and close of an existing store: closing any descriptor of the file drops every
             # SQLite lock this process holds on it.

@@ -86,6 +86,6 @@ def move(engine: Engine, pb: Playbook, source: str, target: str, operation: str 
 @pytest.fixture
 def fake_cli(cloud: FakeCloud, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's drivers are fakes over `cloud`; its store is the test's."""
-    from drorch import cli
+    from drorch import drivers
 
-    monkeypatch.setattr(cli, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    monkeypatch.setattr(drivers, "make_drivers", lambda _kinds: fake_drivers(cloud))

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from drorch import cli
+from drorch import cli, drivers
+from drorch.cli import sites
+from drorch.cli.progress import RichReporter
 from drorch.drivers.fake import FakeCloud
 from drorch.engine import Engine, StepEvent
 from drorch.playbook import Playbook, WorkloadKind
@@ -146,7 +148,7 @@ def test_internal_error_is_one_line_unless_debug(
     def boom(_kinds: object) -> None:
         raise RuntimeError("wires crossed")
 
-    monkeypatch.setattr(cli, "make_drivers", boom)
+    monkeypatch.setattr(drivers, "make_drivers", boom)
     code, _, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 1
     assert err == "drorch: internal error: RuntimeError('wires crossed') (run with --debug for the traceback)\n"
@@ -219,7 +221,7 @@ def test_status_watch_refreshes_until_interrupted(capsys: pytest.CaptureFixture[
         if len(ticks) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", sleep)
+    monkeypatch.setattr(sites.time, "sleep", sleep)
     code, out, _ = drorch(capsys, "status", str(playbook_file), "--watch", "--interval", "0.5", "--json")
     docs = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and ticks == [0.5, 0.5] and len(docs) == 2
@@ -239,7 +241,7 @@ def test_rich_reporter_draws_bars_and_prints_each_change(store: Store, cloud: Fa
     from rich.console import Console
 
     screen = io.StringIO()
-    reporter = cli.RichReporter(Console(file=screen, force_terminal=False, width=200))
+    reporter = RichReporter(Console(file=screen, force_terminal=False, width=200))
     drawn: list[int] = []
     show = reporter.__call__
 

@@ -256,6 +256,8 @@ def test_the_store_is_private(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     state = tmp_path / "fresh"
     monkeypatch.setenv("DRORCH_STATE_DIR", str(state))
     assert drorch(capsys, "history")[0] == 0
+    assert not list(state.iterdir())  # reading the history never makes a store
+    assert drorch(capsys, "daemon", "status")[0] == 0
     assert state.stat().st_mode & 0o777 == 0o700
     assert {p.name: p.stat().st_mode & 0o777 for p in state.iterdir()}["drorch.db"] == 0o600
 

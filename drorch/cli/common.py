@@ -1,0 +1,95 @@
+"""What several commands share: drivers for a playbook, the progress display, the way a run is shown."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from drorch.host import run_alive
+from drorch.records import RunState
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from drorch.drivers.base import Driver
+    from drorch.engine import Reporter
+    from drorch.inventory import Snapshot
+    from drorch.planner import Plan
+    from drorch.playbook import Playbook, Positions, WorkloadKind
+    from drorch.store import Run, Step
+
+
+@contextlib.contextmanager
+def drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
+    """The real drivers of the kinds the playbook uses, closed afterwards."""
+    from drorch.drivers import close_drivers, make_drivers
+
+    made = make_drivers({w.kind for w in pb.workloads})
+    try:
+        yield made
+    finally:
+        close_drivers(made)
+
+
+def live_snapshot(pb: Playbook) -> Snapshot:
+    from drorch.engine import snapshot
+
+    with drivers(pb) as found:
+        return snapshot(pb, found)
+
+
+def saved_snapshot(path: Path) -> Snapshot:
+    from drorch import bounded
+    from drorch.errors import UsageError
+    from drorch.inventory import Snapshot
+
+    text = bounded.read_text(path, bounded.MAX_SNAPSHOT_BYTES)
+    try:
+        return Snapshot.from_json(text)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {why}") from None
+
+
+@contextlib.contextmanager
+def progress_shown(json_out: bool) -> Iterator[Reporter | None]:
+    """None for --json; a live display on a terminal; else plain lines."""
+    if json_out:
+        yield None
+        return
+    from drorch.cli.progress import LineReporter, RichReporter
+
+    if not sys.stdout.isatty():
+        yield LineReporter()
+        return
+    rich = RichReporter()
+    try:
+        yield rich
+    finally:
+        rich.close()
+
+
+def directed(pb: Playbook, back: bool) -> tuple[str, str]:
+    return (pb.secondary, pb.primary) if back else (pb.primary, pb.secondary)
+
+
+def refuse(plan: Plan, pos: Positions) -> None:
+    from drorch.errors import PlanRefused
+
+    if plan.problems:
+        raise PlanRefused([f"{pos.where(loc)}: {msg}" for loc, msg in plan.problems])
+
+
+def run_json(run: Run, steps: list[Step]) -> dict[str, Any]:
+    return {**run.model_dump(mode="json"),
+            "steps": [s.model_dump(mode="json", exclude={"handle", "request"}) for s in steps]}
+
+
+def shown_state(state: RunState, host: str, pid: int) -> str:
+    """A run's state as an operator needs it: one whose process died is interrupted, not running."""
+    if state is RunState.RUNNING and not run_alive(host, pid, socket.gethostname()):
+        return "interrupted (drorch resume or drorch abort)"
+    return str(state)

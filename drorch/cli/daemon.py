@@ -1,0 +1,133 @@
+"""The daemon and its schedules: daemon run/status, schedule add/list/remove."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drorch.cli.app import JsonOpt, PlaybookArg, app
+from drorch.errors import NotFound, UsageError
+from drorch.host import run_alive
+from drorch.records import JobKind, RunState, naive, utcnow
+
+daemon_app = typer.Typer(help="The daemon: scheduled protection and other jobs, one leader per store.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(daemon_app, name="daemon")
+schedule_app = typer.Typer(help="Jobs the daemon runs, kept in the state store.", no_args_is_help=True,
+                            rich_markup_mode=None)
+app.add_typer(schedule_app, name="schedule")
+
+
+@daemon_app.command("run")
+def daemon_run(
+    playbooks: Annotated[list[Path] | None, typer.Argument(
+        help="playbooks whose own schedules to run; a folder stands for its *.yaml files")] = None,
+    lease_s: Annotated[float, typer.Option(help="seconds a leader holds the scheduler without renewing")] = 15.0,
+) -> None:
+    """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
+    from drorch.daemon import Daemon
+    from drorch.playbook import load_playbook
+    from drorch.store import Store
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    named = [p for p in playbooks or [] if not p.is_dir()]
+    for f in named:
+        load_playbook(f)  # a playbook named alone is refused before the daemon starts; one of a folder is skipped
+    files = [f for p in playbooks or [] for f in (sorted(p.glob("*.y*ml")) if p.is_dir() else [p])]
+    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s).run()
+
+
+@daemon_app.command("status")
+def daemon_status(json_out: JsonOpt = False) -> None:
+    """The daemons' heartbeats (and which one leads), the scheduled jobs' next runs, and running jobs."""
+    from drorch.daemon import next_runs
+    from drorch.store import Store
+
+    store = Store()
+    now = naive(utcnow())
+    here = socket.gethostname()
+    daemons = [{"daemon": d.identity, "leader": d.leader, "stopped": d.stopped, "started_at": d.started_at.isoformat(),
+                "heartbeat_age_s": (now - naive(d.heartbeat_at)).total_seconds()} for d in store.daemons()]
+    jobs_ = [{"id": i, "name": n, "next_run": t.isoformat() if t else None} for i, n, t in next_runs(store)]
+    running = [{"run": r.id, "operation": r.operation, "playbook": r.playbook} for r in store.runs(100)
+               if r.state is RunState.RUNNING and run_alive(r.host, r.pid, here)]
+    if json_out:
+        typer.echo(json.dumps({"daemons": daemons, "jobs": jobs_, "running": running}, indent=2))
+        return
+    for d in daemons:
+        role = "stopped" if d["stopped"] else "leader" if d["leader"] else "follower"
+        typer.echo(f"daemon {d['daemon']:<24} {role:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago")
+    for j in jobs_:
+        typer.echo(f"job {j['id']:<32} {j['name']:<32} next {j['next_run'] or 'paused'}")
+    for r in running:
+        typer.echo(f"running: run {r['run']} {r['operation']} {r['playbook']}")
+    if not daemons:
+        typer.echo("no daemon has run against this store", err=True)
+
+
+@schedule_app.command("add")
+def schedule_add(
+    playbook: PlaybookArg,
+    job: Annotated[JobKind, typer.Option(help="what to run")],
+    every: Annotated[float | None, typer.Option(help="seconds between runs")] = None,
+    cron: Annotated[str | None, typer.Option(help="cron expression, UTC: minute hour day month weekday")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="the schedule's id; replaces one with that id")] = None,
+) -> None:
+    """Add a schedule to the store; the leading daemon picks it up."""
+    from drorch.daemon import add_schedule, scheduler
+    from drorch.playbook import Schedule, load_playbook
+    from drorch.store import Store
+
+    pb = load_playbook(playbook)
+    try:
+        s = Schedule(job=job, every_s=every, cron=cron)
+    except ValueError:
+        raise UsageError("give --every SECONDS or --cron EXPRESSION, one of them") from None
+    sched = scheduler(Store())
+    sched.start(paused=True)
+    try:
+        added = add_schedule(sched, playbook, s, job_id or f"{pb.name}:{job}:{uuid.uuid4().hex[:6]}")
+    finally:
+        sched.shutdown(wait=False)
+    typer.echo(f"schedule {added.id}: {added.name}, {added.trigger}")
+
+
+@schedule_app.command("list")
+def schedule_list(json_out: JsonOpt = False) -> None:
+    """Every schedule in the store and its next run."""
+    from drorch.daemon import next_runs
+    from drorch.store import Store
+
+    rows = next_runs(Store())
+    if json_out:
+        typer.echo(json.dumps([{"id": i, "name": n, "next_run": t.isoformat() if t else None} for i, n, t in rows],
+                              indent=2))
+        return
+    for i, n, t in rows:
+        typer.echo(f"{i:<32} {n:<32} next {t.isoformat() if t else 'paused'}")
+
+
+@schedule_app.command("remove")
+def schedule_remove(job_id: Annotated[str, typer.Argument(help="the id from drorch schedule list")]) -> None:
+    """Remove a schedule from the store."""
+    from apscheduler.jobstores.base import JobLookupError
+
+    from drorch.daemon import scheduler
+    from drorch.store import Store
+
+    sched = scheduler(Store())
+    sched.start(paused=True)
+    try:
+        sched.remove_job(job_id)
+    except JobLookupError:
+        raise NotFound(f"no schedule {job_id}") from None
+    finally:
+        sched.shutdown(wait=False)
+    typer.echo(f"schedule {job_id} removed")

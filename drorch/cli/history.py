@@ -1,0 +1,80 @@
+"""Commands that read the record of past runs: history and report. `history` reads an SQLite store with the
+standard library alone, so that it answers at once."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from drorch.cli.app import JsonOpt, RunArg, app
+from drorch.cli.common import shown_state
+from drorch.errors import UsageError
+from drorch.ledger import History, Record
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):  # as pydantic writes times: UTC as Z
+        text = value.isoformat()
+        return f"{text[:-6]}Z" if text.endswith("+00:00") else text
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _state(r: Record) -> str:
+    return shown_state(r["state"], r["host"], r["pid"])
+
+
+@app.command()
+def history(
+    run_id: Annotated[int | None, typer.Argument(help="show this run's steps")] = None,
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Past runs, newest first; with RUN_ID, that run and each of its steps."""
+    found = History()
+    if run_id is not None:
+        run, steps = found.run(run_id), found.steps(run_id)
+        if json_out:
+            shown = [{k: v for k, v in s.items() if k not in ("handle", "request")} for s in steps]
+            typer.echo(json.dumps({**run, "steps": shown}, indent=2, default=_plain))
+            return
+        typer.echo(f"run {run['id']} {run['operation']} {run['playbook']} ({run['playbook_path']}) site "
+                   f"{run['source_site']} -> {run['target_site']}: {_state(run)}, "
+                   f"started {run['started_at']:%Y-%m-%d %H:%M:%S}")
+        for s in steps:
+            began, ended = s["started_at"], s["ended_at"]
+            took = f"{(ended - began).total_seconds():.1f} s" if began and ended else "-"
+            typer.echo(f"  {s['seq']:>3} {s['kind']:<9} {s['workload']:<24} {s['strategy']:<10} {s['state']:<9} "
+                       f"{took:>7}  {s['outcome'] or s['error'] or ''}")
+        return
+    runs = found.runs(limit)
+    if json_out:
+        typer.echo(json.dumps(runs, indent=2, default=_plain))
+        return
+    for r in runs:
+        error = f": {r['error']}" if r["error"] else ""
+        typer.echo(f"{r['id']:>5} {r['started_at']:%Y-%m-%d %H:%M:%S} {r['operation']:<9} {r['playbook']:<16} "
+                   f"{r['source_site']} -> {r['target_site']}  {_state(r)}{error}")
+
+
+@app.command()
+def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | None, typer.Option(
+        "--html", help="also write a self-contained page with the timeline chart to this file")] = None) -> None:
+    """A run's timeline: each step's start and duration, the RTO it achieved; for drills the checks and RPO."""
+    from drorch import report as reports
+    from drorch.store import Store
+
+    store = Store()
+    doc = reports.timeline(store.run(run_id), store.steps(run_id))
+    if html is not None:
+        try:
+            html.write_text(reports.html(doc), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
+    typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))

@@ -1,0 +1,104 @@
+"""Progress of a run as it goes: plain lines, or a live display with a bar per move on a terminal."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from drorch.records import StepState
+
+if TYPE_CHECKING:
+    from drorch.engine import StepEvent
+
+
+def _mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / (1 << 20):.1f}"
+
+
+def _announce(ev: StepEvent, seen: set[int]) -> str | None:
+    run = ev.run
+    if (run.id or 0) in seen:
+        return None
+    seen.add(run.id or 0)
+    return (f"run {run.id}: {run.operation} {run.playbook}, site {run.source_site} -> site {run.target_site}, "
+            f"{ev.total} steps")
+
+
+class LineReporter:
+    """Progress as plain lines: one per state change, at most one a second per running step."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._last: dict[int, float] = {}
+
+    def __call__(self, ev: StepEvent) -> None:
+        head = _announce(ev, self._seen)
+        if head:
+            typer.echo(head)
+        line = self.line(ev)
+        if line:
+            typer.echo(line)
+
+    def line(self, ev: StepEvent) -> str | None:
+        step, p = ev.step, ev.progress
+        where = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}"
+        if step.state is StepState.RUNNING and p is None:
+            return f"{where}: {step.strategy if step.request else step.action or 'started'} started"
+        if step.state is StepState.RUNNING and p is not None:
+            now = time.monotonic()
+            if now - self._last.get(step.id or 0, 0.0) < 1.0:
+                return None
+            self._last[step.id or 0] = now
+            size = f" {_mib(p.bytes_done)}/{_mib(p.bytes_total)} MiB" if p.bytes_total else ""
+            return f"{where}: {p.step}{size}"
+        if step.state is StepState.WAITING:
+            return f"{where}: {step.outcome}"
+        if step.state is StepState.SKIPPED:
+            return f"{where}: skipped: {step.outcome}"
+        if step.state in (StepState.CANCELLED, StepState.ROLLED_BACK):
+            return f"{where}: {step.state}: {step.error or step.outcome}"
+        if step.started_at and step.ended_at:
+            took = (step.ended_at - step.started_at).total_seconds()
+            if step.state is StepState.SUCCEEDED:
+                warned = f" (warning: {step.warning})" if step.warning else ""
+                return f"{where}: done in {took:.1f} s, {step.outcome}{warned}"
+            return f"{where}: FAILED after {took:.1f} s: {step.error}"
+        return None
+
+
+class RichReporter:
+    """A live display for a terminal: a bar per running move with bytes sent and time left."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                  TimeRemainingColumn(), console=console or Console(), transient=True)
+        self._tasks: dict[int, TaskID] = {}
+        self._seen: set[int] = set()
+        self._lines = LineReporter()
+        self._progress.start()
+
+    def __call__(self, ev: StepEvent) -> None:
+        step, p = ev.step, ev.progress
+        head = _announce(ev, self._seen)
+        if head:
+            self._progress.console.print(head)
+        key = step.id or 0
+        if step.state is StepState.RUNNING and p is not None:
+            task = self._tasks.get(key)
+            label = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}: {p.step}"
+            if task is None:
+                task = self._tasks[key] = self._progress.add_task(label, total=p.bytes_total)
+            self._progress.update(task, description=label, completed=p.bytes_done or 0, total=p.bytes_total)
+            return
+        if key in self._tasks:
+            self._progress.remove_task(self._tasks.pop(key))
+        line = self._lines.line(ev)
+        if line:
+            self._progress.console.print(line)
+
+    def close(self) -> None:
+        self._progress.stop()

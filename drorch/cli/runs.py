@@ -1,0 +1,169 @@
+"""Commands that move workloads or decide a run: failover, failback, resume, abort, approve, commit,
+rollback, settle."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from drorch.cli.app import JsonOpt, PlaybookArg, RunArg, app
+from drorch.cli.common import directed, drivers, progress_shown, refuse, run_json
+from drorch.errors import PlaybookError, UsageError
+from drorch.records import EXIT_CODES, RunState, StepState, naive, utcnow
+
+if TYPE_CHECKING:
+    from drorch.engine import Engine
+    from drorch.playbook import Playbook
+    from drorch.store import Run, Store
+
+
+@contextlib.contextmanager
+def _engine(pb: Playbook, json_out: bool) -> Iterator[Engine]:
+    """An engine with the playbook's drivers; DRORCH_TEST_KILL_AT is the fault-injection hook of the tests."""
+    from drorch.engine import Engine
+    from drorch.store import Store
+
+    kill_at = os.environ.get("DRORCH_TEST_KILL_AT")
+    with drivers(pb) as found, progress_shown(json_out) as report:
+        yield Engine(Store(), found, report=report, kill_at=int(kill_at) if kill_at else None)
+
+
+def _bare_engine() -> Engine:
+    """An engine for what only touches the store: approvals, commits, expired windows."""
+    from drorch.engine import Engine
+    from drorch.store import Store
+
+    return Engine(Store(), {})
+
+
+def _ended(store: Store, run: Run, json_out: bool) -> None:
+    """Print how a run ended and exit with its code."""
+    steps = store.steps(run.id or 0)
+    if json_out:
+        typer.echo(json.dumps(run_json(run, steps), indent=2))
+    took = (naive(run.ended_at or utcnow()) - naive(run.started_at)).total_seconds()
+    if run.state in (RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.PENDING_COMMIT):
+        if not json_out:
+            skipped = sum(s.state is StepState.SKIPPED for s in steps)
+            note = f", {skipped} left behind as planned" if skipped else ""
+            typer.echo(f"run {run.id} {run.state} in {took:.1f} s{note}")
+            for s in steps:
+                if s.warning:
+                    typer.echo(f"drorch: warning: {s.kind} {s.workload}: {s.warning}", err=True)
+            if run.state is RunState.PENDING_COMMIT and run.commit_deadline:
+                typer.echo(f"run {run.id} is pending commit until {run.commit_deadline:%Y-%m-%d %H:%M:%S} UTC: "
+                           f"drorch commit {run.id} or drorch rollback {run.id}")
+    elif run.state is RunState.ROLLED_BACK:
+        typer.echo(f"drorch: run {run.id} rolled back: {run.error or 'what it moved is back'}", err=True)
+    else:
+        failed = [s for s in steps if s.state in (StepState.FAILED, StepState.CANCELLED)]
+        first = failed[0] if failed else None
+        more = f" (and {len(failed) - 1} more: drorch history {run.id})" if len(failed) > 1 else ""
+        said = f"{first.kind} {first.workload}: {first.error}{more}" if first else run.error or ""
+        typer.echo(f"drorch: run {run.id} {run.state}: {said}", err=True)
+    raise typer.Exit(EXIT_CODES[run.state])
+
+
+def _move(playbook: Path, back: bool, json_out: bool, operation: str, disaster: bool = False,
+          confirmed: bool = False) -> None:
+    from drorch.playbook import read_playbook
+
+    pb, pos = read_playbook(playbook)
+    source, target = directed(pb, back)
+    with _engine(pb, json_out) as engine:
+        run = engine.operate(pb, str(playbook), operation, source, target, disaster, confirmed,
+                             check=lambda p: refuse(p, pos))
+        _ended(engine.store, run, json_out)
+
+
+@app.command()
+def failover(
+    playbook: PlaybookArg,
+    disaster: Annotated[bool, typer.Option("--disaster", help="the primary is lost: start what site B holds")] = False,
+    confirm_primary_down: Annotated[bool, typer.Option(
+        "--confirm-primary-down", help="the operator vouches the primary runs nothing (when it cannot be fenced)",
+    )] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move every workload of the playbook from its primary site to its secondary site."""
+    if confirm_primary_down and not disaster:
+        raise UsageError("--confirm-primary-down goes with --disaster")
+    _move(playbook, False, json_out, "failover", disaster, confirm_primary_down)
+
+
+@app.command()
+def failback(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+    """Move every workload of the playbook from its secondary site home to its primary site."""
+    _move(playbook, True, json_out, "failback")
+
+
+def _run_playbook(run_id: int) -> Playbook:
+    """The playbook a recorded run was started from, read again from its path."""
+    from drorch.ledger import History
+    from drorch.playbook import load_playbook
+
+    path = History().run(run_id)["playbook_path"]
+    try:
+        return load_playbook(Path(path))
+    except PlaybookError as exc:
+        raise UsageError(f"run {run_id} needs its playbook {path}, which cannot be used: "
+                         f"{exc.problems[0]}") from None
+
+
+@app.command()
+def resume(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Continue a run that was interrupted, failed or aborted: each step first checks where its workload is."""
+    pb = _run_playbook(run_id)
+    with _engine(pb, json_out) as engine:
+        _ended(engine.store, engine.resume(pb, run_id), json_out)
+
+
+@app.command()
+def abort(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Stop a run: moves under way are cancelled where they can be, the rest do not start."""
+    pb = _run_playbook(run_id)
+    with _engine(pb, True) as engine:
+        run = engine.abort(pb, run_id)
+    if json_out:
+        typer.echo(json.dumps(run_json(run, engine.store.steps(run_id)), indent=2))
+    else:
+        typer.echo(f"run {run_id} {run.state}")
+
+
+@app.command()
+def approve(run_id: RunArg) -> None:
+    """Let a run that waits for approval go on with its next wave."""
+    step = _bare_engine().approve(run_id, getpass.getuser())
+    typer.echo(f"run {run_id}: {step.workload} approved")
+
+
+@app.command()
+def commit(run_id: RunArg) -> None:
+    """Make a failover that is pending commit final."""
+    run = _bare_engine().commit(run_id)
+    typer.echo(f"run {run_id} committed: {run.state}")
+
+
+@app.command()
+def rollback(run_id: RunArg, json_out: JsonOpt = False) -> None:
+    """Move back what a run moved (a failover pending commit, or one that ended)."""
+    pb = _run_playbook(run_id)
+    with _engine(pb, json_out) as engine:
+        _ended(engine.store, engine.rollback(pb, run_id), json_out)
+
+
+@app.command()
+def settle() -> None:
+    """Decide failovers whose commit window ended, as their playbooks say (run it from cron or the daemon)."""
+    for run in _bare_engine().expired():
+        pb = _run_playbook(run.id or 0)
+        with _engine(pb, True) as engine:
+            done = engine.settle(pb, run)
+        typer.echo(f"run {run.id}: commit window ended: {done.state}")

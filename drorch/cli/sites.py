@@ -1,0 +1,209 @@
+"""Commands that look at the sites without changing them: status, inventory, plan, validate, schema."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from drorch.cli.app import JsonOpt, PlaybookArg, app
+from drorch.cli.common import directed, drivers, live_snapshot, refuse, saved_snapshot, shown_state
+from drorch.errors import ExitCode, InputError, PlanRefused, PlaybookError
+from drorch.records import RunState, utcnow
+
+if TYPE_CHECKING:
+    from drorch.inventory import Snapshot
+    from drorch.planner import Size
+    from drorch.playbook import Playbook
+    from drorch.store import Run
+
+
+def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
+    """Each workload the playbook selects, with the sites and hosts where it runs now."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for spec in pb.workloads:
+        if spec.name is not None:
+            rows.setdefault((spec.kind, spec.name), {"workload": spec.name, "kind": str(spec.kind), "running_on": [],
+                                                     "hosts": [], "stopped_on": [], "unreachable": []})
+    for inv in snap.hosts:
+        for w in inv.workloads:
+            if any(s.kind is w.kind and s.selects(w.name, w.labels) for s in pb.workloads):
+                row = rows.setdefault((w.kind, w.name), {"workload": w.name, "kind": str(w.kind), "running_on": [],
+                                                         "hosts": [], "stopped_on": [], "unreachable": []})
+                if w.running:
+                    row["running_on"].append(inv.site)
+                    row["hosts"].append(inv.host)
+                else:
+                    row["stopped_on"].append(inv.site)
+    for (kind, _), row in rows.items():
+        row["unreachable"] = sorted({inv.site for inv in snap.hosts if kind in inv.errors})
+        # A site that does not answer may be running it: nothing is said that the sites did not say.
+        row["state"] = ("running" if row["running_on"] else "unknown" if row["unreachable"]
+                        else "stopped" if row["stopped_on"] else "absent")
+    return [rows[k] for k in sorted(rows)]
+
+
+def _state(run: Run) -> str:
+    return shown_state(run.state, run.host, run.pid)
+
+
+def _status_lines(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
+    lines = []
+    for r in rows:
+        where = ", ".join(f"site {s} ({h})" for s, h in zip(r["running_on"], r["hosts"], strict=True)) or "nowhere"
+        notes = [f"stopped on site {s}" for s in r["stopped_on"]]
+        notes += [f"site {s} unreachable" for s in r["unreachable"]]
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        state = "state unknown" if r["state"] == "unknown" else f"running on {where}"
+        lines.append(f"{r['kind']:<9} {r['workload']:<24} {state}{extra}")
+    for run in runs:
+        lines.append(f"run {run.id} {run.operation}: {_state(run)}")
+    return lines
+
+
+@app.command()
+def status(
+    playbook: PlaybookArg,
+    json_out: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until interrupted")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0,
+) -> None:
+    """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
+    from drorch.playbook import load_playbook
+    from drorch.store import Store
+
+    pb = load_playbook(playbook)
+    store = Store()
+
+    def current() -> tuple[list[dict[str, Any]], list[Run]]:
+        open_runs = [r for r in store.runs(100) if r.playbook == pb.name
+                     and r.state in (RunState.RUNNING, RunState.PENDING_COMMIT)]
+        return _where(pb, live_snapshot(pb)), open_runs
+
+    def show(rows: list[dict[str, Any]], runs: list[Run]) -> None:
+        if json_out:  # one document per line, also when watching
+            runs_json = [{**r.model_dump(mode="json"), "state": _state(r)} for r in runs]
+            typer.echo(json.dumps({"workloads": rows, "runs": runs_json}, indent=None if watch else 2))
+        else:
+            typer.echo("\n".join(_status_lines(rows, runs)))
+
+    if not watch:
+        rows, runs = current()
+        show(rows, runs)
+        if any(r["unreachable"] for r in rows):
+            raise typer.Exit(ExitCode.FAILED)
+        return
+    from rich.live import Live
+    from rich.table import Table
+
+    tty = sys.stdout.isatty() and not json_out
+    display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
+    with contextlib.suppress(KeyboardInterrupt), display as live:
+        while True:
+            rows, runs = current()
+            if live is not None:
+                table = Table("kind", "workload", "running on", "notes", title=f"{pb.name} at {utcnow():%H:%M:%S}")
+                for r in rows:
+                    notes = [*(f"stopped on {x}" for x in r["stopped_on"]),
+                             *(f"{x} unreachable" for x in r["unreachable"])]
+                    where = ", ".join(r["running_on"]) or ("unknown" if r["state"] == "unknown" else "nowhere")
+                    table.add_row(r["kind"], r["workload"], where, "; ".join(notes))
+                for run in runs:
+                    table.add_row("run", str(run.id), run.operation, _state(run))
+                live.update(table, refresh=True)
+            else:
+                show(rows, runs)
+                if not json_out:
+                    typer.echo("")
+            time.sleep(interval)
+
+
+@app.command()
+def schema() -> None:
+    """The playbook's JSON Schema, for editors that validate YAML."""
+    from drorch.playbook import Playbook
+
+    typer.echo(json.dumps(Playbook.model_json_schema(), indent=2))
+
+
+@app.command()
+def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+    """Both sites' live inventory: hosts, capacity, names and workloads. Save it with --json."""
+    from drorch.playbook import load_playbook
+
+    snap = live_snapshot(load_playbook(playbook))
+    if json_out:
+        typer.echo(snap.to_json())
+        return
+    for inv in snap.hosts:
+        vcpus, memory = inv.discovered()
+        typer.echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
+        for kind, facts in inv.facts.items():
+            typer.echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
+        for kind, error in inv.errors.items():
+            typer.echo(f"  {kind}: {error}")
+        for w in inv.workloads:
+            state = "running" if w.running else "stopped"
+            typer.echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
+
+
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="plan against a saved snapshot")]
+BackOpt = Annotated[bool, typer.Option("--failback", help="plan the way home, secondary to primary")]
+
+
+def _fmt_size(size: Size | None) -> str:
+    return "-" if size is None else f"{size.vcpus}c/{size.memory_mib}M"
+
+
+@app.command("plan")
+def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: BackOpt = False,
+             json_out: JsonOpt = False) -> None:
+    """The plan: wave, workload, hosts, strategy, resources before and after, and why."""
+    from drorch.planner import plan
+    from drorch.playbook import read_playbook
+
+    pb, pos = read_playbook(playbook)
+    source, target = directed(pb, failback)
+    the_plan = plan(pb, saved_snapshot(inventory) if inventory else live_snapshot(pb), source, target)
+    if json_out:
+        typer.echo(json.dumps(the_plan.to_dict(), indent=2))
+    else:
+        typer.echo(f"plan {pb.name}: site {source} -> site {target}")
+        typer.echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
+                   f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
+        for i in the_plan.items:
+            typer.echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
+                       f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
+                       f"{_fmt_size(i.after):>10}  {i.reason}")
+    refuse(the_plan, pos)
+
+
+@app.command()
+def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
+    """Check the playbook against both sites: every problem as file:line:col, exit 1 on any error."""
+    from drorch.engine import check_playbook, snapshot
+    from drorch.playbook import read_playbook
+
+    try:
+        pb, pos = read_playbook(playbook)
+    except InputError:
+        raise
+    except PlaybookError as exc:
+        raise PlanRefused(exc.problems) from None
+    if inventory:
+        the_plan, findings = check_playbook(pb, saved_snapshot(inventory), {})
+    else:
+        with drivers(pb) as found:
+            the_plan, findings = check_playbook(pb, snapshot(pb, found), found)
+    errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]
+    for f in findings:
+        if not f.error:
+            typer.echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
+    if errors:
+        raise PlanRefused(errors)
+    typer.echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")

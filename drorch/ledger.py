@@ -1,0 +1,150 @@
+"""Where the state store is, whether a store file at rest can be used, and the run history read from it with
+the standard library: `drorch history` answers before SQLAlchemy could have been imported."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from drorch.errors import NotFound, StoreError
+from drorch.records import RunState, StepState
+from drorch.redact import redact
+
+# The store's tables (drorch.store declares them; a test keeps the two lists equal): any one of them makes a
+# database drorch's.
+TABLES = frozenset({"runs", "steps", "locks", "recovery_points", "readiness", "leases", "daemons"})
+# Columns whose stored form is an enum member's name, as SQLAlchemy writes enums.
+_ENUMS: dict[tuple[str, str], type[StrEnum]] = {("runs", "state"): RunState, ("steps", "state"): StepState}
+
+Record = dict[str, Any]
+
+
+def default_url() -> str:
+    url = os.environ.get("DRORCH_DB_URL")
+    if url:
+        return url
+    return f"sqlite:///{state_dir() / 'drorch.db'}"
+
+
+def state_dir() -> Path:
+    path = Path(os.environ.get("DRORCH_STATE_DIR", "state"))
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # run history, hook context and endpoints are the operator's alone
+    return path
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite store's URL; None for any other database (or SQLite in memory)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
+        return None
+    return Path(url[len(prefix):])
+
+
+def at_rest(path: Path, attempts: int = 3) -> tuple[list[str], str]:
+    """A store file's tables and the verdict of SQLite's quick check, read without writing. Asked again
+    after a moment when it fails: a command closing the store rewrites it briefly, while damage stays."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with contextlib.closing(_read_only(path)) as db:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                damage = str(db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged schema can fail to decode
+            if attempt == attempts:
+                raise _unusable(path, exc) from None
+        else:
+            if damage == "ok" or attempt == attempts:
+                return tables, damage
+        time.sleep(0.2)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def refuse_unusable(path: Path, tables: list[str], damage: str) -> None:
+    if damage != "ok":
+        raise StoreError(f"state store {path} is damaged ({damage}): drorch writes nothing into it")
+    # Another command may be creating it right now: any one of drorch's tables makes it drorch's.
+    if tables and not set(tables) & TABLES:
+        raise StoreError(f"state store {path} is another program's database (tables {', '.join(tables[:5])}): "
+                         "drorch writes nothing into it; set DRORCH_STATE_DIR or DRORCH_DB_URL")
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+
+
+def _unusable(path: Path, exc: Exception) -> StoreError:
+    why = "its schema is damaged" if isinstance(exc, UnicodeDecodeError) else str(exc)
+    return StoreError(f"state store {path}: cannot be used: {why}")
+
+
+class History:
+    """Runs and steps as records shaped like the store's rows (datetimes, enum members, booleans). An SQLite
+    store is read directly and never written, not even created; any other database through drorch.store."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        self.path = sqlite_path(self.url)
+
+    def runs(self, limit: int) -> list[Record]:
+        if self.path is None:
+            from drorch.store import Store
+
+            return [r.model_dump() for r in Store(self.url).runs(limit)]
+        return self._select("runs", "1 ORDER BY id DESC LIMIT ?", limit)
+
+    def run(self, run_id: int) -> Record:
+        if self.path is None:
+            from drorch.store import Store
+
+            return Store(self.url).run(run_id).model_dump()
+        found = self._select("runs", "id = ?", run_id)
+        if not found:
+            raise NotFound(f"no run {run_id} in {redact(self.url)}")
+        return found[0]
+
+    def steps(self, run_id: int) -> list[Record]:
+        if self.path is None:
+            from drorch.store import Store
+
+            return [s.model_dump() for s in Store(self.url).steps(run_id)]
+        return self._select("steps", "run_id = ? ORDER BY seq", run_id)
+
+    def _select(self, table: str, where: str, arg: int) -> list[Record]:
+        path = self.path
+        assert path is not None
+        if not path.exists():
+            return []
+        if not path.with_name(f"{path.name}-wal").exists():  # one in use elsewhere is drorch's, and whole
+            refuse_unusable(path, *at_rest(path))
+        try:
+            with contextlib.closing(_read_only(path)) as db:
+                db.execute("PRAGMA busy_timeout=30000")
+                types = {row[1]: str(row[2]).upper() for row in db.execute(f"PRAGMA table_info({table})")}
+                if not types:
+                    return []  # being created by another command right now
+                found = db.execute(f"SELECT * FROM {table} WHERE {where}", (arg,))
+                names = [d[0] for d in found.description]
+                rows = found.fetchall()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            raise _unusable(path, exc) from None
+        return [{k: _value(table, k, types[k], v) for k, v in zip(names, row, strict=True)} for row in rows]
+
+
+def _value(table: str, column: str, declared: str, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if (table, column) in _ENUMS:
+        return _ENUMS[table, column][raw]
+    if declared == "DATETIME":  # kept without a zone, handed out in UTC as sqlmodel's UTCDateTime does
+        when = datetime.fromisoformat(raw)
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if declared == "BOOLEAN":
+        return bool(raw)
+    return raw
