@@ -365,6 +365,7 @@ def modes(name: str, by: dict[tuple[str, str], list[float]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", default="", help="measure only the pairs whose name contains this, no recovery points")
     args = ap.parse_args()
     labctl.cmd_up(argparse.Namespace(reset=True))
     time.sleep(3)  # let the guest finish booting before the first migration
@@ -377,7 +378,9 @@ def main() -> None:
             "container checkpoint, commands": (drorch_command(ctr_pb, tmp), docker_cli),
             "container checkpoint, in-process": (drorch_engine(ctr_pb, tmp, WorkloadKind.CONTAINER), docker_api),
         }
-        report(args.rounds, measure(args.rounds, pairs))
+        report(args.rounds, measure(args.rounds, {k: v for k, v in pairs.items() if args.only in k}))
+        if args.only:
+            return
         attach_data_disk()
         measure_ships(args.rounds, drorch_ship(vm_pb, tmp), api_ship)
 
