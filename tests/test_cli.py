@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,16 @@ def test_rich_reporter_draws_bars_and_prints_each_change(store: Store, cloud: Fa
     assert "run 1: failover shop, site a -> site b, 3 steps" in out
     assert "[1/3] vm db: done in" in out and "[3/3] container web: done in" in out
     assert max(drawn) == 1 and drawn[-1] == 0  # a bar while a move runs, gone when it ends
+
+
+def test_the_script_exits_with_the_commands_code_and_all_its_output(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "drorch"
+    env = {**os.environ, "DRORCH_STATE_DIR": str(tmp_path / "state")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=60)
+
+    assert run("schema").returncode == 0 and json.loads(run("schema").stdout)["title"] == "Playbook"
+    missing = run("history", "9")
+    assert missing.returncode == 2 and missing.stderr.startswith("drorch: error: no run 9 in sqlite:///")
+    assert run("history", "nine").returncode == 2
