@@ -9,8 +9,11 @@ anti-affinity group. What does not fit is degraded, skipped or reported, as its 
 from __future__ import annotations
 
 import bisect
+import functools
+import gc
 import heapq
-import itertools
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from drorch.inventory import HostInventory, Snapshot, WorkloadInfo
 from drorch.playbook import (
     RESIZABLE,
+    Host,
     Loc,
     Mappings,
     Overcommit,
@@ -41,9 +45,10 @@ class Action(StrEnum):
 
 MOVING = frozenset({Action.MOVE, Action.DEGRADE})
 ACTING = MOVING | {Action.RESTART}
+LEFT = frozenset({Action.SKIP, Action.BLOCKED, Action.UNPLACED})  # what will not move
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Size:
     vcpus: int = 0
     memory_mib: int = 0
@@ -61,7 +66,7 @@ class Size:
         return f"{self.vcpus} vCPU, {self.memory_mib} MiB"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlanItem:
     seq: int
     wave: str
@@ -105,16 +110,33 @@ class Plan:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     entry: int
     spec: Workload
     info: WorkloadInfo | None  # where it runs now; None when blocked
     on_target: bool = False
     blocked: str = ""
+    size: Size = field(init=False)
+    # What the plan does with it, once decided (kept here rather than in tuples: a plan of 100,000
+    # workloads makes fewer objects for the garbage collector to walk).
+    action: Action | None = None
+    to_host: str | None = None
+    after: Size | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.size = _size(self.info, self.spec)
+
+    def decide(self, action: Action, to_host: str | None = None, after: Size | None = None, reason: str = "") -> None:
+        self.action, self.to_host, self.after, self.reason = action, to_host, after, reason
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info else self.spec.name or ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _TargetHost:
     name: str
     kinds: set[WorkloadKind]
@@ -126,11 +148,16 @@ def _size(info: WorkloadInfo | None, spec: Workload) -> Size:
     declared = spec.resources
     vcpus = (info.vcpus if info else None) or (declared.vcpus if declared else None) or 0
     memory = (info.memory_mib if info else None) or (declared.memory_mib if declared else None) or 0
-    return Size(vcpus, memory)
+    return _sized(vcpus, memory)
 
 
-def _capacity(pb: Playbook, site: str, inv: HostInventory | None, host_name: str) -> Size:
-    host = next(h for h in pb.hosts(site) if h.name == host_name)
+@functools.lru_cache(maxsize=4096)
+def _sized(vcpus: int, memory_mib: int) -> Size:
+    """Sizes repeat across an estate: one object per size, not per workload."""
+    return Size(vcpus, memory_mib)
+
+
+def _capacity(pb: Playbook, site: str, inv: HostInventory | None, host: Host) -> Size:
     over: Overcommit = pb.sites[site].overcommit
     if host.capacity is not None:
         vcpus, memory = host.capacity.vcpus, host.capacity.memory_mib
@@ -142,32 +169,47 @@ def _capacity(pb: Playbook, site: str, inv: HostInventory | None, host_name: str
 
 def _resolve(pb: Playbook, snap: Snapshot, source: str, target: str,
              problems: list[tuple[Loc, str]]) -> list[_Candidate]:
-    found: dict[tuple[WorkloadKind, str], _Candidate] = {}
+    """Which entry selects each running workload, in one pass over both sites: an entry that names the
+    workload beats a pattern; between patterns the first one wins."""
+    named: dict[tuple[WorkloadKind, str], list[int]] = {}
+    patterns: dict[WorkloadKind, list[tuple[int, Workload]]] = {k: [] for k in WorkloadKind}
     for i, spec in enumerate(pb.workloads):
-        matched = False
-        for site in (source, target):
-            for inv in snap.site(site):
-                for info in inv.workloads:
-                    if info.kind is not spec.kind or not info.running or not spec.selects(info.name, info.labels):
-                        continue
-                    matched = True
-                    key = (spec.kind, info.name)
-                    other = found.get(key)
-                    # An entry that names the workload beats a pattern; between patterns the first one wins.
-                    if other is None or (other.entry != i and spec.name is not None and other.spec.name is None):
-                        found[key] = _Candidate(i, spec, info, on_target=site == target)
-                    elif other.entry == i and other.info is not None and other.info.site != site:
-                        problems.append((("workloads", i), f"{spec.kind} {info.name!r} runs on both site "
-                                         f"{other.info.site} and site {site}"))
-        if not matched and spec.name is not None:
-            down = [inv.errors[spec.kind] for site in (source, target)
-                    for inv in snap.site(site) if spec.kind in inv.errors]
-            if down:
-                found[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=down[0])
-            else:
-                problems.append((("workloads", i, "name"), f"{spec.kind} {spec.name!r} runs neither on site "
-                                 f"{source} nor on site {target}"))
-    return list(found.values())
+        if spec.name is not None:
+            named.setdefault((spec.kind, spec.name), []).append(i)
+        else:
+            patterns[spec.kind].append((i, spec))
+    found: dict[WorkloadKind, dict[str, _Candidate]] = {k: {} for k in WorkloadKind}
+    seen: set[tuple[WorkloadKind, str]] = set()  # named workloads that run somewhere
+    for site in (source, target):
+        for inv in snap.site(site):
+            for info in inv.workloads:
+                if not info.running:
+                    continue
+                namers = named.get((info.kind, info.name))
+                if namers:
+                    seen.add((info.kind, info.name))
+                    entry: int | None = namers[0]
+                else:
+                    entry = next((i for i, spec in patterns[info.kind] if spec.selects(info.name, info.labels)), None)
+                if entry is None:
+                    continue
+                other = found[info.kind].get(info.name)
+                if other is None:
+                    found[info.kind][info.name] = _Candidate(entry, pb.workloads[entry], info, on_target=site == target)
+                elif other.info is not None and other.info.site != site:
+                    problems.append((("workloads", entry), f"{info.kind} {info.name!r} runs on both site "
+                                     f"{other.info.site} and site {site}"))
+    for (kind, name), entries in named.items():
+        if (kind, name) in seen:
+            continue
+        down = [inv.errors[kind] for site in (source, target) for inv in snap.site(site) if kind in inv.errors]
+        if down:
+            found[kind][name] = _Candidate(entries[0], pb.workloads[entries[0]], None, blocked=down[0])
+            continue
+        for i in entries:
+            problems.append((("workloads", i, "name"), f"{kind} {name!r} runs neither on site {source} nor on "
+                             f"site {target}"))
+    return [c for by_name in found.values() for c in by_name.values()]
 
 
 def _targets(pb: Playbook, snap: Snapshot, target: str) -> list[_TargetHost]:
@@ -180,7 +222,7 @@ def _targets(pb: Playbook, snap: Snapshot, target: str) -> list[_TargetHost]:
         for w in inv.workloads if inv else []:
             if w.running:
                 used = used + Size(w.vcpus or 0, w.memory_mib or 0)
-        hosts.append(_TargetHost(host.name, kinds, _capacity(pb, target, inv, host.name) - used))
+        hosts.append(_TargetHost(host.name, kinds, _capacity(pb, target, inv, host) - used))
     return hosts
 
 
@@ -202,7 +244,8 @@ class _Index:
         """The host left with the least memory, then fewest vCPUs, then first by name."""
         keys = self._sorted[kind]
         start = bisect.bisect_left(keys, (size.memory_mib, -(2**62), ""))
-        for _memory, vcpus, name in itertools.islice(keys, start, None):
+        for at in range(start, len(keys)):
+            _memory, vcpus, name = keys[at]
             if vcpus >= size.vcpus and (group is None or group not in self._by_name[name].groups):
                 return self._by_name[name]
         return None
@@ -210,6 +253,9 @@ class _Index:
     def most_free(self, kind: WorkloadKind) -> str:
         keys = self._sorted[kind]
         return str(self._by_name[keys[-1][2]].free) if keys else "no host takes it"
+
+    def host(self, name: str) -> _TargetHost | None:
+        return self._by_name.get(name)
 
     def take(self, host: _TargetHost, size: Size, group: str | None) -> None:
         for kind in host.kinds:
@@ -222,41 +268,72 @@ class _Index:
             bisect.insort(self._sorted[kind], self._key(host))
 
 
+class _CollectorPause:
+    """A plan makes a few objects per workload and no reference cycles, so the cyclic garbage collector would
+    only walk the whole estate again and again: a fifth of a 100,000-workload plan's time. It is paused while
+    any plan is being made (by any thread) and resumed, if it ran before, when the last one is done."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._planning = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._planning == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._planning += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._planning -= 1
+            if self._planning == 0 and self._resume:
+                gc.enable()
+
+
+_collector_paused = _CollectorPause()
+
+
 def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
+    with _collector_paused:
+        return _plan(pb, snap, source, target)
+
+
+def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
     problems: list[tuple[Loc, str]] = []
     candidates = _resolve(pb, snap, source, target, problems)
     hosts = _targets(pb, snap, target)
     index = _Index(hosts)
-    placed: dict[tuple[WorkloadKind, str], tuple[Action, str | None, Size | None, str]] = {}
-
     for c in candidates:  # what is already on the target keeps its room and its group
         if c.on_target and c.info is not None:
-            host = next((h for h in hosts if h.name == c.info.host), None)
+            host = index.host(c.info.host)
             if host is not None and c.spec.anti_affinity:
                 host.groups.add(c.spec.anti_affinity)
-            placed[(c.spec.kind, c.info.name)] = (Action.ALREADY, c.info.host, _size(c.info, c.spec),
-                                                  f"already running on site {target}")
+            c.decide(Action.ALREADY, c.info.host, c.size, f"already running on site {target}")
         elif c.blocked:
-            placed[(c.spec.kind, c.spec.name or "")] = (Action.BLOCKED, None, None, c.blocked)
+            c.decide(Action.BLOCKED, reason=c.blocked)
 
-    def order(c: _Candidate) -> tuple[int, int, int, int, str]:
-        size = _size(c.info, c.spec)
+    # Required tiers first, then by tier priority, largest first (memory, then vCPUs), then by name: a stable
+    # sort by name, then one by an integer that packs the rest (no tuple per workload).
+    priorities = {p: at for at, p in enumerate(sorted({t.priority for t in pb.tiers.values()}))}
+
+    def order(c: _Candidate) -> int:
         tier = pb.tier_of(c.spec)
-        return (tier.on_shortage is not Shortage.REQUIRED, tier.priority, -size.memory_mib, -size.vcpus,
-                c.info.name if c.info else "")
+        first = (tier.on_shortage is not Shortage.REQUIRED) * len(priorities) + priorities[tier.priority]
+        return (((first << 48) - c.size.memory_mib) << 24) - c.size.vcpus  # below 2**48 MiB and 2**24 vCPUs
 
     down = {k: e for inv in snap.site(target) for k, e in inv.errors.items()}
-    for c in sorted((c for c in candidates if c.info is not None and not c.on_target), key=order):
-        assert c.info is not None
-        spec, tier, size = c.spec, pb.tier_of(c.spec), _size(c.info, c.spec)
-        key = (spec.kind, c.info.name)
+    served = {k for h in hosts for k in h.kinds}
+    todo = sorted((c for c in candidates if c.info is not None and not c.on_target), key=lambda c: c.name)
+    for c in sorted(todo, key=order):
+        spec, tier, size = c.spec, pb.tier_of(c.spec), c.size
         host = index.best_fit(spec.kind, size, spec.anti_affinity)
-        outcome: tuple[Action, str | None, Size | None, str]
-        if host is None and spec.kind in down and not any(spec.kind in h.kinds for h in hosts):
-            placed[key] = (Action.BLOCKED, None, None, down[spec.kind])
+        if host is None and spec.kind in down and spec.kind not in served:
+            c.decide(Action.BLOCKED, reason=down[spec.kind])
             continue
         if host is not None:
-            outcome = (Action.MOVE, host.name, size, "")
+            c.decide(Action.MOVE, host.name, size)
         else:
             short = f"site {target} is short of room: needs {size}, most free {index.most_free(spec.kind)}"
             smaller = Size(
@@ -269,22 +346,21 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
             else:
                 host = None
             if host is not None:
-                outcome = (Action.DEGRADE, host.name, smaller, f"{short}; runs with {smaller} instead of {size}")
+                c.decide(Action.DEGRADE, host.name, smaller, f"{short}; runs with {smaller} instead of {size}")
             elif tier.on_shortage is Shortage.SKIP:
-                outcome = (Action.SKIP, None, None, f"left behind: {short}")
+                c.decide(Action.SKIP, reason=f"left behind: {short}")
             else:
                 why = short
                 if tier.on_shortage is Shortage.DEGRADE and not resizable:
                     why += f"; a {spec.move_strategy} move cannot change its size"
                 elif tier.on_shortage is Shortage.DEGRADE:
                     why += f"; even its DR size ({smaller}) does not fit"
-                outcome = (Action.UNPLACED, None, None, why)
-                problems.append((("workloads", c.entry), f"{spec.kind} {c.info.name!r} does not fit: {why}"))
-        if host is not None and outcome[2] is not None:
-            index.take(host, outcome[2], spec.anti_affinity)
-        placed[key] = outcome
+                c.decide(Action.UNPLACED, reason=why)
+                problems.append((("workloads", c.entry), f"{spec.kind} {c.name!r} does not fit: {why}"))
+        if host is not None and c.after is not None:
+            index.take(host, c.after, spec.anti_affinity)
 
-    items = _order(pb, source, target, candidates, placed, problems)
+    items = _order(pb, source, target, candidates, problems)
     return Plan(pb.name, source, target, tuple(items), tuple(problems))
 
 
@@ -293,7 +369,6 @@ def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Pla
     copy, a checkpoint); the source's inventory is not needed and usually not there."""
     problems: list[tuple[Loc, str]] = []
     candidates: dict[tuple[WorkloadKind, str], _Candidate] = {}
-    placed: dict[tuple[WorkloadKind, str], tuple[Action, str | None, Size | None, str]] = {}
     for i, spec in enumerate(pb.workloads):
         for inv in snap.site(target):
             for info in inv.workloads:
@@ -302,16 +377,17 @@ def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Pla
                     continue
                 if key in candidates and (spec.name is None or candidates[key].spec.name is not None):
                     continue  # an entry that names the workload beats a pattern
-                candidates[key] = _Candidate(i, spec, info, on_target=True)
-                placed[key] = ((Action.ALREADY, info.host, _size(info, spec), f"already running on site {target}")
-                               if info.running else
-                               (Action.RESTART, info.host, _size(info, spec), f"start the copy site {target} holds"))
+                c = candidates[key] = _Candidate(i, spec, info, on_target=True)
+                if info.running:
+                    c.decide(Action.ALREADY, info.host, c.size, f"already running on site {target}")
+                else:
+                    c.decide(Action.RESTART, info.host, c.size, f"start the copy site {target} holds")
         if spec.name is not None and (spec.kind, spec.name) not in candidates:
             down = [inv.errors[spec.kind] for inv in snap.site(target) if spec.kind in inv.errors]
             why = down[0] if down else f"site {target} holds no copy of it to start from: protect it first"
-            candidates[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=why)
-            placed[(spec.kind, spec.name)] = (Action.BLOCKED, None, None, why)
-    items = _order(pb, source, target, list(candidates.values()), placed, problems)
+            c = candidates[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=why)
+            c.decide(Action.BLOCKED, reason=why)
+    items = _order(pb, source, target, list(candidates.values()), problems)
     return Plan(pb.name, source, target, tuple(items), tuple(problems))
 
 
@@ -320,48 +396,53 @@ def _order(
     source: str,
     target: str,
     candidates: list[_Candidate],
-    placed: dict[tuple[WorkloadKind, str], tuple[Action, str | None, Size | None, str]],
     problems: list[tuple[Loc, str]],
 ) -> list[PlanItem]:
     """Waves in playbook order; inside a wave, dependencies first, then tier priority, then playbook order."""
     waves = pb.wave_names()
-    by_name = {(c.info.name if c.info else c.spec.name or ""): c for c in candidates}
-    actions = {name: placed[(c.spec.kind, name)][0] for name, c in by_name.items()}
+    position = {w: at for at, w in enumerate(waves)}
+    by_name = {c.name: c for c in candidates}
+    in_wave: dict[str, dict[str, _Candidate]] = {w: {} for w in waves}
+    for name, c in by_name.items():
+        in_wave.setdefault(pb.wave_of(c.spec), {})[name] = c
+    mappings: dict[int, Mappings] = {}  # per playbook entry: the same for every workload it selects
+    # Tier priority, then playbook entry, then name: one integer per workload, and a stable sort by name
+    # before it, so that an estate's plan does not make a tuple per workload.
+    span = len(pb.workloads)
     items: list[PlanItem] = []
     for wave in waves:
-        members = {n: c for n, c in by_name.items() if pb.wave_of(c.spec) == wave}
-        deps = {n: [d for d in c.spec.depends_on if d in members] for n, c in members.items()}
+        members = in_wave[wave]
+        deps = {n: [d for d in c.spec.depends_on if d in members] for n, c in members.items() if c.spec.depends_on}
         for n, c in members.items():
             for d in c.spec.depends_on:
-                if d in by_name and d not in members and waves.index(pb.wave_of(by_name[d].spec)) > waves.index(wave):
+                if d in by_name and d not in members and position[pb.wave_of(by_name[d].spec)] > position[wave]:
                     problems.append((("workloads", c.entry, "depends_on"),
                                      f"{n!r} depends on {d!r}, which moves in the later wave "
                                      f"{pb.wave_of(by_name[d].spec)!r}"))
-        waiting = {n: len(ds) for n, ds in deps.items()}
+        waiting = {n: len(ds) for n, ds in deps.items() if ds}
         dependents: dict[str, list[str]] = {}
         for m, ds in deps.items():
             for d in ds:
                 dependents.setdefault(d, []).append(m)
-        rank = {n: (pb.tier_of(c.spec).priority, c.entry, n) for n, c in members.items()}
-        ready = [rank[n] for n in members if waiting[n] == 0]
-        heapq.heapify(ready)
-        done: list[str] = []
-        while ready:
-            n = heapq.heappop(ready)[2]
-            done.append(n)
-            for m in dependents.get(n, []):
-                waiting[m] -= 1
-                if waiting[m] == 0:
-                    heapq.heappush(ready, rank[m])
-        for n in sorted(set(members) - set(done)):
-            problems.append((("workloads", members[n].entry, "depends_on"), f"dependency cycle through {n!r}"))
-            done.append(n)
+        def rank(n: str, members: dict[str, _Candidate] = members) -> int:
+            return pb.tier_of(members[n].spec).priority * span + members[n].entry
+
+        done = sorted(sorted(n for n in members if n not in waiting), key=rank)
+        if waiting:
+            done = _after_dependencies(done, rank, waiting, dependents)
+        if len(done) < len(members):
+            for n in sorted(set(members) - set(done)):
+                problems.append((("workloads", members[n].entry, "depends_on"), f"dependency cycle through {n!r}"))
+                done.append(n)
         for n in done:
             c = members[n]
-            action, to_host, after, reason = placed[(c.spec.kind, n)]
-            gone = [d for d in c.spec.depends_on if actions.get(d) in (Action.SKIP, Action.BLOCKED, Action.UNPLACED)]
+            action, reason = c.action, c.reason
+            assert action is not None, f"{n} was never decided"
+            gone = [d for d in c.spec.depends_on if d in by_name and by_name[d].action in LEFT]
             if gone and action in MOVING:
                 reason = "; ".join(filter(None, [reason, f"depends on {', '.join(gone)}, which will not move"]))
+            if c.entry not in mappings:
+                mappings[c.entry] = pb.mappings_for(c.spec, source)
             items.append(PlanItem(
                 seq=len(items) + 1,
                 wave=wave,
@@ -371,12 +452,27 @@ def _order(
                 strategy=c.spec.move_strategy,
                 action=action,
                 from_host=c.info.host if c.info and not c.on_target else None,
-                to_host=to_host,
-                before=_size(c.info, c.spec),
-                after=after,
+                to_host=c.to_host,
+                before=c.size,
+                after=c.after,
                 reason=reason,
                 entry=c.entry,
                 depends_on=tuple(c.spec.depends_on),
-                mappings=pb.mappings_for(c.spec, source),
+                mappings=mappings[c.entry],
             ))
     return items
+
+
+def _after_dependencies(ready: list[str], rank: Callable[[str], int], waiting: dict[str, int],
+                        dependents: dict[str, list[str]]) -> list[str]:
+    """Kahn's order: each goes once what it depends on has gone, the best ranked of those ready first."""
+    heap = [(rank(n), n) for n in ready]  # sorted, so a heap already
+    done: list[str] = []
+    while heap:
+        n = heapq.heappop(heap)[1]
+        done.append(n)
+        for m in dependents.get(n, ()):
+            waiting[m] -= 1
+            if waiting[m] == 0:
+                heapq.heappush(heap, (rank(m), m))
+    return done

@@ -269,3 +269,29 @@ def test_plan_as_json_keeps_what_a_script_needs() -> None:
                      "paths": {}},
     }]
     assert raw["problems"] == []
+
+
+def test_planning_pauses_the_cycle_collector_and_restores_it() -> None:
+    import gc
+
+    pb, snap = _estate_for_gc()
+    assert gc.isenabled()
+    plan(pb, snap, "a", "b")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan(pb, snap, "a", "b")
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()
+
+
+def _estate_for_gc() -> tuple[Playbook, Snapshot]:
+    pb = Playbook.model_validate({"name": "p", "primary": "a", "secondary": "b",
+                                  "sites": {"a": {"hosts": [{"name": "a1", "libvirt": "test:///a"}]},
+                                            "b": {"hosts": [{"name": "b1", "libvirt": "test:///b"}]}},
+                                  "workloads": [{"match": "*", "kind": "vm", "strategy": "cold"}]})
+    inv = HostInventory("a", "a1", {WorkloadKind.VM: HostFacts()})
+    inv.workloads.append(WorkloadInfo(name="w", kind=WorkloadKind.VM, site="a", running=True, vcpus=1,
+                                      memory_mib=1, host="a1"))
+    return pb, Snapshot([inv, HostInventory("b", "b1", {WorkloadKind.VM: HostFacts()})])

@@ -1,7 +1,8 @@
 """How fast the planner and the validator are on an estate-sized playbook. Prints figures; asserts nothing.
 
 - plan: 10,000 workloads (VMs and containers, three tiers, anti-affinity groups, dependencies)
-  from 1,000 primary hosts onto 500 smaller DR hosts;
+  from 1,000 primary hosts onto 500 smaller DR hosts, then ten times that (100,000 workloads, 10,000
+  hosts onto 5,000), and the ratio of the two times: n log n growth would be 12.5;
 - validate: parse and check a 1,000-workload playbook file (YAML with positions, schema, references).
 
 Usage: integration/bench/planner.py [--repeat N]   (needs no lab)
@@ -10,6 +11,7 @@ Usage: integration/bench/planner.py [--repeat N]   (needs no lab)
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -95,6 +97,7 @@ def playbook_text(workloads: int) -> str:
 def timed(fn: Callable[[], object], repeat: int) -> float:
     runs = []
     for _ in range(repeat):
+        gc.collect()  # each run starts with what the one before left collected
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
@@ -105,12 +108,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    pb, snap = estate(10_000, 1_000, 500)
-    result = plan(pb, snap, "p", "d")
-    counts = {a.value: sum(i.action is a for i in result.items) for a in Action}
-    took = timed(lambda: plan(pb, snap, "p", "d"), args.repeat)
-    print(f"plan: 10,000 workloads onto 500 DR hosts in {took:.3f} s (median of {args.repeat}); "
-          f"{', '.join(f'{n} {a}' for a, n in counts.items() if n)}; {len(result.problems)} problems")
+    took = {}
+    for workloads, hosts, dr_hosts in ((10_000, 1_000, 500), (100_000, 10_000, 5_000)):
+        pb, snap = estate(workloads, hosts, dr_hosts)
+        result = plan(pb, snap, "p", "d")
+        counts = {a.value: sum(i.action is a for i in result.items) for a in Action}
+        repeat = args.repeat * (3 if workloads < 100_000 else 1)  # the short run is the noisier one
+        took[workloads] = timed(lambda pb=pb, snap=snap: plan(pb, snap, "p", "d"), repeat)
+        moves = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+        print(f"plan: {workloads:,} workloads onto {dr_hosts:,} DR hosts in {took[workloads]:.3f} s (median of "
+              f"{repeat}); {moves}; {len(result.problems)} problems")
+        del pb, snap, result
+    print(f"plan: 100,000 workloads take {took[100_000] / took[10_000]:.1f} times as long as 10,000")
     text = playbook_text(1_000)
     took = timed(lambda: parse_with_positions(text, "big.yaml"), args.repeat)
     print(f"validate: a 1,000-workload playbook ({len(text.splitlines())} lines) in {took:.3f} s "
