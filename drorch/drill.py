@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from drorch.drivers.base import Driver, Endpoint
-from drorch.engine import Engine, Reporter, StepEvent, host_endpoint, snapshot
+from drorch.engine import Engine, Reporter, StepEvent
 from drorch.errors import DrorchError
 from drorch.hooks import run_hooks
 from drorch.host import run_alive
@@ -38,6 +38,7 @@ from drorch.records import (
     run_outcome,
     utcnow,
 )
+from drorch.sites import host_endpoint, snapshot
 from drorch.store import Lock, RecoveryPoint, Run, Step, Store
 
 POLL_SECONDS = 0.5

@@ -26,7 +26,7 @@ from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
 from drorch.hooks import HookResult, run_hooks
 from drorch.host import pid_alive, run_alive
-from drorch.inventory import HostInventory, Snapshot
+from drorch.inventory import Snapshot
 from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
 from drorch.playbook import (
     STRATEGIES,
@@ -34,12 +34,12 @@ from drorch.playbook import (
     FailurePolicy,
     Hook,
     Hooks,
-    Host,
     Playbook,
     Resources,
     WorkloadKind,
 )
 from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
+from drorch.sites import endpoint_of, find_host, host_endpoint, site_endpoints, snapshot
 from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
@@ -64,25 +64,6 @@ class StepEvent:
 Reporter = Callable[[StepEvent], None]
 
 
-def _endpoint(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
-    uri = host.endpoint(kind)
-    if uri is None:
-        return None
-    tls = (host.tls.ca, host.tls.cert, host.tls.key) if host.tls and kind is WorkloadKind.CONTAINER else None
-    return Endpoint(site, uri, host.migration_address, host.name, tls)
-
-
-def _host(pb: Playbook, site: str, name: str) -> Host | None:
-    return next((h for h in pb.hosts(site) if h.name == name), None)
-
-
-def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
-    host = _host(pb, site, host_name)
-    ep = _endpoint(site, host, kind) if host is not None else None
-    assert ep is not None, "the planner only picks hosts of the playbook with this kind's endpoint"
-    return ep
-
-
 def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
     """The request a step recorded, its endpoints read again from the playbook: the store keeps URIs
     without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
@@ -91,47 +72,10 @@ def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
     kind = WorkloadKind(step.kind)
 
     def current(ep: Endpoint) -> Endpoint:
-        host = _host(pb, ep.site, ep.host)
-        return (_endpoint(ep.site, host, kind) if host is not None else None) or ep
+        host = find_host(pb, ep.site, ep.host)
+        return (endpoint_of(ep.site, host, kind) if host is not None else None) or ep
 
     return dataclasses.replace(req, source=current(req.source), target=current(req.target))
-
-
-def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
-    return [ep for h in pb.hosts(site) if (ep := _endpoint(site, h, kind)) is not None]
-
-
-SNAPSHOT_THREADS = 16
-
-
-def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> Snapshot:
-    """Both sites as they are now, every host and technology asked at once; a host that does not answer is
-    recorded with why, not raised."""
-    placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
-    asks = [(inv, kind, driver, ep) for inv, host in placed
-            for kind, driver in drivers.items() if (ep := _endpoint(inv.site, host, kind)) is not None]
-
-    def ask(call: Callable[[Endpoint], Any], ep: Endpoint) -> Any:
-        try:
-            return call(ep)
-        except DrorchError as exc:
-            return exc
-
-    # A host's facts and its workloads are two questions, asked side by side like every other host's.
-    calls = [call for _, _, driver, _ in asks for call in (driver.host_facts, driver.inventory)]
-    eps = [ep for *_, ep in asks for _ in (0, 1)]
-    with ThreadPoolExecutor(max_workers=max(1, min(SNAPSHOT_THREADS, len(calls))),
-                            thread_name_prefix="drorch-snapshot") as pool:
-        answers = list(pool.map(ask, calls, eps))
-    for i, (inv, kind, _, _) in enumerate(asks):
-        facts, workloads = answers[2 * i], answers[2 * i + 1]
-        failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
-        if failed is not None:
-            inv.errors[kind] = str(failed)
-        else:
-            inv.facts[kind] = facts
-            inv.workloads.extend(workloads)
-    return Snapshot([inv for inv, _ in placed], taken_at=utcnow().isoformat())
 
 
 def check_playbook(

@@ -98,6 +98,8 @@ class Site(_Model):
     hosts: list[Host] = Field(min_length=1)
     overcommit: Overcommit = Overcommit()
     max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this site")
+    answer_timeout_s: float = Field(15.0, gt=0, description="seconds each host has to answer the inventory; one "
+                                    "that does not is reported as not answering")
 
 
 class Mappings(_Model):

@@ -16,12 +16,13 @@ from drorch import report as reports
 from drorch.daemon import Daemon, stopping
 from drorch.drill import Drill
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import StepEvent, snapshot
+from drorch.engine import StepEvent
 from drorch.errors import WorkloadBusy
 from drorch.planner import plan
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
 from drorch.protection import protect
 from drorch.records import DRILL, RunState, StepKind, StepState
+from drorch.sites import snapshot
 from drorch.store import Run, Step, Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri
 from tests.test_cli import drorch

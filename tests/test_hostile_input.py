@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from drorch import bounded, cli
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import snapshot
 from drorch.errors import InputError
 from drorch.playbook import Playbook, load_playbook
+from drorch.sites import snapshot
 from tests.conftest import PLAYBOOK, fake_drivers
 
 REPO = Path(__file__).resolve().parents[1]

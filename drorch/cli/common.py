@@ -35,7 +35,7 @@ def drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
 
 
 def live_snapshot(pb: Playbook) -> Snapshot:
-    from drorch.engine import snapshot
+    from drorch.sites import snapshot
 
     with drivers(pb) as found:
         return snapshot(pb, found)

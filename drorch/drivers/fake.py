@@ -8,6 +8,8 @@ it, a redeploy starts it again from 1.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from drorch.drivers.base import (
@@ -43,6 +45,7 @@ class FakeSite:
     """One host's endpoint."""
 
     reachable: bool = True
+    latency_s: float = 0.0  # each call waits this long first, as a round trip to a daemon would
     checkpoints: bool = True  # CRIU works on this site's Docker
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
     networks: set[str] = field(default_factory=set)  # made by drills
@@ -62,9 +65,13 @@ class FakeCloud:
     fail: dict[str, str] = field(default_factory=dict)  # workload name -> why its next move fails
     polls_per_move: int = 2
     moves: dict[str, _Move] = field(default_factory=dict)  # by handle id
+    calls: Counter[str] = field(default_factory=Counter)  # by endpoint URI
 
     def site(self, ep: Endpoint) -> FakeSite:
         site = self.sites.setdefault(ep.uri, FakeSite())
+        self.calls[ep.uri] += 1
+        if site.latency_s:
+            time.sleep(site.latency_s)
         if not site.reachable:
             raise SiteUnreachable(f"site {ep.site}: {ep.shown} does not answer")
         return site

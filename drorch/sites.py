@@ -1,0 +1,139 @@
+"""Reaching the sites: each host's endpoint per technology, and both sites' inventory asked at once.
+
+Every host is asked by a bounded pool of threads. A host has `answer_timeout_s` (per site) from its first
+question to answer all of them; one that does not is reported as not answering and none of its questions
+is waited on again. A thread stuck in a host that hangs is left behind (it is a daemon thread) and the pool
+gets a fresh one, so one dead host never holds up the others."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from drorch.drivers.base import Driver, Endpoint
+from drorch.errors import DrorchError, SiteUnreachable
+from drorch.inventory import HostInventory, Snapshot
+from drorch.playbook import Host, Playbook, WorkloadKind
+from drorch.records import utcnow
+
+SNAPSHOT_THREADS = 256  # questions in flight at once; each mostly waits for a daemon's answer
+
+
+def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
+    uri = host.endpoint(kind)
+    if uri is None:
+        return None
+    tls = (host.tls.ca, host.tls.cert, host.tls.key) if host.tls and kind is WorkloadKind.CONTAINER else None
+    return Endpoint(site, uri, host.migration_address, host.name, tls)
+
+
+def find_host(pb: Playbook, site: str, name: str) -> Host | None:
+    return next((h for h in pb.hosts(site) if h.name == name), None)
+
+
+def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
+    host = find_host(pb, site, host_name)
+    ep = endpoint_of(site, host, kind) if host is not None else None
+    assert ep is not None, "the planner only picks hosts of the playbook with this kind's endpoint"
+    return ep
+
+
+def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
+    return [ep for h in pb.hosts(site) if (ep := endpoint_of(site, h, kind)) is not None]
+
+
+@dataclass
+class _Question:
+    host: tuple[str, str]  # (site, host name)
+    call: Callable[[Endpoint], Any]
+    ep: Endpoint
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Any = None
+
+
+class _Asking:
+    """One round of questions to many hosts; see the module's docstring."""
+
+    def __init__(self, questions: Sequence[_Question], timeouts: Mapping[str, float], threads: int) -> None:
+        self._todo: queue.SimpleQueue[_Question] = queue.SimpleQueue()
+        for q in questions:
+            self._todo.put(q)
+        self._timeouts = timeouts
+        self._lock = threading.Lock()
+        self._started: dict[tuple[str, str], float] = {}  # when each host got its first question
+        self._given_up: dict[tuple[str, str], BaseException] = {}  # hosts not asked again, and why
+        self._threads = max(1, min(threads, len(questions)))
+        for _ in range(self._threads):
+            self._worker()
+
+    def _worker(self) -> None:
+        threading.Thread(target=self._work, name="drorch-snapshot", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                q = self._todo.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                gone = self._given_up.get(q.host)
+                self._started.setdefault(q.host, time.monotonic())
+            try:
+                q.answer = gone if gone is not None else q.call(q.ep)
+            except DrorchError as exc:
+                q.answer = exc
+                with self._lock:
+                    self._given_up.setdefault(q.host, exc)
+            except BaseException as exc:  # a bug: raised in the asking thread
+                q.answer = exc
+            q.done.set()
+
+    def answer(self, q: _Question) -> Any:
+        """The question's answer, or why its host was given up on; waits at most until the host's deadline."""
+        timeout = self._timeouts[q.host[0]]
+        while True:
+            with self._lock:
+                started = self._started.get(q.host)
+                gone = self._given_up.get(q.host)
+            if gone is not None and not q.done.is_set():
+                return gone
+            left = 0.05 if started is None else started + timeout - time.monotonic()
+            if q.done.wait(max(0.0, left)):
+                return q.answer
+            if started is not None:
+                return self._give_up(q, timeout)
+
+    def _give_up(self, q: _Question, timeout: float) -> BaseException:
+        why = SiteUnreachable(f"site {q.ep.site} host {q.ep.host}: {q.ep.shown} did not answer within {timeout:g} s")
+        with self._lock:
+            gone = self._given_up.setdefault(q.host, why)
+        self._worker()  # the stuck thread stays with the host; the others go on with a fresh one
+        return gone
+
+
+def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int = SNAPSHOT_THREADS) -> Snapshot:
+    """Both sites as they are now, every host and technology asked at once; a host that does not answer is
+    recorded with why, not raised."""
+    placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
+    asks = [(inv, kind, driver, ep) for inv, host in placed
+            for kind, driver in drivers.items() if (ep := endpoint_of(inv.site, host, kind)) is not None]
+    # A host's facts and its workloads are two questions, asked side by side like every other host's.
+    questions = [_Question((inv.site, inv.host), call, ep)
+                 for inv, _, driver, ep in asks for call in (driver.host_facts, driver.inventory)]
+    asking = _Asking(questions, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
+    answers = [asking.answer(q) for q in questions]
+    if bug := next((a for a in answers if isinstance(a, BaseException) and not isinstance(a, DrorchError)), None):
+        raise bug
+    for i, (inv, kind, _, _) in enumerate(asks):
+        facts, workloads = answers[2 * i], answers[2 * i + 1]
+        failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
+        if failed is not None:
+            inv.errors[kind] = str(failed)
+        else:
+            inv.facts[kind] = facts
+            inv.workloads.extend(workloads)
+    return Snapshot([inv for inv, _ in placed], taken_at=utcnow().isoformat())

@@ -1,0 +1,72 @@
+"""Both sites asked at once: a bounded pool, a deadline per host, and a host given up on is asked no more."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
+from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.sites import snapshot
+from tests.conftest import fake_drivers
+
+
+def _estate(hosts: int, timeout_s: float = 15.0) -> tuple[Playbook, FakeCloud]:
+    def site(name: str) -> str:
+        rows = ", ".join(f'{{name: {name}{i}, docker: "fake://{name}{i}/docker"}}' for i in range(hosts))
+        return f"  {name}: {{answer_timeout_s: {timeout_s}, hosts: [{rows}]}}\n"
+
+    pb = parse_playbook("name: big\nprimary: a\nsecondary: b\nsites:\n" + site("a") + site("b") +
+                        "workloads:\n  - {match: '*', kind: container, strategy: redeploy}\n", "big.yaml")
+    cloud = FakeCloud()
+    for i in range(hosts):
+        cloud.sites[f"fake://a{i}/docker"] = FakeSite(workloads={f"c{i}": FakeWorkload(WorkloadKind.CONTAINER)})
+        cloud.sites[f"fake://b{i}/docker"] = FakeSite()
+    return pb, cloud
+
+
+def test_a_host_that_hangs_is_reported_and_waited_on_once() -> None:
+    pb, cloud = _estate(3, timeout_s=0.3)
+    cloud.sites["fake://a1/docker"].latency_s = 5.0
+    start = time.monotonic()
+    snap = snapshot(pb, {WorkloadKind.CONTAINER: fake_drivers(cloud)[WorkloadKind.CONTAINER]}, threads=1)
+    took = time.monotonic() - start
+    hung = next(inv for inv in snap.hosts if inv.host == "a1")
+    assert hung.errors[WorkloadKind.CONTAINER] == ("site a host a1: fake://a1/docker did not answer within "
+                                                   "0.3 s")
+    assert cloud.calls["fake://a1/docker"] == 1  # its second question was never asked
+    assert took < 5.0  # given up at its deadline, not when it answered
+    # One thread: the others were asked by the fresh thread the pool got when a1's was left behind.
+    assert sorted(w.name for inv in snap.hosts for w in inv.workloads) == ["c0", "c2"]
+
+
+def test_a_host_that_refuses_is_reported_and_not_asked_again() -> None:
+    pb, cloud = _estate(2)
+    cloud.sites["fake://b0/docker"].reachable = False
+    snap = snapshot(pb, {WorkloadKind.CONTAINER: fake_drivers(cloud)[WorkloadKind.CONTAINER]}, threads=1)
+    assert "does not answer" in next(inv for inv in snap.hosts if inv.host == "b0").errors[WorkloadKind.CONTAINER]
+    assert cloud.calls["fake://b0/docker"] == 1
+    assert [inv.host for inv in snap.hosts if inv.errors] == ["b0"]
+
+
+def test_a_bug_in_a_driver_is_raised_not_reported() -> None:
+    pb, cloud = _estate(2)
+    driver = fake_drivers(cloud)[WorkloadKind.CONTAINER]
+
+    def broken(_ep: object) -> None:
+        raise KeyError("oops")
+
+    driver.host_facts = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyError, match="oops"):
+        snapshot(pb, {WorkloadKind.CONTAINER: driver})
+
+
+def test_every_host_is_asked_at_once() -> None:
+    pb, cloud = _estate(20)
+    for site in cloud.sites.values():
+        site.latency_s = 0.2
+    start = time.monotonic()
+    snap = snapshot(pb, {WorkloadKind.CONTAINER: fake_drivers(cloud)[WorkloadKind.CONTAINER]})
+    assert time.monotonic() - start < 0.2 * 80 / 2  # 80 questions of 0.2 s: far less than one after another
+    assert len([w for inv in snap.hosts for w in inv.workloads]) == 20 and not any(inv.errors for inv in snap.hosts)
