@@ -351,9 +351,18 @@ def start_docker(site: Site) -> None:
 # --- workloads ---------------------------------------------------------------------------------------------
 
 
-def domain_xml() -> str:
+def vm_names(count: int) -> list[str]:
+    """The lab's VMs: lab-vm, then lab-vm-2, lab-vm-3... when more are asked for (`lab up --vms N`)."""
+    return [VM_NAME, *(f"{VM_NAME}-{i}" for i in range(2, count + 1))]
+
+
+def disk_of(vm: str) -> str:
+    return f"{vm}.qcow2"
+
+
+def domain_xml(vm: str = VM_NAME) -> str:
     return f"""<domain type='qemu'>
-  <name>{VM_NAME}</name>
+  <name>{vm}</name>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os>
@@ -369,11 +378,11 @@ def domain_xml() -> str:
   <devices>
     <disk type='volume' device='disk'>
       <driver name='qemu' type='qcow2'/>
-      <source pool='{SITES["a"].pool}' volume='{VM_DISK}'/>
+      <source pool='{SITES["a"].pool}' volume='{disk_of(vm)}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <interface type='network'><source network='{SITES["a"].network}'/><model type='virtio'/></interface>
-    <serial type='file'><source path='{SERIAL_LOG}'/><target port='0'/></serial>
+    <serial type='file'><source path='/var/log/libvirt/qemu/{vm}.serial'/><target port='0'/></serial>
     <memballoon model='none'/>
   </devices>
 </domain>"""
@@ -422,22 +431,16 @@ def remove_site_names(conn: libvirt.virConnect) -> None:
         pool.undefine()
 
 
-def ensure_workloads(force: bool = False) -> None:
-    """One VM and two containers on site A, unless they already run somewhere in the lab."""
+def ensure_workloads(force: bool = False, vms: int = 1) -> None:
+    """The VMs and two containers on site A, unless they already run somewhere in the lab."""
     a = SITES["a"]
     conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
     clients = {s.name: docker.DockerClient(base_url=s.docker_url) for s in SITES.values()}
     try:
         if force:
             remove_workloads(conns, clients)
-        if not any(_running(c, VM_NAME) for c in conns.values()):
-            home = next((c for c in conns.values() if VM_NAME in c.listDefinedDomains()), conns["a"])
-            log(f"starting {VM_NAME} on {home.getHostname()}")
-            if home is conns["a"]:
-                ensure_disk(home)
-                if VM_NAME not in home.listDefinedDomains():
-                    home.defineXML(domain_xml())
-            home.lookupByName(VM_NAME).create()
+        for vm in vm_names(vms):
+            ensure_vm(conns, vm)
         ca = clients["a"]
         if not ca.images.list(name=IMAGE):
             log(f"importing {IMAGE} on site a")
@@ -453,7 +456,8 @@ def ensure_workloads(force: bool = False) -> None:
                 log(f"starting container {name} on site a")
                 ca.containers.run(IMAGE, name=name, detach=True, network_mode="none", mem_limit=CONTAINER_MEMORY,
                                   labels={"drorch.lab": "1"})
-        wait_for(lambda: "count " in a.serial_log().read_text(errors="replace"), f"{VM_NAME} counter")
+        for vm in vm_names(vms):
+            wait_for(lambda vm=vm: "count " in a.serial_log(vm).read_text(errors="replace"), f"{vm} counter")
     finally:
         for c in conns.values():
             c.close()
@@ -461,21 +465,51 @@ def ensure_workloads(force: bool = False) -> None:
             d.close()
 
 
-def ensure_disk(conn: libvirt.virConnect) -> None:
-    """The VM's empty qcow2 disk in site a's pool, made through libvirt's storage API."""
+def ensure_vm(conns: dict[str, libvirt.virConnect], vm: str) -> None:
+    """A lab VM running somewhere: started where it is defined, else defined on site a with a new disk."""
+    if any(_running(c, vm) for c in conns.values()):
+        return
+    home = next((c for c in conns.values() if vm in c.listDefinedDomains()), conns["a"])
+    log(f"starting {vm} on {home.getHostname()}")
+    if home is conns["a"]:
+        ensure_disk(home, disk_of(vm))
+        if vm not in home.listDefinedDomains():
+            home.defineXML(domain_xml(vm))
+    home.lookupByName(vm).create()
+
+
+def remove_vms(conns: dict[str, libvirt.virConnect], keep: int) -> None:
+    """The VMs past the first `keep` that `lab up --vms N` started, and their disks."""
+    extra = set(vm_names(64)[keep:])
+    for conn in conns.values():
+        for dom in conn.listAllDomains():
+            if dom.name() in extra:
+                log(f"removing VM {dom.name()}")
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+        remove_disks(conn, tuple(disk_of(vm) for vm in extra))
+    for site in SITES.values():
+        for vm in extra:
+            site.serial_log(vm).unlink(missing_ok=True)
+
+
+def ensure_disk(conn: libvirt.virConnect, disk: str = VM_DISK) -> None:
+    """A VM's empty qcow2 disk in site a's pool, made through libvirt's storage API."""
     pool = conn.storagePoolLookupByName(SITES["a"].pool)
     pool.refresh(0)
-    if VM_DISK not in pool.listVolumes():
-        pool.createXML(f"<volume><name>{VM_DISK}</name><capacity unit='MiB'>{DISK_MIB}</capacity>"
+    if disk not in pool.listVolumes():
+        pool.createXML(f"<volume><name>{disk}</name><capacity unit='MiB'>{DISK_MIB}</capacity>"
                        "<target><format type='qcow2'/></target></volume>", 0)
 
 
-def remove_disks(conn: libvirt.virConnect) -> None:
-    """The VM's disk, its copies and recovery points, wherever a move or a protection left them."""
+def remove_disks(conn: libvirt.virConnect, prefixes: tuple[str, ...] = (VM_NAME,)) -> None:
+    """The VMs' disks, their copies and recovery points, wherever a move or a protection left them."""
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
         pool.refresh(0)
         for vol in pool.listAllVolumes():
-            if vol.name().startswith(VM_DISK):
+            if vol.name().startswith(prefixes):
                 vol.delete(0)
 
 
@@ -492,7 +526,7 @@ def remove_workloads(
     """The lab's workloads, or with everything=True whatever runs on the lab's daemons (they are all ours)."""
     for name, conn in conns.items():
         for dom in conn.listAllDomains():
-            if not everything and dom.name() != VM_NAME:
+            if not everything and not dom.name().startswith(VM_NAME):
                 continue
             log(f"removing VM {dom.name()} from site {name}")
             if dom.isActive():
@@ -507,7 +541,8 @@ def remove_workloads(
             c.remove(force=True)
         for site in SITES.values():
             if site.name == name:
-                site.serial_log().unlink(missing_ok=True)
+                for serial in site.serial_log().parent.glob(f"{VM_NAME}*.serial"):
+                    serial.unlink()
         for img in client.images.list(name=IMAGE):
             client.images.remove(img.id, force=True)
 
@@ -525,7 +560,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         start_libvirt(site)
         start_docker(site)
         ensure_site_names(site)
-    ensure_workloads(force=args.reset)
+    ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1))
     log("up")
 
 
@@ -635,6 +670,7 @@ def main(argv: list[str] | None = None) -> int | None:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="install, start both sites and the lab workloads (idempotent)")
     up.add_argument("--reset", action="store_true", help="recreate the workloads on site A")
+    up.add_argument("--vms", type=int, default=1, help="how many VMs run on site A (lab-vm, lab-vm-2, ...)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("reset", help="recreate the workloads fresh on site A").set_defaults(func=cmd_reset)
     sub.add_parser("down", help="remove the workloads and stop every lab daemon").set_defaults(func=cmd_down)

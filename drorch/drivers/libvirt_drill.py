@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libvirt
 
-from drorch.drivers.libvirt_storage import guest_disks
+from drorch.drivers.libvirt_storage import guest_disks, refresh
 
 
 def overlays(conn: libvirt.virConnect, clone: str, xml: str) -> dict[str, str]:
@@ -37,7 +37,7 @@ def remove_clone(conn: libvirt.virConnect, dom: libvirt.virDomain | None, clone:
             dom.undefine()
         removed.append(f"VM {clone}")
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-        pool.refresh(0)
+        refresh(pool)
         for vol in pool.listAllVolumes():
             if vol.name().startswith(f"{clone}-disk"):
                 vol.delete(0)

@@ -111,10 +111,26 @@ def shared(conn: libvirt.virConnect, disk: Disk) -> bool:
     return True
 
 
+def refresh(pool: libvirt.virStoragePool, wait_s: float = 10.0) -> None:
+    """The pool's volumes read again from its storage. libvirt refuses while the pool builds a volume (another
+    move's disk being created); its own list is current then, so after a while it is used as it is."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            if "asynchronous jobs" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                return
+        time.sleep(0.05)
+
+
 def create_volume(conn: libvirt.virConnect, pool_name: str, name: str, disk: Disk) -> libvirt.virStorageVol:
     """A new, empty volume for the disk's copy; one of that name left by an earlier copy is replaced."""
     pool = conn.storagePoolLookupByName(pool_name)
-    pool.refresh(0)
+    refresh(pool)
     try:
         pool.storageVolLookupByName(name).delete(0)
     except libvirt.libvirtError as exc:
@@ -158,7 +174,7 @@ def stream_volume(src: libvirt.virStorageVol, src_conn: libvirt.virConnect, dst:
             with contextlib.suppress(libvirt.libvirtError):
                 stream.abort()
         raise
-    dst.storagePoolLookupByVolume().refresh(0)
+    refresh(dst.storagePoolLookupByVolume())
     landed = dst_conn.storageVolLookupByKey(dst.key()).info()[2]
     expected = src.info()[2]
     if landed < sent or sent < expected:
@@ -194,7 +210,7 @@ def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[D
     done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     vols = []
     for _, pool, path in targets:
-        pool.refresh(0)
+        refresh(pool)
         try:
             vols.append(conn.storageVolLookupByPath(path))
         except libvirt.libvirtError:
