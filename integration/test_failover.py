@@ -139,3 +139,36 @@ def test_readme_first_command_ends_with_workloads_on_site_b() -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert where(labctl.VM_NAME)["vms"] == ["b"]
     assert all(where(n)["containers"] == ["b"] for n in labctl.CONTAINERS)
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_vms_move_side_by_side_with_their_disks(run_drorch: Drorch, tmp_path: Path) -> None:
+    """Four VMs in one wave with parallel 4: their disks are built in site b's pool at once, which libvirt
+    refuses to refresh meanwhile; all land, and their guests keep counting."""
+    vms = labctl.vm_names(4)
+    labctl.ensure_workloads(vms=len(vms))
+    try:
+        for vm in vms:
+            wait_until(lambda vm=vm: len(vm_counts("a", vm)) >= 2, f"{vm}'s counter")
+        pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
+        pb["sites"]["a"]["hosts"][0]["capacity"] = {"vcpus": 8, "memory_mib": 4096}  # the sites share 2 cores
+        pb["waves"] = [{"name": "vms", "parallel": len(vms)}]
+        pb["workloads"] = [{"name": vm, "kind": "vm", "strategy": "live", "wave": "vms"} for vm in vms]
+        path = tmp_path / "two.yaml"
+        path.write_text(yaml.safe_dump(pb))
+        for target, op in (("b", "failover"), ("a", "failback")):
+            res = run_drorch(op, str(path), "--json")
+            assert res.returncode == 0, res.stdout + res.stderr
+            steps = json.loads(res.stdout)["steps"]
+            # Side by side: each started before the first ended.
+            assert all(s["started_at"] < steps[0]["ended_at"] for s in steps), steps
+            for vm in vms:
+                assert where(vm)["vms"] == [target]
+                wait_until(lambda vm=vm, t=target: len(vm_counts(t, vm)) >= 2, f"{vm} counting on site {target}")
+    finally:
+        conns = {s.name: labctl.libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
+        try:
+            labctl.remove_vms(conns, keep=1)
+        finally:
+            for c in conns.values():
+                c.close()
