@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 from drorch import protection
 from drorch import readiness as ready
 from drorch.daemon import stopping
 from drorch.drill import Drill
-from drorch.drivers import close_drivers, make_drivers
-from drorch.drivers.base import Driver
+from drorch.drivers import playbook_drivers
 from drorch.engine import Engine
 from drorch.errors import DrorchError
-from drorch.playbook import Playbook, WorkloadKind, load_playbook
+from drorch.playbook import load_playbook
 from drorch.records import DRILL, utcnow
 from drorch.report import timeline
 from drorch.store import Store
@@ -28,20 +25,10 @@ def _say(job: str, playbook: str, **fields: object) -> None:
     log.info(json.dumps({"at": utcnow().isoformat(), "job": job, "playbook": playbook, **fields}))
 
 
-@contextlib.contextmanager
-def _drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
-    """The playbook's real drivers, closed when the job is done with them."""
-    drivers = make_drivers({w.kind for w in pb.workloads})
-    try:
-        yield drivers
-    finally:
-        close_drivers(drivers)
-
-
 def protect(playbook_path: str) -> None:
     """Ship one recovery point of every workload of the playbook."""
     pb = load_playbook(Path(playbook_path))
-    with _drivers(pb) as drivers:
+    with playbook_drivers(pb) as drivers:
         points = protection.protect(pb, drivers, Store())
     _say("protect", pb.name, shipped=[p.workload for p in points if p.complete],
          failed={p.workload: p.error for p in points if not p.complete})
@@ -54,7 +41,7 @@ def settle(playbook_path: str) -> None:
     due = [r for r in Engine(store, {}).expired() if r.playbook == pb.name]
     if not due:
         return
-    with _drivers(pb) as drivers:
+    with playbook_drivers(pb) as drivers:
         for run in due:
             _say("settle", pb.name, run=run.id, state=str(Engine(store, drivers).settle(pb, run).state))
 
@@ -63,7 +50,7 @@ def drill(playbook_path: str) -> None:
     """A DR drill of the playbook; a daemon stopping cuts it short, and its teardown still runs."""
     pb = load_playbook(Path(playbook_path))
     store = Store()
-    with _drivers(pb) as drivers:
+    with playbook_drivers(pb) as drivers:
         run = Drill(store, drivers, stop=stopping).run(pb, playbook_path)
     report = timeline(run, store.steps(run.id or 0))
     _say(DRILL, pb.name, run=run.id, state=str(run.state), rto_s=report["rto_s"], error=run.error)
@@ -79,7 +66,7 @@ def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
             _say("clean up", path, error=str(exc))
             continue
         try:
-            with _drivers(pb) as drivers:
+            with playbook_drivers(pb) as drivers:
                 for run in Drill(store, drivers).clean_up(pb.name, gone):
                     _say("clean up", pb.name, run=run.id, state=str(run.state), error=run.error)
         except DrorchError as exc:
@@ -89,6 +76,6 @@ def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
 def readiness(playbook_path: str) -> None:
     """Re-check that a failover of the playbook would work; alert on a change to not ready."""
     pb = load_playbook(Path(playbook_path))
-    with _drivers(pb) as drivers:
+    with playbook_drivers(pb) as drivers:
         row = ready.check(pb, drivers, Store())
     _say("readiness", pb.name, ready=row.ready, problems=json.loads(row.problems), alert=row.alert)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from drorch import jobs
+import drorch.drivers as drivers_module
 from drorch.daemon import LEASE, Daemon, next_runs
 from drorch.drivers.fake import FakeCloud
 from drorch.store import Store
@@ -36,7 +36,7 @@ def test_one_holder_of_the_lease_until_it_expires_or_is_let_go(store: Store) -> 
 
 @pytest.fixture
 def scheduled(tmp_path: Path, cloud: FakeCloud, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    monkeypatch.setattr(drivers_module, "make_drivers", lambda _kinds: fake_drivers(cloud))
     path = tmp_path / "shop.yaml"
     path.write_text(SCHEDULED)
     return path

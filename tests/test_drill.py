@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import drorch.drivers as drivers_module
 from drorch import jobs
 from drorch import report as reports
 from drorch.daemon import Daemon, stopping
@@ -172,7 +173,7 @@ def test_a_live_drill_holds_its_playbook(cloud: FakeCloud, store: Store, pb: Pla
 
 def test_a_daemon_that_takes_the_lead_cleans_up_dead_drills(cloud: FakeCloud, store: Store, pb: Playbook,
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    monkeypatch.setattr(drivers_module, "make_drivers", lambda _kinds: fake_drivers(cloud))
     protected(cloud, pb, store)
     path = tmp_path / "shop.yaml"
     path.write_text(NETWORKED)
@@ -186,7 +187,7 @@ def test_a_daemon_that_takes_the_lead_cleans_up_dead_drills(cloud: FakeCloud, st
 
 def test_the_drill_job_and_command(cloud: FakeCloud, store: Store, pb: Playbook, tmp_path: Path, fake_cli: None,
                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(jobs, "make_drivers", lambda _kinds: fake_drivers(cloud))
+    monkeypatch.setattr(drivers_module, "make_drivers", lambda _kinds: fake_drivers(cloud))
     protected(cloud, pb, store)
     path = tmp_path / "shop.yaml"
     path.write_text(NETWORKED)

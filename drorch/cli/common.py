@@ -22,16 +22,11 @@ if TYPE_CHECKING:
     from drorch.store import Run, Step
 
 
-@contextlib.contextmanager
-def drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
+def drivers(pb: Playbook) -> contextlib.AbstractContextManager[dict[WorkloadKind, Driver]]:
     """The real drivers of the kinds the playbook uses, closed afterwards."""
-    from drorch.drivers import close_drivers, make_drivers
+    from drorch.drivers import playbook_drivers
 
-    made = make_drivers({w.kind for w in pb.workloads})
-    try:
-        yield made
-    finally:
-        close_drivers(made)
+    return playbook_drivers(pb)
 
 
 def live_snapshot(pb: Playbook) -> Snapshot:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 from drorch.drivers.base import Driver
-from drorch.playbook import WorkloadKind
+from drorch.playbook import Playbook, WorkloadKind
 
 
 def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
@@ -25,3 +26,13 @@ def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
 def close_drivers(drivers: Mapping[WorkloadKind, Driver]) -> None:
     for d in drivers.values():
         d.close()
+
+
+@contextlib.contextmanager
+def playbook_drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
+    """The real drivers of the kinds the playbook uses, closed when the caller is done with them."""
+    made = make_drivers({w.kind for w in pb.workloads})
+    try:
+        yield made
+    finally:
+        close_drivers(made)
