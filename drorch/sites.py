@@ -1,9 +1,9 @@
 """Reaching the sites: each host's endpoint per technology, and both sites' inventory asked at once.
 
-Every host is asked by a bounded pool of threads. A host has `answer_timeout_s` (per site) from its first
-question to answer all of them; one that does not is reported as not answering and none of its questions
-is waited on again. A thread stuck in a host that hangs is left behind (it is a daemon thread) and the pool
-gets a fresh one, so one dead host never holds up the others."""
+Every host is asked by a bounded pool of threads. Each daemon of a host (its libvirt, its Docker) has
+`answer_timeout_s` (per site) from its first question to answer them all; one that does not is reported as
+not answering and none of its questions is waited on again. A thread stuck in a daemon that hangs is left
+behind (it is a daemon thread) and the pool gets a fresh one, so one dead host never holds up the others."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint
 
 @dataclass
 class _Question:
-    host: tuple[str, str]  # (site, host name)
+    daemon: tuple[str, str, str]  # (site, host name, endpoint): one daemon of one host
     call: Callable[[Endpoint], Any]
     ep: Endpoint
     done: threading.Event = field(default_factory=threading.Event)
@@ -64,8 +64,8 @@ class _Asking:
             self._todo.put(q)
         self._timeouts = timeouts
         self._lock = threading.Lock()
-        self._started: dict[tuple[str, str], float] = {}  # when each host got its first question
-        self._given_up: dict[tuple[str, str], BaseException] = {}  # hosts not asked again, and why
+        self._started: dict[tuple[str, str, str], float] = {}  # when each daemon got its first question
+        self._given_up: dict[tuple[str, str, str], BaseException] = {}  # daemons not asked again, and why
         self._threads = max(1, min(threads, len(questions)))
         for _ in range(self._threads):
             self._worker()
@@ -80,25 +80,25 @@ class _Asking:
             except queue.Empty:
                 return
             with self._lock:
-                gone = self._given_up.get(q.host)
-                self._started.setdefault(q.host, time.monotonic())
+                gone = self._given_up.get(q.daemon)
+                self._started.setdefault(q.daemon, time.monotonic())
             try:
                 q.answer = gone if gone is not None else q.call(q.ep)
             except DrorchError as exc:
                 q.answer = exc
                 with self._lock:
-                    self._given_up.setdefault(q.host, exc)
+                    self._given_up.setdefault(q.daemon, exc)
             except BaseException as exc:  # a bug: raised in the asking thread
                 q.answer = exc
             q.done.set()
 
     def answer(self, q: _Question) -> Any:
-        """The question's answer, or why its host was given up on; waits at most until the host's deadline."""
-        timeout = self._timeouts[q.host[0]]
+        """The question's answer, or why its daemon was given up on; waits at most until the daemon's deadline."""
+        timeout = self._timeouts[q.daemon[0]]
         while True:
             with self._lock:
-                started = self._started.get(q.host)
-                gone = self._given_up.get(q.host)
+                started = self._started.get(q.daemon)
+                gone = self._given_up.get(q.daemon)
             if gone is not None and not q.done.is_set():
                 return gone
             left = 0.05 if started is None else started + timeout - time.monotonic()
@@ -110,7 +110,7 @@ class _Asking:
     def _give_up(self, q: _Question, timeout: float) -> BaseException:
         why = SiteUnreachable(f"site {q.ep.site} host {q.ep.host}: {q.ep.shown} did not answer within {timeout:g} s")
         with self._lock:
-            gone = self._given_up.setdefault(q.host, why)
+            gone = self._given_up.setdefault(q.daemon, why)
         self._worker()  # the stuck thread stays with the host; the others go on with a fresh one
         return gone
 
@@ -122,7 +122,7 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
     asks = [(inv, kind, driver, ep) for inv, host in placed
             for kind, driver in drivers.items() if (ep := endpoint_of(inv.site, host, kind)) is not None]
     # A host's facts and its workloads are two questions, asked side by side like every other host's.
-    questions = [_Question((inv.site, inv.host), call, ep)
+    questions = [_Question((inv.site, inv.host, ep.uri), call, ep)
                  for inv, _, driver, ep in asks for call in (driver.host_facts, driver.inventory)]
     asking = _Asking(questions, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
     answers = [asking.answer(q) for q in questions]

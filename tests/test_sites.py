@@ -70,3 +70,18 @@ def test_every_host_is_asked_at_once() -> None:
     snap = snapshot(pb, {WorkloadKind.CONTAINER: fake_drivers(cloud)[WorkloadKind.CONTAINER]})
     assert time.monotonic() - start < 0.2 * 80 / 2  # 80 questions of 0.2 s: far less than one after another
     assert len([w for inv in snap.hosts for w in inv.workloads]) == 20 and not any(inv.errors for inv in snap.hosts)
+
+
+def test_one_daemon_down_leaves_the_hosts_other_daemon_asked() -> None:
+    pb = parse_playbook("name: two\nprimary: a\nsecondary: b\nsites:\n"
+                        "  a: {hosts: [{name: a1, libvirt: 'fake://a1/libvirt', docker: 'fake://a1/docker'}]}\n"
+                        "  b: {hosts: [{name: b1, libvirt: 'fake://b1/libvirt', docker: 'fake://b1/docker'}]}\n"
+                        "workloads:\n  - {match: '*', kind: container, strategy: redeploy}\n", "two.yaml")
+    cloud = FakeCloud()
+    for uri in ("fake://a1/libvirt", "fake://a1/docker", "fake://b1/libvirt", "fake://b1/docker"):
+        cloud.sites[uri] = FakeSite()
+    cloud.sites["fake://b1/libvirt"].reachable = False
+    cloud.sites["fake://b1/docker"].workloads["web"] = FakeWorkload(WorkloadKind.CONTAINER)
+    snap = snapshot(pb, fake_drivers(cloud), threads=1)
+    (b1,) = snap.site("b")
+    assert list(b1.errors) == [WorkloadKind.VM] and [w.name for w in b1.workloads] == ["web"]
