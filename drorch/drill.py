@@ -85,7 +85,7 @@ class Drill:
         """Clone, check and time every workload a disaster failover would start, then tear it all down."""
         self.clean_up(pb.name)
         key = drill_key(pb.name)
-        self.engine.take([key], None)
+        self.engine.locks.take([key], None)
         try:
             run, steps = self._record(pb, playbook_path)
         except BaseException:

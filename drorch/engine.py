@@ -8,26 +8,24 @@ keep a playbook and each workload in one running operation at a time, and outliv
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from drorch import preflight
 from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
 from drorch.hooks import HookResult, run_hooks
-from drorch.host import pid_alive, run_alive
+from drorch.host import run_alive
 from drorch.inventory import Snapshot
-from drorch.planner import ACTING, MOVING, Action, Plan, PlanItem, disaster_plan, plan
+from drorch.locks import Locks, playbook_key
+from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
 from drorch.playbook import (
     STRATEGIES,
     CommitDefault,
@@ -35,16 +33,15 @@ from drorch.playbook import (
     Hook,
     Hooks,
     Playbook,
-    Resources,
     WorkloadKind,
 )
 from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
-from drorch.sites import endpoint_of, find_host, host_endpoint, site_endpoints, snapshot
+from drorch.run_steps import FENCE_WAVE, recorded_request, steps_for
+from drorch.sites import host_endpoint, site_endpoints, snapshot
 from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
-FENCE_WAVE = "fence"
 
 
 class FencingRequired(DrorchError):
@@ -64,85 +61,9 @@ class StepEvent:
 Reporter = Callable[[StepEvent], None]
 
 
-def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
-    """The request a step recorded, its endpoints read again from the playbook: the store keeps URIs
-    without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
-    assert step.request is not None, "a moving step carries its request"
-    req = MoveRequest.from_dict(json.loads(step.request))
-    kind = WorkloadKind(step.kind)
-
-    def current(ep: Endpoint) -> Endpoint:
-        host = find_host(pb, ep.site, ep.host)
-        return (endpoint_of(ep.site, host, kind) if host is not None else None) or ep
-
-    return dataclasses.replace(req, source=current(req.source), target=current(req.target))
-
-
-def check_playbook(
-    pb: Playbook, snap: Snapshot, drivers: Mapping[WorkloadKind, Driver]
-) -> tuple[Plan, list[preflight.Finding]]:
-    """Everything `drorch validate` checks: the plan's problems, pre-flight over the snapshot, and the
-    drivers' live checks (none when working from a saved snapshot without drivers)."""
-    the_plan = plan(pb, snap, pb.primary, pb.secondary)
-    findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
-    findings += preflight.check(pb, snap, the_plan)
-    for item in the_plan.items:
-        if item.action in MOVING and item.kind in drivers:
-            findings += [preflight.Finding(("workloads", item.entry), m)
-                         for m in drivers[item.kind].preflight(move_request(pb, the_plan, item))]
-    return the_plan, findings
-
-
-def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
-    """What the driver is asked to do for one moving item of the plan."""
-    assert item.from_host is not None and item.to_host is not None, "only moving items have both hosts"
-    resized = item.after is not None and item.after != item.before
-    return MoveRequest(
-        workload=item.workload,
-        strategy=item.strategy,
-        source=host_endpoint(pb, plan.source, item.from_host, item.kind),
-        target=host_endpoint(pb, plan.target, item.to_host, item.kind),
-        mappings=item.mappings,
-        resources=Resources(vcpus=item.after.vcpus or None, memory_mib=item.after.memory_mib or None)
-        if resized and item.after is not None else None,
-        controls=pb.migration_for(pb.workloads[item.entry]),
-    )
-
-
 def _as_utc(dt: datetime) -> datetime:
     """SQLite hands datetimes back without their zone; they were written in UTC."""
     return dt if dt.tzinfo else dt.replace(tzinfo=utcnow().tzinfo)
-
-
-def playbook_key(pb: Playbook) -> str:
-    return f"playbook/{pb.name}"
-
-
-def _steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
-    """The run's rows: per wave its approval, its before hooks, its workloads, its after hooks."""
-    def row(kind: str, workload: str, wave: str, **kw: Any) -> Step:
-        return Step(run_id=0, seq=0, kind=kind, workload=workload, strategy=str(kw.pop("strategy", "-")),
-                    source_site=the_plan.source, target_site=the_plan.target, wave=wave, **kw)
-
-    steps = []
-    if disaster:
-        steps.append(row(StepKind.FENCE, f"site {the_plan.source}", FENCE_WAVE))
-    for name in dict.fromkeys(i.wave for i in the_plan.items):
-        wave = pb.wave(name)
-        if wave.approval:
-            steps.append(row(StepKind.APPROVAL, f"wave {name}", name))
-        if wave.hooks.before:
-            steps.append(row(StepKind.HOOK, f"wave {name} before", name, detail=json.dumps({"phase": "before"})))
-        for item in (i for i in the_plan.items if i.wave == name):
-            req = move_request(pb, the_plan, item) if item.action in MOVING else None
-            steps.append(row(item.kind, item.workload, name, strategy=item.strategy, action=item.action,
-                             from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
-                             request=req.to_json() if req else None))
-        if wave.hooks.after:
-            steps.append(row(StepKind.HOOK, f"wave {name} after", name, detail=json.dumps({"phase": "after"})))
-    for seq, step in enumerate(steps, 1):
-        step.seq = seq
-    return steps
 
 
 @dataclass
@@ -178,50 +99,7 @@ class Engine:
         self.kill_at = kill_at  # fault injection: SIGKILL this process at its kill_at-th step transition
         self._transitions = 0
         self._write = threading.Lock()
-
-    # --- locks ---------------------------------------------------------------------------------------------
-
-    def _held(self, lock: Lock) -> str:
-        if lock.run_id is None:
-            return f"{lock.key} is being planned by pid {lock.pid} on {lock.host}"
-        run = self.store.run(lock.run_id)
-        what = f"run {run.id} ({run.operation} of {run.playbook}, pid {run.pid} on {run.host}, started " \
-               f"{run.started_at:%Y-%m-%d %H:%M:%S})"
-        if run.state is RunState.PENDING_COMMIT:
-            return f"{lock.key} is held by {what}, which waits: drorch commit {run.id} or drorch rollback {run.id}"
-        if run.state is RunState.RUNNING and not run_alive(run.host, run.pid, self.host):
-            return f"{lock.key} is held by interrupted {what}: drorch resume {run.id} or drorch abort {run.id}"
-        return f"{lock.key} is held by {what}"
-
-    def take(self, keys: list[str], run_id: int | None) -> None:
-        """Take the keys or raise WorkloadBusy naming the holder; a lock whose planner died is dropped."""
-        for _ in range(3):
-            held = self.store.take_locks(keys, run_id, os.getpid(), self.host)
-            if held is None:
-                return
-            stale_plan = held.run_id is None and held.host == self.host and not pid_alive(held.pid)
-            ended = held.run_id is not None and self.store.run(held.run_id).state not in (
-                RunState.RUNNING, RunState.PENDING_COMMIT)
-            if not (stale_plan or ended):
-                raise WorkloadBusy(self._held(held))
-            self.store.drop_lock(held)
-        raise WorkloadBusy(f"could not take {', '.join(keys)}: locks keep changing hands")
-
-    def _retake(self, pb: Playbook, run_id: int) -> None:
-        """A run that had ended and acts again takes its playbook and workloads back."""
-        keys = {f"{s.kind}/{s.workload}" for s in self.store.steps(run_id) if s.action in ACTING}
-        self.take([playbook_key(pb), *sorted(keys)], run_id)
-
-    @contextlib.contextmanager
-    def claim(self, pb: Playbook) -> Iterator[None]:
-        """Hold the playbook while its run is planned; `start` hands the lock to the run."""
-        key = playbook_key(pb)
-        self.take([key], None)
-        try:
-            yield
-        except BaseException:
-            self.store.drop_lock(Lock(key=key, run_id=None, pid=os.getpid(), host=self.host))
-            raise
+        self.locks = Locks(store, self.host)
 
     # --- starting ----------------------------------------------------------------------------------------------
 
@@ -246,11 +124,11 @@ class Engine:
         run = Run(operation=operation, playbook=pb.name, playbook_path=playbook_path, source_site=the_plan.source,
                   target_site=the_plan.target, state=RunState.RUNNING, pid=os.getpid(), host=self.host,
                   mode="disaster" if disaster else "planned")
-        steps = _steps_for(pb, the_plan, disaster)
+        steps = steps_for(pb, the_plan, disaster)
         if disaster:
             steps[0].detail = json.dumps({"confirmed": confirmed})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
-        self.take(keys, None)  # refused before anything is recorded
+        self.locks.take(keys, None)  # refused before anything is recorded
         try:
             self.store.add_run(run, steps)
         except BaseException:
@@ -265,7 +143,7 @@ class Engine:
                 disaster: bool = False, confirmed: bool = False,
                 check: Callable[[Plan], None] | None = None) -> Run:
         """Plan and run a failover or failback; `check` may refuse the plan before anything is recorded."""
-        with self.claim(pb):
+        with self.locks.claim(pb):
             the_plan, snap = self.plan_for(pb, source, target, disaster)
             if check is not None:
                 check(the_plan)
@@ -606,7 +484,7 @@ class Engine:
                 raise WorkloadBusy(f"run {run_id} is still running (pid {run.pid} on {run.host})")
             self.store.adopt_locks(run_id, os.getpid(), self.host)
         else:
-            self._retake(pb, run_id)
+            self.locks.retake(pb, run_id)
         for s in self.store.steps(run_id):
             if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
                 s.state = StepState.PENDING
@@ -676,7 +554,7 @@ class Engine:
         if run.state is RunState.ROLLED_BACK:
             raise UsageError(f"run {run_id} was already rolled back")
         if run.state is not RunState.PENDING_COMMIT:
-            self._retake(pb, run_id)
+            self.locks.retake(pb, run_id)
         run.state, run.pid, run.host, run.ended_at = RunState.RUNNING, os.getpid(), self.host, None
         self.store.save(run)
         live = _Live(pb, run, self.store.steps(run_id))

@@ -325,8 +325,8 @@ def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
 
     down = {k: e for inv in snap.site(target) for k, e in inv.errors.items()}
     served = {k for h in hosts for k in h.kinds}
-    todo = sorted((c for c in candidates if c.info is not None and not c.on_target), key=lambda c: c.name)
-    for c in sorted(todo, key=order):
+    candidates.sort(key=lambda c: c.name)  # once: every later order is a stable sort on an integer
+    for c in sorted((c for c in candidates if c.info is not None and not c.on_target), key=order):
         spec, tier, size = c.spec, pb.tier_of(c.spec), c.size
         host = index.best_fit(spec.kind, size, spec.anti_affinity)
         if host is None and spec.kind in down and spec.kind not in served:
@@ -401,13 +401,13 @@ def _order(
     """Waves in playbook order; inside a wave, dependencies first, then tier priority, then playbook order."""
     waves = pb.wave_names()
     position = {w: at for at, w in enumerate(waves)}
-    by_name = {c.name: c for c in candidates}
+    by_name = {c.name: c for c in sorted(candidates, key=lambda c: c.name)}  # at once when sorted already
     in_wave: dict[str, dict[str, _Candidate]] = {w: {} for w in waves}
     for name, c in by_name.items():
         in_wave.setdefault(pb.wave_of(c.spec), {})[name] = c
     mappings: dict[int, Mappings] = {}  # per playbook entry: the same for every workload it selects
-    # Tier priority, then playbook entry, then name: one integer per workload, and a stable sort by name
-    # before it, so that an estate's plan does not make a tuple per workload.
+    # Tier priority, then playbook entry, then name: one integer per workload, sorted stably over members
+    # kept in name order, so that an estate's plan does not make a tuple per workload.
     span = len(pb.workloads)
     items: list[PlanItem] = []
     for wave in waves:
@@ -427,7 +427,7 @@ def _order(
         def rank(n: str, members: dict[str, _Candidate] = members) -> int:
             return pb.tier_of(members[n].spec).priority * span + members[n].entry
 
-        done = sorted(sorted(n for n in members if n not in waiting), key=rank)
+        done = sorted((n for n in members if n not in waiting), key=rank)  # members are in name order
         if waiting:
             done = _after_dependencies(done, rank, waiting, dependents)
         if len(done) < len(members):

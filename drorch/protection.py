@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from drorch.drivers.base import Driver
-from drorch.engine import move_request
 from drorch.errors import DrorchError
 from drorch.planner import MOVING, Action, plan
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import naive, utcnow
+from drorch.run_steps import move_request
 from drorch.sites import snapshot
 from drorch.store import RecoveryPoint, Store
 

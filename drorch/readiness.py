@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from drorch.drivers.base import Driver
-from drorch.engine import check_playbook
 from drorch.planner import MOVING
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.protection import rpo_status
 from drorch.redact import redact
+from drorch.run_steps import check_playbook
 from drorch.sites import snapshot
 from drorch.store import ReadinessCheck, Store
 

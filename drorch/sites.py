@@ -66,8 +66,7 @@ class _Asking:
         self._lock = threading.Lock()
         self._started: dict[tuple[str, str, str], float] = {}  # when each daemon got its first question
         self._given_up: dict[tuple[str, str, str], BaseException] = {}  # daemons not asked again, and why
-        self._threads = max(1, min(threads, len(questions)))
-        for _ in range(self._threads):
+        for _ in range(max(1, min(threads, len(questions)))):
             self._worker()
 
     def _worker(self) -> None:

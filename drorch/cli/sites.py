@@ -186,8 +186,8 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
 @app.command()
 def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     """Check the playbook against both sites: every problem as file:line:col, exit 1 on any error."""
-    from drorch.engine import check_playbook
     from drorch.playbook import read_playbook
+    from drorch.run_steps import check_playbook
     from drorch.sites import snapshot
 
     try:

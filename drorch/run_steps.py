@@ -1,0 +1,92 @@
+"""What a run is made of: its steps, made from a plan, and the request each moving step gives its driver
+(made from the plan, or read back from the step for a resumed run). No I/O but the drivers' pre-flight."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from drorch import preflight
+from drorch.drivers.base import Driver, Endpoint, MoveRequest
+from drorch.inventory import Snapshot
+from drorch.planner import MOVING, Plan, PlanItem, plan
+from drorch.playbook import Playbook, Resources, WorkloadKind
+from drorch.records import StepKind
+from drorch.sites import endpoint_of, find_host, host_endpoint
+from drorch.store import Step
+
+FENCE_WAVE = "fence"
+
+
+def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
+    """The request a step recorded, its endpoints read again from the playbook: the store keeps URIs
+    without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
+    assert step.request is not None, "a moving step carries its request"
+    req = MoveRequest.from_dict(json.loads(step.request))
+    kind = WorkloadKind(step.kind)
+
+    def current(ep: Endpoint) -> Endpoint:
+        host = find_host(pb, ep.site, ep.host)
+        return (endpoint_of(ep.site, host, kind) if host is not None else None) or ep
+
+    return dataclasses.replace(req, source=current(req.source), target=current(req.target))
+
+
+def check_playbook(
+    pb: Playbook, snap: Snapshot, drivers: Mapping[WorkloadKind, Driver]
+) -> tuple[Plan, list[preflight.Finding]]:
+    """Everything `drorch validate` checks: the plan's problems, pre-flight over the snapshot, and the
+    drivers' live checks (none when working from a saved snapshot without drivers)."""
+    the_plan = plan(pb, snap, pb.primary, pb.secondary)
+    findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
+    findings += preflight.check(pb, snap, the_plan)
+    for item in the_plan.items:
+        if item.action in MOVING and item.kind in drivers:
+            findings += [preflight.Finding(("workloads", item.entry), m)
+                         for m in drivers[item.kind].preflight(move_request(pb, the_plan, item))]
+    return the_plan, findings
+
+
+def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
+    """What the driver is asked to do for one moving item of the plan."""
+    assert item.from_host is not None and item.to_host is not None, "only moving items have both hosts"
+    resized = item.after is not None and item.after != item.before
+    return MoveRequest(
+        workload=item.workload,
+        strategy=item.strategy,
+        source=host_endpoint(pb, plan.source, item.from_host, item.kind),
+        target=host_endpoint(pb, plan.target, item.to_host, item.kind),
+        mappings=item.mappings,
+        resources=Resources(vcpus=item.after.vcpus or None, memory_mib=item.after.memory_mib or None)
+        if resized and item.after is not None else None,
+        controls=pb.migration_for(pb.workloads[item.entry]),
+    )
+
+
+def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
+    """The run's rows: per wave its approval, its before hooks, its workloads, its after hooks."""
+    def row(kind: str, workload: str, wave: str, **kw: Any) -> Step:
+        return Step(run_id=0, seq=0, kind=kind, workload=workload, strategy=str(kw.pop("strategy", "-")),
+                    source_site=the_plan.source, target_site=the_plan.target, wave=wave, **kw)
+
+    steps = []
+    if disaster:
+        steps.append(row(StepKind.FENCE, f"site {the_plan.source}", FENCE_WAVE))
+    for name in dict.fromkeys(i.wave for i in the_plan.items):
+        wave = pb.wave(name)
+        if wave.approval:
+            steps.append(row(StepKind.APPROVAL, f"wave {name}", name))
+        if wave.hooks.before:
+            steps.append(row(StepKind.HOOK, f"wave {name} before", name, detail=json.dumps({"phase": "before"})))
+        for item in (i for i in the_plan.items if i.wave == name):
+            req = move_request(pb, the_plan, item) if item.action in MOVING else None
+            steps.append(row(item.kind, item.workload, name, strategy=item.strategy, action=item.action,
+                             from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
+                             request=req.to_json() if req else None))
+        if wave.hooks.after:
+            steps.append(row(StepKind.HOOK, f"wave {name} after", name, detail=json.dumps({"phase": "after"})))
+    for seq, step in enumerate(steps, 1):
+        step.seq = seq
+    return steps
