@@ -91,6 +91,7 @@ class History:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
         self.path = sqlite_path(self.url)
+        self._checked = False  # a store file at rest is checked once, however many reads follow
 
     def runs(self, limit: int) -> list[Record]:
         if self.path is None:
@@ -121,8 +122,9 @@ class History:
         assert path is not None
         if not path.exists():
             return []
-        if not path.with_name(f"{path.name}-wal").exists():  # one in use elsewhere is drorch's, and whole
+        if not self._checked and not path.with_name(f"{path.name}-wal").exists():  # one in use is drorch's
             refuse_unusable(path, *at_rest(path))
+        self._checked = True
         try:
             with contextlib.closing(_read_only(path)) as db:
                 db.execute("PRAGMA busy_timeout=30000")
