@@ -48,7 +48,7 @@ class PlanRefused(PlaybookError):
 
 
 class SiteUnreachable(DrorchError):
-    """A site's libvirt or Docker endpoint does not answer."""
+    """A site's libvirt, Docker or Podman endpoint does not answer, or answers as another engine."""
 
 
 class MoveFailed(DrorchError):

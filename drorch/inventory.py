@@ -39,7 +39,9 @@ class HostFacts:
     networks: tuple[str, ...] = ()
     pools: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
-    checkpoints: bool | None = None  # container checkpoints possible (Docker with --experimental)
+    checkpoints: bool | None = None  # container checkpoints possible (Docker with --experimental, rootful Podman)
+    engine: str | None = None  # the container engine: docker or podman
+    checkpoint_problem: str | None = None  # why checkpoints are not possible, as "Podman runs rootless: ..."
 
 
 @dataclass

@@ -85,13 +85,21 @@ class Host(_Model):
     name: Name
     libvirt: str | None = Field(None, description="libvirt URI of the host's hypervisor; qemu+tls:// for TLS")
     docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock or tcp://host:2376")
+    podman: str | None = Field(None, description="rootful Podman service, e.g. unix:///run/podman/podman.sock or "
+                               "tcp://host:8888; a host runs Docker or Podman, not both")
     tls: ClientTLS | None = Field(None, description="client certificate for a tcp:// Docker endpoint")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
     max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this host")
 
     def endpoint(self, kind: WorkloadKind) -> str | None:
-        return self.libvirt if kind is WorkloadKind.VM else self.docker
+        return self.libvirt if kind is WorkloadKind.VM else self.docker or self.podman
+
+    def engine(self, kind: WorkloadKind) -> str:
+        """The technology that answers for `kind` on this host: libvirt, docker or podman."""
+        if kind is WorkloadKind.VM:
+            return "libvirt"
+        return "podman" if self.podman and not self.docker else "docker"
 
 
 class Site(_Model):
@@ -404,9 +412,12 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             if host.name in seen_hosts:
                 problems.append((("sites", site_name, "hosts", h, "name"), f"host {host.name!r} is listed twice"))
             seen_hosts.add(host.name)
-            if host.libvirt is None and host.docker is None:
+            if host.libvirt is None and host.docker is None and host.podman is None:
                 problems.append((("sites", site_name, "hosts", h),
-                                 f"host {host.name!r} has neither libvirt nor docker"))
+                                 f"host {host.name!r} has none of libvirt, docker or podman"))
+            if host.docker is not None and host.podman is not None:
+                problems.append((("sites", site_name, "hosts", h, "podman"), f"host {host.name!r} lists both docker "
+                                 "and podman: a host's containers are run by one engine"))
     for field in MAPPING_FIELDS:
         targets: dict[object, object] = {}
         for src, dst in getattr(pb.mappings, field).items():
@@ -459,7 +470,7 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
         for role in ("primary", "secondary"):
             site = getattr(pb, role)
             if site in pb.sites and not any(h.endpoint(w.kind) for h in pb.sites[site].hosts):
-                tech = "libvirt" if w.kind is WorkloadKind.VM else "docker"
+                tech = "libvirt" if w.kind is WorkloadKind.VM else "docker or podman"
                 problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site "
                                  f"{site!r}"))
     for i, cycle in _cycles(pb):

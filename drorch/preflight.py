@@ -57,13 +57,39 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
                                          f"{item.to_host} ({', '.join(there) or 'none'})"))
         if item.kind is WorkloadKind.CONTAINER:
             found.extend(_container(pb, item.entry, what, info.image, info.ports, item.mappings, source, target,
-                                    item.strategy, plan.target))
+                                    plan.target))
+            if item.strategy is Strategy.CHECKPOINT:
+                found.extend(_checkpoint(what, source, target, sites))
     return found
 
 
+def _checkpoint(what: str, source: HostInventory, target: HostInventory, sites: dict[str, dict[str, int]]
+                ) -> list[Finding]:
+    """Why a checkpoint move between these two hosts becomes a redeploy, pointed at the host to blame."""
+    src, dst = source.facts.get(WorkloadKind.CONTAINER), target.facts.get(WorkloadKind.CONTAINER)
+    if src is None or dst is None:
+        return []
+    blame: list[tuple[HostInventory, str]] = []
+    if src.engine and dst.engine and src.engine != dst.engine:
+        blame.append((target, f"a {_engine(src.engine)} checkpoint from host {source.host} cannot be restored by "
+                              f"{_engine(dst.engine)} on site {target.site} host {target.host}"))
+    else:
+        for inv, facts in ((source, src), (target, dst)):
+            if not facts.checkpoints:
+                problem = facts.checkpoint_problem or "has no checkpoint support"
+                blame.append((inv, f"{_engine(facts.engine or 'docker')} on site {inv.site} host {inv.host} "
+                                   f"{problem}"))
+    return [Finding(("sites", inv.site, "hosts", sites[inv.site][inv.host]),
+                    f"{what}: {why}: the move falls back to a redeploy", error=False)
+            for inv, why in blame if inv.host in sites.get(inv.site, {})]
+
+
+def _engine(name: str) -> str:
+    return "Podman" if name == "podman" else "Docker"
+
+
 def _container(pb: Playbook, entry: int, what: str, image: str | None, ports: tuple[int, ...],
-               mappings: Mappings, source: HostInventory, target: HostInventory, strategy: Strategy,
-               target_site: str) -> list[Finding]:
+               mappings: Mappings, source: HostInventory, target: HostInventory, target_site: str) -> list[Finding]:
     found = []
     src, dst = source.facts.get(WorkloadKind.CONTAINER), target.facts.get(WorkloadKind.CONTAINER)
     if image and src is not None and dst is not None:
@@ -78,8 +104,4 @@ def _container(pb: Playbook, entry: int, what: str, image: str | None, ports: tu
             found.append(Finding(_mapping_loc(pb, entry, "ports", port),
                                  f"{what}: port {mappings.port(port)} is already published on site {target_site} "
                                  f"host {target.host}"))
-    if strategy is Strategy.CHECKPOINT and not (src and src.checkpoints and dst and dst.checkpoints):
-        found.append(Finding(("workloads", entry, "strategy"),
-                             f"{what}: Docker on one of the hosts runs without checkpoint support: the move "
-                             "falls back to a redeploy", error=False))
     return found

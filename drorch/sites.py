@@ -28,7 +28,8 @@ def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     if uri is None:
         return None
     tls = (host.tls.ca, host.tls.cert, host.tls.key) if host.tls and kind is WorkloadKind.CONTAINER else None
-    return Endpoint(site, uri, host.migration_address, host.name, tls)
+    engine = host.engine(kind) if kind is WorkloadKind.CONTAINER else ""
+    return Endpoint(site, uri, host.migration_address, host.name, tls, engine)
 
 
 def find_host(pb: Playbook, site: str, name: str) -> Host | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from integration import labctl
+from integration import lab_podman, labctl
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixture: drorch as a process
 
@@ -68,6 +68,16 @@ def container_counts(site: str, name: str) -> list[int]:
     return [int(n) for n in re.findall(r"^count (\d+)", logs, re.M)]
 
 
+def podman_counts(site: str, name: str) -> list[int]:
+    """The counts a container on the site's Podman printed, since it was created there."""
+    api = lab_podman.client(labctl.SITES[site])
+    try:
+        logs = api.logs(name).decode()
+    finally:
+        api.close()
+    return [int(n) for n in re.findall(r"^count (\d+)", logs, re.M)]
+
+
 def where(name: str) -> dict[str, list[str]]:
     """Sites where each kind of lab workload with this name runs, from the lab's own view."""
     st = labctl.status()
@@ -84,6 +94,8 @@ def fresh_lab(lab: None) -> Iterator[None]:
     wait_until(lambda: max(vm_counts("a"), default=0) >= 3, "the VM's counter")
     for name in labctl.CONTAINERS:
         wait_until(lambda n=name: max(container_counts("a", n), default=0) >= 3, f"{name}'s counter")
+    for name in lab_podman.CONTAINERS:
+        wait_until(lambda n=name: max(podman_counts("a", n), default=0) >= 3, f"{name}'s counter")
     yield
 
 

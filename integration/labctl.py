@@ -1,51 +1,57 @@
 """The two-site lab: site A (primary) and site B (secondary) on one machine.
 
 Each site has its own libvirtd (QEMU driver) in a private mount and UTS namespace, so libvirt sees two
-hosts, and its own dockerd with CRIU. The lab builds a tiny guest (Debian kernel + busybox initramfs
-printing a counter on the serial console) and a busybox container image printing a counter, then runs
-one VM and two containers on site A. Every daemon is recorded by pid and stopped by that pid only.
+hosts, and its own dockerd and Podman service (lab_podman) with CRIU. The lab builds a tiny guest (Debian
+kernel + busybox initramfs printing a counter on the serial console) and a busybox container image
+printing a counter, then runs one VM, two Docker containers and two Podman containers on site A. Every
+daemon is recorded by pid and stopped by that pid only.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import libvirt
 
-from drorch.host import pid_alive
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
-from integration import lab_pki
+from integration import lab_pki, lab_podman
+from integration.lab_base import (
+    CONTAINER_MEMORY,
+    COUNTER_SCRIPT,
+    CRIU_BIN,
+    IMAGE,
+    LAB,
+    OUTSIDE,
+    PKI,
+    SITES,
+    VM_NAME,
+    Site,
+    image_tar,
+    log,
+    outside,
+    read_pid,
+    run,
+    stop_pid,
+    wait_for,
+)
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions anyway
 
-LAB = Path(os.environ.get("DRORCH_LAB_DIR", "/var/lib/drorch-lab"))
 GUEST = LAB / "guest"
-CRIU_BIN = LAB / "criu" / "bin"
-IMAGE = "drorch-lab/counter:1"
-VM_NAME = "lab-vm"
 VM_DISK = f"{VM_NAME}.qcow2"  # in site a's pool; a move takes it along
 CHECKPOINT_CONTAINER = "lab-counter"
 REDEPLOY_CONTAINER = "lab-redeploy"
 CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
-COUNTER_SCRIPT = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done'
-CONTAINER_MEMORY = "256m"
 SERIAL_LOG = f"/var/log/libvirt/qemu/{VM_NAME}.serial"
-PKI = LAB / "pki"  # site b serves libvirt, Docker and migration streams over TLS with these
 # Folders that each site's libvirtd sees privately: (path inside the namespace, folder under the site).
 PRIVATE = (
     ("/run/libvirt", "run"),
@@ -56,114 +62,9 @@ PRIVATE = (
 )
 
 
-@dataclass(frozen=True)
-class Site:
-    name: str
-    address: str
-    libvirt_port: int
-    migration_ports: tuple[int, int]
-    network: str  # the site's isolated libvirt network: no address, no DHCP, no route out
-    bridge: str
-    pool: str
-    tls_libvirt_port: int | None = None  # besides plain TCP (for the lab's own tools), TLS on these
-    tls_docker_port: int | None = None
-
-    @property
-    def root(self) -> Path:
-        return LAB / self.name
-
-    @property
-    def libvirt_uri(self) -> str:
-        return f"qemu+tcp://{self.address}:{self.libvirt_port}/system"
-
-    @property
-    def docker_sock(self) -> Path:
-        return self.root / "docker.sock"
-
-    @property
-    def docker_url(self) -> str:
-        return f"unix://{self.docker_sock}"
-
-    @property
-    def libvirt_tls_uri(self) -> str:
-        return f"qemu+tls://{self.address}:{self.tls_libvirt_port}/system?pkipath={PKI}"
-
-    @property
-    def docker_tls_url(self) -> str:
-        return f"tcp://{self.address}:{self.tls_docker_port}"
-
-    def pidfile(self, daemon: str) -> Path:
-        return self.root / f"{daemon}.pid"
-
-    def serial_log(self, vm: str = VM_NAME) -> Path:
-        """A VM's serial console log as seen from outside the site's namespace."""
-        return self.root / "log" / "qemu" / f"{vm}.serial"
-
-
-SITES = {
-    "a": Site("a", "127.0.0.1", 16601, (49200, 49215), "prod-net", "drlprod0", "prod-pool"),
-    "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool", 16612, 2376),
-}
-DAEMONS = ("virtlogd", "libvirtd", "dockerd")
-# What drorch must never see: each site's Docker data root (checkpoints, volumes) and libvirt storage.
-HIDDEN = ("docker/data", "pool", "lib")
-OUTSIDE = "DRORCH_LAB_OUTSIDE"  # set by `lab isolate`: a pid in the mount namespace the daemons live in
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
-
-
-def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
-
-
-# --- pids --------------------------------------------------------------------------------------------------
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
-
-
-def stop_pid(path: Path, what: str, timeout: float = 20.0) -> None:
-    pid = read_pid(path)
-    if pid is None:
-        path.unlink(missing_ok=True)
-        return
-    log(f"stopping {what} (pid {pid})")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        while pid_alive(pid):
-            time.sleep(0.05)
-    path.unlink(missing_ok=True)
-
-
-def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except Exception as exc:
-            last = exc
-        time.sleep(0.2)
-    raise SystemExit(f"[lab] timed out waiting for {what}: {last}")
-
-
-def outside() -> list[str]:
-    """A prefix that runs a command in the lab's own mount namespace, where the sites' data is, when this
-    process is isolated from it: daemons started from an isolated test must still see their own files."""
-    pid = os.environ.get(OUTSIDE)
-    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--"] if pid else []
+DAEMONS = ("virtlogd", "libvirtd", "dockerd", lab_podman.DAEMON)
+# What drorch must never see: each site's Docker data root (checkpoints, volumes), Podman storage and libvirt's.
+HIDDEN = ("docker/data", lab_podman.ROOT, "pool", "lib")
 
 
 # --- guest and image ---------------------------------------------------------------------------------------
@@ -229,27 +130,6 @@ def build_guest() -> None:
         ).stdout
         subprocess.run(["gzip", "-9"], input=cpio, check=True, stdout=initrd.open("wb"))
     log(f"guest ready in {GUEST}")
-
-
-def image_tar() -> bytes:
-    """A root file system of busybox-static and its applet links, as docker import wants it."""
-    applets = run(["/bin/busybox", "--list"]).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        for name in applets:
-            if name == "busybox":
-                continue
-            info = tarfile.TarInfo(f"bin/{name}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-        for d in ("tmp", "proc", "sys", "dev", "etc"):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 # --- daemons -----------------------------------------------------------------------------------------------
@@ -432,13 +312,16 @@ def remove_site_names(conn: libvirt.virConnect) -> None:
 
 
 def ensure_workloads(force: bool = False, vms: int = 1) -> None:
-    """The VMs and two containers on site A, unless they already run somewhere in the lab."""
+    """The VMs and the Docker and Podman containers on site A, unless they already run somewhere in the lab."""
     a = SITES["a"]
     conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
     clients = {s.name: docker.DockerClient(base_url=s.docker_url) for s in SITES.values()}
     try:
         if force:
             remove_workloads(conns, clients)
+            for site in SITES.values():
+                lab_podman.remove_all(site, images=False)
+        lab_podman.ensure_workloads(a)
         for vm in vm_names(vms):
             ensure_vm(conns, vm)
         ca = clients["a"]
@@ -559,6 +442,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     for site in SITES.values():
         start_libvirt(site)
         start_docker(site)
+        lab_podman.start(site)
         ensure_site_names(site)
     ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1))
     log("up")
@@ -580,6 +464,8 @@ def cmd_down(_: argparse.Namespace) -> None:
     for conn in conns.values():
         remove_site_names(conn)
     for site in SITES.values():
+        lab_podman.remove_all(site, images=True)
+        lab_podman.stop(site)
         for daemon in ("dockerd", "libvirtd", "virtlogd"):
             stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
     log("down")
@@ -594,6 +480,7 @@ def cmd_stop(args: argparse.Namespace) -> None:
 def cmd_lose(args: argparse.Namespace) -> None:
     """Site lost: its daemons stop (dockerd takes its containers down) and its guests die with them."""
     site = SITES[args.site]
+    lab_podman.lose(site)
     for daemon in ("dockerd", "libvirtd"):
         stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
     for pidfile in (site.root / "run" / "qemu").glob("*.pid"):
@@ -605,6 +492,8 @@ def cmd_start(args: argparse.Namespace) -> None:
     site = SITES[args.site]
     if args.daemon == "dockerd":
         start_docker(site)
+    elif args.daemon == lab_podman.DAEMON:
+        lab_podman.start(site)
     else:
         start_libvirt(site)
 
@@ -636,6 +525,7 @@ def status() -> dict[str, object]:
         info: dict[str, object] = {
             "libvirt": site.libvirt_uri,
             "docker": site.docker_url,
+            "podman": lab_podman.url(site),
             "daemons": {d: read_pid(site.pidfile(d)) for d in DAEMONS},
         }
         if read_pid(site.pidfile("libvirtd")):
@@ -646,6 +536,8 @@ def status() -> dict[str, object]:
             client = docker.DockerClient(base_url=site.docker_url)
             info["containers"] = sorted(c.name for c in client.containers.list())
             client.close()
+        if read_pid(site.pidfile(lab_podman.DAEMON)):
+            info["podman_containers"] = lab_podman.containers(site)
         out[site.name] = info
     return out
 
@@ -661,6 +553,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(f"site {name}: {daemons}")
         print(f"  vms: {', '.join(info.get('vms', [])) or '-'}")
         print(f"  containers: {', '.join(info.get('containers', [])) or '-'}")
+        print(f"  podman containers: {', '.join(info.get('podman_containers', [])) or '-'}")
 
 
 def main(argv: list[str] | None = None) -> int | None:
@@ -680,7 +573,7 @@ def main(argv: list[str] | None = None) -> int | None:
     for name, func in (("stop", cmd_stop), ("start", cmd_start)):
         sp = sub.add_parser(name, help=f"{name} one daemon of one site")
         sp.add_argument("site", choices=sorted(SITES))
-        sp.add_argument("daemon", choices=["libvirtd", "dockerd"])
+        sp.add_argument("daemon", choices=["libvirtd", "dockerd", lab_podman.DAEMON])
         sp.set_defaults(func=func)
     lose = sub.add_parser("lose", help="lose a site: its daemons stop and its guests die")
     lose.add_argument("site", choices=sorted(SITES))

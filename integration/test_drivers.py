@@ -1,4 +1,4 @@
-"""The driver contract suite against the real libvirt and Docker drivers on the lab."""
+"""The driver contract suite against the real libvirt and container drivers on the lab (Docker and Podman)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,28 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
-from drorch.drivers.docker import DockerDriver
+from drorch.drivers.containers import ContainerDriver
 from drorch.drivers.libvirt import LibvirtDriver
 from drorch.playbook import Mappings, Strategy
-from integration import labctl
+from integration import lab_podman, labctl
 from tests.driver_contract import DriverContract
 
 A, B = labctl.SITES["a"], labctl.SITES["b"]
 CASES = {
     "vm-live": (LibvirtDriver, labctl.VM_NAME, Strategy.LIVE),
-    "container-checkpoint": (DockerDriver, labctl.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
-    "container-redeploy": (DockerDriver, labctl.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
+    "container-checkpoint": (ContainerDriver, labctl.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
+    "container-redeploy": (ContainerDriver, labctl.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
+    "podman-checkpoint": (ContainerDriver, lab_podman.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
+    "podman-redeploy": (ContainerDriver, lab_podman.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
 }
 
 
 def endpoints(case: str) -> tuple[Endpoint, Endpoint]:
     if CASES[case][0] is LibvirtDriver:
         return (Endpoint("a", A.libvirt_uri, A.address), Endpoint("b", B.libvirt_uri, B.address))
+    if case.startswith("podman"):
+        return (Endpoint("a", lab_podman.url(A), host="a2", engine="podman"),
+                Endpoint("b", lab_podman.url(B), host="b2", engine="podman"))
     return Endpoint("a", A.docker_url), Endpoint("b", B.docker_url)
 
 
@@ -56,6 +61,8 @@ def reopen(case: str) -> Callable[[], Driver]:
 def unreachable(case: str) -> Endpoint:
     if CASES[case][0] is LibvirtDriver:
         return Endpoint("z", "qemu+tcp://127.0.0.1:1/system", "127.0.0.1")
+    if case.startswith("podman"):
+        return Endpoint("z", f"unix://{labctl.LAB}/no-such-podman.sock", engine="podman")
     return Endpoint("z", f"unix://{labctl.LAB}/no-such-daemon.sock")
 
 

@@ -1,5 +1,6 @@
 """What the real drivers decide about data that travels, without a daemon: container configs for the
-target, bind mounts and volumes, disk definitions and which pools can take a disk."""
+target, bind mounts and volumes, disk definitions and which pools can take a disk, and what a Podman
+checkpoint can carry."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.docker_config import clone_config, unmapped_binds, volumes
 from drorch.drivers.libvirt_storage import format_problem
 from drorch.drivers.libvirt_xml import point_disks_at, writable_disks
+from drorch.drivers.podman import import_obstacle, published
+from drorch.drivers.podman_engine import checkpoint_problem
 from drorch.playbook import Mappings, Strategy
 
 INSPECT: dict[str, Any] = {
@@ -70,3 +73,40 @@ def test_a_recorded_request_keeps_the_tls_files_and_no_secret() -> None:
     again = MoveRequest.from_dict(json.loads(json.dumps(req.to_dict())))
     assert again.source.tls == tls and again.target.tls is None
     assert again.source.uri == "tcp://a:2376?token=***" and again.target.uri == "qemu+tls://admin:***@b/system"
+
+
+PODMAN_INFO: dict[str, Any] = {"host": {"security": {"rootless": False},
+                                        "ociRuntime": {"name": "runc", "version": "runc version 1.1.5"}}}
+
+
+def test_podman_checkpoints_need_a_rootful_service_and_a_runtime_with_criu() -> None:
+    assert checkpoint_problem(PODMAN_INFO) is None
+    rootless = {"host": {**PODMAN_INFO["host"], "security": {"rootless": True}}}
+    assert checkpoint_problem(rootless) == "runs rootless: CRIU needs a rootful Podman service"
+    crun = {"host": {**PODMAN_INFO["host"], "ociRuntime": {"name": "crun", "version": "crun 1.8\n+SYSTEMD +SECCOMP"}}}
+    assert checkpoint_problem(crun) == "runs containers with crun, which was built without CRIU"
+    crun["host"]["ociRuntime"]["version"] += " +CRIU"
+    assert checkpoint_problem(crun) is None
+
+
+def test_an_imported_podman_checkpoint_keeps_image_network_and_size() -> None:
+    original = {"Config": {"Image": "shop/web:1"}, "HostConfig": {"NetworkMode": "prod-net"}}
+    assert import_obstacle(Mappings(ports={80: 8080}), False, original) is None
+    assert import_obstacle(Mappings(images={"shop/web:1": "dr/web:1"}), False, original) == (
+        "the image is mapped to dr/web:1, and a restored checkpoint keeps shop/web:1")
+    assert import_obstacle(Mappings(networks={"prod-net": "dr-net"}), False, original) == (
+        "the network is mapped to dr-net, and a restored checkpoint keeps prod-net")
+    assert import_obstacle(Mappings(), True, original) == (
+        "the container is resized on the target, and a restored checkpoint keeps its size")
+
+
+def test_podman_restore_gets_the_mapped_ports_only_when_they_change() -> None:
+    original = {"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+                                                "53/udp": [{"HostIp": "", "HostPort": "5353"}]}}}
+    assert published(original, Mappings()) == []
+    assert published(original, Mappings(ports={8080: 9090})) == ["5353:53/udp", "127.0.0.1:9090:80/tcp"]
+
+
+def test_podman_ulimits_are_named_as_both_engines_take_them() -> None:
+    podman = {"Config": {"Image": "i"}, "HostConfig": {"Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 9, "Hard": 9}]}}
+    assert clone_config(podman)["HostConfig"]["Ulimits"] == [{"Name": "nofile", "Soft": 9, "Hard": 9}]

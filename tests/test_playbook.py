@@ -112,3 +112,13 @@ def playbooks(draw: st.DrawFn) -> Playbook:
 def test_any_valid_playbook_round_trips_through_yaml(pb: Playbook) -> None:
     text = yaml.safe_dump(pb.model_dump(mode="json", exclude_none=True))
     assert parse_playbook(text, "gen.yaml") == pb
+
+
+def test_a_host_runs_docker_or_podman() -> None:
+    both = PLAYBOOK.replace('docker: "fake://b1/docker"}', 'docker: "fake://b1/docker", podman: "unix:///p.sock"}')
+    assert problems(both) == ["pb.yaml:6:92: host 'b1' lists both docker and podman: a host's containers are run "
+                              "by one engine"]
+    pb = parse_playbook(PLAYBOOK.replace('docker: "fake://b1/docker"', 'podman: "unix:///p.sock"'), "pb.yaml")
+    b1 = pb.hosts("b")[0]
+    assert (b1.endpoint(WorkloadKind.CONTAINER), b1.engine(WorkloadKind.CONTAINER)) == ("unix:///p.sock", "podman")
+    assert pb.hosts("a")[0].engine(WorkloadKind.CONTAINER) == "docker"

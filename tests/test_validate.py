@@ -141,17 +141,29 @@ def test_validate_a_mapping_that_points_nowhere(
     ]
 
 
-def test_validate_warns_when_checkpoints_fall_back(
-    capsys: pytest.CaptureFixture[str], estate_file: Path, estate_cloud: FakeCloud
+@pytest.mark.parametrize(("engines", "facts", "said"), [
+    (("docker", "docker"), {"checkpoints": False, "checkpoint_problem": "runs without --experimental, which "
+                            "checkpoints need"},
+     "Docker on site b host b1 runs without --experimental, which checkpoints need"),
+    (("podman", "podman"), {"checkpoints": False, "checkpoint_problem": "runs rootless: CRIU needs a rootful "
+                            "Podman service"},
+     "Podman on site b host b1 runs rootless: CRIU needs a rootful Podman service"),
+    (("docker", "podman"), {}, "a Docker checkpoint from host a1 cannot be restored by Podman on site b host b1"),
+])
+def test_validate_names_the_host_where_checkpoints_fall_back(
+    capsys: pytest.CaptureFixture[str], estate_file: Path, estate_cloud: FakeCloud, engines: tuple[str, str],
+    facts: dict[str, object], said: str,
 ) -> None:
-    estate_file.write_text(ESTATE.replace("strategy: redeploy", "strategy: checkpoint").replace(
-        "memory_mib: 512", "memory_mib: 1024"))
-    site = estate_cloud.sites["fake://b1/docker"]
-    site.facts = HostFacts(**{**site.facts.__dict__, "checkpoints": False})
+    text = ESTATE.replace("strategy: redeploy", "strategy: checkpoint").replace("memory_mib: 512", "memory_mib: 1024")
+    if engines[1] == "podman":
+        text = text.replace('        docker: "fake://b1/docker"', '        podman: "fake://b1/docker"')
+    estate_file.write_text(text)
+    for host, engine in zip(("a1", "b1"), engines, strict=True):
+        site = estate_cloud.sites[f"fake://{host}/docker"]
+        site.facts = HostFacts(**{**site.facts.__dict__, "engine": engine, **(facts if host == "b1" else {})})
     code, _, err = drorch(capsys, "validate", str(estate_file))
-    assert code == 0
-    assert err == (f"{estate_file}:30:15: warning: container web: Docker on one of the hosts runs without checkpoint "
-                   "support: the move falls back to a redeploy\n")
+    assert code == 0, err
+    assert err == f"{estate_file}:10:9: warning: container web: {said}: the move falls back to a redeploy\n"
 
 
 def test_malformed_playbook_validates_with_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

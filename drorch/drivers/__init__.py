@@ -17,9 +17,9 @@ def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
 
         drivers[WorkloadKind.VM] = LibvirtDriver()
     if WorkloadKind.CONTAINER in kinds:
-        from drorch.drivers.docker import DockerDriver
+        from drorch.drivers.containers import ContainerDriver
 
-        drivers[WorkloadKind.CONTAINER] = DockerDriver()
+        drivers[WorkloadKind.CONTAINER] = ContainerDriver()
     return drivers
 
 

@@ -33,6 +33,11 @@ class Endpoint:
     migration_address: str | None = None
     host: str = ""
     tls: tuple[str, str, str] | None = None  # (CA, certificate, key) files of a Docker TCP endpoint
+    engine: str = ""  # a container host's engine: "podman", or Docker ("docker", and "" in older records)
+
+    @property
+    def podman(self) -> bool:
+        return self.engine == "podman"
 
     @property
     def shown(self) -> str:

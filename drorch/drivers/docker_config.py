@@ -39,6 +39,8 @@ def clone_config(
         }
     if "Binds" in hc:
         hc["Binds"] = [_map_bind(b, m) for b in hc["Binds"]]
+    if "Ulimits" in hc:  # Podman shows them as RLIMIT_NOFILE, and both engines take only nofile
+        hc["Ulimits"] = [{**u, "Name": u["Name"].lower().removeprefix("rlimit_")} for u in hc["Ulimits"]]
     if "Mounts" in hc:
         hc["Mounts"] = [{**mt, "Source": m.path(mt["Source"])} if mt.get("Type") == "bind" else mt
                         for mt in hc["Mounts"]]

@@ -44,6 +44,8 @@ def reason(exc: Exception) -> str:
 class DockerSite:
     """One daemon, with the calls the driver needs and errors turned into drorch's."""
 
+    engine = "docker"
+
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep
         tls: docker.tls.TLSConfig | bool = False
@@ -86,8 +88,21 @@ class DockerSite:
     def info(self) -> dict[str, Any]:
         return self.api.info()  # type: ignore[no-any-return]
 
+    def wrong_engine(self) -> str | None:
+        """Why the endpoint is not the engine the playbook lists it as (Docker or Podman), or None."""
+        components = self.api.version().get("Components") or []
+        podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+        if podman == (self.engine == "podman"):
+            return None
+        actual, key = ("a Podman service", "podman") if podman else ("a Docker daemon", "docker")
+        return f"{self.ep.shown} answers as {actual}: list it under {key}:, not {self.engine}:"
+
+    def checkpoint_problem(self) -> str | None:
+        """Why this engine cannot take or restore a checkpoint, or None."""
+        return None if self.info.get("ExperimentalBuild") else "runs without --experimental, which checkpoints need"
+
     def checkpoints_supported(self) -> bool:
-        return bool(self.info.get("ExperimentalBuild"))
+        return self.checkpoint_problem() is None
 
     def checkpoint_folder(self, container_id: str) -> str:
         """Where the daemon keeps a container's checkpoints, on its own machine."""

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drorch.drivers.base import Endpoint  # noqa: E402
-from drorch.drivers.docker import DockerDriver  # noqa: E402
+from drorch.drivers.containers import ContainerDriver  # noqa: E402
 from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
 from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
 from drorch.engine import Engine  # noqa: E402
@@ -87,7 +87,7 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
     store = Store(f"sqlite:///{state / 'engine.db'}")
 
     def move(src: str, dst: str) -> None:
-        driver = LibvirtDriver() if kind is WorkloadKind.VM else DockerDriver()
+        driver = LibvirtDriver() if kind is WorkloadKind.VM else ContainerDriver()
         try:
             run = Engine(store, {kind: driver}).operate(pb, str(playbook), "bench", src, dst)
         finally:

@@ -1,9 +1,11 @@
-"""Docker driver: containers move by CRIU checkpoint and restore, or are redeployed from their image.
+"""Container driver: containers move by CRIU checkpoint and restore, or are redeployed from their image.
 
-Everything crosses between sites through the Engine API of each daemon (see docker_engine): the
-image by save and load, the checkpoint and the contents of named volumes as tar streams relayed
-through this process and checked on arrival. A move falls back to a redeploy only when a checkpoint
-cannot be taken or restored (a daemon without checkpoint support, a dump that fails), and says so.
+A host runs Docker or Podman; both speak the Engine API, through which everything crosses between sites
+(see docker_engine): the image by save and load, the checkpoint and the contents of named volumes as tar
+streams relayed through this process and checked on arrival. Between two Podman hosts a checkpoint
+travels as Podman exports it (see podman). A move falls back to a redeploy only when a checkpoint cannot
+be taken or restored (an engine without checkpoint support, Docker on one end and Podman on the other, a
+dump that fails), and says so.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from drorch.drivers.docker_engine import (
     send_state,
 )
 from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.podman import PodmanCheckpoints, import_obstacle
+from drorch.drivers.podman_engine import PodmanSite
 from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
-from drorch.records import DRILL_LABEL
+from drorch.records import DRILL_CLONE, DRILL_LABEL
 
 
 def checkpoint_name(handle_id: str) -> str:
@@ -39,18 +43,19 @@ def checkpoint_name(handle_id: str) -> str:
     return f"{CHECKPOINT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{handle_id}"
 
 
-class DockerDriver(ThreadedDriver):
+class ContainerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
     def __init__(self) -> None:
         self._sites: dict[str, DockerSite] = {}
         self._lock = threading.Lock()
         super().__init__()
+        self._podman = PodmanCheckpoints(self._jobs, self._send_image)
 
     def _site(self, ep: Endpoint) -> DockerSite:
         site = self._sites.get(ep.uri)
         if site is None:
-            site = self._sites[ep.uri] = DockerSite(ep)
+            site = self._sites[ep.uri] = (PodmanSite if ep.podman else DockerSite)(ep)
         return site
 
     @staticmethod
@@ -76,24 +81,33 @@ class DockerDriver(ThreadedDriver):
     def host_facts(self, site: Endpoint) -> HostFacts:
         s = self._site(site)
         try:
+            wrong = s.wrong_engine()
+            if wrong is not None:
+                raise SiteUnreachable(f"site {site.site} host {site.host}: {wrong}")
             info = s.info
+            problem = s.checkpoint_problem()
             networks = sorted(n["Name"] for n in s.api.networks())
             images = sorted({t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
         return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
                          networks=(*networks, "none", "host", "default"), images=tuple(images),
-                         checkpoints=bool(info.get("ExperimentalBuild")))
+                         checkpoints=problem is None, engine=s.engine, checkpoint_problem=problem)
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
         try:
             ids = [c["Id"] for c in s.api.containers(all=True)
-                   if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {})]
+                   if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)]
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
         found = (s.inspect(i) for i in ids)
         return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
+
+    @staticmethod
+    def _drill_clone(s: DockerSite, listed: dict[str, Any]) -> bool:
+        """Podman restores a drill's clone with the labels of its original, so it is known by its name."""
+        return s.engine == "podman" and any(DRILL_CLONE.fullmatch(n.lstrip("/")) for n in listed.get("Names") or [])
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         c = self._site(site).inspect(name)
@@ -131,6 +145,9 @@ class DockerDriver(ThreadedDriver):
     def _revive(src: DockerSite, stopped: dict[str, Any]) -> dict[str, Any] | None:
         """Start a source container that a move stopped and did not finish: from the checkpoint that move
         took, so its process goes on. The planner only moves running containers, so it was running."""
+        if isinstance(src, PodmanSite):
+            PodmanCheckpoints.revive(src, stopped)
+            return src.inspect(stopped["Id"])
         checkpoint = src.newest_checkpoint(stopped["Id"])
         try:
             src.start(stopped["Id"], checkpoint=checkpoint)
@@ -161,6 +178,8 @@ class DockerDriver(ThreadedDriver):
         if c["State"]["Running"]:
             return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         try:
+            if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c)) is not None:
+                return restored
             checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoints_supported() else None
             if checkpoint is not None:
                 try:
@@ -189,6 +208,10 @@ class DockerDriver(ThreadedDriver):
             there = s.inspect(clone)
             if there is not None and there["State"]["Running"]:
                 return f"{clone} already up on site {site.site}"
+            if isinstance(s, PodmanSite) and there is None:
+                said = PodmanCheckpoints.clone(name, clone, s, copy)
+                if said is not None:
+                    return said
             config = drill_config(copy, clone, network)
             if config["HostConfig"]["NetworkMode"] == network:
                 self._isolated_network(s, network)
@@ -253,16 +276,20 @@ class DockerDriver(ThreadedDriver):
             if copy is None:
                 config = clone_config(original, request.mappings, request.resources)
                 copy = dst.create(config, name)
-            checkpoint = None
+            checkpoint = image_checkpoint = None
             if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
-                checkpoint = checkpoint_name(hid)
-                src.checkpoint(original["Id"], checkpoint, leave_running=True)
+                if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
+                    image_checkpoint = self._podman.ship(hid, name, original, src, dst, keep)
+                else:
+                    checkpoint = checkpoint_name(hid)
+                    src.checkpoint(original["Id"], checkpoint, leave_running=True)
             try:
                 size = self._send_state(hid, src, original, dst, copy, checkpoint)
             finally:
                 if checkpoint is not None:
                     src.drop_checkpoint(original["Id"], checkpoint)
+            checkpoint = checkpoint or image_checkpoint
             ours = sorted(c for c in dst.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
             for old in ours[:max(0, len(ours) - keep)]:
                 dst.drop_checkpoint(copy["Id"], old)  # beyond the retention policy
@@ -294,7 +321,15 @@ class DockerDriver(ThreadedDriver):
         why_not = ""
         if req.strategy is Strategy.CHECKPOINT:
             why_not = self._checkpoint_obstacle(src, dst) or ""
-        if req.strategy is Strategy.CHECKPOINT and not why_not:
+        podman = (src, dst) if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite) else None
+        if req.strategy is Strategy.CHECKPOINT and podman and not why_not:
+            why_not = import_obstacle(req.mappings, req.resources is not None, original) or ""
+        if req.strategy is Strategy.CHECKPOINT and not why_not and podman:
+            done, why_not = self._podman.move(handle, original, *podman)
+            if done is not None:
+                return done, ""
+            target, image = self._prepare(handle, original, src, dst)
+        elif req.strategy is Strategy.CHECKPOINT and not why_not:
             checkpoint = checkpoint_name(hid)
             handle.data["checkpoint"] = checkpoint
             target, image, dump_error = self._dump_and_prepare(handle, original, src, dst, checkpoint)
@@ -361,9 +396,13 @@ class DockerDriver(ThreadedDriver):
 
     @staticmethod
     def _checkpoint_obstacle(src: DockerSite, dst: DockerSite) -> str | None:
+        if src.engine != dst.engine:
+            return (f"a {src.engine.title()} checkpoint cannot be restored by {dst.engine.title()} on site "
+                    f"{dst.ep.site}")
         for site in (src, dst):
-            if not site.checkpoints_supported():
-                return f"Docker on site {site.ep.site} runs without --experimental, which checkpoints need"
+            problem = site.checkpoint_problem()
+            if problem is not None:
+                return f"{site.engine.title()} on site {site.ep.site} {problem}"
         return None
 
     def _restore(self, handle: Handle, source: dict[str, Any], target: dict[str, Any], src: DockerSite,
