@@ -68,11 +68,12 @@ def container_counts(site: str, name: str) -> list[int]:
     return [int(n) for n in re.findall(r"^count (\d+)", logs, re.M)]
 
 
-def podman_counts(site: str, name: str) -> list[int]:
-    """The counts a container on the site's Podman printed, since it was created there."""
+def podman_counts(site: str, name: str, since: float | None = None) -> list[int]:
+    """The counts a container on the site's Podman printed, or those printed after `since` (a time.time()).
+    A restored checkpoint brings the container's log along, so its first lines are older than its move."""
     api = lab_podman.client(labctl.SITES[site])
     try:
-        logs = api.logs(name).decode()
+        logs = api.logs(name, since=int(since) if since else None).decode()
     finally:
         api.close()
     return [int(n) for n in re.findall(r"^count (\d+)", logs, re.M)]

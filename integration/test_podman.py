@@ -1,0 +1,134 @@
+"""Podman sites on the real lab: a rootful Podman service per site, with the CRIU of integration/setup.sh."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drorch.store import Store
+from integration import lab_podman, labctl
+from integration.conftest import REPO, Drorch, container_counts, podman_counts, wait_until
+
+PLAYBOOK = REPO / "playbooks" / "lab-podman.yaml"
+COUNTER, REDEPLOY = lab_podman.CHECKPOINT_CONTAINER, lab_podman.REDEPLOY_CONTAINER
+A, B = labctl.SITES["a"], labctl.SITES["b"]
+
+
+def on(name: str) -> list[str]:
+    """The sites whose Podman runs the container."""
+    return [s.name for s in labctl.SITES.values() if lab_podman.running(s, name)]
+
+
+def consecutive(counts: list[int]) -> bool:
+    return counts == list(range(counts[0], counts[0] + len(counts)))
+
+
+def playbook(tmp_path: Path, a: dict[str, str], b: dict[str, str], workloads: list[dict[str, str]]) -> Path:
+    """A playbook over one container host per site, given by its endpoint key and URI."""
+    path = tmp_path / "podman-mixed.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "mixed", "primary": "a", "secondary": "b",
+        "sites": {"a": {"hosts": [{"name": "a9", **a}]},
+                  "b": {"hosts": [{"name": "b9", **b, "capacity": {"vcpus": 4, "memory_mib": 2048}}]}},
+        "workloads": [{"kind": "container", **w} for w in workloads]}))
+    return path
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_checkpoint_move_continues_the_process_and_comes_back(run_drorch: Drorch, state_dir: Path) -> None:
+    since = time.time()
+    res = run_drorch("failover", str(PLAYBOOK))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (on(COUNTER), on(REDEPLOY)) == (["b"], ["b"])
+    # The checkpointed process went on counting on site b; the redeployed one started again from 1.
+    wait_until(lambda: len(podman_counts("b", COUNTER, since)) >= 3, "lab-pod-counter on site b")
+    on_b = podman_counts("b", COUNTER, since)
+    assert on_b[0] > 3 and consecutive(on_b)
+    wait_until(lambda: len(podman_counts("b", REDEPLOY)) >= 1, "lab-pod-redeploy on site b")
+    assert podman_counts("b", REDEPLOY)[0] == 1
+    steps = Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)
+    assert [(s.workload, s.strategy, s.state, s.outcome) for s in steps] == [
+        (COUNTER, "checkpoint", "succeeded", "running on site b (restored from checkpoint)"),
+        (REDEPLOY, "redeploy", "succeeded", "running on site b")]
+    assert steps[0].bytes_done and steps[0].bytes_done > 0  # the exported checkpoint, relayed by drorch
+
+    last_b, since = podman_counts("b", COUNTER)[-1], time.time()
+    back = run_drorch("failback", str(PLAYBOOK), "--json")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert json.loads(back.stdout)["state"] == "succeeded"
+    assert (on(COUNTER), on(REDEPLOY)) == (["a"], ["a"])
+    wait_until(lambda: len(podman_counts("a", COUNTER, since)) >= 2, "lab-pod-counter back on site a")
+    assert podman_counts("a", COUNTER, since)[-1] > last_b and consecutive(podman_counts("a", COUNTER, since))
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_disaster_restart_from_the_shipped_checkpoint_image(run_drorch: Drorch) -> None:
+    shipped = run_drorch("protect", "ship", str(PLAYBOOK), "--json")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    rows = {r["workload"]: r["detail"] for r in json.loads(shipped.stdout)}
+    assert "checkpoint localhost/drorch-checkpoint/lab-pod-counter:drorch-" in rows[COUNTER]
+    wait_until(lambda: podman_counts("a", COUNTER)[-1] >= 6, "lab-pod-counter past 5")
+    at_ship = podman_counts("a", COUNTER)[-1]
+    assert (on(COUNTER), on(REDEPLOY)) == (["a"], ["a"])  # protect moves nothing
+
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    since = time.time()
+    try:
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(PLAYBOOK))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert (on(COUNTER), on(REDEPLOY)) == (["b"], ["b"])
+        wait_until(lambda: len(podman_counts("b", COUNTER, since)) >= 1, "lab-pod-counter on site b")
+        assert 1 < podman_counts("b", COUNTER, since)[0] <= at_ship + 1  # from the recovery point, not from 1
+        assert podman_counts("b", REDEPLOY)[0] == 1  # the stopped copy, started from its image
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_drill_restores_a_clone_from_the_checkpoint_image_and_leaves_nothing(run_drorch: Drorch) -> None:
+    assert run_drorch("protect", "ship", str(PLAYBOOK)).returncode == 0
+    before = podman_counts("a", COUNTER)[-1]
+    res = run_drorch("drill", str(PLAYBOOK), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["state"] == "succeeded" and doc["passed"] is True, doc
+    said = json.dumps(doc)
+    assert f"{COUNTER}-drill-1 restored on site b from checkpoint localhost/drorch-checkpoint/{COUNTER}:" in said
+    assert lab_podman.containers(B) == []  # every clone removed; the recovery points' copies stay stopped
+    assert on(COUNTER) == ["a"] and consecutive([n for n in podman_counts("a", COUNTER) if n >= before])
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_docker_site_a_to_podman_site_b_redeploys_and_says_why(run_drorch: Drorch, tmp_path: Path) -> None:
+    path = playbook(tmp_path, {"docker": A.docker_url}, {"podman": lab_podman.url(B)},
+                    [{"name": labctl.CHECKPOINT_CONTAINER, "strategy": "checkpoint"},
+                     {"name": labctl.REDEPLOY_CONTAINER, "strategy": "redeploy"}])
+    checked = run_drorch("validate", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert ("warning: container lab-counter: a Docker checkpoint from host a9 cannot be restored by Podman on site b "
+            "host b9: the move falls back to a redeploy") in checked.stderr
+    res = run_drorch("failover", str(path))
+    assert res.returncode == 5, res.stdout + res.stderr  # done, but not as asked
+    assert "a Docker checkpoint cannot be restored by Podman on site b" in res.stdout + res.stderr
+    assert on(labctl.CHECKPOINT_CONTAINER) == ["b"] and on(labctl.REDEPLOY_CONTAINER) == ["b"]
+    with pytest.raises(Exception, match="No such container"):
+        container_counts("a", labctl.CHECKPOINT_CONTAINER)  # gone from site a's Docker
+    wait_until(lambda: len(podman_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on Podman b")
+    assert podman_counts("b", labctl.CHECKPOINT_CONTAINER)[0] == 1  # redeployed: a new process
+
+
+@pytest.mark.usefixtures("lab")
+def test_validate_names_an_endpoint_of_the_other_engine(run_drorch: Drorch, tmp_path: Path) -> None:
+    path = playbook(tmp_path, {"podman": A.docker_url}, {"docker": lab_podman.url(B)},
+                    [{"name": COUNTER, "strategy": "checkpoint"}])
+    res = run_drorch("validate", str(path))
+    assert res.returncode == 1
+    assert f"site a host a9: unix://{A.docker_sock} answers as a Docker daemon: list it under docker:, not podman:" \
+        in res.stderr
+    assert f"site b host b9: {lab_podman.url(B)} answers as a Podman service: list it under podman:, not docker:" \
+        in res.stderr
