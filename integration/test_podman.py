@@ -112,14 +112,17 @@ def test_docker_site_a_to_podman_site_b_redeploys_and_says_why(run_drorch: Drorc
     assert checked.returncode == 0, checked.stderr
     assert ("warning: container lab-counter: a Docker checkpoint from host a9 cannot be restored by Podman on site b "
             "host b9: the move falls back to a redeploy") in checked.stderr
-    res = run_drorch("failover", str(path))
-    assert res.returncode == 5, res.stdout + res.stderr  # done, but not as asked
-    assert "a Docker checkpoint cannot be restored by Podman on site b" in res.stdout + res.stderr
-    assert on(labctl.CHECKPOINT_CONTAINER) == ["b"] and on(labctl.REDEPLOY_CONTAINER) == ["b"]
-    with pytest.raises(Exception, match="No such container"):
-        container_counts("a", labctl.CHECKPOINT_CONTAINER)  # gone from site a's Docker
-    wait_until(lambda: len(podman_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on Podman b")
-    assert podman_counts("b", labctl.CHECKPOINT_CONTAINER)[0] == 1  # redeployed: a new process
+    try:
+        res = run_drorch("failover", str(path))
+        assert res.returncode == 5, res.stdout + res.stderr  # done, but not as asked
+        assert "a Docker checkpoint cannot be restored by Podman on site b" in res.stdout + res.stderr
+        assert on(labctl.CHECKPOINT_CONTAINER) == ["b"] and on(labctl.REDEPLOY_CONTAINER) == ["b"]
+        with pytest.raises(Exception, match="No such container"):
+            container_counts("a", labctl.CHECKPOINT_CONTAINER)  # gone from site a's Docker
+        wait_until(lambda: len(podman_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on Podman b")
+        assert podman_counts("b", labctl.CHECKPOINT_CONTAINER)[0] == 1  # redeployed: a new process
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))  # the lab's Docker containers back on site a's Docker
 
 
 @pytest.mark.usefixtures("lab")

@@ -17,7 +17,7 @@ import docker
 import pytest
 import yaml
 
-from integration import labctl
+from integration import lab_podman, labctl
 from integration.conftest import LAB_PLAYBOOK, Drorch, container_counts, wait_until
 
 # A counter kept in a named volume: a redeployed copy goes on from the volume's number.
@@ -81,6 +81,13 @@ def test_drorch_sees_no_site_data(lab: None) -> None:
         assert root == site.root / "docker" / "data"
         assert not any(root.iterdir()), f"site {site.name}'s data root is visible to the tests"
         assert not any((site.root / "pool").iterdir())
+        api = lab_podman.client(site)
+        try:
+            graph = Path(api.get(f"{api.base_url}/v4.0.0/libpod/info").json()["store"]["graphRoot"])
+        finally:
+            api.close()
+        assert graph == site.root / lab_podman.ROOT
+        assert not any(graph.iterdir()), f"site {site.name}'s Podman storage is visible to the tests"
 
 
 def test_named_volumes_travel_with_checkpoint_and_redeploy(sites: dict[str, docker.DockerClient], tmp_path: Path,
