@@ -171,6 +171,16 @@ def remove(site: Site, name: str) -> None:
             api.close()
 
 
+def remove_volumes(site: Site, names: list[str]) -> None:
+    api = client(site)
+    try:
+        for vol in api.volumes()["Volumes"] or []:
+            if vol["Name"] in names:
+                api.remove_volume(vol["Name"], force=True)
+    finally:
+        api.close()
+
+
 def containers(site: Site) -> list[str]:
     """Names of the containers running on the site's Podman."""
     api = client(site)

@@ -13,6 +13,7 @@ import yaml
 from drorch.store import Store
 from integration import lab_podman, labctl
 from integration.conftest import REPO, Drorch, container_counts, podman_counts, wait_until
+from integration.test_share_nothing import VOLUME_COUNTER
 
 PLAYBOOK = REPO / "playbooks" / "lab-podman.yaml"
 COUNTER, REDEPLOY = lab_podman.CHECKPOINT_CONTAINER, lab_podman.REDEPLOY_CONTAINER
@@ -41,7 +42,8 @@ def playbook(tmp_path: Path, a: dict[str, str], b: dict[str, str], workloads: li
 
 @pytest.mark.usefixtures("fresh_lab")
 def test_checkpoint_move_continues_the_process_and_comes_back(run_drorch: Drorch, state_dir: Path) -> None:
-    since = time.time()
+    wait_until(lambda: podman_counts("a", COUNTER)[-1] >= 5, "lab-pod-counter past 4")
+    since = time.time()  # logs are asked from its whole second: the lines of the second before count too
     res = run_drorch("failover", str(PLAYBOOK))
     assert res.returncode == 0, res.stdout + res.stderr
     assert (on(COUNTER), on(REDEPLOY)) == (["b"], ["b"])
@@ -135,3 +137,42 @@ def test_validate_names_an_endpoint_of_the_other_engine(run_drorch: Drorch, tmp_
         in res.stderr
     assert f"site b host b9: {lab_podman.url(B)} answers as a Podman service: list it under podman:, not docker:" \
         in res.stderr
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_named_volumes_travel_between_podman_sites(run_drorch: Drorch, tmp_path: Path) -> None:
+    names = {"vol-pod-counter": "checkpoint", "vol-pod-redeploy": "redeploy"}
+    api = lab_podman.client(A)
+    try:
+        for name in names:
+            made = api.create_container(lab_podman.IMAGE, ["/bin/sh", "-c", VOLUME_COUNTER], name=name,
+                                        host_config=api.create_host_config(network_mode="none",
+                                                                           binds=[f"{name}-data:/data"]))
+            api.start(made["Id"])
+    finally:
+        api.close()
+    for name in names:
+        wait_until(lambda n=name: len(podman_counts("a", n)) >= 5, f"{name} counting")
+    path = playbook(tmp_path, {"podman": lab_podman.url(A)}, {"podman": lab_podman.url(B)},
+                    [{"name": n, "strategy": strategy} for n, strategy in names.items()])
+    try:
+        since = time.time()
+        res = run_drorch("failover", str(path))
+        assert res.returncode == 0, res.stdout + res.stderr
+        for name in names:
+            wait_until(lambda n=name: len(podman_counts("b", n, since)) >= 2, f"{name} counting on b")
+        # Both go on from the number in their volume: the checkpoint carried it, the redeploy copied it over.
+        # (Lines from the second before the move count too: past 3, as 5 were printed before it.)
+        assert all(podman_counts("b", n, since)[0] > 3 for n in names), {n: podman_counts("b", n, since) for n in names}
+        assert consecutive(podman_counts("b", "vol-pod-counter", since))
+        b = lab_podman.client(B)
+        try:
+            assert {v["Name"] for v in b.volumes()["Volumes"] or []} >= {f"{n}-data" for n in names}
+            assert not b.containers(all=True, filters={"label": "drorch.transfer"})  # no helper left
+        finally:
+            b.close()
+    finally:
+        for site in labctl.SITES.values():
+            for name in names:
+                lab_podman.remove(site, name)
+            lab_podman.remove_volumes(site, [f"{n}-data" for n in names])

@@ -181,13 +181,14 @@ class DockerSite:
 
 
 def send_tree(src: DockerSite, src_helper: str, src_path: str, dst: DockerSite, dst_helper: str, dst_path: str,
-              private: bool = False, counted: Callable[[int], None] | None = None) -> Manifest:
-    """Stream the folder `src_path` of one helper into `dst_path` of another, then read the copy back and
-    check every file's size and checksum; raises MoveFailed on a difference. Returns what was sent."""
-    sent = relay(src.read(src_helper, src_path), private=private, counted=counted)
+              private: bool = False, counted: Callable[[int], None] | None = None, inside: bool = False) -> Manifest:
+    """Stream the folder `src_path` of one helper into `dst_path` of another (with `inside`, its contents into
+    `dst_path` itself, an existing folder of the same last name), then read the copy back and check every
+    file's size and checksum; raises MoveFailed on a difference. Returns what was sent."""
+    sent = relay(src.read(src_helper, src_path), private=private, counted=counted, inside=inside)
     dst.write(dst_helper, dst_path, sent.chunks)
     name = src_path.rstrip("/").rpartition("/")[2]
-    landed = manifest(dst.read(dst_helper, f"{dst_path.rstrip('/')}/{name}"))
+    landed = manifest(dst.read(dst_helper, dst_path if inside else f"{dst_path.rstrip('/')}/{name}"))
     wrong = sent.manifest.differences(landed)
     if wrong:
         raise MoveFailed(f"the copy of {name} on site {dst.ep.site} differs from site {src.ep.site}'s: "
@@ -213,7 +214,9 @@ def send_state(name: str, src: DockerSite, source: dict[str, Any], dst: DockerSi
     sent = 0
     with _helpers(name, src, source["Image"], out, dst, target["Image"], into) as (h_out, h_in):
         for key, _, _ in pairs:
-            sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, VOLUMES_AT, counted=counted).size
+            # Into the mounted volume itself: Podman writes a path above a mount into the container's own files.
+            sent += send_tree(src, h_out, f"{VOLUMES_AT}/{key}", dst, h_in, f"{VOLUMES_AT}/{key}", counted=counted,
+                              inside=True).size
         if checkpoint is not None:
             sent += send_tree(src, h_out, f"{CHECKPOINTS_AT}/{checkpoint}", dst, h_in, CHECKPOINTS_AT,
                               private=True, counted=counted).size

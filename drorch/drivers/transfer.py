@@ -148,9 +148,12 @@ class Relay:
     manifest: Manifest
 
 
-def relay(chunks: Iterable[bytes], private: bool = False, counted: Callable[[int], None] | None = None) -> Relay:
-    """Pass a tar stream on, member by member, noting each file's size and checksum; with `private`, every
-    entry becomes root's, folders 0700 and files 0600. Memory use is a few chunks, whatever the size."""
+def relay(chunks: Iterable[bytes], private: bool = False, counted: Callable[[int], None] | None = None,
+          inside: bool = False) -> Relay:
+    """Pass a tar stream on, member by member, noting each file's size and checksum (by its name as read);
+    with `private`, every entry becomes root's, folders 0700 and files 0600; with `inside`, the stream's top
+    folder is left out and its contents sent as they are inside it. Memory use is a few chunks, whatever the
+    size."""
     out: queue.Queue[object] = queue.Queue(maxsize=4)
     gone = threading.Event()
     seen = Manifest()
@@ -160,13 +163,20 @@ def relay(chunks: Iterable[bytes], private: bool = False, counted: Callable[[int
         try:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for member, data in _entries(chunks, counted):
+                    name = member.name
+                    if inside:
+                        member.name = name.partition("/")[2]
+                        if member.islnk():
+                            member.linkname = member.linkname.partition("/")[2]
+                        if not member.name:
+                            continue
                     if private:
                         member.uid = member.gid = 0
                         member.uname = member.gname = "root"
                         member.mode = 0o700 if member.isdir() else 0o600
                     tar.addfile(member, data)
                     if data is not None:
-                        seen.files[member.name] = (data.size, data.sha.hexdigest())
+                        seen.files[name] = (data.size, data.sha.hexdigest())
             writer.flush_chunk()
             writer._put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
