@@ -102,7 +102,7 @@ class Drill:
         return self._finish(run, steps)
 
     def _record(self, pb: Playbook, playbook_path: str) -> tuple[Run, list[Step]]:
-        the_plan = disaster_plan(pb, snapshot(pb, self.drivers), pb.primary, pb.secondary)
+        the_plan = disaster_plan(pb, snapshot(pb, self.drivers, brief=True), pb.primary, pb.secondary)
         points = _newest_points(self.store.points(pb.name), pb.secondary)
         now = utcnow()
         steps = [_step(item, pb.primary, pb.secondary, points.get((str(item.kind), item.workload)), now)

@@ -104,7 +104,7 @@ class Engine:
     # --- starting ----------------------------------------------------------------------------------------------
 
     def plan_for(self, pb: Playbook, source: str, target: str, disaster: bool) -> tuple[Plan, Snapshot]:
-        snap = snapshot(pb, self.drivers)
+        snap = snapshot(pb, self.drivers, brief=True)
         return (disaster_plan if disaster else plan)(pb, snap, source, target), snap
 
     def check_fencing(self, pb: Playbook, the_plan: Plan, snap: Snapshot, confirmed: bool) -> None:

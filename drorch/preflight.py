@@ -75,7 +75,7 @@ def _checkpoint(what: str, source: HostInventory, target: HostInventory, sites: 
                               f"{_engine(dst.engine)} on site {target.site} host {target.host}"))
     else:
         for inv, facts in ((source, src), (target, dst)):
-            if not facts.checkpoints:
+            if facts.checkpoints is False:  # None: not asked
                 problem = facts.checkpoint_problem or "has no checkpoint support"
                 blame.append((inv, f"{_engine(facts.engine or 'docker')} on site {inv.site} host {inv.host} "
                                    f"{problem}"))

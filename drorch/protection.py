@@ -22,7 +22,7 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     """Ship one recovery point of every workload that would move, record it, and apply the retention."""
     source, target = source or pb.primary, target or pb.secondary
     keep = pb.protect.keep if pb.protect else 1
-    the_plan = plan(pb, snapshot(pb, drivers), source, target)
+    the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
     points = []
     for item in the_plan.items:
         if item.action not in MOVING and item.action is not Action.BLOCKED:

@@ -7,6 +7,7 @@ behind (it is a daemon thread) and the pool gets a fresh one, so one dead host n
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -115,20 +116,24 @@ class _Asking:
         return gone
 
 
-def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int = SNAPSHOT_THREADS) -> Snapshot:
+def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int = SNAPSHOT_THREADS,
+             brief: bool = False) -> Snapshot:
     """Both sites as they are now, every host and technology asked at once; a host that does not answer is
-    recorded with why, not raised."""
+    recorded with why, not raised. `brief` is for a run's plan: a host of declared size is not asked what
+    only checks need (see Driver.host_facts)."""
     placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
-    asks = [(inv, kind, driver, ep) for inv, host in placed
+    asks = [(inv, host, kind, driver, ep) for inv, host in placed
             for kind, driver in drivers.items() if (ep := endpoint_of(inv.site, host, kind)) is not None]
     # A host's facts and its workloads are two questions, asked side by side like every other host's.
     questions = [_Question((inv.site, inv.host, ep.uri), call, ep)
-                 for inv, _, driver, ep in asks for call in (driver.host_facts, driver.inventory)]
+                 for inv, host, _, driver, ep in asks
+                 for call in (functools.partial(driver.host_facts, brief=brief and host.capacity is not None),
+                              driver.inventory)]
     asking = _Asking(questions, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
     answers = [asking.answer(q) for q in questions]
     if bug := next((a for a in answers if isinstance(a, BaseException) and not isinstance(a, DrorchError)), None):
         raise bug
-    for i, (inv, kind, _, _) in enumerate(asks):
+    for i, (inv, _, kind, _, _) in enumerate(asks):
         facts, workloads = answers[2 * i], answers[2 * i + 1]
         failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
         if failed is not None:

@@ -6,15 +6,20 @@ import time
 
 import pytest
 
+from drorch.drivers.base import Endpoint, HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
 from drorch.sites import snapshot
 from tests.conftest import fake_drivers
 
 
-def _estate(hosts: int, timeout_s: float = 15.0) -> tuple[Playbook, FakeCloud]:
+def _estate(hosts: int, timeout_s: float = 15.0, declared: str = "") -> tuple[Playbook, FakeCloud]:
+    """`hosts` per site; the host named `declared` has its capacity in the playbook."""
     def site(name: str) -> str:
-        rows = ", ".join(f'{{name: {name}{i}, docker: "fake://{name}{i}/docker"}}' for i in range(hosts))
+        def size(host: str) -> str:
+            return ", capacity: {vcpus: 4, memory_mib: 1024}" if host == declared else ""
+        rows = ", ".join(f'{{name: {name}{i}, docker: "fake://{name}{i}/docker"{size(f"{name}{i}")}}}'
+                         for i in range(hosts))
         return f"  {name}: {{answer_timeout_s: {timeout_s}, hosts: [{rows}]}}\n"
 
     pb = parse_playbook("name: big\nprimary: a\nsecondary: b\nsites:\n" + site("a") + site("b") +
@@ -54,7 +59,7 @@ def test_a_bug_in_a_driver_is_raised_not_reported() -> None:
     pb, cloud = _estate(2)
     driver = fake_drivers(cloud)[WorkloadKind.CONTAINER]
 
-    def broken(_ep: object) -> None:
+    def broken(_ep: object, brief: bool = False) -> None:
         raise KeyError("oops")
 
     driver.host_facts = broken  # type: ignore[method-assign,assignment]
@@ -85,3 +90,22 @@ def test_one_daemon_down_leaves_the_hosts_other_daemon_asked() -> None:
     snap = snapshot(pb, fake_drivers(cloud), threads=1)
     (b1,) = snap.site("b")
     assert list(b1.errors) == [WorkloadKind.VM] and [w.name for w in b1.workloads] == ["web"]
+
+
+def test_a_runs_snapshot_is_brief_only_with_hosts_of_declared_size() -> None:
+    """A run's plan needs a host's size only where the playbook declares none; checks need everything."""
+    pb, cloud = _estate(2, declared="b0")
+    driver = fake_drivers(cloud)[WorkloadKind.CONTAINER]
+    asked: list[tuple[str, bool]] = []
+    facts = driver.host_facts
+
+    def recorded(site: Endpoint, brief: bool = False) -> HostFacts:
+        asked.append((site.host, brief))
+        return facts(site, brief)
+
+    driver.host_facts = recorded  # type: ignore[method-assign]
+    snapshot(pb, {WorkloadKind.CONTAINER: driver}, brief=True)
+    assert sorted(asked) == [("a0", False), ("a1", False), ("b0", True), ("b1", False)]
+    asked.clear()
+    snapshot(pb, {WorkloadKind.CONTAINER: driver})
+    assert not any(brief for _, brief in asked)

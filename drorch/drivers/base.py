@@ -148,8 +148,10 @@ class Driver(ABC):
         """Every workload of this kind on the site; raises SiteUnreachable."""
 
     @abstractmethod
-    def host_facts(self, site: Endpoint) -> HostFacts:
-        """The host's size and the names mappings can point at; raises SiteUnreachable."""
+    def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
+        """The host's size and the names mappings can point at; raises SiteUnreachable. `brief` is for a run's
+        plan, over a host whose size the playbook declares: what is slow to ask (a Podman's size and
+        checkpoint support) may be left unknown (None)."""
 
     @abstractmethod
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:

@@ -78,21 +78,22 @@ class ContainerDriver(ThreadedDriver):
             ports=published_ports(c),
         )
 
-    def host_facts(self, site: Endpoint) -> HostFacts:
+    def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         s = self._site(site)
         try:
             wrong = s.wrong_engine()
             if wrong is not None:
                 raise SiteUnreachable(f"site {site.site} host {site.host}: {wrong}")
-            info = s.info
-            problem = s.checkpoint_problem()
+            full = not (brief and s.slow_info)
+            info = s.info if full else {}
+            problem = s.checkpoint_problem() if full else None
             networks = sorted(n["Name"] for n in s.api.networks())
             images = sorted({t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
         return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
                          networks=(*networks, "none", "host", "default"), images=tuple(images),
-                         checkpoints=problem is None, engine=s.engine, checkpoint_problem=problem)
+                         checkpoints=problem is None if full else None, engine=s.engine, checkpoint_problem=problem)
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
@@ -400,7 +401,7 @@ class ContainerDriver(ThreadedDriver):
             return (f"a {src.engine.title()} checkpoint cannot be restored by {dst.engine.title()} on site "
                     f"{dst.ep.site}")
         for site in (src, dst):
-            problem = site.checkpoint_problem()
+            problem = site.checkpoint_obstacle()
             if problem is not None:
                 return f"{site.engine.title()} on site {site.ep.site} {problem}"
         return None

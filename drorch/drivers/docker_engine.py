@@ -45,6 +45,7 @@ class DockerSite:
     """One daemon, with the calls the driver needs and errors turned into drorch's."""
 
     engine = "docker"
+    slow_info = False  # whether its size and checkpoint support take long to ask
 
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep
@@ -89,9 +90,14 @@ class DockerSite:
         return self.api.info()  # type: ignore[no-any-return]
 
     def wrong_engine(self) -> str | None:
-        """Why the endpoint is not the engine the playbook lists it as (Docker or Podman), or None."""
-        components = self.api.version().get("Components") or []
-        podman = any("podman" in str(c.get("Name", "")).lower() for c in components)
+        """Why the endpoint is not the engine the playbook lists it as (Docker or Podman), or None. Podman
+        names itself in a header of every answer, the cheapest of which is a ping's."""
+        try:
+            res = self.api._get(f"{self.api.base_url}/_ping")
+            self.api._raise_for_status(res)
+        except API_ERRORS as exc:
+            raise self.unreachable(exc) from None
+        podman = "Libpod-Api-Version" in res.headers
         if podman == (self.engine == "podman"):
             return None
         actual, key = ("a Podman service", "podman") if podman else ("a Docker daemon", "docker")
@@ -103,6 +109,10 @@ class DockerSite:
 
     def checkpoints_supported(self) -> bool:
         return self.checkpoint_problem() is None
+
+    def checkpoint_obstacle(self) -> str | None:
+        """What keeps a move from a checkpoint, as far as the engine tells without slowing the move down."""
+        return self.checkpoint_problem()
 
     def checkpoint_folder(self, container_id: str) -> str:
         """Where the daemon keeps a container's checkpoints, on its own machine."""

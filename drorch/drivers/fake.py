@@ -97,7 +97,7 @@ class FakeDriver(Driver):
         return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
                             host=site.host, labels=dict(w.labels), networks=w.networks)
 
-    def host_facts(self, site: Endpoint) -> HostFacts:
+    def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         return self.cloud.site(site).facts
 
     def start_move(self, request: MoveRequest) -> Handle:

@@ -101,7 +101,7 @@ class LibvirtDriver(ThreadedDriver):
             pools=pools,
         )
 
-    def host_facts(self, site: Endpoint) -> HostFacts:
+    def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         conn = self._conn(site)
         try:
             _model, memory_mib, cpus, *_ = conn.getInfo()

@@ -122,7 +122,7 @@ class PodmanCheckpoints:
     def restart(name: str, s: PodmanSite, copy: dict[str, Any] | None) -> Progress | None:
         """Disaster: the container restored from its newest recovery point, in place of the stopped copy. None
         when there is none to restore from; a restore that fails falls back to the copy, said as a warning."""
-        images = s.checkpoint_images(name) if s.checkpoint_problem() is None else []
+        images = s.checkpoint_images(name)
         if not images:
             return None
         newest = images[-1]
@@ -145,7 +145,7 @@ class PodmanCheckpoints:
         checkpoint keeps its network, which a drill must not join) or there is none: the caller starts the
         clone from its image instead."""
         network = (copy.get("HostConfig") or {}).get("NetworkMode") or "default"
-        images = s.checkpoint_images(name) if s.checkpoint_problem() is None else []
+        images = s.checkpoint_images(name)
         if network != "none" or not images:
             return None
         s.restore_image(images[-1], clone)

@@ -48,6 +48,7 @@ class PodmanSite(DockerSite):
     """A rootful Podman service: the compatible API through docker-py, checkpoints through libpod."""
 
     engine = "podman"
+    slow_info = True  # Podman asks the system's package manager about its parts on every info
 
     def __init__(self, ep: Endpoint) -> None:
         if not ep.uri.startswith(SCHEMES):
@@ -73,8 +74,20 @@ class PodmanSite(DockerSite):
         self.api._raise_for_status(res)
         return res.json()  # type: ignore[no-any-return]
 
+    @functools.cached_property
+    def info(self) -> dict[str, Any]:
+        """What the driver reads of Docker's info, from libpod's: Podman's answer to either is slow (see
+        slow_info), so only one is asked."""
+        host = self.libpod_info.get("host") or {}
+        return {"NCPU": host.get("cpus"), "MemTotal": host.get("memTotal"), "ExperimentalBuild": True}
+
     def checkpoint_problem(self) -> str | None:
         return checkpoint_problem(self.libpod_info)
+
+    def checkpoint_obstacle(self) -> str | None:
+        """None: a move does not ask first (that takes as long as the checkpoint); a checkpoint this Podman
+        cannot take fails at once, and the move redeploys saying why. validate asks beforehand."""
+        return None
 
     def checkpoints(self, container: str) -> list[str]:
         """Podman keeps no checkpoints in a container for drorch: its recovery points are images."""
