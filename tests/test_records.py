@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drorch.drivers.containers import clone_config
+from drorch.drivers.docker_config import clone_config
 from drorch.errors import ExitCode
 from drorch.records import EXIT_CODES, RunState, StepState, run_outcome
 

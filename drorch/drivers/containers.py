@@ -3,23 +3,21 @@
 A host runs Docker or Podman; both speak the Engine API, through which everything crosses between sites
 (see docker_engine): the image by save and load, the checkpoint and the contents of named volumes as tar
 streams relayed through this process and checked on arrival. Between two Podman hosts a checkpoint
-travels as Podman exports it (see podman). A move falls back to a redeploy only when a checkpoint cannot
-be taken or restored (an engine without checkpoint support, Docker on one end and Podman on the other, a
-dump that fails), and says so.
+travels as Podman exports it (see podman). The moves themselves run in container_moves; here are the
+inventory, recovery points, disaster restarts and drill clones. A move falls back to a redeploy only when
+a checkpoint cannot be taken or restored (an engine without checkpoint support, Docker on one end and
+Podman on the other, a dump that fails), and says so.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 from docker.errors import APIError
-from docker.utils import parse_repository_tag
 
 from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
+from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
 from drorch.drivers.docker_config import clone_config, drill_config, published_ports, unmapped_binds, volumes
 from drorch.drivers.docker_engine import (
     API_ERRORS,
@@ -27,20 +25,13 @@ from drorch.drivers.docker_engine import (
     HELPER_LABEL,
     DockerSite,
     reason,
-    send_state,
 )
 from drorch.drivers.jobs import ThreadedDriver
-from drorch.drivers.podman import PodmanCheckpoints, import_obstacle
+from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
-from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
 from drorch.records import DRILL_CLONE, DRILL_LABEL
-
-
-def checkpoint_name(handle_id: str) -> str:
-    """Names that sort by the time they were taken, so the newest is found through the API alone."""
-    return f"{CHECKPOINT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{handle_id}"
 
 
 class ContainerDriver(ThreadedDriver):
@@ -50,7 +41,7 @@ class ContainerDriver(ThreadedDriver):
         self._sites: dict[str, DockerSite] = {}
         self._lock = threading.Lock()
         super().__init__()
-        self._podman = PodmanCheckpoints(self._jobs, self._send_image)
+        self._moves = ContainerMoves(self._jobs)
 
     def _site(self, ep: Endpoint) -> DockerSite:
         site = self._sites.get(ep.uri)
@@ -139,7 +130,7 @@ class ContainerDriver(ThreadedDriver):
         if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
             dst.api.remove_container(on_target["Id"], force=True, v=True)
         handle.data["source_id"] = on_source["Id"]
-        self._jobs.submit(handle.id, lambda: self._move(handle, on_source, src, dst))
+        self._jobs.submit(handle.id, lambda: self._moves.run(handle, on_source, src, dst))
         return handle
 
     @staticmethod
@@ -221,7 +212,7 @@ class ContainerDriver(ThreadedDriver):
             if checkpoint is None:
                 s.start(target["Id"])
                 return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
-            self._send_state(clone, s, copy, s, target, checkpoint)
+            self._moves.send_state(clone, s, copy, s, target, checkpoint)
             try:
                 s.start(target["Id"], checkpoint=checkpoint)
             finally:
@@ -273,20 +264,20 @@ class ContainerDriver(ThreadedDriver):
             hid = Handle(request).id
             image = original["Config"]["Image"]
             if not dst.has_image(request.mappings.image(image)):
-                self._send_image(hid, image, src, dst)
+                self._moves.send_image(hid, image, src, dst)
             if copy is None:
                 config = clone_config(original, request.mappings, request.resources)
                 copy = dst.create(config, name)
             checkpoint = image_checkpoint = None
-            if request.strategy is Strategy.CHECKPOINT and self._checkpoint_obstacle(src, dst) is None \
+            if request.strategy is Strategy.CHECKPOINT and self._moves.checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
                 if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
-                    image_checkpoint = self._podman.ship(hid, name, original, src, dst, keep)
+                    image_checkpoint = self._moves.podman.ship(hid, name, original, src, dst, keep)
                 else:
                     checkpoint = checkpoint_name(hid)
                     src.checkpoint(original["Id"], checkpoint, leave_running=True)
             try:
-                size = self._send_state(hid, src, original, dst, copy, checkpoint)
+                size = self._moves.send_state(hid, src, original, dst, copy, checkpoint)
             finally:
                 if checkpoint is not None:
                     src.drop_checkpoint(original["Id"], checkpoint)
@@ -300,140 +291,6 @@ class ContainerDriver(ThreadedDriver):
         what = ["image and config", *([f"{len(volumes(original))} volumes"] if volumes(original) else []),
                 *([f"checkpoint {checkpoint}"] if checkpoint else [])]
         return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint)
-
-    def _send_state(self, hid: str, src: DockerSite, source: dict[str, Any], dst: DockerSite,
-                    target: dict[str, Any], checkpoint: str | None) -> int:
-        self._jobs.set_step(hid, "copy state")
-        return send_state(hid, src, source, dst, target, checkpoint, self._jobs.counter(hid))
-
-    # --- the move itself, in a background thread -----------------------------------------------------------
-
-    def _move(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite) -> Progress:
-        try:
-            message, warning = self._transfer(handle, original, src, dst)
-            done, total = self._jobs.sent(handle.id)
-            return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total, message=message, warning=warning)
-        except API_ERRORS as exc:
-            raise MoveFailed(f"moving container {handle.request.workload} failed: {reason(exc)}") from None
-
-    def _transfer(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite
-                  ) -> tuple[str, str]:
-        req, hid = handle.request, handle.id
-        why_not = ""
-        if req.strategy is Strategy.CHECKPOINT:
-            why_not = self._checkpoint_obstacle(src, dst) or ""
-        podman = (src, dst) if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite) else None
-        if req.strategy is Strategy.CHECKPOINT and podman and not why_not:
-            why_not = import_obstacle(req.mappings, req.resources is not None, original) or ""
-        if req.strategy is Strategy.CHECKPOINT and not why_not and podman:
-            done, why_not = self._podman.move(handle, original, *podman)
-            if done is not None:
-                return done, ""
-            target, image = self._prepare(handle, original, src, dst)
-        elif req.strategy is Strategy.CHECKPOINT and not why_not:
-            checkpoint = checkpoint_name(hid)
-            handle.data["checkpoint"] = checkpoint
-            target, image, dump_error = self._dump_and_prepare(handle, original, src, dst, checkpoint)
-            if dump_error is None:
-                return self._restore(handle, original, target, src, dst, checkpoint), ""
-            why_not = f"the checkpoint failed ({dump_error})"
-        else:
-            target, image = self._prepare(handle, original, src, dst)
-        self._jobs.set_step(hid, "stop source")
-        src.api.stop(original["Id"], timeout=10)
-        try:
-            self._send_state(hid, src, original, dst, target, None)
-            self._jobs.set_step(hid, "start")
-            dst.start(target["Id"])
-        except (*API_ERRORS, MoveFailed) as exc:
-            src.start(original["Id"])
-            dst.api.remove_container(target["Id"], force=True, v=True)
-            raise MoveFailed(f"{req.workload} did not start on site {req.target.site}, restarted on site "
-                             f"{req.source.site}: {reason(exc)}") from None
-        src.remove(original)
-        return f"running on site {req.target.site}", (f"redeployed from {image}: {why_not}" if why_not else "")
-
-    def _prepare(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite
-                 ) -> tuple[dict[str, Any], str]:
-        """The image on the target (sent when missing) and the container created from the mapped config;
-        returns the container and the image it was made from."""
-        req, hid = handle.request, handle.id
-        image = original["Config"]["Image"]
-        target_image = req.mappings.image(image)
-        self._jobs.set_step(hid, "image")
-        if not dst.has_image(target_image):
-            if target_image != image and src.has_image(target_image):
-                image = target_image  # the mapped image is known at home: send that one
-            self._send_image(hid, image, src, dst)
-            if target_image != image:
-                repo, tag = parse_repository_tag(target_image)
-                dst.api.tag(image, repo, tag or "latest")
-        self._jobs.set_step(hid, "create")
-        target = dst.create(clone_config(original, req.mappings, req.resources), req.workload)
-        handle.data["target_id"] = target["Id"]
-        return target, image
-
-    def _dump_and_prepare(self, handle: Handle, original: dict[str, Any], src: DockerSite, dst: DockerSite,
-                          checkpoint: str) -> tuple[dict[str, Any], str, str | None]:
-        """The source is checkpointed while the target gets its image and container: two daemons, side by
-        side. Returns what _prepare does and why the dump failed (None when it did not)."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drorch-dump") as pool:
-            dump = pool.submit(src.checkpoint, original["Id"], checkpoint)
-            try:
-                target, image = self._prepare(handle, original, src, dst)
-            except BaseException:
-                if dump.exception() is None:  # the process goes on where it stopped, at home
-                    src.start(original["Id"], checkpoint=checkpoint)
-                    src.drop_checkpoint(original["Id"], checkpoint)
-                raise
-            self._jobs.set_step(handle.id, "checkpoint")
-        failed = dump.exception()
-        if failed is None:
-            return target, image, None
-        if isinstance(failed, APIError):  # CRIU could not dump it: it runs on at home
-            return target, image, reason(failed)
-        dst.api.remove_container(target["Id"], force=True, v=True)
-        raise failed
-
-    @staticmethod
-    def _checkpoint_obstacle(src: DockerSite, dst: DockerSite) -> str | None:
-        if src.engine != dst.engine:
-            return (f"a {src.engine.title()} checkpoint cannot be restored by {dst.engine.title()} on site "
-                    f"{dst.ep.site}")
-        for site in (src, dst):
-            problem = site.checkpoint_obstacle()
-            if problem is not None:
-                return f"{site.engine.title()} on site {site.ep.site} {problem}"
-        return None
-
-    def _restore(self, handle: Handle, source: dict[str, Any], target: dict[str, Any], src: DockerSite,
-                 dst: DockerSite, checkpoint: str) -> str:
-        req, hid = handle.request, handle.id
-        try:
-            self._send_state(hid, src, source, dst, target, checkpoint)
-            self._jobs.set_step(hid, "restore")
-            dst.start(target["Id"], checkpoint=checkpoint)
-        except (*API_ERRORS, MoveFailed) as exc:
-            src.start(source["Id"], checkpoint=checkpoint)  # the process goes on where it stopped, at home
-            dst.api.remove_container(target["Id"], force=True, v=True)
-            raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
-                             f"{req.source.site} instead: {reason(exc)}") from None
-        self._jobs.set_step(hid, "cleanup")
-        dst.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
-        src.remove(source)
-        return f"running on site {req.target.site} (restored from checkpoint)"
-
-    def _send_image(self, hid: str, image: str, src: DockerSite, dst: DockerSite) -> None:
-        self._jobs.set_step(hid, "send image")
-        count = self._jobs.counter(hid, int(src.api.inspect_image(image).get("Size") or 0))
-
-        def counted() -> Iterator[bytes]:
-            for chunk in src.api.get_image(image, chunk_size=CHUNK):
-                count(len(chunk))
-                yield chunk
-
-        for _ in dst.api.load_image(counted()):
-            pass
 
     def progress(self, handle: Handle) -> Progress:
         req = handle.request
