@@ -110,6 +110,14 @@ class Site(_Model):
                                     "that does not is reported as not answering")
 
 
+def short_image(name: str) -> str:
+    """An image name as Docker shows it: without Docker Hub's registry (and library/), which Podman adds."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 class Mappings(_Model):
     """Names on the primary site -> names on the secondary site."""
 
@@ -134,7 +142,8 @@ class Mappings(_Model):
         return self.storage.get(name, name)
 
     def image(self, name: str) -> str:
-        return self.images.get(name, name)
+        """The mapped image; Podman spells out the registry of a short name, which a mapping need not."""
+        return self.images.get(name) or self.images.get(short_image(name), name)
 
     def port(self, port: int) -> int:
         return self.ports.get(port, port)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drorch.errors import PlaybookError
-from drorch.playbook import STRATEGIES, Playbook, Strategy, WorkloadKind, load_playbook, parse_playbook
+from drorch.playbook import STRATEGIES, Mappings, Playbook, Strategy, WorkloadKind, load_playbook, parse_playbook
 from tests.conftest import PLAYBOOK
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "playbooks").glob("*.yaml"))
@@ -122,3 +122,9 @@ def test_a_host_runs_docker_or_podman() -> None:
     b1 = pb.hosts("b")[0]
     assert (b1.endpoint(WorkloadKind.CONTAINER), b1.engine(WorkloadKind.CONTAINER)) == ("unix:///p.sock", "podman")
     assert pb.hosts("a")[0].engine(WorkloadKind.CONTAINER) == "docker"
+
+
+def test_an_image_mapping_applies_to_the_name_podman_shows() -> None:
+    m = Mappings(images={"shop/web:1": "dr/web:1", "redis:7": "dr/redis:7"})
+    assert [m.image(n) for n in ("shop/web:1", "docker.io/shop/web:1", "docker.io/library/redis:7", "q/x:1")] == [
+        "dr/web:1", "dr/web:1", "dr/redis:7", "q/x:1"]

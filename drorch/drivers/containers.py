@@ -30,7 +30,7 @@ from drorch.drivers.jobs import ThreadedDriver
 from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.playbook import Strategy, WorkloadKind
+from drorch.playbook import Strategy, WorkloadKind, short_image
 from drorch.records import DRILL_CLONE, DRILL_LABEL
 
 
@@ -79,7 +79,8 @@ class ContainerDriver(ThreadedDriver):
             info = s.info if full else {}
             problem = s.checkpoint_problem() if full else None
             networks = sorted(n["Name"] for n in s.api.networks())
-            images = sorted({t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"})
+            tags = {t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"}
+            images = sorted(tags | {short_image(t) for t in tags})  # as a playbook may name them
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
         return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
