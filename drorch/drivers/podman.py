@@ -75,21 +75,23 @@ class PodmanCheckpoints:
         if not dst.has_image(image):
             self._send_image(hid, image, src, dst)
         self._jobs.set_step(hid, "checkpoint")
-        try:
-            stream = src.export(original["Id"])
-        except (*API_ERRORS, MoveFailed) as exc:
-            return None, f"the checkpoint failed ({reason(exc)})"
-        handle.data["checkpoint"] = "exported"
-        self._jobs.set_step(hid, "copy state")
-        try:
-            handle.data["target_id"] = dst.import_(self._counted(hid, stream), published(original, req.mappings))
-        except (*API_ERRORS, MoveFailed) as exc:
-            half = dst.inspect(req.workload)
-            if half is not None:
-                dst.api.remove_container(half["Id"], force=True)
-            src.restore_here(original["Id"])  # the process goes on where it stopped, at home
-            raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
-                             f"{req.source.site} instead: {reason(exc)}") from None
+        with contextlib.ExitStack() as open_streams:
+            try:
+                stream = open_streams.enter_context(src.export(original["Id"]))
+            except (*API_ERRORS, MoveFailed) as exc:
+                return None, f"the checkpoint failed ({reason(exc)})"
+            handle.data["checkpoint"] = "exported"
+            self._jobs.set_step(hid, "copy state")
+            try:
+                handle.data["target_id"] = dst.import_(self._counted(hid, stream), published(original, req.mappings))
+            except (*API_ERRORS, MoveFailed) as exc:
+                open_streams.close()  # the export's connection, before the source is restored
+                half = dst.inspect(req.workload)
+                if half is not None:
+                    dst.api.remove_container(half["Id"], force=True)
+                src.restore_here(original["Id"])  # the process goes on where it stopped, at home
+                raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
+                                 f"{req.source.site} instead: {reason(exc)}") from None
         self._jobs.set_step(hid, "cleanup")
         src.remove(original)
         return f"running on site {req.target.site} (restored from checkpoint)", ""

@@ -10,6 +10,7 @@ A Podman checkpoint leaves its host as a stream, never as files drorch must reac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -95,12 +96,17 @@ class PodmanSite(DockerSite):
 
     # --- a move: export, relayed into an import --------------------------------------------------------------
 
-    def export(self, container: str) -> Iterator[bytes]:
-        """The container's checkpoint as a tar stream; the container stops. Its checkpoint is also kept where
-        it is (keep), so that `restore_here` can bring it back if the other end fails."""
+    @contextlib.contextmanager
+    def export(self, container: str) -> Iterator[Iterator[bytes]]:
+        """The container's checkpoint as a tar stream, open while in the context; the container stops. Its
+        checkpoint is also kept where it is (keep), so that `restore_here` can bring it back if the other end
+        fails."""
         res = self._checked(self.api._post(self._libpod("/containers/{0}/checkpoint", container),
                                            params={"export": "true", "keep": "true"}, stream=True))
-        return res.iter_content(CHUNK)  # type: ignore[no-any-return]
+        try:
+            yield res.iter_content(CHUNK)
+        finally:
+            res.close()
 
     def import_(self, chunks: Iterable[bytes], publish: list[str] | None = None) -> str:
         """A container created from an exported checkpoint and restored, under the name it had; its id."""

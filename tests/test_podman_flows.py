@@ -1,0 +1,94 @@
+"""The order of the Podman checkpoint flows when an end fails, over stand-ins for two Podman services (the
+lab runs them for real in integration/test_podman.py, where failures cannot be provoked on cue)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+
+from drorch.drivers.base import Endpoint, Handle, MoveRequest
+from drorch.drivers.jobs import Jobs
+from drorch.drivers.podman import PodmanCheckpoints
+from drorch.drivers.podman_engine import PodmanSite
+from drorch.errors import MoveFailed
+from drorch.playbook import Strategy
+
+ORIGINAL = {"Id": "c0ffee", "Config": {"Image": "docker.io/shop/web:1"}, "HostConfig": {"NetworkMode": "none"}}
+
+
+class Service:
+    """What PodmanCheckpoints asks of a PodmanSite, answered from memory; `fail` names the call that fails."""
+
+    def __init__(self, site: str, fail: str = "") -> None:
+        self.ep = Endpoint(site, f"unix:///{site}.sock", engine="podman")
+        self.fail = fail
+        self.calls: list[str] = []
+        self.containers: dict[str, dict[str, Any]] = {}
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise MoveFailed(f"Podman on site {self.ep.site}: {name} refused")
+
+    def has_image(self, image: str) -> bool:
+        return True
+
+    @contextlib.contextmanager
+    def export(self, container: str) -> Iterator[Iterator[bytes]]:
+        self._call("export")
+        try:
+            yield iter([b"tar"])
+        finally:
+            self.calls.append("export closed")
+
+    def import_(self, chunks: Iterator[bytes], publish: list[str]) -> str:
+        list(chunks)
+        self.containers["web"] = {"Id": "half"}
+        self._call("import")
+        return "new"
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        return self.containers.get(name)
+
+    @property
+    def api(self) -> Service:
+        return self
+
+    def remove_container(self, container: str, force: bool) -> None:
+        self.calls.append(f"remove {container}")
+
+    def restore_here(self, container: str) -> None:
+        self._call("restore here")
+
+    def remove(self, original: dict[str, Any]) -> None:
+        self.calls.append("remove source")
+
+
+def move(src: Service, dst: Service) -> tuple[str | None, str]:
+    request = MoveRequest("web", Strategy.CHECKPOINT, src.ep, dst.ep)
+    flows = PodmanCheckpoints(Jobs(), lambda *_: None)
+    return flows.move(Handle(request), ORIGINAL, cast(PodmanSite, src), cast(PodmanSite, dst))
+
+
+def test_a_checkpoint_that_cannot_be_taken_leaves_the_source_running_for_a_redeploy() -> None:
+    src, dst = Service("a", fail="export"), Service("b")
+    assert move(src, dst) == (None, "the checkpoint failed (Podman on site a: export refused)")
+    assert src.calls == ["export"] and dst.calls == []
+
+
+def test_a_failed_import_is_cleaned_up_and_the_source_restored_from_its_kept_checkpoint() -> None:
+    src, dst = Service("a"), Service("b", fail="import")
+    with pytest.raises(MoveFailed, match="restore of web on site b failed, restored on site a instead: Podman on "
+                                         "site b: import refused"):
+        move(src, dst)
+    assert dst.calls == ["import", "remove half"]
+    assert src.calls == ["export", "export closed", "restore here"]  # the stream is closed before the restore
+
+
+def test_a_move_removes_the_source_once_the_import_restored_it() -> None:
+    src, dst = Service("a"), Service("b")
+    assert move(src, dst) == ("running on site b (restored from checkpoint)", "")
+    assert src.calls == ["export", "export closed", "remove source"]
