@@ -173,7 +173,7 @@ class ContainerDriver(ThreadedDriver):
         try:
             if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c)) is not None:
                 return restored
-            checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoints_supported() else None
+            checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoint_obstacle() is None else None
             if checkpoint is not None:
                 try:
                     s.start(c["Id"], checkpoint=checkpoint)
@@ -209,7 +209,7 @@ class ContainerDriver(ThreadedDriver):
             if config["HostConfig"]["NetworkMode"] == network:
                 self._isolated_network(s, network)
             target = there or s.create(config, clone)
-            checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoints_supported() else None
+            checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoint_obstacle() is None else None
             if checkpoint is None:
                 s.start(target["Id"])
                 return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"

@@ -107,9 +107,6 @@ class DockerSite:
         """Why this engine cannot take or restore a checkpoint, or None."""
         return None if self.info.get("ExperimentalBuild") else "runs without --experimental, which checkpoints need"
 
-    def checkpoints_supported(self) -> bool:
-        return self.checkpoint_problem() is None
-
     def checkpoint_obstacle(self) -> str | None:
         """What keeps a move from a checkpoint, as far as the engine tells without slowing the move down."""
         return self.checkpoint_problem()
