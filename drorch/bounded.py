@@ -20,6 +20,9 @@ from drorch.errors import InputError, PlaybookError
 MAX_BYTES = 8 << 20  # a playbook of 10,000 workloads is about 2 MiB
 MAX_SNAPSHOT_BYTES = 128 << 20  # `drorch inventory --json` of 10,000 workloads is about 3 MiB
 MAX_DEPTH = 64  # mappings and sequences inside each other
+# LibYAML's own nesting limit (in the parser PyYAML 6.0.4's wheels bundle): its scanner looks up to 1,024
+# characters ahead for a key, so "[[[[..." meets it before the parse events reach MAX_DEPTH.
+LIBYAML_DEPTH = "exceeded maximum nesting depth"
 MAX_NODES = 500_000  # scalars, mappings and sequences, every alias expanded (10,000 workloads: ~200,000)
 
 # libyaml's parser when PyYAML was built with it: several times faster, with the same positions.
@@ -113,8 +116,10 @@ def compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        raise PlaybookError([f"{_where(source, exc.problem_mark or exc.context_mark)}: "
-                             f"{exc.problem or exc.context}"]) from None
+        where = _where(source, exc.problem_mark or exc.context_mark)
+        if exc.problem == LIBYAML_DEPTH:
+            raise InputError([f"{where}: nested deeper than {MAX_DEPTH} levels"]) from None
+        raise PlaybookError([f"{where}: {exc.problem or exc.context}"]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow, placed by its offset
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
