@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from drorch.drivers.base import Driver, Endpoint
-from drorch.engine import Engine, Reporter, StepEvent
+from drorch.engine import Engine
 from drorch.errors import DrorchError
 from drorch.hooks import run_hooks
 from drorch.host import run_alive
+from drorch.live import Reporter, StepEvent
 from drorch.planner import Action, PlanItem, disaster_plan
 from drorch.playbook import Playbook, WorkloadKind, load_playbook
 from drorch.records import (

@@ -3,6 +3,9 @@
 Every step is a row written before and after it acts; a step first looks where its workload really is,
 so a run that died halfway is continued by `resume` without moving anything twice. Locks in the store
 keep a playbook and each workload in one running operation at a time, and outlive a crash.
+
+The engine decides when each step runs (waves, dependencies, limits, failure policies, rollback);
+`step_work` is what a step does once it runs.
 """
 
 from __future__ import annotations
@@ -16,70 +19,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
-from drorch.errors import DrorchError, MoveFailed, PlanRefused, SiteUnreachable, UsageError, WorkloadBusy
-from drorch.hooks import HookResult, run_hooks
+from drorch.drivers.base import Driver, MoveRequest, Progress
+from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
 from drorch.host import run_alive
 from drorch.inventory import Snapshot
+from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
-from drorch.playbook import (
-    STRATEGIES,
-    CommitDefault,
-    FailurePolicy,
-    Hook,
-    Hooks,
-    Playbook,
-    WorkloadKind,
-)
-from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
+from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepState, run_outcome, utcnow
 from drorch.run_steps import FENCE_WAVE, recorded_request, steps_for
 from drorch.sites import host_endpoint, site_endpoints, snapshot
+from drorch.step_work import CONTROL_SECONDS, StepWork, verify
 from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
-CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
 
 
 class FencingRequired(DrorchError):
     """A disaster failover cannot prove the source's copies are down."""
 
 
-@dataclass(frozen=True)
-class StepEvent:
-    """What the engine tells its reporter: a step changed state or made progress."""
-
-    run: Run
-    step: Step
-    total: int
-    progress: Progress | None = None
-
-
-Reporter = Callable[[StepEvent], None]
-
-
 def _as_utc(dt: datetime) -> datetime:
     """SQLite hands datetimes back without their zone; they were written in UTC."""
     return dt if dt.tzinfo else dt.replace(tzinfo=utcnow().tzinfo)
-
-
-@dataclass
-class _Live:
-    """One run being driven by this process."""
-
-    pb: Playbook
-    run: Run
-    steps: list[Step]
-    aborting: threading.Event = field(default_factory=threading.Event)
-    broken: threading.Event = field(default_factory=threading.Event)  # an error escaped a step: start nothing more
-    slots: dict[str, threading.Semaphore] = field(default_factory=dict)
-    done: dict[str, threading.Event] = field(default_factory=dict)
-
-    def by_name(self, workload: str) -> Step | None:
-        return next((s for s in self.steps if s.workload == workload and s.action in ACTING), None)
 
 
 class Engine:
@@ -100,6 +65,7 @@ class Engine:
         self._transitions = 0
         self._write = threading.Lock()
         self.locks = Locks(store, self.host)
+        self.work = StepWork(store, drivers, self, self.report, poll_seconds)
 
     # --- starting ----------------------------------------------------------------------------------------------
 
@@ -156,11 +122,11 @@ class Engine:
 
     def execute(self, pb: Playbook, run: Run) -> Run:
         """Drive the run's steps that are not final yet, wave after wave, then settle the run's state."""
-        live = _Live(pb, run, self.store.steps(run.id or 0))
+        live = LiveRun(pb, run, self.store.steps(run.id or 0))
         stop = False
         for wave in dict.fromkeys(s.wave or "" for s in live.steps):
             members = [s for s in live.steps if (s.wave or "") == wave]
-            if stop or self._abort_requested(live):
+            if stop or self.abort_requested(live):
                 self._cancel(live, members, "the run was aborted" if live.aborting.is_set() else
                              "an earlier wave failed and its policy stops the run")
                 continue
@@ -172,7 +138,7 @@ class Engine:
                 stop = policy is not FailurePolicy.CONTINUE
         return self._finish(live)
 
-    def _finish(self, live: _Live) -> Run:
+    def _finish(self, live: LiveRun) -> Run:
         run, steps = live.run, live.steps
         acting = [s for s in steps if s.action != ROLLBACK]
         if any(s.state is StepState.ROLLED_BACK for s in steps):
@@ -196,17 +162,17 @@ class Engine:
             self.store.release_locks(run.id or 0)
         return run
 
-    def _abort_requested(self, live: _Live) -> bool:
+    def abort_requested(self, live: LiveRun) -> bool:
         if not live.aborting.is_set() and self.store.refresh(live.run).abort_requested:
             live.aborting.set()
         return live.aborting.is_set()
 
-    def _cancel(self, live: _Live, steps: list[Step], why: str) -> None:
+    def _cancel(self, live: LiveRun, steps: list[Step], why: str) -> None:
         for s in steps:
             if s.state not in FINAL_STEP_STATES:
-                self._transition(live, s, StepState.CANCELLED, error=why)
+                self.transition(live, s, StepState.CANCELLED, error=why)
 
-    def _transition(self, live: _Live, step: Step, state: StepState, progress: Progress | None = None,
+    def transition(self, live: LiveRun, step: Step, state: StepState, progress: Progress | None = None,
                     **fields: object) -> None:
         """Every change of a step's state is written before anything else happens."""
         with self._write:
@@ -225,13 +191,17 @@ class Engine:
                 os.kill(os.getpid(), signal.SIGKILL)
         self.report(StepEvent(live.run, step, len(live.steps), progress))
 
-    def _wave(self, live: _Live, members: list[Step]) -> None:
+    def save(self, step: Step) -> None:
+        with self._write:
+            self.store.save(step)
+
+    def _wave(self, live: LiveRun, members: list[Step]) -> None:
         moves = [s for s in members if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER)]
         before = [s for s in members if s not in moves and s.seq < min((m.seq for m in moves), default=1 << 30)]
         after = [s for s in members if s not in moves and s not in before]
         for s in before:
             if s.state not in FINAL_STEP_STATES:
-                self._control(live, s)
+                self.work.control(live, s)
             if s.state is not StepState.SUCCEEDED:
                 self._cancel(live, moves + after, f"{s.workload} did not pass")
                 return
@@ -250,52 +220,9 @@ class Engine:
             pool.shutdown(wait=True, cancel_futures=True)  # an error stops the wave: what has not begun stays pending
         for s in after:
             if s.state not in FINAL_STEP_STATES:
-                self._control(live, s)
+                self.work.control(live, s)
 
-    def _control(self, live: _Live, step: Step) -> None:
-        """Steps that move nothing: fencing, approvals and a wave's hooks."""
-        if step.kind == StepKind.FENCE:
-            self._transition(live, step, StepState.RUNNING)
-            try:
-                self._transition(live, step, StepState.SUCCEEDED, outcome=self._fence(live))
-            except DrorchError as exc:
-                self._transition(live, step, StepState.FAILED, error=str(exc))
-        elif step.kind == StepKind.APPROVAL:
-            self._transition(live, step, StepState.WAITING,
-                             outcome=f"waiting: drorch approve {live.run.id} lets wave {step.wave} start")
-            while True:
-                fresh = next(s for s in self.store.steps(live.run.id or 0) if s.id == step.id)
-                if fresh.state is not StepState.WAITING:
-                    self._transition(live, step, fresh.state, outcome=fresh.outcome)
-                    return
-                if self._abort_requested(live):
-                    self._transition(live, step, StepState.CANCELLED, error="the run was aborted")
-                    return
-                time.sleep(CONTROL_SECONDS)
-        else:
-            phase = json.loads(step.detail or "{}").get("phase", "before")
-            hooks = getattr(live.pb.wave(step.wave or "").hooks, phase)
-            self._transition(live, step, StepState.RUNNING)
-            ok, said = self._hooks(hooks, {**self._env(live, step), "DRORCH_HOOK_PHASE": phase})
-            if ok:
-                self._transition(live, step, StepState.SUCCEEDED, outcome=said)
-            else:
-                self._transition(live, step, StepState.FAILED, error=said)
-
-    def _env(self, live: _Live, step: Step, target: Endpoint | None = None) -> dict[str, str]:
-        run = live.run
-        return {"DRORCH_RUN_ID": str(run.id), "DRORCH_MODE": run.mode or "planned", "DRORCH_DIRECTION": run.operation,
-                "DRORCH_PLAYBOOK": run.playbook, "DRORCH_WAVE": step.wave or "", "DRORCH_WORKLOAD": step.workload,
-                "DRORCH_KIND": step.kind, "DRORCH_SOURCE_SITE": step.source_site,
-                "DRORCH_TARGET_SITE": step.target_site, "DRORCH_TARGET_HOST": target.host if target else ""}
-
-    @staticmethod
-    def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
-        """Run hooks in order: whether the step may go on, and what they said."""
-        results: list[HookResult] = run_hooks(hooks, env)
-        return not any(r.fatal for r in results), "; ".join(r.line() for r in results)
-
-    def _slots(self, live: _Live, step: Step) -> list[threading.Semaphore]:
+    def _slots(self, live: LiveRun, step: Step) -> list[threading.Semaphore]:
         """Per-host and per-site limits on moves at once, in one order so that no two steps deadlock."""
         keys: dict[str, int] = {}
         for site, host in ((step.source_site, step.from_host), (step.target_site, step.to_host)):
@@ -310,7 +237,7 @@ class Engine:
         with self._write:
             return [live.slots.setdefault(k, threading.Semaphore(n)) for k, n in sorted(keys.items())]
 
-    def _workload_step(self, live: _Live, step: Step) -> None:
+    def _workload_step(self, live: LiveRun, step: Step) -> None:
         if live.broken.is_set():
             return
         try:
@@ -319,129 +246,28 @@ class Engine:
             for d in deps:
                 live.done[d].wait()
             broken = [d for d in deps if (ds := live.by_name(d)) is not None and ds.state is not StepState.SUCCEEDED]
-            if self._abort_requested(live):
+            if self.abort_requested(live):
                 self._cancel(live, [step], "the run was aborted")
             elif step.action in (Action.SKIP, Action.ALREADY, Action.BLOCKED):
-                self._settled(live, step)
+                self.work.settled(live, step)
             elif broken:
-                self._transition(live, step, StepState.CANCELLED, error=f"depends on {', '.join(broken)}, "
+                self.transition(live, step, StepState.CANCELLED, error=f"depends on {', '.join(broken)}, "
                                  "which did not get there")
             else:
                 slots = self._slots(live, step)
                 with contextlib.ExitStack() as held:
                     for slot in slots:
                         held.enter_context(slot)
-                    self._act(live, step, spec.hooks if spec else Hooks())
+                    self.work.act(live, step, spec.hooks if spec else Hooks())
         except BaseException:
             live.broken.set()
             raise
         finally:
             live.done.setdefault(step.workload, threading.Event()).set()
 
-    def _settled(self, live: _Live, step: Step) -> None:
-        """A step the plan settled without a move: already there, left behind, or blocked."""
-        if step.action == Action.ALREADY:
-            self._transition(live, step, StepState.SUCCEEDED, outcome=f"already running on site {step.target_site}")
-        elif step.action == Action.SKIP:
-            self._transition(live, step, StepState.SKIPPED)
-        else:
-            self._transition(live, step, StepState.FAILED, error=step.error or step.outcome, outcome=None)
-
-    def _act(self, live: _Live, step: Step, hooks: Hooks) -> None:
-        kind = WorkloadKind(step.kind)
-        driver = self.drivers[kind]
-        target = host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
-        env = self._env(live, step, target)
-        self._transition(live, step, StepState.RUNNING)
-        ok, before = self._hooks(hooks.before, {**env, "DRORCH_HOOK_PHASE": "before"})
-        if not ok:
-            self._transition(live, step, StepState.FAILED, error=f"before hooks: {before}")
-            return
-        try:
-            if step.action == Action.RESTART:
-                final = driver.restart(step.workload, target)
-            else:
-                final = self._move(live, step, driver, recorded_request(live.pb, step))
-        except DrorchError as exc:
-            final = Progress(Phase.FAILED, message=str(exc))
-        if final.phase is Phase.COMPLETED:
-            there = self._verify(driver, step.workload, target)
-            if there:
-                final = Progress(Phase.FAILED, message=there)
-        if final.phase is not Phase.COMPLETED:
-            state = StepState.CANCELLED if live.aborting.is_set() else StepState.FAILED
-            self._transition(live, step, state, final, error=final.message)
-            return
-        ok, after = self._hooks(hooks.after, {**env, "DRORCH_HOOK_PHASE": "after"})
-        said = "; ".join(filter(None, [final.message, before, after]))
-        if ok:
-            self._transition(live, step, StepState.SUCCEEDED, final, outcome=said, warning=final.warning or None)
-        else:
-            self._transition(live, step, StepState.FAILED, final, error=f"{final.message}, but after hooks: {after}")
-
-    @staticmethod
-    def _verify(driver: Driver, name: str, target: Endpoint) -> str:
-        """The move said it is done: check the workload really runs on the target."""
-        try:
-            info = driver.locate(name, target)
-        except DrorchError as exc:
-            return f"cannot check that {name} runs on site {target.site}: {exc}"
-        if info is not None and info.running:
-            return ""
-        return f"{name} is not running on site {target.site} after the move"
-
-    def _move(self, live: _Live, step: Step, driver: Driver, request: MoveRequest) -> Progress:
-        handle = driver.start_move(request)
-        with self._write:
-            step.handle = handle.to_json()
-            self.store.save(step)
-        last_check = time.monotonic()
-        cancelled = False
-        while True:
-            progress = driver.progress(handle)
-            if progress.bytes_total is not None:
-                step.bytes_done, step.bytes_total = progress.bytes_done, progress.bytes_total
-            if progress.finished:
-                return progress
-            self.report(StepEvent(live.run, step, len(live.steps), progress))
-            if not cancelled and time.monotonic() - last_check >= CONTROL_SECONDS:
-                last_check = time.monotonic()
-                if self._abort_requested(live):
-                    driver.cancel(handle)
-                    cancelled = True
-            driver.wait(handle, self.poll_seconds)
-
-    def _fence(self, live: _Live) -> str:
-        """Make sure no copy on the source runs before any starts on the target."""
-        pb, run = live.pb, live.run
-        confirmed = bool(json.loads(live.steps[0].detail or "{}").get("confirmed"))
-        stopped, silent = [], []
-        names = {(WorkloadKind(s.kind), s.workload) for s in live.steps if s.action == Action.RESTART}
-        for kind, name in sorted(names):
-            for ep in site_endpoints(pb, run.source_site, kind):
-                try:
-                    if self.drivers[kind].fence(name, ep):
-                        stopped.append(f"{kind} {name} on {ep.host}")
-                except SiteUnreachable:
-                    silent.append(ep.host)
-        said = f"destroyed {', '.join(stopped)}" if stopped else "no copy ran on the answering hosts"
-        if not silent:
-            return f"site {run.source_site} fenced: {said}"
-        hosts = ", ".join(sorted(set(silent)))
-        if pb.fencing.command:
-            res = run_hooks([Hook(run=pb.fencing.command, timeout=pb.fencing.timeout)],
-                            {"DRORCH_SITE": run.source_site, "DRORCH_HOSTS": hosts, "DRORCH_RUN_ID": str(run.id)})
-            if res[0].ok:
-                return f"{said}; hosts {hosts} fenced by {pb.fencing.command[0]}"
-            if not confirmed:
-                raise MoveFailed(f"fencing command for site {run.source_site} failed: {res[0].message}")
-        if confirmed:
-            return f"{said}; hosts {hosts} declared down by the operator (--confirm-primary-down)"
-        raise MoveFailed(f"hosts {hosts} of site {run.source_site} do not answer and were not fenced")
-
     # --- rollback ----------------------------------------------------------------------------------------------
 
-    def _rollback(self, live: _Live) -> None:
+    def _rollback(self, live: LiveRun) -> None:
         """Move back, newest first, what this run moved; the originals are marked rolled back."""
         moved = [s for s in live.steps if s.action in ACTING and s.state is StepState.SUCCEEDED]
         backs: list[Step] = []
@@ -468,7 +294,7 @@ class Engine:
         self._wave(live, backs)
         for back, orig in zip(backs, reversed(moved), strict=True):
             if back.state is StepState.SUCCEEDED:
-                self._transition(live, orig, StepState.ROLLED_BACK, outcome=f"moved back by step {back.seq}")
+                self.transition(live, orig, StepState.ROLLED_BACK, outcome=f"moved back by step {back.seq}")
 
     # --- operator commands on a run ---------------------------------------------------------------------------
 
@@ -511,7 +337,7 @@ class Engine:
                     return run
                 time.sleep(CONTROL_SECONDS)
             raise WorkloadBusy(f"run {run_id} was asked to abort and is still finishing its current steps")
-        live = _Live(pb, run, self.store.steps(run_id))
+        live = LiveRun(pb, run, self.store.steps(run_id))
         live.aborting.set()
         for s in live.steps:
             if s.state in FINAL_STEP_STATES:
@@ -519,12 +345,12 @@ class Engine:
             there = ""
             if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER) and s.to_host and s.action in ACTING:
                 kind = WorkloadKind(s.kind)
-                there = self._verify(self.drivers[kind], s.workload,
+                there = verify(self.drivers[kind], s.workload,
                                      host_endpoint(pb, s.target_site, s.to_host, kind)) or "ok"
             if there == "ok":
-                self._transition(live, s, StepState.SUCCEEDED, outcome=f"found running on site {s.target_site}")
+                self.transition(live, s, StepState.SUCCEEDED, outcome=f"found running on site {s.target_site}")
             else:
-                self._transition(live, s, StepState.CANCELLED, error="the run was aborted")
+                self.transition(live, s, StepState.CANCELLED, error="the run was aborted")
         return self._finish(live)
 
     def approve(self, run_id: int, who: str) -> Step:
@@ -557,7 +383,7 @@ class Engine:
             self.locks.retake(pb, run_id)
         run.state, run.pid, run.host, run.ended_at = RunState.RUNNING, os.getpid(), self.host, None
         self.store.save(run)
-        live = _Live(pb, run, self.store.steps(run_id))
+        live = LiveRun(pb, run, self.store.steps(run_id))
         self._rollback(live)
         return self._finish(live)
 

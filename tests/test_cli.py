@@ -15,7 +15,8 @@ from drorch import cli, drivers
 from drorch.cli import sites
 from drorch.cli.progress import RichReporter
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import Engine, StepEvent
+from drorch.engine import Engine
+from drorch.live import StepEvent
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState
 from drorch.store import Store

@@ -17,8 +17,8 @@ from drorch import report as reports
 from drorch.daemon import Daemon, stopping
 from drorch.drill import Drill
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import StepEvent
 from drorch.errors import WorkloadBusy
+from drorch.live import StepEvent
 from drorch.planner import plan
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
 from drorch.protection import protect

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import Engine, FencingRequired, StepEvent
+from drorch.engine import Engine, FencingRequired
 from drorch.errors import UsageError, WorkloadBusy
+from drorch.live import StepEvent
 from drorch.playbook import Playbook, WorkloadKind, parse_playbook
 from drorch.protection import protect
 from drorch.records import RunState, StepState, utcnow

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from drorch.drivers.base import Driver
-    from drorch.engine import Reporter
     from drorch.inventory import Snapshot
+    from drorch.live import Reporter
     from drorch.planner import Plan
     from drorch.playbook import Playbook, Positions, WorkloadKind
     from drorch.store import Run, Step

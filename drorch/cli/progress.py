@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from drorch.records import StepState
 
 if TYPE_CHECKING:
-    from drorch.engine import StepEvent
+    from drorch.live import StepEvent
 
 
 def _mib(n: int | None) -> str:
