@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from integration import lab_podman, labctl
+from integration import lab_base, lab_podman, labctl
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixture: drorch as a process
 
@@ -46,13 +46,13 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def vm_counts(site: str, vm: str = labctl.VM_NAME) -> list[int]:
+def vm_counts(site: str, vm: str = lab_base.VM_NAME) -> list[int]:
     path = labctl.SITES[site].serial_log(vm)
     text = path.read_text(errors="replace") if path.exists() else ""
     return [int(n) for n in re.findall(r"^count (\d+)", text, re.M)]
 
 
-def vm_disk_counts(site: str, vm: str = labctl.VM_NAME) -> list[int]:
+def vm_disk_counts(site: str, vm: str = lab_base.VM_NAME) -> list[int]:
     """The counts the guest found on its disk at each boot on that site (its serial log since it started)."""
     path = labctl.SITES[site].serial_log(vm)
     text = path.read_text(errors="replace") if path.exists() else ""

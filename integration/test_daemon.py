@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from integration import labctl
+from integration import lab_base, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 
 
@@ -34,10 +34,10 @@ def test_scheduled_protection_then_disaster_restart_from_it(run_drorch: Drorch, 
             res = run_drorch("protect", "status", str(playbook), "--json")
             return json.loads(res.stdout) if res.stdout.strip() else []
 
-        wait_until(lambda: fresh(status(), {labctl.VM_NAME, labctl.CHECKPOINT_CONTAINER}),
+        wait_until(lambda: fresh(status(), {lab_base.VM_NAME, labctl.CHECKPOINT_CONTAINER}),
                    "two fresh recovery points of the VM and of lab-counter", timeout=90)
         shown = run_drorch("protect", "status", str(playbook))
-        assert shown.returncode == 0 and f"vm        {labctl.VM_NAME}" in shown.stdout and "STALE" not in shown.stdout
+        assert shown.returncode == 0 and f"vm        {lab_base.VM_NAME}" in shown.stdout and "STALE" not in shown.stdout
         ds = json.loads(run_drorch("daemon", "status", "--json").stdout)
         assert [d["leader"] for d in ds["daemons"]] == [True] and ds["jobs"][0]["id"] == "lab:protect:0"
     finally:
@@ -53,7 +53,7 @@ def test_scheduled_protection_then_disaster_restart_from_it(run_drorch: Drorch, 
     try:
         res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(playbook))
         assert res.returncode == 0, res.stdout + res.stderr
-        assert where(labctl.VM_NAME)["vms"] == ["b"]
+        assert where(lab_base.VM_NAME)["vms"] == ["b"]
         wait_until(lambda: len(vm_counts("b")) >= 1, "the VM booting on site b")
         wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on site b")
         first = container_counts("b", labctl.CHECKPOINT_CONTAINER)[0]
@@ -64,5 +64,5 @@ def test_scheduled_protection_then_disaster_restart_from_it(run_drorch: Drorch, 
 
 def placement_a_untouched() -> bool:
     """Protection moves nothing: the lab's workloads all still run on site a only."""
-    return where(labctl.VM_NAME)["vms"] == ["a"] and all(
+    return where(lab_base.VM_NAME)["vms"] == ["a"] and all(
         where(n)["containers"] == ["a"] for n in labctl.CONTAINERS)

@@ -20,11 +20,11 @@ import libvirt
 import pytest
 import yaml
 
-from integration import labctl
+from integration import lab_base, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 from integration.postgres import Cluster
 
-VM_CLONE, COUNTER_CLONE = f"{labctl.VM_NAME}-drill-{{}}", f"{labctl.CHECKPOINT_CONTAINER}-drill-{{}}"
+VM_CLONE, COUNTER_CLONE = f"{lab_base.VM_NAME}-drill-{{}}", f"{labctl.CHECKPOINT_CONTAINER}-drill-{{}}"
 
 
 def drill_playbook(path: Path, every_s: float, hold_s: float, checks: bool = True) -> Path:
@@ -138,12 +138,12 @@ def test_scheduled_drills_run_isolated_and_leave_nothing(run_drorch: Drorch, sta
         wait_until(lambda: len(container_counts("b", COUNTER_CLONE.format(1))) >= 1, "the container clone counting")
         first = container_counts("b", COUNTER_CLONE.format(1))
         assert first and first[0] > 1  # restored from its checkpoint, not started afresh
-        assert where(labctl.VM_NAME)["vms"] == ["a"] and where(labctl.CHECKPOINT_CONTAINER)["containers"] == ["a"]
+        assert where(lab_base.VM_NAME)["vms"] == ["a"] and where(labctl.CHECKPOINT_CONTAINER)["containers"] == ["a"]
 
         wait_until(lambda: report(run_drorch, 1)["state"] != "running", "the first drill to end", timeout=90)
         doc = report(run_drorch, 1)
         assert doc["state"] == "succeeded" and doc["passed"] is True and doc["mode"] == "drill", doc
-        assert set(doc["workload_rto_s"]) == {f"vm/{labctl.VM_NAME}", *(f"container/{c}" for c in labctl.CONTAINERS)}
+        assert set(doc["workload_rto_s"]) == {f"vm/{lab_base.VM_NAME}", *(f"container/{c}" for c in labctl.CONTAINERS)}
         assert doc["rto_s"] is not None and 0 < float(doc["rto_s"]) < 60  # type: ignore[arg-type]
         checks = [c for r in doc["steps"] for c in r["checks"] or []]  # type: ignore[attr-defined]
         assert len(checks) == 6 and all(c["ok"] for c in checks)  # running + counting, for each of three
@@ -151,7 +151,7 @@ def test_scheduled_drills_run_isolated_and_leave_nothing(run_drorch: Drorch, sta
 
         page = tmp_path / "drill.html"
         assert run_drorch("report", "1", "--html", str(page)).returncode == 0
-        assert "<svg" in page.read_text() and f"vm/{labctl.VM_NAME}" in page.read_text()
+        assert "<svg" in page.read_text() and f"vm/{lab_base.VM_NAME}" in page.read_text()
 
         wait_until(lambda: clones_up(2), "the second drill's clones", timeout=90)
         daemon.send_signal(signal.SIGKILL)  # in the middle of drill 2
@@ -173,7 +173,7 @@ def test_scheduled_drills_run_isolated_and_leave_nothing(run_drorch: Drorch, sta
     assert all(r["state"] != "running" for r in runs)
     assert consecutive([n for n in vm_counts("a") if n >= vm_before])  # the originals never stopped
     assert consecutive([n for n in container_counts("a", labctl.CHECKPOINT_CONTAINER) if n >= counter_before])
-    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"]
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.drivers.containers import ContainerDriver
 from drorch.drivers.libvirt import LibvirtDriver
 from drorch.playbook import Mappings, Strategy
-from integration import lab_podman, labctl
+from integration import lab_base, lab_podman, labctl
 from tests.driver_contract import DriverContract
 
 A, B = labctl.SITES["a"], labctl.SITES["b"]
 CASES = {
-    "vm-live": (LibvirtDriver, labctl.VM_NAME, Strategy.LIVE),
+    "vm-live": (LibvirtDriver, lab_base.VM_NAME, Strategy.LIVE),
     "container-checkpoint": (ContainerDriver, labctl.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
     "container-redeploy": (ContainerDriver, labctl.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
     "podman-checkpoint": (ContainerDriver, lab_podman.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),

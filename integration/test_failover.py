@@ -7,11 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import libvirt
 import pytest
 import yaml
 
 from drorch.store import Store
-from integration import labctl
+from integration import lab_base, lab_libvirt, labctl
 from integration.conftest import LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 
 
@@ -29,7 +30,7 @@ def test_failover_and_failback_keep_every_workload_going(run_drorch: Drorch, sta
     assert res.returncode == 0, res.stdout + res.stderr
     assert "run 1 succeeded" in res.stdout
 
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     for name in labctl.CONTAINERS:
         assert where(name)["containers"] == ["b"]
     # The VM's guest kept counting: site B's serial log goes on from where site A's stopped.
@@ -66,7 +67,7 @@ def test_failover_and_failback_keep_every_workload_going(run_drorch: Drorch, sta
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["operation"] == "failback" and report["state"] == "succeeded"
-    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"]
     assert all(where(n)["containers"] == ["a"] for n in labctl.CONTAINERS)
     wait_until(lambda: len(vm_counts("a")) >= 2, "the VM's counter back on site a")
     assert vm_counts("a")[0] >= vm_on_b
@@ -102,7 +103,7 @@ def test_target_daemon_stopped_fails_cleanly_and_leaves_workloads_home(
         tech = f"libvirt at {b.libvirt_tls_uri}" if daemon == "libvirtd" else f"Docker at {b.docker_tls_url}"
         assert line.startswith("drorch: run 1 partial: ") and f"site b: {tech}" in line
         assert "does not answer" in line and "Traceback" not in res.stderr
-        stopped = [labctl.VM_NAME] if daemon == "libvirtd" else list(labctl.CONTAINERS)
+        stopped = [lab_base.VM_NAME] if daemon == "libvirtd" else list(labctl.CONTAINERS)
         for name in stopped:
             assert where(name)["vms" if daemon == "libvirtd" else "containers"] == ["a"]
         steps = {s.workload: s for s in Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)}
@@ -111,7 +112,7 @@ def test_target_daemon_stopped_fails_cleanly_and_leaves_workloads_home(
         if daemon == "libvirtd":
             res = run_drorch("failover", str(_vm_only_playbook(tmp_path)))
             assert res.returncode == 1 and len(res.stderr.splitlines()) == 1
-            assert where(labctl.VM_NAME)["vms"] == ["a"]
+            assert where(lab_base.VM_NAME)["vms"] == ["a"]
     finally:
         labctl.cmd_start(argparse.Namespace(site="b", daemon=daemon))
 
@@ -137,7 +138,7 @@ def test_readme_first_command_ends_with_workloads_on_site_b() -> None:
     assert "integration/lab up" in command and "drorch failover playbooks/lab.yaml" in command
     res = subprocess.run(["bash", "-ec", command], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     assert all(where(n)["containers"] == ["b"] for n in labctl.CONTAINERS)
 
 
@@ -145,7 +146,7 @@ def test_readme_first_command_ends_with_workloads_on_site_b() -> None:
 def test_vms_move_side_by_side_with_their_disks(run_drorch: Drorch, tmp_path: Path) -> None:
     """Four VMs in one wave with parallel 4: their disks are built in site b's pool at once, which libvirt
     refuses to refresh meanwhile; all land, and their guests keep counting."""
-    vms = labctl.vm_names(4)
+    vms = lab_libvirt.vm_names(4)
     labctl.ensure_workloads(vms=len(vms))
     try:
         for vm in vms:
@@ -166,9 +167,9 @@ def test_vms_move_side_by_side_with_their_disks(run_drorch: Drorch, tmp_path: Pa
                 assert where(vm)["vms"] == [target]
                 wait_until(lambda vm=vm, t=target: len(vm_counts(t, vm)) >= 2, f"{vm} counting on site {target}")
     finally:
-        conns = {s.name: labctl.libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
+        conns = {s.name: libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
         try:
-            labctl.remove_vms(conns, keep=1)
+            lab_libvirt.remove_vms(conns, keep=1)
         finally:
             for c in conns.values():
                 c.close()

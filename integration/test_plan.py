@@ -11,7 +11,7 @@ import libvirt
 import pytest
 
 from drorch.store import Store
-from integration import labctl
+from integration import lab_base, lab_libvirt, labctl
 from integration.conftest import REPO, Drorch, container_counts, vm_counts, vm_disk_counts, wait_until, where
 
 TIERS = REPO / "playbooks" / "lab-tiers.yaml"
@@ -20,7 +20,7 @@ TIERS = REPO / "playbooks" / "lab-tiers.yaml"
 def vm_networks(site: str) -> list[str]:
     conn = libvirt.open(labctl.SITES[site].libvirt_uri)
     try:
-        root = ET.fromstring(conn.lookupByName(labctl.VM_NAME).XMLDesc(0))
+        root = ET.fromstring(conn.lookupByName(lab_base.VM_NAME).XMLDesc(0))
     finally:
         conn.close()
     return [s.get("network", "") for s in root.findall("./devices/interface/source")]
@@ -59,7 +59,7 @@ def test_three_tiers_plan_and_failover_lands_exactly_that_plan(run_drorch: Drorc
 
     # Exactly the plan: the VM on b on b's own network, state kept; the container on b, smaller, state kept;
     # the bulk container still at home.
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     assert vm_networks("b") == ["dr-net"]
     wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
     assert vm_counts("b")[0] >= vm_before > 1
@@ -78,7 +78,7 @@ def test_three_tiers_plan_and_failover_lands_exactly_that_plan(run_drorch: Drorc
     # Home again with the mappings inverted: the VM back on site a's network.
     res = run_drorch("failback", str(TIERS))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert where(labctl.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]
     assert all(where(n)["containers"] == ["a"] for n in labctl.CONTAINERS)
 
 
@@ -90,7 +90,7 @@ def test_a_saved_inventory_plans_like_the_live_sites(run_drorch: Drorch, tmp_pat
     b1 = next(h for h in snapshot["hosts"] if h["host"] == "b1")
     assert "dr-net" in b1["facts"]["vm"]["networks"] and "dr-pool" in b1["facts"]["vm"]["pools"]
     a1 = next(h for h in snapshot["hosts"] if h["host"] == "a1")
-    lab_vm = next(w for w in a1["workloads"] if w["name"] == labctl.VM_NAME)
+    lab_vm = next(w for w in a1["workloads"] if w["name"] == lab_base.VM_NAME)
     assert (lab_vm["memory_mib"], lab_vm["networks"]) == (128, ["prod-net"])
     saved = tmp_path / "lab.json"
     saved.write_text(res.stdout)
@@ -123,16 +123,17 @@ def test_validate_checks_a_vms_disks_can_travel(run_drorch: Drorch, tmp_path: Pa
     scratch.create()
     vol = scratch.createXML("<volume><name>disk-vm.raw</name><capacity unit='MiB'>1</capacity></volume>")
     path = vol.path()
-    xml = labctl.domain_xml().replace(f"<name>{labctl.VM_NAME}</name>", "<name>disk-vm</name>").replace(
-        labctl.SERIAL_LOG, "/var/log/libvirt/qemu/disk-vm.serial")
-    pooled = xml.replace(f"volume='{labctl.VM_DISK}'", f"volume='{labctl.VM_DISK}.second'")
-    loose = xml.replace(f"<source pool='prod-pool' volume='{labctl.VM_DISK}'/>", f"<source file='{path}'/>").replace(
+    xml = lab_libvirt.domain_xml().replace(f"<name>{lab_base.VM_NAME}</name>", "<name>disk-vm</name>").replace(
+        lab_libvirt.SERIAL_LOG, "/var/log/libvirt/qemu/disk-vm.serial")
+    pooled = xml.replace(f"volume='{lab_libvirt.VM_DISK}'", f"volume='{lab_libvirt.VM_DISK}.second'")
+    disk = lab_libvirt.VM_DISK
+    loose = xml.replace(f"<source pool='prod-pool' volume='{disk}'/>", f"<source file='{path}'/>").replace(
         "type='volume' device='disk'", "type='file' device='disk'").replace("type='qcow2'", "type='raw'")
     playbook = tmp_path / "disk.yaml"
     playbook.write_text(TIERS.read_text().split("workloads:\n")[0] + "workloads:\n  - {name: disk-vm, kind: vm}\n")
     line = playbook.read_text().splitlines().index("  - {name: disk-vm, kind: vm}") + 1
     a.storagePoolLookupByName("prod-pool").createXML(
-        f"<volume><name>{labctl.VM_DISK}.second</name><capacity unit='MiB'>1</capacity>"
+        f"<volume><name>{lab_libvirt.VM_DISK}.second</name><capacity unit='MiB'>1</capacity>"
         "<target><format type='qcow2'/></target></volume>")
     dom = a.defineXML(pooled)
     try:
@@ -160,7 +161,7 @@ def test_validate_checks_a_vms_disks_can_travel(run_drorch: Drorch, tmp_path: Pa
         scratch.destroy()
         scratch.delete(0)
         scratch.undefine()
-        a.storagePoolLookupByName("prod-pool").storageVolLookupByName(f"{labctl.VM_DISK}.second").delete(0)
+        a.storagePoolLookupByName("prod-pool").storageVolLookupByName(f"{lab_libvirt.VM_DISK}.second").delete(0)
         a.close()
 
 
@@ -179,10 +180,10 @@ def test_cold_move_resizes_and_replica_starts_the_copy_at_home(run_drorch: Drorc
 
     res = run_drorch("failover", str(cold), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert where(labctl.VM_NAME)["vms"] == ["b"] and vm_networks("b") == ["dr-net"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"] and vm_networks("b") == ["dr-net"]
     conn = libvirt.open(labctl.SITES["b"].libvirt_uri)
     try:
-        assert conn.lookupByName(labctl.VM_NAME).maxMemory() == 96 * 1024
+        assert conn.lookupByName(lab_base.VM_NAME).maxMemory() == 96 * 1024
     finally:
         conn.close()
     wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
@@ -190,9 +191,9 @@ def test_cold_move_resizes_and_replica_starts_the_copy_at_home(run_drorch: Drorc
 
     home = libvirt.open(labctl.SITES["a"].libvirt_uri)
     try:
-        assert labctl.VM_NAME not in home.listDefinedDomains()  # the definition moved with the guest
-        labctl.ensure_disk(home)  # a replica kept at home, with a disk of its own
-        home.defineXML(labctl.domain_xml())
+        assert lab_base.VM_NAME not in home.listDefinedDomains()  # the definition moved with the guest
+        lab_libvirt.ensure_disk(home)  # a replica kept at home, with a disk of its own
+        home.defineXML(lab_libvirt.domain_xml())
     finally:
         home.close()
     replica = tmp_path / "replica.yaml"
@@ -200,4 +201,4 @@ def test_cold_move_resizes_and_replica_starts_the_copy_at_home(run_drorch: Drorc
     res = run_drorch("failback", str(replica), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "from its replica" in res.stdout
-    assert where(labctl.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"] and vm_networks("a") == ["prod-net"]

@@ -16,7 +16,7 @@ import libvirt
 import pytest
 
 from drorch.store import Store
-from integration import labctl
+from integration import lab_base, labctl
 from integration.conftest import (
     DRORCH,
     LAB_PLAYBOOK,
@@ -34,7 +34,7 @@ BOUNDARIES = 6  # the lab playbook's three moves, each recorded before and after
 
 def placement() -> dict[str, list[str]]:
     """Every lab workload and the sites it runs on: exactly one each, or the test fails."""
-    found = {labctl.VM_NAME: where(labctl.VM_NAME)["vms"]}
+    found = {lab_base.VM_NAME: where(lab_base.VM_NAME)["vms"]}
     found.update({n: where(n)["containers"] for n in labctl.CONTAINERS})
     return found
 
@@ -75,7 +75,7 @@ def test_killed_at_a_step_boundary_then_resumed(lab: None, run_drorch: Drorch, s
         assert held.returncode == 4 and "interrupted run 1" in held.stderr and "drorch resume 1" in held.stderr
         res = run_drorch("resume", "1")
         assert res.returncode == 0, res.stdout + res.stderr
-    assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+    assert placement() == {lab_base.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
     wait_until(lambda: len(vm_counts("b")) >= 2, "the VM's counter on site b")
     assert vm_counts("b")[0] > 1  # the guest went on counting: live-migrated, not rebooted
     wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 2, "lab-counter on site b")
@@ -90,7 +90,7 @@ def vm_state(site: str) -> str:
     """The lab VM's state and its reason on a site, as libvirt reports them."""
     conn = libvirt.open(labctl.SITES[site].libvirt_uri)
     try:
-        state, why = conn.lookupByName(labctl.VM_NAME).state()
+        state, why = conn.lookupByName(lab_base.VM_NAME).state()
         return f"state {state} reason {why}"
     finally:
         conn.close()
@@ -127,13 +127,13 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
     assert "still runs on site a" in step.error
     before = vm_counts("a")[-1]
     wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
-    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"]
 
     labctl.cmd_start(argparse.Namespace(site="b", daemon="libvirtd"))
     res = run_drorch("resume", "1", "--json", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(res.stdout)["state"] == "succeeded"
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     try:
         wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
     except AssertionError as exc:
@@ -148,7 +148,7 @@ def test_no_progress_timeout_aborts_and_leaves_the_vm_home(run_drorch: Drorch, t
     res = run_drorch("failover", str(playbook), timeout=120)
     assert res.returncode == 1
     assert "aborted, not done within 2 s" in res.stderr and "still runs on site a" in res.stderr
-    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"]
     before = vm_counts("a")[-1]
     wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
 
@@ -164,7 +164,7 @@ def test_concurrent_failovers_of_one_playbook(state_dir: Path) -> None:
     assert codes == [0, 4], results
     refused = next(err for code, _, err in results if code == 4)
     assert len(refused.splitlines()) == 1 and "playbook/lab is " in refused
-    assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+    assert placement() == {lab_base.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
     assert len(Store(f"sqlite:///{state_dir / 'drorch.db'}").runs()) == 1
 
 
@@ -173,23 +173,23 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
     shipped = run_drorch("protect", "ship", str(LAB_PLAYBOOK), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     rows = {r["workload"]: r["detail"] for r in json.loads(shipped.stdout)}
-    assert rows[labctl.VM_NAME].startswith("definition and 1 disks (crash-consistent full backups, ")
+    assert rows[lab_base.VM_NAME].startswith("definition and 1 disks (crash-consistent full backups, ")
     assert "checkpoint drorch-" in rows[labctl.CHECKPOINT_CONTAINER]
     wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER)) >= 6, "lab-counter past 5")
     at_ship = max(container_counts("a", labctl.CHECKPOINT_CONTAINER))
-    assert placement() == {labctl.VM_NAME: ["a"], **{n: ["a"] for n in labctl.CONTAINERS}}  # protect moves nothing
+    assert placement() == {lab_base.VM_NAME: ["a"], **{n: ["a"] for n in labctl.CONTAINERS}}  # protect moves nothing
 
     labctl.cmd_lose(argparse.Namespace(site="a"))
     try:
         refused = run_drorch("failover", "--disaster", str(LAB_PLAYBOOK))
         assert refused.returncode == 1
         assert "site a cannot be fenced" in refused.stderr and "--confirm-primary-down" in refused.stderr
-        assert placement() == {labctl.VM_NAME: [], **{n: [] for n in labctl.CONTAINERS}}  # nothing started
+        assert placement() == {lab_base.VM_NAME: [], **{n: [] for n in labctl.CONTAINERS}}  # nothing started
 
         res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(LAB_PLAYBOOK))
         assert res.returncode == 0, res.stdout + res.stderr
         assert "declared down by the operator" in res.stdout
-        assert placement() == {labctl.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+        assert placement() == {lab_base.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
         wait_until(lambda: len(vm_counts("b")) >= 1, "the VM booting on site b")
         assert vm_disk_counts("b")[0] > 0  # from the disk it shipped, not from an empty one
         wait_until(lambda: len(container_counts("b", labctl.CHECKPOINT_CONTAINER)) >= 1, "lab-counter on b")
@@ -213,7 +213,7 @@ def test_abort_cancels_a_live_migration_and_the_vm_stays_home(run_drorch: Drorch
     assert proc.returncode == 1 and "run 1 aborted" in err, out + err
     (step,) = store.steps(1)
     assert step.state == "cancelled" and "still runs on site a" in (step.error or "")
-    assert where(labctl.VM_NAME)["vms"] == ["a"]
+    assert where(lab_base.VM_NAME)["vms"] == ["a"]
     before = vm_counts("a")[-1]
     wait_until(lambda: vm_counts("a")[-1] > before, "the VM still counting on site a")
 
@@ -227,6 +227,6 @@ def test_live_migration_controls_are_taken_by_libvirt(run_drorch: Drorch, tmp_pa
     before = vm_counts("a")[-1]
     res = run_drorch("failover", str(vm_only(tmp_path, f", migration: {controls}")))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
     assert vm_counts("b")[0] >= before  # the same guest, still counting

@@ -14,7 +14,7 @@ from drorch.drivers.base import Endpoint
 from drorch.drivers.docker_engine import DockerSite
 from drorch.drivers.libvirt import LibvirtDriver
 from drorch.errors import SiteUnreachable
-from integration import lab_pki, labctl
+from integration import lab_base, lab_pki, labctl
 from integration.conftest import Drorch
 
 B = labctl.SITES["b"]
@@ -70,5 +70,5 @@ def test_the_lab_playbook_moves_everything_over_tls(run_drorch: Drorch, tmp_path
         status = run_drorch("status", str(LAB_PLAYBOOK), "--json")
         assert status.returncode == 0, status.stderr
         assert {w["workload"]: w["running_on"] for w in json.loads(status.stdout)["workloads"]} == {
-            labctl.VM_NAME: [site], labctl.CHECKPOINT_CONTAINER: [site], labctl.REDEPLOY_CONTAINER: [site]}
+            lab_base.VM_NAME: [site], labctl.CHECKPOINT_CONTAINER: [site], labctl.REDEPLOY_CONTAINER: [site]}
 

@@ -16,10 +16,10 @@ import libvirt
 import pytest
 import yaml
 
-from integration import labctl
+from integration import lab_base, lab_libvirt, labctl
 from integration.conftest import LAB_PLAYBOOK, Drorch, vm_counts, vm_disk_counts, wait_until, where
 
-HUGE = f"{labctl.VM_DISK}.huge"  # named after the VM's disk, so that a lab reset removes it too
+HUGE = f"{lab_libvirt.VM_DISK}.huge"  # named after the VM's disk, so that a lab reset removes it too
 
 
 def volumes(site: str) -> list[str]:
@@ -36,7 +36,7 @@ def reboot(site: str) -> None:
     """Power the guest off and on where it runs: at boot it reads its count back from its disk."""
     conn = libvirt.open(labctl.SITES[site].libvirt_uri)
     try:
-        dom = conn.lookupByName(labctl.VM_NAME)
+        dom = conn.lookupByName(lab_base.VM_NAME)
         dom.destroy()
         dom.create()
     finally:
@@ -46,7 +46,7 @@ def reboot(site: str) -> None:
 def vm_playbook(tmp_path: Path, strategy: str, checked: bool = False, **extra: object) -> Path:
     """The lab VM alone; `checked`: with a check, drills too, that waits until the guest counts."""
     pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
-    pb["workloads"] = [{"name": labctl.VM_NAME, "kind": "vm", "strategy": strategy}]
+    pb["workloads"] = [{"name": lab_base.VM_NAME, "kind": "vm", "strategy": strategy}]
     if checked:
         check = {"run": [sys.executable, "-m", "integration.drill_check", "60"], "timeout": 90, "drill": True}
         pb["workloads"][0]["hooks"] = {"after": [check]}
@@ -58,14 +58,14 @@ def vm_playbook(tmp_path: Path, strategy: str, checked: bool = False, **extra: o
 
 @pytest.mark.usefixtures("fresh_lab")
 def test_live_migration_copies_the_disk(run_drorch: Drorch, tmp_path: Path) -> None:
-    assert volumes("a") == [labctl.VM_DISK] and labctl.VM_DISK not in volumes("b")
+    assert volumes("a") == [lab_libvirt.VM_DISK] and lab_libvirt.VM_DISK not in volumes("b")
     res = run_drorch("failover", str(vm_playbook(tmp_path, "live")), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     step = json.loads(res.stdout)["steps"][0]
     assert step["bytes_total"] and step["bytes_total"] >= step["bytes_done"] > 0
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
     # The disk moved with the guest: none left on a, one on b, and the guest wrote on there.
-    assert labctl.VM_DISK not in volumes("a") and labctl.VM_DISK in volumes("b")
+    assert lab_libvirt.VM_DISK not in volumes("a") and lab_libvirt.VM_DISK in volumes("b")
     wait_until(lambda: len(vm_counts("b")) >= 3, "the VM counting on b")
     written = vm_counts("b")[-1]
     reboot("b")
@@ -74,7 +74,7 @@ def test_live_migration_copies_the_disk(run_drorch: Drorch, tmp_path: Path) -> N
 
     back = run_drorch("failback", str(vm_playbook(tmp_path, "live")))
     assert back.returncode == 0, back.stdout + back.stderr
-    assert volumes("a") == [labctl.VM_DISK] and labctl.VM_DISK not in volumes("b")
+    assert volumes("a") == [lab_libvirt.VM_DISK] and lab_libvirt.VM_DISK not in volumes("b")
 
 
 @pytest.mark.usefixtures("fresh_lab")
@@ -82,8 +82,8 @@ def test_cold_move_streams_the_disk(run_drorch: Drorch, tmp_path: Path) -> None:
     before = vm_counts("a")[-1]
     res = run_drorch("failover", str(vm_playbook(tmp_path, "cold")))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert where(labctl.VM_NAME)["vms"] == ["b"]
-    assert labctl.VM_DISK not in volumes("a") and labctl.VM_DISK in volumes("b")
+    assert where(lab_base.VM_NAME)["vms"] == ["b"]
+    assert lab_libvirt.VM_DISK not in volumes("a") and lab_libvirt.VM_DISK in volumes("b")
     wait_until(lambda: len(vm_disk_counts("b")) >= 1 and len(vm_counts("b")) >= 2, "the VM booting on b")
     assert vm_disk_counts("b")[0] >= before  # booted from its own disk, copied while it was shut down
     assert vm_counts("b")[0] == vm_disk_counts("b")[0] + 1
@@ -98,13 +98,13 @@ def test_disaster_restart_and_drill_boot_from_the_shipped_disk(run_drorch: Drorc
     at_ship = vm_counts("a")[-1]
     point = json.loads(shipped.stdout)[0]
     assert "crash-consistent full backups" in point["detail"] and point["size_bytes"] > 0
-    points = [v for v in volumes("b") if v.startswith(f"{labctl.VM_DISK}@point-")]
+    points = [v for v in volumes("b") if v.startswith(f"{lab_libvirt.VM_DISK}@point-")]
     assert len(points) == 2
-    assert where(labctl.VM_NAME)["vms"] == ["a"] and volumes("a") == [labctl.VM_DISK]  # no backup left behind
+    assert where(lab_base.VM_NAME)["vms"] == ["a"] and volumes("a") == [lab_libvirt.VM_DISK]  # no backup left behind
 
     drill = run_drorch("drill", str(playbook))
     assert drill.returncode == 0, drill.stdout + drill.stderr
-    clone = f"{labctl.VM_NAME}-drill-1"
+    clone = f"{lab_base.VM_NAME}-drill-1"
     assert vm_disk_counts("b", clone) and 1 < vm_disk_counts("b", clone)[0] <= at_ship + 1
     assert sorted(v for v in volumes("b") if "drill" in v) == []  # its overlays went with it
 
@@ -128,7 +128,7 @@ def test_a_pool_too_small_is_refused_before_anything_moves(run_drorch: Drorch, t
         conn.storagePoolLookupByName("prod-pool").createXML(
             f"<volume><name>{HUGE}</name><capacity unit='PiB'>1</capacity><target><format type='qcow2'/></target>"
             "</volume>", 0)
-        dom = conn.lookupByName(labctl.VM_NAME)
+        dom = conn.lookupByName(lab_base.VM_NAME)
         dom.destroy()  # the guest's bus takes no hot-plugged disk: it starts again with the second one
         conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).replace("<devices>", f"<devices>{disk}", 1))
         dom.create()
@@ -139,7 +139,7 @@ def test_a_pool_too_small_is_refused_before_anything_moves(run_drorch: Drorch, t
         assert "its disks need 1048576.0 GiB" in res.stderr
         moved = run_drorch("failover", str(playbook))
         assert moved.returncode == 1 and "pool dr-pool has " in moved.stderr and "still runs on site a" in moved.stderr
-        assert where(labctl.VM_NAME)["vms"] == ["a"] and HUGE not in volumes("b")
+        assert where(lab_base.VM_NAME)["vms"] == ["a"] and HUGE not in volumes("b")
     finally:
         conn.close()
         labctl.cmd_up(argparse.Namespace(reset=True))  # the VM anew, without the second disk, which goes too

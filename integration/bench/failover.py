@@ -44,11 +44,11 @@ from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
 from drorch.protection import protect  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
-from integration import labctl  # noqa: E402
+from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 
 DRORCH = REPO / ".venv" / "bin" / "drorch"
 LAB_PLAYBOOK = REPO / "playbooks" / "lab.yaml"
-VM, CTR = labctl.VM_NAME, labctl.CHECKPOINT_CONTAINER
+VM, CTR = lab_base.VM_NAME, labctl.CHECKPOINT_CONTAINER
 OTHER = {"a": "b", "b": "a"}
 Mover = Callable[[str, str], None]  # (source site, target site)
 
@@ -116,11 +116,12 @@ def virsh_migrate(src: str, dst: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
         f.write(mapped_xml(xml, src, dst))
         f.flush()
-        virsh(d.libvirt_uri, "vol-create-as", d.pool, labctl.VM_DISK, f"{labctl.DISK_MIB}M", "--format", "qcow2")
+        virsh(d.libvirt_uri, "vol-create-as", d.pool, lab_libvirt.VM_DISK, f"{lab_libvirt.DISK_MIB}M", "--format",
+              "qcow2")
         virsh(s.libvirt_uri, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all",
               "--migrate-disks", "vda", "--xml", f.name, "--persistent-xml", f.name, VM, d.libvirt_uri,
               f"tcp://{d.address}")
-        virsh(s.libvirt_uri, "vol-delete", "--pool", s.pool, labctl.VM_DISK)
+        virsh(s.libvirt_uri, "vol-delete", "--pool", s.pool, lab_libvirt.VM_DISK)
 
 
 def api_migrate(src: str, dst: str) -> None:
@@ -130,13 +131,13 @@ def api_migrate(src: str, dst: str) -> None:
         dom = conn.lookupByName(VM)
         xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
         target.storagePoolLookupByName(d.pool).createXML(
-            f"<volume><name>{labctl.VM_DISK}</name><capacity unit='MiB'>{labctl.DISK_MIB}</capacity>"
+            f"<volume><name>{lab_libvirt.VM_DISK}</name><capacity unit='MiB'>{lab_libvirt.DISK_MIB}</capacity>"
             "<target><format type='qcow2'/></target></volume>", 0)
         params = {**migrate_params(Endpoint(dst, d.libvirt_uri, d.address))[0],
                   libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml, libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml,
                   libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"]}
         dom.migrateToURI3(d.libvirt_uri, params, MIGRATE_FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK)
-        conn.storagePoolLookupByName(s.pool).storageVolLookupByName(labctl.VM_DISK).delete(0)
+        conn.storagePoolLookupByName(s.pool).storageVolLookupByName(lab_libvirt.VM_DISK).delete(0)
     finally:
         conn.close()
         target.close()
@@ -157,7 +158,7 @@ def drorch_ship(playbook: Path, state: Path) -> Mover:
     return ship
 
 
-DATA_DISK = f"{labctl.VM_DISK}-data"  # attached for the recovery-point rounds: disk bytes, not fixed costs
+DATA_DISK = f"{lab_libvirt.VM_DISK}-data"  # attached for the recovery-point rounds: disk bytes, not fixed costs
 DATA_MIB = 128
 
 
@@ -328,7 +329,7 @@ def measure_ships(rounds: int, ours: Mover, bare: Mover) -> None:
             ship("a", "b")
             took[who].append(time.perf_counter() - start)
             line.append(f"{who} {took[who][-1]:.2f}")
-        print(f"round {r + 1}/{rounds} VM recovery point ({labctl.DISK_MIB} + {DATA_MIB} MiB of disks), "
+        print(f"round {r + 1}/{rounds} VM recovery point ({lab_libvirt.DISK_MIB} + {DATA_MIB} MiB of disks), "
               f"in-process: {', '.join(line)} s", flush=True)
     mine, theirs = statistics.median(took["drorch"]), statistics.median(took["bare"])
     print(f"  {'VM recovery point, in-process':<34} a->b  drorch {mine:6.2f}   bare {theirs:6.2f}   "

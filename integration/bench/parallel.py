@@ -31,7 +31,7 @@ from drorch.engine import Engine  # noqa: E402
 from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
-from integration import labctl  # noqa: E402
+from integration import lab_libvirt, labctl  # noqa: E402
 
 # (label, wave parallel, max_moves of the DR host or None)
 SETUPS = (("parallel 1", 1, None), ("parallel 2", 2, None), ("parallel 4", 4, None),
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--vms", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="single moves each way for the one-move time")
     args = ap.parse_args()
-    vms = labctl.vm_names(args.vms)
+    vms = lab_libvirt.vm_names(args.vms)
     labctl.cmd_up(argparse.Namespace(reset=True, vms=args.vms))  # every VM fresh on site a
     time.sleep(3)  # let the new guests finish booting before the first migration
     try:
@@ -102,7 +102,7 @@ def main() -> None:
     finally:
         conns = {s.name: libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
         try:
-            labctl.remove_vms(conns, keep=1)
+            lab_libvirt.remove_vms(conns, keep=1)
         finally:
             for c in conns.values():
                 c.close()
