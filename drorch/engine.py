@@ -56,7 +56,6 @@ class Engine:
         poll_seconds: float = POLL_SECONDS,
         kill_at: int | None = None,
     ) -> None:
-        self.poll_seconds = poll_seconds
         self.store = store
         self.drivers = drivers
         self.report = report or (lambda _e: None)
