@@ -9,13 +9,14 @@ every alias were expanded, so an alias bomb is refused before anything walks it.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from drorch.collector import collector_paused
 from drorch.errors import InputError, PlaybookError
+from drorch.paths import not_regular
 
 MAX_BYTES = 8 << 20  # a playbook of 10,000 workloads is about 2 MiB
 MAX_SNAPSHOT_BYTES = 128 << 20  # `drorch inventory --json` of 10,000 workloads is about 3 MiB
@@ -25,11 +26,35 @@ MAX_DEPTH = 64  # mappings and sequences inside each other
 LIBYAML_DEPTH = "exceeded maximum nesting depth"
 MAX_NODES = 500_000  # scalars, mappings and sequences, every alias expanded (10,000 workloads: ~200,000)
 
-# libyaml's parser when PyYAML was built with it: several times faster, with the same positions.
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
-          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+def _located(construct: Any) -> Any:
+    """A scalar constructor whose failure on a value (`!!int xyz`, an integer of more digits than Python reads)
+    is a YAML error at the value's place, not a bare ValueError from deep inside the loader."""
+
+    def located(loader: Any, node: yaml.Node) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError, TypeError) as exc:
+            value = str(node.value)
+            shown = value if len(value) <= 40 else f"{value[:20]}...({len(value)} characters)"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown!r} is not a valid {node.tag.rsplit(':', 1)[-1]}: {str(exc)[:120]}",
+                node.start_mark) from None
+
+    return located
+
+
+_COLLECTIONS = (":map", ":seq", ":omap", ":pairs", ":set")  # built in steps (generators): left as they are
+
+
+# libyaml's parser when PyYAML was built with it: several times faster, with the same positions.
+class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader whose scalar constructors say where a value they cannot read is."""
+
+    yaml_constructors: ClassVar[dict[str | None, Any]] = {
+        tag: fn if tag is None or tag.endswith(_COLLECTIONS) else _located(fn)
+        for tag, fn in yaml.SafeLoader.yaml_constructors.items()}
 
 
 def read_text(path: Path, limit: int = MAX_BYTES) -> str:
@@ -38,10 +63,9 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    kind = not_regular(os.fstat(fd).st_mode)
+    if kind is not None:
         os.close(fd)
-        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
         raise InputError([f"{path}: not a regular file ({kind})"])
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
@@ -57,8 +81,10 @@ def _where(source: str, mark: Any) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
 
 
-def _check_depth(text: str, source: str) -> None:
-    depth = 0
+def _check_events(text: str, source: str) -> None:
+    """Nesting and the count of values as written, from the parser's events: a document past either limit is
+    refused before a node of it is made (composing a million nodes takes seconds and hundreds of MiB)."""
+    depth = values = 0
     for event in yaml.parse(text, Loader=Loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -66,6 +92,24 @@ def _check_depth(text: str, source: str) -> None:
                 raise InputError([f"{_where(source, event.start_mark)}: nested deeper than {MAX_DEPTH} levels"])
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+            continue
+        elif not isinstance(event, yaml.NodeEvent):
+            continue
+        values += 1
+        if values > MAX_NODES:
+            raise InputError([f"{_where(source, event.start_mark)}: holds more than {MAX_NODES:,} values"])
+
+
+def _unique_keys(node: yaml.MappingNode, source: str) -> None:
+    """A key given twice is an error at its second place: YAML loaders keep only the last, so a second
+    `workloads:` would silently drop the first list."""
+    seen: dict[tuple[str, str], Any] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            first = seen.setdefault((key.tag, key.value), key.start_mark)
+            if first is not key.start_mark:
+                raise PlaybookError([f"{_where(source, key.start_mark)}: key {key.value[:60]!r} is given twice "
+                                     f"(first at {_where(source, first)}): YAML would keep only the last"])
 
 
 def _check_size(root: yaml.Node, source: str) -> None:
@@ -83,6 +127,7 @@ def _check_size(root: yaml.Node, source: str) -> None:
         open_.add(key)
         children: list[yaml.Node] = []
         if isinstance(node, yaml.MappingNode):
+            _unique_keys(node, source)
             children = [n for pair in node.value for n in pair]
         elif isinstance(node, yaml.SequenceNode):
             children = list(node.value)
@@ -101,20 +146,25 @@ def _check_size(root: yaml.Node, source: str) -> None:
     measure(root)
 
 
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    _check_events(text, source)
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_size(node, source)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     """The document's node graph and its Python value, each limit checked first: InputError past a limit,
     PlaybookError on bad YAML, both with `file:line:col`."""
     try:
-        _check_depth(text, source)
-        loader = Loader(text)
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                return None, None
-            _check_size(node, source)
-            return node, loader.construct_document(node)
-        finally:
-            loader.dispose()
+        with collector_paused:
+            return _compose(text, source)
     except yaml.MarkedYAMLError as exc:
         where = _where(source, exc.problem_mark or exc.context_mark)
         if exc.problem == LIBYAML_DEPTH:

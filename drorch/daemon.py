@@ -13,23 +13,27 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drorch.errors import DrorchError, UsageError
-from drorch.playbook import Playbook, Schedule, load_playbook
+from drorch.errors import DrorchError, NotFound, printable
+from drorch.playbook import Playbook, Schedule
+from drorch.playbook_file import load_playbook
 from drorch.records import JobKind, utcnow
 from drorch.redact import redact
 from drorch.store import Store
+from drorch.store_open import ensure_tables
 
 LEASE = "scheduler"
 JOBS_TABLE = "scheduled_jobs"
@@ -45,27 +49,73 @@ def _job(kind: JobKind) -> str:
 
 
 def _trigger(s: Schedule) -> IntervalTrigger | CronTrigger:
-    if s.cron:
-        try:
-            return CronTrigger.from_crontab(s.cron, timezone="UTC")
-        except ValueError as exc:
-            raise UsageError(f"bad cron expression {s.cron!r}: {exc}") from None
-    assert s.every_s is not None
+    """A schedule's trigger; the playbook's model has checked the expression or the interval."""
+    if s.cron is not None:
+        return CronTrigger.from_crontab(s.cron, timezone="UTC")
     return IntervalTrigger(seconds=s.every_s, timezone="UTC")
+
+
+# Missed runs run once, late rather than never (APScheduler's default grace of 1 s skips a late job silently).
+JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+def _job_table(store: Store) -> SQLAlchemyJobStore:
+    """The store's job table, made with drorch's own tables' care (in one transaction, never in a foreign
+    database) before APScheduler would make it itself."""
+    jobs = SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)
+    ensure_tables(store.engine, [jobs.jobs_t])
+    return jobs
 
 
 def scheduler(store: Store, threads: int = 2) -> BackgroundScheduler:
     return BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)},
+        jobstores={"default": _job_table(store)},
         executors={"default": {"type": "threadpool", "max_workers": threads}},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        job_defaults=JOB_DEFAULTS,
         timezone="UTC",
     )
 
 
+def _job_fields(playbook: Path, s: Schedule, job_id: str) -> dict[str, Any]:
+    return {"func": _job(s.job), "trigger": _trigger(s), "args": [str(playbook.resolve())], "id": job_id,
+            "name": f"{s.job} {playbook.name}"}
+
+
 def add_schedule(sched: BackgroundScheduler, playbook: Path, s: Schedule, job_id: str) -> Job:
-    return sched.add_job(_job(s.job), _trigger(s), args=[str(playbook.resolve())], id=job_id,
-                         name=f"{s.job} {playbook.name}", replace_existing=True)
+    return sched.add_job(**_job_fields(playbook, s, job_id), replace_existing=True)
+
+
+@contextmanager
+def job_table(store: Store) -> Iterator[SQLAlchemyJobStore]:
+    """The job table read and written as rows, with no scheduler running: `drorch schedule` runs no job and
+    moves no other job's next run, whatever is due."""
+    jobs = _job_table(store)
+    jobs.start(BackgroundScheduler(timezone="UTC"), "default")
+    try:
+        yield jobs
+    finally:
+        jobs.shutdown()
+
+
+def store_schedule(store: Store, playbook: Path, s: Schedule, job_id: str) -> Job:
+    """A schedule written into the job table (replacing one with its id); the leading daemon picks it up."""
+    fields = _job_fields(playbook, s, job_id)
+    with job_table(store) as jobs:
+        job = Job(jobs._scheduler, **fields, **JOB_DEFAULTS, executor="default", kwargs={},
+                  next_run_time=fields["trigger"].get_next_fire_time(None, datetime.now(UTC)))
+        try:
+            jobs.add_job(job)
+        except ConflictingIdError:
+            jobs.update_job(job)
+    return job
+
+
+def remove_schedule(store: Store, job_id: str) -> None:
+    with job_table(store) as jobs:
+        try:
+            jobs.remove_job(job_id)
+        except JobLookupError:
+            raise NotFound(f"no schedule {printable(job_id)}") from None
 
 
 def playbook_schedules(sched: BackgroundScheduler, path: Path, pb: Playbook) -> list[Job]:
@@ -104,6 +154,8 @@ class Daemon:
         self.store.heartbeat(self.identity, leader)
         if leader and self.sched is None:
             self._lead()
+        elif leader and self.sched is not None:
+            self.sched.wakeup()  # schedules added to the store by `drorch schedule add` since the last look
         elif not leader and self.sched is not None:
             self._event("lost the lease: following")
             self.sched.shutdown(wait=False)
@@ -155,9 +207,5 @@ class Daemon:
 
 def next_runs(store: Store) -> list[tuple[str, str, datetime | None]]:
     """Jobs in the store and when each runs next, read without starting a scheduler."""
-    js = SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)
-    js.start(scheduler(store), "default")
-    try:
-        return [(j.id, j.name, j.next_run_time) for j in js.get_all_jobs()]
-    finally:
-        js.shutdown()
+    with job_table(store) as jobs:
+        return [(j.id, j.name, j.next_run_time) for j in jobs.get_all_jobs()]

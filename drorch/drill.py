@@ -26,7 +26,8 @@ from drorch.hooks import run_hooks
 from drorch.host import run_alive
 from drorch.live import Reporter, StepEvent
 from drorch.planner import Action, PlanItem, disaster_plan
-from drorch.playbook import Playbook, WorkloadKind, load_playbook
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import load_playbook
 from drorch.records import (
     DRILL,
     FINAL_RUN_STATES,

@@ -13,7 +13,7 @@ from drorch.drill import Drill
 from drorch.drivers import playbook_drivers
 from drorch.engine import Engine
 from drorch.errors import DrorchError
-from drorch.playbook import load_playbook
+from drorch.playbook_file import load_playbook
 from drorch.records import DRILL, utcnow
 from drorch.report import timeline
 from drorch.store import Store

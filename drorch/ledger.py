@@ -14,12 +14,15 @@ from typing import Any
 from urllib.parse import quote
 
 from drorch.errors import NotFound, StoreError
+from drorch.paths import not_regular
 from drorch.records import RunState, StepState
 from drorch.redact import redact
 
 # The store's tables (drorch.store declares them; a test keeps the two lists equal): any one of them makes a
 # database drorch's.
 TABLES = frozenset({"runs", "steps", "locks", "recovery_points", "readiness", "leases", "daemons"})
+# How long a command waits for another to finish writing the store before it gives up with a clear line.
+BUSY_TIMEOUT_MS = 30_000
 # Columns whose stored form is an enum member's name, as SQLAlchemy writes enums.
 _ENUMS: dict[tuple[str, str], type[StrEnum]] = {("runs", "state"): RunState, ("steps", "state"): StepState}
 
@@ -34,10 +37,36 @@ def default_url() -> str:
 
 
 def state_dir() -> Path:
+    """The store's folder, made readable by its owner only when drorch makes it: run history, hook context and
+    endpoints are the operator's alone. A folder that exists keeps its mode: drorch changes no mode it did not
+    set."""
     path = Path(os.environ.get("DRORCH_STATE_DIR", "state"))
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)  # run history, hook context and endpoints are the operator's alone
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+        path.chmod(0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"state folder {path}: cannot be made: {exc.strerror or exc}") from None
     return path
+
+
+def store_file(path: Path) -> bool:
+    """Whether the store's file exists; StoreError, before anything opens it, for a path that is not a regular
+    file (a pipe would block for ever, a device be changed) or could not be made."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise StoreError(f"state store {path}: its folder {path.parent} does not exist") from None
+        return False
+    except OSError as exc:  # a name too long, a loop of links, a file where a folder should be
+        raise StoreError(f"state store {path}: cannot be used: {exc.strerror or exc}") from None
+    kind = not_regular(mode)
+    if kind is not None:
+        raise StoreError(f"state store {path}: not a regular file ({kind}): drorch neither opens nor changes it")
+    return True
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -69,10 +98,14 @@ def at_rest(path: Path, attempts: int = 3) -> tuple[list[str], str]:
 def refuse_unusable(path: Path, tables: list[str], damage: str) -> None:
     if damage != "ok":
         raise StoreError(f"state store {path} is damaged ({damage}): drorch writes nothing into it")
-    # Another command may be creating it right now: any one of drorch's tables makes it drorch's.
+    refuse_foreign(str(path), tables)
+
+
+def refuse_foreign(where: str, tables: list[str]) -> None:
+    """A database with tables, none of them drorch's, is another program's: drorch writes nothing into it."""
     if tables and not set(tables) & TABLES:
-        raise StoreError(f"state store {path} is another program's database (tables {', '.join(tables[:5])}): "
-                         "drorch writes nothing into it; set DRORCH_STATE_DIR or DRORCH_DB_URL")
+        raise StoreError(f"state store {where} is another program's database (tables {', '.join(sorted(tables)[:5])}):"
+                         " drorch writes nothing into it; set DRORCH_STATE_DIR or DRORCH_DB_URL")
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
@@ -120,17 +153,19 @@ class History:
     def _select(self, table: str, where: str, arg: int) -> list[Record]:
         path = self.path
         assert path is not None
-        if not path.exists():
+        if not store_file(path):
             return []
-        if not self._checked and not path.with_name(f"{path.name}-wal").exists():  # one in use is drorch's
+        if not self._checked and not path.with_name(f"{path.name}-wal").exists():  # one in use is checked below
             refuse_unusable(path, *at_rest(path))
         self._checked = True
         try:
             with contextlib.closing(_read_only(path)) as db:
-                db.execute("PRAGMA busy_timeout=30000")
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 types = {row[1]: str(row[2]).upper() for row in db.execute(f"PRAGMA table_info({table})")}
-                if not types:
-                    return []  # being created by another command right now
+                if not types:  # a store is made in one transaction: no table of drorch's, no store yet
+                    refuse_foreign(str(path), [r[0] for r in db.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")])
+                    return []
                 found = db.execute(f"SELECT * FROM {table} WHERE {where}", (arg,))
                 names = [d[0] for d in found.description]
                 rows = found.fetchall()

@@ -11,16 +11,12 @@ reference that points nowhere, is reported as `file:line:col: message`, all of t
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drorch import bounded
-from drorch.errors import PlaybookError
+from drorch.errors import UsageError
 from drorch.records import JobKind
 from drorch.redact import redact
 
@@ -59,18 +55,30 @@ DEFAULT_TIER = "default"
 DEFAULT_WAVE = "default"
 
 
+# Bounds of the numbers a playbook may hold: each is finite (no .inf or .nan) and far beyond any real use, so that
+# no later sum, product or sleep overflows or waits for ever.
+DAY_S = 86_400.0
+MAX_WAIT_S = 7 * DAY_S  # a timeout, a hold or a delay
+MAX_PERIOD_S = 366 * DAY_S  # an interval, an RPO, a commit window
+MAX_ANSWER_S = 3_600.0  # a site's time to answer the inventory
+MAX_COUNT = 1_000_000  # priorities, retries, parallel moves, points kept, vCPUs
+MAX_MIB = 1 << 40  # memory
+MAX_RATIO = 1_000.0  # overcommit
+Port = Annotated[int, Field(ge=1, le=65_535)]
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Capacity(_Model):
-    vcpus: int = Field(gt=0)
-    memory_mib: int = Field(gt=0)
+    vcpus: int = Field(gt=0, le=MAX_COUNT)
+    memory_mib: int = Field(gt=0, le=MAX_MIB)
 
 
 class Overcommit(_Model):
-    cpu: float = Field(1.0, gt=0, description="schedulable vCPUs per physical CPU")
-    memory: float = Field(1.0, gt=0, description="schedulable memory per MiB of host memory")
+    cpu: float = Field(1.0, gt=0, le=MAX_RATIO, description="schedulable vCPUs per physical CPU")
+    memory: float = Field(1.0, gt=0, le=MAX_RATIO, description="schedulable memory per MiB of host memory")
 
 
 class ClientTLS(_Model):
@@ -90,7 +98,7 @@ class Host(_Model):
     tls: ClientTLS | None = Field(None, description="client certificate for a tcp:// Docker endpoint")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
-    max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this host")
+    max_moves: int | None = Field(None, ge=1, le=MAX_COUNT, description="moves at once into or out of this host")
 
     def endpoint(self, kind: WorkloadKind) -> str | None:
         return self.libvirt if kind is WorkloadKind.VM else self.docker or self.podman
@@ -105,8 +113,9 @@ class Host(_Model):
 class Site(_Model):
     hosts: list[Host] = Field(min_length=1)
     overcommit: Overcommit = Overcommit()
-    max_moves: int | None = Field(None, ge=1, description="moves at once into or out of this site")
-    answer_timeout_s: float = Field(15.0, gt=0, description="seconds each host has to answer the inventory; one "
+    max_moves: int | None = Field(None, ge=1, le=MAX_COUNT, description="moves at once into or out of this site")
+    answer_timeout_s: float = Field(15.0, gt=0, le=MAX_ANSWER_S,
+                                    description="seconds each host has to answer the inventory; one "
                                     "that does not is reported as not answering")
 
 
@@ -124,7 +133,7 @@ class Mappings(_Model):
     networks: dict[str, str] = Field(default_factory=dict, description="libvirt networks / Docker networks")
     storage: dict[str, str] = Field(default_factory=dict, description="libvirt storage pools or disk folders")
     images: dict[str, str] = Field(default_factory=dict, description="container images or tags")
-    ports: dict[int, int] = Field(default_factory=dict, description="published host ports of containers")
+    ports: dict[Port, Port] = Field(default_factory=dict, description="published host ports of containers")
     paths: dict[str, str] = Field(default_factory=dict, description="host folders of containers' bind mounts "
                                   "(their contents do not travel: the secondary must hold them)")
 
@@ -156,12 +165,12 @@ MAPPING_FIELDS = ("networks", "storage", "images", "ports", "paths")
 
 
 class Resources(_Model):
-    vcpus: int | None = Field(None, gt=0)
-    memory_mib: int | None = Field(None, gt=0)
+    vcpus: int | None = Field(None, gt=0, le=MAX_COUNT)
+    memory_mib: int | None = Field(None, gt=0, le=MAX_MIB)
 
 
 class Tier(_Model):
-    priority: int = Field(ge=0, description="lower goes first and is placed first")
+    priority: int = Field(ge=0, le=MAX_COUNT, description="lower goes first and is placed first")
     on_shortage: Shortage = Shortage.REQUIRED
 
 
@@ -176,9 +185,9 @@ class Hook(_Model):
     run: list[str] | None = Field(None, min_length=1, description="argv; the run's context is in DRORCH_* variables")
     http: str | None = Field(None, description="URL that must answer with a 2xx status")
     tcp: str | None = Field(None, description="host:port that must accept a connection")
-    timeout: float = Field(10.0, gt=0, description="seconds per attempt")
-    retries: int = Field(0, ge=0, description="attempts after the first one")
-    delay: float = Field(1.0, ge=0, description="seconds between attempts")
+    timeout: float = Field(10.0, gt=0, le=MAX_WAIT_S, description="seconds per attempt")
+    retries: int = Field(0, ge=0, le=MAX_COUNT, description="attempts after the first one")
+    delay: float = Field(1.0, ge=0, le=MAX_WAIT_S, description="seconds between attempts")
     on_error: OnError = OnError.FAIL
     drill: bool = Field(False, description="a workload's check that DR drills run too, against the clone "
                                            "(DRORCH_CLONE); drills run no other hook")
@@ -202,10 +211,12 @@ class Hooks(_Model):
 class MigrationControls(_Model):
     """Limits on a live migration; a migration that breaks one is aborted and the VM stays on its source."""
 
-    bandwidth_mib_s: int | None = Field(None, gt=0)
-    max_downtime_ms: int | None = Field(None, gt=0)
-    timeout_s_per_gib: float | None = Field(None, gt=0, description="completion timeout per GiB of guest memory")
-    no_progress_timeout_s: float | None = Field(None, gt=0, description="abort when nothing is left less for so long")
+    bandwidth_mib_s: int | None = Field(None, gt=0, le=MAX_MIB)
+    max_downtime_ms: int | None = Field(None, gt=0, le=int(MAX_WAIT_S * 1000))
+    timeout_s_per_gib: float | None = Field(None, gt=0, le=MAX_WAIT_S,
+                                            description="completion timeout per GiB of guest memory")
+    no_progress_timeout_s: float | None = Field(None, gt=0, le=MAX_WAIT_S,
+                                                description="abort when nothing is left less for so long")
     auto_converge: bool = False
     post_copy: bool = False
     tls: bool = Field(False, description="encrypt the migration streams (QEMU's TLS certificates on both hosts)")
@@ -219,7 +230,7 @@ class FailurePolicy(StrEnum):
 
 class Wave(_Model):
     name: Name
-    parallel: int = Field(1, ge=1, description="moves at once inside the wave")
+    parallel: int = Field(1, ge=1, le=MAX_COUNT, description="moves at once inside the wave")
     on_failure: FailurePolicy = FailurePolicy.CONTINUE
     approval: bool = Field(False, description="pause before this wave until drorch approve RUN_ID")
     hooks: Hooks = Field(default_factory=Hooks)
@@ -230,7 +241,7 @@ class Fencing(_Model):
     """How a primary that does not answer is fenced before its workloads start on the secondary."""
 
     command: list[str] | None = Field(None, min_length=1, description="argv that must exit 0; gets DRORCH_SITE")
-    timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(60.0, gt=0, le=MAX_WAIT_S)
 
 
 class CommitDefault(StrEnum):
@@ -241,7 +252,7 @@ class CommitDefault(StrEnum):
 class CommitWindow(_Model):
     """A failover waits this long for drorch commit or drorch rollback; then `default` decides."""
 
-    window_s: float = Field(gt=0)
+    window_s: float = Field(gt=0, le=MAX_PERIOD_S)
     default: CommitDefault = CommitDefault.COMMIT
 
 
@@ -291,9 +302,10 @@ class Workload(_Model):
 class Protect(_Model):
     """How often each workload's recovery point is shipped to the secondary, and how many are kept."""
 
-    interval_s: float = Field(gt=0, description="seconds between recovery points")
-    rpo_s: float | None = Field(None, gt=0, description="target age of the newest point; twice the interval if unset")
-    keep: int = Field(3, ge=1, description="recovery points kept per workload; older ones are removed")
+    interval_s: float = Field(gt=0, le=MAX_PERIOD_S, description="seconds between recovery points")
+    rpo_s: float | None = Field(None, gt=0, le=MAX_PERIOD_S,
+                                description="target age of the newest point; twice the interval if unset")
+    keep: int = Field(3, ge=1, le=MAX_COUNT, description="recovery points kept per workload; older ones are removed")
 
     @property
     def target_s(self) -> float:
@@ -303,8 +315,9 @@ class Protect(_Model):
 class DrillSettings(_Model):
     """How a DR drill brings the playbook up on the secondary in isolation."""
 
-    hold_s: float = Field(0, ge=0, description="seconds the clones stay up after their checks, for a look at them")
-    check_timeout_s: float = Field(60, gt=0, description="how long a clone may take to be seen running")
+    hold_s: float = Field(0, ge=0, le=MAX_WAIT_S,
+                          description="seconds the clones stay up after their checks, for a look at them")
+    check_timeout_s: float = Field(60, gt=0, le=MAX_WAIT_S, description="how long a clone may take to be seen running")
 
 
 class Readiness(_Model):
@@ -312,14 +325,14 @@ class Readiness(_Model):
 
     command: list[str] | None = Field(None, min_length=1, description="argv; gets DRORCH_PLAYBOOK, DRORCH_PROBLEMS")
     webhook: str | None = Field(None, description="URL that gets a JSON POST: playbook, ready, problems, checked_at")
-    timeout: float = Field(10.0, gt=0)
+    timeout: float = Field(10.0, gt=0, le=MAX_WAIT_S)
 
 
 class Schedule(_Model):
     """A job the daemon runs on a schedule: every so many seconds, or by a cron expression (UTC)."""
 
     job: JobKind
-    every_s: float | None = Field(None, gt=0)
+    every_s: float | None = Field(None, ge=1, le=MAX_PERIOD_S, description="seconds between runs")
     cron: str | None = Field(None, description="five fields: minute hour day month weekday")
 
     @model_validator(mode="after")
@@ -328,9 +341,35 @@ class Schedule(_Model):
             raise ValueError("a schedule has exactly one of every_s or cron")
         return self
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str | None) -> str | None:
+        """Checked as the daemon's scheduler will read it, so that a bad expression is found when the playbook
+        is, not when the daemon starts."""
+        if cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(cron, timezone="UTC")
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"not a cron expression (minute hour day month weekday): {exc}") from None
+        return cron
+
+
+def schedule_from_options(job: JobKind, every: float | None, cron: str | None) -> Schedule:
+    """A schedule from `drorch schedule add`'s options; UsageError naming the option that is wrong."""
+    try:
+        return Schedule(job=job, every_s=every, cron=cron)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = {"every_s": "--every", "cron": "--cron"}.get(str(err["loc"][0]) if err["loc"] else "")
+        if option is None:
+            raise UsageError("give --every SECONDS or --cron EXPRESSION, one of them") from None
+        raise UsageError(f"{option}: {err['msg']}") from None
+
 
 class Playbook(_Model):
-    version: int = 1
+    version: int = Field(1, ge=1, le=1, description="the playbook format; this drorch reads version 1")
     name: Name
     primary: Name
     secondary: Name
@@ -381,175 +420,3 @@ class Playbook(_Model):
 
     def hosts(self, site: str) -> list[Host]:
         return self.sites[site].hosts
-
-
-def _cycles(pb: Playbook) -> list[tuple[int, list[str]]]:
-    """Dependency cycles among explicitly named workloads, as (entry index, cycle path)."""
-    deps = {w.name: w.depends_on for w in pb.workloads if w.name}
-    index = {w.name: i for i, w in enumerate(pb.workloads) if w.name}
-    found: list[tuple[int, list[str]]] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(n: str, path: list[str]) -> None:
-        state[n] = 1
-        for d in deps.get(n, []):
-            if state.get(d) == 1:
-                cycle = [*path[path.index(d):], d]
-                found.append((index[d], cycle))
-            elif d in deps and d not in state:
-                visit(d, [*path, d])
-        state[n] = 2
-
-    for n in deps:
-        if n not in state:
-            visit(n, [n])
-    return found
-
-
-def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
-    """Checks that span several fields: names that point nowhere, cycles, strategies that do not fit."""
-    problems: list[tuple[Loc, str]] = []
-    for role in ("primary", "secondary"):
-        site = getattr(pb, role)
-        if site not in pb.sites:
-            problems.append(((role,), f"site {site!r} is not defined under sites ({', '.join(pb.sites)})"))
-    if pb.primary == pb.secondary:
-        problems.append((("secondary",), "primary and secondary must be different sites"))
-    for site_name, site in pb.sites.items():
-        seen_hosts: set[str] = set()
-        for h, host in enumerate(site.hosts):
-            if host.name in seen_hosts:
-                problems.append((("sites", site_name, "hosts", h, "name"), f"host {host.name!r} is listed twice"))
-            seen_hosts.add(host.name)
-            if host.libvirt is None and host.docker is None and host.podman is None:
-                problems.append((("sites", site_name, "hosts", h),
-                                 f"host {host.name!r} has none of libvirt, docker or podman"))
-            if host.docker is not None and host.podman is not None:
-                problems.append((("sites", site_name, "hosts", h, "podman"), f"host {host.name!r} lists both docker "
-                                 "and podman: a host's containers are run by one engine"))
-    for field in MAPPING_FIELDS:
-        targets: dict[object, object] = {}
-        for src, dst in getattr(pb.mappings, field).items():
-            if dst in targets:
-                problems.append((("mappings", field, str(src)), f"{field} {targets[dst]!r} and {src!r} both map to "
-                                 f"{dst!r}: the reverse mapping for failing back would be ambiguous"))
-            targets[dst] = src
-    if pb.defaults.tier not in pb.tiers:
-        for i, w in enumerate(pb.workloads):
-            if w.tier is None:
-                problems.append((("workloads", i), f"{w.kind} {w.selector!r} has no tier and the default tier "
-                                 f"{pb.defaults.tier!r} is not defined under tiers"))
-    wave_names = [w.name for w in pb.waves]
-    for i, name in enumerate(wave_names):
-        if name in wave_names[:i]:
-            problems.append((("waves", i, "name"), f"wave {name!r} is listed twice"))
-    waves = pb.wave_names()
-    named = {w.name: i for i, w in enumerate(pb.workloads) if w.name}
-    patterns = [w.match for w in pb.workloads if w.match]
-    labelled = any(w.labels for w in pb.workloads)
-    seen: set[tuple[str, str]] = set()
-    for i, w in enumerate(pb.workloads):
-        selectors = [s for s in ("name", "match", "labels") if getattr(w, s) is not None]
-        if len(selectors) != 1:
-            problems.append((("workloads", i), "a workload entry selects by exactly one of name, match or labels"))
-        key = (w.kind.value, w.selector)
-        if key in seen:
-            problems.append((("workloads", i, selectors[0] if selectors else "kind"),
-                             f"{w.kind} {w.selector!r} is listed twice"))
-        seen.add(key)
-        if w.strategy is not None and w.strategy not in STRATEGIES[w.kind]:
-            allowed = ", ".join(STRATEGIES[w.kind])
-            problems.append((("workloads", i, "strategy"), f"strategy {w.strategy} does not apply to a {w.kind} "
-                             f"({allowed})"))
-        if w.tier is not None and w.tier not in pb.tiers:
-            problems.append((("workloads", i, "tier"), f"tier {w.tier!r} is not defined under tiers "
-                             f"({', '.join(pb.tiers)})"))
-        if w.wave is not None and w.wave not in waves:
-            problems.append((("workloads", i, "wave"), f"wave {w.wave!r} is not defined under waves"))
-        for d, dep in enumerate(w.depends_on):
-            known = dep in named or labelled or any(fnmatch.fnmatchcase(dep, p) for p in patterns)
-            if not known:
-                problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which no workload entry "
-                                 "selects"))
-            elif dep in named and pb.wave_of(w) in waves and pb.wave_of(pb.workloads[named[dep]]) in waves:
-                dep_wave = pb.wave_of(pb.workloads[named[dep]])
-                if waves.index(dep_wave) > waves.index(pb.wave_of(w)):
-                    problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which moves in the "
-                                     f"later wave {dep_wave!r}"))
-        for role in ("primary", "secondary"):
-            site = getattr(pb, role)
-            if site in pb.sites and not any(h.endpoint(w.kind) for h in pb.sites[site].hosts):
-                tech = "libvirt" if w.kind is WorkloadKind.VM else "docker or podman"
-                problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site "
-                                 f"{site!r}"))
-    for i, cycle in _cycles(pb):
-        problems.append((("workloads", i, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}"))
-    return problems
-
-
-@dataclass(frozen=True)
-class Positions:
-    """Where each node of a playbook file starts, to report problems as `file:line:col`."""
-
-    source: str
-    marks: dict[Loc, yaml.Mark]
-
-    def where(self, loc: Loc, at_key: bool = False) -> str:
-        """The value at loc (or its key), else the nearest enclosing node that the file has."""
-        if at_key and (mark := self.marks.get((*loc, "__key__"))) is not None:
-            return self._fmt(mark)
-        for n in range(len(loc), -1, -1):
-            mark = self.marks.get(loc[:n])
-            if mark is not None:
-                if n < len(loc):  # the path ends below what the file has: point at the nearest key
-                    mark = self.marks.get((*loc[:n], str(loc[n]), "__key__"), mark)
-                return self._fmt(mark)
-        return f"{self.source}:1:1"
-
-    def _fmt(self, mark: yaml.Mark) -> str:
-        return f"{self.source}:{mark.line + 1}:{mark.column + 1}"
-
-
-def _positions(node: yaml.Node, loc: Loc = ()) -> dict[Loc, yaml.Mark]:
-    marks: dict[Loc, yaml.Mark] = {loc: node.start_mark}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*loc, str(key.value))
-            marks.update(_positions(value, child))
-            marks[(*child, "__key__")] = key.start_mark
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            marks.update(_positions(item, (*loc, i)))
-    return marks
-
-
-def parse_with_positions(text: str, source: str = "<playbook>") -> tuple[Playbook, Positions]:
-    node, data = bounded.compose(text, source)
-    if not isinstance(data, dict) or node is None:
-        raise PlaybookError([f"{source}:1:1: a playbook is a YAML mapping (sites, workloads, ...)"])
-    pos = Positions(source, _positions(node))
-    try:
-        pb = Playbook.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = ".".join(str(p) for p in loc) or "playbook"
-            problems.append(f"{pos.where(loc, at_key=err['type'] == 'extra_forbidden')}: {field}: {err['msg']}")
-        raise PlaybookError(problems) from None
-    refs = reference_problems(pb)
-    if refs:
-        raise PlaybookError([f"{pos.where(loc)}: {msg}" for loc, msg in refs])
-    return pb, pos
-
-
-def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
-    return parse_with_positions(text, source)[0]
-
-
-def read_playbook(path: Path) -> tuple[Playbook, Positions]:
-    return parse_with_positions(bounded.read_text(path), str(path))
-
-
-def load_playbook(path: Path) -> Playbook:
-    return read_playbook(path)[0]

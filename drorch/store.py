@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, inspect, text, update
+from sqlalchemy import delete, event, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.schema import CreateColumn
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
 
-from drorch.errors import DrorchError, NotFound, StoreError
-from drorch.ledger import at_rest, default_url, refuse_unusable
+from drorch.errors import NotFound
+from drorch.ledger import default_url
 from drorch.records import RunState, StepState, utcnow
 from drorch.redact import redact
+from drorch.store_open import ensure_tables, open_engine
 
 
 class Run(SQLModel, table=True):
@@ -136,17 +132,6 @@ class Step(SQLModel, table=True):
     warning: str | None = None  # succeeded, but not as asked (a checkpoint move that became a redeploy), and why
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for another writer too
-    cur.execute("PRAGMA journal_mode=WAL")  # the CLI and the daemon read while a run writes
-    # WAL + NORMAL survives a crash of the process intact; a power cut may lose the last transition, which a
-    # resumed run re-checks against reality anyway.
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
 @event.listens_for(Session, "before_flush")
 def _without_secrets(session: Session, _context: Any, _instances: Any) -> None:
     """Whatever a record says (a driver's error, a hook's output), passwords and tokens in URLs are masked
@@ -157,83 +142,11 @@ def _without_secrets(session: Session, _context: Any, _instances: Any) -> None:
                 setattr(record, name, clean)
 
 
-_CHECKED: set[Path] = set()  # store files this process has checked
-
-
-def _lost_creation_race(exc: DBAPIError) -> bool:
-    """SQLite says the table already exists; PostgreSQL may instead trip over its catalog's unique keys."""
-    message = str(exc.orig)
-    return "already exists" in message or "pg_type_typname_nsp_index" in message
-
-
 class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
-        # Times are written in UTC: PostgreSQL sessions are told so, whatever the server's own zone.
-        args = {"options": "-c timezone=UTC"} if self.url.startswith("postgresql") else {}
-        self.engine: Engine = create_engine(self.url, connect_args=args)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            if self.engine.dialect.name == "sqlite":
-                self._sqlite_file()
-            self._create_tables()
-            self._add_new_columns()
-        except DBAPIError as exc:
-            raise StoreError(f"state store {self.engine.url.render_as_string()}: cannot be used: {exc.orig}") from None
-
-    def _sqlite_file(self) -> None:
-        """Created readable by its owner only, before SQLite makes it (its journal files take the same mode);
-        an existing file is first only read, and refused when it is damaged or not a drorch store."""
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            return
-        path = Path(database)
-        # A store at rest is checked before anything writes to it, once per process: a second connection
-        # opened beside this process's own would disturb their locks. One in use elsewhere has its
-        # write-ahead log beside it, and is drorch's.
-        first = path not in _CHECKED
-        _CHECKED.add(path)
-        if first and path.exists() and not path.with_name(f"{path.name}-wal").exists():
-            refuse_unusable(path, *at_rest(path))
-        if not path.exists():
-            # Never an open and close of an existing store: closing any descriptor of the file drops every
-            # SQLite lock this process holds on it.
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600))
-        path.chmod(0o600)  # also a store made before drorch kept it private
-
-    def _create_tables(self) -> None:
-        """Commands starting at once on a new store all create it: whoever loses a table to another finds it
-        there next time round, so each retry gets further and the tables bound the retries."""
-        lost = 0
-        objects = sum(1 + len(t.indexes) for t in SQLModel.metadata.sorted_tables)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                SQLModel.metadata.create_all(self.engine)
-                return
-            except DBAPIError as exc:
-                locked = "database is locked" in str(exc.orig)  # another command is creating it right now
-                lost += not locked
-                if not (locked or _lost_creation_race(exc)) or lost > objects or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _add_new_columns(self) -> None:
-        """Bring a store written by an earlier drorch up to date: columns added since are nullable."""
-        found = inspect(self.engine)
-        with self.engine.begin() as conn:
-            for table in SQLModel.metadata.sorted_tables:
-                have = {c["name"] for c in found.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name in have:
-                        continue
-                    if not column.nullable:
-                        raise DrorchError(f"the state store {redact(self.url)} lacks {table.name}.{column.name}, which "
-                                          "cannot be added in place")
-                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+        self.engine: Engine = open_engine(self.url)
+        ensure_tables(self.engine, SQLModel.metadata.sorted_tables)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -29,7 +29,7 @@ class Cluster:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://{USER}@127.0.0.1:{PORT}/{database}"
+        return f"postgresql://{USER}@127.0.0.1:{PORT}/{database}"
 
     def _connect(self, database: str = "postgres") -> psycopg2.extensions.connection:
         return psycopg2.connect(host="127.0.0.1", port=PORT, user=USER, dbname=database, connect_timeout=2)

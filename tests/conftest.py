@@ -6,7 +6,8 @@ import pytest
 
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
 from drorch.engine import Engine
-from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import parse_playbook
 from drorch.store import Run, Store
 
 PLAYBOOK = """\

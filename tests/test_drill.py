@@ -20,7 +20,8 @@ from drorch.drivers.fake import FakeCloud
 from drorch.errors import WorkloadBusy
 from drorch.live import StepEvent
 from drorch.planner import plan
-from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import parse_playbook
 from drorch.protection import protect
 from drorch.records import DRILL, RunState, StepKind, StepState
 from drorch.sites import snapshot

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from drorch import bounded, cli
 from drorch.drivers.fake import FakeCloud
 from drorch.errors import InputError
-from drorch.playbook import Playbook, load_playbook
+from drorch.playbook import Playbook
+from drorch.playbook_file import load_playbook
 from drorch.sites import snapshot
 from tests.conftest import PLAYBOOK, fake_drivers
 

@@ -14,7 +14,8 @@ import pytest
 
 from drorch import readiness
 from drorch.drivers.fake import FakeCloud
-from drorch.playbook import WorkloadKind, parse_playbook
+from drorch.playbook import WorkloadKind
+from drorch.playbook_file import parse_playbook
 from drorch.protection import protect
 from drorch.report import naive
 from drorch.store import Store

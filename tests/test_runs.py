@@ -21,7 +21,8 @@ from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import Engine, FencingRequired
 from drorch.errors import UsageError, WorkloadBusy
 from drorch.live import StepEvent
-from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import parse_playbook
 from drorch.protection import protect
 from drorch.records import RunState, StepState, utcnow
 from drorch.report import timeline

@@ -8,7 +8,8 @@ import pytest
 
 from drorch.drivers.base import Endpoint, HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.playbook import Playbook, WorkloadKind, parse_playbook
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import parse_playbook
 from drorch.sites import snapshot
 from tests.conftest import fake_drivers
 

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-from sqlalchemy import Table, create_engine, event, inspect
-from sqlalchemy.engine import Connection
+import pytest
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
+from drorch.errors import StoreError
 from drorch.store import Store
 
 
@@ -33,23 +37,29 @@ def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path: Path) -
     assert step.workload == "vm1" and step.wave is None
 
 
-def test_tables_another_command_creates_first_are_found_there(tmp_path: Path) -> None:
+def test_commands_making_one_store_at_once_all_find_it_whole(tmp_path: Path) -> None:
+    """A store's tables are made in one transaction that its makers wait on each other for: eight commands
+    starting together on a new store all succeed, and none sees it half made."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    rival = create_engine(url)
-    raced: list[str] = []
+    code = "import sys; from drorch.store import Store; print(len(Store(sys.argv[1]).runs()))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    makers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env) for _ in range(8)]
+    answers = [m.communicate(timeout=60) for m in makers]
+    assert [m.returncode for m in makers] == [0] * 8, answers
+    assert {out for out, _ in answers} == {"0\n"}
+    assert set(inspect(Store(url).engine).get_table_names()) == set(SQLModel.metadata.tables)
 
-    def another_command_got_there_first(table: Table, conn: Connection, **_kw: object) -> None:
-        if conn.engine is not rival:  # between drorch's look and its CREATE TABLE: "table ... already exists"
-            raced.append(table.name)
-            table.create(rival)
 
-    tables = SQLModel.metadata.sorted_tables
-    for table in tables:
-        event.listen(table, "before_create", another_command_got_there_first)
-    try:
-        store = Store(url)
-    finally:
-        for table in tables:
-            event.remove(table, "before_create", another_command_got_there_first)
-    assert sorted(raced) == sorted(t.name for t in tables)  # drorch lost every race
-    assert store.steps(1) == []
+def test_a_store_of_another_shape_is_refused_untouched(tmp_path: Path) -> None:
+    """A table of drorch's name without drorch's columns: nothing is created beside it, nothing added to it."""
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE runs (x INTEGER)")
+        conn.execute("PRAGMA journal_mode=WAL")
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match=r"is not drorch's: its table runs lacks id, operation"):
+        Store(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["runs"]
+    assert db.read_bytes() == before

@@ -10,7 +10,8 @@ import pytest
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.errors import PlaybookError
 from drorch.inventory import HostFacts
-from drorch.playbook import WorkloadKind, parse_playbook
+from drorch.playbook import WorkloadKind
+from drorch.playbook_file import parse_playbook
 from tests.conftest import uri
 from tests.test_cli import drorch
 

@@ -38,6 +38,23 @@ def _global(
     """Global options; --debug is read by main() before the command runs."""
 
 
+MAX_LINE = 1000  # an error quoting a hostile name or path stays readable
+
+
+def clamped(line: str) -> str:
+    if len(line) <= MAX_LINE:
+        return line
+    return f"{line[:MAX_LINE - 100]}...({len(line) - MAX_LINE + 60} characters)...{line[-40:]}"
+
+
+def echo(*lines: str, err: bool = False) -> None:
+    """Text output, a line per argument: names from the sites and the playbook are shown with their control
+    characters escaped (an ESC, a CR or a newline in a container's name cannot fake a row or move the cursor),
+    and secrets in URLs masked. JSON output needs neither: json.dumps escapes them."""
+    for line in lines:
+        typer.echo(redact(printable(line)), err=err)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error becomes one line and an exit code; tracebacks only with --debug."""
     args = sys.argv[1:] if argv is None else argv
@@ -51,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         prefix = "" if isinstance(exc, PlaybookError) else "drorch: error: "
         lines = exc.problems if isinstance(exc, PlaybookError) else [redact(printable(str(exc)))]
         for line in lines:
-            typer.echo(f"{prefix}{line}", err=True)
+            typer.echo(f"{prefix}{clamped(line)}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:

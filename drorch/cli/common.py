@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from drorch.inventory import Snapshot
     from drorch.live import Reporter
     from drorch.planner import Plan
-    from drorch.playbook import Playbook, Positions, WorkloadKind
+    from drorch.playbook import Playbook, WorkloadKind
+    from drorch.playbook_file import Positions
     from drorch.store import Run, Step
 
 

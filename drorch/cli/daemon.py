@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, app
-from drorch.errors import NotFound, UsageError
+from drorch.cli.app import JsonOpt, PlaybookArg, app, echo
 from drorch.host import run_alive
 from drorch.records import JobKind, RunState, naive, utcnow
 
@@ -33,7 +32,7 @@ def daemon_run(
 ) -> None:
     """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
     from drorch.daemon import Daemon
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -81,22 +80,15 @@ def schedule_add(
     job_id: Annotated[str | None, typer.Option("--id", help="the schedule's id; replaces one with that id")] = None,
 ) -> None:
     """Add a schedule to the store; the leading daemon picks it up."""
-    from drorch.daemon import add_schedule, scheduler
-    from drorch.playbook import Schedule, load_playbook
+    from drorch.daemon import store_schedule
+    from drorch.playbook import schedule_from_options
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
-    try:
-        s = Schedule(job=job, every_s=every, cron=cron)
-    except ValueError:
-        raise UsageError("give --every SECONDS or --cron EXPRESSION, one of them") from None
-    sched = scheduler(Store())
-    sched.start(paused=True)
-    try:
-        added = add_schedule(sched, playbook, s, job_id or f"{pb.name}:{job}:{uuid.uuid4().hex[:6]}")
-    finally:
-        sched.shutdown(wait=False)
-    typer.echo(f"schedule {added.id}: {added.name}, {added.trigger}")
+    s = schedule_from_options(job, every, cron)
+    added = store_schedule(Store(), playbook, s, job_id or f"{pb.name}:{job}:{uuid.uuid4().hex[:6]}")
+    echo(f"schedule {added.id}: {added.name}, {added.trigger}")
 
 
 @schedule_app.command("list")
@@ -117,17 +109,8 @@ def schedule_list(json_out: JsonOpt = False) -> None:
 @schedule_app.command("remove")
 def schedule_remove(job_id: Annotated[str, typer.Argument(help="the id from drorch schedule list")]) -> None:
     """Remove a schedule from the store."""
-    from apscheduler.jobstores.base import JobLookupError
-
-    from drorch.daemon import scheduler
+    from drorch.daemon import remove_schedule
     from drorch.store import Store
 
-    sched = scheduler(Store())
-    sched.start(paused=True)
-    try:
-        sched.remove_job(job_id)
-    except JobLookupError:
-        raise NotFound(f"no schedule {job_id}") from None
-    finally:
-        sched.shutdown(wait=False)
-    typer.echo(f"schedule {job_id} removed")
+    remove_schedule(Store(), job_id)
+    echo(f"schedule {job_id} removed")

@@ -25,7 +25,7 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
         json_out: JsonOpt = False) -> None:
     """Ship one recovery point now: VM definitions, container images, configs and checkpoints."""
     from drorch import protection
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
@@ -44,7 +44,7 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
 def protect_status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Every protected workload's RPO (age of its newest complete recovery point) against its target."""
     from drorch import protection
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
@@ -70,7 +70,7 @@ def readiness_cmd(playbook: PlaybookArg, check: Annotated[bool, typer.Option(
     """Whether a failover would work now, since when, and why not: validate's checks and every RPO.
     Exit 0 when ready, 1 when not, 2 when it was never checked."""
     from drorch import readiness
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
@@ -99,7 +99,7 @@ def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Optio
     and time every clone, then tear it all down. Exit 0 when the drill passed."""
     from drorch import report as reports
     from drorch.drill import Drill
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)

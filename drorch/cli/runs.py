@@ -73,7 +73,7 @@ def _ended(store: Store, run: Run, json_out: bool) -> None:
 
 def _move(playbook: Path, back: bool, json_out: bool, operation: str, disaster: bool = False,
           confirmed: bool = False) -> None:
-    from drorch.playbook import read_playbook
+    from drorch.playbook_file import read_playbook
 
     pb, pos = read_playbook(playbook)
     source, target = directed(pb, back)
@@ -107,7 +107,7 @@ def failback(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
 def _run_playbook(run_id: int) -> Playbook:
     """The playbook a recorded run was started from, read again from its path."""
     from drorch.ledger import History
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
 
     path = History().run(run_id)["playbook_path"]
     try:

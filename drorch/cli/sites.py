@@ -74,7 +74,7 @@ def status(
     interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0,
 ) -> None:
     """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
@@ -134,7 +134,7 @@ def schema() -> None:
 @app.command()
 def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     """Both sites' live inventory: hosts, capacity, names and workloads. Save it with --json."""
-    from drorch.playbook import load_playbook
+    from drorch.playbook_file import load_playbook
 
     snap = live_snapshot(load_playbook(playbook))
     if json_out:
@@ -165,7 +165,7 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
              json_out: JsonOpt = False) -> None:
     """The plan: wave, workload, hosts, strategy, resources before and after, and why."""
     from drorch.planner import plan
-    from drorch.playbook import read_playbook
+    from drorch.playbook_file import read_playbook
 
     pb, pos = read_playbook(playbook)
     source, target = directed(pb, failback)
@@ -186,7 +186,7 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
 @app.command()
 def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     """Check the playbook against both sites: every problem as file:line:col, exit 1 on any error."""
-    from drorch.playbook import read_playbook
+    from drorch.playbook_file import read_playbook
     from drorch.run_steps import check_playbook
     from drorch.sites import snapshot
 

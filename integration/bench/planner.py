@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
 from drorch.planner import Action, plan
-from drorch.playbook import Playbook, WorkloadKind, parse_with_positions
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_file import parse_with_positions
 
 TIERS = {"gold": {"priority": 0, "on_shortage": "required"},
          "silver": {"priority": 1, "on_shortage": "degrade"},
