@@ -51,6 +51,10 @@ class SiteUnreachable(DrorchError):
     """A site's libvirt, Docker or Podman endpoint does not answer, or answers as another engine."""
 
 
+class NeverChecked(DrorchError):
+    """Readiness was asked before any check: not known to be ready is not ready (exit 1)."""
+
+
 class MoveFailed(DrorchError):
     """A workload could not be moved; it is left where it was unless the message says otherwise."""
 

@@ -307,6 +307,9 @@ def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
             c.decide(Action.MOVE, host.name, size)
         else:
             short = f"site {target} is short of room: needs {size}, most free {index.most_free(spec.kind)}"
+            if spec.anti_affinity and index.best_fit(spec.kind, size, None) is not None:
+                short = (f"every host of site {target} with room for {size} already holds a member of "
+                         f"anti-affinity group {spec.anti_affinity!r}")
             smaller = Size(
                 (spec.dr_resources.vcpus if spec.dr_resources else None) or size.vcpus,
                 (spec.dr_resources.memory_mib if spec.dr_resources else None) or size.memory_mib,

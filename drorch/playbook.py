@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drorch.errors import UsageError
+from drorch.limits import MAX_ANSWER_S, MAX_COUNT, MAX_MIB, MAX_PERIOD_S, MAX_PORT, MAX_RATIO, MAX_WAIT_S
 from drorch.records import JobKind
 from drorch.redact import redact
 
@@ -55,16 +56,7 @@ DEFAULT_TIER = "default"
 DEFAULT_WAVE = "default"
 
 
-# Bounds of the numbers a playbook may hold: each is finite (no .inf or .nan) and far beyond any real use, so that
-# no later sum, product or sleep overflows or waits for ever.
-DAY_S = 86_400.0
-MAX_WAIT_S = 7 * DAY_S  # a timeout, a hold or a delay
-MAX_PERIOD_S = 366 * DAY_S  # an interval, an RPO, a commit window
-MAX_ANSWER_S = 3_600.0  # a site's time to answer the inventory
-MAX_COUNT = 1_000_000  # priorities, retries, parallel moves, points kept, vCPUs
-MAX_MIB = 1 << 40  # memory
-MAX_RATIO = 1_000.0  # overcommit
-Port = Annotated[int, Field(ge=1, le=65_535)]
+Port = Annotated[int, Field(ge=1, le=MAX_PORT)]
 
 
 class _Model(BaseModel):
@@ -365,7 +357,7 @@ def schedule_from_options(job: JobKind, every: float | None, cron: str | None) -
         option = {"every_s": "--every", "cron": "--cron"}.get(str(err["loc"][0]) if err["loc"] else "")
         if option is None:
             raise UsageError("give --every SECONDS or --cron EXPRESSION, one of them") from None
-        raise UsageError(f"{option}: {err['msg']}") from None
+        raise UsageError(f"{option}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 class Playbook(_Model):

@@ -11,7 +11,8 @@ import re
 MASK = "***"
 _USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 _QUERY = re.compile(r"(?P<head>[?&;](?:[a-z0-9_-]*(?:token|key|secret|passw(?:or)?d|pass|sig|signature|auth|"
-                    r"credential|session)[a-z0-9_-]*)=)[^&#;\s'\"]*", re.IGNORECASE)
+                    r"credential|session)[a-z0-9_-]*)=)[^&#;\s'\"]*?(?=:?(?:[&#;\s'\"]|$))", re.IGNORECASE)
+# A value ends before the colon of the sentence around it ("...?password=x: cannot be used"), which stays.
 
 
 def redact(text: str) -> str:

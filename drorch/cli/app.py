@@ -7,9 +7,11 @@ them: `drorch --help` loads none of it, and each command only what it needs."""
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +30,20 @@ app = typer.Typer(
 
 PlaybookArg = Annotated[Path, typer.Argument(help="the playbook (YAML)", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-RunArg = Annotated[int, typer.Argument(help="the run's id, from drorch history", show_default=False)]
+MAX_RUN_ID = (1 << 63) - 1  # the store's ids are 64-bit integers
+RunArg = Annotated[int, typer.Argument(help="the run's id, from drorch history", show_default=False, min=1,
+                                       max=MAX_RUN_ID)]
+
+
+def seconds(low: float, high: float) -> Callable[[float | None], float | None]:
+    """An option's check: a finite number of seconds within [low, high] (click's ranges let nan and inf by)."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            raise typer.BadParameter(f"{value} is not a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return check
 
 
 @app.callback()

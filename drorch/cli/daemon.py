@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import sys
 import uuid
@@ -12,9 +13,11 @@ from typing import Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, app, echo
+from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
+from drorch.errors import printable
 from drorch.host import run_alive
 from drorch.records import JobKind, RunState, naive, utcnow
+from drorch.redact import redact
 
 daemon_app = typer.Typer(help="The daemon: scheduled protection and other jobs, one leader per store.",
                          no_args_is_help=True, rich_markup_mode=None)
@@ -24,11 +27,20 @@ schedule_app = typer.Typer(help="Jobs the daemon runs, kept in the state store."
 app.add_typer(schedule_app, name="schedule")
 
 
+class _OneLine(logging.Formatter):
+    """Log lines carry names from playbooks and sites, APScheduler's own lines too: each stays one line, its
+    control characters escaped and secrets in URLs masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(printable(super().format(record)))
+
+
 @daemon_app.command("run")
 def daemon_run(
     playbooks: Annotated[list[Path] | None, typer.Argument(
         help="playbooks whose own schedules to run; a folder stands for its *.yaml files")] = None,
-    lease_s: Annotated[float, typer.Option(help="seconds a leader holds the scheduler without renewing")] = 15.0,
+    lease_s: Annotated[float, typer.Option(help="seconds a leader holds the scheduler without renewing",
+                                           callback=seconds(1, 3600))] = 15.0,
 ) -> None:
     """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
     from drorch.daemon import Daemon
@@ -36,6 +48,8 @@ def daemon_run(
     from drorch.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_OneLine("%(message)s"))
     named = [p for p in playbooks or [] if not p.is_dir()]
     for f in named:
         load_playbook(f)  # a playbook named alone is refused before the daemon starts; one of a folder is skipped
@@ -62,13 +76,20 @@ def daemon_status(json_out: JsonOpt = False) -> None:
         return
     for d in daemons:
         role = "stopped" if d["stopped"] else "leader" if d["leader"] else "follower"
-        typer.echo(f"daemon {d['daemon']:<24} {role:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago")
+        echo(f"daemon {d['daemon']:<24} {role:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago")
     for j in jobs_:
-        typer.echo(f"job {j['id']:<32} {j['name']:<32} next {j['next_run'] or 'paused'}")
+        echo(f"job {j['id']:<32} {j['name']:<32} next {j['next_run'] or 'paused'}")
     for r in running:
-        typer.echo(f"running: run {r['run']} {r['operation']} {r['playbook']}")
+        echo(f"running: run {r['run']} {r['operation']} {r['playbook']}")
     if not daemons:
-        typer.echo("no daemon has run against this store", err=True)
+        echo("no daemon has run against this store", err=True)
+
+
+def _schedule_id(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}", value):
+        raise typer.BadParameter(f"'{printable(value)[:60]}' is not an id: letters, digits and ._:@- (up to 200, a "
+                                 "letter or digit first)")
+    return value
 
 
 @schedule_app.command("add")
@@ -77,7 +98,8 @@ def schedule_add(
     job: Annotated[JobKind, typer.Option(help="what to run")],
     every: Annotated[float | None, typer.Option(help="seconds between runs")] = None,
     cron: Annotated[str | None, typer.Option(help="cron expression, UTC: minute hour day month weekday")] = None,
-    job_id: Annotated[str | None, typer.Option("--id", help="the schedule's id; replaces one with that id")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="the schedule's id (letters, digits and ._:@-); "
+                                               "replaces one with that id", callback=_schedule_id)] = None,
 ) -> None:
     """Add a schedule to the store; the leading daemon picks it up."""
     from drorch.daemon import store_schedule
@@ -103,7 +125,7 @@ def schedule_list(json_out: JsonOpt = False) -> None:
                               indent=2))
         return
     for i, n, t in rows:
-        typer.echo(f"{i:<32} {n:<32} next {t.isoformat() if t else 'paused'}")
+        echo(f"{i:<32} {n:<32} next {t.isoformat() if t else 'paused'}")
 
 
 @schedule_app.command("remove")

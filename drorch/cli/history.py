@@ -11,10 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from drorch.cli.app import JsonOpt, RunArg, app
+from drorch.cli.app import MAX_RUN_ID, JsonOpt, RunArg, app, echo
 from drorch.cli.common import shown_state
 from drorch.errors import UsageError
 from drorch.ledger import History, Record
+
+MAX_HISTORY = 100_000  # runs listed at once
 
 
 def _plain(value: Any) -> Any:
@@ -32,8 +34,8 @@ def _state(r: Record) -> str:
 
 @app.command()
 def history(
-    run_id: Annotated[int | None, typer.Argument(help="show this run's steps")] = None,
-    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+    run_id: Annotated[int | None, typer.Argument(help="show this run's steps", min=1, max=MAX_RUN_ID)] = None,
+    limit: Annotated[int, typer.Option(help="how many runs", min=1, max=MAX_HISTORY)] = 20,
     json_out: JsonOpt = False,
 ) -> None:
     """Past runs, newest first; with RUN_ID, that run and each of its steps."""
@@ -44,13 +46,13 @@ def history(
             shown = [{k: v for k, v in s.items() if k not in ("handle", "request")} for s in steps]
             typer.echo(json.dumps({**run, "steps": shown}, indent=2, default=_plain))
             return
-        typer.echo(f"run {run['id']} {run['operation']} {run['playbook']} ({run['playbook_path']}) site "
+        echo(f"run {run['id']} {run['operation']} {run['playbook']} ({run['playbook_path']}) site "
                    f"{run['source_site']} -> {run['target_site']}: {_state(run)}, "
                    f"started {run['started_at']:%Y-%m-%d %H:%M:%S}")
         for s in steps:
             began, ended = s["started_at"], s["ended_at"]
             took = f"{(ended - began).total_seconds():.1f} s" if began and ended else "-"
-            typer.echo(f"  {s['seq']:>3} {s['kind']:<9} {s['workload']:<24} {s['strategy']:<10} {s['state']:<9} "
+            echo(f"  {s['seq']:>3} {s['kind']:<9} {s['workload']:<24} {s['strategy']:<10} {s['state']:<9} "
                        f"{took:>7}  {s['outcome'] or s['error'] or ''}")
         return
     runs = found.runs(limit)
@@ -59,7 +61,7 @@ def history(
         return
     for r in runs:
         error = f": {r['error']}" if r["error"] else ""
-        typer.echo(f"{r['id']:>5} {r['started_at']:%Y-%m-%d %H:%M:%S} {r['operation']:<9} {r['playbook']:<16} "
+        echo(f"{r['id']:>5} {r['started_at']:%Y-%m-%d %H:%M:%S} {r['operation']:<9} {r['playbook']:<16} "
                    f"{r['source_site']} -> {r['target_site']}  {_state(r)}{error}")
 
 
@@ -77,4 +79,7 @@ def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | Non
             html.write_text(reports.html(doc), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
-    typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
+    if json_out:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        echo(*reports.text(doc))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from drorch.cli.app import echo
+from drorch.errors import printable
 from drorch.records import StepState
+from drorch.redact import redact
 
 if TYPE_CHECKING:
     from drorch.live import StepEvent
@@ -38,10 +40,10 @@ class LineReporter:
     def __call__(self, ev: StepEvent) -> None:
         head = _announce(ev, self._seen)
         if head:
-            typer.echo(head)
+            echo(head)
         line = self.line(ev)
         if line:
-            typer.echo(line)
+            echo(line)
 
     def line(self, ev: StepEvent) -> str | None:
         step, p = ev.step, ev.progress
@@ -74,7 +76,7 @@ class RichReporter:
     """A live display for a terminal: a bar per running move with bytes sent and time left."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                                   TimeRemainingColumn(), console=console or Console(), transient=True)
         self._tasks: dict[int, TaskID] = {}
         self._seen: set[int] = set()
@@ -85,11 +87,11 @@ class RichReporter:
         step, p = ev.step, ev.progress
         head = _announce(ev, self._seen)
         if head:
-            self._progress.console.print(head)
+            self._say(head)
         key = step.id or 0
         if step.state is StepState.RUNNING and p is not None:
             task = self._tasks.get(key)
-            label = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}: {p.step}"
+            label = printable(f"[{step.seq}/{ev.total}] {step.kind} {step.workload}: {p.step}")
             if task is None:
                 task = self._tasks[key] = self._progress.add_task(label, total=p.bytes_total)
             self._progress.update(task, description=label, completed=p.bytes_done or 0, total=p.bytes_total)
@@ -98,7 +100,11 @@ class RichReporter:
             self._progress.remove_task(self._tasks.pop(key))
         line = self._lines.line(ev)
         if line:
-            self._progress.console.print(line)
+            self._say(line)
+
+    def _say(self, line: str) -> None:
+        """Names shown as text: neither a terminal's control characters nor rich's markup act."""
+        self._progress.console.print(redact(printable(line)), markup=False, highlight=False)
 
     def close(self) -> None:
         self._progress.stop()

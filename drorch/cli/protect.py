@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, app
+from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
 from drorch.cli.common import directed, drivers, progress_shown
-from drorch.errors import ExitCode, UsageError
+from drorch.errors import ExitCode, NeverChecked
+from drorch.limits import MAX_WAIT_S
 from drorch.records import EXIT_CODES
 
 protect_app = typer.Typer(help="Recovery points on the secondary: ship them, and see each workload's RPO.",
@@ -35,7 +36,7 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
     if json_out:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
     for p in points if not json_out else []:
-        typer.echo(f"{p.kind:<9} {p.workload:<24} {p.detail if p.complete else 'FAILED: ' + (p.error or '')}")
+        echo(f"{p.kind:<9} {p.workload:<24} {p.detail if p.complete else 'FAILED: ' + (p.error or '')}")
     if any(not p.complete for p in points):
         raise typer.Exit(ExitCode.PARTIAL if any(p.complete for p in points) else ExitCode.FAILED)
 
@@ -56,10 +57,10 @@ def protect_status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
         target = f" (target {r.target_s:.0f} s)" if r.target_s else ""
         flag = "STALE" if r.stale else "ok"
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
-        typer.echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
+        echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
                    f"{r.points} kept{error}")
     if not rows:
-        typer.echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
+        echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
 
 
@@ -68,7 +69,7 @@ def readiness_cmd(playbook: PlaybookArg, check: Annotated[bool, typer.Option(
         "--check", help="check now (and record it) rather than show the daemon's last check")] = False,
         json_out: JsonOpt = False) -> None:
     """Whether a failover would work now, since when, and why not: validate's checks and every RPO.
-    Exit 0 when ready, 1 when not, 2 when it was never checked."""
+    Exit 0 when ready, 1 when not, or when it was never checked (not known to be ready is not ready)."""
     from drorch import readiness
     from drorch.playbook_file import load_playbook
     from drorch.store import Store
@@ -80,20 +81,22 @@ def readiness_cmd(playbook: PlaybookArg, check: Annotated[bool, typer.Option(
             readiness.check(pb, found, store)
     state = readiness.current(store, pb.name)
     if state is None:
-        raise UsageError(f"{pb.name} was never checked: drorch readiness --check, or a readiness schedule")
+        raise NeverChecked(f"{pb.name} was never checked, so it is not known to be ready: drorch readiness --check, "
+                           "or a readiness schedule")
     if json_out:
         typer.echo(json.dumps(state.to_dict(), indent=2))
     else:
-        typer.echo(f"{pb.name}: {'ready' if state.ready else 'NOT READY'} since {state.since:%Y-%m-%d %H:%M:%S} UTC "
+        echo(f"{pb.name}: {'ready' if state.ready else 'NOT READY'} since {state.since:%Y-%m-%d %H:%M:%S} UTC "
                    f"(last checked {state.checked_at:%Y-%m-%d %H:%M:%S} UTC)")
         for p in state.problems:
-            typer.echo(f"  {p}")
+            echo(f"  {p}")
     raise typer.Exit(ExitCode.OK if state.ready else ExitCode.FAILED)
 
 
 @app.command("drill")
 def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Option(
-        "--hold-s", help="seconds the clones stay up after their checks (default: drill.hold_s)")] = None,
+        "--hold-s", help="seconds the clones stay up after their checks (default: drill.hold_s)",
+        callback=seconds(0, MAX_WAIT_S))] = None,
         json_out: JsonOpt = False) -> None:
     """Bring the playbook up on the secondary from its recovery points, isolated from production; check
     and time every clone, then tear it all down. Exit 0 when the drill passed."""
@@ -110,5 +113,8 @@ def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Optio
     with drivers(pb) as found, progress_shown(json_out) as report:
         run = Drill(store, found, report, stop).run(pb, str(playbook), hold_s)
     doc = reports.timeline(run, store.steps(run.id or 0))
-    typer.echo(json.dumps(doc, indent=2) if json_out else "\n".join(reports.text(doc)))
+    if json_out:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        echo(*reports.text(doc))
     raise typer.Exit(EXIT_CODES[run.state])

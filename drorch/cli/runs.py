@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, RunArg, app
+from drorch.cli.app import JsonOpt, PlaybookArg, RunArg, app, echo
 from drorch.cli.common import directed, drivers, progress_shown, refuse, run_json
 from drorch.errors import PlaybookError, UsageError
 from drorch.records import EXIT_CODES, RunState, StepState, naive, utcnow
@@ -53,21 +53,21 @@ def _ended(store: Store, run: Run, json_out: bool) -> None:
         if not json_out:
             skipped = sum(s.state is StepState.SKIPPED for s in steps)
             note = f", {skipped} left behind as planned" if skipped else ""
-            typer.echo(f"run {run.id} {run.state} in {took:.1f} s{note}")
+            echo(f"run {run.id} {run.state} in {took:.1f} s{note}")
             for s in steps:
                 if s.warning:
-                    typer.echo(f"drorch: warning: {s.kind} {s.workload}: {s.warning}", err=True)
+                    echo(f"drorch: warning: {s.kind} {s.workload}: {s.warning}", err=True)
             if run.state is RunState.PENDING_COMMIT and run.commit_deadline:
-                typer.echo(f"run {run.id} is pending commit until {run.commit_deadline:%Y-%m-%d %H:%M:%S} UTC: "
+                echo(f"run {run.id} is pending commit until {run.commit_deadline:%Y-%m-%d %H:%M:%S} UTC: "
                            f"drorch commit {run.id} or drorch rollback {run.id}")
     elif run.state is RunState.ROLLED_BACK:
-        typer.echo(f"drorch: run {run.id} rolled back: {run.error or 'what it moved is back'}", err=True)
+        echo(f"drorch: run {run.id} rolled back: {run.error or 'what it moved is back'}", err=True)
     else:
         failed = [s for s in steps if s.state in (StepState.FAILED, StepState.CANCELLED)]
         first = failed[0] if failed else None
         more = f" (and {len(failed) - 1} more: drorch history {run.id})" if len(failed) > 1 else ""
         said = f"{first.kind} {first.workload}: {first.error}{more}" if first else run.error or ""
-        typer.echo(f"drorch: run {run.id} {run.state}: {said}", err=True)
+        echo(f"drorch: run {run.id} {run.state}: {said}", err=True)
     raise typer.Exit(EXIT_CODES[run.state])
 
 
@@ -134,21 +134,21 @@ def abort(run_id: RunArg, json_out: JsonOpt = False) -> None:
     if json_out:
         typer.echo(json.dumps(run_json(run, engine.store.steps(run_id)), indent=2))
     else:
-        typer.echo(f"run {run_id} {run.state}")
+        echo(f"run {run_id} {run.state}")
 
 
 @app.command()
 def approve(run_id: RunArg) -> None:
     """Let a run that waits for approval go on with its next wave."""
     step = _bare_engine().approve(run_id, getpass.getuser())
-    typer.echo(f"run {run_id}: {step.workload} approved")
+    echo(f"run {run_id}: {step.workload} approved")
 
 
 @app.command()
 def commit(run_id: RunArg) -> None:
     """Make a failover that is pending commit final."""
     run = _bare_engine().commit(run_id)
-    typer.echo(f"run {run_id} committed: {run.state}")
+    echo(f"run {run_id} committed: {run.state}")
 
 
 @app.command()
@@ -166,4 +166,4 @@ def settle() -> None:
         pb = _run_playbook(run.id or 0)
         with _engine(pb, True) as engine:
             done = engine.settle(pb, run)
-        typer.echo(f"run {run.id}: commit window ended: {done.state}")
+        echo(f"run {run.id}: commit window ended: {done.state}")

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, app
+from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
 from drorch.cli.common import directed, drivers, live_snapshot, refuse, saved_snapshot, shown_state
-from drorch.errors import ExitCode, InputError, PlanRefused, PlaybookError
+from drorch.errors import ExitCode, InputError, PlanRefused, PlaybookError, printable
 from drorch.records import RunState, utcnow
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ def status(
     playbook: PlaybookArg,
     json_out: JsonOpt = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh until interrupted")] = False,
-    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes with --watch",
+                                            callback=seconds(0.1, 3600))] = 2.0,
 ) -> None:
     """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
     from drorch.playbook_file import load_playbook
@@ -90,7 +91,7 @@ def status(
             runs_json = [{**r.model_dump(mode="json"), "state": _state(r)} for r in runs]
             typer.echo(json.dumps({"workloads": rows, "runs": runs_json}, indent=None if watch else 2))
         else:
-            typer.echo("\n".join(_status_lines(rows, runs)))
+            echo(*_status_lines(rows, runs))
 
     if not watch:
         rows, runs = current()
@@ -100,6 +101,11 @@ def status(
         return
     from rich.live import Live
     from rich.table import Table
+    from rich.text import Text
+
+    def _cells(*values: str) -> list[Text]:
+        """Names as text: neither a terminal's control characters nor rich's markup act."""
+        return [Text(printable(v)) for v in values]
 
     tty = sys.stdout.isatty() and not json_out
     display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
@@ -107,19 +113,20 @@ def status(
         while True:
             rows, runs = current()
             if live is not None:
-                table = Table("kind", "workload", "running on", "notes", title=f"{pb.name} at {utcnow():%H:%M:%S}")
+                table = Table("kind", "workload", "running on", "notes",
+                              title=Text(f"{pb.name} at {utcnow():%H:%M:%S}"))
                 for r in rows:
                     notes = [*(f"stopped on {x}" for x in r["stopped_on"]),
                              *(f"{x} unreachable" for x in r["unreachable"])]
                     where = ", ".join(r["running_on"]) or ("unknown" if r["state"] == "unknown" else "nowhere")
-                    table.add_row(r["kind"], r["workload"], where, "; ".join(notes))
+                    table.add_row(*_cells(r["kind"], r["workload"], where, "; ".join(notes)))
                 for run in runs:
-                    table.add_row("run", str(run.id), run.operation, _state(run))
+                    table.add_row(*_cells("run", str(run.id), run.operation, _state(run)))
                 live.update(table, refresh=True)
             else:
                 show(rows, runs)
                 if not json_out:
-                    typer.echo("")
+                    echo("")
             time.sleep(interval)
 
 
@@ -139,17 +146,18 @@ def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     snap = live_snapshot(load_playbook(playbook))
     if json_out:
         typer.echo(snap.to_json())
-        return
-    for inv in snap.hosts:
+    for inv in snap.hosts if not json_out else []:
         vcpus, memory = inv.discovered()
-        typer.echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
+        echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
         for kind, facts in inv.facts.items():
-            typer.echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
+            echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
         for kind, error in inv.errors.items():
-            typer.echo(f"  {kind}: {error}")
+            echo(f"  {kind}: {error}")
         for w in inv.workloads:
             state = "running" if w.running else "stopped"
-            typer.echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
+            echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
+    if any(inv.errors for inv in snap.hosts):  # as status says: a host that did not answer is a failure
+        raise typer.Exit(ExitCode.FAILED)
 
 
 InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="plan against a saved snapshot")]
@@ -164,7 +172,7 @@ def _fmt_size(size: Size | None) -> str:
 def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: BackOpt = False,
              json_out: JsonOpt = False) -> None:
     """The plan: wave, workload, hosts, strategy, resources before and after, and why."""
-    from drorch.planner import plan
+    from drorch.planner import Action, plan
     from drorch.playbook_file import read_playbook
 
     pb, pos = read_playbook(playbook)
@@ -173,14 +181,19 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
     if json_out:
         typer.echo(json.dumps(the_plan.to_dict(), indent=2))
     else:
-        typer.echo(f"plan {pb.name}: site {source} -> site {target}")
-        typer.echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
+        echo(f"plan {pb.name}: site {source} -> site {target}")
+        echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
                    f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
         for i in the_plan.items:
-            typer.echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
+            echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
                        f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
                        f"{_fmt_size(i.after):>10}  {i.reason}")
     refuse(the_plan, pos)
+    blocked = [i for i in the_plan.items if i.action is Action.BLOCKED]
+    if blocked:  # the plan cannot be carried out whole: its text or JSON says which and why
+        echo(f"drorch: {len(blocked)} of {len(the_plan.items)} workloads cannot move now: a site they need did not "
+             "answer", err=True)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command()
@@ -204,7 +217,7 @@ def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]
     for f in findings:
         if not f.error:
-            typer.echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
+            echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
     if errors:
         raise PlanRefused(errors)
-    typer.echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")
+    echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")

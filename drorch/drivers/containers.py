@@ -38,15 +38,17 @@ class ContainerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
     def __init__(self) -> None:
-        self._sites: dict[str, DockerSite] = {}
+        # One client per host entry, not per daemon: two hosts (even of two sites) that name one endpoint each
+        # get errors that name their own site and host.
+        self._sites: dict[Endpoint, DockerSite] = {}
         self._lock = threading.Lock()
         super().__init__()
         self._moves = ContainerMoves(self._jobs)
 
     def _site(self, ep: Endpoint) -> DockerSite:
-        site = self._sites.get(ep.uri)
+        site = self._sites.get(ep)
         if site is None:
-            site = self._sites[ep.uri] = (PodmanSite if ep.podman else DockerSite)(ep)
+            site = self._sites[ep] = (PodmanSite if ep.podman else DockerSite)(ep)
         return site
 
     @staticmethod

@@ -45,6 +45,7 @@ class DockerSite:
     """One daemon, with the calls the driver needs and errors turned into drorch's."""
 
     engine = "docker"
+    label = "Docker"  # what messages call it
     slow_info = False  # whether its size and checkpoint support take long to ask
 
     def __init__(self, ep: Endpoint) -> None:
@@ -54,7 +55,7 @@ class DockerSite:
             ca, cert, key = ep.tls
             unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
             if unreadable:
-                raise SiteUnreachable(f"site {ep.site}: Docker at {ep.shown}: TLS file {unreadable[0]} cannot be read")
+                raise SiteUnreachable(f"site {ep.site}: {self.label} at {ep.shown}: TLS file {unreadable[0]} cannot be read")
             tls = docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=True)
         try:
             # Typed loosely: the stubs lack the raw calls that checkpoints need.
@@ -63,11 +64,11 @@ class DockerSite:
             # would otherwise replace the daemon's CA or redirect the connection.
             self.api.trust_env = False
         except API_ERRORS as exc:
-            raise SiteUnreachable(f"site {ep.site}: Docker at {ep.shown} does not answer: {reason(exc)}") from None
+            raise SiteUnreachable(f"site {ep.site}: {self.label} at {ep.shown} does not answer: {reason(exc)}") from None
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
         silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
-        return SiteUnreachable(f"site {self.ep.site}: Docker at {self.ep.shown}{' does not answer' if silent else ''}: "
+        return SiteUnreachable(f"site {self.ep.site}: {self.label} at {self.ep.shown}{' does not answer' if silent else ''}: "
                                f"{reason(exc)}")
 
     def inspect(self, name: str) -> dict[str, Any] | None:

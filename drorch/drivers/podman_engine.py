@@ -49,6 +49,7 @@ class PodmanSite(DockerSite):
     """A rootful Podman service: the compatible API through docker-py, checkpoints through libpod."""
 
     engine = "podman"
+    label = "Podman"
     slow_info = True  # Podman asks the system's package manager about its parts on every info
 
     def __init__(self, ep: Endpoint) -> None:
