@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
+from drorch.limits import MAX_COUNT, MAX_MIB, MAX_PORT
 from drorch.playbook import WorkloadKind
+
+# Sizes as a saved snapshot may hold them: never negative, never past any machine (drivers fill them from the
+# sites; a snapshot read back from a file is checked against these).
+CPUs = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+MiB = Annotated[int, Field(ge=0, le=MAX_MIB)]
+PortNumber = Annotated[int, Field(ge=0, le=MAX_PORT)]
 
 
 @dataclass(frozen=True)
@@ -20,22 +28,22 @@ class WorkloadInfo:
     kind: WorkloadKind
     site: str
     running: bool
-    memory_mib: int | None = None
-    vcpus: int | None = None
+    memory_mib: MiB | None = None
+    vcpus: CPUs | None = None
     image: str | None = None
     host: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     networks: tuple[str, ...] = ()
     pools: tuple[str, ...] = ()
-    ports: tuple[int, ...] = ()
+    ports: tuple[PortNumber, ...] = ()
 
 
 @dataclass(frozen=True)
 class HostFacts:
     """What one technology on a host reports: its size and the names a mapping can point at."""
 
-    vcpus: int | None = None
-    memory_mib: int | None = None
+    vcpus: CPUs | None = None
+    memory_mib: MiB | None = None
     networks: tuple[str, ...] = ()
     pools: tuple[str, ...] = ()
     images: tuple[str, ...] = ()

@@ -23,7 +23,7 @@ from drorch.planner import plan
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.playbook_file import parse_playbook
 from drorch.protection import protect
-from drorch.records import DRILL, RunState, StepKind, StepState
+from drorch.records import DRILL, EXIT_CODES, RunState, StepKind, StepState
 from drorch.sites import snapshot
 from drorch.store import Run, Step, Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri
@@ -98,6 +98,17 @@ def test_a_failing_clone_or_missing_point_fails_the_drill_and_still_tears_down(
     assert steps["db"].state is StepState.SUCCEEDED and steps["drill clones"].state is StepState.SUCCEEDED
     assert "db-drill-1" not in b_site(cloud, pb, WorkloadKind.VM)
     assert not reports.timeline(run, store.steps(run.id or 0))["passed"]
+
+
+def test_a_drill_none_of_whose_clones_came_up_failed(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
+    """However cleanly it was torn down: exit 1, not partial (3)."""
+    protected(cloud, pb, store)
+    for name in ("db", "cache", "web"):
+        cloud.fail[f"{name}-drill-1"] = "cannot start"
+    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    steps = store.steps(run.id or 0)
+    assert run.state is RunState.FAILED and EXIT_CODES[run.state] == 1
+    assert [s.state for s in steps] == [StepState.FAILED] * 3 + [StepState.SUCCEEDED]  # the teardown worked
 
 
 def test_a_failing_drill_check_fails_its_clone(cloud: FakeCloud, store: Store, pb: Playbook) -> None:

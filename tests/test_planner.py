@@ -102,8 +102,8 @@ def test_anti_affinity_with_one_host_leaves_the_second_member_short() -> None:
     p = plan(pb, snap(pb, [ct("web-1", 100), ct("web-2", 100)]), "a", "b")
     assert sorted(i.action for i in p.items) == [Action.MOVE, Action.SKIP]
     (skipped,) = [i for i in p.items if i.action is Action.SKIP]
-    assert skipped.reason == ("left behind: every host of site b with room for 1 vCPU, 100 MiB already holds a member of "
-                              "anti-affinity group 'web'")  # not "short of room" beside free room
+    assert skipped.reason == ("left behind: every host of site b with room for 1 vCPU, 100 MiB already holds a "
+                              "member of anti-affinity group 'web'")  # not "short of room" beside free room
 
 
 def test_selection_by_glob_and_labels_and_names_beating_patterns() -> None:

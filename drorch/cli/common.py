@@ -38,6 +38,8 @@ def live_snapshot(pb: Playbook) -> Snapshot:
 
 
 def saved_snapshot(path: Path) -> Snapshot:
+    from pydantic import ValidationError
+
     from drorch import bounded
     from drorch.errors import UsageError
     from drorch.inventory import Snapshot
@@ -45,9 +47,14 @@ def saved_snapshot(path: Path) -> Snapshot:
     text = bounded.read_text(path, bounded.MAX_SNAPSHOT_BYTES)
     try:
         return Snapshot.from_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the document"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        why = f"{where}: {first['msg']}{more}"
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {why}") from None
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+    raise UsageError(f"{path} is not an inventory snapshot from drorch inventory --json: {why}")
 
 
 @contextlib.contextmanager

@@ -48,6 +48,10 @@ def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
+def _unanswered(snap: Snapshot) -> list[str]:
+    return [why for inv in snap.hosts for why in inv.errors.values()]
+
+
 def _state(run: Run) -> str:
     return shown_state(run.state, run.host, run.pid)
 
@@ -81,10 +85,12 @@ def status(
     pb = load_playbook(playbook)
     store = Store()
 
-    def current() -> tuple[list[dict[str, Any]], list[Run]]:
+    def current() -> tuple[list[dict[str, Any]], list[Run], list[str]]:
+        """The workloads' rows, the open runs, and why hosts did not answer."""
         open_runs = [r for r in store.runs(100) if r.playbook == pb.name
                      and r.state in (RunState.RUNNING, RunState.PENDING_COMMIT)]
-        return _where(pb, live_snapshot(pb)), open_runs
+        snap = live_snapshot(pb)
+        return _where(pb, snap), open_runs, _unanswered(snap)
 
     def show(rows: list[dict[str, Any]], runs: list[Run]) -> None:
         if json_out:  # one document per line, also when watching
@@ -94,9 +100,10 @@ def status(
             echo(*_status_lines(rows, runs))
 
     if not watch:
-        rows, runs = current()
+        rows, runs, unanswered = current()
         show(rows, runs)
-        if any(r["unreachable"] for r in rows):
+        if unanswered:  # a site that did not answer may run what it was asked about
+            echo(*(f"drorch: {why}" for why in unanswered), err=True)
             raise typer.Exit(ExitCode.FAILED)
         return
     from rich.live import Live
@@ -111,7 +118,7 @@ def status(
     display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
     with contextlib.suppress(KeyboardInterrupt), display as live:
         while True:
-            rows, runs = current()
+            rows, runs, _ = current()
             if live is not None:
                 table = Table("kind", "workload", "running on", "notes",
                               title=Text(f"{pb.name} at {utcnow():%H:%M:%S}"))
@@ -156,7 +163,7 @@ def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
         for w in inv.workloads:
             state = "running" if w.running else "stopped"
             echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
-    if any(inv.errors for inv in snap.hosts):  # as status says: a host that did not answer is a failure
+    if _unanswered(snap):  # as status says: a host that did not answer is a failure
         raise typer.Exit(ExitCode.FAILED)
 
 

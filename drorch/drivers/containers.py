@@ -22,6 +22,7 @@ from drorch.drivers.docker_config import clone_config, drill_config, published_p
 from drorch.drivers.docker_engine import (
     API_ERRORS,
     CHECKPOINT_PREFIX,
+    GARBLED,
     HELPER_LABEL,
     DockerSite,
     reason,
@@ -32,6 +33,15 @@ from drorch.drivers.podman_engine import PodmanSite
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind, short_image
 from drorch.records import DRILL_CLONE, DRILL_LABEL
+
+
+def _count(value: Any) -> int:
+    """A size as a daemon reports it (none is 0); a negative or non-integer one is an answer drorch cannot use."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a size")
+    return value
 
 
 class ContainerDriver(ThreadedDriver):
@@ -62,9 +72,9 @@ class ContainerDriver(ThreadedDriver):
             kind=WorkloadKind.CONTAINER,
             site=ep.site,
             running=bool(c["State"]["Running"]),
-            memory_mib=memory // (1 << 20) or None,
-            vcpus=cpus // 10**9 or None,
-            image=c["Config"]["Image"],
+            memory_mib=_count(memory) // (1 << 20) or None,
+            vcpus=_count(cpus) // 10**9 or None,
+            image=str(c["Config"]["Image"]),
             host=ep.host,
             labels=dict(c["Config"].get("Labels") or {}),
             networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
@@ -80,24 +90,30 @@ class ContainerDriver(ThreadedDriver):
             full = not (brief and s.slow_info)
             info = s.info if full else {}
             problem = s.checkpoint_problem() if full else None
-            networks = sorted(n["Name"] for n in s.api.networks())
-            tags = {t for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"}
+            networks = sorted(str(n["Name"]) for n in s.api.networks())
+            tags = {str(t) for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"}
             images = sorted(tags | {short_image(t) for t in tags})  # as a playbook may name them
+            return HostFacts(vcpus=_count(info.get("NCPU")) or None,
+                             memory_mib=_count(info.get("MemTotal")) >> 20 or None,
+                             networks=(*networks, "none", "host", "default"), images=tuple(images),
+                             checkpoints=problem is None if full else None, engine=s.engine,
+                             checkpoint_problem=problem)
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
-        return HostFacts(vcpus=info.get("NCPU"), memory_mib=(info.get("MemTotal") or 0) >> 20 or None,
-                         networks=(*networks, "none", "host", "default"), images=tuple(images),
-                         checkpoints=problem is None if full else None, engine=s.engine, checkpoint_problem=problem)
+        except GARBLED as exc:
+            raise s.garbled(exc) from None
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
         try:
             ids = [c["Id"] for c in s.api.containers(all=True)
                    if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)]
+            found = (s.inspect(i) for i in ids)
+            return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
         except API_ERRORS as exc:
             raise s.unreachable(exc) from None
-        found = (s.inspect(i) for i in ids)
-        return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
+        except GARBLED as exc:
+            raise s.garbled(exc) from None
 
     @staticmethod
     def _drill_clone(s: DockerSite, listed: dict[str, Any]) -> bool:

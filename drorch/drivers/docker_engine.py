@@ -23,6 +23,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from drorch.drivers.base import Endpoint
 from drorch.drivers.docker_config import volumes
+from drorch.drivers.http_limits import limit_json_answers
 from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
 from drorch.errors import MoveFailed, SiteUnreachable
 
@@ -33,6 +34,7 @@ CHECKPOINT_PREFIX = "drorch-"
 # Docker 20.10 and later speak it, and Podman's compatible API: no round trip to negotiate a version.
 API_VERSION = "1.41"
 API_ERRORS = (DockerException, requests.RequestException)
+GARBLED = (KeyError, TypeError, AttributeError, ValueError)  # an answer not shaped as the API's
 
 
 def reason(exc: Exception) -> str:
@@ -55,7 +57,7 @@ class DockerSite:
             ca, cert, key = ep.tls
             unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
             if unreadable:
-                raise SiteUnreachable(f"site {ep.site}: {self.label} at {ep.shown}: TLS file {unreadable[0]} cannot be read")
+                raise SiteUnreachable(f"{self.where}: TLS file {unreadable[0]} cannot be read")
             tls = docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=True)
         try:
             # Typed loosely: the stubs lack the raw calls that checkpoints need.
@@ -63,13 +65,22 @@ class DockerSite:
             # The playbook's endpoint and CA, as given: REQUESTS_CA_BUNDLE or a proxy of the environment
             # would otherwise replace the daemon's CA or redirect the connection.
             self.api.trust_env = False
+            limit_json_answers(self.api)
         except API_ERRORS as exc:
-            raise SiteUnreachable(f"site {ep.site}: {self.label} at {ep.shown} does not answer: {reason(exc)}") from None
+            raise SiteUnreachable(f"{self.where} does not answer: {reason(exc)}") from None
+
+    @property
+    def where(self) -> str:
+        return f"site {self.ep.site}: {self.label} at {self.ep.shown}"
+
+    def garbled(self, exc: Exception) -> SiteUnreachable:
+        """The daemon answered, but not as the Engine API does: it is not used."""
+        return SiteUnreachable(f"{self.where}: answers what the Engine API never does ({type(exc).__name__}: "
+                               f"{str(exc)[:100]})")
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
         silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
-        return SiteUnreachable(f"site {self.ep.site}: {self.label} at {self.ep.shown}{' does not answer' if silent else ''}: "
-                               f"{reason(exc)}")
+        return SiteUnreachable(f"{self.where}{' does not answer' if silent else ''}: {reason(exc)}")
 
     def inspect(self, name: str) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,107 @@
+"""A stand-in Docker Engine API on loopback, for what no real daemon would answer: container and network names
+with control characters, an endless JSON document, answers of the wrong shape. It answers the calls the
+container driver's inventory makes, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Behaviour:
+    containers: list[str] = field(default_factory=list)  # names, running, each 1 vCPU and 64 MiB
+    networks: list[str] = field(default_factory=list)
+    endless: bool = False  # /containers/json streams a JSON list that never ends
+    garbled: bool = False  # /containers/json answers a list of numbers
+    streamed_bytes: int = 0  # how much of the endless list was sent before the client hung up
+
+
+def _inspect(name: str) -> dict[str, Any]:
+    return {"Id": name, "Name": f"/{name}", "State": {"Running": True},
+            "Config": {"Image": "busybox", "Labels": {}},
+            "HostConfig": {"Memory": 64 << 20, "NanoCpus": 10**9, "NetworkMode": "default"},
+            "NetworkSettings": {"Networks": {}}, "Mounts": []}
+
+
+def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+        def _json(self, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _endless(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            item = json.dumps({"Id": "x" * 1000, "Names": ["/x"], "Labels": {}}).encode() + b","
+            chunk = b"[" + item * 1000
+            deadline = time.monotonic() + 60  # bounded: the stand-in stops by itself
+            try:
+                while time.monotonic() < deadline:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    behaviour.streamed_bytes += len(chunk)
+                    chunk = item * 1000
+            except OSError:  # the client hung up, as it should
+                pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/_ping":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+            elif path.endswith("/info"):
+                self._json({"NCPU": 8, "MemTotal": 16 << 30, "ExperimentalBuild": True, "DockerRootDir": "/x"})
+            elif path.endswith("/networks"):
+                self._json([{"Name": n} for n in behaviour.networks])
+            elif path.endswith("/images/json"):
+                self._json([{"RepoTags": ["busybox:latest"]}])
+            elif path.endswith("/containers/json") and behaviour.endless:
+                self._endless()
+            elif path.endswith("/containers/json"):
+                listed = [1, 2, 3] if behaviour.garbled else [
+                    {"Id": n, "Names": [f"/{n}"], "Labels": {}} for n in behaviour.containers]
+                self._json(listed)
+            elif path.startswith("/v") and path.endswith("/json") and "/containers/" in path:
+                name = path.split("/containers/", 1)[1].rsplit("/json", 1)[0]
+                from urllib.parse import unquote
+
+                self._json(_inspect(unquote(name)))
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+    return Handler
+
+
+@contextmanager
+def standin_docker(behaviour: Behaviour) -> Iterator[str]:
+    """The stand-in's endpoint (tcp://127.0.0.1:PORT) while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(behaviour))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

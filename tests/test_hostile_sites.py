@@ -1,0 +1,137 @@
+"""Hostile answers from a site, through the real container driver against a stand-in Docker Engine API on
+loopback: names with control characters are printed escaped in every text output, an endless JSON answer is
+cut off at its bound, an answer of the wrong shape is a host that did not answer usefully. Also the exit codes
+of commands whose sites do not answer."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drorch.drivers.http_limits import MAX_JSON_BYTES
+from tests.standin_docker import Behaviour, standin_docker
+from tests.test_hostile_input import REPO, drorch
+
+HOSTILE_NAMES = ["esc\x1b[2Jclear", "cr\rover", "bs\x08\x08back", "nl\nfake row", "rlo\u202egnp.exe", "bell\x07"]
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e]")
+
+
+def playbook(tmp_path: Path, a: str, b: str) -> Path:
+    path = tmp_path / "standin.yaml"
+    path.write_text(f"""\
+name: standin
+primary: a
+secondary: b
+sites:
+  a: {{hosts: [{{name: a1, docker: "{a}"}}], answer_timeout_s: 20}}
+  b: {{hosts: [{{name: b1, docker: "{b}", capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 20}}
+workloads:
+  - {{match: "*", kind: container, strategy: redeploy}}
+""")
+    return path
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DRORCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("DRORCH_DB_URL", raising=False)
+    yield
+
+
+@pytest.mark.usefixtures("state")
+@pytest.mark.parametrize("command", ["status", "inventory", "plan"])
+def test_names_from_a_site_are_printed_escaped(command: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = Behaviour(containers=HOSTILE_NAMES, networks=["net\x1b]0;title\x07"])
+    with standin_docker(hostile) as a, standin_docker(Behaviour()) as b:
+        code, out, err = drorch(capsys, command, str(playbook(tmp_path, a, b)))
+    assert code == 0, err
+    assert not CONTROL.search(out + err), repr(out)
+    for name in HOSTILE_NAMES:
+        shown = name.encode("unicode_escape").decode().replace("\\u202e", "\\u202e")
+        rows = [ln for ln in out.splitlines() if shown in ln]
+        assert len(rows) == 1, (shown, out)  # one row per workload: no injected line
+    if command == "inventory":
+        assert r"net\x1b]0;title\x07" in out
+
+
+@pytest.mark.usefixtures("state")
+def test_an_endless_json_answer_is_cut_at_its_bound(tmp_path: Path) -> None:
+    endless = Behaviour(endless=True)
+    with standin_docker(endless) as a, standin_docker(Behaviour()) as b:
+        pb = playbook(tmp_path, a, b)
+        began = time.monotonic()
+        res = subprocess.run([sys.executable, "-c", LIMITED_1GIB, "inventory", str(pb)], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        took = time.monotonic() - began
+    assert res.returncode == 1, res.stderr[-500:]
+    assert f"site a: Docker at {a}: its answer to /v1.41/containers/json passed {MAX_JSON_BYTES >> 20} MiB of " \
+           "JSON: not read on" in res.stdout
+    assert endless.streamed_bytes < 4 * MAX_JSON_BYTES and took < 60, (endless.streamed_bytes, took)
+
+
+LIMITED_1GIB = """\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from drorch.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.usefixtures("state")
+def test_an_answer_of_the_wrong_shape_is_a_host_that_did_not_answer(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with standin_docker(Behaviour(garbled=True)) as a, standin_docker(Behaviour()) as b:
+        pb = playbook(tmp_path, a, b)
+        code, out, err = drorch(capsys, "inventory", str(pb))
+        assert code == 1 and "internal error" not in err, err
+        assert f"container: site a: Docker at {a}: answers what the Engine API never does (AttributeError" in out
+        code, out, err = drorch(capsys, "status", str(pb))
+        assert (code, out) == (1, "")  # no workload found: nothing to show but why
+        assert err == f"drorch: site a: Docker at {a}: answers what the Engine API never does (AttributeError: " \
+                      "'int' object has no attribute 'get')\n"
+
+
+@pytest.mark.usefixtures("state")
+def test_two_sites_naming_one_endpoint_are_each_named_in_their_errors(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with standin_docker(Behaviour(garbled=True)) as both:
+        code, out, _ = drorch(capsys, "inventory", str(playbook(tmp_path, both, both)))
+    assert code == 1
+    assert f"  container: site a: Docker at {both}: answers" in out
+    assert f"  container: site b: Docker at {both}: answers" in out
+
+
+@pytest.mark.usefixtures("state")
+def test_podman_hosts_are_called_podman(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pb = playbook(tmp_path, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1")
+    text = pb.read_text()
+    pb.write_text(text.replace('docker: "tcp://127.0.0.1:1"}], answer', 'podman: "tcp://127.0.0.1:1"}], answer', 1))
+    code, out, _ = drorch(capsys, "inventory", str(pb))
+    assert code == 1
+    assert "  container: site a: Podman at tcp://127.0.0.1:1 does not answer: " in out
+    assert "  container: site b: Docker at tcp://127.0.0.1:1 does not answer: " in out
+
+
+@pytest.mark.usefixtures("state")
+def test_nothing_answers_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inventory, status, plan and validate exit 1 when a host does not answer; readiness never checked is not
+    ready (1)."""
+    pb = playbook(tmp_path, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1")
+    pb.write_text(pb.read_text() + "  - {name: web, kind: container}\n")
+    for command in ("inventory", "status", "plan", "validate"):
+        code, out, err = drorch(capsys, command, str(pb))
+        assert code == 1 and "internal error" not in err, (command, err)
+        if command == "plan":
+            assert re.search(r"^  1 default +web +container +default +blocked ", out, re.M), out
+            assert err == "drorch: 1 of 1 workloads cannot move now: a site they need did not answer\n"
+    code, _, err = drorch(capsys, "readiness", str(pb))
+    assert (code, err) == (1, "drorch: error: standin was never checked, so it is not known to be ready: drorch "
+                              "readiness --check, or a readiness schedule\n")
