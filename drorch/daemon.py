@@ -86,11 +86,11 @@ def add_schedule(sched: BackgroundScheduler, playbook: Path, s: Schedule, job_id
 
 
 @contextmanager
-def job_table(store: Store) -> Iterator[SQLAlchemyJobStore]:
-    """The job table read and written as rows, with no scheduler running: `drorch schedule` runs no job and
-    moves no other job's next run, whatever is due."""
+def job_table(store: Store, owner: BackgroundScheduler | None = None) -> Iterator[SQLAlchemyJobStore]:
+    """The job table read and written as rows, for a scheduler that never starts: `drorch schedule` runs no job
+    and moves no other job's next run, whatever is due."""
     jobs = _job_table(store)
-    jobs.start(BackgroundScheduler(timezone="UTC"), "default")
+    jobs.start(owner or BackgroundScheduler(timezone="UTC"), "default")
     try:
         yield jobs
     finally:
@@ -100,8 +100,9 @@ def job_table(store: Store) -> Iterator[SQLAlchemyJobStore]:
 def store_schedule(store: Store, playbook: Path, s: Schedule, job_id: str) -> Job:
     """A schedule written into the job table (replacing one with its id); the leading daemon picks it up."""
     fields = _job_fields(playbook, s, job_id)
-    with job_table(store) as jobs:
-        job = Job(jobs._scheduler, **fields, **JOB_DEFAULTS, executor="default", kwargs={},
+    owner = BackgroundScheduler(timezone="UTC")
+    with job_table(store, owner) as jobs:
+        job = Job(owner, **fields, **JOB_DEFAULTS, executor="default", kwargs={},
                   next_run_time=fields["trigger"].get_next_fire_time(None, datetime.now(UTC)))
         try:
             jobs.add_job(job)
