@@ -40,7 +40,8 @@ from drorch.drivers.containers import ContainerDriver  # noqa: E402
 from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
 from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
 from drorch.engine import Engine  # noqa: E402
-from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
+from drorch.playbook import WorkloadKind  # noqa: E402
+from drorch.playbook_file import load_playbook  # noqa: E402
 from drorch.protection import protect  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
 from drorch.engine import Engine  # noqa: E402
-from drorch.playbook import WorkloadKind, load_playbook  # noqa: E402
+from drorch.playbook import WorkloadKind  # noqa: E402
+from drorch.playbook_file import load_playbook  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
 from integration import lab_libvirt, labctl  # noqa: E402
