@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg2
+import psycopg
 
 from integration import labctl
 
@@ -31,8 +31,10 @@ class Cluster:
     def url(self, database: str) -> str:
         return f"postgresql://{USER}@127.0.0.1:{PORT}/{database}"
 
-    def _connect(self, database: str = "postgres") -> psycopg2.extensions.connection:
-        return psycopg2.connect(host="127.0.0.1", port=PORT, user=USER, dbname=database, connect_timeout=2)
+    def _connect(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        """psycopg 3, the driver drorch's `postgresql://` URLs use too."""
+        return psycopg.connect(host="127.0.0.1", port=PORT, user=USER, dbname=database, connect_timeout=2,
+                               autocommit=True)
 
     def start(self) -> None:
         owner = pwd.getpwnam("postgres")
@@ -51,7 +53,7 @@ class Cluster:
             try:
                 self._connect().close()
                 return
-            except psycopg2.OperationalError:
+            except psycopg.OperationalError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not start: see {self.root / 'postgres.log'}") from None
                 time.sleep(0.3)
@@ -59,7 +61,6 @@ class Cluster:
     def new_database(self, name: str) -> str:
         """An empty database: each test gets its own store."""
         conn = self._connect()
-        conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
             cur.execute(f'CREATE DATABASE "{name}"')
