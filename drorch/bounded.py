@@ -27,7 +27,6 @@ LIBYAML_DEPTH = "exceeded maximum nesting depth"
 MAX_NODES = 500_000  # scalars, mappings and sequences, every alias expanded (10,000 workloads: ~200,000)
 
 
-
 def _located(construct: Any) -> Any:
     """A scalar constructor whose failure on a value (`!!int xyz`, an integer of more digits than Python reads)
     is a YAML error at the value's place, not a bare ValueError from deep inside the loader."""
@@ -86,18 +85,15 @@ def _check_events(text: str, source: str) -> None:
     refused before a node of it is made (composing a million nodes takes seconds and hundreds of MiB)."""
     depth = values = 0
     for event in yaml.parse(text, Loader=Loader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
+        if isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.NodeEvent):  # a scalar, an alias, or the start of a mapping or sequence
+            values += 1
+            if values > MAX_NODES:
+                raise InputError([f"{_where(source, event.start_mark)}: holds more than {MAX_NODES:,} values"])
+            depth += isinstance(event, yaml.CollectionStartEvent)
             if depth > MAX_DEPTH:
                 raise InputError([f"{_where(source, event.start_mark)}: nested deeper than {MAX_DEPTH} levels"])
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-            continue
-        elif not isinstance(event, yaml.NodeEvent):
-            continue
-        values += 1
-        if values > MAX_NODES:
-            raise InputError([f"{_where(source, event.start_mark)}: holds more than {MAX_NODES:,} values"])
 
 
 def _unique_keys(node: yaml.MappingNode, source: str) -> None:
