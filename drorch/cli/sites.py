@@ -153,16 +153,17 @@ def inventory(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
     snap = live_snapshot(load_playbook(playbook))
     if json_out:
         typer.echo(snap.to_json())
-    for inv in snap.hosts if not json_out else []:
-        vcpus, memory = inv.discovered()
-        echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
-        for kind, facts in inv.facts.items():
-            echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
-        for kind, error in inv.errors.items():
-            echo(f"  {kind}: {error}")
-        for w in inv.workloads:
-            state = "running" if w.running else "stopped"
-            echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
+    else:
+        for inv in snap.hosts:
+            vcpus, memory = inv.discovered()
+            echo(f"site {inv.site} host {inv.host}: {vcpus or '?'} CPUs, {memory or '?'} MiB")
+            for kind, facts in inv.facts.items():
+                echo(f"  {kind}: networks {', '.join(facts.networks) or '-'}; pools {', '.join(facts.pools) or '-'}")
+            for kind, error in inv.errors.items():
+                echo(f"  {kind}: {error}")
+            for w in inv.workloads:
+                state = "running" if w.running else "stopped"
+                echo(f"  {w.kind:<9} {w.name:<24} {state:<8} {w.vcpus or '-'} vCPU, {w.memory_mib or '-'} MiB")
     if _unanswered(snap):  # as status says: a host that did not answer is a failure
         raise typer.Exit(ExitCode.FAILED)
 
@@ -190,11 +191,11 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
     else:
         echo(f"plan {pb.name}: site {source} -> site {target}")
         echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
-                   f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
+             f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
         for i in the_plan.items:
             echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
-                       f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
-                       f"{_fmt_size(i.after):>10}  {i.reason}")
+                 f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
+                 f"{_fmt_size(i.after):>10}  {i.reason}")
     refuse(the_plan, pos)
     blocked = [i for i in the_plan.items if i.action is Action.BLOCKED]
     if blocked:  # the plan cannot be carried out whole: its text or JSON says which and why

@@ -22,7 +22,6 @@ from drorch.drivers.docker_config import clone_config, drill_config, published_p
 from drorch.drivers.docker_engine import (
     API_ERRORS,
     CHECKPOINT_PREFIX,
-    GARBLED,
     HELPER_LABEL,
     DockerSite,
     reason,
@@ -83,7 +82,7 @@ class ContainerDriver(ThreadedDriver):
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         s = self._site(site)
-        try:
+        with s.answering():
             wrong = s.wrong_engine()
             if wrong is not None:
                 raise SiteUnreachable(f"site {site.site} host {site.host}: {wrong}")
@@ -98,22 +97,14 @@ class ContainerDriver(ThreadedDriver):
                              networks=(*networks, "none", "host", "default"), images=tuple(images),
                              checkpoints=problem is None if full else None, engine=s.engine,
                              checkpoint_problem=problem)
-        except API_ERRORS as exc:
-            raise s.unreachable(exc) from None
-        except GARBLED as exc:
-            raise s.garbled(exc) from None
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)
-        try:
+        with s.answering():
             ids = [c["Id"] for c in s.api.containers(all=True)
                    if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)]
             found = (s.inspect(i) for i in ids)
             return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
-        except API_ERRORS as exc:
-            raise s.unreachable(exc) from None
-        except GARBLED as exc:
-            raise s.garbled(exc) from None
 
     @staticmethod
     def _drill_clone(s: DockerSite, listed: dict[str, Any]) -> bool:

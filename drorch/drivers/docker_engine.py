@@ -73,10 +73,17 @@ class DockerSite:
     def where(self) -> str:
         return f"site {self.ep.site}: {self.label} at {self.ep.shown}"
 
-    def garbled(self, exc: Exception) -> SiteUnreachable:
-        """The daemon answered, but not as the Engine API does: it is not used."""
-        return SiteUnreachable(f"{self.where}: answers what the Engine API never does ({type(exc).__name__}: "
-                               f"{str(exc)[:100]})")
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Questions to the daemon whose failure is one line about it: it did not answer, or it answered what the
+        Engine API never does (a missing field, a negative size), and is not used."""
+        try:
+            yield
+        except API_ERRORS as exc:
+            raise self.unreachable(exc) from None
+        except GARBLED as exc:
+            raise SiteUnreachable(f"{self.where}: answers what the Engine API never does ({type(exc).__name__}: "
+                                  f"{str(exc)[:100]})") from None
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
         silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
