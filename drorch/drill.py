@@ -28,6 +28,7 @@ from drorch.live import Reporter, StepEvent
 from drorch.planner import Action, PlanItem, disaster_plan
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.playbook_file import load_playbook
+from drorch.protection import points_at
 from drorch.records import (
     DRILL,
     FINAL_RUN_STATES,
@@ -52,19 +53,12 @@ def drill_key(playbook: str) -> str:
     return f"drill/{playbook}"
 
 
-def _newest_points(points: list[RecoveryPoint], site: str) -> dict[tuple[str, str], RecoveryPoint]:
-    newest: dict[tuple[str, str], RecoveryPoint] = {}
-    for p in points:  # newest first
-        if p.complete and p.site == site:
-            newest.setdefault((p.kind, p.workload), p)
-    return newest
-
-
-def _step(item: PlanItem, source: str, target: str, point: RecoveryPoint | None, now: datetime) -> Step:
+def _step(item: PlanItem, source: str, target: str, point: RecoveryPoint | None, now: datetime,
+          chosen: bool) -> Step:
     drilled = item.action is Action.RESTART
     detail: dict[str, Any] = {}
     if point is not None:
-        detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name}
+        detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name, "chosen": chosen}
         detail["rpo_s"] = (naive(now) - naive(point.taken_at)).total_seconds()
     return Step(run_id=0, seq=item.seq, kind=item.kind, workload=item.workload, strategy=item.strategy,
                 source_site=source, target_site=target, wave=item.wave, action=DRILL if drilled else item.action,
@@ -83,13 +77,15 @@ class Drill:
 
     # --- a drill ------------------------------------------------------------------------------------------
 
-    def run(self, pb: Playbook, playbook_path: str, hold_s: float | None = None) -> Run:
-        """Clone, check and time every workload a disaster failover would start, then tear it all down."""
+    def run(self, pb: Playbook, playbook_path: str, hold_s: float | None = None,
+            point_at: datetime | None = None) -> Run:
+        """Clone, check and time every workload a disaster failover would start (from its points taken at or
+        before `point_at`, or its newest), then tear it all down."""
         self.clean_up(pb.name)
         key = drill_key(pb.name)
         self.engine.locks.take([key], None)
         try:
-            run, steps = self._record(pb, playbook_path)
+            run, steps = self._record(pb, playbook_path, point_at)
         except BaseException:
             self.store.drop_lock(Lock(key=key, run_id=None, pid=os.getpid(), host=self.engine.host))
             raise
@@ -103,12 +99,13 @@ class Drill:
             self._teardown(pb, run, steps)
         return self._finish(run, steps)
 
-    def _record(self, pb: Playbook, playbook_path: str) -> tuple[Run, list[Step]]:
+    def _record(self, pb: Playbook, playbook_path: str, point_at: datetime | None) -> tuple[Run, list[Step]]:
         the_plan = disaster_plan(pb, snapshot(pb, self.drivers, brief=True), pb.primary, pb.secondary)
-        points = _newest_points(self.store.points(pb.name), pb.secondary)
+        points = points_at(self.store.points(pb.name), pb.secondary, point_at,
+                           [(str(i.kind), i.workload) for i in the_plan.items if i.action is Action.RESTART])
         now = utcnow()
-        steps = [_step(item, pb.primary, pb.secondary, points.get((str(item.kind), item.workload)), now)
-                 for item in the_plan.items]
+        steps = [_step(item, pb.primary, pb.secondary, points.get((str(item.kind), item.workload)), now,
+                       point_at is not None) for item in the_plan.items]
         steps.append(Step(run_id=0, seq=0, kind=StepKind.TEARDOWN, workload=TEARDOWN, strategy="-",
                           source_site=pb.primary, target_site=pb.secondary, wave=StepKind.TEARDOWN))
         for seq, step in enumerate(steps, 1):
@@ -155,8 +152,9 @@ class Drill:
         self._transition(run, step, total, StepState.RUNNING, detail=json.dumps(detail))
         checks: list[dict[str, Any]] = []
         said = ""
+        point = detail.get("point") or {}
         try:
-            said = driver.clone(step.workload, clone, site, network)
+            said = driver.clone(step.workload, clone, site, network, point.get("name") if point.get("chosen") else None)
             checks.append(self._running(driver, clone, site, pb.drill.check_timeout_s))
             if checks[-1]["ok"]:
                 checks += self._hooks(pb, run, step, clone, network)

@@ -29,6 +29,7 @@ from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
 from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.protection import points_at
 from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepState, run_outcome, utcnow
 from drorch.run_steps import FENCE_WAVE, recorded_request, steps_for
 from drorch.sites import host_endpoint, site_endpoints, snapshot
@@ -82,16 +83,24 @@ class Engine:
                 "run; confirm the site is down with --confirm-primary-down, or set fencing.command in the playbook")
 
     def start(self, pb: Playbook, the_plan: Plan, playbook_path: str, operation: str,
-              disaster: bool = False, confirmed: bool = False) -> Run:
-        """Record the run and its steps and take its workloads' locks (inside `claim`)."""
+              disaster: bool = False, confirmed: bool = False, point_at: datetime | None = None) -> Run:
+        """Record the run and its steps and take its workloads' locks (inside `claim`). A disaster restart
+        starts from the points taken at or before `point_at`, recorded on its step; the newest when None."""
         if the_plan.problems:
             raise PlanRefused([msg for _loc, msg in the_plan.problems])
+        restarts = [(i.kind, i.workload) for i in the_plan.items if i.action is Action.RESTART]
+        chosen = points_at(self.store.points(pb.name), the_plan.target, point_at,
+                           [(str(k), w) for k, w in restarts]) if point_at is not None else {}
         run = Run(operation=operation, playbook=pb.name, playbook_path=playbook_path, source_site=the_plan.source,
                   target_site=the_plan.target, state=RunState.RUNNING, pid=os.getpid(), host=self.host,
                   mode="disaster" if disaster else "planned")
         steps = steps_for(pb, the_plan, disaster)
         if disaster:
             steps[0].detail = json.dumps({"confirmed": confirmed})
+        for step in steps:
+            point = chosen.get((step.kind, step.workload)) if step.action == Action.RESTART else None
+            if point is not None:
+                step.detail = json.dumps({"point": point.name, "taken_at": point.taken_at.isoformat()})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
         self.locks.take(keys, None)  # refused before anything is recorded
         try:
@@ -106,7 +115,7 @@ class Engine:
 
     def operate(self, pb: Playbook, playbook_path: str, operation: str, source: str, target: str,
                 disaster: bool = False, confirmed: bool = False,
-                check: Callable[[Plan], None] | None = None) -> Run:
+                check: Callable[[Plan], None] | None = None, point_at: datetime | None = None) -> Run:
         """Plan and run a failover or failback; `check` may refuse the plan before anything is recorded."""
         with self.locks.claim(pb):
             the_plan, snap = self.plan_for(pb, source, target, disaster)
@@ -114,7 +123,7 @@ class Engine:
                 check(the_plan)
             if disaster:
                 self.check_fencing(pb, the_plan, snap, confirmed)
-            run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed)
+            run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed, point_at)
         return self.execute(pb, run)
 
     # --- driving a run ---------------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ class UsageError(DrorchError):
     exit_code = ExitCode.USAGE
 
 
+class NoSuchPoint(UsageError):
+    """The recovery point asked for is not among those kept."""
+
+
 class StoreError(DrorchError):
     """The state store cannot be used: not a database, or another program's. Nothing was written to it."""
 

@@ -298,6 +298,9 @@ class Protect(_Model):
     rpo_s: float | None = Field(None, gt=0, le=MAX_PERIOD_S,
                                 description="target age of the newest point; twice the interval if unset")
     keep: int = Field(3, ge=1, le=MAX_COUNT, description="recovery points kept per workload; older ones are removed")
+    full_every: int = Field(7, ge=1, le=MAX_COUNT,
+                            description="a VM disk's point is a full copy after this many points of one chain; "
+                                        "those between ship only what changed")
 
     @property
     def target_s(self) -> float:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from drorch.drivers.base import Driver
-from drorch.errors import DrorchError
+from drorch.drivers.base import Driver, Retention
+from drorch.errors import DrorchError, NoSuchPoint
 from drorch.planner import MOVING, Action, plan
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import naive, utcnow
@@ -22,17 +22,22 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     """Ship one recovery point of every workload that would move, record it, and apply the retention."""
     source, target = source or pb.primary, target or pb.secondary
     keep = pb.protect.keep if pb.protect else 1
+    full_every = pb.protect.full_every if pb.protect else Retention.full_every
     the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
+    held = kept_points(store.points(pb.name), target)
     points = []
     for item in the_plan.items:
         if item.action not in MOVING and item.action is not Action.BLOCKED:
             continue
         point = RecoveryPoint(playbook=pb.name, workload=item.workload, kind=str(item.kind), site=target)
+        retention = Retention(keep, full_every, tuple(p.name for p in held.get((str(item.kind), item.workload), [])
+                                                      if p.name))
         try:
             if item.action is Action.BLOCKED:
                 raise DrorchError(item.reason)
-            shipped = drivers[item.kind].ship(move_request(pb, the_plan, item), keep)
+            shipped = drivers[item.kind].ship(move_request(pb, the_plan, item), retention)
             point.size_bytes, point.name, point.detail = shipped.size_bytes, shipped.name, shipped.message
+            point.point_kind, point.chain = shipped.kind, shipped.chain
         except DrorchError as exc:
             point.complete, point.error = False, str(exc)
         point.taken_at = utcnow()
@@ -40,6 +45,36 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     store.add_points(points)
     _retain(store, pb.name, keep)
     return points
+
+
+def kept_points(points: list[RecoveryPoint], site: str) -> dict[tuple[str, str], list[RecoveryPoint]]:
+    """The complete points on a site, per (kind, workload), newest first."""
+    out: dict[tuple[str, str], list[RecoveryPoint]] = {}
+    for p in sorted(points, key=lambda p: naive(p.taken_at), reverse=True):
+        if p.complete and p.site == site:
+            out.setdefault((p.kind, p.workload), []).append(p)
+    return out
+
+
+def points_at(points: list[RecoveryPoint], site: str, when: datetime | None,
+              wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RecoveryPoint]:
+    """Per (kind, workload) of `wanted`, the point a restart or a drill starts from: the newest complete one on
+    the site taken at or before `when` (the newest of all when None). NoSuchPoint when `when` is before every
+    point of a workload that has some, naming the ones kept."""
+    held = kept_points(points, site)
+    chosen: dict[tuple[str, str], RecoveryPoint] = {}
+    for key in wanted:
+        mine = held.get(key, [])
+        if not mine:
+            continue
+        at = next((p for p in mine if when is None or naive(p.taken_at) <= naive(when)), None)
+        if at is None and when is not None:
+            kept = ", ".join(f"{naive(p.taken_at):%Y-%m-%dT%H:%M:%S} ({p.point_kind or 'point'})" for p in mine)
+            raise NoSuchPoint(f"{key[0]} {key[1]} has no recovery point on site {site} taken at or before "
+                              f"{naive(when):%Y-%m-%dT%H:%M:%S} UTC; it keeps: {kept}")
+        if at is not None:
+            chosen[key] = at
+    return chosen
 
 
 def _retain(store: Store, playbook: str, keep: int) -> None:

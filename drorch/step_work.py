@@ -113,7 +113,7 @@ class StepWork:
             return
         try:
             if step.action == Action.RESTART:
-                final = driver.restart(step.workload, target)
+                final = driver.restart(step.workload, target, json.loads(step.detail or "{}").get("point"))
             else:
                 final = self._move(live, step, driver, recorded_request(live.pb, step))
         except DrorchError as exc:

@@ -62,9 +62,11 @@ class RecoveryPoint(SQLModel, table=True):
     kind: str
     site: str
     taken_at: datetime = Field(default_factory=utcnow)
-    size_bytes: int | None = None
+    size_bytes: int | None = None  # bytes shipped
     name: str | None = None  # the driver's name for it, e.g. the checkpoint's
     detail: str | None = None  # what was shipped
+    point_kind: str | None = None  # "full" or "incremental", for points of disks
+    chain: int | None = None  # volumes a restart from it reads
     complete: bool = True
     error: str | None = None
 

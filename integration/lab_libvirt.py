@@ -39,6 +39,9 @@ GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_l
                  "virtio_blk")
 # Counts once a second on the serial console and keeps the count on its disk (/dev/vda, when it has one),
 # where it starts from at boot: a disk that did not travel shows as a counter that starts from 1 again.
+# At boot it also prints the marks found on its disk ("found mark K", at K MiB). Its second serial port
+# (a pty, which libvirt's console API reaches) takes commands: "mark K" writes mark K at K MiB of its disk,
+# "fill DEV MIB COUNT" writes COUNT MiB of random bytes at MIB MiB of /dev/DEV; each says when it is done.
 GUEST_INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -46,7 +49,24 @@ mount -t devtmpfs dev /dev 2>/dev/null
 for m in MODULES; do insmod /lib/modules/$m.ko 2>/dev/null; done
 for t in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
 i=0
-if [ -b /dev/vda ]; then i=$(head -c 32 /dev/vda | tr -dc 0-9); i=${i:-0}; echo "disk $i" > /dev/ttyS0; fi
+if [ -b /dev/vda ]; then
+  i=$(head -c 32 /dev/vda | tr -dc 0-9); i=${i:-0}; echo "disk $i" > /dev/ttyS0
+  for k in 1 2 3 4 5 6 7 8 9; do
+    m=$(dd if=/dev/vda bs=32 skip=$((k*32768)) count=1 2>/dev/null | tr -dc 'a-z0-9 ')
+    case "$m" in mark*) echo "found $m" > /dev/ttyS0;; esac
+  done
+fi
+if [ -c /dev/ttyS1 ]; then
+  stty -F /dev/ttyS1 raw -echo 2>/dev/null
+  while read -r cmd a b c; do
+    case "$cmd" in
+      mark) printf 'mark %-26s\\n' "$a" | dd of=/dev/vda bs=32 seek=$((a*32768)) count=1 conv=notrunc,fsync 2>/dev/null
+            echo "marked $a" > /dev/ttyS0;;
+      fill) dd if=/dev/urandom of=/dev/$a bs=1M seek=$b count=$c conv=notrunc,fsync 2>/dev/null
+            echo "filled $a $b $c" > /dev/ttyS0;;
+    esac
+  done < /dev/ttyS1 &
+fi
 while true; do
   i=$((i+1)); echo "count $i" > /dev/ttyS0
   [ -b /dev/vda ] && printf '%-31s\\n' "$i" | dd of=/dev/vda bs=32 count=1 conv=notrunc,fsync 2>/dev/null
@@ -58,7 +78,7 @@ DISK_MIB = 16
 
 def build_guest() -> None:
     """Debian kernel plus a busybox initramfs (with the virtio-blk modules) running GUEST_INIT."""
-    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / "initrd-disk.gz", GUEST / "modules"
+    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / "initrd-console.gz", GUEST / "modules"
     if kernel.exists() and initrd.exists():
         return
     GUEST.mkdir(parents=True, exist_ok=True)
@@ -187,7 +207,7 @@ def domain_xml(vm: str = VM_NAME) -> str:
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{GUEST / 'vmlinuz'}</kernel>
-    <initrd>{GUEST / 'initrd-disk.gz'}</initrd>
+    <initrd>{GUEST / 'initrd-console.gz'}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
   <clock offset='utc'/>
@@ -202,6 +222,7 @@ def domain_xml(vm: str = VM_NAME) -> str:
     </disk>
     <interface type='network'><source network='{SITES["a"].network}'/><model type='virtio'/></interface>
     <serial type='file'><source path='/var/log/libvirt/qemu/{vm}.serial'/><target port='0'/></serial>
+    <serial type='pty'><target port='1'/></serial>
     <memballoon model='none'/>
   </devices>
 </domain>"""
@@ -286,7 +307,7 @@ def ensure_disk(conn: libvirt.virConnect, disk: str = VM_DISK) -> None:
     pool.refresh(0)
     if disk not in pool.listVolumes():
         pool.createXML(f"<volume><name>{disk}</name><capacity unit='MiB'>{DISK_MIB}</capacity>"
-                       "<target><format type='qcow2'/></target></volume>", 0)
+                       "<target><format type='qcow2'/><compat>1.1</compat></target></volume>", 0)
 
 
 def remove_disks(conn: libvirt.virConnect, prefixes: tuple[str, ...] = (VM_NAME,)) -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +45,23 @@ def seconds(low: float, high: float) -> Callable[[float | None], float | None]:
         return value
 
     return check
+
+
+def point_time(value: str | None) -> datetime | None:
+    """--point: a time (ISO 8601; UTC unless it says its zone) or `latest`, which is the default."""
+    if value is None or value == "latest":
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a time like 2026-11-30T17:48:11 nor 'latest'") from None
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+PointOpt = Annotated[datetime | None, typer.Option(
+    "--point", metavar="TIME|latest", parser=point_time,
+    help="start from each workload's newest recovery point taken at or before TIME (UTC): the way back to before "
+         "an infection; `drorch protect status --points` lists them")]
 
 
 @app.callback()

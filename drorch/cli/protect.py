@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
+from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, app, echo, seconds
 from drorch.cli.common import directed, drivers, progress_shown
 from drorch.errors import ExitCode, NeverChecked
 from drorch.limits import MAX_WAIT_S
@@ -42,23 +42,35 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
 
 
 @protect_app.command("status")
-def protect_status(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
+        "--points", help="list every kept point of each workload: its time, kind, bytes shipped and chain")] = False,
+        json_out: JsonOpt = False) -> None:
     """Every protected workload's RPO (age of its newest complete recovery point) against its target."""
     from drorch import protection
     from drorch.playbook_file import load_playbook
     from drorch.store import Store
 
     pb = load_playbook(playbook)
-    rows = protection.rpo_status(pb, Store().points(pb.name))
+    kept = Store().points(pb.name)
+    rows = protection.rpo_status(pb, kept)
     if json_out:
-        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [p.model_dump(mode="json") for p in kept
+                                                          if p.complete and (p.kind, p.workload, p.site)
+                                                          == (r.kind, r.workload, r.site)]} if points else {})}
+                               for r in rows], indent=2))
     for r in rows if not json_out else []:
         age = "never" if r.age_s is None else f"{r.age_s:.0f} s ago"
         target = f" (target {r.target_s:.0f} s)" if r.target_s else ""
         flag = "STALE" if r.stale else "ok"
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
         echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
-                   f"{r.points} kept{error}")
+             f"{r.points} kept{error}")
+        for p in kept if points else []:
+            if p.complete and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):
+                size = f"{p.size_bytes / 2**20:.1f} MiB" if p.size_bytes is not None else "-"
+                chain = f", chain of {p.chain}" if p.chain else ""
+                echo(f"    {p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  "
+                     f"{p.name}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
@@ -97,7 +109,7 @@ def readiness_cmd(playbook: PlaybookArg, check: Annotated[bool, typer.Option(
 def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Option(
         "--hold-s", help="seconds the clones stay up after their checks (default: drill.hold_s)",
         callback=seconds(0, MAX_WAIT_S))] = None,
-        json_out: JsonOpt = False) -> None:
+        point: PointOpt = None, json_out: JsonOpt = False) -> None:
     """Bring the playbook up on the secondary from its recovery points, isolated from production; check
     and time every clone, then tear it all down. Exit 0 when the drill passed."""
     from drorch import report as reports
@@ -111,7 +123,7 @@ def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Optio
         signal.signal(sig, lambda *_: stop.set())
     store = Store()
     with drivers(pb) as found, progress_shown(json_out) as report:
-        run = Drill(store, found, report, stop).run(pb, str(playbook), hold_s)
+        run = Drill(store, found, report, stop).run(pb, str(playbook), hold_s, point)
     doc = reports.timeline(run, store.steps(run.id or 0))
     if json_out:
         typer.echo(json.dumps(doc, indent=2))

@@ -8,12 +8,13 @@ import getpass
 import json
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drorch.cli.app import JsonOpt, PlaybookArg, RunArg, app, echo
+from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, RunArg, app, echo
 from drorch.cli.common import directed, drivers, progress_shown, refuse, run_json
 from drorch.errors import PlaybookError, UsageError
 from drorch.records import EXIT_CODES, RunState, StepState, naive, utcnow
@@ -72,14 +73,14 @@ def _ended(store: Store, run: Run, json_out: bool) -> None:
 
 
 def _move(playbook: Path, back: bool, json_out: bool, operation: str, disaster: bool = False,
-          confirmed: bool = False) -> None:
+          confirmed: bool = False, point_at: datetime | None = None) -> None:
     from drorch.playbook_file import read_playbook
 
     pb, pos = read_playbook(playbook)
     source, target = directed(pb, back)
     with _engine(pb, json_out) as engine:
         run = engine.operate(pb, str(playbook), operation, source, target, disaster, confirmed,
-                             check=lambda p: refuse(p, pos))
+                             check=lambda p: refuse(p, pos), point_at=point_at)
         _ended(engine.store, run, json_out)
 
 
@@ -90,12 +91,15 @@ def failover(
     confirm_primary_down: Annotated[bool, typer.Option(
         "--confirm-primary-down", help="the operator vouches the primary runs nothing (when it cannot be fenced)",
     )] = False,
+    point: PointOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Move every workload of the playbook from its primary site to its secondary site."""
     if confirm_primary_down and not disaster:
         raise UsageError("--confirm-primary-down goes with --disaster")
-    _move(playbook, False, json_out, "failover", disaster, confirm_primary_down)
+    if point is not None and not disaster:
+        raise UsageError("--point goes with --disaster: a planned failover moves the workloads as they are now")
+    _move(playbook, False, json_out, "failover", disaster, confirm_primary_down, point)
 
 
 @app.command()

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from drorch.errors import MoveFailed
 from drorch.inventory import HostFacts, WorkloadInfo
 from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
 from drorch.redact import redact
 
-__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Shipped",
+__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention", "Shipped",
            "WorkloadInfo"]
 
 
@@ -114,8 +115,20 @@ class Shipped:
     """A recovery point put on the target by `ship`."""
 
     message: str
-    size_bytes: int | None = None
+    size_bytes: int | None = None  # what was sent
     name: str | None = None  # the driver's name for it, e.g. the checkpoint's
+    kind: str | None = None  # "full" or "incremental", where the driver ships disks
+    chain: int | None = None  # volumes a restart from it reads: 1 for a full point
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which points `ship` keeps on the target: the `keep` newest, counting the one it ships, among `points`
+    (the complete ones drorch recorded there, newest first); a full point after `full_every` increments."""
+
+    keep: int = 1
+    full_every: int = 7
+    points: tuple[str, ...] = ()
 
 
 class Phase(StrEnum):
@@ -136,6 +149,17 @@ class Progress:
     @property
     def finished(self) -> bool:
         return self.phase is not Phase.RUNNING
+
+
+def chosen(held: list[str], point: str | None, what: str) -> str | None:
+    """The recovery point asked for among those a site holds (oldest first), or the newest; MoveFailed, naming
+    what is held, when the one asked for is not there."""
+    if point is None:
+        return held[-1] if held else None
+    if point not in held:
+        raise MoveFailed(f"{what} has no recovery point {point} on this site (it holds: "
+                         f"{', '.join(reversed(held)) or 'none'})")
+    return point
 
 
 class Driver(ABC):
@@ -171,19 +195,19 @@ class Driver(ABC):
         Its definition stays. Raises SiteUnreachable."""
 
     @abstractmethod
-    def restart(self, name: str, site: Endpoint) -> Progress:
-        """Disaster: start the copy the site holds (a shipped definition, a stopped container, its
-        newest checkpoint); returns how it ended, with a warning when not as shipped. Raises MoveFailed or
-        SiteUnreachable."""
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
+        """Disaster: start the copy the site holds (a shipped definition, a stopped container) from its
+        recovery point `point` (a Shipped.name), or the newest; the point itself stays as it was. Returns how it
+        ended, with a warning when not as shipped. Raises MoveFailed or SiteUnreachable."""
 
     @abstractmethod
-    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
-        """Protect: put on the target what a disaster restart starts from, leaving the source running,
-        and keep the `keep` newest points there. Raises MoveFailed or SiteUnreachable."""
+    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+        """Protect: put on the target what a disaster restart starts from, leaving the source running, and
+        keep there the points `retention` names. Raises MoveFailed or SiteUnreachable."""
 
     @abstractmethod
-    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
-        """Drill: start `clone`, a renamed copy of the recovery point the site holds for `name`, attached
+    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+        """Drill: start `clone`, a renamed copy of the recovery point `point` (or the newest) of `name`, attached
         only to `network`, an isolated network the driver creates for the drill when the copy needs one.
         The recovery point is not changed. Returns how it started; raises MoveFailed or SiteUnreachable."""
 

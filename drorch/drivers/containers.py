@@ -16,7 +16,17 @@ from typing import Any
 
 from docker.errors import APIError
 
-from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
+from drorch.drivers.base import (
+    Endpoint,
+    Handle,
+    HostFacts,
+    MoveRequest,
+    Phase,
+    Progress,
+    Retention,
+    Shipped,
+    WorkloadInfo,
+)
 from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
 from drorch.drivers.docker_config import clone_config, drill_config, published_ports, unmapped_binds, volumes
 from drorch.drivers.docker_engine import (
@@ -172,7 +182,7 @@ class ContainerDriver(ThreadedDriver):
             raise s.unreachable(exc) from None
         return True
 
-    def restart(self, name: str, site: Endpoint) -> Progress:
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
         s = self._site(site)
         c = s.inspect(name)
         if c is None:
@@ -180,9 +190,9 @@ class ContainerDriver(ThreadedDriver):
         if c["State"]["Running"]:
             return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         try:
-            if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c)) is not None:
+            if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c, point)) is not None:
                 return restored
-            checkpoint = s.newest_checkpoint(c["Id"]) if s.checkpoint_obstacle() is None else None
+            checkpoint = s.newest_checkpoint(c["Id"], point) if s.checkpoint_obstacle() is None else None
             if checkpoint is not None:
                 try:
                     s.start(c["Id"], checkpoint=checkpoint)
@@ -197,7 +207,7 @@ class ContainerDriver(ThreadedDriver):
             raise MoveFailed(f"container {name} did not start on site {site.site}: {reason(exc)}") from None
         return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its image (no checkpoint shipped)")
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
         """A new container from the stopped copy's config, restored from a copy of its newest checkpoint."""
         s = self._site(site)
         copy = s.inspect(name)
@@ -211,14 +221,14 @@ class ContainerDriver(ThreadedDriver):
             if there is not None and there["State"]["Running"]:
                 return f"{clone} already up on site {site.site}"
             if isinstance(s, PodmanSite) and there is None:
-                said = PodmanCheckpoints.clone(name, clone, s, copy)
+                said = PodmanCheckpoints.clone(name, clone, s, copy, point)
                 if said is not None:
                     return said
             config = drill_config(copy, clone, network)
             if config["HostConfig"]["NetworkMode"] == network:
                 self._isolated_network(s, network)
             target = there or s.create(config, clone)
-            checkpoint = s.newest_checkpoint(copy["Id"]) if s.checkpoint_obstacle() is None else None
+            checkpoint = s.newest_checkpoint(copy["Id"], point) if s.checkpoint_obstacle() is None else None
             if checkpoint is None:
                 s.start(target["Id"])
                 return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
@@ -259,7 +269,7 @@ class ContainerDriver(ThreadedDriver):
             raise SiteUnreachable(f"site {site.site}: removing network {network}: {reason(exc)}") from None
         return bool(found)
 
-    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
+    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         """Image and a stopped copy on the target, with its volumes' contents and a checkpoint of the running
         source in it; the copy keeps the `keep` newest checkpoints."""
         name = request.workload
@@ -282,7 +292,7 @@ class ContainerDriver(ThreadedDriver):
             if request.strategy is Strategy.CHECKPOINT and self._moves.checkpoint_obstacle(src, dst) is None \
                     and original["State"]["Running"]:
                 if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
-                    image_checkpoint = self._moves.podman.ship(hid, name, original, src, dst, keep)
+                    image_checkpoint = self._moves.podman.ship(hid, name, original, src, dst, retention.keep)
                 else:
                     checkpoint = checkpoint_name(hid)
                     src.checkpoint(original["Id"], checkpoint, leave_running=True)
@@ -293,7 +303,7 @@ class ContainerDriver(ThreadedDriver):
                     src.drop_checkpoint(original["Id"], checkpoint)
             checkpoint = checkpoint or image_checkpoint
             ours = sorted(c for c in dst.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
-            for old in ours[:max(0, len(ours) - keep)]:
+            for old in ours[:max(0, len(ours) - retention.keep)]:
                 dst.drop_checkpoint(copy["Id"], old)  # beyond the retention policy
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "

@@ -21,7 +21,7 @@ import docker.tls
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from drorch.drivers.base import Endpoint
+from drorch.drivers.base import Endpoint, chosen
 from drorch.drivers.docker_config import volumes
 from drorch.drivers.http_limits import limit_json_answers
 from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
@@ -150,10 +150,11 @@ class DockerSite:
         if res.status_code != 404:
             self.api._raise_for_status(res)
 
-    def newest_checkpoint(self, container_id: str) -> str | None:
-        """drorch's newest checkpoint of the container: its names sort by the time they were taken."""
-        ours = [c for c in self.checkpoints(container_id) if c.startswith(CHECKPOINT_PREFIX)]
-        return max(ours) if ours else None
+    def newest_checkpoint(self, container_id: str, point: str | None = None) -> str | None:
+        """drorch's checkpoint `point` of the container, or its newest: their names sort by the time they were
+        taken. MoveFailed when the one asked for is not there."""
+        ours = sorted(c for c in self.checkpoints(container_id) if c.startswith(CHECKPOINT_PREFIX))
+        return chosen(ours, point, f"container {container_id[:12]}")
 
     def start(self, container: str, checkpoint: str | None = None) -> None:
         params = {"checkpoint": checkpoint} if checkpoint else {}

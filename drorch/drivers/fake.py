@@ -20,8 +20,10 @@ from drorch.drivers.base import (
     MoveRequest,
     Phase,
     Progress,
+    Retention,
     Shipped,
     WorkloadInfo,
+    chosen,
 )
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import Strategy, WorkloadKind
@@ -49,6 +51,8 @@ class FakeSite:
     checkpoints: bool = True  # CRIU works on this site's Docker
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
     networks: set[str] = field(default_factory=set)  # made by drills
+    points: dict[str, dict[str, int]] = field(default_factory=dict)  # workload -> its points' counters, oldest first
+    shipped: int = 0  # points ever shipped here, which numbers them
     facts: HostFacts = field(default_factory=lambda: HostFacts(vcpus=64, memory_mib=65536))
 
 
@@ -150,16 +154,24 @@ class FakeDriver(Driver):
         w.running = False
         return True
 
-    def restart(self, name: str, site: Endpoint) -> Progress:
+    def _point(self, name: str, site: Endpoint, point: str | None) -> tuple[str | None, int | None]:
+        """The point asked for (or the newest) of the site's copy, and the count it holds."""
+        held = self.cloud.site(site).points.get(name, {})
+        which = chosen(list(held), point, f"{self.kind} {name}")
+        return which, held[which] if which is not None else None
+
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
         w = self._workloads(site).get(name)
         if w is None:
             raise MoveFailed(f"site {site.site} holds no copy of {self.kind} {name} to start from")
         if w.running:
             return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
-        w.running = True
-        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its copy (count {w.counter})")
+        which, count = self._point(name, site, point)
+        w.running, w.counter = True, count or w.counter
+        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from {which or 'its copy'} "
+                                                 f"(count {w.counter})")
 
-    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
+    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
         here = src.workloads.get(request.workload)
         if here is None or here.kind is not self.kind:
@@ -170,14 +182,22 @@ class FakeDriver(Driver):
         dst.workloads[request.workload] = replace(
             here, running=False, networks=tuple(request.mappings.network(n) for n in here.networks),
             labels=dict(here.labels))
+        held = dst.points.setdefault(request.workload, {})
+        dst.shipped += 1
+        name = f"point-{dst.shipped:06d}-count-{here.counter}"
+        held[name] = here.counter
+        kept = {name, *retention.points[:retention.keep - 1]}
+        for old in [p for p in held if p not in kept]:
+            del held[old]
         return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
-                       f"count-{here.counter}")
+                       name, "full", 1)
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
         here = self.cloud.site(site)
         copy = self._workloads(site).get(name)
         if copy is None:
             raise MoveFailed(f"site {site.site} holds no copy of {self.kind} {name} to clone")
+        _which, count = self._point(name, site, point)
         if clone in here.workloads:
             return f"{clone} already up on site {site.site}"
         why = self.cloud.fail.pop(clone, None)
@@ -186,7 +206,7 @@ class FakeDriver(Driver):
         if copy.networks:
             here.networks.add(network)
         here.workloads[clone] = replace(copy, running=True, networks=(network,) if copy.networks else (),
-                                        labels=dict(copy.labels))
+                                        labels=dict(copy.labels), counter=count or copy.counter)
         return f"{clone} up on site {site.site} (count {copy.counter})"
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:

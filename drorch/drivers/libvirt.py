@@ -10,17 +10,27 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 
 import libvirt
 
-from drorch.drivers.base import Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
+from drorch.drivers.base import (
+    Endpoint,
+    Handle,
+    HostFacts,
+    MoveRequest,
+    Phase,
+    Progress,
+    Retention,
+    Shipped,
+    WorkloadInfo,
+)
 from drorch.drivers.jobs import ThreadedDriver
 from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_migration import Watchdog, migrate_params
+from drorch.drivers.libvirt_points import new_stamp, point_name
+from drorch.drivers.libvirt_recovery import Shipper, clone_overlays, frozen_copies, started_on_overlays
 from drorch.drivers.libvirt_storage import (
     Disk,
-    backup,
     create_volume,
     delete_quietly,
     guest_disks,
@@ -37,7 +47,7 @@ from drorch.records import DRILL_CLONE
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 COLD_SHUTDOWN_SECONDS = 30.0
-POINT = "@point-"  # a recovery point's own copy of a disk: <volume>@point-<time>
+
 def _stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
     """Ask the guest to shut down; pull the plug when it has not within the grace period."""
     if not dom.isActive():
@@ -267,71 +277,81 @@ class LibvirtDriver(ThreadedDriver):
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
         return True
 
-    def restart(self, name: str, site: Endpoint) -> Progress:
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
+        """The shipped definition started with its disks on overlays over the point's chains: the point stays."""
         dom = self._domain(site, name)
         if dom is None:
             raise MoveFailed(f"site {site.site} holds no definition of VM {name} to start from")
         try:
             if dom.isActive():
                 return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
+            conn = self._conn(site)
+            xml, which = started_on_overlays(conn, dom, point, f"VM {name}")
+            if which:
+                dom = conn.defineXML(xml)
             dom.create()
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"VM {name} did not start on site {site.site}: {_reason(exc)}") from None
-        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its shipped definition")
+        except MoveFailed as exc:
+            raise MoveFailed(f"VM {name} did not start on site {site.site}: {exc}") from None
+        if not which:
+            return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its shipped definition")
+        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from {which}, on new overlays: the "
+                                                 "point is unchanged")
 
-    def ship(self, request: MoveRequest, keep: int = 1) -> Shipped:
-        """The mapped definition, defined (not started) on the target, with its disks: a crash-consistent backup
-        of a running guest (a plain copy of a stopped one) streamed into the mapped pool as the point's own
-        volumes, which the definition uses. The `keep` newest points' volumes stay."""
+    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+        """The mapped definition, defined (not started) on the target over the new point's chains, and the point
+        itself: per disk a volume of the changes since the previous point (an incremental backup since that
+        point's checkpoint) or a full copy, streamed into the mapped pool. Volumes no kept point reads go."""
         name = request.workload
         dom = self._domain(request.source, name)
         if dom is None:
             raise MoveFailed(f"VM {name} is not on site {request.source.site}")
         there = self._domain(request.target, name)
         source, target = self._conn(request.source), self._conn(request.target)
-        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-        landed: list[libvirt.virStorageVol] = []
+        taken = None
+        shipper: Shipper | None = None
         try:
             if there is not None and there.isActive():
                 raise MoveFailed(f"VM {name} runs on site {request.target.site}: not shipped over it")
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
             disks = self._to_copy(xml, request)
-            points = {d.key: f"{d.volume}{POINT}{stamp}" for d, _ in disks}
-            running = bool(dom.isActive())
-            copies = (backup(dom, source, [(d, f"{d.volume}.drorch-backup-{stamp}") for d, _ in disks])
-                      if running and disks else [source.storageVolLookupByPath(d.path) for d, _ in disks])
-            sent = 0
+            shipper = Shipper(dom, source, target, disks, new_stamp(), retention)
+            taken = shipper.take() if disks else None
             try:
-                for (disk, pool), copy in zip(disks, copies, strict=True):
-                    landed.append(create_volume(target, pool, points[disk.key], disk))
-                    sent += stream_volume(copy, source, landed[-1], target)
+                sent = shipper.send(taken) if taken is not None else 0
             finally:
-                for copy in copies if running else []:
+                for copy in taken.copies if taken is not None and taken.temporary else []:
                     delete_quietly(copy)
-            target.defineXML(map_domain_xml(self._landed(xml, disks, points), request.mappings, request.resources))
-            self._retain(target, disks, keep)
+            chains = shipper.chains()
+            volumes = {d.key: (pool, d.volume) for d, pool in disks}
+            target.defineXML(map_domain_xml(point_disks_at(xml, volumes, chains), request.mappings,
+                                            request.resources))
+            removed = shipper.retain()
+            if taken is not None and taken.checkpoint:
+                shipper.drop_old_checkpoints()
         except (libvirt.libvirtError, MoveFailed) as exc:
-            for vol in landed:  # nothing half-shipped stays behind
-                delete_quietly(vol)
+            if shipper is not None:
+                shipper.abandon(taken)  # nothing half-shipped stays behind
             why = exc if isinstance(exc, MoveFailed) else _reason(exc)
             raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {why}") from None
-        if not disks:
+        if taken is None:
             return Shipped(f"definition on site {request.target.site}", len(xml.encode()), "definition")
-        how = "crash-consistent full backups" if running else "full copies of the stopped disks"
-        return Shipped(f"definition and {len(disks)} disks ({how}, {sent / 2**20:.1f} MiB) on site "
-                       f"{request.target.site}", sent + len(xml.encode()), f"point{stamp}")
+        kind = "incremental" if taken.parent else "full"
+        length = len(next(iter(chains.values())))
+        how = (f"changes since {point_name(taken.parent)}" if taken.parent
+               else "crash-consistent full backups" if dom.isActive() else "full copies of the stopped disks")
+        said = [f"{kind} point of {len(disks)} disks ({how}, {sent / 2**20:.1f} MiB sent), chain of {length}"]
+        if taken.why_full:
+            said.append(f"full because {taken.why_full}")
+        if removed:
+            said.append(f"{removed} volumes no kept point reads removed")
+        return Shipped(f"{'; '.join(said)} on site {request.target.site}", sent + len(xml.encode()),
+                       point_name(shipper.stamp), kind, length)
 
-    @staticmethod
-    def _retain(conn: libvirt.virConnect, disks: list[tuple[Disk, str]], keep: int) -> None:
-        """Each disk's points beyond the `keep` newest are removed; their names sort by the time they were taken."""
-        for disk, pool_name in disks:
-            pool = conn.storagePoolLookupByName(pool_name)
-            ours = sorted(v for v in pool.listVolumes() if v.startswith(f"{disk.volume}{POINT}"))
-            for old in ours[:max(0, len(ours) - max(keep, 1))]:
-                delete_quietly(pool.storageVolLookupByName(old))
-
-    def clone(self, name: str, clone: str, site: Endpoint, network: str) -> str:
-        """A transient domain from the shipped definition; its disks on overlays the drill removes after."""
+    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+        """A transient domain from the shipped definition; its disks on overlays over the point's chains, which
+        the drill removes after."""
         copy = self._domain(site, name)
         if copy is None:
             raise MoveFailed(f"site {site.site} holds no definition of VM {name} to clone")
@@ -340,7 +360,9 @@ class LibvirtDriver(ThreadedDriver):
         conn = self._conn(site)
         try:
             xml = copy.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            disks = overlays(conn, clone, xml)
+            disks, stamp = clone_overlays(conn, clone, xml, point, f"VM {name}")
+            if not disks:
+                disks = overlays(conn, clone, xml)  # disks the site shares with the source: overlays over them
             if ET.fromstring(xml).find("./devices/interface") is not None:
                 with self._lock:
                     isolated_network(conn, network)
@@ -349,7 +371,7 @@ class LibvirtDriver(ThreadedDriver):
             why = exc if isinstance(exc, MoveFailed) else _reason(exc)
             raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {why}") from None
         on = f", {len(disks)} disks on overlays" if disks else ""
-        return f"{clone} booted on site {site.site} from the shipped definition{on}"
+        return f"{clone} booted on site {site.site} from {stamp or 'the shipped definition'}{on}"
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         try:
@@ -376,10 +398,16 @@ class LibvirtDriver(ThreadedDriver):
             _stop(dom)
             try:
                 self._jobs.set_step(handle_id, "copying disks")
-                for disk, pool in disks:
-                    created.append(create_volume(target, pool, disk.volume, disk))
-                    stream_volume(source.storageVolLookupByPath(disk.path), source, created[-1], target,
-                                  self._jobs.counter(handle_id, sum(d.allocation for d, _ in disks)))
+                frozen = frozen_copies(dom, source, xml, [d for d, _ in disks], new_stamp())
+                copies = frozen or [source.storageVolLookupByPath(d.path) for d, _ in disks]
+                try:
+                    for (disk, pool), copy in zip(disks, copies, strict=True):
+                        created.append(create_volume(target, pool, disk.volume, disk))
+                        stream_volume(copy, source, created[-1], target,
+                                      self._jobs.counter(handle_id, sum(d.allocation for d, _ in disks)))
+                finally:
+                    for copy in frozen or []:
+                        delete_quietly(copy)
                 self._jobs.set_step(handle_id, "start")
                 mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
                 target.defineXML(mapped).create()
@@ -406,10 +434,11 @@ class LibvirtDriver(ThreadedDriver):
             raise MoveFailed(f"no replica of {request.workload} is defined on site {request.target.site}")
         try:
             _stop(dom)
-            replica.create()
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"restart of {request.workload} from its replica failed: {_reason(exc)}") from None
-        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site} (from its replica)")
+        started = self.restart(request.workload, request.target)
+        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site} (from its replica: "
+                                                 f"{started.message})")
 
     def _completed(self, request: MoveRequest) -> Progress:
         """The target keeps the finished job's statistics: what was sent and the guest's downtime."""

@@ -5,18 +5,19 @@ from __future__ import annotations
 import libvirt
 
 from drorch.drivers.libvirt_storage import guest_disks, refresh
+from drorch.drivers.libvirt_xml import Chain
 
 
-def overlays(conn: libvirt.virConnect, clone: str, xml: str) -> dict[str, str]:
-    """A qcow2 overlay in the same pool for each writable disk of the definition, by the disk's source: the
-    drill never writes to the recovery point."""
+def overlays(conn: libvirt.virConnect, clone: str, xml: str) -> dict[str, tuple[str, Chain]]:
+    """A qcow2 overlay in the same pool for each writable disk of the definition, by the disk's source, with
+    the disk under it: the drill never writes to it."""
     found = {}
     for i, disk in enumerate(guest_disks(conn, xml)):
         overlay = conn.storagePoolLookupByName(disk.pool).createXML(
             f"<volume><name>{clone}-disk{i}.qcow2</name><capacity unit='bytes'>{disk.capacity}</capacity>"
             f"<target><format type='qcow2'/></target><backingStore><path>{disk.path}</path>"
             f"<format type='{disk.fmt}'/></backingStore></volume>", 0)
-        found[disk.key] = overlay.path()
+        found[disk.key] = (overlay.path(), [(disk.path, disk.fmt)])
     return found
 
 

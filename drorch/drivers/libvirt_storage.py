@@ -3,7 +3,8 @@
 Target volumes are created in the mapped pool through the storage API, with the source's format and
 capacity; their contents go by libvirt's storage migration (live moves) or are streamed through this
 process with volume download and upload (cold moves, recovery points). A running guest's recovery
-point is a crash-consistent copy made by libvirt's backup API into its own pool, then streamed.
+point is a crash-consistent copy made by libvirt's backup API into its own pool (full, or the changes
+since a checkpoint), then streamed.
 """
 
 from __future__ import annotations
@@ -127,8 +128,11 @@ def refresh(pool: libvirt.virStoragePool, wait_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def create_volume(conn: libvirt.virConnect, pool_name: str, name: str, disk: Disk) -> libvirt.virStorageVol:
-    """A new, empty volume for the disk's copy; one of that name left by an earlier copy is replaced."""
+def create_volume(conn: libvirt.virConnect, pool_name: str, name: str, disk: Disk,
+                  backing: tuple[str, str] | None = None) -> libvirt.virStorageVol:
+    """A new, empty volume for the disk's copy (or an overlay over `backing`, a (path, format)); one of that
+    name left by an earlier copy is replaced. qcow2 is made in its current version, which holds the bitmaps
+    that incremental backups need."""
     pool = conn.storagePoolLookupByName(pool_name)
     refresh(pool)
     try:
@@ -136,8 +140,21 @@ def create_volume(conn: libvirt.virConnect, pool_name: str, name: str, disk: Dis
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise
+    fmt = "qcow2" if backing else disk.fmt
+    compat = "<compat>1.1</compat>" if fmt == "qcow2" else ""
+    under = (f"<backingStore><path>{backing[0]}</path><format type='{backing[1]}'/></backingStore>"
+             if backing else "")
     return pool.createXML(f"<volume><name>{name}</name><capacity unit='bytes'>{disk.capacity}</capacity>"
-                          f"<target><format type='{disk.fmt}'/></target></volume>", 0)
+                          f"<target><format type='{fmt}'/>{compat}</target>{under}</volume>", 0)
+
+
+def volume_format(vol: libvirt.virStorageVol) -> str:
+    return ET.fromstring(vol.XMLDesc(0)).find("./target/format").get("type", "raw")  # type: ignore[union-attr]
+
+
+def volume_backing(vol: libvirt.virStorageVol) -> str | None:
+    """The file a volume's own header names under it, if any."""
+    return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
 
 
 def delete_quietly(vol: libvirt.virStorageVol | None) -> None:
@@ -184,10 +201,12 @@ def stream_volume(src: libvirt.virStorageVol, src_conn: libvirt.virConnect, dst:
 
 
 def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[Disk, str]],
+           incremental: str | None = None, checkpoint: str | None = None,
            timeout_s: float = 3600.0) -> list[libvirt.virStorageVol]:
     """Crash-consistent copies of a running guest's disks, all taken at one instant by one job of libvirt's
-    backup API (push mode), each into a new volume of its own pool named as given with it. Full copies:
-    drorch keeps no checkpoints between backups."""
+    backup API (push mode), each into a new volume of its own pool named as given with it: full copies, or
+    with `incremental` (a checkpoint's name) qcow2 files holding only what changed since. `checkpoint`, a
+    checkpoint's XML, is made at the same instant for the next one."""
     targets = []
     for disk, name in disks:
         pool = conn.storagePoolLookupByName(disk.pool)
@@ -197,9 +216,11 @@ def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[D
                              "pool")
         folder = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path") or ""
         targets.append((disk, pool, f"{folder.rstrip('/')}/{name}"))
-    dom.backupBegin("<domainbackup mode='push'><disks>" + "".join(
-        f"<disk name='{disk.dev}' backup='yes' type='file'><target file='{path}'/><driver type='{disk.fmt}'/></disk>"
-        for disk, _, path in targets) + "</disks></domainbackup>", None, 0)
+    since = f"<incremental>{incremental}</incremental>" if incremental else ""
+    dom.backupBegin(f"<domainbackup mode='push'>{since}<disks>" + "".join(
+        f"<disk name='{disk.dev}' backup='yes' type='file'><target file='{path}'/>"
+        f"<driver type='{'qcow2' if incremental else disk.fmt}'/></disk>"
+        for disk, _, path in targets) + "</disks></domainbackup>", checkpoint, 0)
     deadline, pause = time.monotonic() + timeout_s, 0.01
     while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
         if time.monotonic() > deadline:

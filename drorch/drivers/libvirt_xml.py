@@ -45,9 +45,13 @@ def map_domain_xml(xml: str, mappings: Mappings, resources: Resources | None) ->
 DRILL_NS = "urn:drorch:drill"
 
 
-def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, str]) -> str:
+Chain = list[tuple[str, str]]  # a disk's backing files as (path, format), the one it reads first first
+
+
+def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, tuple[str, Chain]]) -> str:
     """A drill clone's definition: renamed, without UUID or MACs, every interface on the drill's network,
-    file consoles in files of its own, and its writable disks on the copy-on-write `overlays` (by source)."""
+    file consoles in files of its own, and its writable disks (by source) on copy-on-write overlays, each
+    with the chain of the recovery point under it."""
     root = ET.fromstring(xml)
     name = root.find("name")
     original = name.text or "" if name is not None else ""
@@ -72,11 +76,10 @@ def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, str
         key = disk_source(disk)
         if source is None or key is None or key not in overlays:
             continue
+        path, backing = overlays[key]
         disk.set("type", "file")
-        source.attrib = {"file": overlays[key]}
-        driver = disk.find("driver")
-        if driver is not None:
-            driver.set("type", "qcow2")
+        source.attrib = {"file": path}
+        _set_chain(disk, backing)
     metadata = root.find("metadata")
     if metadata is None:
         metadata = ET.SubElement(root, "metadata")
@@ -101,9 +104,10 @@ def writable_disks(xml: str) -> list[ET.Element]:
     return [d for d in ET.fromstring(xml).findall("./devices/disk") if disk_source(d) is not None]
 
 
-def point_disks_at(xml: str, volumes: dict[str, tuple[str, str]]) -> str:
+def point_disks_at(xml: str, volumes: dict[str, tuple[str, str]], chains: dict[str, Chain] | None = None) -> str:
     """The definition with each disk whose source (`file` or `pool/volume`) is a key of `volumes` now on that
-    (pool, volume): where a copied disk lands, or a recovery point's own copy."""
+    (pool, volume), reading the chain `chains` gives it, or none: a copied disk is whole where it lands, an
+    overlay reads a recovery point's chain."""
     root = ET.fromstring(xml)
     for disk in root.findall("./devices/disk"):
         key, source = disk_source(disk), disk.find("source")
@@ -112,4 +116,34 @@ def point_disks_at(xml: str, volumes: dict[str, tuple[str, str]]) -> str:
         pool, volume = volumes[key]
         disk.set("type", "volume")
         source.attrib = {"pool": pool, "volume": volume}
+        _set_chain(disk, (chains or {}).get(key, []))
     return ET.tostring(root, encoding="unicode")
+
+
+def _set_chain(disk: ET.Element, chain: Chain) -> None:
+    """The disk's backing chain named in the definition itself (libvirt's backingStore input), so that QEMU
+    reads exactly these files under an overlay, whatever their own headers say; an empty one ends it."""
+    for old in disk.findall("backingStore"):
+        disk.remove(old)
+    at = disk
+    for path, fmt in chain:
+        store = ET.SubElement(at, "backingStore", type="file")
+        ET.SubElement(store, "format", type=fmt)
+        ET.SubElement(store, "source", file=path)
+        at = store
+    ET.SubElement(at, "backingStore")
+    driver = disk.find("driver")
+    if chain and driver is not None:
+        driver.set("type", "qcow2")  # only a qcow2 image has a backing file
+
+
+def disk_chain(disk: ET.Element) -> Chain:
+    """The backing chain a disk's definition names (empty when it names none)."""
+    out: Chain = []
+    at = disk.find("backingStore")
+    while at is not None and at.find("source") is not None:
+        source, fmt = at.find("source"), at.find("format")
+        out.append((source.get("file", "") if source is not None else "",
+                    fmt.get("type", "raw") if fmt is not None else "raw"))
+        at = at.find("backingStore")
+    return out

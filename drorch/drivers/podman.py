@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from drorch.drivers.base import Handle, Phase, Progress
+from drorch.drivers.base import Handle, Phase, Progress, chosen
 from drorch.drivers.docker_config import clone_config
 from drorch.drivers.docker_engine import API_ERRORS, DockerSite, reason
 from drorch.drivers.jobs import Jobs
@@ -121,13 +121,13 @@ class PodmanCheckpoints:
         return tag
 
     @staticmethod
-    def restart(name: str, s: PodmanSite, copy: dict[str, Any] | None) -> Progress | None:
-        """Disaster: the container restored from its newest recovery point, in place of the stopped copy. None
-        when there is none to restore from; a restore that fails falls back to the copy, said as a warning."""
-        images = s.checkpoint_images(name)
-        if not images:
+    def restart(name: str, s: PodmanSite, copy: dict[str, Any] | None, point: str | None = None) -> Progress | None:
+        """Disaster: the container restored from its recovery point `point` (or the newest), in place of the
+        stopped copy. None when there is none to restore from; a restore that fails falls back to the copy,
+        said as a warning."""
+        newest = chosen(s.checkpoint_images(name), point, f"container {name}")
+        if newest is None:
             return None
-        newest = images[-1]
         config = clone_config(copy) if copy is not None else None
         if copy is not None:
             s.api.remove_container(copy["Id"], force=True)  # the restored container takes its name
@@ -142,14 +142,14 @@ class PodmanCheckpoints:
         return Progress(Phase.COMPLETED, message=f"restored on site {s.ep.site} from checkpoint {newest}")
 
     @staticmethod
-    def clone(name: str, clone: str, s: PodmanSite, copy: dict[str, Any]) -> str | None:
-        """Drill: `clone` restored from the newest recovery point. None when that cannot be isolated (a restored
-        checkpoint keeps its network, which a drill must not join) or there is none: the caller starts the
-        clone from its image instead."""
+    def clone(name: str, clone: str, s: PodmanSite, copy: dict[str, Any], point: str | None = None) -> str | None:
+        """Drill: `clone` restored from the recovery point `point` (or the newest). None when that cannot be
+        isolated (a restored checkpoint keeps its network, which a drill must not join) or there is none: the
+        caller starts the clone from its image instead."""
         network = (copy.get("HostConfig") or {}).get("NetworkMode") or "default"
-        images = s.checkpoint_images(name)
-        if network != "none" or not images:
+        image = chosen(s.checkpoint_images(name), point, f"container {name}")
+        if network != "none" or image is None:
             return None
-        s.restore_image(images[-1], clone)
-        return f"{clone} restored on site {s.ep.site} from checkpoint {images[-1]}"
+        s.restore_image(image, clone)
+        return f"{clone} restored on site {s.ep.site} from checkpoint {image}"
 

@@ -1,0 +1,109 @@
+"""Recovery points of a VM's disks on the secondary, as the site's own volumes say them.
+
+Each disk's points form chains of standalone volumes in the disk's pool: a full copy, then the increments
+written by push-mode incremental backups since the previous point's checkpoint on the source. A volume's name
+says its disk, its time and, for an increment, the point it builds on, so any point's chain is read from the
+pool alone (no file of the site is read by drorch). Whatever starts from a point (a disaster restart, a drill)
+writes into a new overlay and names the chain in the definition it starts (libvirt's backingStore input), so
+the point is never written to. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from drorch.errors import MoveFailed
+
+POINT = "@point-"  # <disk volume>@point-<time>, the volume of one point of one disk
+AFTER = ".after-"  # an increment's name ends with the time of the point it builds on
+CHECKPOINT = "drorch-"  # the source's libvirt checkpoint of a point: drorch-<time>
+
+
+def new_stamp() -> str:
+    """Times that sort as they were taken, in names that libvirt takes for volumes and checkpoints."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+
+
+def point_name(stamp: str) -> str:
+    """A point as drorch's records name it."""
+    return f"point-{stamp}"
+
+
+def stamp_of(point: str) -> str:
+    """The time in a point's name (`point-<time>`, or `point<time>` as earlier versions named full points)."""
+    return point.removeprefix("point-").removeprefix("point")
+
+
+def checkpoint_of(stamp: str) -> str:
+    return f"{CHECKPOINT}{stamp}"
+
+
+@dataclass(frozen=True)
+class PointVolume:
+    """One disk's volume of one point: a full copy (no parent) or the changes since its parent point."""
+
+    name: str
+    stamp: str
+    parent: str | None
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.parent is None else "incremental"
+
+
+def volume_name(disk: str, stamp: str, parent: str | None) -> str:
+    return f"{disk}{POINT}{stamp}{AFTER + parent if parent else ''}"
+
+
+def base_volume(name: str) -> str:
+    """The disk a volume belongs to: a point's volume names its disk first."""
+    return name.split(POINT, 1)[0]
+
+
+def point_volumes(names: Iterable[str], disk: str) -> dict[str, PointVolume]:
+    """The disk's point volumes among a pool's volume names, by the time of their point."""
+    found = {}
+    for name in names:
+        if not name.startswith(f"{disk}{POINT}"):
+            continue
+        stamp, _, parent = name.removeprefix(f"{disk}{POINT}").partition(AFTER)
+        if stamp and POINT not in stamp:
+            found[stamp] = PointVolume(name, stamp, parent or None)
+    return found
+
+
+def chain(vols: dict[str, PointVolume], stamp: str) -> list[PointVolume]:
+    """The volumes a point reads, its own first and its full copy last; MoveFailed when one is missing."""
+    out: list[PointVolume] = []
+    at: str | None = stamp
+    while at is not None:
+        vol = vols.get(at)
+        if vol is None:
+            whose = f"point {point_name(stamp)}" + (f" (which builds on {point_name(at)})" if at != stamp else "")
+            raise MoveFailed(f"{whose}: the volume of {point_name(at)} is missing on the site")
+        if len(out) > len(vols):
+            raise MoveFailed(f"point {point_name(stamp)}: its volumes name each other in a loop")
+        out.append(vol)
+        at = vol.parent
+    return out
+
+
+def intact(vols: dict[str, PointVolume], stamp: str) -> bool:
+    try:
+        chain(vols, stamp)
+    except MoveFailed:
+        return False
+    return True
+
+
+def needed(vols: dict[str, PointVolume], stamps: Iterable[str]) -> set[str]:
+    """The volumes that the given points read; a point whose chain is broken needs the volumes it still has."""
+    names: set[str] = set()
+    for stamp in stamps:
+        at: str | None = stamp
+        while at is not None and at in vols and vols[at].name not in names:
+            names.add(vols[at].name)
+            at = vols[at].parent
+    return names
