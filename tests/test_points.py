@@ -1,0 +1,138 @@
+"""Recovery points in time: chains of point volumes as a site's names say them, retention that never drops a
+volume a kept point reads, and the choice of a point for a disaster restart or a drill (--point)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drorch import protection
+from drorch.drivers.fake import FakeCloud
+from drorch.drivers.libvirt_points import (
+    PointVolume,
+    base_volume,
+    chain,
+    intact,
+    needed,
+    point_name,
+    point_volumes,
+    stamp_of,
+    volume_name,
+)
+from drorch.engine import Engine
+from drorch.errors import MoveFailed, NoSuchPoint
+from drorch.playbook import Playbook, Protect, WorkloadKind
+from drorch.records import StepState, utcnow
+from drorch.store import RecoveryPoint, Store
+from tests.conftest import fake_drivers, uri
+from tests.test_cli import drorch
+
+DISK = "db.qcow2"
+
+
+def pool(*points: tuple[str, str | None]) -> list[str]:
+    """A pool's volume names: the disk's points (time, parent) among other volumes."""
+    return ["other.qcow2", "other.qcow2@point-1", DISK, *(volume_name(DISK, s, p) for s, p in points)]
+
+
+def test_a_pool_says_each_point_and_what_it_builds_on() -> None:
+    vols = point_volumes(pool(("1", None), ("2", "1"), ("3", "2"), ("4", None)), DISK)
+    assert sorted(vols) == ["1", "2", "3", "4"]
+    assert [v.stamp for v in chain(vols, "3")] == ["3", "2", "1"]
+    assert chain(vols, "4") == [PointVolume(f"{DISK}@point-4", "4", None)]
+    assert vols["3"].kind == "incremental" and vols["4"].kind == "full"
+    assert base_volume(vols["3"].name) == DISK and stamp_of(point_name("2026")) == "2026"
+    assert stamp_of("point20261130T1") == "20261130T1"  # as earlier versions named full points
+
+
+def test_a_chain_missing_a_volume_is_named() -> None:
+    vols = point_volumes(pool(("2", "1"), ("3", "2")), DISK)
+    with pytest.raises(MoveFailed, match=r"point point-3 \(which builds on point-1\): the volume of point-1 is "
+                                         "missing"):
+        chain(vols, "3")
+    assert not intact(vols, "3") and not intact(vols, "9")
+    loop = {"1": PointVolume("a", "1", "2"), "2": PointVolume("b", "2", "1")}
+    with pytest.raises(MoveFailed, match="in a loop"):
+        chain(loop, "1")
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=30), st.integers(1, 10))
+def test_retention_keeps_every_volume_a_kept_point_reads(fulls: list[bool], keep: int) -> None:
+    """However fulls and increments alternate, the volumes kept are exactly those the kept points read."""
+    points: list[tuple[str, str | None]] = []
+    for i, full in enumerate(fulls):
+        points.append((f"{i:04d}", None if full or not points else points[-1][0]))
+    vols = point_volumes(pool(*points), DISK)
+    kept = sorted(vols)[-keep:]
+    names = needed(vols, kept)
+    assert names == {v.name for s in kept for v in chain(vols, s)}
+    oldest_read = chain(vols, kept[0])[-1].stamp  # chains only reach back in time
+    assert all(vols[s].name not in names for s in vols if s < oldest_read)
+
+
+def _points(store: Store, *minutes_ago: int, site: str = "b") -> list[RecoveryPoint]:
+    now = utcnow()
+    made = [RecoveryPoint(playbook="shop", workload="db", kind="vm", site=site, name=f"point-{m}",
+                          taken_at=now - timedelta(minutes=m), point_kind="incremental", chain=2)
+            for m in minutes_ago]
+    store.add_points(made)
+    return made
+
+
+def test_a_point_in_time_is_the_newest_taken_at_or_before_it(store: Store) -> None:
+    _points(store, 30, 20, 10)
+    _points(store, 5, site="a")  # the other direction's points are not candidates
+    kept = store.points("shop")
+    now = utcnow()
+    pick = protection.points_at
+    assert pick(kept, "b", None, [("vm", "db")])[("vm", "db")].name == "point-10"
+    assert pick(kept, "b", now - timedelta(minutes=15), [("vm", "db")])[("vm", "db")].name == "point-20"
+    assert pick(kept, "b", now - timedelta(minutes=20), [("vm", "db")])[("vm", "db")].name == "point-20"
+    assert pick(kept, "b", None, [("container", "web")]) == {}  # nothing kept: the site's own copy
+    with pytest.raises(NoSuchPoint, match=r"vm db has no recovery point on site b taken at or before .* UTC; it "
+                                          r"keeps: .*\(incremental\), .*\(incremental\), .*\(incremental\)"):
+        pick(kept, "b", now - timedelta(hours=1), [("vm", "db")])
+
+
+def test_a_disaster_restart_starts_from_the_point_asked_for(cloud: FakeCloud, store: Store, engine: Engine,
+                                                            playbook: Playbook) -> None:
+    """Three points of different counts; a disaster restart from the middle one runs with its count, and the
+    step records which point it was."""
+    playbook = playbook.model_copy(update={"protect": Protect(interval_s=60, keep=3)})
+    vm = cloud.sites[uri(playbook, WorkloadKind.VM, "a")].workloads["db"]
+    for count in (100, 200, 300, 400):
+        vm.counter = count
+        protection.protect(playbook, fake_drivers(cloud), store)
+    times = sorted(p.taken_at for p in store.points("shop") if p.workload == "db")
+    held = cloud.sites[uri(playbook, WorkloadKind.VM, "b")].points["db"]
+    assert len(times) == 3 and list(held.values()) == [200, 300, 400]  # the site keeps what the store lists
+    cloud.sites[uri(playbook, WorkloadKind.VM, "a")].reachable = False
+    run = engine.operate(playbook, "shop.yaml", "failover", "a", "b", disaster=True, confirmed=True,
+                         point_at=times[1])
+    step = next(s for s in store.steps(run.id or 0) if s.workload == "db")
+    assert step.state is StepState.SUCCEEDED, step.error
+    assert json.loads(step.detail or "{}")["point"].endswith("-count-300")
+    assert cloud.sites[uri(playbook, WorkloadKind.VM, "b")].workloads["db"].counter == 300
+
+
+def test_point_options_are_checked(capsys: pytest.CaptureFixture[str], playbook_file: Path, fake_cli: None) -> None:
+    code, _, err = drorch(capsys, "failover", "--point", "2026-11-30T10:00:00", str(playbook_file))
+    assert code == 2 and "--point goes with --disaster" in err
+    code, _, err = drorch(capsys, "drill", "--point", "yesterday", str(playbook_file))
+    assert code == 2 and "'yesterday' is neither a time like" in err
+
+
+def test_a_drill_from_a_point_not_kept_lists_those_kept(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                        playbook: Playbook, cloud: FakeCloud, store: Store,
+                                                        fake_cli: None) -> None:
+    protection.protect(playbook, fake_drivers(cloud), store)
+    code, out, err = drorch(capsys, "drill", "--point", "2000-01-01T00:00:00", str(playbook_file))
+    assert code == 2 and "has no recovery point on site b taken at or before 2000-01-01T00:00:00 UTC" in err
+    code, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
+    assert code == 0 and re.search(r"^    \S+ UTC  full +128\.0 MiB, chain of 1  point-000001-count-42$", out, re.M)
