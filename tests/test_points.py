@@ -136,3 +136,30 @@ def test_a_drill_from_a_point_not_kept_lists_those_kept(capsys: pytest.CaptureFi
     assert code == 2 and "has no recovery point on site b taken at or before 2000-01-01T00:00:00 UTC" in err
     code, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
     assert code == 0 and re.search(r"^    \S+ UTC  full +128\.0 MiB, chain of 1  point-000001-count-42$", out, re.M)
+
+
+def test_a_lost_site_that_returns_has_its_stale_copies_named_and_pruned(
+        capsys: pytest.CaptureFixture[str], playbook_file: Path, playbook: Playbook, cloud: FakeCloud, store: Store,
+        engine: Engine, fake_cli: None) -> None:
+    """Protect, lose site a, restart on b; a comes back holding stopped copies: status names them (and no
+    shipped copy), prune removes them and nothing else."""
+    protection.protect(playbook, fake_drivers(cloud), store)
+    code, out, _ = drorch(capsys, "status", str(playbook_file))
+    assert code == 0 and "stale" not in out  # shipped copies on b are not stale
+    home = cloud.sites[uri(playbook, WorkloadKind.VM, "a")]
+    home.reachable = False
+    engine.operate(playbook, "shop.yaml", "failover", "a", "b", disaster=True, confirmed=True)
+    home.reachable = True
+    for w in home.workloads.values():
+        w.running = False  # the site went down with them
+    code, out, _ = drorch(capsys, "status", str(playbook_file), "--json")
+    stale = json.loads(out)["stale"]
+    assert code == 0 and {(x["kind"], x["workload"], x["site"]) for x in stale} == {
+        ("vm", "db", "a"), ("container", "cache", "a"), ("container", "web", "a")}
+    code, out, _ = drorch(capsys, "status", str(playbook_file))
+    assert "stale: site a host a1 holds a stale copy of vm db, which runs elsewhere: stopped vm db" in out
+    code, out, _ = drorch(capsys, "prune", str(playbook_file))
+    assert code == 0 and out.count("removed from site a host a1") == 3
+    assert "db" not in home.workloads and cloud.sites[uri(playbook, WorkloadKind.VM, "b")].workloads["db"].running
+    code, out, _ = drorch(capsys, "prune", str(playbook_file))
+    assert out.strip() == "no stale copies"

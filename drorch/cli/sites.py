@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from drorch.inventory import Snapshot
     from drorch.planner import Size
     from drorch.playbook import Playbook
+    from drorch.stale import Stale
     from drorch.store import Run
 
 
@@ -71,6 +73,27 @@ def _status_lines(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
 
 
 @app.command()
+def prune(playbook: PlaybookArg, json_out: JsonOpt = False) -> None:
+    """Remove the stale copies `drorch status` names: what a site holds of a workload that runs on the other
+    site (a lost primary's stopped definitions, disks and containers), never a recovery point, and nothing of a
+    workload that runs nowhere."""
+    from drorch.playbook_file import load_playbook
+    from drorch.sites import snapshot
+    from drorch.stale import prune as prune_all
+
+    pb = load_playbook(playbook)
+    with drivers(pb) as found:
+        removed = prune_all(pb, found, snapshot(pb, found))
+    if json_out:
+        typer.echo(json.dumps([{**dataclasses.asdict(x), "kind": str(x.kind)} for x in removed], indent=2))
+    else:
+        echo(*(f"removed from site {x.site} host {x.host}: {x.kind} {x.workload}: {', '.join(x.items)}"
+               for x in removed))
+        if not removed:
+            echo("no stale copies")
+
+
+@app.command()
 def status(
     playbook: PlaybookArg,
     json_out: JsonOpt = False,
@@ -80,28 +103,37 @@ def status(
 ) -> None:
     """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
     from drorch.playbook_file import load_playbook
+    from drorch.sites import snapshot
+    from drorch.stale import stale_copies
     from drorch.store import Store
 
     pb = load_playbook(playbook)
     store = Store()
 
-    def current() -> tuple[list[dict[str, Any]], list[Run], list[str]]:
-        """The workloads' rows, the open runs, and why hosts did not answer."""
+    def current() -> tuple[list[dict[str, Any]], list[Run], list[str], list[Stale]]:
+        """The workloads' rows, the open runs, why hosts did not answer, and the stale copies sites hold."""
         open_runs = [r for r in store.runs(100) if r.playbook == pb.name
                      and r.state in (RunState.RUNNING, RunState.PENDING_COMMIT)]
-        snap = live_snapshot(pb)
-        return _where(pb, snap), open_runs, _unanswered(snap)
+        with drivers(pb) as found:
+            snap = snapshot(pb, found)
+            stale = stale_copies(pb, found, snap)
+        return _where(pb, snap), open_runs, _unanswered(snap), stale
 
-    def show(rows: list[dict[str, Any]], runs: list[Run]) -> None:
+    def show(rows: list[dict[str, Any]], runs: list[Run], stale: list[Stale]) -> None:
         if json_out:  # one document per line, also when watching
             runs_json = [{**r.model_dump(mode="json"), "state": _state(r)} for r in runs]
-            typer.echo(json.dumps({"workloads": rows, "runs": runs_json}, indent=None if watch else 2))
+            stale_json = [{**dataclasses.asdict(x), "kind": str(x.kind)} for x in stale]
+            typer.echo(json.dumps({"workloads": rows, "runs": runs_json, "stale": stale_json},
+                                  indent=None if watch else 2))
         else:
             echo(*_status_lines(rows, runs))
+            echo(*(f"stale: {x.line()}" for x in stale))
+            if stale:
+                echo(f"  (drorch prune {playbook} removes them)")
 
     if not watch:
-        rows, runs, unanswered = current()
-        show(rows, runs)
+        rows, runs, unanswered, stale = current()
+        show(rows, runs, stale)
         if unanswered:  # a site that did not answer may run what it was asked about
             echo(*(f"drorch: {why}" for why in unanswered), err=True)
             raise typer.Exit(ExitCode.FAILED)
@@ -118,7 +150,7 @@ def status(
     display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
     with contextlib.suppress(KeyboardInterrupt), display as live:
         while True:
-            rows, runs, _ = current()
+            rows, runs, _, stale = current()
             if live is not None:
                 table = Table("kind", "workload", "running on", "notes",
                               title=Text(f"{pb.name} at {utcnow():%H:%M:%S}"))
@@ -131,7 +163,7 @@ def status(
                     table.add_row(*_cells("run", str(run.id), run.operation, _state(run)))
                 live.update(table, refresh=True)
             else:
-                show(rows, runs)
+                show(rows, runs, stale)
                 if not json_out:
                     echo("")
             time.sleep(interval)

@@ -220,6 +220,15 @@ class Driver(ABC):
     def drop_network(self, network: str, site: Endpoint) -> bool:
         """Drill teardown, after its clones: remove the drill's network; True when there was one."""
 
+    def leftovers(self, name: str, site: Endpoint) -> list[str]:
+        """What the site holds of a workload that runs on another site, other than its recovery points: a stopped
+        definition or container, disks (one phrase each). Raises SiteUnreachable."""
+        return []
+
+    def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
+        """Remove what `leftovers` names; what was removed. Raises SiteUnreachable."""
+        return []
+
     def cancel(self, handle: Handle) -> None:  # noqa: B027 - moves that cannot be stopped halfway run to their end
         """Stop a move under way; the workload stays on its source."""
 

@@ -53,6 +53,12 @@ def _count(value: Any) -> int:
     return value
 
 
+def _ran(c: dict[str, Any]) -> bool:
+    """A stopped container that ran before: not a shipped copy (created, never started) but a stale one."""
+    state = c.get("State") or {}
+    return not state.get("Running") and not str(state.get("StartedAt") or "0001").startswith("0001")
+
+
 class ContainerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
@@ -248,6 +254,21 @@ class ContainerDriver(ThreadedDriver):
             if not s.api.networks(names=[network]):
                 s.api.create_network(network, driver="bridge", internal=True, labels={DRILL_LABEL: network})
 
+    def leftovers(self, name: str, site: Endpoint) -> list[str]:
+        c = self._site(site).inspect(name)
+        return [f"stopped container {name}, which ran here before"] if c is not None and _ran(c) else []
+
+    def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
+        s = self._site(site)
+        c = s.inspect(name)
+        if c is None or not _ran(c):
+            return []
+        try:
+            s.api.remove_container(c["Id"], force=True)
+        except API_ERRORS as exc:
+            raise s.unreachable(exc) from None
+        return [f"stopped container {name}"]
+
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         s = self._site(site)
         c = s.inspect(clone)
@@ -281,6 +302,9 @@ class ContainerDriver(ThreadedDriver):
             copy = dst.inspect(name)
             if copy is not None and copy["State"]["Running"]:
                 raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
+            if copy is not None and _ran(copy):  # a stale copy (the site was lost while it ran): never reused
+                dst.api.remove_container(copy["Id"], force=True)
+                copy = None
             hid = Handle(request).id
             image = original["Config"]["Image"]
             if not dst.has_image(request.mappings.image(image)):

@@ -40,6 +40,7 @@ class FakeWorkload:
     labels: dict[str, str] = field(default_factory=dict)
     networks: tuple[str, ...] = ()
     image: str | None = None
+    ran: bool = True  # False for a shipped copy, which never ran where it lies
 
 
 @dataclass
@@ -167,7 +168,7 @@ class FakeDriver(Driver):
         if w.running:
             return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         which, count = self._point(name, site, point)
-        w.running, w.counter = True, count or w.counter
+        w.running, w.ran, w.counter = True, True, count or w.counter
         return Progress(Phase.COMPLETED, message=f"started on site {site.site} from {which or 'its copy'} "
                                                  f"(count {w.counter})")
 
@@ -181,7 +182,7 @@ class FakeDriver(Driver):
             raise MoveFailed(f"{self.kind} {request.workload} runs on site {request.target.site}: not shipped over it")
         dst.workloads[request.workload] = replace(
             here, running=False, networks=tuple(request.mappings.network(n) for n in here.networks),
-            labels=dict(here.labels))
+            labels=dict(here.labels), ran=False)
         held = dst.points.setdefault(request.workload, {})
         dst.shipped += 1
         name = f"point-{dst.shipped:06d}-count-{here.counter}"
@@ -208,6 +209,16 @@ class FakeDriver(Driver):
         here.workloads[clone] = replace(copy, running=True, networks=(network,) if copy.networks else (),
                                         labels=dict(copy.labels), counter=count or copy.counter)
         return f"{clone} up on site {site.site} (count {copy.counter})"
+
+    def leftovers(self, name: str, site: Endpoint) -> list[str]:
+        w = self._workloads(site).get(name)
+        return [f"stopped {self.kind} {name}"] if w is not None and not w.running and w.ran else []
+
+    def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
+        found = self.leftovers(name, site)
+        if found:
+            del self.cloud.site(site).workloads[name]
+        return found
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         return [clone] if self.cloud.site(site).workloads.pop(clone, None) is not None else []

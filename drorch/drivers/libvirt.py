@@ -28,7 +28,13 @@ from drorch.drivers.jobs import ThreadedDriver
 from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_migration import Watchdog, migrate_params
 from drorch.drivers.libvirt_points import new_stamp, point_name
-from drorch.drivers.libvirt_recovery import Shipper, clone_overlays, frozen_copies, started_on_overlays
+from drorch.drivers.libvirt_recovery import (
+    Shipper,
+    clone_overlays,
+    frozen_copies,
+    leftovers,
+    started_on_overlays,
+)
 from drorch.drivers.libvirt_storage import (
     Disk,
     create_volume,
@@ -372,6 +378,21 @@ class LibvirtDriver(ThreadedDriver):
             raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {why}") from None
         on = f", {len(disks)} disks on overlays" if disks else ""
         return f"{clone} booted on site {site.site} from {stamp or 'the shipped definition'}{on}"
+
+    def leftovers(self, name: str, site: Endpoint) -> list[str]:
+        try:
+            return [what for what, _ in leftovers(self._conn(site), self._domain(site, name))]
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
+
+    def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
+        try:
+            found = leftovers(self._conn(site), self._domain(site, name))
+            for _, remove in reversed(found):  # the disks before their definition
+                remove()
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
+        return [what for what, _ in found]
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         try:

@@ -16,6 +16,7 @@ import libvirt
 from drorch.drivers.base import Retention
 from drorch.drivers.libvirt_points import (
     CHECKPOINT,
+    POINT,
     PointVolume,
     base_volume,
     chain,
@@ -309,3 +310,48 @@ def clone_overlays(conn: libvirt.virConnect, clone: str, xml: str, point: str | 
         found[disk.key] = (overlay(disk, f"{clone}-disk{i}.qcow2", backing), backing)
     return found, point_name(stamp)
 
+
+
+Leftover = tuple[str, Callable[[], None]]  # what it is, and how it goes
+
+
+def leftovers(conn: libvirt.virConnect, dom: libvirt.virDomain | None) -> list[Leftover]:
+    """What a site holds of a VM that runs on another site, beside its recovery points: a definition that is not
+    a shipped one (it names no point's chain) and its disks, or a disk standing where a restart would put its
+    overlay. A recovery point's volume is never one."""
+    if dom is None or dom.isActive():
+        return []
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    if any(disk_chain(d) for d in writable_disks(xml)):  # a shipped definition: only a disk in its overlay's place
+        return [(f"disk {d.pool.name()}/{d.base} (not over its recovery point)", _deleter(d.pool, d.base))
+                for d in point_disks(conn, xml) if _volume(d.pool, d.base) is not None
+                and not _overlay_over(d, d.named_chain)]
+    found: list[Leftover] = [("stopped definition", lambda: dom.undefineFlags(
+        libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE))]
+    for disk in writable_disks(xml):
+        key = disk_source(disk) or ""
+        try:
+            if disk.get("type") == "volume":
+                pool_name, _, name = key.partition("/")
+                pool = conn.storagePoolLookupByName(pool_name)
+            else:
+                vol = conn.storageVolLookupByPath(key)
+                pool, name = vol.storagePoolLookupByVolume(), vol.name()
+        except libvirt.libvirtError:
+            continue
+        if POINT not in name and _volume(pool, name) is not None:
+            found.append((f"disk {pool.name()}/{name}", _deleter(pool, name)))
+    return found
+
+
+def _volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    refresh(pool)
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+def _deleter(pool: libvirt.virStoragePool, name: str) -> Callable[[], None]:
+    return lambda: delete_quietly(_volume(pool, name))

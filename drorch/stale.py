@@ -1,0 +1,66 @@
+"""Stale copies: what a site still holds of a workload that now runs on the other site, e.g. the disks and
+stopped definitions a lost primary comes back with. They are named, never reused, and removed on request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from drorch.drivers.base import Driver
+from drorch.errors import SiteUnreachable
+from drorch.inventory import Snapshot
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.sites import site_endpoints
+
+
+@dataclass(frozen=True)
+class Stale:
+    kind: WorkloadKind
+    workload: str
+    site: str
+    host: str
+    items: tuple[str, ...]  # what the host holds, one phrase each
+
+    def line(self) -> str:
+        return (f"site {self.site} host {self.host} holds a stale copy of {self.kind} {self.workload}, which runs "
+                f"elsewhere: {', '.join(self.items)}")
+
+
+def _running_sites(pb: Playbook, snap: Snapshot) -> dict[tuple[WorkloadKind, str], set[str]]:
+    """The sites where each workload the playbook selects runs."""
+    found: dict[tuple[WorkloadKind, str], set[str]] = {}
+    for inv in snap.hosts:
+        for w in inv.workloads:
+            if w.running and any(s.kind is w.kind and s.selects(w.name, w.labels) for s in pb.workloads):
+                found.setdefault((w.kind, w.name), set()).add(inv.site)
+    return found
+
+
+def stale_copies(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], snap: Snapshot) -> list[Stale]:
+    """Per workload that runs on exactly one of the playbook's two sites, what the other site's hosts hold of it.
+    A workload that runs nowhere has no stale copy: what a site holds of it may be all there is."""
+    out = []
+    pair = {pb.primary, pb.secondary}
+    for (kind, name), sites in sorted(_running_sites(pb, snap).items()):
+        if len(sites) != 1 or not sites <= pair or kind not in drivers:
+            continue
+        other = (pair - sites).pop()
+        for ep in site_endpoints(pb, other, kind):
+            try:
+                items = drivers[kind].leftovers(name, ep)
+            except SiteUnreachable:
+                continue
+            if items:
+                out.append(Stale(kind, name, other, ep.host, tuple(items)))
+    return out
+
+
+def prune(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], snap: Snapshot) -> list[Stale]:
+    """Remove every stale copy `stale_copies` finds; what was removed."""
+    removed = []
+    for found in stale_copies(pb, drivers, snap):
+        ep = next(e for e in site_endpoints(pb, found.site, found.kind) if e.host == found.host)
+        gone = drivers[found.kind].remove_leftovers(found.workload, ep)
+        if gone:
+            removed.append(Stale(found.kind, found.workload, found.site, found.host, tuple(gone)))
+    return removed
