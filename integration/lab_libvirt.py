@@ -294,7 +294,7 @@ def remove_vms(conns: dict[str, libvirt.virConnect], keep: int) -> None:
                 if dom.isActive():
                     dom.destroy()
                 if dom.isPersistent():
-                    dom.undefine()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         remove_disks(conn, tuple(disk_of(vm) for vm in extra))
     for site in SITES.values():
         for vm in extra:
@@ -336,7 +336,7 @@ def remove_all_vms(conns: dict[str, libvirt.virConnect], everything: bool = Fals
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
-                dom.undefine()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         remove_disks(conn)
     for site in SITES.values():
         for serial in site.serial_log().parent.glob(f"{VM_NAME}*.serial"):

@@ -439,7 +439,7 @@ class LibvirtDriver(ThreadedDriver):
                 why = exc if isinstance(exc, MoveFailed) else _reason(exc)
                 raise MoveFailed(f"{request.workload} did not start on site {request.target.site}, restarted on "
                                  f"site {request.source.site}: {why}") from None
-            dom.undefine()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
             self._drop_sources(request, disks)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"cold move of {request.workload} failed: {_reason(exc)}") from None

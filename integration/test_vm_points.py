@@ -1,0 +1,196 @@
+"""VM recovery points in time: a full point then increments, restarts and drills from any of them on overlays
+that leave every point as it was, and a whole DR cycle that ends with each disk under its own name.
+
+The lab VM writes a mark at K MiB of its disk when told on its second serial port, and at boot prints every
+mark it finds there ("found mark K"); its counter at the start of the disk tells the point's time too. The
+tests run under `integration/lab isolate`: the sites' storage is invisible, and a point's contents are read
+back through libvirt's volume download only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from integration import lab_base, lab_libvirt, labctl
+from integration.conftest import Drorch, vm_counts, wait_until, where
+from integration.test_vm_disks import vm_playbook, volumes
+
+VM = lab_base.VM_NAME
+DISK = lab_libvirt.VM_DISK
+
+
+def serial(site: str, vm: str = VM) -> str:
+    path = labctl.SITES[site].serial_log(vm)
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def mark(site: str, k: int) -> None:
+    """The guest writes mark k on its disk (told through libvirt's console API) and says when it is done."""
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        stream = conn.newStream(0)
+        conn.lookupByName(VM).openConsole("serial1", stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        stream.send(f"mark {k}\n".encode())
+        wait_until(lambda: f"marked {k}" in serial(site), f"the guest marking {k} on site {site}", 30)
+        stream.finish()
+    finally:
+        conn.close()
+
+
+def _last_boot(site: str, vm: str) -> str:
+    text = serial(site, vm)
+    return text[text.rfind("\ndisk "):] if "\ndisk " in text else ""
+
+
+def marks_at_boot(site: str, vm: str = VM) -> list[int]:
+    """The marks the guest found on its disk when it last booted (libvirt starts its serial log anew)."""
+    wait_until(lambda: "count " in _last_boot(site, vm), f"{vm} booting on site {site}", 60)
+    return sorted(int(k) for k in re.findall(r"^found mark (\d+)", _last_boot(site, vm), re.M))
+
+
+def point_sums(site: str) -> dict[str, str]:
+    """Every point volume of the VM's disk on the site, and the SHA-256 of its bytes read through libvirt."""
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    sums = {}
+    try:
+        pool = conn.storagePoolLookupByName(labctl.SITES[site].pool)
+        pool.refresh(0)
+        for name in pool.listVolumes():
+            if not name.startswith(f"{DISK}@point-"):
+                continue
+            digest, stream = hashlib.sha256(), conn.newStream(0)
+            pool.storageVolLookupByName(name).download(stream, 0, 0, 0)
+            while data := stream.recv(1 << 20):
+                digest.update(data)
+            stream.finish()
+            sums[name] = digest.hexdigest()
+    finally:
+        conn.close()
+    return sums
+
+
+def listed_volumes(run_drorch: Drorch, playbook: Path) -> dict[str, set[str]]:
+    """Per site, the volumes that the points `protect status --points` lists read: each one's own and those
+    its name says it builds on."""
+    res = run_drorch("protect", "status", "--points", str(playbook), "--json")
+    out: dict[str, set[str]] = {}
+    for row in json.loads(res.stdout):
+        names = out.setdefault(row["site"], set())
+        held = volumes(row["site"])
+        for point in row["kept"]:
+            stamp: str | None = point["name"].removeprefix("point-")
+            while stamp is not None:
+                vol = next(v for v in held if v.startswith(f"{DISK}@point-{stamp}"))
+                names.add(vol)
+                stamp = vol.split(".after-")[1] if ".after-" in vol else None
+    return out
+
+
+def destroy(site: str) -> None:
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        conn.lookupByName(VM).destroy()
+    finally:
+        conn.close()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_points_in_time_and_a_clean_dr_cycle(run_drorch: Drorch, tmp_path: Path) -> None:
+    playbook = vm_playbook(tmp_path, "live", checked=True, protect={"interval_s": 60, "keep": 4})
+    taken = []
+    for k in range(1, 5):  # mark k is on the disk from point k on
+        mark("a", k)
+        res = run_drorch("protect", "ship", str(playbook), "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        point = json.loads(res.stdout)[0]
+        assert (point["point_kind"], point["chain"]) == ("full" if k == 1 else "incremental", k), point
+        assert ("changes since point-" in point["detail"]) is (k > 1)
+        taken.append(point["taken_at"])
+    listed = run_drorch("protect", "status", "--points", str(playbook))
+    assert listed.returncode == 0 and listed.stdout.count(" incremental ") == 3 and " full " in listed.stdout
+    sums = point_sums("b")
+    assert len(sums) == 4 and where(VM)["vms"] == ["a"] and volumes("a") == [DISK]
+
+    # A drill from the second point boots its data, and every point stays byte for byte as it was.
+    drill = run_drorch("drill", "--point", taken[1], str(playbook))
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    clone = re.search(r"(lab-vm-drill-\d+)", drill.stdout)
+    assert clone is not None and marks_at_boot("b", clone.group(1)) == [1, 2]
+    assert point_sums("b") == sums and not [v for v in volumes("b") if "drill" in v]
+
+    bad = run_drorch("failover", "--disaster", "--confirm-primary-down", "--point", "2000-01-01T00:00:00",
+                     str(playbook))
+    assert bad.returncode == 2 and "it keeps: " in bad.stderr and where(VM)["vms"] == ["a"]
+
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        # Disaster: the newest point, then (the guest stopped) the second one; the points do not change.
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(playbook))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert marks_at_boot("b") == [1, 2, 3, 4]
+        destroy("b")
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", "--point", taken[1], str(playbook))
+        assert res.returncode == 0 and "a full copy and 1 increments" in res.stdout, res.stdout + res.stderr
+        assert marks_at_boot("b") == [1, 2]
+        assert point_sums("b") == sums and DISK in volumes("b")  # the guest writes on its overlay
+
+        # Site a comes back with its old definition and disk: named as stale, never started.
+        lab_libvirt.start_libvirt(labctl.SITES["a"])
+        status = run_drorch("status", str(playbook))
+        assert "stale: site a host a1 holds a stale copy of vm lab-vm" in status.stdout, status.stdout
+        assert "stopped definition" in status.stdout and f"disk prod-pool/{DISK}" in status.stdout
+        mark("b", 5)
+        back = run_drorch("protect", "ship", "--failback", str(playbook), "--json")
+        assert back.returncode == 0 and json.loads(back.stdout)[0]["point_kind"] == "full", back.stdout
+        pruned = run_drorch("prune", str(playbook))
+        assert pruned.returncode == 0 and f"disk prod-pool/{DISK}" in pruned.stdout, pruned.stdout + pruned.stderr
+        res = run_drorch("failback", str(playbook))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert where(VM)["vms"] == ["a"]
+        wait_until(lambda: len(vm_counts("a")) >= 2, "the guest counting on site a")
+        res = run_drorch("protect", "ship", str(playbook), "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "full because" in json.loads(res.stdout)[0]["detail"]
+
+        # Each disk runs under its own name; every other volume on either pool is read by a listed point.
+        listed_vols = listed_volumes(run_drorch, playbook)
+        assert set(volumes("a")) == {DISK, *listed_vols.get("a", set())}
+        assert set(volumes("b")) == listed_vols["b"]
+        assert run_drorch("status", str(playbook)).stdout.count("stale") == 0
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_what_an_increment_cannot_build_on_makes_a_full_point(run_drorch: Drorch, tmp_path: Path) -> None:
+    """Checkpoints deleted by hand on the source, and a volume left by an interrupted ship on the target."""
+    playbook = vm_playbook(tmp_path, "live", protect={"interval_s": 60, "keep": 2})
+    for _ in range(2):
+        assert run_drorch("protect", "ship", str(playbook)).returncode == 0
+    conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
+    try:
+        for cp in conn.lookupByName(VM).listAllCheckpoints():
+            cp.delete(0)
+    finally:
+        conn.close()
+    half = f"{DISK}@point-20000101T000000000000"  # as a ship killed while streaming leaves it
+    target = libvirt.open(labctl.SITES["b"].libvirt_uri)
+    try:
+        target.storagePoolLookupByName(labctl.SITES["b"].pool).createXML(
+            f"<volume><name>{half}</name><capacity unit='MiB'>1</capacity></volume>", 0)
+    finally:
+        target.close()
+    time.sleep(0.01)
+    res = run_drorch("protect", "ship", str(playbook), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    point = json.loads(res.stdout)[0]
+    assert point["point_kind"] == "full" and "the source holds no checkpoint of point-" in point["detail"]
+    assert half not in volumes("b") and "volumes no kept point reads removed" in point["detail"]
