@@ -13,7 +13,7 @@ from drorch.planner import MOVING, Action, plan
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import naive, utcnow
 from drorch.run_steps import move_request
-from drorch.sites import snapshot
+from drorch.sites import site_endpoints, snapshot
 from drorch.store import RecoveryPoint, Store
 
 
@@ -24,25 +24,31 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     keep = pb.protect.keep if pb.protect else 1
     full_every = pb.protect.full_every if pb.protect else Retention.full_every
     the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
-    held = kept_points(store.points(pb.name), target)
+    known = [p for p in store.points(pb.name) if p.site == target]
+    broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
+    held = kept_points([p for p in known if (p.id or 0) not in broken], target)
     points = []
     for item in the_plan.items:
         if item.action not in MOVING and item.action is not Action.BLOCKED:
             continue
         point = RecoveryPoint(playbook=pb.name, workload=item.workload, kind=str(item.kind), site=target)
-        retention = Retention(keep, full_every, tuple(p.name for p in held.get((str(item.kind), item.workload), [])
-                                                      if p.name))
+        point_key = (str(item.kind), item.workload)
+        retention = Retention(keep, full_every, tuple(p.name for p in held.get(point_key, []) if p.name))
         try:
             if item.action is Action.BLOCKED:
                 raise DrorchError(item.reason)
             shipped = drivers[item.kind].ship(move_request(pb, the_plan, item), retention)
-            point.size_bytes, point.name, point.detail = shipped.size_bytes, shipped.name, shipped.message
-            point.point_kind, point.chain = shipped.kind, shipped.chain
+            dropped = sum((p.kind, p.workload) == point_key for p in known if (p.id or 0) in broken)
+            point.size_bytes, point.name, point.point_kind, point.chain = (shipped.size_bytes, shipped.name,
+                                                                           shipped.kind, shipped.chain)
+            point.detail = shipped.message + (f"; {dropped} points no longer whole dropped" if dropped else "")
         except DrorchError as exc:
             point.complete, point.error = False, str(exc)
         point.taken_at = utcnow()
         points.append(point)
     store.add_points(points)
+    shipped_for = {(p.kind, p.workload) for p in points if p.complete}
+    store.drop_points([p.id or 0 for p in known if (p.id or 0) in broken and (p.kind, p.workload) in shipped_for])
     _retain(store, pb.name, keep)
     return points
 
@@ -90,6 +96,35 @@ def _retain(store: Store, playbook: str, keep: int) -> None:
     store.drop_points(drop)
 
 
+def missing_points(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], points: list[RecoveryPoint]
+                   ) -> dict[int, str]:
+    """The complete points the store lists that their site's copy no longer holds whole (a volume deleted by
+    hand), by id, each with why. A site that does not answer, or holds no copy, says nothing either way."""
+    groups: dict[tuple[str, str, str], list[RecoveryPoint]] = {}
+    for p in points:
+        if p.complete and p.id is not None:
+            groups.setdefault((p.kind, p.workload, p.site), []).append(p)
+    missing: dict[int, str] = {}
+    for (kind, workload, site), mine in groups.items():
+        driver = drivers.get(WorkloadKind(kind))
+        if driver is None:
+            continue
+        held: set[str] | None = None
+        for ep in site_endpoints(pb, site, WorkloadKind(kind)):
+            try:
+                found = driver.held_points(workload, ep)
+            except DrorchError:
+                continue
+            if found is not None:
+                held = (held or set()) | set(found)
+        if held is None:  # no answer, or no copy there at all (a failback took it): nothing to judge
+            continue
+        for p in mine:
+            if p.name and p.name not in held:
+                missing[p.id or 0] = f"site {site} no longer holds {p.name} whole"
+    return missing
+
+
 @dataclass(frozen=True)
 class Rpo:
     workload: str
@@ -100,6 +135,7 @@ class Rpo:
     target_s: float | None
     points: int
     last_error: str | None
+    missing: tuple[str, ...] = ()  # kept points the site no longer holds whole, each with why
 
     @property
     def stale(self) -> bool:
@@ -108,21 +144,26 @@ class Rpo:
     def to_dict(self) -> dict[str, Any]:
         return {"workload": self.workload, "kind": self.kind, "site": self.site, "points": self.points,
                 "newest": self.newest.isoformat() if self.newest else None, "age_s": self.age_s,
-                "target_s": self.target_s, "stale": self.stale, "last_error": self.last_error}
+                "target_s": self.target_s, "stale": self.stale, "last_error": self.last_error,
+                "missing": list(self.missing)}
 
 
-def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None = None) -> list[Rpo]:
-    """Each protected workload's RPO: the age of its newest complete recovery point, against the target."""
+def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None = None,
+               missing: Mapping[int, str] | None = None) -> list[Rpo]:
+    """Each protected workload's RPO: the age of its newest complete recovery point that its site still holds
+    whole (`missing` names those it does not), against the target."""
+    missing = missing or {}
     now = naive(now or utcnow())
     rows: dict[tuple[str, str, str], list[RecoveryPoint]] = {}
     for p in points:
         rows.setdefault((p.kind, p.workload, p.site), []).append(p)
     out = []
     for (kind, workload, site), mine in sorted(rows.items()):
-        complete = [p for p in mine if p.complete]
+        complete = [p for p in mine if p.complete and (p.id or 0) not in missing]
         newest = max((naive(p.taken_at) for p in complete), default=None)
         failed = [p for p in mine if not p.complete and (newest is None or naive(p.taken_at) > newest)]
         out.append(Rpo(workload, kind, site, newest, (now - newest).total_seconds() if newest else None,
                        pb.protect.target_s if pb.protect else None, len(complete),
-                       failed[0].error if failed else None))
+                       failed[0].error if failed else None,
+                       tuple(missing[p.id or 0] for p in mine if (p.id or 0) in missing)))
     return out

@@ -15,7 +15,7 @@ from datetime import datetime
 from drorch.drivers.base import Driver
 from drorch.planner import MOVING
 from drorch.playbook import Playbook, WorkloadKind
-from drorch.protection import rpo_status
+from drorch.protection import missing_points, rpo_status
 from drorch.redact import redact
 from drorch.run_steps import check_playbook
 from drorch.sites import snapshot
@@ -29,11 +29,16 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store) -
     the_plan, findings = check_playbook(pb, snapshot(pb, drivers), drivers)
     problems = [f.message for f in findings if f.error]
     if pb.protect is not None:
-        rows = {(r.kind, r.workload): r for r in rpo_status(pb, store.points(pb.name)) if r.site == pb.secondary}
+        kept = store.points(pb.name)
+        rows = {(r.kind, r.workload): r for r in rpo_status(pb, kept, missing=missing_points(pb, drivers, kept))
+                if r.site == pb.secondary}
         for item in the_plan.items:
             if item.action not in MOVING:
                 continue
             r = rows.get((str(item.kind), item.workload))
+            if r is not None and r.missing:
+                problems.append(f"{item.kind} {item.workload}: {len(r.missing)} kept points are not whole: "
+                                f"{'; '.join(r.missing)}")
             if r is None or r.age_s is None:
                 problems.append(f"{item.kind} {item.workload}: no recovery point, target {pb.protect.target_s:.0f} s")
             elif r.stale:

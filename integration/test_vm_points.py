@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 
 import libvirt
@@ -169,28 +168,52 @@ def test_points_in_time_and_a_clean_dr_cycle(run_drorch: Drorch, tmp_path: Path)
         labctl.cmd_up(argparse.Namespace(reset=True))
 
 
+def delete_volume(site: str, name: str) -> None:
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        conn.storagePoolLookupByName(labctl.SITES[site].pool).storageVolLookupByName(name).delete(0)
+    finally:
+        conn.close()
+
+
 @pytest.mark.usefixtures("fresh_lab")
 def test_what_an_increment_cannot_build_on_makes_a_full_point(run_drorch: Drorch, tmp_path: Path) -> None:
-    """Checkpoints deleted by hand on the source, and a volume left by an interrupted ship on the target."""
-    playbook = vm_playbook(tmp_path, "live", protect={"interval_s": 60, "keep": 2})
-    for _ in range(2):
-        assert run_drorch("protect", "ship", str(playbook)).returncode == 0
+    """A chain missing a volume on the target, checkpoints deleted by hand on the source, and a volume left by
+    an interrupted ship: each is found, and the next point is a full one that says why."""
+    playbook = vm_playbook(tmp_path, "live", protect={"interval_s": 600, "keep": 3})
+    shipped = []
+    for _ in range(3):
+        res = run_drorch("protect", "ship", str(playbook), "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        shipped.append(json.loads(res.stdout)[0]["name"].removeprefix("point-"))
+    middle = next(v for v in volumes("b") if v.startswith(f"{DISK}@point-{shipped[1]}"))
+    delete_volume("b", middle)
+    status = run_drorch("protect", "status", "--points", str(playbook))
+    assert status.stdout.count("NOT WHOLE: site b no longer holds point-") == 2, status.stdout
+    assert "2 not whole" in status.stdout
+    ready = run_drorch("readiness", "--check", str(playbook))
+    assert ready.returncode == 1 and "vm lab-vm: 2 kept points are not whole" in ready.stdout, ready.stdout
+    res = run_drorch("protect", "ship", str(playbook), "--json")
+    point = json.loads(res.stdout)[0]
+    assert point["point_kind"] == "full" and "2 points no longer whole dropped" in point["detail"], point
+    assert not [v for v in volumes("b") if shipped[1] in v or shipped[2] in v]  # what was left of them is gone
+
     conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
     try:
         for cp in conn.lookupByName(VM).listAllCheckpoints():
             cp.delete(0)
     finally:
         conn.close()
-    half = f"{DISK}@point-20000101T000000000000"  # as a ship killed while streaming leaves it
+    half = f"{DISK}@point-20000101T000000000000"  # as a ship killed while streaming leaves it: in no record
     target = libvirt.open(labctl.SITES["b"].libvirt_uri)
     try:
         target.storagePoolLookupByName(labctl.SITES["b"].pool).createXML(
             f"<volume><name>{half}</name><capacity unit='MiB'>1</capacity></volume>", 0)
     finally:
         target.close()
-    time.sleep(0.01)
     res = run_drorch("protect", "ship", str(playbook), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     point = json.loads(res.stdout)[0]
     assert point["point_kind"] == "full" and "the source holds no checkpoint of point-" in point["detail"]
     assert half not in volumes("b") and "volumes no kept point reads removed" in point["detail"]
+    assert run_drorch("readiness", "--check", str(playbook)).returncode == 0

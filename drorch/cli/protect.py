@@ -52,9 +52,12 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
 
     pb = load_playbook(playbook)
     kept = Store().points(pb.name)
-    rows = protection.rpo_status(pb, kept)
+    with drivers(pb) as found:
+        missing = protection.missing_points(pb, found, kept)
+    rows = protection.rpo_status(pb, kept, missing=missing)
     if json_out:
-        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [p.model_dump(mode="json") for p in kept
+        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [{**p.model_dump(mode="json"),
+                                                           "whole": (p.id or 0) not in missing} for p in kept
                                                           if p.complete and (p.kind, p.workload, p.site)
                                                           == (r.kind, r.workload, r.site)]} if points else {})}
                                for r in rows], indent=2))
@@ -63,14 +66,16 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         target = f" (target {r.target_s:.0f} s)" if r.target_s else ""
         flag = "STALE" if r.stale else "ok"
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
+        error += f"; {len(r.missing)} not whole: {'; '.join(r.missing)}" if r.missing else ""
         echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
              f"{r.points} kept{error}")
         for p in kept if points else []:
             if p.complete and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):
                 size = f"{p.size_bytes / 2**20:.1f} MiB" if p.size_bytes is not None else "-"
                 chain = f", chain of {p.chain}" if p.chain else ""
+                gone = f"  NOT WHOLE: {missing[p.id or 0]}" if (p.id or 0) in missing else ""
                 echo(f"    {p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  "
-                     f"{p.name}")
+                     f"{p.name}{gone}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)

@@ -220,6 +220,11 @@ class Driver(ABC):
     def drop_network(self, network: str, site: Endpoint) -> bool:
         """Drill teardown, after its clones: remove the drill's network; True when there was one."""
 
+    def held_points(self, name: str, site: Endpoint) -> list[str] | None:
+        """The recovery points of the workload that the site holds whole (Shipped.name each), or None when
+        the site has no copy of it. Raises SiteUnreachable."""
+        return None
+
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         """What the site holds of a workload that runs on another site, other than its recovery points: a stopped
         definition or container, disks (one phrase each). Raises SiteUnreachable."""

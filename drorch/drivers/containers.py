@@ -254,6 +254,16 @@ class ContainerDriver(ThreadedDriver):
             if not s.api.networks(names=[network]):
                 s.api.create_network(network, driver="bridge", internal=True, labels={DRILL_LABEL: network})
 
+    def held_points(self, name: str, site: Endpoint) -> list[str] | None:
+        s = self._site(site)
+        copy = s.inspect(name)
+        with s.answering():
+            if isinstance(s, PodmanSite):
+                return s.checkpoint_images(name) if copy is not None else None
+            if copy is None:
+                return None
+            return sorted(c for c in s.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
+
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         c = self._site(site).inspect(name)
         return [f"stopped container {name}, which ran here before"] if c is not None and _ran(c) else []

@@ -210,6 +210,9 @@ class FakeDriver(Driver):
                                         labels=dict(copy.labels), counter=count or copy.counter)
         return f"{clone} up on site {site.site} (count {copy.counter})"
 
+    def held_points(self, name: str, site: Endpoint) -> list[str] | None:
+        return list(self.cloud.site(site).points.get(name, {})) if name in self._workloads(site) else None
+
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         w = self._workloads(site).get(name)
         return [f"stopped {self.kind} {name}"] if w is not None and not w.running and w.ran else []

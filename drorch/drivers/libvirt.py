@@ -34,6 +34,7 @@ from drorch.drivers.libvirt_recovery import (
     frozen_copies,
     leftovers,
     started_on_overlays,
+    whole_points,
 )
 from drorch.drivers.libvirt_storage import (
     Disk,
@@ -378,6 +379,15 @@ class LibvirtDriver(ThreadedDriver):
             raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {why}") from None
         on = f", {len(disks)} disks on overlays" if disks else ""
         return f"{clone} booted on site {site.site} from {stamp or 'the shipped definition'}{on}"
+
+    def held_points(self, name: str, site: Endpoint) -> list[str] | None:
+        dom = self._domain(site, name)
+        if dom is None:
+            return None
+        try:
+            return whole_points(self._conn(site), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {_reason(exc)}") from None
 
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         try:

@@ -81,6 +81,14 @@ def point_disks(conn: libvirt.virConnect, xml: str) -> list[PointDisk]:
     return found
 
 
+def whole_points(conn: libvirt.virConnect, xml: str) -> list[str]:
+    """The points of a shipped definition whose every disk's chain the site holds whole, oldest first."""
+    disks = point_disks(conn, xml)
+    if not disks:
+        return []
+    return [point_name(s) for s in sorted(disks[0].vols) if all(intact(d.vols, s) for d in disks)]
+
+
 def choose(disks: list[PointDisk], point: str | None, what: str) -> str:
     """The time of the point asked for, or of the newest one whose every disk's chain is whole."""
     whole = sorted(s for s in disks[0].vols if all(intact(d.vols, s) for d in disks))
