@@ -8,8 +8,7 @@ drorch a->b, bare b->a, bare a->b, drorch b->a. Two pairs are measured:
   each as the processes an operator would run;
 - in-process: drorch's engine against the same libvirt / Docker API calls made directly, which
   leaves out the interpreter's start-up and shows what the orchestration itself costs.
-Then the VM, given a second disk of random bytes, gets recovery points on site b: `drorch protect`'s
-against a hand-run backup of every disk streamed into volumes of site b's pool.
+Recovery points are measured by points.py.
 
 Usage: integration/lab isolate -- .venv/bin/python integration/bench/failover.py [--rounds N]
 (the lab must be up: integration/lab up; `isolate` hides the sites' data, so both sides share nothing)
@@ -18,13 +17,11 @@ Usage: integration/lab isolate -- .venv/bin/python integration/bench/failover.py
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +39,6 @@ from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # no
 from drorch.engine import Engine  # noqa: E402
 from drorch.playbook import WorkloadKind  # noqa: E402
 from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.protection import protect  # noqa: E402
 from drorch.records import RunState  # noqa: E402
 from drorch.store import Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
@@ -144,106 +140,6 @@ def api_migrate(src: str, dst: str) -> None:
         target.close()
 
 
-def drorch_ship(playbook: Path, state: Path) -> Mover:
-    """A VM recovery point the way `drorch protect ship` takes one: snapshot, plan, backup, stream, record."""
-    pb = load_playbook(playbook)
-    store = Store(f"sqlite:///{state / 'ship.db'}")
-
-    def ship(src: str, dst: str) -> None:
-        driver = LibvirtDriver()
-        try:
-            (point,) = protect(pb, {WorkloadKind.VM: driver}, store, src, dst)
-        finally:
-            driver.close()
-        check(point.complete, f"recovery point failed: {point.error}")
-    return ship
-
-
-DATA_DISK = f"{lab_libvirt.VM_DISK}-data"  # attached for the recovery-point rounds: disk bytes, not fixed costs
-DATA_MIB = 128
-
-
-def attach_data_disk() -> None:
-    """A raw volume of random bytes in site a's pool, made and filled through the storage API and attached
-    to the running lab VM as vdb; `lab reset` removes it with the VM's other disks."""
-    conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
-    try:
-        pool = conn.storagePoolLookupByName(labctl.SITES["a"].pool)
-        vol = pool.createXML(f"<volume><name>{DATA_DISK}</name><capacity unit='MiB'>{DATA_MIB}</capacity>"
-                             "<target><format type='raw'/></target></volume>", 0)
-        stream = conn.newStream(0)
-        vol.upload(stream, 0, 0, 0)
-        for _ in range(DATA_MIB):
-            stream.send(random.randbytes(1 << 20))
-        stream.finish()
-        dom = conn.lookupByName(VM)
-        dom.attachDeviceFlags(
-            f"<disk type='volume' device='disk'><driver name='qemu' type='raw'/>"
-            f"<source pool='{labctl.SITES['a'].pool}' volume='{DATA_DISK}'/><target dev='vdb' bus='virtio'/></disk>",
-            libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        dom.destroy()  # the lab guest has no ACPI, hence no PCI hotplug: it boots again with the disk
-        dom.create()
-        time.sleep(3)
-    finally:
-        conn.close()
-
-
-class Attrs:
-    """An element's children's attributes, as a script reads them."""
-
-    def __init__(self, element: ET.Element) -> None:
-        self.element = element
-
-    def get(self, child: str, attr: str) -> str:
-        found = self.element.find(child)
-        check(found is not None and attr in found.attrib, f"disk without {child}/@{attr}")
-        assert found is not None
-        return found.attrib[attr]
-
-
-def api_ship(src: str, dst: str) -> None:
-    """The same by hand: one push-mode backup of every disk into the source pool, each streamed into a volume
-    of the target's pool, the definition defined there, the backups and the older point removed."""
-    s, d = labctl.SITES[src], labctl.SITES[dst]
-    conn, target = libvirt.open(s.libvirt_uri), libvirt.open(d.libvirt_uri)
-    try:
-        dom = conn.lookupByName(VM)
-        stamp = time.monotonic_ns()
-        pool = conn.storagePoolLookupByName(s.pool)
-        folder = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
-        disks = [(x.get("./target", "dev"), x.get("./source", "volume"), x.get("./driver", "type"))
-                 for x in map(Attrs, ET.fromstring(dom.XMLDesc(0)).iterfind("./devices/disk"))]
-        dom.backupBegin("<domainbackup mode='push'><disks>" + "".join(
-            f"<disk name='{dev}' backup='yes' type='file'><target file='{folder}/hand-{dev}-{stamp}'/>"
-            f"<driver type='{fmt}'/></disk>" for dev, _, fmt in disks) + "</disks></domainbackup>", None, 0)
-        while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-            time.sleep(0.01)
-        pool.refresh(0)
-        dpool = target.storagePoolLookupByName(d.pool)
-        old = [v for v in dpool.listVolumes() if "@hand-" in v]
-        xml = mapped_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE), src, dst)
-        for dev, volume, fmt in disks:
-            backup = conn.storageVolLookupByPath(f"{folder}/hand-{dev}-{stamp}")
-            capacity = backup.info()[1]
-            point = dpool.createXML(f"<volume><name>{volume}@hand-{stamp}</name><capacity unit='B'>{capacity}"
-                                    f"</capacity><target><format type='{fmt}'/></target></volume>", 0)
-            down, up = conn.newStream(0), target.newStream(0)
-            backup.download(down, 0, 0, 0)
-            point.upload(up, 0, 0, 0)
-            while data := down.recv(1 << 20):
-                up.send(data)
-            down.finish()
-            up.finish()
-            backup.delete(0)
-            xml = xml.replace(f"volume='{volume}'", f"volume='{volume}@hand-{stamp}'")
-        target.defineXML(xml)
-        for name in old:
-            dpool.storageVolLookupByName(name).delete(0)
-    finally:
-        conn.close()
-        target.close()
-
-
 def docker_cli(src: str, dst: str) -> None:
     """What an operator types: checkpoint, create, the checkpoint streamed out of one daemon and into the
     other by `docker cp` through helper containers that bind its folder, start from it, remove the original."""
@@ -320,23 +216,6 @@ def measure(rounds: int, pairs: dict[str, tuple[Mover, Mover]]) -> Times:
     return times
 
 
-def measure_ships(rounds: int, ours: Mover, bare: Mover) -> None:
-    """Recovery points of the VM from site a to site b, alternating drorch and the hand-run calls."""
-    took: dict[str, list[float]] = {"drorch": [], "bare": []}
-    for r in range(rounds):
-        line = []
-        for who, ship in (("drorch", ours), ("bare", bare), ("bare", bare), ("drorch", ours)):
-            start = time.perf_counter()
-            ship("a", "b")
-            took[who].append(time.perf_counter() - start)
-            line.append(f"{who} {took[who][-1]:.2f}")
-        print(f"round {r + 1}/{rounds} VM recovery point ({lab_libvirt.DISK_MIB} + {DATA_MIB} MiB of disks), "
-              f"in-process: {', '.join(line)} s", flush=True)
-    mine, theirs = statistics.median(took["drorch"]), statistics.median(took["bare"])
-    print(f"  {'VM recovery point, in-process':<34} a->b  drorch {mine:6.2f}   bare {theirs:6.2f}   "
-          f"ratio {mine / theirs:5.2f}")
-
-
 def report(rounds: int, times: Times) -> None:
     """Medians per direction, and over both directions together: a TCG guest's migration takes one of two
     durations, so ten moves give a steadier median than five."""
@@ -367,7 +246,7 @@ def modes(name: str, by: dict[tuple[str, str], list[float]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", default="", help="measure only the pairs whose name contains this, no recovery points")
+    ap.add_argument("--only", default="", help="measure only the pairs whose name contains this")
     args = ap.parse_args()
     labctl.cmd_up(argparse.Namespace(reset=True))
     time.sleep(3)  # let the guest finish booting before the first migration
@@ -381,10 +260,6 @@ def main() -> None:
             "container checkpoint, in-process": (drorch_engine(ctr_pb, tmp, WorkloadKind.CONTAINER), docker_api),
         }
         report(args.rounds, measure(args.rounds, {k: v for k, v in pairs.items() if args.only in k}))
-        if args.only:
-            return
-        attach_data_disk()
-        measure_ships(args.rounds, drorch_ship(vm_pb, tmp), api_ship)
 
 
 if __name__ == "__main__":
