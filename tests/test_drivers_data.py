@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 from drorch.drivers.base import Endpoint, MoveRequest
-from drorch.drivers.docker_config import clone_config, unmapped_binds, volumes
+from drorch.drivers.docker_config import clone_config, clone_volume, drill_config, unmapped_binds, volumes
 from drorch.drivers.libvirt_storage import format_problem
-from drorch.drivers.libvirt_xml import point_disks_at, writable_disks
+from drorch.drivers.libvirt_xml import disk_chain, point_disks_at, writable_disks
 from drorch.drivers.podman import import_obstacle, published
 from drorch.drivers.podman_engine import checkpoint_problem
 from drorch.playbook import Mappings, Strategy
@@ -58,6 +58,30 @@ def test_only_writable_disks_travel_and_land_where_they_were_copied() -> None:
     assert disks == [("volume", {"pool": "dr", "volume": "vm.qcow2@point-1"}),
                      ("volume", {"pool": "dr", "volume": "data"})]
     assert "/iso/x.iso" in moved and "/pool/ro.raw" in moved
+
+
+def test_an_overlay_names_its_chain_and_a_copied_disk_stands_alone() -> None:
+    """A restart's overlay reads the point's chain as the definition names it (first file first, ended by an
+    empty backingStore); a disk copied elsewhere names none, whatever its source's definition said."""
+    chain = [("/b/vm.qcow2@point-2.after-1", "qcow2"), ("/b/vm.qcow2@point-1", "raw")]
+    over = point_disks_at(DOMAIN, {"prod/vm.qcow2": ("dr", "vm.qcow2")}, {"prod/vm.qcow2": chain})
+    (disk, _) = writable_disks(over)
+    assert disk_chain(disk) == chain and disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert disk.find("backingStore/backingStore/backingStore") is not None
+    assert disk.find("backingStore/backingStore/backingStore/source") is None  # the chain ends there
+    copied = point_disks_at(over, {"dr/vm.qcow2": ("prod", "vm.qcow2")})
+    assert disk_chain(writable_disks(copied)[0]) == []
+
+
+def test_a_drill_clone_gets_its_own_named_volumes() -> None:
+    mounts = [{"Type": "volume", "Source": "logs", "Target": "/logs"},
+              {"Type": "bind", "Source": "/etc/x", "Target": "/x"}]
+    body = drill_config({**INSPECT, "HostConfig": {**INSPECT["HostConfig"], "Mounts": mounts}}, "web-drill-3",
+                        "drorch-drill-3")
+    assert body["HostConfig"]["Binds"] == ["/srv/www:/www:ro", "cache.web-drill-3:/cache"]
+    assert body["HostConfig"]["Mounts"] == [{"Type": "volume", "Source": "logs.web-drill-3", "Target": "/logs"},
+                                            {"Type": "bind", "Source": "/etc/x", "Target": "/x"}]
+    assert clone_volume("cache", "web-drill-3") == "cache.web-drill-3"
 
 
 def test_pools_of_devices_take_raw_images_only() -> None:

@@ -28,7 +28,15 @@ from drorch.drivers.base import (
     WorkloadInfo,
 )
 from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
-from drorch.drivers.docker_config import clone_config, drill_config, published_ports, unmapped_binds, volumes
+from drorch.drivers.docker_config import (
+    binds,
+    clone_config,
+    clone_volume,
+    drill_config,
+    published_ports,
+    unmapped_binds,
+    volumes,
+)
 from drorch.drivers.docker_engine import (
     API_ERRORS,
     CHECKPOINT_PREFIX,
@@ -219,9 +227,9 @@ class ContainerDriver(ThreadedDriver):
         copy = s.inspect(name)
         if copy is None:
             raise MoveFailed(f"site {site.site} holds no copy of container {name} to clone")
-        if copy.get("Mounts"):
-            raise MoveFailed(f"container {name} has volumes or binds, which a clone would share with the "
-                             "recovery point: it is not cloned")
+        if binds(copy) or (isinstance(s, PodmanSite) and copy.get("Mounts")):
+            raise MoveFailed(f"container {name} has host folders bound in (or volumes, on Podman), which a clone "
+                             "would share with the recovery point: it is not cloned")
         try:
             there = s.inspect(clone)
             if there is not None and there["State"]["Running"]:
@@ -235,10 +243,11 @@ class ContainerDriver(ThreadedDriver):
                 self._isolated_network(s, network)
             target = there or s.create(config, clone)
             checkpoint = s.newest_checkpoint(copy["Id"], point) if s.checkpoint_obstacle() is None else None
+            if checkpoint is not None or volumes(copy):  # its own copies of the point's volumes
+                self._moves.send_state(clone, s, copy, s, target, checkpoint)
             if checkpoint is None:
                 s.start(target["Id"])
                 return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
-            self._moves.send_state(clone, s, copy, s, target, checkpoint)
             try:
                 s.start(target["Id"], checkpoint=checkpoint)
             finally:
@@ -282,13 +291,18 @@ class ContainerDriver(ThreadedDriver):
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         s = self._site(site)
         c = s.inspect(clone)
-        if c is None:
-            return []
+        removed = []
         try:
-            s.api.remove_container(c["Id"], force=True)
+            if c is not None:
+                s.api.remove_container(c["Id"], force=True, v=True)
+                removed.append(f"container {clone}")
+            for vol in (s.api.volumes(filters={"name": clone}) or {}).get("Volumes") or []:
+                if vol["Name"].endswith(clone_volume("", clone)):  # the clone's own copies of named volumes
+                    s.api.remove_volume(vol["Name"], force=True)
+                    removed.append(f"volume {vol['Name']}")
         except API_ERRORS as exc:
             raise SiteUnreachable(f"site {site.site}: removing container {clone}: {reason(exc)}") from None
-        return [f"container {clone}"]
+        return removed
 
     def drop_network(self, network: str, site: Endpoint) -> bool:
         s = self._site(site)
@@ -312,8 +326,11 @@ class ContainerDriver(ThreadedDriver):
             copy = dst.inspect(name)
             if copy is not None and copy["State"]["Running"]:
                 raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
-            if copy is not None and _ran(copy):  # a stale copy (the site was lost while it ran): never reused
-                dst.api.remove_container(copy["Id"], force=True)
+            if copy is not None and (_ran(copy) or volumes(copy)):
+                # A stale copy (the site was lost while it ran) is never reused; a copy's volumes are made anew,
+                # so that what the source deleted is gone from the point too. Its older checkpoints go with it:
+                # they would restore beside volume contents of another time.
+                self._drop_copy(dst, copy)
                 copy = None
             hid = Handle(request).id
             image = original["Config"]["Image"]
@@ -342,9 +359,17 @@ class ContainerDriver(ThreadedDriver):
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
                              f"{reason(exc)}") from None
-        what = ["image and config", *([f"{len(volumes(original))} volumes"] if volumes(original) else []),
+        kept = " (copied whole: a point of a container with volumes replaces the one before)"
+        what = ["image and config", *([f"{len(volumes(original))} volumes{kept}"] if volumes(original) else []),
                 *([f"checkpoint {checkpoint}"] if checkpoint else [])]
-        return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint)
+        return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint, "full", 1,
+                       sole=bool(volumes(original)))
+
+    @staticmethod
+    def _drop_copy(dst: DockerSite, copy: dict[str, Any]) -> None:
+        dst.api.remove_container(copy["Id"], force=True, v=True)
+        for vol in volumes(copy).values():
+            dst.api.remove_volume(vol, force=True)
 
     def progress(self, handle: Handle) -> Progress:
         req = handle.request

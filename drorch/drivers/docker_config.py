@@ -52,11 +52,23 @@ def clone_config(
     return config
 
 
+def clone_volume(volume: str, clone: str) -> str:
+    """The name of a drill clone's own copy of a named volume."""
+    return f"{volume}.{clone}"
+
+
 def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
     """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
-    no network at all (then its own empty namespace already isolates it); labelled as a drill's."""
+    no network at all (then its own empty namespace already isolates it); labelled as a drill's. Its named
+    volumes are its own (`clone_volume`), never the recovery point's."""
     config = clone_config(inspect)
     hc = config["HostConfig"]
+    if "Binds" in hc:
+        hc["Binds"] = [f"{clone_volume(src, clone)}:{rest}" if not src.startswith("/") else b
+                       for b in hc["Binds"] for src, _, rest in [b.partition(":")]]
+    if "Mounts" in hc:
+        hc["Mounts"] = [{**mt, "Source": clone_volume(mt["Source"], clone)} if mt.get("Type") == "volume"
+                        and mt.get("Source") else mt for mt in hc["Mounts"]]
     for key in ("PortBindings", "RestartPolicy"):
         hc.pop(key, None)
     config.pop("ExposedPorts", None)
@@ -74,6 +86,11 @@ def published_ports(inspect: dict[str, Any]) -> tuple[int, ...]:
 def volumes(inspect: dict[str, Any]) -> dict[str, str]:
     """The container's volumes, named or anonymous, by where they are mounted: destination -> volume name."""
     return {mt["Destination"]: mt["Name"] for mt in inspect.get("Mounts") or [] if mt.get("Type") == "volume"}
+
+
+def binds(inspect: dict[str, Any]) -> list[str]:
+    """Host folders bound into the container."""
+    return sorted({mt["Source"] for mt in inspect.get("Mounts") or [] if mt.get("Type") == "bind"})
 
 
 def unmapped_binds(inspect: dict[str, Any], mappings: Mappings) -> list[str]:
