@@ -173,7 +173,7 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
     shipped = run_drorch("protect", "ship", str(LAB_PLAYBOOK), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     rows = {r["workload"]: r["detail"] for r in json.loads(shipped.stdout)}
-    assert rows[lab_base.VM_NAME].startswith("definition and 1 disks (crash-consistent full backups, ")
+    assert rows[lab_base.VM_NAME].startswith("full point of 1 disks (crash-consistent full backups, ")
     assert "checkpoint drorch-" in rows[labctl.CHECKPOINT_CONTAINER]
     wait_until(lambda: max(container_counts("a", labctl.CHECKPOINT_CONTAINER)) >= 6, "lab-counter past 5")
     at_ship = max(container_counts("a", labctl.CHECKPOINT_CONTAINER))
