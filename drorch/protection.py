@@ -140,6 +140,17 @@ class Rpo:
     points: int
     last_error: str | None
     missing: tuple[str, ...] = ()  # kept points the site no longer holds whole, each with why
+    newest_point: RecoveryPoint | None = None
+
+    @property
+    def shipped(self) -> str:
+        """What the newest point is: full or incremental, the bytes it sent, its chain."""
+        p = self.newest_point
+        if p is None:
+            return ""
+        size = f", {p.size_bytes / 2**20:.1f} MiB sent" if p.size_bytes is not None else ""
+        chain = f", chain of {p.chain}" if p.chain else ""
+        return f"{p.point_kind or 'point'}{size}{chain}"
 
     @property
     def stale(self) -> bool:
@@ -149,7 +160,9 @@ class Rpo:
         return {"workload": self.workload, "kind": self.kind, "site": self.site, "points": self.points,
                 "newest": self.newest.isoformat() if self.newest else None, "age_s": self.age_s,
                 "target_s": self.target_s, "stale": self.stale, "last_error": self.last_error,
-                "missing": list(self.missing)}
+                "missing": list(self.missing), "newest_kind": self.newest_point.point_kind if self.newest_point
+                else None, "newest_bytes": self.newest_point.size_bytes if self.newest_point else None,
+                "newest_chain": self.newest_point.chain if self.newest_point else None}
 
 
 def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None = None,
@@ -164,10 +177,11 @@ def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None =
     out = []
     for (kind, workload, site), mine in sorted(rows.items()):
         complete = [p for p in mine if p.complete and (p.id or 0) not in missing]
-        newest = max((naive(p.taken_at) for p in complete), default=None)
+        last = max(complete, key=lambda p: naive(p.taken_at), default=None)
+        newest = naive(last.taken_at) if last is not None else None
         failed = [p for p in mine if not p.complete and (newest is None or naive(p.taken_at) > newest)]
         out.append(Rpo(workload, kind, site, newest, (now - newest).total_seconds() if newest else None,
                        pb.protect.target_s if pb.protect else None, len(complete),
                        failed[0].error if failed else None,
-                       tuple(missing[p.id or 0] for p in mine if (p.id or 0) in missing)))
+                       tuple(missing[p.id or 0] for p in mine if (p.id or 0) in missing), last))
     return out

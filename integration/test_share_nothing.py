@@ -38,7 +38,7 @@ def clients() -> dict[str, docker.DockerClient]:
 def remove_all(cs: dict[str, docker.DockerClient]) -> None:
     for c in cs.values():
         for name in NAMES:
-            for found in c.containers.list(all=True, filters={"name": f"^{name}$"}):
+            for found in c.containers.list(all=True, filters={"name": f"^{name}(.drorch-point)?$"}):
                 found.remove(force=True)
             for vol in c.volumes.list(filters={"name": f"{name}-data"}):
                 vol.remove(force=True)
@@ -211,6 +211,20 @@ def test_a_point_holds_exactly_the_volume_and_a_drill_clones_it(
 
     drill = run_drorch("drill", str(pb))
     assert drill.returncode == 0, drill.stdout + drill.stderr
-    assert "volume vol-points-data.vol-points-drill-" in drill.stdout  # its own copy, removed with it
+    assert "volume vol-points-data.drorch-point.vol-points-drill-" in drill.stdout  # its own copy, gone with it
     assert volume_files(b, "vol-points") == point
-    assert [v.name for v in b.volumes.list()] == ["vol-points-data"]
+    assert [v.name for v in b.volumes.list()] == ["vol-points-data.drorch-point"]
+
+    # A disaster restart runs the workload on copies of the point's volumes; the point stays as shipped.
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(pb))
+        assert res.returncode == 0 and "on a copy of the point" in res.stdout, res.stdout + res.stderr
+        wait_until(lambda: len(container_counts("b", "vol-points")) >= 2, "vol-points counting on b")
+        assert set(volume_files(b, "vol-points")) == {"count", "kept", "new"}
+        assert volume_files(b, "vol-points.drorch-point") == point
+        assert sorted(v.name for v in b.volumes.list()) == ["vol-points-data", "vol-points-data.drorch-point"]
+        status = run_drorch("protect", "status", "--points", str(pb))
+        assert "1 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))

@@ -67,7 +67,8 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         flag = "STALE" if r.stale else "ok"
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
         error += f"; {len(r.missing)} not whole: {'; '.join(r.missing)}" if r.missing else ""
-        echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{target}, "
+        what = f" ({r.shipped})" if r.shipped else ""
+        echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{what}{target}, "
              f"{r.points} kept{error}")
         for p in kept if points else []:
             if p.complete and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):

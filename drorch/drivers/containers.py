@@ -27,15 +27,14 @@ from drorch.drivers.base import (
     Shipped,
     WorkloadInfo,
 )
-from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
+from drorch.drivers.container_moves import ContainerMoves
+from drorch.drivers.container_points import ContainerPoints, point_copy, ran, set_aside
 from drorch.drivers.docker_config import (
-    binds,
-    clone_config,
+    POINT_SUFFIX,
     clone_volume,
-    drill_config,
+    is_point_copy,
     published_ports,
     unmapped_binds,
-    volumes,
 )
 from drorch.drivers.docker_engine import (
     API_ERRORS,
@@ -48,7 +47,7 @@ from drorch.drivers.jobs import ThreadedDriver
 from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.playbook import Strategy, WorkloadKind, short_image
+from drorch.playbook import WorkloadKind, short_image
 from drorch.records import DRILL_CLONE, DRILL_LABEL
 
 
@@ -61,12 +60,6 @@ def _count(value: Any) -> int:
     return value
 
 
-def _ran(c: dict[str, Any]) -> bool:
-    """A stopped container that ran before: not a shipped copy (created, never started) but a stale one."""
-    state = c.get("State") or {}
-    return not state.get("Running") and not str(state.get("StartedAt") or "0001").startswith("0001")
-
-
 class ContainerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
@@ -77,6 +70,7 @@ class ContainerDriver(ThreadedDriver):
         self._lock = threading.Lock()
         super().__init__()
         self._moves = ContainerMoves(self._jobs)
+        self._points = ContainerPoints(self._moves)
 
     def _site(self, ep: Endpoint) -> DockerSite:
         site = self._sites.get(ep)
@@ -126,7 +120,8 @@ class ContainerDriver(ThreadedDriver):
         s = self._site(site)
         with s.answering():
             ids = [c["Id"] for c in s.api.containers(all=True)
-                   if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)]
+                   if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)
+                   and not any(n.endswith(POINT_SUFFIX) for n in c.get("Names") or [])]  # points set aside
             found = (s.inspect(i) for i in ids)
             return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
 
@@ -161,7 +156,9 @@ class ContainerDriver(ThreadedDriver):
             on_source = self._revive(src, on_source)  # an interrupted move stopped it: back where it was first
         if on_source is None:
             raise MoveFailed(f"container {name} is running neither on site {src_ep.site} nor on site {dst_ep.site}")
-        if on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
+        if on_target is not None and is_point_copy(on_target):
+            set_aside(dst, name, on_target)  # the target's recovery points stay, out of the workload's way
+        elif on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
             dst.api.remove_container(on_target["Id"], force=True, v=True)
         handle.data["source_id"] = on_source["Id"]
         self._jobs.submit(handle.id, lambda: self._moves.run(handle, on_source, src, dst))
@@ -198,64 +195,17 @@ class ContainerDriver(ThreadedDriver):
 
     def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
         s = self._site(site)
-        c = s.inspect(name)
-        if c is None:
-            raise MoveFailed(f"site {site.site} holds no copy of container {name} to start from")
-        if c["State"]["Running"]:
-            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
         try:
-            if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c, point)) is not None:
-                return restored
-            checkpoint = s.newest_checkpoint(c["Id"], point) if s.checkpoint_obstacle() is None else None
-            if checkpoint is not None:
-                try:
-                    s.start(c["Id"], checkpoint=checkpoint)
-                    return Progress(Phase.COMPLETED,
-                                    message=f"restored on site {site.site} from checkpoint {checkpoint}")
-                except APIError as exc:
-                    s.start(c["Id"])
-                    return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its image",
-                                    warning=f"checkpoint {checkpoint} did not restore ({reason(exc)})")
-            s.start(c["Id"])
+            return self._points.restart(name, s, point)
         except API_ERRORS as exc:
             raise MoveFailed(f"container {name} did not start on site {site.site}: {reason(exc)}") from None
-        return Progress(Phase.COMPLETED, message=f"started on site {site.site} from its image (no checkpoint shipped)")
 
     def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
-        """A new container from the stopped copy's config, restored from a copy of its newest checkpoint."""
-        s = self._site(site)
-        copy = s.inspect(name)
-        if copy is None:
-            raise MoveFailed(f"site {site.site} holds no copy of container {name} to clone")
-        if binds(copy) or (isinstance(s, PodmanSite) and copy.get("Mounts")):
-            raise MoveFailed(f"container {name} has host folders bound in (or volumes, on Podman), which a clone "
-                             "would share with the recovery point: it is not cloned")
         try:
-            there = s.inspect(clone)
-            if there is not None and there["State"]["Running"]:
-                return f"{clone} already up on site {site.site}"
-            if isinstance(s, PodmanSite) and there is None:
-                said = PodmanCheckpoints.clone(name, clone, s, copy, point)
-                if said is not None:
-                    return said
-            config = drill_config(copy, clone, network)
-            if config["HostConfig"]["NetworkMode"] == network:
-                self._isolated_network(s, network)
-            target = there or s.create(config, clone)
-            checkpoint = s.newest_checkpoint(copy["Id"], point) if s.checkpoint_obstacle() is None else None
-            if checkpoint is not None or volumes(copy):  # its own copies of the point's volumes
-                self._moves.send_state(clone, s, copy, s, target, checkpoint)
-            if checkpoint is None:
-                s.start(target["Id"])
-                return f"{clone} started on site {site.site} from its image (no checkpoint shipped)"
-            try:
-                s.start(target["Id"], checkpoint=checkpoint)
-            finally:
-                s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
+            return self._points.clone(name, clone, self._site(site), network, point, self._isolated_network)
         except (*API_ERRORS, MoveFailed) as exc:
             raise MoveFailed(f"clone {clone} of container {name} did not start on site {site.site}: "
                              f"{reason(exc)}") from None
-        return f"{clone} restored on site {site.site} from checkpoint {checkpoint}"
 
     def _isolated_network(self, s: DockerSite, network: str) -> None:
         """An internal network: no gateway, no route off it, so clones reach each other and nothing else."""
@@ -265,7 +215,7 @@ class ContainerDriver(ThreadedDriver):
 
     def held_points(self, name: str, site: Endpoint) -> list[str] | None:
         s = self._site(site)
-        copy = s.inspect(name)
+        copy = point_copy(s, name) or s.inspect(name)
         with s.answering():
             if isinstance(s, PodmanSite):
                 return s.checkpoint_images(name) if copy is not None else None
@@ -275,12 +225,12 @@ class ContainerDriver(ThreadedDriver):
 
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         c = self._site(site).inspect(name)
-        return [f"stopped container {name}, which ran here before"] if c is not None and _ran(c) else []
+        return [f"stopped container {name}, which ran here before"] if c is not None and ran(c) else []
 
     def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
         s = self._site(site)
         c = s.inspect(name)
-        if c is None or not _ran(c):
+        if c is None or not ran(c):
             return []
         try:
             s.api.remove_container(c["Id"], force=True)
@@ -315,61 +265,7 @@ class ContainerDriver(ThreadedDriver):
         return bool(found)
 
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
-        """Image and a stopped copy on the target, with its volumes' contents and a checkpoint of the running
-        source in it; the copy keeps the `keep` newest checkpoints."""
-        name = request.workload
-        src, dst = self._site(request.source), self._site(request.target)
-        original = src.inspect(name)
-        if original is None:
-            raise MoveFailed(f"container {name} is not on site {request.source.site}")
-        try:
-            copy = dst.inspect(name)
-            if copy is not None and copy["State"]["Running"]:
-                raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
-            if copy is not None and (_ran(copy) or volumes(copy)):
-                # A stale copy (the site was lost while it ran) is never reused; a copy's volumes are made anew,
-                # so that what the source deleted is gone from the point too. Its older checkpoints go with it:
-                # they would restore beside volume contents of another time.
-                self._drop_copy(dst, copy)
-                copy = None
-            hid = Handle(request).id
-            image = original["Config"]["Image"]
-            if not dst.has_image(request.mappings.image(image)):
-                self._moves.send_image(hid, image, src, dst)
-            if copy is None:
-                config = clone_config(original, request.mappings, request.resources)
-                copy = dst.create(config, name)
-            checkpoint = image_checkpoint = None
-            if request.strategy is Strategy.CHECKPOINT and self._moves.checkpoint_obstacle(src, dst) is None \
-                    and original["State"]["Running"]:
-                if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
-                    image_checkpoint = self._moves.podman.ship(hid, name, original, src, dst, retention.keep)
-                else:
-                    checkpoint = checkpoint_name(hid)
-                    src.checkpoint(original["Id"], checkpoint, leave_running=True)
-            try:
-                size = self._moves.send_state(hid, src, original, dst, copy, checkpoint)
-            finally:
-                if checkpoint is not None:
-                    src.drop_checkpoint(original["Id"], checkpoint)
-            checkpoint = checkpoint or image_checkpoint
-            ours = sorted(c for c in dst.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
-            for old in ours[:max(0, len(ours) - retention.keep)]:
-                dst.drop_checkpoint(copy["Id"], old)  # beyond the retention policy
-        except API_ERRORS as exc:
-            raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
-                             f"{reason(exc)}") from None
-        kept = " (copied whole: a point of a container with volumes replaces the one before)"
-        what = ["image and config", *([f"{len(volumes(original))} volumes{kept}"] if volumes(original) else []),
-                *([f"checkpoint {checkpoint}"] if checkpoint else [])]
-        return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint, "full", 1,
-                       sole=bool(volumes(original)))
-
-    @staticmethod
-    def _drop_copy(dst: DockerSite, copy: dict[str, Any]) -> None:
-        dst.api.remove_container(copy["Id"], force=True, v=True)
-        for vol in volumes(copy).values():
-            dst.api.remove_volume(vol, force=True)
+        return self._points.ship(request, retention, self._site(request.source), self._site(request.target))
 
     def progress(self, handle: Handle) -> Progress:
         req = handle.request

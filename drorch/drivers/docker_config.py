@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drorch.playbook import Mappings, Resources
@@ -52,29 +53,64 @@ def clone_config(
     return config
 
 
+POINT_LABEL = "drorch.point"  # on a stopped copy that holds a workload's recovery points
+POINT_SUFFIX = ".drorch-point"  # its name once a restart or a move has put the workload itself under its name
+
+
+def point_copy_name(name: str) -> str:
+    return f"{name}{POINT_SUFFIX}"
+
+
 def clone_volume(volume: str, clone: str) -> str:
     """The name of a drill clone's own copy of a named volume."""
     return f"{volume}.{clone}"
+
+
+def renamed_volumes(config: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """The create body with each named volume (in Binds or Mounts) renamed; host folders stay."""
+    hc = config["HostConfig"]
+    if "Binds" in hc:
+        hc["Binds"] = [b if src.startswith("/") else f"{rename(src)}:{rest}"
+                       for b in hc["Binds"] for src, _, rest in [b.partition(":")]]
+    if "Mounts" in hc:
+        hc["Mounts"] = [{**mt, "Source": rename(mt["Source"])} if mt.get("Type") == "volume" and mt.get("Source")
+                        else mt for mt in hc["Mounts"]]
+    return config
+
+
+def point_config(inspect: dict[str, Any], mappings: Mappings, resources: Resources | None,
+                 own_volumes: bool) -> dict[str, Any]:
+    """A point copy's create body: labelled, and with `own_volumes` its named volumes under names of their own,
+    so that the workload restarted from it gets the original names and the copy stays as shipped."""
+    config = clone_config(inspect, mappings, resources)
+    config["Labels"] = {**(config.get("Labels") or {}), POINT_LABEL: "1"}
+    return renamed_volumes(config, lambda v: f"{v}{POINT_SUFFIX}") if own_volumes else config
+
+
+def restart_config(copy: dict[str, Any]) -> dict[str, Any]:
+    """The workload's own create body, made from its point copy: the original volume names, no point label."""
+    config = clone_config(copy)
+    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if k != POINT_LABEL}
+    return renamed_volumes(config, lambda v: v.removesuffix(POINT_SUFFIX))
+
+
+def is_point_copy(inspect: dict[str, Any]) -> bool:
+    return POINT_LABEL in ((inspect.get("Config") or {}).get("Labels") or {})
 
 
 def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
     """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
     no network at all (then its own empty namespace already isolates it); labelled as a drill's. Its named
     volumes are its own (`clone_volume`), never the recovery point's."""
-    config = clone_config(inspect)
+    config = renamed_volumes(clone_config(inspect), lambda v: clone_volume(v, clone))
     hc = config["HostConfig"]
-    if "Binds" in hc:
-        hc["Binds"] = [f"{clone_volume(src, clone)}:{rest}" if not src.startswith("/") else b
-                       for b in hc["Binds"] for src, _, rest in [b.partition(":")]]
-    if "Mounts" in hc:
-        hc["Mounts"] = [{**mt, "Source": clone_volume(mt["Source"], clone)} if mt.get("Type") == "volume"
-                        and mt.get("Source") else mt for mt in hc["Mounts"]]
     for key in ("PortBindings", "RestartPolicy"):
         hc.pop(key, None)
     config.pop("ExposedPorts", None)
     if hc.get("NetworkMode") != "none":
         hc["NetworkMode"] = network
-    config["Labels"] = {**(config.get("Labels") or {}), DRILL_LABEL: clone}
+    labels = {k: v for k, v in (config.get("Labels") or {}).items() if k != POINT_LABEL}
+    config["Labels"] = {**labels, DRILL_LABEL: clone}
     return config
 
 
