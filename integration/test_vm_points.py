@@ -204,16 +204,19 @@ def test_what_an_increment_cannot_build_on_makes_a_full_point(run_drorch: Drorch
             cp.delete(0)
     finally:
         conn.close()
-    half = f"{DISK}@point-20000101T000000000000"  # as a ship killed while streaming leaves it: in no record
-    target = libvirt.open(labctl.SITES["b"].libvirt_uri)
-    try:
-        target.storagePoolLookupByName(labctl.SITES["b"].pool).createXML(
-            f"<volume><name>{half}</name><capacity unit='MiB'>1</capacity></volume>", 0)
-    finally:
-        target.close()
+    # What a ship killed while streaming leaves: its backup in the source's pool, a volume in no record.
+    half, backup = f"{DISK}@point-20000101T000000000000", f"{DISK}.drorch-backup-20000101T000000000000"
+    for site, name in (("b", half), ("a", backup)):
+        conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+        try:
+            conn.storagePoolLookupByName(labctl.SITES[site].pool).createXML(
+                f"<volume><name>{name}</name><capacity unit='MiB'>1</capacity></volume>", 0)
+        finally:
+            conn.close()
     res = run_drorch("protect", "ship", str(playbook), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     point = json.loads(res.stdout)[0]
     assert point["point_kind"] == "full" and "the source holds no checkpoint of point-" in point["detail"]
     assert half not in volumes("b") and "volumes no kept point reads removed" in point["detail"]
+    assert volumes("a") == [DISK]
     assert run_drorch("readiness", "--check", str(playbook)).returncode == 0

@@ -42,6 +42,8 @@ from drorch.drivers.libvirt_storage import (
 from drorch.drivers.libvirt_xml import Chain, disk_chain, disk_source, point_disks_at, writable_disks
 from drorch.errors import MoveFailed
 
+BACKUP, COPY = ".drorch-backup-", ".drorch-copy-"  # a ship's and a cold move's copies, in the source's pool
+
 
 @dataclass(frozen=True)
 class PointDisk:
@@ -127,7 +129,7 @@ def frozen_copies(dom: libvirt.virDomain, conn: libvirt.virConnect, xml: str, di
         return None
     dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
     try:
-        return backup(dom, conn, [(d, f"{d.volume}.drorch-copy-{stamp}") for d in disks])
+        return backup(dom, conn, [(d, f"{d.volume}{COPY}{stamp}") for d in disks])
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
@@ -187,8 +189,21 @@ class Shipper:
         disks = "".join(f"<disk name='{d.dev}' checkpoint='bitmap'/>" for d, _ in self.disks)
         return f"<domaincheckpoint><name>{checkpoint_of(self.stamp)}</name><disks>{disks}</disks></domaincheckpoint>"
 
+    def clear_leftovers(self) -> None:
+        """The source's copies that an interrupted ship left in its pools (none while a job runs: a backup
+        under way is another's)."""
+        if self.dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            return
+        for disk, _ in self.disks:
+            pool = self.source.storagePoolLookupByName(disk.pool)
+            refresh(pool)
+            for name in pool.listVolumes():
+                if name.startswith((f"{disk.volume}{BACKUP}", f"{disk.volume}{COPY}")):
+                    delete_quietly(pool.storageVolLookupByName(name))
+
     def take(self) -> Taken:
         """The copies to stream: an increment when one can be taken, else a full copy and why."""
+        self.clear_leftovers()
         plain = [d for d, _ in self.disks]
         if not self.dom.isActive():
             xml = self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -197,7 +212,7 @@ class Shipper:
             why = "the VM is stopped: its disks are copied whole" if self.retention.points else ""
             return Taken(copies, frozen is not None, None, False, why)
         parent, why = self.parent()
-        names = [(d, f"{d.volume}.drorch-backup-{self.stamp}") for d in plain]
+        names = [(d, f"{d.volume}{BACKUP}{self.stamp}") for d in plain]
         with_checkpoint = all(d.fmt == "qcow2" for d in plain)
         if parent is not None:
             try:
