@@ -1,0 +1,193 @@
+"""The libvirt driver's moves: peer-to-peer live migration (with storage migration of the disks the target
+does not see), cold moves (shut down, stream the disks, start there) and replica restarts, each run in a
+background job and observed on both sites."""
+
+from __future__ import annotations
+
+import contextlib
+
+import libvirt
+
+from drorch.drivers.base import Handle, MoveRequest, Phase, Progress
+from drorch.drivers.libvirt_migration import Watchdog, migrate_params
+from drorch.drivers.libvirt_points import new_stamp
+from drorch.drivers.libvirt_ship import frozen_copies
+from drorch.drivers.libvirt_sites import LibvirtSites, reason, stop
+from drorch.drivers.libvirt_storage import create_volume, delete_quietly, stream_volume
+from drorch.drivers.libvirt_xml import map_domain_xml
+from drorch.errors import DrorchError, MoveFailed
+from drorch.playbook import Strategy
+
+
+class LibvirtMoves(LibvirtSites):
+    def start_move(self, request: MoveRequest) -> Handle:
+        name, src, dst = request.workload, request.source, request.target
+        handle = Handle(request)
+        dom = self._domain(src, name)
+        if self._running_on(dst, name):
+            handle.data["already_there"] = True
+            return handle
+        # A cold or replica move interrupted after the shutdown goes on from the stopped source.
+        stopped_ok = request.strategy is not Strategy.LIVE
+        if dom is None or not (dom.isActive() or stopped_ok):
+            raise MoveFailed(f"VM {name} is running neither on site {src.site} nor on site {dst.site}")
+        self._conn(dst)  # an unreachable target fails here, before the VM is touched
+        if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            handle.data["joined"] = True  # a migration started earlier is still under way
+            return handle
+        moves = {Strategy.LIVE: lambda: self._migrate(dom, request),
+                 Strategy.COLD: lambda: self._cold(dom, request, handle.id),
+                 Strategy.REPLICA: lambda: self._replica(dom, request)}
+        self._jobs.submit(handle.id, moves[request.strategy])
+        return handle
+
+    def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        params, flags = migrate_params(request.target, request.controls)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        disks = self._to_copy(xml, request)
+        self._check_room(request, disks)
+        created: list[libvirt.virStorageVol] = []
+        target = self._conn(request.target)
+        try:
+            for disk, pool in disks:  # storage migration writes into volumes that exist already
+                created.append(create_volume(target, pool, disk.volume, disk))
+        except libvirt.libvirtError as exc:
+            for vol in created:
+                delete_quietly(vol)
+            raise MoveFailed(f"the disks of {request.workload} cannot be created on site {request.target.site}: "
+                             f"{reason(exc)}; it still runs on site {request.source.site}") from None
+        if disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.dev for d, _ in disks]
+        mapped = map_domain_xml(self._landed(xml, disks), request.mappings, None)  # a live guest keeps its size
+        if mapped != xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
+        size = dom.maxMemory() * 1024 + sum(d.capacity for d, _ in disks)
+        watch = Watchdog(dom, request.controls, size) if request.controls else None
+        if watch is not None:
+            watch.start()
+        try:
+            dom.migrateToURI3(request.target.uri, params, flags)
+        except libvirt.libvirtError as exc:
+            for vol in created:  # nothing half-copied stays behind
+                delete_quietly(vol)
+            why = f"aborted, {watch.aborted}" if watch is not None and watch.aborted else "failed"
+            raise MoveFailed(f"live migration of {request.workload} {why}: {reason(exc)}; it still runs on "
+                             f"site {request.source.site}") from None
+        finally:
+            if watch is not None:
+                watch.stop.set()
+        self._drop_sources(request, disks)
+        return self._completed(request)
+
+    def cancel(self, handle: Handle) -> None:
+        dom = self._domain(handle.request.source, handle.request.workload)
+        if dom is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.abortJob()
+
+    def _cold(self, dom: libvirt.virDomain, request: MoveRequest, handle_id: str) -> Progress:
+        """Shut down, stream the disks into the target's pools, define there with the mapped configuration and
+        size, start there."""
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        source, target = self._conn(request.source), self._conn(request.target)
+        created: list[libvirt.virStorageVol] = []
+        try:
+            disks = self._to_copy(xml, request)
+            self._check_room(request, disks)
+            self._jobs.set_step(handle_id, "shutdown")
+            stop(dom)
+            try:
+                self._jobs.set_step(handle_id, "copying disks")
+                frozen = frozen_copies(dom, source, xml, [d for d, _ in disks], new_stamp())
+                copies = frozen or [source.storageVolLookupByPath(d.path) for d, _ in disks]
+                try:
+                    for (disk, pool), copy in zip(disks, copies, strict=True):
+                        created.append(create_volume(target, pool, disk.volume, disk))
+                        stream_volume(copy, source, created[-1], target,
+                                      self._jobs.counter(handle_id, sum(d.allocation for d, _ in disks)))
+                finally:
+                    for copy in frozen or []:
+                        delete_quietly(copy)
+                self._jobs.set_step(handle_id, "start")
+                mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
+                target.defineXML(mapped).create()
+            except (libvirt.libvirtError, MoveFailed) as exc:
+                for vol in created:
+                    delete_quietly(vol)
+                dom.create()  # not started there: back up at home
+                why = exc if isinstance(exc, MoveFailed) else reason(exc)
+                raise MoveFailed(f"{request.workload} did not start on site {request.target.site}, restarted on "
+                                 f"site {request.source.site}: {why}") from None
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+            self._drop_sources(request, disks)
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"cold move of {request.workload} failed: {reason(exc)}") from None
+        done, total = self._jobs.sent(handle_id)
+        return Progress(Phase.COMPLETED, bytes_done=done, bytes_total=total,
+                        message=f"running on site {request.target.site}")
+
+    def _replica(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        """Start the copy already defined on the target; the source stays defined, stopped."""
+        replica = self._domain(request.target, request.workload)
+        if replica is None:
+            raise MoveFailed(f"no replica of {request.workload} is defined on site {request.target.site}")
+        try:
+            stop(dom)
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"restart of {request.workload} from its replica failed: {reason(exc)}") from None
+        started = self.restart(request.workload, request.target)
+        return Progress(Phase.COMPLETED, message=f"running on site {request.target.site} (from its replica: "
+                                                 f"{started.message})")
+
+    def _completed(self, request: MoveRequest) -> Progress:
+        """The target keeps the finished job's statistics: what was sent and the guest's downtime."""
+        message = f"running on site {request.target.site}"
+        try:
+            dom = self._domain(request.target, request.workload)
+            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) if dom is not None else {}
+        except (DrorchError, libvirt.libvirtError):
+            stats = {}
+        if "downtime" in stats:
+            message += f" (downtime {stats['downtime']} ms)"
+        return Progress(Phase.COMPLETED, bytes_done=stats.get("data_processed"),
+                        bytes_total=stats.get("data_total"), message=message)
+
+    def progress(self, handle: Handle) -> Progress:
+        req = handle.request
+        if handle.data.get("already_there"):
+            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
+        fut = self._jobs.future(handle.id)
+        if fut is not None and fut.done():
+            exc = fut.exception()
+            if exc is not None:
+                return Progress(Phase.FAILED, message=str(exc))
+            return fut.result()
+        if fut is not None and req.strategy is not Strategy.LIVE:  # its job reports how it ends
+            done, total = self._jobs.sent(handle.id)
+            return Progress(Phase.RUNNING, step=self._jobs.step(handle.id) or f"{req.strategy} move",
+                            bytes_done=done, bytes_total=total)
+        try:
+            return self._observed(req, ours=fut is not None)
+        except (DrorchError, libvirt.libvirtError) as exc:
+            if fut is not None:  # our migrate call will report how it ends
+                return Progress(Phase.RUNNING, step="waiting for libvirt")
+            return Progress(Phase.FAILED, message=str(exc))
+
+    def _observed(self, req: MoveRequest, ours: bool) -> Progress:
+        """Progress as both sites show it: the source's migration job, or where the VM now runs."""
+        dom = self._domain(req.source, req.workload)
+        stats = dom.jobStats() if dom is not None and dom.isActive() else {}
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE:
+            return Progress(
+                Phase.RUNNING,
+                step="migrating memory",
+                bytes_done=stats.get("data_processed"),
+                bytes_total=stats.get("data_total"),
+            )
+        if self._running_on(req.target, req.workload):
+            return self._completed(req)
+        if ours:
+            return Progress(Phase.RUNNING, step="starting migration")
+        return Progress(Phase.FAILED, message=f"no migration of {req.workload} is under way (interrupted?)")

@@ -1,0 +1,131 @@
+"""The libvirt driver's reach into the sites: one connection per URI, domains looked up, and which disks of
+a guest must travel and where they land (the parts the driver's moves and recovery points share)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import libvirt
+
+from drorch.drivers.base import Endpoint, MoveRequest, WorkloadInfo
+from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.libvirt_storage import Disk, delete_quietly, guest_disks, placement_problems, shared
+from drorch.drivers.libvirt_xml import domain_names, point_disks_at
+from drorch.errors import MoveFailed, SiteUnreachable
+from drorch.playbook import WorkloadKind
+
+# libvirt prints every error on stderr besides raising it; the exception is enough.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+COLD_SHUTDOWN_SECONDS = 30.0
+
+
+def stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
+    """Ask the guest to shut down; pull the plug when it has not within the grace period."""
+    if not dom.isActive():
+        return
+    dom.shutdown()
+    deadline = time.monotonic() + grace_seconds
+    while dom.isActive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if dom.isActive():
+        dom.destroy()
+
+
+def reason(exc: libvirt.libvirtError) -> str:
+    return exc.get_error_message() or str(exc)
+
+
+class LibvirtSites(ThreadedDriver):
+    kind = WorkloadKind.VM
+
+    def __init__(self) -> None:
+        self._conns: dict[str, libvirt.virConnect] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _conn(self, ep: Endpoint) -> libvirt.virConnect:
+        conn = self._conns.get(ep.uri)
+        if conn is not None:
+            try:
+                if conn.isAlive():
+                    return conn
+            except libvirt.libvirtError:
+                pass
+        try:
+            conn = libvirt.open(ep.uri)
+        except libvirt.libvirtError as exc:
+            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown} does not answer: {reason(exc)}") from None
+        self._conns[ep.uri] = conn
+        return conn
+
+    def _domain(self, ep: Endpoint, name: str) -> libvirt.virDomain | None:
+        try:
+            return self._conn(ep).lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown}: {reason(exc)}") from None
+
+    @staticmethod
+    def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
+        state, max_kib, _mem, vcpus, _cpu = dom.info()
+        networks, pools = domain_names(dom.XMLDesc(0))
+        return WorkloadInfo(
+            name=dom.name(),
+            kind=WorkloadKind.VM,
+            site=ep.site,
+            running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED),
+            memory_mib=max_kib // 1024,
+            vcpus=vcpus,
+            host=ep.host,
+            networks=networks,
+            pools=pools,
+        )
+
+    def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        dom = self._domain(site, name)
+        try:
+            return None if dom is None else self._info(dom, site)
+        except libvirt.libvirtError:
+            return None  # it left while we looked
+
+    def _running_on(self, ep: Endpoint, name: str) -> bool:
+        info = self.locate(name, ep)
+        return info is not None and info.running
+
+    def _to_copy(self, xml: str, request: MoveRequest) -> list[tuple[Disk, str]]:
+        """The guest's disks that must be copied, each with the pool it goes to on the target."""
+        target = self._conn(request.target)
+        return [(d, request.mappings.pool(d.pool)) for d in guest_disks(self._conn(request.source), xml)
+                if not shared(target, d)]
+
+    def _check_room(self, request: MoveRequest, disks: list[tuple[Disk, str]]) -> None:
+        """Pre-flight again at the start of the move itself: nothing is touched when a disk cannot land."""
+        problems = placement_problems(self._conn(request.target), disks)
+        if problems:
+            raise MoveFailed(f"{request.workload} cannot move to site {request.target.site}: {'; '.join(problems)}; "
+                             f"it still runs on site {request.source.site}")
+
+    def _landed(self, xml: str, disks: list[tuple[Disk, str]], name_of: dict[str, str] | None = None) -> str:
+        """The definition with each copied disk on its volume in the target's pool."""
+        return point_disks_at(xml, {d.key: (pool, (name_of or {}).get(d.key, d.volume)) for d, pool in disks})
+
+    def _drop_sources(self, request: MoveRequest, disks: list[tuple[Disk, str]]) -> None:
+        """After a move the disks live on the target: the source's copies go, so nothing is left behind."""
+        conn = self._conn(request.source)
+        for disk, _ in disks:
+            try:
+                vol = conn.storagePoolLookupByName(disk.pool).storageVolLookupByName(disk.volume)
+            except libvirt.libvirtError:
+                continue
+            delete_quietly(vol)
+
+    def close(self) -> None:
+        super().close()
+        for conn in self._conns.values():
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+        self._conns.clear()
