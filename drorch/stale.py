@@ -41,11 +41,16 @@ def stale_copies(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], snap: Sna
     A workload that runs nowhere has no stale copy: what a site holds of it may be all there is."""
     out = []
     pair = {pb.primary, pb.secondary}
+    # Only hosts whose inventory lists the workload stopped are asked: a stale copy is a stopped definition or
+    # container, and a site's shipped copy is one too; so a status of a large estate asks no more than that.
+    stopped = {(w.kind, w.name, inv.site, inv.host) for inv in snap.hosts for w in inv.workloads if not w.running}
     for (kind, name), sites in sorted(_running_sites(pb, snap).items()):
         if len(sites) != 1 or not sites <= pair or kind not in drivers:
             continue
         other = (pair - sites).pop()
         for ep in site_endpoints(pb, other, kind):
+            if (kind, name, other, ep.host) not in stopped:
+                continue
             try:
                 items = drivers[kind].leftovers(name, ep)
             except SiteUnreachable:
