@@ -106,7 +106,8 @@ def test_protect_status_shows_each_rpo(capsys: pytest.CaptureFixture[str], sched
     code, out, _ = drorch(capsys, "protect", "ship", str(scheduled))
     assert code == 0 and out.count("copy on site b at count 42") == 3
     code, out, _ = drorch(capsys, "protect", "status", str(scheduled))
-    assert code == 0 and "vm        db                       site b: ok    newest 0 s ago (target 2 s), 1 kept" in out
+    assert code == 0 and ("vm        db                       site b: ok    newest 0 s ago (full, 128.0 MiB sent, "
+                          "chain of 1) (target 2 s), 1 kept") in out
     time.sleep(2.1)
     code, out, _ = drorch(capsys, "protect", "status", str(scheduled), "--json")
     assert code == 1 and all(r["stale"] for r in json.loads(out))

@@ -192,11 +192,12 @@ def stream_volume(src: libvirt.virStorageVol, src_conn: libvirt.virConnect, dst:
                 stream.abort()
         raise
     refresh(dst.storagePoolLookupByVolume())
-    landed = dst_conn.storageVolLookupByKey(dst.key()).info()[2]
-    expected = src.info()[2]
+    # Sizes of the files themselves: what is allocated to them is counted in whole blocks of the file system.
+    landed = dst_conn.storageVolLookupByKey(dst.key()).infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
+    expected = src.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
     if landed < sent or sent < expected:
         raise MoveFailed(f"the copy of volume {src.name()} is {landed} bytes on the target, {sent} were sent, "
-                         f"{expected} are allocated at the source")
+                         f"its file at the source has {expected}")
     return sent
 
 
