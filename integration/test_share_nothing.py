@@ -228,3 +228,25 @@ def test_a_point_holds_exactly_the_volume_and_a_drill_clones_it(
         assert "1 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
     finally:
         labctl.cmd_up(argparse.Namespace(reset=True))
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_a_disaster_restart_from_an_older_checkpoint(tmp_path: Path, run_drorch: Drorch) -> None:
+    """Two kept checkpoints of the lab's counter: `--point` at the first one's time restores that one."""
+    name = labctl.CHECKPOINT_CONTAINER
+    pb = playbook(tmp_path, [{"name": name, "kind": "container", "strategy": "checkpoint"}],
+                  protect={"interval_s": 60, "keep": 3})
+    first = run_drorch("protect", "ship", str(pb), "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    at_first = container_counts("a", name)[-1]
+    wait_until(lambda: container_counts("a", name)[-1] >= at_first + 6, f"{name} counting on")
+    assert run_drorch("protect", "ship", str(pb)).returncode == 0
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", "--point",
+                         json.loads(first.stdout)[0]["taken_at"], str(pb))
+        assert res.returncode == 0 and json.loads(first.stdout)[0]["name"] in res.stdout, res.stdout + res.stderr
+        wait_until(lambda: len(container_counts("b", name)) >= 1, f"{name} counting on b")
+        assert at_first <= container_counts("b", name)[0] <= at_first + 2  # from the first point, not the second
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
