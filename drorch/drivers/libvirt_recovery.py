@@ -71,17 +71,19 @@ def point_disks(conn: libvirt.virConnect, xml: str) -> list[PointDisk]:
     return found
 
 
+def _whole(disks: list[PointDisk]) -> list[str]:
+    """The times of the points whose every disk's chain the site holds whole, oldest first."""
+    return sorted(s for s in disks[0].vols if all(intact(d.vols, s) for d in disks)) if disks else []
+
+
 def whole_points(conn: libvirt.virConnect, xml: str) -> list[str]:
-    """The points of a shipped definition whose every disk's chain the site holds whole, oldest first."""
-    disks = point_disks(conn, xml)
-    if not disks:
-        return []
-    return [point_name(s) for s in sorted(disks[0].vols) if all(intact(d.vols, s) for d in disks)]
+    """The points of a shipped definition that the site holds whole, oldest first."""
+    return [point_name(s) for s in _whole(point_disks(conn, xml))]
 
 
 def choose(disks: list[PointDisk], point: str | None, what: str) -> str:
     """The time of the point asked for, or of the newest one whose every disk's chain is whole."""
-    whole = sorted(s for s in disks[0].vols if all(intact(d.vols, s) for d in disks))
+    whole = _whole(disks)
     if point is None:
         if not whole:
             raise MoveFailed(f"{what}: no recovery point on this site has all its volumes")
