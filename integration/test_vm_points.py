@@ -12,14 +12,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import Drorch, vm_counts, wait_until, where
+from integration.bench.points import DATA_DISK, attach_data_disk
+from integration.conftest import DRORCH, Drorch, vm_counts, wait_until, where
 from integration.test_vm_disks import vm_playbook, volumes
 
 VM = lab_base.VM_NAME
@@ -220,3 +225,32 @@ def test_what_an_increment_cannot_build_on_makes_a_full_point(run_drorch: Drorch
     assert half not in volumes("b") and "volumes no kept point reads removed" in point["detail"]
     assert volumes("a") == [DISK]
     assert run_drorch("readiness", "--check", str(playbook)).returncode == 0
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_a_ship_killed_while_it_streams_leaves_no_point(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL while a full point of a 256 MiB disk streams: no point is recorded, and the next ship removes what
+    the killed one left on both sites (its volume on b, its backup copy on a) and ships a whole point."""
+    attach_data_disk(tmp_path, 256)
+    playbook = vm_playbook(tmp_path, "live", protect={"interval_s": 60, "keep": 2})
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+    ship = subprocess.Popen([str(DRORCH), "protect", "ship", str(playbook)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(v.startswith(f"{DATA_DISK}@point-") for v in volumes("b")), "the data disk streaming",
+                   120)
+        time.sleep(0.3)
+        assert ship.poll() is None, "the ship ended before it could be killed"
+    finally:
+        ship.send_signal(signal.SIGKILL)
+        ship.wait()
+    assert [v for v in volumes("a") if ".drorch-backup-" in v]  # what the killed ship left
+    status = run_drorch("protect", "status", str(playbook))
+    assert status.returncode == 1 and "no recovery points" in status.stderr, status.stdout + status.stderr
+    res = run_drorch("protect", "ship", str(playbook), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    point = json.loads(res.stdout)[0]
+    assert point["point_kind"] == "full" and "volumes no kept point reads removed" in point["detail"], point
+    stamp = point["name"].removeprefix("point-")
+    assert volumes("b") == sorted(f"{disk}@point-{stamp}" for disk in (DISK, DATA_DISK))
+    assert volumes("a") == sorted([DISK, DATA_DISK])

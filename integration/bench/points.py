@@ -43,11 +43,11 @@ DATA_DISK = f"{lab_libvirt.VM_DISK}-data"  # named after the VM's disk: a lab re
 DATA_MIB, CHANGED_MIB = 1024, 10
 
 
-def attach_data_disk(tmp: Path) -> None:
+def attach_data_disk(tmp: Path, mib: int = DATA_MIB) -> None:
     """A qcow2 volume of random bytes in site a's pool, uploaded through the storage API, attached as vdb."""
     raw, image = tmp / "data.raw", tmp / "data.qcow2"
     with raw.open("wb") as f:
-        for _ in range(DATA_MIB):
+        for _ in range(mib):
             f.write(os.urandom(1 << 20))
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", str(raw), str(image)],
                    check=True)
@@ -55,7 +55,7 @@ def attach_data_disk(tmp: Path) -> None:
     conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
     try:
         pool = conn.storagePoolLookupByName(labctl.SITES["a"].pool)
-        vol = pool.createXML(f"<volume><name>{DATA_DISK}</name><capacity unit='MiB'>{DATA_MIB}</capacity>"
+        vol = pool.createXML(f"<volume><name>{DATA_DISK}</name><capacity unit='MiB'>{mib}</capacity>"
                              "<target><format type='qcow2'/><compat>1.1</compat></target></volume>", 0)
         stream = conn.newStream(0)
         vol.upload(stream, 0, 0, 0)
