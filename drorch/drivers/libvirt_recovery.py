@@ -33,6 +33,15 @@ from drorch.drivers.libvirt_xml import Chain, disk_chain, disk_source, point_dis
 from drorch.errors import MoveFailed
 
 
+def chain_files(pool: libvirt.virStoragePool, vols: dict[str, PointVolume], stamp: str) -> Chain:
+    """A point's chain as files of the site, its own volume first."""
+    out = []
+    for pv in chain(vols, stamp):
+        vol = pool.storageVolLookupByName(pv.name)
+        out.append((vol.path(), volume_format(vol)))
+    return out
+
+
 @dataclass(frozen=True)
 class PointDisk:
     """A disk of a shipped definition whose pool holds recovery points of it."""
@@ -44,12 +53,7 @@ class PointDisk:
     named_chain: Chain  # the chain the definition names now
 
     def paths(self, stamp: str) -> Chain:
-        """The point's chain as files of the site, its own volume first."""
-        out = []
-        for pv in chain(self.vols, stamp):
-            vol = self.pool.storageVolLookupByName(pv.name)
-            out.append((vol.path(), volume_format(vol)))
-        return out
+        return chain_files(self.pool, self.vols, stamp)
 
 
 def point_disks(conn: libvirt.virConnect, xml: str) -> list[PointDisk]:

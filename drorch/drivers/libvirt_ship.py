@@ -25,6 +25,7 @@ from drorch.drivers.libvirt_points import (
     stamp_of,
     volume_name,
 )
+from drorch.drivers.libvirt_recovery import chain_files
 from drorch.drivers.libvirt_storage import (
     Disk,
     backup,
@@ -34,7 +35,6 @@ from drorch.drivers.libvirt_storage import (
     refresh,
     stream_volume,
     volume_backing,
-    volume_format,
 )
 from drorch.drivers.libvirt_xml import Chain, disk_chain, map_domain_xml, point_disks_at, writable_disks
 from drorch.errors import MoveFailed
@@ -124,13 +124,11 @@ class Shipper:
         return point_volumes(p.listVolumes(), disk.volume)
 
     def parent(self) -> tuple[str | None, str]:
-        """The point to build an increment on, or why the new one is full ('' for a first point)."""
+        """The point a running guest's increment builds on, or why the new one is full ('' for a first point)."""
         known = [stamp_of(p) for p in self.retention.points]
         if not known:
             return None, ""
         last = known[0]
-        if not self.dom.isActive():
-            return None, "the VM is stopped: its disks are copied whole"
         if any(d.fmt != "qcow2" for d, _ in self.disks):
             return None, "a disk is not qcow2, which alone holds the bitmaps of increments"
         for disk, pool in self.disks:
@@ -203,13 +201,8 @@ class Shipper:
 
     def chains(self) -> dict[str, Chain]:
         """Each disk's chain of the new point, as files of the target."""
-        out = {}
-        for disk, pool in self.disks:
-            p = self.target.storagePoolLookupByName(pool)
-            vols = self._target_vols(disk, pool)
-            out[disk.key] = [(p.storageVolLookupByName(v.name).path(), volume_format(p.storageVolLookupByName(v.name)))
-                             for v in chain(vols, self.stamp)]
-        return out
+        return {disk.key: chain_files(self.target.storagePoolLookupByName(pool), self._target_vols(disk, pool),
+                                      self.stamp) for disk, pool in self.disks}
 
     def retain(self) -> int:
         """Remove every point volume that no kept point reads (older points, and what an interrupted ship left);
