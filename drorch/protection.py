@@ -28,7 +28,6 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
     held = kept_points([p for p in known if (p.id or 0) not in broken], target)
     points = []
-    sole: set[tuple[str, str]] = set()  # workloads whose site keeps only the point just shipped
     for item in the_plan.items:
         if item.action not in MOVING and item.action is not Action.BLOCKED:
             continue
@@ -43,8 +42,6 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
             point.size_bytes, point.name, point.point_kind, point.chain = (shipped.size_bytes, shipped.name,
                                                                            shipped.kind, shipped.chain)
             point.detail = shipped.message + (f"; {dropped} points no longer whole dropped" if dropped else "")
-            if shipped.sole:
-                sole.add(point_key)
         except DrorchError as exc:
             point.complete, point.error = False, str(exc)
         point.taken_at = utcnow()
@@ -52,7 +49,7 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     store.add_points(points)
     shipped_for = {(p.kind, p.workload) for p in points if p.complete}
     store.drop_points([p.id or 0 for p in known if (p.kind, p.workload) in shipped_for
-                       and ((p.id or 0) in broken or (p.kind, p.workload) in sole)])
+                       and (p.id or 0) in broken])
     _retain(store, pb.name, keep)
     return points
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import tarfile
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 
 from drorch.store import Store
-from integration import lab_podman, labctl
+from integration import lab_base, lab_podman, labctl
 from integration.conftest import REPO, Drorch, container_counts, podman_counts, wait_until
 from integration.test_share_nothing import VOLUME_COUNTER
 
@@ -29,14 +31,15 @@ def consecutive(counts: list[int]) -> bool:
     return counts == list(range(counts[0], counts[0] + len(counts)))
 
 
-def playbook(tmp_path: Path, a: dict[str, str], b: dict[str, str], workloads: list[dict[str, str]]) -> Path:
+def playbook(tmp_path: Path, a: dict[str, str], b: dict[str, str], workloads: list[dict[str, str]],
+             **extra: object) -> Path:
     """A playbook over one container host per site, given by its endpoint key and URI."""
     path = tmp_path / "podman-mixed.yaml"
     path.write_text(yaml.safe_dump({
         "name": "mixed", "primary": "a", "secondary": "b",
         "sites": {"a": {"hosts": [{"name": "a9", **a}]},
                   "b": {"hosts": [{"name": "b9", **b, "capacity": {"vcpus": 4, "memory_mib": 2048}}]}},
-        "workloads": [{"kind": "container", **w} for w in workloads]}))
+        "workloads": [{"kind": "container", **w} for w in workloads], **extra}))
     return path
 
 
@@ -176,3 +179,89 @@ def test_named_volumes_travel_between_podman_sites(run_drorch: Drorch, tmp_path:
             for name in names:
                 lab_podman.remove(site, name)
             lab_podman.remove_volumes(site, [f"{n}-data" for n in names])
+
+
+def podman_volume_files(site: lab_base.Site, volume: str) -> dict[str, bytes]:
+    """A Podman volume's files, read through a container that mounts it, created for that and never started."""
+    api = lab_podman.client(site)
+    try:
+        reader = api.create_container(lab_podman.IMAGE, ["true"], host_config=api.create_host_config(
+            network_mode="none", binds=[f"{volume}:/data:ro"]))
+        try:
+            stream, _ = api.get_archive(reader["Id"], "/data/")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                return {m.name.rpartition("/")[2]: tar.extractfile(m).read()  # type: ignore[union-attr]
+                        for m in tar.getmembers() if m.isfile()}
+        finally:
+            api.remove_container(reader["Id"], force=True)
+    finally:
+        api.close()
+
+
+def podman_volumes(site: lab_base.Site, prefix: str) -> list[str]:
+    api = lab_podman.client(site)
+    try:
+        return sorted(v["Name"] for v in api.volumes()["Volumes"] or [] if v["Name"].startswith(prefix))
+    finally:
+        api.close()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_podman_points_keep_their_own_volumes_and_a_restart_leaves_them_as_shipped(
+        run_drorch: Drorch, tmp_path: Path) -> None:
+    """Two points of a checkpointed Podman container with a volume, a file replaced between them: a drill
+    clones the newest on its own copy of the volume; a disaster restart from the older one restores its
+    checkpoint image on a copy of its volume; both points are afterwards as shipped."""
+    name, data = "vol-pod-points", "vol-pod-points-data"
+    api = lab_podman.client(A)
+    try:
+        made = api.create_container(lab_podman.IMAGE, ["/bin/sh", "-c", VOLUME_COUNTER], name=name,
+                                    host_config=api.create_host_config(network_mode="none", binds=[f"{data}:/data"]))
+        api.start(made["Id"])
+    finally:
+        api.close()
+    path = playbook(tmp_path, {"podman": lab_podman.url(A)}, {"podman": lab_podman.url(B)},
+                    [{"name": name, "strategy": "checkpoint"}], protect={"interval_s": 60, "keep": 2})
+    try:
+        points = []
+        for change in ("echo first > /data/mark", "rm /data/mark; echo second > /data/other"):
+            api = lab_podman.client(A)
+            try:
+                api.exec_start(api.exec_create(name, ["sh", "-c", change]))
+            finally:
+                api.close()
+            shipped = run_drorch("protect", "ship", str(path), "--json")
+            assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+            points.append(json.loads(shipped.stdout)[0])
+        names = [p["name"] for p in points]
+        assert f"checkpoint localhost/drorch-checkpoint/{name}:{names[1]}" in points[1]["detail"]
+        files = {n: podman_volume_files(B, f"{data}.{n}") for n in names}
+        assert [sorted(files[n]) for n in names] == [["count", "mark"], ["count", "other"]]
+        kept = sorted([f"{data}.drorch-point", *(f"{data}.{n}" for n in names)])
+        assert podman_volumes(B, data) == kept
+
+        drill = run_drorch("drill", str(path), "--json")
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert "from its image: checkpoint" in drill.stdout  # a restored image would share the volume's name
+        assert podman_volumes(B, data) == kept and lab_podman.containers(B) == []
+
+        labctl.cmd_lose(argparse.Namespace(site="a"))
+        since = time.time()
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", "--point", points[0]["taken_at"],
+                         str(path))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"restored on site b from checkpoint localhost/drorch-checkpoint/{name}:{names[0]}" in res.stdout
+        wait_until(lambda: len(podman_counts("b", name, since)) >= 2, f"{name} counting on b")
+        at_first = int(files[names[0]]["count"])
+        assert at_first <= podman_counts("b", name, since)[0] <= at_first + 2  # the first point's process
+        assert podman_volume_files(B, data) == {**files[names[0]], "count": podman_volume_files(B, data)["count"]}
+        assert {n: podman_volume_files(B, f"{data}.{n}") for n in names} == files
+        assert lab_podman.running(B, name) and not lab_podman.running(B, f"{name}.drorch-point")
+        status = run_drorch("protect", "status", "--points", str(path))
+        assert "2 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
+        for site in labctl.SITES.values():
+            for c in (name, f"{name}.drorch-point"):
+                lab_podman.remove(site, c)
+            lab_podman.remove_volumes(site, podman_volumes(site, data))

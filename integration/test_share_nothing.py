@@ -166,7 +166,7 @@ def test_a_recovery_point_holds_the_volumes_and_a_disaster_restart_finds_them(
                   protect={"interval_s": 60})
     shipped = run_drorch("protect", "ship", str(pb), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    assert "1 volumes" in json.loads(shipped.stdout)[0]["detail"]
+    assert "1 volume copied whole" in json.loads(shipped.stdout)[0]["detail"]
     at_ship = container_counts("a", "vol-redeploy")[-1]
     labctl.cmd_lose(argparse.Namespace(site="a"))
     try:
@@ -188,44 +188,72 @@ def volume_files(c: docker.DockerClient, name: str) -> dict[str, bytes]:
                 for m in tar.getmembers() if m.isfile()}
 
 
-def test_a_point_holds_exactly_the_volume_and_a_drill_clones_it(
+def point_files(c: docker.DockerClient, volume: str) -> dict[str, bytes]:
+    """A volume's files, read through a container that mounts it, created for that and never started."""
+    reader = c.containers.create(labctl.IMAGE, ["true"], network_mode="none",
+                                 volumes={volume: {"bind": "/data", "mode": "ro"}})
+    try:
+        return volume_files(c, reader.id)
+    finally:
+        reader.remove()
+
+
+def test_each_kept_point_holds_its_own_volume_and_stays_as_shipped(
         sites: dict[str, docker.DockerClient], tmp_path: Path, run_drorch: Drorch) -> None:
-    """A file deleted at the source between two points is gone from the second; a drill's clone runs on its own
-    copy of the volume, which goes with it, and the point is as it was."""
+    """Three points, the files changing between them (one deleted at the source): each point's volume holds
+    exactly the source's files of its time; a drill from the middle point runs on its own copy, which goes with
+    it; a disaster restart from the first point runs on that point's files and counter; every point is
+    afterwards as it was shipped."""
     a, b = sites["a"], sites["b"]
     start(a, "vol-points", VOLUME_COUNTER, volumes={"vol-points-data": {"bind": "/data", "mode": "rw"}})
     source = a.containers.get("vol-points")
-    assert source.exec_run(["sh", "-c", "echo kept > /data/kept; echo doomed > /data/doomed"]).exit_code == 0
     pb = playbook(tmp_path, [{"name": "vol-points", "kind": "container", "strategy": "checkpoint"}],
                   protect={"interval_s": 60, "keep": 3})
-    assert run_drorch("protect", "ship", str(pb)).returncode == 0
-    assert set(volume_files(b, "vol-points")) == {"count", "doomed", "kept"}
-    assert source.exec_run(["sh", "-c", "rm /data/doomed; echo new > /data/new"]).exit_code == 0
-    shipped = run_drorch("protect", "ship", str(pb), "--json")
-    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    assert "copied whole" in json.loads(shipped.stdout)[0]["detail"]
-    point = volume_files(b, "vol-points")
-    assert set(point) == {"count", "kept", "new"} and point["new"] == b"new\n"
+    points = []
+    for change in ("echo kept > /data/kept; echo doomed > /data/doomed", "rm /data/doomed; echo new > /data/new",
+                   "rm /data/kept; echo newest > /data/newest"):
+        assert source.exec_run(["sh", "-c", change]).exit_code == 0
+        if len(points) == 2:  # what a ship killed while it copied leaves: a point no record names
+            killed = "drorch-20261201T000000000000-killed"
+            b.volumes.create(f"vol-points-data.{killed}",
+                             labels={"drorch.point-of": "vol-points", "drorch.point-name": killed})
+        shipped = run_drorch("protect", "ship", str(pb), "--json")
+        assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+        points.append(json.loads(shipped.stdout)[0])
+    assert "1 volume copied whole" in points[-1]["detail"]
+    names = [p["name"] for p in points]
+    files = {n: point_files(b, f"vol-points-data.{n}") for n in names}
+    assert sorted(v.name for v in b.volumes.list()) == sorted(["vol-points-data.drorch-point",
+                                                              *(f"vol-points-data.{n}" for n in names)])
+    assert [sorted(files[n]) for n in names] == [["count", "doomed", "kept"], ["count", "kept", "new"],
+                                                 ["count", "new", "newest"]]
+    assert volume_files(b, "vol-points") == {}  # the point copy's own volume only says where it is mounted
     status = run_drorch("protect", "status", "--points", str(pb))
-    assert status.returncode == 0 and "1 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
+    assert status.returncode == 0 and "3 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
 
-    drill = run_drorch("drill", str(pb))
+    drill = run_drorch("drill", "--point", points[1]["taken_at"], str(pb))
     assert drill.returncode == 0, drill.stdout + drill.stderr
+    assert f"from checkpoint {names[1]}" in drill.stdout, drill.stdout
     assert "volume vol-points-data.drorch-point.vol-points-drill-" in drill.stdout  # its own copy, gone with it
-    assert volume_files(b, "vol-points") == point
-    assert [v.name for v in b.volumes.list()] == ["vol-points-data.drorch-point"]
+    assert sorted(v.name for v in b.volumes.list()) == sorted(["vol-points-data.drorch-point",
+                                                              *(f"vol-points-data.{n}" for n in names)])
+    assert {n: point_files(b, f"vol-points-data.{n}") for n in names} == files
 
-    # A disaster restart runs the workload on copies of the point's volumes; the point stays as shipped.
+    # A disaster restart runs the workload on copies of the first point's volume; every point stays as shipped.
     labctl.cmd_lose(argparse.Namespace(site="a"))
     try:
-        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(pb))
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", "--point", points[0]["taken_at"],
+                         str(pb))
         assert res.returncode == 0 and "on a copy of the point" in res.stdout, res.stdout + res.stderr
+        assert names[0] in res.stdout, res.stdout
         wait_until(lambda: len(container_counts("b", "vol-points")) >= 2, "vol-points counting on b")
-        assert set(volume_files(b, "vol-points")) == {"count", "kept", "new"}
-        assert volume_files(b, "vol-points.drorch-point") == point
-        assert sorted(v.name for v in b.volumes.list()) == ["vol-points-data", "vol-points-data.drorch-point"]
+        at_first = int(files[names[0]]["count"])
+        assert at_first <= container_counts("b", "vol-points")[0] <= at_first + 2  # the first point's process
+        assert set(volume_files(b, "vol-points")) == {"count", "doomed", "kept"}
+        assert {n: point_files(b, f"vol-points-data.{n}") for n in names} == files
+        assert "vol-points-data" in {v.name for v in b.volumes.list()}
         status = run_drorch("protect", "status", "--points", str(pb))
-        assert "1 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
+        assert "3 kept" in status.stdout and "NOT WHOLE" not in status.stdout, status.stdout
     finally:
         labctl.cmd_up(argparse.Namespace(reset=True))
 

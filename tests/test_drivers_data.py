@@ -8,7 +8,19 @@ import json
 from typing import Any
 
 from drorch.drivers.base import Endpoint, MoveRequest
-from drorch.drivers.docker_config import clone_config, clone_volume, drill_config, unmapped_binds, volumes
+from drorch.drivers.docker_config import (
+    clone_config,
+    clone_volume,
+    drill_config,
+    point_config,
+    point_view,
+    point_volume,
+    point_volume_labels,
+    restart_config,
+    unmapped_binds,
+    volumes,
+    whole_points,
+)
 from drorch.drivers.libvirt_storage import format_problem
 from drorch.drivers.libvirt_xml import disk_chain, point_disks_at, writable_disks
 from drorch.drivers.podman import import_obstacle, published
@@ -82,6 +94,37 @@ def test_a_drill_clone_gets_its_own_named_volumes() -> None:
     assert body["HostConfig"]["Mounts"] == [{"Type": "volume", "Source": "logs.web-drill-3", "Target": "/logs"},
                                             {"Type": "bind", "Source": "/etc/x", "Target": "/x"}]
     assert clone_volume("cache", "web-drill-3") == "cache.web-drill-3"
+
+
+COPY: dict[str, Any] = {"Id": "c0", "Mounts": [
+    {"Type": "volume", "Name": "cache.drorch-point", "Destination": "/cache"},
+    {"Type": "bind", "Source": "/srv/www", "Destination": "/www"}]}
+
+
+def test_a_point_copy_names_its_volumes_apart_and_a_restart_takes_the_workloads_names() -> None:
+    copy = point_config(INSPECT, Mappings(paths={"/srv/www": "/dr/www", "/etc/shop": "/dr/shop"}), None)
+    assert copy["HostConfig"]["Binds"] == ["/dr/www:/www:ro", "cache.drorch-point:/cache"]
+    assert copy["Labels"] == {"drorch.point": "1"}
+    again = restart_config({"Config": copy, "HostConfig": copy["HostConfig"]})
+    assert again["HostConfig"]["Binds"] == ["/dr/www:/www:ro", "cache:/cache"] and again["Labels"] == {}
+
+
+def test_each_point_reads_volumes_of_its_own() -> None:
+    view = point_view(COPY, "drorch-20261201T010203000000-ab")
+    assert volumes(view) == {"/cache": "cache.drorch-20261201T010203000000-ab"}
+    assert view["Mounts"][1] == COPY["Mounts"][1] and view["Id"] == "c0"  # binds and the checkpoints' container
+    assert point_view(COPY, None) is COPY
+    assert point_volume("cache", "p1") == point_volume("cache.drorch-point", "p1") == "cache.p1"
+
+
+def test_a_point_is_whole_when_all_its_volumes_and_its_checkpoint_are_there() -> None:
+    def vol(point: str, checkpoint: bool, name: str = "cache") -> dict[str, Any]:
+        return {"Name": point_volume(name, point), "Labels": point_volume_labels("web", point, checkpoint)}
+
+    found = [vol("p1", True), vol("p2", False), vol("p3", True), vol("p4", True, name="other")]
+    # p1 has its checkpoint; p2 never had one; p3's checkpoint is gone; p4 lacks the /cache volume.
+    assert whole_points(COPY, ["p1", "p4"], found) == ["p1", "p2"]
+    assert whole_points({"Mounts": []}, ["p2", "p1"], found) == ["p1", "p2"]  # no volumes: the checkpoints
 
 
 def test_pools_of_devices_take_raw_images_only() -> None:

@@ -119,7 +119,6 @@ class Shipped:
     name: str | None = None  # the driver's name for it, e.g. the checkpoint's
     kind: str | None = None  # "full" or "incremental", where the driver ships disks
     chain: int | None = None  # volumes a restart from it reads: 1 for a full point
-    sole: bool = False  # the site keeps no older point of the workload beside this one
 
 
 @dataclass(frozen=True)

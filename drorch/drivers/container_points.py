@@ -1,32 +1,42 @@
 """Recovery points of containers on the secondary, and what starts from them.
 
-A workload's points lie in one stopped copy on the target: created from its image and config, never started,
-labelled as a point copy, with its own copies of the named volumes (named apart on Docker) and its kept
-checkpoints (Docker); between Podman services the points are checkpoint images. A disaster restart and a drill
-never start the copy itself: each makes a new container from it, on volumes copied from the copy's, so every
-kept point stays as shipped. After a restart or a move the copy keeps its points under `<name>.drorch-point`.
+A workload's points lie on the target beside one stopped copy of it: created from its image and config, never
+started, labelled as a point copy, its named volumes named apart (`<volume>.drorch-point`) and left empty: they
+say where each volume is mounted. Each point has its own copies of the volumes (`<volume>.<point>`, labelled
+with the workload and the point) and, when the container ran and checkpoints travel, a checkpoint: kept in the
+copy on Docker, a checkpoint image between Podman services. The state store's records are the catalogue: a ship
+keeps its own point and the `keep - 1` newest recorded ones and removes every other point of the workload (what
+an interrupted ship left, too). A disaster restart and a drill never start the copy: each makes a new
+container on copies of the chosen point's volumes, so every kept point stays as shipped. After a restart or a
+move the copy waits under `<name>.drorch-point`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from docker.errors import APIError
+from docker.errors import APIError, NotFound
 
-from drorch.drivers.base import Handle, MoveRequest, Phase, Progress, Retention, Shipped
+from drorch.drivers.base import Handle, MoveRequest, Phase, Progress, Retention, Shipped, chosen
 from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
 from drorch.drivers.docker_config import (
+    POINT_NAME,
+    POINT_OF,
+    POINT_SUFFIX,
     binds,
     drill_config,
     is_point_copy,
     point_config,
     point_copy_name,
+    point_view,
+    point_volume_labels,
     restart_config,
     volumes,
+    whole_points,
 )
 from drorch.drivers.docker_engine import API_ERRORS, CHECKPOINT_PREFIX, DockerSite, reason
-from drorch.drivers.podman import PodmanCheckpoints
-from drorch.drivers.podman_engine import PodmanSite
+from drorch.drivers.podman_engine import PodmanSite, checkpoint_image
 from drorch.errors import MoveFailed
 from drorch.playbook import Strategy
 
@@ -61,143 +71,215 @@ def set_aside(s: DockerSite, name: str, copy: dict[str, Any]) -> None:
         s.api.rename(copy["Id"], point_copy_name(name))
 
 
+def point_volumes(s: DockerSite, name: str) -> list[dict[str, Any]]:
+    """The volumes that hold points of workload `name` on the site."""
+    return (s.api.volumes(filters={"label": f"{POINT_OF}={name}"}) or {}).get("Volumes") or []
+
+
+def checkpoints(s: DockerSite, name: str, copy: dict[str, Any]) -> list[str]:
+    """The checkpoints of the workload's points held on the site: in the copy, or as Podman images."""
+    if isinstance(s, PodmanSite):
+        return s.checkpoint_images(name)
+    return [c for c in s.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX)]
+
+
+def held(s: DockerSite, name: str, copy: dict[str, Any]) -> list[str]:
+    """The points of the workload the site holds whole, oldest first."""
+    return whole_points(copy, checkpoints(s, name, copy), point_volumes(s, name))
+
+
+def retain(s: DockerSite, name: str, copy: dict[str, Any], kept: set[str]) -> None:
+    """Every point of the workload on the site but `kept` removed: its checkpoint and its volumes."""
+    for point in checkpoints(s, name, copy):
+        if point not in kept:
+            if isinstance(s, PodmanSite):
+                s.drop_image(checkpoint_image(name, point))
+            else:
+                s.drop_checkpoint(copy["Id"], point)
+    for vol in point_volumes(s, name):
+        if (vol.get("Labels") or {}).get(POINT_NAME) not in kept:
+            with contextlib.suppress(NotFound):
+                s.api.remove_volume(vol["Name"])
+
+
+def fresh_volume(s: DockerSite, name: str) -> None:
+    """An empty volume of that name: one left on the site (a stale copy of the workload's) goes first. Asked by
+    exact name, as Podman takes an unknown name for the prefix of others (the points' own volumes)."""
+    found = (s.api.volumes(filters={"name": name}) or {}).get("Volumes") or []
+    if any(v["Name"] == name for v in found):
+        s.api.remove_volume(name)
+    s.api.create_volume(name)
+
+
 class ContainerPoints:
     def __init__(self, moves: ContainerMoves) -> None:
         self._moves = moves
 
     def ship(self, request: MoveRequest, retention: Retention, src: DockerSite, dst: DockerSite) -> Shipped:
-        """Image and the point copy on the target, with its volumes' contents (copied whole into volumes made
-        anew, so that what the source deleted is gone) and a checkpoint of the running source; the copy keeps
-        the `keep` newest checkpoints, or only this one when volumes come with it (older checkpoints would
-        restore beside volume contents of another time)."""
+        """Image, the point copy, the point's own copies of the volumes (made anew, so that what the source
+        deleted is gone) and a checkpoint of the running source on the target; then the retention."""
         name = request.workload
         original = src.inspect(name)
         if original is None:
             raise MoveFailed(f"container {name} is not on site {request.source.site}")
+        hid = Handle(request).id
+        point = checkpoint_name(hid)
+        checkpoint = request.strategy is Strategy.CHECKPOINT and original["State"]["Running"] \
+            and self._moves.checkpoint_obstacle(src, dst) is None
+        shown = point
         try:
-            there = dst.inspect(name)
-            if there is not None and there["State"]["Running"]:
-                raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
-            if there is not None and not is_point_copy(there):  # a stale copy (it ran here) is never reused
-                drop(dst, there)
-            copy = point_copy(dst, name)
-            if copy is not None and volumes(copy):
-                drop(dst, copy)
-                copy = None
-            hid = Handle(request).id
-            image = original["Config"]["Image"]
-            if not dst.has_image(request.mappings.image(image)):
-                self._moves.send_image(hid, image, src, dst)
-            if copy is None:
-                config = point_config(original, request.mappings, request.resources, not isinstance(dst, PodmanSite))
-                copy = dst.create(config, name)
-            elif copy["Name"].lstrip("/") != name:
-                dst.api.rename(copy["Id"], name)
-            checkpoint = image_checkpoint = None
-            if request.strategy is Strategy.CHECKPOINT and self._moves.checkpoint_obstacle(src, dst) is None \
-                    and original["State"]["Running"]:
-                if isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
-                    image_checkpoint = self._moves.podman.ship(hid, name, original, src, dst, retention.keep)
-                else:
-                    checkpoint = checkpoint_name(hid)
-                    src.checkpoint(original["Id"], checkpoint, leave_running=True)
+            copy = self._copy(request, hid, original, src, dst)
+            if checkpoint and isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
+                shown = self._moves.podman.ship(hid, name, original, src, dst, point)
+            elif checkpoint:
+                src.checkpoint(original["Id"], point, leave_running=True)
+            target = point_view(copy, point)
+            for vol in volumes(target).values():
+                dst.api.create_volume(vol, labels=point_volume_labels(name, point, checkpoint))
+            docker_checkpoint = point if checkpoint and not isinstance(dst, PodmanSite) else None
             try:
-                size = self._moves.send_state(hid, src, original, dst, copy, checkpoint)
+                size = self._moves.send_state(hid, src, original, dst, target, docker_checkpoint)
             finally:
-                if checkpoint is not None:
-                    src.drop_checkpoint(original["Id"], checkpoint)
-            checkpoint = checkpoint or image_checkpoint
-            ours = sorted(c for c in dst.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
-            for old in ours[:max(0, len(ours) - retention.keep)]:
-                dst.drop_checkpoint(copy["Id"], old)  # beyond the retention policy
+                if docker_checkpoint is not None:
+                    src.drop_checkpoint(original["Id"], point)
+            retain(dst, name, copy, {point, *retention.points[:retention.keep - 1]})
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
                              f"{reason(exc)}") from None
-        whole = " (copied whole: a point of a container with volumes replaces the one before)"
-        what = ["image and config", *([f"{len(volumes(original))} volumes{whole}"] if volumes(original) else []),
-                *([f"checkpoint {checkpoint}"] if checkpoint else [])]
-        return Shipped(f"{', '.join(what)} on site {request.target.site}", size, checkpoint, "full", 1,
-                       sole=bool(volumes(original)))
+        n = len(volumes(original))
+        what = ["image and config", *([f"{n} volume{'s' if n > 1 else ''} copied whole"] if n else []),
+                *([f"checkpoint {shown}"] if checkpoint else [])]
+        return Shipped(f"{', '.join(what)} on site {request.target.site}", size,
+                       point if n or checkpoint else None, "full", 1)
+
+    def _copy(self, request: MoveRequest, hid: str, original: dict[str, Any], src: DockerSite, dst: DockerSite
+              ) -> dict[str, Any]:
+        """The point copy on the target under the workload's name, with the image; made anew when the
+        workload's volumes are no longer mounted where the copy's are."""
+        name = request.workload
+        there = dst.inspect(name)
+        if there is not None and there["State"]["Running"]:
+            raise MoveFailed(f"container {name} runs on site {request.target.site}: not shipped over it")
+        if there is not None and not is_point_copy(there):  # a stale copy (it ran here) is never reused
+            drop(dst, there)
+        copy = point_copy(dst, name)
+        if copy is not None and set(volumes(copy)) != set(volumes(original)):
+            drop(dst, copy)
+            copy = None
+        image = original["Config"]["Image"]
+        if not dst.has_image(request.mappings.image(image)):
+            self._moves.send_image(hid, image, src, dst)
+        if copy is None:
+            return dst.create(point_config(original, request.mappings, request.resources), name)
+        if copy["Name"].lstrip("/") != name:
+            dst.api.rename(copy["Id"], name)
+        return copy
 
     def restart(self, name: str, s: DockerSite, point: str | None) -> Progress:
-        """Disaster: the workload made anew from its point copy, on copies of its volumes, restored from the
-        point's checkpoint; the copy is set aside with its points. A stopped container that is no point copy
-        (shipped by an earlier version) is started as it is."""
+        """Disaster: the workload made anew from its point copy, on copies of the chosen point's volumes,
+        restored from its checkpoint; the copy is set aside with its points. A stopped container of the
+        workload that is no point copy is started as it is."""
         site = s.ep.site
         c = s.inspect(name)
         if c is not None and c["State"]["Running"]:
             return Progress(Phase.COMPLETED, message=f"already running on site {site}")
-        if isinstance(s, PodmanSite) and (restored := PodmanCheckpoints.restart(name, s, c, point)) is not None:
-            return restored
         copy = point_copy(s, name)
-        if copy is None or (isinstance(s, PodmanSite) and volumes(copy)):  # Podman's copy would share them
-            start = copy or c
-            if start is None:
+        if copy is None:
+            if c is None:
                 raise MoveFailed(f"site {site} holds no copy of container {name} to start from")
-            return self._start(name, s, start, point, start)
+            s.start(c["Id"])
+            return Progress(Phase.COMPLETED, message=f"started on site {site} as it was (no recovery point here)")
+        at = chosen(held(s, name, copy), point, f"container {name}")
         if c is not None and c["Id"] != copy["Id"]:
             s.api.remove_container(c["Id"], force=True)  # made by a restart that did not finish
         set_aside(s, name, copy)
-        for vol in {v.removesuffix(".drorch-point") for v in volumes(copy).values()} - set(volumes(copy).values()):
-            try:  # a volume of the workload's own name left on this site: the point's copy replaces it
-                s.api.remove_volume(vol)
-            except APIError as exc:
-                if exc.status_code != 404:
-                    raise
-        target = s.create(restart_config(copy), name)
-        return self._start(name, s, target, point, copy)
+        for vol in {v.removesuffix(POINT_SUFFIX) for v in volumes(copy).values()} - set(volumes(copy).values()):
+            fresh_volume(s, vol)
+        source, target = point_view(copy, at), s.create(restart_config(copy), name)
+        if isinstance(s, PodmanSite) and at is not None and at in s.checkpoint_images(name):
+            return self._restore_image(name, s, source, target, at)
+        checkpoint = at if at is not None and at in checkpoints(s, name, copy) \
+            and s.checkpoint_obstacle() is None else None
+        started, warning = self._start(name, s, source, target, checkpoint, fallback=True)
+        return Progress(Phase.COMPLETED, message=f"{started}, on a copy of the point", warning=warning)
 
-    def _start(self, name: str, s: DockerSite, target: dict[str, Any], point: str | None,
-               copy: dict[str, Any]) -> Progress:
+    def _restore_image(self, name: str, s: PodmanSite, source: dict[str, Any], target: dict[str, Any],
+                       point: str) -> Progress:
+        """Podman: the volumes filled through `target`, which then makes way for the container restored from
+        the point's checkpoint image (a restore creates its own, on the volumes' names the image keeps)."""
+        if volumes(source):
+            self._moves.send_state(name, s, source, s, target, None)
+        s.api.remove_container(target["Id"], v=True)  # its anonymous volumes only: the named ones stay, filled
+        image = checkpoint_image(name, point)
+        try:
+            s.restore_image(image, name, own_volumes=bool(volumes(source)))
+        except (*API_ERRORS, MoveFailed) as exc:
+            s.start(s.create(restart_config(source), name)["Id"])
+            return Progress(Phase.COMPLETED, message=f"started on site {s.ep.site} from its image",
+                            warning=f"checkpoint {image} did not restore ({reason(exc)})")
+        return Progress(Phase.COMPLETED, message=f"restored on site {s.ep.site} from checkpoint {image}, on a copy "
+                        "of the point")
+
+    def _start(self, name: str, s: DockerSite, source: dict[str, Any], target: dict[str, Any],
+               checkpoint: str | None, fallback: bool) -> tuple[str, str]:
+        """`target` started on copies of `source`'s volumes, restored from a copy of its checkpoint; with
+        `fallback`, from its image when the checkpoint does not restore, said as a warning. How it started."""
+        if checkpoint is not None or volumes(source):
+            self._moves.send_state(name, s, source, s, target, checkpoint)
         site = s.ep.site
-        checkpoint = s.newest_checkpoint(copy["Id"], point) if s.checkpoint_obstacle() is None else None
-        if target["Id"] != copy["Id"] and (checkpoint is not None or volumes(copy)):
-            self._moves.send_state(name, s, copy, s, target, checkpoint)
         if checkpoint is None:
             s.start(target["Id"])
-            return Progress(Phase.COMPLETED, message=f"started on site {site} from its image (no checkpoint shipped)")
+            return f"started on site {site} from its image (no checkpoint in the point)", ""
         try:
             s.start(target["Id"], checkpoint=checkpoint)
         except APIError as exc:
+            if not fallback:
+                raise
             s.start(target["Id"])
-            return Progress(Phase.COMPLETED, message=f"started on site {site} from its image",
-                            warning=f"checkpoint {checkpoint} did not restore ({reason(exc)})")
+            return f"started on site {site} from its image", f"checkpoint {checkpoint} did not restore ({reason(exc)})"
         finally:
-            if target["Id"] != copy["Id"]:
-                s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
-        return Progress(Phase.COMPLETED, message=f"restored on site {site} from checkpoint {checkpoint}"
-                        + (", on a copy of the point" if target["Id"] != copy["Id"] else ""))
+            s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
+        return f"restored on site {site} from checkpoint {checkpoint}", ""
 
     def clone(self, name: str, clone: str, s: DockerSite, network: str, point: str | None,
               isolated: Any) -> str:
-        """Drill: a new container from the point copy's config, on its own copies of the volumes, restored from
-        a copy of the point's checkpoint."""
+        """Drill: a new container from the point copy's config, on its own copies of the point's volumes,
+        restored from a copy of the point's checkpoint."""
         site = s.ep.site
         copy = point_copy(s, name) or s.inspect(name)
         if copy is None:
             raise MoveFailed(f"site {site} holds no copy of container {name} to clone")
-        if binds(copy) or (isinstance(s, PodmanSite) and copy.get("Mounts")):
-            raise MoveFailed(f"container {name} has host folders bound in (or volumes, on Podman), which a clone "
-                             "would share with the recovery point: it is not cloned")
+        if binds(copy):
+            raise MoveFailed(f"container {name} has host folders bound in, which a clone would share with the "
+                             "recovery point: it is not cloned")
         there = s.inspect(clone)
         if there is not None and there["State"]["Running"]:
             return f"{clone} already up on site {site}"
-        if isinstance(s, PodmanSite) and there is None:
-            said = PodmanCheckpoints.clone(name, clone, s, copy, point)
-            if said is not None:
-                return said
+        at = chosen(held(s, name, copy), point, f"container {name}")
+        if isinstance(s, PodmanSite) and at is not None and at in s.checkpoint_images(name):
+            return self._clone_image(name, clone, s, copy, there, at, network, isolated)
+        checkpoint = at if at is not None and at in checkpoints(s, name, copy) \
+            and s.checkpoint_obstacle() is None else None
+        target = there or self._clone_container(copy, clone, s, network, isolated)
+        started, _ = self._start(clone, s, point_view(copy, at), target, checkpoint, fallback=False)
+        return f"{clone} {started}"
+
+    def _clone_container(self, copy: dict[str, Any], clone: str, s: DockerSite, network: str,
+                         isolated: Any) -> dict[str, Any]:
         config = drill_config(copy, clone, network)
         if config["HostConfig"]["NetworkMode"] == network:
             isolated(s, network)
-        target = there or s.create(config, clone)
-        checkpoint = s.newest_checkpoint(copy["Id"], point) if s.checkpoint_obstacle() is None else None
-        if checkpoint is not None or volumes(copy):  # its own copies of the point's volumes
-            self._moves.send_state(clone, s, copy, s, target, checkpoint)
-        if checkpoint is None:
-            s.start(target["Id"])
-            return f"{clone} started on site {site} from its image (no checkpoint shipped)"
-        try:
-            s.start(target["Id"], checkpoint=checkpoint)
-        finally:
-            s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
-        return f"{clone} restored on site {site} from checkpoint {checkpoint}"
+        return s.create(config, clone)
+
+    def _clone_image(self, name: str, clone: str, s: PodmanSite, copy: dict[str, Any], there: dict[str, Any] | None,
+                     point: str, network: str, isolated: Any) -> str:
+        """Podman: a restored checkpoint image keeps the workload's network and volume names, which a drill must
+        not share; a clone that has neither is restored from it, any other starts from its image."""
+        image = checkpoint_image(name, point)
+        if there is None and not volumes(copy) and (copy.get("HostConfig") or {}).get("NetworkMode") == "none":
+            s.restore_image(image, clone)
+            return f"{clone} restored on site {s.ep.site} from checkpoint {image}"
+        target = there or self._clone_container(copy, clone, s, network, isolated)
+        self._start(clone, s, point_view(copy, point), target, None, fallback=False)
+        return (f"{clone} started on site {s.ep.site} from its image: checkpoint {image} keeps the workload's "
+                "network or volumes, which a drill does not share")

@@ -28,7 +28,7 @@ from drorch.drivers.base import (
     WorkloadInfo,
 )
 from drorch.drivers.container_moves import ContainerMoves
-from drorch.drivers.container_points import ContainerPoints, point_copy, ran, set_aside
+from drorch.drivers.container_points import ContainerPoints, held, point_copy, ran, set_aside
 from drorch.drivers.docker_config import (
     POINT_SUFFIX,
     clone_volume,
@@ -38,7 +38,6 @@ from drorch.drivers.docker_config import (
 )
 from drorch.drivers.docker_engine import (
     API_ERRORS,
-    CHECKPOINT_PREFIX,
     HELPER_LABEL,
     DockerSite,
     reason,
@@ -217,11 +216,7 @@ class ContainerDriver(ThreadedDriver):
         s = self._site(site)
         copy = point_copy(s, name) or s.inspect(name)
         with s.answering():
-            if isinstance(s, PodmanSite):
-                return s.checkpoint_images(name) if copy is not None else None
-            if copy is None:
-                return None
-            return sorted(c for c in s.checkpoints(copy["Id"]) if c.startswith(CHECKPOINT_PREFIX))
+            return None if copy is None else held(s, name, copy)
 
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         c = self._site(site).inspect(name)

@@ -78,13 +78,12 @@ def renamed_volumes(config: dict[str, Any], rename: Callable[[str], str]) -> dic
     return config
 
 
-def point_config(inspect: dict[str, Any], mappings: Mappings, resources: Resources | None,
-                 own_volumes: bool) -> dict[str, Any]:
-    """A point copy's create body: labelled, and with `own_volumes` its named volumes under names of their own,
-    so that the workload restarted from it gets the original names and the copy stays as shipped."""
+def point_config(inspect: dict[str, Any], mappings: Mappings, resources: Resources | None) -> dict[str, Any]:
+    """A point copy's create body: labelled, its named volumes under names of their own, so that the workload
+    restarted from it gets the original names."""
     config = clone_config(inspect, mappings, resources)
     config["Labels"] = {**(config.get("Labels") or {}), POINT_LABEL: "1"}
-    return renamed_volumes(config, lambda v: f"{v}{POINT_SUFFIX}") if own_volumes else config
+    return renamed_volumes(config, lambda v: f"{v}{POINT_SUFFIX}")
 
 
 def restart_config(copy: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +95,49 @@ def restart_config(copy: dict[str, Any]) -> dict[str, Any]:
 
 def is_point_copy(inspect: dict[str, Any]) -> bool:
     return POINT_LABEL in ((inspect.get("Config") or {}).get("Labels") or {})
+
+
+# On the volumes that hold one point's contents: the workload, the point, and whether a checkpoint belongs to it.
+POINT_OF, POINT_NAME, POINT_CHECKPOINT = "drorch.point-of", "drorch.point-name", "drorch.point-checkpoint"
+
+
+def point_volume(volume: str, point: str) -> str:
+    """The name of point `point`'s own copy of a named volume (given as the workload's or the point copy's)."""
+    return f"{volume.removesuffix(POINT_SUFFIX)}.{point}"
+
+
+def point_volume_labels(workload: str, point: str, checkpoint: bool) -> dict[str, str]:
+    return {POINT_OF: workload, POINT_NAME: point, **({POINT_CHECKPOINT: "1"} if checkpoint else {})}
+
+
+def point_view(copy: dict[str, Any], point: str | None) -> dict[str, Any]:
+    """The point copy as a source of point `point`'s contents: its mounts name that point's volumes. The copy's
+    own volumes stay empty; they only say where each one is mounted."""
+    if point is None:
+        return copy
+    mounts = [{**mt, "Name": point_volume(mt["Name"], point)} if mt.get("Type") == "volume" else mt
+              for mt in copy.get("Mounts") or []]
+    return {**copy, "Mounts": mounts}
+
+
+def whole_points(copy: dict[str, Any], checkpoints: list[str], found: list[dict[str, Any]]) -> list[str]:
+    """The points a site holds whole, oldest first: with named volumes, those whose every volume is there (and
+    their checkpoint, when one belongs to them); without, the checkpoints. `found` is the volumes (inspect data)
+    labelled as the workload's points."""
+    wanted = set(volumes(copy).values())
+    if not wanted:
+        return sorted(checkpoints)
+    sets: dict[str, set[str]] = {}
+    needs_checkpoint: set[str] = set()
+    for vol in found:
+        labels = vol.get("Labels") or {}
+        point = labels.get(POINT_NAME)
+        if point:
+            sets.setdefault(point, set()).add(vol["Name"])
+            if labels.get(POINT_CHECKPOINT):
+                needs_checkpoint.add(point)
+    return sorted(p for p, have in sets.items()
+                  if {point_volume(v, p) for v in wanted} <= have and (p not in needs_checkpoint or p in checkpoints))
 
 
 def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ The container driver does everything else the same way on Docker and Podman, thr
 Here:
 - a checkpoint move exports the container's checkpoint on the source and imports the same stream on the
   target, which recreates the container from the configuration the stream carries and restores it;
-- a recovery point is a checkpoint image of the running source, sent by save and load; a disaster restart
-  and a drill clone restore a container from the newest one.
+- a recovery point's checkpoint is a checkpoint image of the running source, sent by save and load; a
+  disaster restart restores the workload from it (container_points).
 
 An imported checkpoint keeps the container's image, network and size: a move whose mappings change those
 (or that resizes the container) cannot be restored from it and is redeployed instead, saying why.
@@ -17,8 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from drorch.drivers.base import Handle, Phase, Progress, chosen
-from drorch.drivers.docker_config import clone_config
+from drorch.drivers.base import Handle
 from drorch.drivers.docker_engine import API_ERRORS, DockerSite, reason
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman_engine import PodmanSite, checkpoint_image
@@ -105,51 +104,14 @@ class PodmanCheckpoints:
             src.start(stopped["Id"])  # the checkpoint does not restore: a fresh start beats none
 
     def ship(self, hid: str, name: str, original: dict[str, Any], src: PodmanSite, dst: PodmanSite,
-             keep: int) -> str:
-        """A checkpoint image of the running source on the target, keeping the `keep` newest; its tag."""
-        tag = checkpoint_image(name, hid)
+             point: str) -> str:
+        """Recovery point `point`: a checkpoint image of the running source, sent to the target; its name."""
+        image = checkpoint_image(name, point)
         self._jobs.set_step(hid, "checkpoint")
-        src.checkpoint_to_image(original["Id"], tag)
+        src.checkpoint_to_image(original["Id"], image)
         try:
-            self._send_image(hid, tag, src, dst)
+            self._send_image(hid, image, src, dst)
         finally:
             with contextlib.suppress(*API_ERRORS):
-                src.drop_image(tag)  # it holds the process's memory
-        ours = dst.checkpoint_images(name)
-        for old in ours[:max(0, len(ours) - keep)]:
-            dst.drop_image(old)  # beyond the retention policy
-        return tag
-
-    @staticmethod
-    def restart(name: str, s: PodmanSite, copy: dict[str, Any] | None, point: str | None = None) -> Progress | None:
-        """Disaster: the container restored from its recovery point `point` (or the newest), in place of the
-        stopped copy. None when there is none to restore from; a restore that fails falls back to the copy,
-        said as a warning."""
-        newest = chosen(s.checkpoint_images(name), point, f"container {name}")
-        if newest is None:
-            return None
-        config = clone_config(copy) if copy is not None else None
-        if copy is not None:
-            s.api.remove_container(copy["Id"], force=True)  # the restored container takes its name
-        try:
-            s.restore_image(newest, name)
-        except (*API_ERRORS, MoveFailed) as exc:
-            if config is None:
-                raise
-            s.start(s.create(config, name)["Id"])
-            return Progress(Phase.COMPLETED, message=f"started on site {s.ep.site} from its image",
-                            warning=f"checkpoint {newest} did not restore ({reason(exc)})")
-        return Progress(Phase.COMPLETED, message=f"restored on site {s.ep.site} from checkpoint {newest}")
-
-    @staticmethod
-    def clone(name: str, clone: str, s: PodmanSite, copy: dict[str, Any], point: str | None = None) -> str | None:
-        """Drill: `clone` restored from the recovery point `point` (or the newest). None when that cannot be
-        isolated (a restored checkpoint keeps its network, which a drill must not join) or there is none: the
-        caller starts the clone from its image instead."""
-        network = (copy.get("HostConfig") or {}).get("NetworkMode") or "default"
-        image = chosen(s.checkpoint_images(name), point, f"container {name}")
-        if network != "none" or image is None:
-            return None
-        s.restore_image(image, clone)
-        return f"{clone} restored on site {s.ep.site} from checkpoint {image}"
-
+                src.drop_image(image)  # it holds the process's memory
+        return image

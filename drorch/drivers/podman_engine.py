@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from drorch.drivers.base import Endpoint
-from drorch.drivers.docker_engine import API_ERRORS, CHECKPOINT_PREFIX, DockerSite
+from drorch.drivers.docker_engine import API_ERRORS, DockerSite
 from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveFailed, SiteUnreachable
 
@@ -40,9 +39,9 @@ def checkpoint_problem(info: dict[str, Any]) -> str | None:
     return None
 
 
-def checkpoint_image(container: str, handle_id: str) -> str:
-    """Tags that sort by the time they were taken, so the newest recovery point is found through the API."""
-    return f"{CHECKPOINT_REPO}/{container}:{CHECKPOINT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{handle_id}"
+def checkpoint_image(container: str, point: str) -> str:
+    """The image that holds recovery point `point` of `container` (a checkpoint name, which sorts by time)."""
+    return f"{CHECKPOINT_REPO}/{container}:{point}"
 
 
 class PodmanSite(DockerSite):
@@ -130,19 +129,21 @@ class PodmanSite(DockerSite):
                                      params={"createImage": image, "leaveRunning": "true"}))
 
     def checkpoint_images(self, container: str) -> list[str]:
-        """drorch's recovery points of `container` on this service, oldest first."""
-        repo = f"{CHECKPOINT_REPO}/{container}:"
+        """The recovery points of `container` held here as checkpoint images, oldest first (by their tags)."""
+        repo = checkpoint_image(container, "")
         try:
             tags = {t for img in self.api.images() for t in img.get("RepoTags") or [] if t.startswith(repo)}
         except API_ERRORS as exc:
             raise self.unreachable(exc) from None
-        return sorted(tags)
+        return sorted(t.removeprefix(repo) for t in tags)
 
-    def restore_image(self, image: str, name: str) -> str:
-        """A new container `name` restored from a checkpoint image; its id. (The image's id goes in the path:
+    def restore_image(self, image: str, name: str, own_volumes: bool = False) -> str:
+        """A new container `name` restored from a checkpoint image; its id. With `own_volumes`, on the named
+        volumes already there rather than on those the image would bring. (The image's id goes in the path:
         libpod's router does not take a name with slashes there.)"""
         image_id = str(self.api.inspect_image(image)["Id"]).rpartition(":")[2]
-        res = self._checked(self.api._post(self._libpod("/containers/{0}/restore", image_id), params={"name": name}))
+        params = {"name": name, **({"ignoreVolumes": "true"} if own_volumes else {})}
+        res = self._checked(self.api._post(self._libpod("/containers/{0}/restore", image_id), params=params))
         return str(res.json()["Id"])
 
     def drop_image(self, image: str) -> None:
