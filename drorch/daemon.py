@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,15 +31,13 @@ from drorch.playbook import Playbook, Schedule
 from drorch.playbook_file import load_playbook
 from drorch.records import JobKind, utcnow
 from drorch.redact import redact
+from drorch.shutdown import stopping
 from drorch.store import Store
 from drorch.store_open import ensure_tables
 
 LEASE = "scheduler"
 JOBS_TABLE = "scheduled_jobs"
 log = logging.getLogger("drorch.daemon")
-
-# Set while the daemon stops: long jobs finish their current step, record where they stopped, and return.
-stopping = threading.Event()
 
 
 def _job(kind: JobKind) -> str:
@@ -164,7 +161,7 @@ class Daemon:
 
     def _lead(self) -> None:
         """Clean up what drills of dead daemons left, then run the scheduler."""
-        from drorch import jobs  # the jobs import the daemon's `stopping`
+        from drorch import jobs  # the drivers they load: only once this daemon leads
 
         jobs.clean_up_drills(self._gone())
         self.sched = scheduler(self.store, self.threads)

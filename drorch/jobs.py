@@ -8,7 +8,6 @@ from pathlib import Path
 
 from drorch import protection
 from drorch import readiness as ready
-from drorch.daemon import stopping
 from drorch.drill import Drill
 from drorch.drivers import playbook_drivers
 from drorch.engine import Engine
@@ -16,6 +15,7 @@ from drorch.errors import DrorchError
 from drorch.playbook_file import load_playbook
 from drorch.records import DRILL, utcnow
 from drorch.report import timeline
+from drorch.shutdown import stopping
 from drorch.store import Store
 
 log = logging.getLogger("drorch.jobs")

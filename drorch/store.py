@@ -13,10 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from drorch.errors import NotFound
-from drorch.ledger import default_url
 from drorch.records import RunState, StepState, utcnow
 from drorch.redact import redact
 from drorch.store_open import ensure_tables, open_engine
+from drorch.store_place import default_url
 
 
 class Run(SQLModel, table=True):

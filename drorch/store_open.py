@@ -19,8 +19,8 @@ from sqlalchemy.schema import CreateColumn
 from sqlmodel import create_engine
 
 from drorch.errors import StoreError
-from drorch.ledger import BUSY_TIMEOUT_MS, at_rest, refuse_foreign, refuse_unusable, store_file
 from drorch.redact import redact
+from drorch.store_place import BUSY_TIMEOUT_MS, at_rest, refuse_foreign, refuse_unusable, store_file
 
 CONNECT_TIMEOUT_S = 10  # a database server that accepts and never answers is given up after this
 # Makers of a new store wait for each other on this PostgreSQL advisory lock (SQLite: BEGIN IMMEDIATE).

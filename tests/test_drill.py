@@ -14,7 +14,7 @@ import pytest
 import drorch.drivers as drivers_module
 from drorch import jobs
 from drorch import report as reports
-from drorch.daemon import Daemon, stopping
+from drorch.daemon import Daemon
 from drorch.drill import Drill
 from drorch.drivers.fake import FakeCloud
 from drorch.errors import WorkloadBusy
@@ -24,6 +24,7 @@ from drorch.playbook import Playbook, WorkloadKind
 from drorch.playbook_file import parse_playbook
 from drorch.protection import protect
 from drorch.records import DRILL, EXIT_CODES, RunState, StepKind, StepState
+from drorch.shutdown import stopping
 from drorch.sites import snapshot
 from drorch.store import Run, Step, Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri

@@ -12,9 +12,10 @@ from sqlmodel import SQLModel
 
 from drorch.cli.common import run_json
 from drorch.errors import NotFound
-from drorch.ledger import TABLES, History
+from drorch.ledger import History
 from drorch.records import RunState, StepState
 from drorch.store import Run, Step, Store
+from drorch.store_place import TABLES
 from tests.test_cli import drorch
 
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
