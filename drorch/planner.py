@@ -95,6 +95,7 @@ class Plan:
     target: str
     items: tuple[PlanItem, ...]
     problems: tuple[tuple[Loc, str], ...] = ()
+    notes: tuple[tuple[Loc, str], ...] = ()  # not wrong, but not what a reader of the playbook may expect
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class Plan:
                 for i in self.items
             ],
             "problems": [{"at": list(loc), "message": msg} for loc, msg in self.problems],
+            "notes": [{"at": list(loc), "message": msg} for loc, msg in self.notes],
         }
 
 
@@ -335,7 +337,24 @@ def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
             index.take(host, c.after, spec.anti_affinity)
 
     items = _order(pb, source, target, candidates, problems)
-    return Plan(pb.name, source, target, tuple(items), tuple(problems))
+    return Plan(pb.name, source, target, tuple(items), tuple(problems), _implicit_wave(pb, items))
+
+
+def _implicit_wave(pb: Playbook, items: list[PlanItem]) -> tuple[tuple[Loc, str], ...]:
+    """Workloads that name no wave, in a playbook that declares waves, run in the default wave it does not
+    declare: last, and one at a time."""
+    declared = [w.name for w in pb.waves]
+    if not declared or pb.defaults.wave in declared:
+        return ()
+    loose = [i.workload for i in items if i.wave == pb.defaults.wave]
+    if not loose:
+        return ()
+    shown = ", ".join(loose[:3]) + (f" and {len(loose) - 3} more" if len(loose) > 3 else "")
+    said = f"1 workload names no wave ({shown}): it runs" if len(loose) == 1 else \
+        f"{len(loose)} workloads name no wave ({shown}): they run"
+    return ((("waves",), f"{said} in wave {pb.defaults.wave!r}, which waves does not declare: after "
+             f"wave {declared[-1]!r}, one at a time; give each a wave, or declare wave {pb.defaults.wave!r} with "
+             "its parallel"),)
 
 
 def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
@@ -362,7 +381,7 @@ def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Pla
             c = candidates[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=why)
             c.decide(Action.BLOCKED, reason=why)
     items = _order(pb, source, target, list(candidates.values()), problems)
-    return Plan(pb.name, source, target, tuple(items), tuple(problems))
+    return Plan(pb.name, source, target, tuple(items), tuple(problems), _implicit_wave(pb, items))
 
 
 def _order(

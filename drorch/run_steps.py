@@ -41,6 +41,7 @@ def check_playbook(
     drivers' live checks (none when working from a saved snapshot without drivers)."""
     the_plan = plan(pb, snap, pb.primary, pb.secondary)
     findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
+    findings += [preflight.Finding(loc, msg, error=False) for loc, msg in the_plan.notes]
     findings += preflight.check(pb, snap, the_plan)
     for item in the_plan.items:
         if item.action in MOVING and item.kind in drivers:

@@ -174,6 +174,24 @@ def test_malformed_playbook_validates_with_exit_1(capsys: pytest.CaptureFixture[
     assert code == 1 and err == f"{bad}:25:11: workloads.0.kind: Input should be 'vm' or 'container'\n"
 
 
+def test_workloads_that_name_no_wave_are_said_to_run_last_one_at_a_time(
+    capsys: pytest.CaptureFixture[str], estate_file: Path, estate_cloud: FakeCloud
+) -> None:
+    estate_file.write_text(ESTATE.replace("  - name: apps", "  - name: apps\n    parallel: 4").replace(
+        "    wave: apps\n", ""))
+    f = str(estate_file)
+    note = ("1 workload names no wave (web): it runs in wave 'default', which waves does not declare: after wave "
+            "'apps', one at a time; give each a wave, or declare wave 'default' with its parallel")
+    code, out, err = drorch(capsys, "validate", f)
+    assert code == 0 and err == f"{f}:21:3: warning: {note}\n", err
+    code, out, err = drorch(capsys, "plan", f)
+    assert code == 0 and err == f"{f}:21:3: note: {note}\n", err
+    code, out, _ = drorch(capsys, "plan", f, "--json")
+    assert json.loads(out)["notes"] == [{"at": ["waves"], "message": note}]
+    estate_file.write_text(ESTATE)  # every workload in a declared wave: nothing to say
+    assert drorch(capsys, "plan", f)[2] == ""
+
+
 def test_inventory_then_plan_offline(
     capsys: pytest.CaptureFixture[str], estate_file: Path, estate_cloud: FakeCloud, tmp_path: Path
 ) -> None:

@@ -228,6 +228,8 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
             echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
                  f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
                  f"{_fmt_size(i.after):>10}  {i.reason}")
+        for loc, message in the_plan.notes:
+            echo(f"{pos.where(loc)}: note: {message}", err=True)
     refuse(the_plan, pos)
     blocked = [i for i in the_plan.items if i.action is Action.BLOCKED]
     if blocked:  # the plan cannot be carried out whole: its text or JSON says which and why
