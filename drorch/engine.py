@@ -17,10 +17,11 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from drorch.drill_work import DrillWork, drill_outcome
 from drorch.drivers.base import Driver, MoveRequest, Progress
 from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
 from drorch.host import run_alive
@@ -30,7 +31,7 @@ from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
 from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
 from drorch.protection import points_at
-from drorch.records import FINAL_STEP_STATES, ROLLBACK, RunState, StepState, run_outcome, utcnow
+from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
 from drorch.run_steps import FENCE_WAVE, recorded_request, steps_for
 from drorch.sites import host_endpoint, site_endpoints, snapshot
 from drorch.step_work import CONTROL_SECONDS, StepWork, verify
@@ -56,6 +57,7 @@ class Engine:
         report: Reporter | None = None,
         poll_seconds: float = POLL_SECONDS,
         kill_at: int | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -64,8 +66,10 @@ class Engine:
         self.kill_at = kill_at  # fault injection: SIGKILL this process at its kill_at-th step transition
         self._transitions = 0
         self._write = threading.Lock()
+        self.stop = stop or threading.Event()  # set (a daemon stopping, a signal): steps not begun are cancelled
         self.locks = Locks(store, self.host)
         self.work = StepWork(store, drivers, self, self.report, poll_seconds)
+        self.drills = DrillWork(drivers, self)
 
     # --- starting ----------------------------------------------------------------------------------------------
 
@@ -102,7 +106,12 @@ class Engine:
             if point is not None:
                 step.detail = json.dumps({"point": point.name, "taken_at": point.taken_at.isoformat()})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
-        self.locks.take(keys, None)  # refused before anything is recorded
+        return self.record(run, steps, keys, [playbook_key(pb)])
+
+    def record(self, run: Run, steps: list[Step], keys: list[str], claimed: Sequence[str] = ()) -> Run:
+        """The run and its steps written, and its locks: `keys` taken first (refused before anything is
+        written), then handed to the run with those this process `claimed` before."""
+        self.locks.take(keys, None)
         try:
             self.store.add_run(run, steps)
         except BaseException:
@@ -110,7 +119,7 @@ class Engine:
                 self.store.drop_lock(Lock(key=key, run_id=None, pid=os.getpid(), host=self.host))
             raise
         assert run.id is not None
-        self.store.hand_locks([playbook_key(pb), *keys], run.id)
+        self.store.hand_locks([*claimed, *keys], run.id)
         return run
 
     def operate(self, pb: Playbook, playbook_path: str, operation: str, source: str, target: str,
@@ -129,11 +138,23 @@ class Engine:
     # --- driving a run ---------------------------------------------------------------------------------------
 
     def execute(self, pb: Playbook, run: Run) -> Run:
-        """Drive the run's steps that are not final yet, wave after wave, then settle the run's state."""
+        """Drive the run's steps that are not final yet, wave after wave, then settle the run's state. A
+        teardown runs last, whatever happened before it."""
         live = LiveRun(pb, run, self.store.steps(run.id or 0))
-        stop = False
-        for wave in dict.fromkeys(s.wave or "" for s in live.steps):
-            members = [s for s in live.steps if (s.wave or "") == wave]
+        last = [s for s in live.steps if s.kind == StepKind.TEARDOWN and s.state not in FINAL_STEP_STATES]
+        try:
+            self._waves(live, [s for s in live.steps if s.kind != StepKind.TEARDOWN])
+            if last and any(s.action == DRILL and s.state is StepState.SUCCEEDED for s in live.steps):
+                self.stop.wait(json.loads(last[0].detail or "{}").get("hold_s", 0))  # the clones stay up a while
+        finally:
+            for s in last:
+                self.drills.teardown(live, s)
+        return self._finish(live)
+
+    def _waves(self, live: LiveRun, steps: list[Step]) -> None:
+        pb, stop = live.pb, False
+        for wave in dict.fromkeys(s.wave or "" for s in steps):
+            members = [s for s in steps if (s.wave or "") == wave]
             if stop or self.abort_requested(live):
                 self._cancel(live, members, "the run was aborted" if live.aborting.is_set() else
                              "an earlier wave failed and its policy stops the run")
@@ -144,20 +165,22 @@ class Engine:
                 if policy is FailurePolicy.ROLLBACK:
                     self._rollback(live)
                 stop = policy is not FailurePolicy.CONTINUE
-        return self._finish(live)
 
     def _finish(self, live: LiveRun) -> Run:
         run, steps = live.run, live.steps
         acting = [s for s in steps if s.action != ROLLBACK]
-        if any(s.state is StepState.ROLLED_BACK for s in steps):
+        if run.operation == DRILL:
+            run.state, run.error = drill_outcome(steps)
+        elif any(s.state is StepState.ROLLED_BACK for s in steps):
             back = [s for s in steps if s.action == ROLLBACK]
             run.state = RunState.ROLLED_BACK if all(s.state is StepState.SUCCEEDED for s in back) else RunState.FAILED
         elif live.aborting.is_set():
             run.state = RunState.ABORTED
         else:
             run.state = run_outcome((s.state for s in acting), warned=any(s.warning for s in acting))
-        failed = [s for s in steps if s.state is StepState.FAILED]
-        run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
+        if run.operation != DRILL:
+            failed = [s for s in steps if s.state is StepState.FAILED]
+            run.error = f"{len(failed)} of {len(steps)} steps failed" if failed else None
         window = live.pb.commit
         if run.operation == "failover" and window and run.state in (
                 RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.PARTIAL):
@@ -171,7 +194,7 @@ class Engine:
         return run
 
     def abort_requested(self, live: LiveRun) -> bool:
-        if not live.aborting.is_set() and self.store.refresh(live.run).abort_requested:
+        if not live.aborting.is_set() and (self.stop.is_set() or self.store.refresh(live.run).abort_requested):
             live.aborting.set()
         return live.aborting.is_set()
 
@@ -258,6 +281,8 @@ class Engine:
                 self._cancel(live, [step], "the run was aborted")
             elif step.action in (Action.SKIP, Action.ALREADY, Action.BLOCKED):
                 self.work.settled(live, step)
+            elif step.action == DRILL:
+                self.drills.clone(live, step)
             elif broken:
                 self.transition(live, step, StepState.CANCELLED, error=f"depends on {', '.join(broken)}, "
                                  "which did not get there")
@@ -309,6 +334,8 @@ class Engine:
     def resume(self, pb: Playbook, run_id: int) -> Run:
         """Continue a run that was interrupted, failed or aborted: what is not done yet is done now."""
         run = self.store.run(run_id)
+        if run.operation == DRILL:
+            raise UsageError(f"run {run_id} is a drill: the next drill, or a daemon taking the lead, tears it down")
         if run.state in (RunState.SUCCEEDED, RunState.SUCCEEDED_WITH_WARNINGS, RunState.ROLLED_BACK):
             raise UsageError(f"run {run_id} {run.state}: nothing to resume")
         if run.state is RunState.PENDING_COMMIT:

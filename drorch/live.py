@@ -43,6 +43,15 @@ class LiveRun:
         return next((s for s in self.steps if s.workload == workload and s.action in ACTING), None)
 
 
+def hook_env(live: LiveRun, step: Step, target_host: str) -> dict[str, str]:
+    """What every hook of a step is told about its run, failovers and drills alike."""
+    run = live.run
+    return {"DRORCH_RUN_ID": str(run.id), "DRORCH_MODE": run.mode or "planned", "DRORCH_DIRECTION": run.operation,
+            "DRORCH_PLAYBOOK": run.playbook, "DRORCH_WAVE": step.wave or "", "DRORCH_WORKLOAD": step.workload,
+            "DRORCH_KIND": step.kind, "DRORCH_SOURCE_SITE": step.source_site,
+            "DRORCH_TARGET_SITE": step.target_site, "DRORCH_TARGET_HOST": target_host}
+
+
 class Transitions(Protocol):
     """How a step's work records where it is, and learns that its run is being aborted; writes go through
     one lock, as steps of a wave act in threads."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.hooks import HookResult, run_hooks
-from drorch.live import LiveRun, Reporter, StepEvent, Transitions
+from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.planner import Action
 from drorch.playbook import Hook, Hooks, WorkloadKind
 from drorch.records import StepKind, StepState
@@ -39,14 +39,6 @@ def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
     """Run hooks in order: whether the step may go on, and what they said."""
     results: list[HookResult] = run_hooks(hooks, env)
     return not any(r.fatal for r in results), "; ".join(r.line() for r in results)
-
-
-def _env(live: LiveRun, step: Step, target: Endpoint | None = None) -> dict[str, str]:
-    run = live.run
-    return {"DRORCH_RUN_ID": str(run.id), "DRORCH_MODE": run.mode or "planned", "DRORCH_DIRECTION": run.operation,
-            "DRORCH_PLAYBOOK": run.playbook, "DRORCH_WAVE": step.wave or "", "DRORCH_WORKLOAD": step.workload,
-            "DRORCH_KIND": step.kind, "DRORCH_SOURCE_SITE": step.source_site,
-            "DRORCH_TARGET_SITE": step.target_site, "DRORCH_TARGET_HOST": target.host if target else ""}
 
 
 class StepWork:
@@ -83,7 +75,7 @@ class StepWork:
             phase = json.loads(step.detail or "{}").get("phase", "before")
             hooks = getattr(live.pb.wave(step.wave or "").hooks, phase)
             to(live, step, StepState.RUNNING)
-            ok, said = _hooks(hooks, {**_env(live, step), "DRORCH_HOOK_PHASE": phase})
+            ok, said = _hooks(hooks, {**hook_env(live, step, ""), "DRORCH_HOOK_PHASE": phase})
             if ok:
                 to(live, step, StepState.SUCCEEDED, outcome=said)
             else:
@@ -105,7 +97,7 @@ class StepWork:
         kind = WorkloadKind(step.kind)
         driver = self.drivers[kind]
         target = host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
-        env = _env(live, step, target)
+        env = hook_env(live, step, target.host)
         to(live, step, StepState.RUNNING)
         ok, before = _hooks(hooks.before, {**env, "DRORCH_HOOK_PHASE": "before"})
         if not ok:

@@ -194,6 +194,30 @@ def leader(env: dict[str, str]) -> str | None:
     return live[0] if live else None
 
 
+DRILL_BOUNDARIES = 8  # the lab playbook's three clones and the teardown, each recorded before and after it acts
+
+
+@pytest.mark.parametrize("boundary", range(1, DRILL_BOUNDARIES + 2))
+def test_a_drill_killed_at_a_step_boundary_is_torn_down_by_the_next(lab: None, run_drorch: Drorch, state_dir: Path,
+                                                                   tmp_path: Path, boundary: int) -> None:
+    """SIGKILL at the Nth transition of a drill: the next drill tears down what it left and passes, and nothing
+    of either stays on a site. One boundary past the last, the drill ends untouched: every boundary was
+    covered."""
+    path = drill_playbook(tmp_path / "drill.yaml", every_s=3600, hold_s=0, checks=False)
+    shipped = run_drorch("protect", "ship", str(path))
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir), "DRORCH_TEST_KILL_AT": str(boundary)}
+    killed = subprocess.run([str(DRORCH), "drill", str(path)], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=300)
+    dies = boundary <= DRILL_BOUNDARIES
+    assert killed.returncode == (-9 if dies else 0), killed.stdout + killed.stderr
+    again = run_drorch("drill", str(path), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    first = report(run_drorch, 1)
+    assert first["state"] == ("failed" if dies else "succeeded"), first
+    assert leftovers() == []
+
+
 @pytest.mark.usefixtures("fresh_lab")
 def test_two_daemons_on_postgresql_run_each_drill_once(postgres: Cluster, tmp_path: Path) -> None:
     url = postgres.new_database("drorch_two_daemons")

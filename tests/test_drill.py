@@ -173,6 +173,42 @@ def test_a_dead_drill_is_torn_down_by_the_next_one(cloud: FakeCloud, store: Stor
     assert [s.state for s in store.steps(first.id or 0)][-1] is StepState.SUCCEEDED
 
 
+class Died(BaseException):
+    """Stands for the process dying: nothing it would write after that moment is written."""
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_a_drill_that_dies_at_any_transition_is_torn_down_by_the_next(cloud: FakeCloud, store: Store, pb: Playbook,
+                                                                      tmp_path: Path, n: int) -> None:
+    """Its n-th transition is its last (one past the last, it ends untouched): the next drill tears down what
+    it left, and nothing of either drill stays on the secondary."""
+    protected(cloud, pb, store)
+    path = tmp_path / "shop.yaml"
+    path.write_text(NETWORKED)
+    seen = [0]
+
+    def die(_ev: StepEvent) -> None:
+        seen[0] += 1
+        if seen[0] >= n:
+            raise Died
+
+    if n <= 8:  # 3 clones and the teardown, 2 transitions each
+        with pytest.raises(Died):
+            Drill(store, fake_drivers(cloud), die).run(pb, str(path))
+        first = store.run(1)
+        assert first.state is RunState.RUNNING
+        first.pid = 2**22 + 1  # beyond pid_max: no such process
+        store.save(first)
+    else:
+        assert Drill(store, fake_drivers(cloud), die).run(pb, str(path)).state is RunState.SUCCEEDED
+    second = Drill(store, fake_drivers(cloud)).run(pb, str(path))
+    assert second.state is RunState.SUCCEEDED
+    assert store.run(1).state is (RunState.FAILED if n <= 8 else RunState.SUCCEEDED)
+    assert [s.state for s in store.steps(1)][-1] is StepState.SUCCEEDED  # its teardown, done by the second
+    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert all(not site.networks for site in cloud.sites.values())
+
+
 def test_a_live_drill_holds_its_playbook(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
     protected(cloud, pb, store)
     run = store.add_run(Run(operation=DRILL, playbook="shop", playbook_path="shop.yaml", source_site="a",

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, app, echo, seconds
-from drorch.cli.common import directed, drivers, progress_shown
+from drorch.cli.common import directed, drivers, kill_at, progress_shown
 from drorch.errors import ExitCode, NeverChecked
 from drorch.limits import MAX_WAIT_S
 from drorch.records import EXIT_CODES
@@ -129,7 +129,7 @@ def drill_cmd(playbook: PlaybookArg, hold_s: Annotated[float | None, typer.Optio
         signal.signal(sig, lambda *_: stop.set())
     store = Store()
     with drivers(pb) as found, progress_shown(json_out) as report:
-        run = Drill(store, found, report, stop).run(pb, str(playbook), hold_s, point)
+        run = Drill(store, found, report, stop, kill_at()).run(pb, str(playbook), hold_s, point)
     doc = reports.timeline(run, store.steps(run.id or 0))
     if json_out:
         typer.echo(json.dumps(doc, indent=2))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, RunArg, app, echo
-from drorch.cli.common import directed, drivers, progress_shown, refuse, run_json
+from drorch.cli.common import directed, drivers, kill_at, progress_shown, refuse, run_json
 from drorch.errors import PlaybookError, UsageError
 from drorch.records import EXIT_CODES, RunState, StepState, naive, utcnow
 
@@ -27,13 +26,12 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def _engine(pb: Playbook, json_out: bool) -> Iterator[Engine]:
-    """An engine with the playbook's drivers; DRORCH_TEST_KILL_AT is the fault-injection hook of the tests."""
+    """An engine with the playbook's drivers."""
     from drorch.engine import Engine
     from drorch.store import Store
 
-    kill_at = os.environ.get("DRORCH_TEST_KILL_AT")
     with drivers(pb) as found, progress_shown(json_out) as report:
-        yield Engine(Store(), found, report=report, kill_at=int(kill_at) if kill_at else None)
+        yield Engine(Store(), found, report=report, kill_at=kill_at())
 
 
 def _bare_engine() -> Engine:

@@ -1,0 +1,152 @@
+"""What a drill's steps do once the engine lets them start: a clone brought up on the secondary from its
+recovery point, in isolation, and checked; and the teardown that removes every clone and the drill's network.
+
+Clone and network names follow from the run's id, so a teardown finds what a drill made whether or not its
+clone steps finished. The engine decides when each step runs and writes every transition.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from drorch.drivers.base import Driver, Endpoint
+from drorch.errors import DrorchError
+from drorch.hooks import run_hooks
+from drorch.live import LiveRun, Transitions, hook_env
+from drorch.planner import Action, PlanItem
+from drorch.playbook import WorkloadKind
+from drorch.records import DRILL, RunState, StepKind, StepState, clone_name, naive, network_name, run_outcome
+from drorch.sites import host_endpoint
+from drorch.store import RecoveryPoint, Step
+
+POLL_SECONDS = 0.5
+TEARDOWN = "drill clones"
+
+
+def clone_step(item: PlanItem, source: str, target: str, point: RecoveryPoint | None, now: datetime,
+               chosen: bool) -> Step:
+    """A drill's step for one item of the disaster plan: a clone of what a disaster would restart, or the
+    item as the plan left it (skipped, or blocked)."""
+    drilled = item.action is Action.RESTART
+    detail: dict[str, Any] = {}
+    if point is not None:
+        detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name, "chosen": chosen}
+        detail["rpo_s"] = (naive(now) - naive(point.taken_at)).total_seconds()
+    action = DRILL if drilled else Action.BLOCKED if item.action is Action.BLOCKED else Action.SKIP
+    return Step(run_id=0, seq=item.seq, kind=item.kind, workload=item.workload, strategy=item.strategy,
+                source_site=source, target_site=target, wave=item.wave, action=action, to_host=item.to_host,
+                outcome=None if drilled else item.reason, detail=json.dumps(detail))
+
+
+def teardown_step(source: str, target: str, hold_s: float) -> Step:
+    """The last step of every drill; the clones stay up `hold_s` before it, once some came up."""
+    return Step(run_id=0, seq=0, kind=StepKind.TEARDOWN, workload=TEARDOWN, strategy="-", source_site=source,
+                target_site=target, wave=StepKind.TEARDOWN, detail=json.dumps({"hold_s": hold_s}))
+
+
+def drill_outcome(steps: Iterable[Step]) -> tuple[RunState, str | None]:
+    """The clones decide: a drill none of whose clones came up failed, however clean its teardown was; one
+    whose teardown left something behind did not wholly pass; one stopped before every clone was checked was
+    aborted."""
+    steps = list(steps)
+    if any(s.state is StepState.CANCELLED for s in steps):
+        return RunState.ABORTED, "stopped before every clone was checked"
+    state = run_outcome(s.state for s in steps if s.kind != StepKind.TEARDOWN)
+    if state is RunState.SUCCEEDED and any(s.state is StepState.FAILED for s in steps):
+        state = RunState.PARTIAL
+    failed = [s for s in steps if s.state is StepState.FAILED]
+    return state, f"{len(failed)} of {len(steps)} steps failed" if failed else None
+
+
+class DrillWork:
+    def __init__(self, drivers: Mapping[WorkloadKind, Driver], states: Transitions) -> None:
+        self.drivers = drivers
+        self.states = states
+
+    def clone(self, live: LiveRun, step: Step) -> None:
+        """The clone made from the step's point (or the newest), seen running, then its drill checks."""
+        to, run = self.states.transition, live.run
+        kind = WorkloadKind(step.kind)
+        driver, site = self.drivers[kind], host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
+        clone, network = clone_name(step.workload, run.id or 0), network_name(run.id or 0)
+        detail = {**json.loads(step.detail or "{}"), "clone": clone, "network": network}
+        to(live, step, StepState.RUNNING, detail=json.dumps(detail))
+        checks: list[dict[str, Any]] = []
+        said = ""
+        point = detail.get("point") or {}
+        try:
+            said = driver.clone(step.workload, clone, site, network, point.get("name") if point.get("chosen") else None)
+            checks.append(self._running(driver, clone, site, live.pb.drill.check_timeout_s))
+            if checks[-1]["ok"]:
+                checks += self._hooks(live, step, clone, network)
+        except DrorchError as exc:
+            checks.append({"check": "clone", "ok": False, "fatal": True, "said": str(exc)})
+        detail["checks"] = checks
+        failed = [c for c in checks if c["fatal"]]
+        if failed:
+            to(live, step, StepState.FAILED, detail=json.dumps(detail),
+               error="; ".join(f"{c['check']}: {c['said']}" for c in failed))
+        else:
+            passed = sum(c["ok"] for c in checks)
+            to(live, step, StepState.SUCCEEDED, detail=json.dumps(detail),
+               outcome=f"{said}; {passed} of {len(checks)} checks passed")
+
+    @staticmethod
+    def _running(driver: Driver, clone: str, site: Endpoint, timeout: float) -> dict[str, Any]:
+        """The first check: the clone is seen running on the site."""
+        check = f"running on site {site.site}"
+        deadline = time.monotonic() + timeout
+        while True:
+            info = driver.locate(clone, site)
+            if info is not None and info.running:
+                return {"check": check, "ok": True, "fatal": False, "said": ""}
+            if time.monotonic() > deadline:
+                why = "not found" if info is None else "not running"
+                return {"check": check, "ok": False, "fatal": True, "said": f"{why} after {timeout:g} s"}
+            time.sleep(POLL_SECONDS)
+
+    @staticmethod
+    def _hooks(live: LiveRun, step: Step, clone: str, network: str) -> list[dict[str, Any]]:
+        """The workload's checks marked `drill: true`; its other hooks may act on production and never run."""
+        spec = live.pb.spec_of(WorkloadKind(step.kind), step.workload)
+        hooks = [h for h in spec.hooks.after if h.drill] if spec else []
+        env = {**hook_env(live, step, step.to_host or ""), "DRORCH_CLONE": clone, "DRORCH_DRILL_NETWORK": network,
+               "DRORCH_HOOK_PHASE": "after"}
+        return [{"check": r.hook.label, "ok": r.ok, "fatal": r.fatal, "said": r.message}
+                for r in run_hooks(hooks, env)]
+
+    def teardown(self, live: LiveRun, step: Step) -> None:
+        """Remove every clone the drill may have made, then its networks; what cannot be removed is named."""
+        to, run = self.states.transition, live.run
+        to(live, step, StepState.RUNNING)
+        removed: list[str] = []
+        left: list[str] = []
+        networks: dict[tuple[WorkloadKind, str], Endpoint] = {}
+        for s in live.steps:
+            if s.action != DRILL:
+                continue
+            kind = WorkloadKind(s.kind)
+            clone = clone_name(s.workload, run.id or 0)
+            try:
+                site = host_endpoint(live.pb, s.target_site, s.to_host or "", kind)
+                networks[(kind, site.uri)] = site
+                removed += self.drivers[kind].discard(clone, site)
+            except (DrorchError, StopIteration) as exc:
+                left.append(f"{s.kind} {clone} ({exc or 'its host is no longer in the playbook'})")
+        for (kind, _uri), site in networks.items():
+            network = network_name(run.id or 0)
+            try:
+                if self.drivers[kind].drop_network(network, site):
+                    removed.append(f"{kind} network {network}")
+            except DrorchError as exc:
+                left.append(f"{kind} network {network} ({exc})")
+        if left:
+            to(live, step, StepState.FAILED, error=f"left on site {run.target_site}: {', '.join(left)}",
+               detail=json.dumps({"removed": removed}))
+        else:
+            to(live, step, StepState.SUCCEEDED, detail=json.dumps({"removed": removed}),
+               outcome=f"removed {', '.join(removed)}" if removed else "nothing to remove")
