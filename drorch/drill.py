@@ -25,7 +25,7 @@ from drorch.playbook import Playbook, WorkloadKind
 from drorch.playbook_file import load_playbook
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_RUN_STATES, RunState, StepKind, StepState, utcnow
-from drorch.sites import snapshot
+from drorch.sites import RunSites, snapshot
 from drorch.store import Run, Store
 
 
@@ -74,7 +74,8 @@ class Drill:
             teardown = [s for s in steps if s.kind == StepKind.TEARDOWN]
             if run.state in FINAL_RUN_STATES and all(s.state is StepState.SUCCEEDED for s in teardown):
                 continue
-            live = LiveRun(load_playbook(Path(run.playbook_path)), run, steps)
+            pb = load_playbook(Path(run.playbook_path))
+            live = LiveRun(pb, run, steps, RunSites.of(pb, self.drivers))
             for s in steps:
                 if s.state in (StepState.PENDING, StepState.RUNNING):
                     s.state, s.ended_at, s.error = StepState.CANCELLED, utcnow(), "the drill's process died"

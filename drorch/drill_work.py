@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,6 @@ from drorch.live import LiveRun, Transitions, hook_env
 from drorch.planner import Action, PlanItem
 from drorch.playbook import WorkloadKind
 from drorch.records import DRILL, RunState, StepKind, StepState, clone_name, naive, network_name, run_outcome
-from drorch.sites import host_endpoint
 from drorch.store import RecoveryPoint, Step
 
 POLL_SECONDS = 0.5
@@ -63,15 +62,14 @@ def drill_outcome(steps: Iterable[Step]) -> tuple[RunState, str | None]:
 
 
 class DrillWork:
-    def __init__(self, drivers: Mapping[WorkloadKind, Driver], states: Transitions) -> None:
-        self.drivers = drivers
+    def __init__(self, states: Transitions) -> None:
         self.states = states
 
     def clone(self, live: LiveRun, step: Step) -> None:
         """The clone made from the step's point (or the newest), seen running, then its drill checks."""
         to, run = self.states.transition, live.run
         kind = WorkloadKind(step.kind)
-        driver, site = self.drivers[kind], host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
+        driver, site = live.sites.drivers[kind], live.sites.host(step.target_site, step.to_host or "", kind)
         clone, network = clone_name(step.workload, run.id or 0), network_name(run.id or 0)
         detail = {**json.loads(step.detail or "{}"), "clone": clone, "network": network}
         to(live, step, StepState.RUNNING, detail=json.dumps(detail))
@@ -132,15 +130,15 @@ class DrillWork:
             kind = WorkloadKind(s.kind)
             clone = clone_name(s.workload, run.id or 0)
             try:
-                site = host_endpoint(live.pb, s.target_site, s.to_host or "", kind)
+                site = live.sites.host(s.target_site, s.to_host or "", kind)
                 networks[(kind, site.uri)] = site
-                removed += self.drivers[kind].discard(clone, site)
-            except (DrorchError, StopIteration) as exc:
-                left.append(f"{s.kind} {clone} ({exc or 'its host is no longer in the playbook'})")
+                removed += live.sites.drivers[kind].discard(clone, site)
+            except DrorchError as exc:
+                left.append(f"{s.kind} {clone} ({exc})")
         for (kind, _uri), site in networks.items():
             network = network_name(run.id or 0)
             try:
-                if self.drivers[kind].drop_network(network, site):
+                if live.sites.drivers[kind].drop_network(network, site):
                     removed.append(f"{kind} network {network}")
             except DrorchError as exc:
                 left.append(f"{kind} network {network} ({exc})")

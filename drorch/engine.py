@@ -32,8 +32,8 @@ from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
 from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
-from drorch.run_steps import FENCE_WAVE, recorded_request, steps_for
-from drorch.sites import host_endpoint, site_endpoints, snapshot
+from drorch.run_steps import FENCE_WAVE, steps_for
+from drorch.sites import RunSites, snapshot
 from drorch.step_work import CONTROL_SECONDS, StepWork, verify
 from drorch.store import Lock, Run, Step, Store
 
@@ -68,8 +68,8 @@ class Engine:
         self._write = threading.Lock()
         self.stop = stop or threading.Event()  # set (a daemon stopping, a signal): steps not begun are cancelled
         self.locks = Locks(store, self.host)
-        self.work = StepWork(store, drivers, self, self.report, poll_seconds)
-        self.drills = DrillWork(drivers, self)
+        self.work = StepWork(store, self, self.report, poll_seconds)
+        self.drills = DrillWork(self)
 
     # --- starting ----------------------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class Engine:
     def execute(self, pb: Playbook, run: Run) -> Run:
         """Drive the run's steps that are not final yet, wave after wave, then settle the run's state. A
         teardown runs last, whatever happened before it."""
-        live = LiveRun(pb, run, self.store.steps(run.id or 0))
+        live = LiveRun(pb, run, self.store.steps(run.id or 0), RunSites.of(pb, self.drivers))
         last = [s for s in live.steps if s.kind == StepKind.TEARDOWN and s.state not in FINAL_STEP_STATES]
         try:
             self._waves(live, [s for s in live.steps if s.kind != StepKind.TEARDOWN])
@@ -307,13 +307,12 @@ class Engine:
         for s in reversed(moved):
             kind = WorkloadKind(s.kind)
             if s.request:
-                req = recorded_request(live.pb, s).reverse()
+                req = live.sites.request(s.request, kind).reverse()
             else:  # restarted from a copy: live back to the first host of the source that takes the kind
-                target = host_endpoint(live.pb, s.target_site, s.to_host or "", kind)
+                target = live.sites.host(s.target_site, s.to_host or "", kind)
                 spec = live.pb.spec_of(kind, s.workload)
                 req = MoveRequest(s.workload, spec.move_strategy if spec else STRATEGIES[kind][0],
-                                  target, site_endpoints(live.pb, s.source_site, kind)[0],
-                                  live.pb.mappings.inverse())
+                                  target, live.sites.hosts(s.source_site, kind)[0], live.pb.mappings.inverse())
             backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
                               kind=s.kind, strategy=req.strategy, source_site=req.source.site,
                               target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
@@ -372,7 +371,7 @@ class Engine:
                     return run
                 time.sleep(CONTROL_SECONDS)
             raise WorkloadBusy(f"run {run_id} was asked to abort and is still finishing its current steps")
-        live = LiveRun(pb, run, self.store.steps(run_id))
+        live = LiveRun(pb, run, self.store.steps(run_id), RunSites.of(pb, self.drivers))
         live.aborting.set()
         for s in live.steps:
             if s.state in FINAL_STEP_STATES:
@@ -380,8 +379,8 @@ class Engine:
             there = ""
             if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER) and s.to_host and s.action in ACTING:
                 kind = WorkloadKind(s.kind)
-                there = verify(self.drivers[kind], s.workload,
-                                     host_endpoint(pb, s.target_site, s.to_host, kind)) or "ok"
+                there = verify(live.sites.drivers[kind], s.workload,
+                               live.sites.host(s.target_site, s.to_host, kind)) or "ok"
             if there == "ok":
                 self.transition(live, s, StepState.SUCCEEDED, outcome=f"found running on site {s.target_site}")
             else:
@@ -418,7 +417,7 @@ class Engine:
             self.locks.retake(pb, run_id)
         run.state, run.pid, run.host, run.ended_at = RunState.RUNNING, os.getpid(), self.host, None
         self.store.save(run)
-        live = LiveRun(pb, run, self.store.steps(run_id))
+        live = LiveRun(pb, run, self.store.steps(run_id), RunSites.of(pb, self.drivers))
         self._rollback(live)
         return self._finish(live)
 

@@ -11,6 +11,7 @@ from drorch.drivers.base import Progress
 from drorch.planner import ACTING
 from drorch.playbook import Playbook
 from drorch.records import StepState
+from drorch.sites import RunSites
 from drorch.store import Run, Step
 
 
@@ -34,6 +35,7 @@ class LiveRun:
     pb: Playbook
     run: Run
     steps: list[Step]
+    sites: RunSites
     aborting: threading.Event = field(default_factory=threading.Event)
     broken: threading.Event = field(default_factory=threading.Event)  # an error escaped a step: start nothing more
     slots: dict[str, threading.Semaphore] = field(default_factory=dict)

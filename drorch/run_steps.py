@@ -3,35 +3,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from drorch import preflight
-from drorch.drivers.base import Driver, Endpoint, MoveRequest
+from drorch.drivers.base import Driver, MoveRequest
 from drorch.inventory import Snapshot
 from drorch.planner import MOVING, Plan, PlanItem, plan
 from drorch.playbook import Playbook, Resources, WorkloadKind
 from drorch.records import StepKind
-from drorch.sites import endpoint_of, find_host, host_endpoint
+from drorch.sites import host_endpoint
 from drorch.store import Step
 
 FENCE_WAVE = "fence"
-
-
-def recorded_request(pb: Playbook, step: Step) -> MoveRequest:
-    """The request a step recorded, its endpoints read again from the playbook: the store keeps URIs
-    without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
-    assert step.request is not None, "a moving step carries its request"
-    req = MoveRequest.from_dict(json.loads(step.request))
-    kind = WorkloadKind(step.kind)
-
-    def current(ep: Endpoint) -> Endpoint:
-        host = find_host(pb, ep.site, ep.host)
-        return (endpoint_of(ep.site, host, kind) if host is not None else None) or ep
-
-    return dataclasses.replace(req, source=current(req.source), target=current(req.target))
 
 
 def check_playbook(

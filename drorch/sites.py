@@ -7,7 +7,9 @@ behind (it is a daemon thread) and the pool gets a fresh one, so one dead host n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import queue
 import threading
 import time
@@ -15,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drorch.drivers.base import Driver, Endpoint
-from drorch.errors import DrorchError, SiteUnreachable
+from drorch.drivers.base import Driver, Endpoint, MoveRequest
+from drorch.errors import DrorchError, SiteUnreachable, UsageError
 from drorch.inventory import HostInventory, Snapshot
 from drorch.playbook import Host, Playbook, WorkloadKind
 from drorch.records import utcnow
@@ -33,12 +35,8 @@ def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     return Endpoint(site, uri, host.migration_address, host.name, tls, engine)
 
 
-def find_host(pb: Playbook, site: str, name: str) -> Host | None:
-    return next((h for h in pb.hosts(site) if h.name == name), None)
-
-
 def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
-    host = find_host(pb, site, host_name)
+    host = next((h for h in pb.hosts(site) if h.name == host_name), None)
     ep = endpoint_of(site, host, kind) if host is not None else None
     assert ep is not None, "the planner only picks hosts of the playbook with this kind's endpoint"
     return ep
@@ -46,6 +44,40 @@ def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -
 
 def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
     return [ep for h in pb.hosts(site) if (ep := endpoint_of(site, h, kind)) is not None]
+
+
+@dataclass(frozen=True)
+class RunSites:
+    """The hosts one run reaches, resolved once from its playbook when the run is driven, and the driver of
+    each kind: every step asks here, and no step searches the playbook for a host."""
+
+    drivers: Mapping[WorkloadKind, Driver]
+    endpoints: Mapping[tuple[str, WorkloadKind], Mapping[str, Endpoint]]  # (site, kind) -> host name -> endpoint
+
+    @classmethod
+    def of(cls, pb: Playbook, drivers: Mapping[WorkloadKind, Driver]) -> RunSites:
+        return cls(drivers, {(site, kind): {ep.host: ep for ep in site_endpoints(pb, site, kind)}
+                             for site in pb.sites for kind in WorkloadKind})
+
+    def host(self, site: str, host: str, kind: WorkloadKind) -> Endpoint:
+        ep = self.endpoints.get((site, kind), {}).get(host)
+        if ep is None:
+            raise UsageError(f"site {site} host {host} is no longer in the playbook (with a {kind} endpoint)")
+        return ep
+
+    def hosts(self, site: str, kind: WorkloadKind) -> list[Endpoint]:
+        return list(self.endpoints.get((site, kind), {}).values())
+
+    def request(self, recorded: str, kind: WorkloadKind) -> MoveRequest:
+        """A step's recorded request with its endpoints as the playbook gives them now: the store keeps URIs
+        without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
+        req = MoveRequest.from_dict(json.loads(recorded))
+        here = self.endpoints
+
+        def current(ep: Endpoint) -> Endpoint:
+            return here.get((ep.site, kind), {}).get(ep.host) or ep
+
+        return dataclasses.replace(req, source=current(req.source), target=current(req.target))
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 
 from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
@@ -17,8 +16,6 @@ from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.planner import Action
 from drorch.playbook import Hook, Hooks, WorkloadKind
 from drorch.records import StepKind, StepState
-from drorch.run_steps import recorded_request
-from drorch.sites import host_endpoint, site_endpoints
 from drorch.store import Step, Store
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
@@ -42,10 +39,8 @@ def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
 
 
 class StepWork:
-    def __init__(self, store: Store, drivers: Mapping[WorkloadKind, Driver], states: Transitions,
-                 report: Reporter, poll_seconds: float) -> None:
+    def __init__(self, store: Store, states: Transitions, report: Reporter, poll_seconds: float) -> None:
         self.store = store
-        self.drivers = drivers
         self.states = states
         self.report = report
         self.poll_seconds = poll_seconds
@@ -95,8 +90,8 @@ class StepWork:
         """Move or restart the workload between its own before and after hooks, and check it got there."""
         to = self.states.transition
         kind = WorkloadKind(step.kind)
-        driver = self.drivers[kind]
-        target = host_endpoint(live.pb, step.target_site, step.to_host or "", kind)
+        driver = live.sites.drivers[kind]
+        target = live.sites.host(step.target_site, step.to_host or "", kind)
         env = hook_env(live, step, target.host)
         to(live, step, StepState.RUNNING)
         ok, before = _hooks(hooks.before, {**env, "DRORCH_HOOK_PHASE": "before"})
@@ -107,7 +102,7 @@ class StepWork:
             if step.action == Action.RESTART:
                 final = driver.restart(step.workload, target, json.loads(step.detail or "{}").get("point"))
             else:
-                final = self._move(live, step, driver, recorded_request(live.pb, step))
+                final = self._move(live, step, driver, live.sites.request(step.request or "", kind))
         except DrorchError as exc:
             final = Progress(Phase.FAILED, message=str(exc))
         if final.phase is Phase.COMPLETED:
@@ -152,9 +147,9 @@ class StepWork:
         stopped, silent = [], []
         names = {(WorkloadKind(s.kind), s.workload) for s in live.steps if s.action == Action.RESTART}
         for kind, name in sorted(names):
-            for ep in site_endpoints(pb, run.source_site, kind):
+            for ep in live.sites.hosts(run.source_site, kind):
                 try:
-                    if self.drivers[kind].fence(name, ep):
+                    if live.sites.drivers[kind].fence(name, ep):
                         stopped.append(f"{kind} {name} on {ep.host}")
                 except SiteUnreachable:
                     silent.append(ep.host)

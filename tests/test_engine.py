@@ -4,13 +4,15 @@ import os
 
 import pytest
 
+from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.fake import FakeCloud
 from drorch.engine import Engine
-from drorch.errors import WorkloadBusy
-from drorch.playbook import Playbook, WorkloadKind
+from drorch.errors import UsageError, WorkloadBusy
+from drorch.playbook import Host, Mappings, Playbook, Strategy, WorkloadKind
 from drorch.records import RunState, StepState
+from drorch.sites import RunSites
 from drorch.store import Run, Step, Store
-from tests.conftest import move, site_of, uri
+from tests.conftest import fake_drivers, move, site_of, uri
 
 
 def counter(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str, site: str) -> int:
@@ -128,3 +130,34 @@ def test_reporter_sees_every_transition(store: Store, cloud: FakeCloud, playbook
     assert db[0] == (StepState.RUNNING, False)
     assert (StepState.RUNNING, True) in db
     assert db[-1] == (StepState.SUCCEEDED, True)
+
+
+def test_a_run_resolves_its_hosts_once_and_no_step_searches_the_playbook(
+    engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with engine.locks.claim(playbook):
+        the_plan, _snap = engine.plan_for(playbook, "a", "b", disaster=False)
+        run = engine.start(playbook, the_plan, "shop.yaml", "failover")
+    asked: list[str] = []
+    hosts = Playbook.hosts
+
+    def counted(pb: Playbook, site: str) -> list[Host]:
+        asked.append(site)
+        return hosts(pb, site)
+
+    monkeypatch.setattr(Playbook, "hosts", counted)
+    assert engine.execute(playbook, run).state is RunState.SUCCEEDED
+    # RunSites: each site's hosts once per kind, however many steps the run has.
+    assert sorted(asked) == sorted(list(playbook.sites) * len(WorkloadKind))
+
+
+def test_run_sites_name_a_host_dropped_from_the_playbook_and_keep_a_recorded_request(
+        cloud: FakeCloud, playbook: Playbook) -> None:
+    sites = RunSites.of(playbook, fake_drivers(cloud))
+    b1 = sites.host("b", "b1", WorkloadKind.VM)
+    with pytest.raises(UsageError, match="site b host gone is no longer in the playbook"):
+        sites.host("b", "gone", WorkloadKind.VM)
+    gone = Endpoint("b", "fake://gone/libvirt", None, "gone")
+    req = MoveRequest("db", Strategy.LIVE, b1, gone, Mappings())
+    again = sites.request(req.to_json(), WorkloadKind.VM)
+    assert again.source == b1 and again.target == gone
