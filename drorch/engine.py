@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from drorch.decisions import commit
 from drorch.drill_work import DrillWork, drill_outcome
 from drorch.drivers.base import Driver, MoveRequest, Progress
 from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
@@ -42,11 +43,6 @@ POLL_SECONDS = 0.05
 
 class FencingRequired(DrorchError):
     """A disaster failover cannot prove the source's copies are down."""
-
-
-def _as_utc(dt: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=utcnow().tzinfo)
 
 
 class Engine:
@@ -387,25 +383,6 @@ class Engine:
                 self.transition(live, s, StepState.CANCELLED, error="the run was aborted")
         return self._finish(live)
 
-    def approve(self, run_id: int, who: str) -> Step:
-        for s in self.store.steps(run_id):
-            if s.state is StepState.WAITING:
-                s.state, s.outcome = StepState.SUCCEEDED, f"approved by {who}"
-                self.store.save(s)
-                return s
-        raise UsageError(f"run {run_id} is not waiting for an approval")
-
-    def commit(self, run_id: int) -> Run:
-        run = self.store.run(run_id)
-        if run.state is not RunState.PENDING_COMMIT:
-            raise UsageError(f"run {run_id} is {run.state}, not pending commit")
-        acting = [s for s in self.store.steps(run_id) if s.action != ROLLBACK]
-        run.state = run_outcome((s.state for s in acting), warned=any(s.warning for s in acting))
-        run.ended_at = utcnow()
-        self.store.save(run)
-        self.store.release_locks(run_id)
-        return run
-
     def rollback(self, pb: Playbook, run_id: int) -> Run:
         """Take back what a pending (or ended) failover moved."""
         run = self.store.run(run_id)
@@ -421,14 +398,8 @@ class Engine:
         self._rollback(live)
         return self._finish(live)
 
-    def expired(self) -> list[Run]:
-        """Runs pending commit whose window has ended."""
-        now = utcnow()
-        return [r for r in self.store.runs(1000) if r.state is RunState.PENDING_COMMIT
-                and r.commit_deadline is not None and _as_utc(r.commit_deadline) <= now]
-
     def settle(self, pb: Playbook, run: Run) -> Run:
         """The window ended without a decision: the playbook's default decides."""
         default = pb.commit.default if pb.commit else CommitDefault.COMMIT
-        return self.rollback(pb, run.id or 0) if default is CommitDefault.ROLLBACK else self.commit(run.id or 0)
+        return self.rollback(pb, run.id or 0) if default is CommitDefault.ROLLBACK else commit(self.store, run.id or 0)
 

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from drorch import protection
+from drorch import decisions, protection
 from drorch import readiness as ready
 from drorch.drill import Drill
 from drorch.drivers import playbook_drivers
@@ -38,7 +38,7 @@ def settle(playbook_path: str) -> None:
     """Decide this playbook's failovers whose commit window ended."""
     pb = load_playbook(Path(playbook_path))
     store = Store()
-    due = [r for r in Engine(store, {}).expired() if r.playbook == pb.name]
+    due = [r for r in decisions.expired(store) if r.playbook == pb.name]
     if not due:
         return
     with playbook_drivers(pb) as drivers:

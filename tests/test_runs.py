@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drorch import decisions
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import Engine, FencingRequired
 from drorch.errors import UsageError, WorkloadBusy
@@ -300,7 +301,7 @@ def test_an_approval_pauses_the_run_until_approved(store: Store) -> None:
     worker.start()
     wait_for(lambda: bool(store.runs()) and any(s.state is StepState.WAITING for s in store.steps(1)))
     assert placements(cloud, pb) == {"db": ["b"], "cache": ["b"], "web": ["a"]}
-    assert Engine(store, {}).approve(1, "ops").outcome == "approved by ops"
+    assert decisions.approve(store, 1, "ops").outcome == "approved by ops"
     worker.join(10)
     assert result == [RunState.SUCCEEDED]
     assert placements(cloud, pb) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
@@ -361,7 +362,7 @@ def test_a_failover_waits_for_commit_and_holds_its_workloads(store: Store) -> No
     assert run.state is RunState.PENDING_COMMIT and run.commit_deadline is not None
     with pytest.raises(WorkloadBusy, match="drorch commit 1 or drorch rollback 1"):
         move(engine, pb, "b", "a", "failback")
-    assert engine.commit(1).state is RunState.SUCCEEDED
+    assert decisions.commit(store, 1).state is RunState.SUCCEEDED
     assert move(engine, pb, "b", "a", "failback").state is RunState.SUCCEEDED
 
 
@@ -370,11 +371,11 @@ def test_rollback_and_an_expired_window_take_the_default(store: Store) -> None:
     cloud = fresh_cloud(pb)
     engine = Engine(store, fake_drivers(cloud), poll_seconds=0)
     move(engine, pb, "a", "b")
-    assert engine.expired() == []
+    assert decisions.expired(store) == []
     run = store.run(1)
     run.commit_deadline = utcnow() - timedelta(seconds=1)
     store.save(run)
-    (late,) = engine.expired()
+    (late,) = decisions.expired(store)
     assert engine.settle(pb, late).state is RunState.ROLLED_BACK
     assert placements(cloud, pb) == {"db": ["a"], "cache": ["a"], "web": ["a"]}
     assert store.run_locks(1) == []

@@ -34,14 +34,6 @@ def _engine(pb: Playbook, json_out: bool) -> Iterator[Engine]:
         yield Engine(Store(), found, report=report, kill_at=kill_at())
 
 
-def _bare_engine() -> Engine:
-    """An engine for what only touches the store: approvals, commits, expired windows."""
-    from drorch.engine import Engine
-    from drorch.store import Store
-
-    return Engine(Store(), {})
-
-
 def _ended(store: Store, run: Run, json_out: bool) -> None:
     """Print how a run ended and exit with its code."""
     steps = store.steps(run.id or 0)
@@ -142,14 +134,20 @@ def abort(run_id: RunArg, json_out: JsonOpt = False) -> None:
 @app.command()
 def approve(run_id: RunArg) -> None:
     """Let a run that waits for approval go on with its next wave."""
-    step = _bare_engine().approve(run_id, getpass.getuser())
+    from drorch import decisions
+    from drorch.store import Store
+
+    step = decisions.approve(Store(), run_id, getpass.getuser())
     echo(f"run {run_id}: {step.workload} approved")
 
 
 @app.command()
 def commit(run_id: RunArg) -> None:
     """Make a failover that is pending commit final."""
-    run = _bare_engine().commit(run_id)
+    from drorch import decisions
+    from drorch.store import Store
+
+    run = decisions.commit(Store(), run_id)
     echo(f"run {run_id} committed: {run.state}")
 
 
@@ -164,7 +162,10 @@ def rollback(run_id: RunArg, json_out: JsonOpt = False) -> None:
 @app.command()
 def settle() -> None:
     """Decide failovers whose commit window ended, as their playbooks say (run it from cron or the daemon)."""
-    for run in _bare_engine().expired():
+    from drorch import decisions
+    from drorch.store import Store
+
+    for run in decisions.expired(Store()):
         pb = _run_playbook(run.id or 0)
         with _engine(pb, True) as engine:
             done = engine.settle(pb, run)

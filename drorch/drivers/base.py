@@ -181,13 +181,38 @@ class Driver(ABC):
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         """The workload on that site, or None; raises SiteUnreachable."""
 
-    @abstractmethod
     def start_move(self, request: MoveRequest) -> Handle:
-        """Start (or join) moving the workload; returns at once. Raises MoveFailed or SiteUnreachable."""
+        """Start (or join) moving the workload; returns at once. One that runs on the target already is not
+        moved again. Raises MoveFailed or SiteUnreachable."""
+        handle = Handle(request)
+        there = self.locate(request.workload, request.target)
+        if there is not None and there.running:
+            handle.data["already_there"] = True
+        else:
+            self._begin_move(handle)
+        return handle
 
     @abstractmethod
+    def _begin_move(self, handle: Handle) -> None:
+        """Start the move `handle` names, the workload not running on the target yet, or join one under way."""
+
     def progress(self, handle: Handle) -> Progress:
-        """Where the move stands now."""
+        """Where the move stands now: as this process follows it, or else as the target shows it (a later
+        process following a move that one which died started)."""
+        req = handle.request
+        if handle.data.get("already_there"):
+            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
+        followed = self._follow_move(handle)
+        if followed is not None:
+            return followed
+        there = self.locate(req.workload, req.target)
+        if there is not None and there.running:
+            return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
+        return Progress(Phase.FAILED, message=f"no move of {self.kind} {req.workload} is under way (interrupted?)")
+
+    @abstractmethod
+    def _follow_move(self, handle: Handle) -> Progress | None:
+        """The move's progress as this process knows it, or None when it follows no move of that handle."""
 
     @abstractmethod
     def fence(self, name: str, site: Endpoint) -> bool:

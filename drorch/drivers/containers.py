@@ -142,14 +142,11 @@ class ContainerDriver(ThreadedDriver):
                 f"{request.target.site}: map it under mappings.paths, or use a named volume, whose contents travel"
                 for path in unmapped_binds(c, request.mappings)]
 
-    def start_move(self, request: MoveRequest) -> Handle:
+    def _begin_move(self, handle: Handle) -> None:
+        request = handle.request
         name, src_ep, dst_ep = request.workload, request.source, request.target
-        handle = Handle(request)
         src, dst = self._site(src_ep), self._site(dst_ep)
         on_target = dst.inspect(name)
-        if on_target and on_target["State"]["Running"]:
-            handle.data["already_there"] = True
-            return handle
         on_source = src.inspect(name)
         if on_source is not None and not on_source["State"]["Running"]:
             on_source = self._revive(src, on_source)  # an interrupted move stopped it: back where it was first
@@ -161,7 +158,6 @@ class ContainerDriver(ThreadedDriver):
             dst.api.remove_container(on_target["Id"], force=True, v=True)
         handle.data["source_id"] = on_source["Id"]
         self._jobs.submit(handle.id, lambda: self._moves.run(handle, on_source, src, dst))
-        return handle
 
     @staticmethod
     def _revive(src: DockerSite, stopped: dict[str, Any]) -> dict[str, Any] | None:
@@ -262,16 +258,10 @@ class ContainerDriver(ThreadedDriver):
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         return self._points.ship(request, retention, self._site(request.source), self._site(request.target))
 
-    def progress(self, handle: Handle) -> Progress:
-        req = handle.request
-        if handle.data.get("already_there"):
-            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
+    def _follow_move(self, handle: Handle) -> Progress | None:
         fut = self._jobs.future(handle.id)
         if fut is None:  # started by another process: only reality tells
-            there = self.locate(req.workload, req.target)
-            if there is not None and there.running:
-                return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
-            return Progress(Phase.FAILED, message=f"no move of container {req.workload} is under way (interrupted?)")
+            return None
         if fut.done():
             exc = fut.exception()
             if exc is not None:

@@ -105,31 +105,21 @@ class FakeDriver(Driver):
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         return self.cloud.site(site).facts
 
-    def start_move(self, request: MoveRequest) -> Handle:
-        src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
-        handle = Handle(request)
-        there = dst.workloads.get(request.workload)
-        if there is not None and there.running:
-            handle.data["already_there"] = True
-            return handle
+    def _begin_move(self, handle: Handle) -> None:
+        request = handle.request
+        src = self.cloud.site(request.source)
         here = src.workloads.get(request.workload)
         if here is None or not here.running:
             raise MoveFailed(f"{self.kind} {request.workload} is running neither on site "
                              f"{request.source.site} nor on site {request.target.site}")
         self.cloud.moves[handle.id] = _Move(request, self.cloud.polls_per_move,
                                             self.cloud.fail.pop(request.workload, None))
-        return handle
 
-    def progress(self, handle: Handle) -> Progress:
+    def _follow_move(self, handle: Handle) -> Progress | None:
         req = handle.request
-        if handle.data.get("already_there"):
-            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
         move = self.cloud.moves.get(handle.id)
         if move is None:
-            there = self.locate(req.workload, req.target)
-            if there is not None and there.running:
-                return Progress(Phase.COMPLETED, message=f"running on site {req.target.site}")
-            return Progress(Phase.FAILED, message=f"no move of {req.workload} is under way (interrupted?)")
+            return None
         if move.polls_left > 0:
             move.polls_left -= 1
             total = 128 << 20

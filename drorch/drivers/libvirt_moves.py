@@ -20,13 +20,10 @@ from drorch.playbook import Strategy
 
 
 class LibvirtMoves(LibvirtSites):
-    def start_move(self, request: MoveRequest) -> Handle:
+    def _begin_move(self, handle: Handle) -> None:
+        request = handle.request
         name, src, dst = request.workload, request.source, request.target
-        handle = Handle(request)
         dom = self._domain(src, name)
-        if self._running_on(dst, name):
-            handle.data["already_there"] = True
-            return handle
         # A cold or replica move interrupted after the shutdown goes on from the stopped source.
         stopped_ok = request.strategy is not Strategy.LIVE
         if dom is None or not (dom.isActive() or stopped_ok):
@@ -34,12 +31,11 @@ class LibvirtMoves(LibvirtSites):
         self._conn(dst)  # an unreachable target fails here, before the VM is touched
         if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
             handle.data["joined"] = True  # a migration started earlier is still under way
-            return handle
+            return
         moves = {Strategy.LIVE: lambda: self._migrate(dom, request),
                  Strategy.COLD: lambda: self._cold(dom, request, handle.id),
                  Strategy.REPLICA: lambda: self._replica(dom, request)}
         self._jobs.submit(handle.id, moves[request.strategy])
-        return handle
 
     def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
         params, flags = migrate_params(request.target, request.controls)
@@ -154,10 +150,8 @@ class LibvirtMoves(LibvirtSites):
         return Progress(Phase.COMPLETED, bytes_done=stats.get("data_processed"),
                         bytes_total=stats.get("data_total"), message=message)
 
-    def progress(self, handle: Handle) -> Progress:
+    def _follow_move(self, handle: Handle) -> Progress | None:
         req = handle.request
-        if handle.data.get("already_there"):
-            return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
         fut = self._jobs.future(handle.id)
         if fut is not None and fut.done():
             exc = fut.exception()
@@ -175,8 +169,9 @@ class LibvirtMoves(LibvirtSites):
                 return Progress(Phase.RUNNING, step="waiting for libvirt")
             return Progress(Phase.FAILED, message=str(exc))
 
-    def _observed(self, req: MoveRequest, ours: bool) -> Progress:
-        """Progress as both sites show it: the source's migration job, or where the VM now runs."""
+    def _observed(self, req: MoveRequest, ours: bool) -> Progress | None:
+        """Progress as both sites show it: the source's migration job, or where the VM now runs; None when
+        neither shows a migration of ours."""
         dom = self._domain(req.source, req.workload)
         stats = dom.jobStats() if dom is not None and dom.isActive() else {}
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE:
@@ -188,6 +183,4 @@ class LibvirtMoves(LibvirtSites):
             )
         if self._running_on(req.target, req.workload):
             return self._completed(req)
-        if ours:
-            return Progress(Phase.RUNNING, step="starting migration")
-        return Progress(Phase.FAILED, message=f"no migration of {req.workload} is under way (interrupted?)")
+        return Progress(Phase.RUNNING, step="starting migration") if ours else None
