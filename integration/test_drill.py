@@ -198,8 +198,8 @@ DRILL_BOUNDARIES = 8  # the lab playbook's three clones and the teardown, each r
 
 
 @pytest.mark.parametrize("boundary", range(1, DRILL_BOUNDARIES + 2))
-def test_a_drill_killed_at_a_step_boundary_is_torn_down_by_the_next(lab: None, run_drorch: Drorch, state_dir: Path,
-                                                                   tmp_path: Path, boundary: int) -> None:
+def test_a_drill_killed_at_a_step_boundary_is_torn_down_by_the_next(
+        fresh_lab: None, run_drorch: Drorch, state_dir: Path, tmp_path: Path, boundary: int) -> None:
     """SIGKILL at the Nth transition of a drill: the next drill tears down what it left and passes, and nothing
     of either stays on a site. One boundary past the last, the drill ends untouched: every boundary was
     covered."""
