@@ -341,14 +341,35 @@ class Engine:
             self.store.adopt_locks(run_id, os.getpid(), self.host)
         else:
             self.locks.retake(pb, run_id)
+        sites = RunSites.of(pb, self.drivers)
         for s in self.store.steps(run_id):
             if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
                 s.state = StepState.PENDING
+                self.store.save(s)
+            elif s.state is StepState.SUCCEEDED and (gone := self._stopped_since(sites, s)):
+                s.state, s.error = StepState.FAILED, gone
                 self.store.save(s)
         run.state, run.pid, run.host, run.ended_at, run.error, run.abort_requested = (
             RunState.RUNNING, os.getpid(), self.host, None, None, None)
         self.store.save(run)
         return self.execute(pb, run)
+
+    @staticmethod
+    def _stopped_since(sites: RunSites, step: Step) -> str:
+        """Why a workload the step got onto its target no longer runs there (its daemon restarted, say), or ''
+        when it runs, or when the target does not answer: what a step once found is checked before a run
+        that resumes says it succeeded."""
+        if step.action not in ACTING or step.kind not in (WorkloadKind.VM, WorkloadKind.CONTAINER) or not step.to_host:
+            return ""
+        kind = WorkloadKind(step.kind)
+        try:
+            info = sites.drivers[kind].locate(step.workload, sites.host(step.target_site, step.to_host, kind))
+        except DrorchError:
+            return ""
+        if info is not None and info.running:
+            return ""
+        return (f"{step.workload} got to site {step.target_site}, but {'is gone' if info is None else 'has stopped'} "
+                "there since (found when the run was resumed): start it there, or fail over again")
 
     def abort(self, pb: Playbook, run_id: int, wait_seconds: float = 600.0) -> Run:
         """Ask a running run to stop; a run whose process died is settled here against reality."""

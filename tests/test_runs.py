@@ -107,6 +107,20 @@ def test_a_failed_run_is_resumed_once_the_cause_is_gone(engine: Engine, store: S
     assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
 
 
+def test_a_resumed_run_says_which_workloads_stopped_on_the_target_since_they_moved(
+        engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    cloud.fail["db"] = "Disconnected from qemu+tcp://b: end of file"
+    assert move(engine, playbook, "a", "b").state is RunState.PARTIAL
+    cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].workloads["cache"].running = False  # its daemon died
+    run = engine.resume(playbook, 1)
+    assert run.state is RunState.PARTIAL  # not "succeeded" while cache is down
+    steps = {s.workload: s for s in store.steps(1)}
+    assert steps["db"].state is StepState.SUCCEEDED and steps["web"].state is StepState.SUCCEEDED
+    assert steps["cache"].state is StepState.FAILED
+    assert steps["cache"].error == ("cache got to site b, but has stopped there since (found when the run was "
+                                    "resumed): start it there, or fail over again")
+
+
 def test_abort_of_an_interrupted_run_settles_it_against_reality(store: Store, cloud: FakeCloud,
                                                                 playbook: Playbook) -> None:
     with pytest.raises(Crash):
