@@ -1,5 +1,5 @@
-"""The order of the Podman checkpoint flows when an end fails, over stand-ins for two Podman services (the
-lab runs them for real in integration/test_podman.py, where failures cannot be provoked on cue)."""
+"""The order of the container flows when an end fails, over stand-ins for two Podman services or Docker daemons
+(the lab runs them for real in integration/, where failures cannot be provoked on cue)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+import requests
+from docker.errors import APIError
 
 from drorch.drivers.base import Endpoint, Handle, MoveRequest
+from drorch.drivers.containers import ContainerDriver
+from drorch.drivers.docker_engine import DockerSite
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
@@ -92,3 +96,36 @@ def test_a_move_removes_the_source_once_the_import_restored_it() -> None:
     src, dst = Service("a"), Service("b")
     assert move(src, dst) == ("running on site b (restored from checkpoint)", "")
     assert src.calls == ["export", "export closed", "remove source"]
+
+
+class DockerStandIn:
+    """A Docker site answered from memory, whose removals the daemon refuses (one already in progress)."""
+
+    def __init__(self, site: str, containers: dict[str, dict[str, Any]]) -> None:
+        self.ep = Endpoint(site, f"unix:///{site}.sock")
+        self.containers = containers
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        return self.containers.get(name)
+
+    @property
+    def api(self) -> DockerStandIn:
+        return self
+
+    def remove_container(self, container: str, force: bool, v: bool) -> None:
+        response = requests.Response()
+        response.status_code = 409
+        raise APIError("409 Conflict", response, "removal of container web is already in progress")
+
+
+def test_a_daemon_refusing_the_preparation_of_a_move_fails_the_move_with_its_reason() -> None:
+    """Not an internal error: a step that fails, saying why, which a resume can retry."""
+    running = {"Id": "c0ffee", "Name": "/web", "State": {"Running": True}, "Config": {"Image": "web", "Labels": {}}}
+    stale = {"Id": "deadbeef", "Name": "/web", "State": {"Running": False}, "Config": {"Image": "web", "Labels": {}}}
+    sites = {"a": DockerStandIn("a", {"web": running}), "b": DockerStandIn("b", {"web": stale})}
+    driver = ContainerDriver()
+    driver._site = lambda ep: cast(DockerSite, sites[ep.site])  # type: ignore[method-assign]
+    request = MoveRequest("web", Strategy.REDEPLOY, sites["a"].ep, sites["b"].ep)
+    with pytest.raises(MoveFailed, match=r"container web: the move could not begin: .*removal of container web is "
+                                         r"already in progress"):
+        driver.start_move(request)

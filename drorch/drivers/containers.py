@@ -143,6 +143,13 @@ class ContainerDriver(ThreadedDriver):
                 for path in unmapped_binds(c, request.mappings)]
 
     def _begin_move(self, handle: Handle) -> None:
+        try:
+            self._prepare_move(handle)
+        except API_ERRORS as exc:  # e.g. a removal of the target's copy that its daemon still has in progress
+            req = handle.request
+            raise MoveFailed(f"container {req.workload}: the move could not begin: {reason(exc)}") from None
+
+    def _prepare_move(self, handle: Handle) -> None:
         request = handle.request
         name, src_ep, dst_ep = request.workload, request.source, request.target
         src, dst = self._site(src_ep), self._site(dst_ep)
