@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from docker.errors import APIError
 
 from drorch.drivers.base import Endpoint, Handle, MoveRequest
 from drorch.drivers.containers import ContainerDriver
-from drorch.drivers.docker_engine import DockerSite
+from drorch.drivers.docker_engine import HELPER_LABEL, HELPER_OWNER, DockerSite
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
@@ -129,3 +130,29 @@ def test_a_daemon_refusing_the_preparation_of_a_move_fails_the_move_with_its_rea
     with pytest.raises(MoveFailed, match=r"container web: the move could not begin: .*removal of container web is "
                                          r"already in progress"):
         driver.start_move(request)
+
+
+class Helpers:
+    """A daemon's helper containers, labelled with their owners; removals are recorded."""
+
+    def __init__(self, owners: dict[str, str]) -> None:
+        self.owners = owners
+        self.removed: list[str] = []
+
+    def containers(self, all: bool, filters: dict[str, str]) -> list[dict[str, Any]]:
+        assert all and filters == {"label": HELPER_LABEL}
+        return [{"Id": name, "Names": [f"/{name}"], "Labels": {HELPER_LABEL: owner}}
+                for name, owner in self.owners.items()]
+
+    def remove_container(self, container: str, force: bool, v: bool) -> None:
+        self.removed.append(container)
+
+
+def test_helpers_of_dead_processes_go_and_those_of_live_ones_stay() -> None:
+    here = socket.gethostname()
+    api = Helpers({"drorch-in-mine": HELPER_OWNER, "drorch-in-dead": f"{here}:{2**22 + 7}",
+                   "drorch-in-elsewhere": "other-machine:42", "drorch-in-old": "1"})
+    site = DockerSite.__new__(DockerSite)
+    site.api = api  # type: ignore[assignment]
+    assert site.drop_stale_helpers() == ["drorch-in-dead", "drorch-in-old"]
+    assert api.removed == ["drorch-in-dead", "drorch-in-old"]

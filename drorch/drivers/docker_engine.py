@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,8 +27,10 @@ from drorch.drivers.docker_config import volumes
 from drorch.drivers.http_limits import limit_json_answers
 from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
 from drorch.errors import MoveFailed, SiteUnreachable
+from drorch.host import run_alive
 
 HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leave out
+HELPER_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label's value: the process that made the helper
 VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
 CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 CHECKPOINT_PREFIX = "drorch-"
@@ -182,7 +185,7 @@ class DockerSite:
     def new_helper(self, name: str, image: str, binds: list[str]) -> str:
         """A container that is created and never started, binding `binds`: its archive endpoint reads and
         writes them. One of that name left by an interrupted transfer is replaced."""
-        config = {"Image": image, "Cmd": ["true"], "Labels": {HELPER_LABEL: "1"},
+        config = {"Image": image, "Cmd": ["true"], "Labels": {HELPER_LABEL: HELPER_OWNER},
                   "HostConfig": {"Binds": binds, "NetworkMode": "none"}}
         try:
             return self.api.create_container_from_config(config, name=name)["Id"]  # type: ignore[no-any-return]
@@ -195,6 +198,17 @@ class DockerSite:
     def drop_helper(self, helper_id: str) -> None:
         with contextlib.suppress(*API_ERRORS):
             self.api.remove_container(helper_id, force=True, v=False)
+
+    def drop_stale_helpers(self) -> list[str]:
+        """Helpers whose process died before removing them (or whose daemon stopped under the transfer), found
+        by the owner each is labelled with; a helper of a live process, here or on another machine, stays."""
+        here, stale = socket.gethostname(), []
+        for c in self.api.containers(all=True, filters={"label": HELPER_LABEL}):
+            host, sep, pid = str((c.get("Labels") or {}).get(HELPER_LABEL, "")).rpartition(":")
+            if not (sep and pid.isdigit() and run_alive(host, int(pid), here)):
+                self.drop_helper(c["Id"])
+                stale.append(str((c.get("Names") or [c["Id"]])[0]).lstrip("/"))
+        return stale
 
     def read(self, helper_id: str, path: str) -> Iterator[bytes]:
         stream, _stat = self.api.get_archive(helper_id, path, chunk_size=CHUNK)
@@ -255,6 +269,8 @@ def _helpers(name: str, src: DockerSite, src_image: str, out: list[str], dst: Do
              into: list[str]) -> Iterator[tuple[str, str]]:
     """A helper on each daemon, created side by side, both removed afterwards (and one whose twin failed)."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drorch-helper") as pool:
+        for site in (src, dst):
+            site.drop_stale_helpers()
         made = [pool.submit(src.new_helper, f"drorch-out-{name}", src_image, out),
                 pool.submit(dst.new_helper, f"drorch-in-{name}", dst_image, into)]
         try:
