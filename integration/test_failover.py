@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import subprocess
 from pathlib import Path
 
+import docker
 import libvirt
 import pytest
 import yaml
 
 from drorch.store import Store
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 
 
 def last(counts: list[int]) -> int:
@@ -173,3 +176,48 @@ def test_vms_move_side_by_side_with_their_disks(run_drorch: Drorch, tmp_path: Pa
         finally:
             for c in conns.values():
                 c.close()
+
+
+@pytest.mark.usefixtures("fresh_lab")
+def test_a_run_whose_target_dockerd_restarts_midway_reports_what_really_runs(
+        run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    """Six checkpointed containers, three at a time; site b's dockerd is stopped once two have moved (the moved
+    ones die with it) and started again. Neither the run nor its resume may say a container succeeded while it
+    does not run on site b, nor end with an internal error."""
+    names = [f"dd-counter-{i}" for i in range(6)]
+    a = docker.DockerClient(base_url=labctl.SITES["a"].docker_url)
+    b = docker.DockerClient(base_url=labctl.SITES["b"].docker_url)
+    doc = yaml.safe_load(LAB_PLAYBOOK.read_text())
+    doc["waves"] = [{"name": "all", "parallel": 3}]
+    doc["workloads"] = [{"name": n, "kind": "container", "strategy": "checkpoint", "wave": "all"} for n in names]
+    path = tmp_path / "dd.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        for n in names:
+            a.containers.run(lab_base.IMAGE, name=n, detach=True, network_mode="none",
+                             mem_limit=lab_base.CONTAINER_MEMORY)
+        env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+        proc = subprocess.Popen([str(DRORCH), "failover", str(path)], env=env, cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
+        wait_until(lambda: bool(store.runs()) and sum(s.state == "succeeded" for s in store.steps(1)) >= 2,
+                   "two containers moved", timeout=120)
+        labctl.cmd_stop(argparse.Namespace(site="b", daemon="dockerd"))
+        labctl.cmd_start(argparse.Namespace(site="b", daemon="dockerd"))
+        out, err = proc.communicate(timeout=300)
+        assert "internal error" not in err and "Traceback" not in err, out + err
+        resumed = run_drorch("resume", "1")
+        assert "internal error" not in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr
+        on_b = {c.name for c in b.containers.list()}
+        steps = {s.workload: s for s in store.steps(1)}
+        said_there = {n for n, s in steps.items() if s.state == "succeeded"}
+        assert said_there <= on_b, (said_there - on_b, {n: (s.state, s.error) for n, s in steps.items()})
+        if store.run(1).state == "succeeded":
+            assert set(names) <= on_b
+    finally:
+        for c, n in itertools.product((a, b), names):
+            for found in c.containers.list(all=True, filters={"name": f"^{n}(.drorch-point)?$"}):
+                found.remove(force=True)
+        a.close()
+        b.close()
