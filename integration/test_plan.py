@@ -130,8 +130,9 @@ def test_validate_checks_a_vms_disks_can_travel(run_drorch: Drorch, tmp_path: Pa
     loose = xml.replace(f"<source pool='prod-pool' volume='{disk}'/>", f"<source file='{path}'/>").replace(
         "type='volume' device='disk'", "type='file' device='disk'").replace("type='qcow2'", "type='raw'")
     playbook = tmp_path / "disk.yaml"
-    playbook.write_text(TIERS.read_text().split("workloads:\n")[0] + "workloads:\n  - {name: disk-vm, kind: vm}\n")
-    line = playbook.read_text().splitlines().index("  - {name: disk-vm, kind: vm}") + 1
+    entry = "  - {name: disk-vm, kind: vm, wave: core}"
+    playbook.write_text(TIERS.read_text().split("workloads:\n")[0] + f"workloads:\n{entry}\n")
+    line = playbook.read_text().splitlines().index(entry) + 1
     a.storagePoolLookupByName("prod-pool").createXML(
         f"<volume><name>{lab_libvirt.VM_DISK}.second</name><capacity unit='MiB'>1</capacity>"
         "<target><format type='qcow2'/></target></volume>")
