@@ -173,6 +173,19 @@ def cmd_stop(args: argparse.Namespace) -> None:
     """Stop one daemon of one site: how tests make a site unreachable."""
     site = SITES[args.site]
     stop_pid(site.pidfile(args.daemon), f"{args.daemon} of site {site.name}")
+    if args.daemon == "dockerd":
+        release_mounts(site.root / "docker")
+
+
+def release_mounts(root: Path) -> None:
+    """Unmount what a dockerd stopped mid-transfer left mounted under its data root (the root file system of
+    a container whose archive it was serving), as the machine's reboot would: the daemon started again could
+    not remove that container otherwise ("device or resource busy")."""
+    pid = os.environ.get(OUTSIDE) or "self"
+    points = [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+    for point in reversed([p for p in points if p.startswith(f"{root}/")]):
+        log(f"unmounting {point}, left by a stopped dockerd")
+        subprocess.run([*outside(), "umount", "-l", point], check=False, capture_output=True)
 
 
 def cmd_lose(args: argparse.Namespace) -> None:
