@@ -88,6 +88,14 @@ def held(s: DockerSite, name: str, copy: dict[str, Any]) -> list[str]:
     return whole_points(copy, checkpoints(s, name, copy), point_volumes(s, name))
 
 
+def start_point(s: DockerSite, name: str, copy: dict[str, Any], point: str | None) -> tuple[str | None, bool]:
+    """The point a restart or a clone starts from (`point`, or the newest held whole), and whether its
+    checkpoint is on the site: one listing of the site's checkpoints answers both."""
+    ours = checkpoints(s, name, copy)
+    at = chosen(whole_points(copy, ours, point_volumes(s, name)), point, f"container {name}")
+    return at, at is not None and at in ours
+
+
 def retain(s: DockerSite, name: str, copy: dict[str, Any], kept: set[str]) -> None:
     """Every point of the workload on the site but `kept` removed: its checkpoint and its volumes."""
     for point in checkpoints(s, name, copy):
@@ -189,17 +197,16 @@ class ContainerPoints:
                 raise MoveFailed(f"site {site} holds no copy of container {name} to start from")
             s.start(c["Id"])
             return Progress(Phase.COMPLETED, message=f"started on site {site} as it was (no recovery point here)")
-        at = chosen(held(s, name, copy), point, f"container {name}")
+        at, checkpointed = start_point(s, name, copy, point)
         if c is not None and c["Id"] != copy["Id"]:
             s.api.remove_container(c["Id"], force=True)  # made by a restart that did not finish
         set_aside(s, name, copy)
         for vol in {v.removesuffix(POINT_SUFFIX) for v in volumes(copy).values()} - set(volumes(copy).values()):
             fresh_volume(s, vol)
         source, target = point_view(copy, at), s.create(restart_config(copy), name)
-        if isinstance(s, PodmanSite) and at is not None and at in s.checkpoint_images(name):
+        if isinstance(s, PodmanSite) and at is not None and checkpointed:
             return self._restore_image(name, s, source, target, at)
-        checkpoint = at if at is not None and at in checkpoints(s, name, copy) \
-            and s.checkpoint_obstacle() is None else None
+        checkpoint = at if checkpointed and s.checkpoint_obstacle() is None else None
         started, warning = self._start(name, s, source, target, checkpoint, fallback=True)
         return Progress(Phase.COMPLETED, message=f"{started}, on a copy of the point", warning=warning)
 
@@ -255,11 +262,10 @@ class ContainerPoints:
         there = s.inspect(clone)
         if there is not None and there["State"]["Running"]:
             return f"{clone} already up on site {site}"
-        at = chosen(held(s, name, copy), point, f"container {name}")
-        if isinstance(s, PodmanSite) and at is not None and at in s.checkpoint_images(name):
+        at, checkpointed = start_point(s, name, copy, point)
+        if isinstance(s, PodmanSite) and at is not None and checkpointed:
             return self._clone_image(name, clone, s, copy, there, at, network, isolated)
-        checkpoint = at if at is not None and at in checkpoints(s, name, copy) \
-            and s.checkpoint_obstacle() is None else None
+        checkpoint = at if checkpointed and s.checkpoint_obstacle() is None else None
         target = there or self._clone_container(copy, clone, s, network, isolated)
         started, _ = self._start(clone, s, point_view(copy, at), target, checkpoint, fallback=False)
         return f"{clone} {started}"
