@@ -253,7 +253,9 @@ def test_podman_points_keep_their_own_volumes_and_a_restart_leaves_them_as_shipp
         assert f"restored on site b from checkpoint localhost/drorch-checkpoint/{name}:{names[0]}" in res.stdout
         wait_until(lambda: len(podman_counts("b", name, since)) >= 2, f"{name} counting on b")
         at_first = int(files[names[0]]["count"])
-        assert at_first <= podman_counts("b", name, since)[0] <= at_first + 2  # the first point's process
+        # The first point's process: its checkpoint image is taken before its volume is copied, so the counter it
+        # holds may be one behind the volume's.
+        assert at_first - 1 <= podman_counts("b", name, since)[0] <= at_first + 2
         assert podman_volume_files(B, data) == {**files[names[0]], "count": podman_volume_files(B, data)["count"]}
         assert {n: podman_volume_files(B, f"{data}.{n}") for n in names} == files
         assert lab_podman.running(B, name) and not lab_podman.running(B, f"{name}.drorch-point")
