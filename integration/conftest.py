@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -88,16 +88,26 @@ def where(name: str) -> dict[str, list[str]]:
     }
 
 
-@pytest.fixture
-def fresh_lab(lab: None) -> Iterator[None]:
-    """Every lab daemon up and the workloads new on site A, their counters past 3."""
-    labctl.cmd_up(argparse.Namespace(reset=True))
-    wait_until(lambda: max(vm_counts("a"), default=0) >= 3, "the VM's counter")
+def refresh(containers_only: bool = False) -> None:
+    """Every lab daemon up and the workloads (or only the containers) new on site A, their counters past 3."""
+    labctl.cmd_up(argparse.Namespace(reset=True, containers_only=containers_only))
+    if not containers_only:
+        wait_until(lambda: max(vm_counts("a"), default=0) >= 3, "the VM's counter")
     for name in labctl.CONTAINERS:
         wait_until(lambda n=name: max(container_counts("a", n), default=0) >= 3, f"{name}'s counter")
     for name in lab_podman.CONTAINERS:
         wait_until(lambda n=name: max(podman_counts("a", n), default=0) >= 3, f"{name}'s counter")
-    yield
+
+
+@pytest.fixture
+def fresh_lab(lab: None) -> None:
+    refresh()
+
+
+@pytest.fixture
+def fresh_containers(lab: None) -> None:
+    """For a test that touches no VM: the containers are made new, the VMs left wherever they run."""
+    refresh(containers_only=True)
 
 
 @pytest.fixture

@@ -77,14 +77,16 @@ def start_docker(site: Site) -> None:
 # --- workloads ---------------------------------------------------------------------------------------------
 
 
-def ensure_workloads(force: bool = False, vms: int = 1) -> None:
-    """The VMs and the Docker and Podman containers on site A, unless they already run somewhere in the lab."""
+def ensure_workloads(force: bool = False, vms: int = 1, containers_only: bool = False) -> None:
+    """The VMs and the Docker and Podman containers on site A, unless they already run somewhere in the lab.
+    With force, they are made new; with containers_only too, only the containers are, and the VMs stay where
+    they are (a test that touches no VM need not wait for one to boot)."""
     a = SITES["a"]
     conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
     clients = {s.name: docker.DockerClient(base_url=s.docker_url) for s in SITES.values()}
     try:
         if force:
-            remove_workloads(conns, clients)
+            remove_workloads(conns, clients, vms=not containers_only)
             for site in SITES.values():
                 lab_podman.remove_all(site, images=False)
         lab_podman.ensure_workloads(a)
@@ -115,10 +117,13 @@ def ensure_workloads(force: bool = False, vms: int = 1) -> None:
 
 
 def remove_workloads(
-    conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient], everything: bool = False
+    conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient], everything: bool = False,
+    vms: bool = True,
 ) -> None:
-    """The lab's workloads, or with everything=True whatever runs on the lab's daemons (they are all ours)."""
-    lab_libvirt.remove_all_vms(conns, everything)
+    """The lab's workloads (its containers only, with vms=False), or with everything=True whatever runs on the
+    lab's daemons (they are all ours)."""
+    if vms:
+        lab_libvirt.remove_all_vms(conns, everything)
     for name, client in clients.items():
         # Everything made from the lab's image goes with it: the lab's containers, and those of tests and moves.
         for c in client.containers.list(all=True, filters={} if everything else {"ancestor": IMAGE}):
@@ -142,7 +147,8 @@ def cmd_up(args: argparse.Namespace) -> None:
         start_docker(site)
         lab_podman.start(site)
         lab_libvirt.ensure_site_names(site)
-    ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1))
+    ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1),
+                     containers_only=getattr(args, "containers_only", False))
     log("up")
 
 

@@ -11,6 +11,7 @@ from drorch.drivers.containers import ContainerDriver
 from drorch.drivers.libvirt import LibvirtDriver
 from drorch.playbook import Mappings, Strategy
 from integration import lab_base, lab_podman, labctl
+from integration.conftest import refresh
 from tests.driver_contract import DriverContract
 
 A, B = labctl.SITES["a"], labctl.SITES["b"]
@@ -33,7 +34,8 @@ def endpoints(case: str) -> tuple[Endpoint, Endpoint]:
 
 
 @pytest.fixture(params=sorted(CASES))
-def case(request: pytest.FixtureRequest, fresh_lab: None) -> str:
+def case(request: pytest.FixtureRequest, lab: None) -> str:
+    refresh(containers_only=CASES[request.param][0] is not LibvirtDriver)
     return request.param  # type: ignore[no-any-return]
 
 

@@ -43,7 +43,7 @@ def playbook(tmp_path: Path, a: dict[str, str], b: dict[str, str], workloads: li
     return path
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_checkpoint_move_continues_the_process_and_comes_back(run_drorch: Drorch, state_dir: Path) -> None:
     wait_until(lambda: podman_counts("a", COUNTER)[-1] >= 5, "lab-pod-counter past 4")
     since = time.time()  # logs are asked from its whole second: the lines of the second before count too
@@ -71,7 +71,7 @@ def test_checkpoint_move_continues_the_process_and_comes_back(run_drorch: Drorch
     assert podman_counts("a", COUNTER, since)[-1] > last_b and consecutive(podman_counts("a", COUNTER, since))
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_disaster_restart_from_the_shipped_checkpoint_image(run_drorch: Drorch) -> None:
     shipped = run_drorch("protect", "ship", str(PLAYBOOK), "--json")
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
@@ -94,7 +94,7 @@ def test_disaster_restart_from_the_shipped_checkpoint_image(run_drorch: Drorch) 
         labctl.cmd_up(argparse.Namespace(reset=True))
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_drill_restores_a_clone_from_the_checkpoint_image_and_leaves_nothing(run_drorch: Drorch) -> None:
     assert run_drorch("protect", "ship", str(PLAYBOOK)).returncode == 0
     before = podman_counts("a", COUNTER)[-1]
@@ -108,7 +108,7 @@ def test_drill_restores_a_clone_from_the_checkpoint_image_and_leaves_nothing(run
     assert on(COUNTER) == ["a"] and consecutive([n for n in podman_counts("a", COUNTER) if n >= before])
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_docker_site_a_to_podman_site_b_redeploys_and_says_why(run_drorch: Drorch, tmp_path: Path) -> None:
     path = playbook(tmp_path, {"docker": A.docker_url}, {"podman": lab_podman.url(B)},
                     [{"name": labctl.CHECKPOINT_CONTAINER, "strategy": "checkpoint"},
@@ -142,7 +142,7 @@ def test_validate_names_an_endpoint_of_the_other_engine(run_drorch: Drorch, tmp_
         in res.stderr
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_named_volumes_travel_between_podman_sites(run_drorch: Drorch, tmp_path: Path) -> None:
     names = {"vol-pod-counter": "checkpoint", "vol-pod-redeploy": "redeploy"}
     api = lab_podman.client(A)
@@ -206,7 +206,7 @@ def podman_volumes(site: lab_base.Site, prefix: str) -> list[str]:
         api.close()
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_podman_points_keep_their_own_volumes_and_a_restart_leaves_them_as_shipped(
         run_drorch: Drorch, tmp_path: Path) -> None:
     """Two points of a checkpointed Podman container with a volume, a file replaced between them: a drill

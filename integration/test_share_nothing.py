@@ -45,7 +45,7 @@ def remove_all(cs: dict[str, docker.DockerClient]) -> None:
 
 
 @pytest.fixture
-def sites(fresh_lab: None) -> Iterator[dict[str, docker.DockerClient]]:
+def sites(fresh_containers: None) -> Iterator[dict[str, docker.DockerClient]]:
     cs = clients()
     remove_all(cs)
     yield cs
@@ -258,7 +258,7 @@ def test_each_kept_point_holds_its_own_volume_and_stays_as_shipped(
         labctl.cmd_up(argparse.Namespace(reset=True))
 
 
-@pytest.mark.usefixtures("fresh_lab")
+@pytest.mark.usefixtures("fresh_containers")
 def test_a_disaster_restart_from_an_older_checkpoint(tmp_path: Path, run_drorch: Drorch) -> None:
     """Two kept checkpoints of the lab's counter: `--point` at the first one's time restores that one."""
     name = labctl.CHECKPOINT_CONTAINER
