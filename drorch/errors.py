@@ -59,6 +59,10 @@ class MoveFailed(DrorchError):
     """A workload could not be moved; it is left where it was unless the message says otherwise."""
 
 
+class MoveCancelled(MoveFailed):
+    """A move stopped on request before the target took over; its own rollback left the workload on its source."""
+
+
 class WorkloadBusy(DrorchError):
     """Another running operation holds the workload."""
 

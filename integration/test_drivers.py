@@ -68,5 +68,11 @@ def unreachable(case: str) -> Endpoint:
     return Endpoint("z", f"unix://{labctl.LAB}/no-such-daemon.sock")
 
 
+@pytest.fixture
+def stops_at_once(case: str) -> bool:
+    """A container move honours a cancel at its next step; libvirt aborts a migration job only once it runs."""
+    return CASES[case][0] is ContainerDriver
+
+
 class TestRealDrivers(DriverContract):
     pass

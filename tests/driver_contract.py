@@ -1,10 +1,11 @@
 """What every driver promises, run against the fake here and against the real drivers on the lab.
 
 A subclass provides the fixtures `driver` (a Driver), `request` (a MoveRequest for a workload that
-runs on its source), `reopen` (a factory for a fresh driver, standing for a later process) and
-`unreachable` (an Endpoint where nothing answers). Every method of the interface is covered: inventory,
-host_facts, locate, preflight, start_move and progress (joined when repeated, followed by a later process),
-fence, ship, held_points, restart, clone, discard, drop_network, leftovers and cancel.
+runs on its source), `reopen` (a factory for a fresh driver, standing for a later process), `unreachable`
+(an Endpoint where nothing answers) and `stops_at_once` (whether a cancel right after the start always stops
+the move: false where the hypervisor may not have begun a job to abort yet). Every method of the interface
+is covered: inventory, host_facts, locate, preflight, start_move and progress (joined when repeated, followed
+by a later process), fence, ship, held_points, restart, clone, discard, drop_network, leftovers and cancel.
 """
 
 from __future__ import annotations
@@ -131,17 +132,21 @@ class DriverContract:
         assert source is not None and source.running  # the original ran on
 
     def test_cancel_leaves_the_workload_running_in_exactly_one_place(
-        self, driver: Driver, request_: MoveRequest
+        self, driver: Driver, request_: MoveRequest, stops_at_once: bool
     ) -> None:
-        """A driver whose moves can stop halfway leaves it on its source; one whose moves cannot (a container's
-        copy) lets the move end: either way it runs once, and the move says how it ended."""
+        """A cancelled move stops and leaves the workload on its source; one past the point where the target took
+        over ends there: either way it runs once, and the move says how it ended."""
         handle = driver.start_move(request_)
         driver.cancel(handle)
         final = wait(driver, handle)
         places = [ep.site for ep in (request_.source, request_.target)
                   if (info := driver.locate(request_.workload, ep)) is not None and info.running]
         assert len(places) == 1, places
+        if stops_at_once:
+            assert final.phase is Phase.FAILED, final.message
         if final.phase is Phase.FAILED:
             assert places == [request_.source.site], final.message
+            assert "cancelled" in final.message and request_.source.site in final.message
+            assert driver.locate(request_.workload, request_.target) is None  # nothing half-made stays there
         else:
             assert places == [request_.target.site]

@@ -48,5 +48,10 @@ def unreachable() -> Endpoint:
     return Endpoint("z", "fake://down")
 
 
+@pytest.fixture
+def stops_at_once() -> bool:
+    return True
+
+
 class TestFakeDriver(DriverContract):
     pass

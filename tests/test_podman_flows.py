@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,7 +18,7 @@ from drorch.drivers.docker_engine import HELPER_LABEL, HELPER_OWNER, DockerSite
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman import PodmanCheckpoints
 from drorch.drivers.podman_engine import PodmanSite
-from drorch.errors import MoveFailed
+from drorch.errors import MoveCancelled, MoveFailed
 from drorch.playbook import Strategy
 
 ORIGINAL = {"Id": "c0ffee", "Config": {"Image": "docker.io/shop/web:1"}, "HostConfig": {"NetworkMode": "none"}}
@@ -32,9 +32,11 @@ class Service:
         self.fail = fail
         self.calls: list[str] = []
         self.containers: dict[str, dict[str, Any]] = {}
+        self.on_call: Callable[[str], None] = lambda name: None
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
+        self.on_call(name)
         if name == self.fail:
             raise MoveFailed(f"Podman on site {self.ep.site}: {name} refused")
 
@@ -72,10 +74,15 @@ class Service:
         self.calls.append("remove source")
 
 
-def move(src: Service, dst: Service) -> tuple[str | None, str]:
-    request = MoveRequest("web", Strategy.CHECKPOINT, src.ep, dst.ep)
-    flows = PodmanCheckpoints(Jobs(), lambda *_: None)
-    return flows.move(Handle(request), ORIGINAL, cast(PodmanSite, src), cast(PodmanSite, dst))
+def move(src: Service, dst: Service, cancel_at: str = "") -> tuple[str | None, str]:
+    """The move, cancelled (as `drorch abort` does) as soon as `src` is asked for the call `cancel_at`."""
+    handle = Handle(MoveRequest("web", Strategy.CHECKPOINT, src.ep, dst.ep))
+    jobs = Jobs()
+    src.on_call = lambda name: jobs.cancel(handle) if name == cancel_at else None
+    if cancel_at == "start":
+        jobs.cancel(handle)
+    flows = PodmanCheckpoints(jobs, lambda *_: None)
+    return flows.move(handle, ORIGINAL, cast(PodmanSite, src), cast(PodmanSite, dst))
 
 
 def test_a_checkpoint_that_cannot_be_taken_leaves_the_source_running_for_a_redeploy() -> None:
@@ -97,6 +104,20 @@ def test_a_move_removes_the_source_once_the_import_restored_it() -> None:
     src, dst = Service("a"), Service("b")
     assert move(src, dst) == ("running on site b (restored from checkpoint)", "")
     assert src.calls == ["export", "export closed", "remove source"]
+
+
+def test_a_move_cancelled_before_it_began_touches_neither_site() -> None:
+    src, dst = Service("a"), Service("b")
+    with pytest.raises(MoveCancelled, match="the move of web was cancelled; it stays on site a"):
+        move(src, dst, cancel_at="start")
+    assert src.calls == [] and dst.calls == []
+
+
+def test_a_move_cancelled_once_exported_restores_the_source_from_its_checkpoint_and_imports_nothing() -> None:
+    src, dst = Service("a"), Service("b")
+    with pytest.raises(MoveCancelled, match="the move of web was cancelled; it stays on site a"):
+        move(src, dst, cancel_at="export")
+    assert src.calls == ["export", "export closed", "restore here"] and dst.calls == []
 
 
 class DockerStandIn:

@@ -25,7 +25,7 @@ from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman import PodmanCheckpoints, import_obstacle
 from drorch.drivers.podman_engine import PodmanSite
 from drorch.drivers.transfer import CHUNK
-from drorch.errors import MoveFailed
+from drorch.errors import MoveCancelled, MoveFailed
 from drorch.playbook import Strategy
 
 
@@ -75,15 +75,17 @@ class ContainerMoves:
             why_not = f"the checkpoint failed ({dump_error})"
         else:
             target, image = self._prepare(handle, original, src, dst)
-        self._jobs.set_step(hid, "stop source")
-        src.api.stop(original["Id"], timeout=10)
         try:
+            self._jobs.set_step(hid, "stop source")
+            src.api.stop(original["Id"], timeout=10)
             self.send_state(hid, src, original, dst, target, None)
             self._jobs.set_step(hid, "start")
             dst.start(target["Id"])
         except (*API_ERRORS, MoveFailed) as exc:
-            src.start(original["Id"])
+            src.start(original["Id"])  # a source not stopped yet takes this as a no-op
             dst.api.remove_container(target["Id"], force=True, v=True)
+            if isinstance(exc, MoveCancelled):
+                raise
             raise MoveFailed(f"{req.workload} did not start on site {req.target.site}, restarted on site "
                              f"{req.source.site}: {reason(exc)}") from None
         src.remove(original)
@@ -122,7 +124,8 @@ class ContainerMoves:
                     src.start(original["Id"], checkpoint=checkpoint)
                     src.drop_checkpoint(original["Id"], checkpoint)
                 raise
-            self._jobs.set_step(handle.id, "checkpoint")
+            # A cancel is honoured at the restore's first step, whose rollback also removes the new container.
+            self._jobs.set_step(handle.id, "checkpoint", cancellable=False)
         failed = dump.exception()
         if failed is None:
             return target, image, None
@@ -152,9 +155,11 @@ class ContainerMoves:
         except (*API_ERRORS, MoveFailed) as exc:
             src.start(source["Id"], checkpoint=checkpoint)  # the process goes on where it stopped, at home
             dst.api.remove_container(target["Id"], force=True, v=True)
+            if isinstance(exc, MoveCancelled):
+                raise
             raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
                              f"{req.source.site} instead: {reason(exc)}") from None
-        self._jobs.set_step(hid, "cleanup")
+        self._jobs.set_step(hid, "cleanup", cancellable=False)
         dst.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
         src.remove(source)
         return f"running on site {req.target.site} (restored from checkpoint)"

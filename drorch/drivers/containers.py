@@ -265,6 +265,12 @@ class ContainerDriver(ThreadedDriver):
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         return self._points.ship(request, retention, self._site(request.source), self._site(request.target))
 
+    def cancel(self, handle: Handle) -> None:
+        """Honoured at the move's next step before the target takes over, whose rollback leaves the container on its
+        source (restored from its checkpoint when one was taken); a move that has started on the target ends there.
+        A move that another process runs is not reached."""
+        self._jobs.cancel(handle)
+
     def _follow_move(self, handle: Handle) -> Progress | None:
         fut = self._jobs.future(handle.id)
         if fut is None:  # started by another process: only reality tells

@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from threading import Lock
 
 from drorch.drivers.base import Driver, Handle, Progress
+from drorch.errors import MoveCancelled
 
 
 class Jobs:
@@ -15,6 +16,7 @@ class Jobs:
         self._futures: dict[str, Future[Progress]] = {}
         self._steps: dict[str, str] = {}
         self._bytes: dict[str, tuple[int, int]] = {}
+        self._cancelled: dict[str, str] = {}
         self._lock = Lock()
 
     def submit(self, handle_id: str, fn: Callable[[], Progress]) -> None:
@@ -34,8 +36,18 @@ class Jobs:
         wait([fut], timeout=timeout)
         return True
 
-    def set_step(self, handle_id: str, step: str) -> None:
+    def cancel(self, handle: Handle) -> None:
+        """Ask the move to stop at its next cancellable step."""
+        self._cancelled[handle.id] = (f"the move of {handle.request.workload} was cancelled; it stays on site "
+                                      f"{handle.request.source.site}")
+
+    def set_step(self, handle_id: str, step: str, cancellable: bool = True) -> None:
+        """Where the move is. A cancelled move stops at its next cancellable step (raising MoveCancelled, which the
+        move's rollback lets through); the steps after the target took over are not cancellable."""
         self._steps[handle_id] = step
+        why = self._cancelled.get(handle_id)
+        if cancellable and why is not None:
+            raise MoveCancelled(why)
 
     def step(self, handle_id: str) -> str:
         return self._steps.get(handle_id, "")

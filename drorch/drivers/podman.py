@@ -21,7 +21,7 @@ from drorch.drivers.base import Handle
 from drorch.drivers.docker_engine import API_ERRORS, DockerSite, reason
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.podman_engine import PodmanSite, checkpoint_image
-from drorch.errors import MoveFailed
+from drorch.errors import MoveCancelled, MoveFailed
 from drorch.playbook import Mappings
 
 SendImage = Callable[[str, str, DockerSite, DockerSite], None]  # (handle id, image, from, to)
@@ -80,8 +80,8 @@ class PodmanCheckpoints:
             except (*API_ERRORS, MoveFailed) as exc:
                 return None, f"the checkpoint failed ({reason(exc)})"
             handle.data["checkpoint"] = "exported"
-            self._jobs.set_step(hid, "copy state")
             try:
+                self._jobs.set_step(hid, "copy state")
                 handle.data["target_id"] = dst.import_(self._counted(hid, stream), published(original, req.mappings))
             except (*API_ERRORS, MoveFailed) as exc:
                 open_streams.close()  # the export's connection, before the source is restored
@@ -89,9 +89,11 @@ class PodmanCheckpoints:
                 if half is not None:
                     dst.api.remove_container(half["Id"], force=True)
                 src.restore_here(original["Id"])  # the process goes on where it stopped, at home
+                if isinstance(exc, MoveCancelled):
+                    raise
                 raise MoveFailed(f"restore of {req.workload} on site {req.target.site} failed, restored on site "
                                  f"{req.source.site} instead: {reason(exc)}") from None
-        self._jobs.set_step(hid, "cleanup")
+        self._jobs.set_step(hid, "cleanup", cancellable=False)
         src.remove(original)
         return f"running on site {req.target.site} (restored from checkpoint)", ""
 
