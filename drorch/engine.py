@@ -27,6 +27,7 @@ from drorch.drivers.base import Driver, MoveRequest, Progress
 from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
 from drorch.host import run_alive
 from drorch.inventory import Snapshot
+from drorch.landing import recheck, target_of, verify
 from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
@@ -35,7 +36,7 @@ from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
 from drorch.run_steps import FENCE_WAVE, steps_for
 from drorch.sites import RunSites, snapshot
-from drorch.step_work import CONTROL_SECONDS, StepWork, verify
+from drorch.step_work import CONTROL_SECONDS, StepWork
 from drorch.store import Lock, Run, Step, Store
 
 POLL_SECONDS = 0.05
@@ -346,30 +347,17 @@ class Engine:
             if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
                 s.state = StepState.PENDING
                 self.store.save(s)
-            elif s.state is StepState.SUCCEEDED and (gone := self._stopped_since(sites, s)):
-                s.state, s.error = StepState.FAILED, gone
+            elif s.state is StepState.SUCCEEDED and (found := recheck(sites, s)) is not None:
+                s.state = found.state
+                if found.state is StepState.SUCCEEDED:
+                    s.warning = "; ".join(filter(None, [s.warning, found.said]))
+                else:
+                    s.error = found.said or None
                 self.store.save(s)
         run.state, run.pid, run.host, run.ended_at, run.error, run.abort_requested = (
             RunState.RUNNING, os.getpid(), self.host, None, None, None)
         self.store.save(run)
         return self.execute(pb, run)
-
-    @staticmethod
-    def _stopped_since(sites: RunSites, step: Step) -> str:
-        """Why a workload the step got onto its target no longer runs there (its daemon restarted, say), or ''
-        when it runs, or when the target does not answer: what a step once found is checked before a run
-        that resumes says it succeeded."""
-        if step.action not in ACTING or step.kind not in (WorkloadKind.VM, WorkloadKind.CONTAINER) or not step.to_host:
-            return ""
-        kind = WorkloadKind(step.kind)
-        try:
-            info = sites.drivers[kind].locate(step.workload, sites.host(step.target_site, step.to_host, kind))
-        except DrorchError:
-            return ""
-        if info is not None and info.running:
-            return ""
-        return (f"{step.workload} got to site {step.target_site}, but {'is gone' if info is None else 'has stopped'} "
-                "there since (found when the run was resumed): start it there, or fail over again")
 
     def abort(self, pb: Playbook, run_id: int, wait_seconds: float = 600.0) -> Run:
         """Ask a running run to stop; a run whose process died is settled here against reality."""
@@ -393,12 +381,8 @@ class Engine:
         for s in live.steps:
             if s.state in FINAL_STEP_STATES:
                 continue
-            there = ""
-            if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER) and s.to_host and s.action in ACTING:
-                kind = WorkloadKind(s.kind)
-                there = verify(live.sites.drivers[kind], s.workload,
-                               live.sites.host(s.target_site, s.to_host, kind)) or "ok"
-            if there == "ok":
+            placed = target_of(live.sites, s)
+            if placed is not None and not verify(placed[0], s.workload, placed[1]):
                 self.transition(live, s, StepState.SUCCEEDED, outcome=f"found running on site {s.target_site}")
             else:
                 self.transition(live, s, StepState.CANCELLED, error="the run was aborted")

@@ -36,6 +36,7 @@ class WorkloadInfo:
     networks: tuple[str, ...] = ()
     pools: tuple[str, ...] = ()
     ports: tuple[PortNumber, ...] = ()
+    status: str = ""  # what the site says of one that does not run: "exited (code 137) at …", "shut off (crashed)"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import time
 
-from drorch.drivers.base import Driver, Endpoint, MoveRequest, Phase, Progress
+from drorch.drivers.base import Driver, MoveRequest, Phase, Progress
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.hooks import HookResult, run_hooks
+from drorch.landing import verify
 from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.planner import Action
 from drorch.playbook import Hook, Hooks, WorkloadKind
@@ -19,17 +20,6 @@ from drorch.records import StepKind, StepState
 from drorch.store import Step, Store
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
-
-
-def verify(driver: Driver, name: str, target: Endpoint) -> str:
-    """Why the workload does not run on the target after a move said it is done, or ''."""
-    try:
-        info = driver.locate(name, target)
-    except DrorchError as exc:
-        return f"cannot check that {name} runs on site {target.site}: {exc}"
-    if info is not None and info.running:
-        return ""
-    return f"{name} is not running on site {target.site} after the move"
 
 
 def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:

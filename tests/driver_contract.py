@@ -5,7 +5,8 @@ runs on its source), `reopen` (a factory for a fresh driver, standing for a late
 (an Endpoint where nothing answers) and `stops_at_once` (whether a cancel right after the start always stops
 the move: false where the hypervisor may not have begun a job to abort yet). Every method of the interface
 is covered: inventory, host_facts, locate, preflight, start_move and progress (joined when repeated, followed
-by a later process), fence, ship, held_points, restart, clone, discard, drop_network, leftovers and cancel.
+by a later process), fence, start, ship, held_points, restart, clone, discard, drop_network, leftovers and
+cancel.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from drorch.drivers.base import Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Retention
-from drorch.errors import SiteUnreachable
+from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.records import clone_name, network_name
 
 
@@ -81,12 +82,20 @@ class DriverContract:
             with pytest.raises(SiteUnreachable):
                 call()
 
-    def test_fence_stops_the_workload_once(self, driver: Driver, request_: MoveRequest) -> None:
-        assert driver.fence(request_.workload, request_.source) is True
-        info = driver.locate(request_.workload, request_.source)
-        assert info is not None and not info.running  # stopped, its definition kept
-        assert driver.fence(request_.workload, request_.source) is False
-        assert driver.fence("no-such-workload-here", request_.source) is False
+    def test_fence_stops_the_workload_once_and_start_brings_it_back(self, driver: Driver, request_: MoveRequest
+                                                                     ) -> None:
+        name, site = request_.workload, request_.source
+        assert driver.fence(name, site) is True
+        info = driver.locate(name, site)
+        assert info is not None and not info.running and info.status  # stopped, its definition kept, and said so
+        assert driver.fence(name, site) is False
+        assert driver.fence("no-such-workload-here", site) is False
+        assert driver.start(name, site).startswith(f"started on site {site.site}")
+        info = driver.locate(name, site)
+        assert info is not None and info.running and info.status == ""
+        assert driver.start(name, site) == f"already running on site {site.site}"
+        with pytest.raises(MoveFailed):
+            driver.start("no-such-workload-here", site)
 
     def test_ship_then_restart_from_the_point_which_stays(self, driver: Driver, request_: MoveRequest) -> None:
         """Protect, lose the source, start the copy: the workload runs on the target, the point it started

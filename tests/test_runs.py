@@ -107,18 +107,35 @@ def test_a_failed_run_is_resumed_once_the_cause_is_gone(engine: Engine, store: S
     assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
 
 
-def test_a_resumed_run_says_which_workloads_stopped_on_the_target_since_they_moved(
+def test_a_resume_brings_back_what_stopped_on_the_target_since_it_moved_and_says_what_was_lost(
         engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
     cloud.fail["db"] = "Disconnected from qemu+tcp://b: end of file"
     assert move(engine, playbook, "a", "b").state is RunState.PARTIAL
     cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].workloads["cache"].running = False  # its daemon died
     run = engine.resume(playbook, 1)
-    assert run.state is RunState.PARTIAL  # not "succeeded" while cache is down
+    assert run.state is RunState.SUCCEEDED_WITH_WARNINGS  # not plain "succeeded": cache lost its memory
     steps = {s.workload: s for s in store.steps(1)}
     assert steps["db"].state is StepState.SUCCEEDED and steps["web"].state is StepState.SUCCEEDED
+    assert steps["cache"].state is StepState.SUCCEEDED
+    assert steps["cache"].warning == ("found stopped on site b when the run was resumed; started on site b as it "
+                                      "was: what it held in memory since the move is lost")
+    assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
+
+
+def test_a_resume_moves_again_what_left_the_target_and_fails_what_is_nowhere(
+        engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    cloud.fail["db"] = "Disconnected from qemu+tcp://b: end of file"
+    assert move(engine, playbook, "a", "b").state is RunState.PARTIAL
+    containers = {s: cloud.sites[uri(playbook, WorkloadKind.CONTAINER, s)].workloads for s in ("a", "b")}
+    containers["a"]["web"] = containers["b"].pop("web")  # someone took it home again
+    del containers["b"]["cache"]  # removed by hand: nothing of it anywhere
+    run = engine.resume(playbook, 1)
+    assert run.state is RunState.PARTIAL
+    steps = {s.workload: s for s in store.steps(1)}
+    assert steps["web"].state is StepState.SUCCEEDED and steps["db"].state is StepState.SUCCEEDED
     assert steps["cache"].state is StepState.FAILED
-    assert steps["cache"].error == ("cache got to site b, but has stopped there since (found when the run was "
-                                    "resumed): start it there, or fail over again")
+    assert steps["cache"].error == "container cache is running neither on site a nor on site b"
+    assert placements(cloud, playbook) == {"db": ["b"], "cache": [], "web": ["b"]}
 
 
 def test_abort_of_an_interrupted_run_settles_it_against_reality(store: Store, cloud: FakeCloud,

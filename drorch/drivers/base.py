@@ -220,6 +220,12 @@ class Driver(ABC):
         Its definition stays. Raises SiteUnreachable."""
 
     @abstractmethod
+    def start(self, name: str, site: Endpoint) -> str:
+        """Start a stopped workload as the site holds it (its disks, or its filesystem and volumes, as they are;
+        what it held in memory is lost), never a recovery point; says what it did. Raises MoveFailed when the site
+        holds no such workload, SiteUnreachable."""
+
+    @abstractmethod
     def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
         """Disaster: start the copy the site holds (a shipped definition, a stopped container) from its
         recovery point `point` (a Shipped.name), or the newest; the point itself stays as it was. Returns how it

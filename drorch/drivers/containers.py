@@ -32,6 +32,7 @@ from drorch.drivers.container_points import ContainerPoints, held, point_copy, r
 from drorch.drivers.docker_config import (
     POINT_SUFFIX,
     clone_volume,
+    container_status,
     is_point_copy,
     published_ports,
     unmapped_binds,
@@ -95,6 +96,7 @@ class ContainerDriver(ThreadedDriver):
             labels=dict(c["Config"].get("Labels") or {}),
             networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
             ports=published_ports(c),
+            status=container_status(c),
         )
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
@@ -183,6 +185,19 @@ class ContainerDriver(ThreadedDriver):
         if checkpoint is not None:
             src.drop_checkpoint(stopped["Id"], checkpoint)
         return src.inspect(stopped["Id"])
+
+    def start(self, name: str, site: Endpoint) -> str:
+        s = self._site(site)
+        c = s.inspect(name)
+        if c is None or is_point_copy(c):  # a point copy is never started: it is what restarts start from
+            raise MoveFailed(f"site {site.site} holds no container {name} that ran there to start")
+        if c["State"]["Running"]:
+            return f"already running on site {site.site}"
+        try:
+            s.start(c["Id"])
+        except API_ERRORS as exc:
+            raise MoveFailed(f"container {name} did not start on site {site.site}: {reason(exc)}") from None
+        return f"started on site {site.site} on its filesystem and volumes as they were"
 
     def fence(self, name: str, site: Endpoint) -> bool:
         s = self._site(site)

@@ -161,6 +161,16 @@ def published_ports(inspect: dict[str, Any]) -> tuple[int, ...]:
     return tuple(sorted({int(b["HostPort"]) for binds in bindings.values() for b in binds or [] if b.get("HostPort")}))
 
 
+def container_status(inspect: dict[str, Any]) -> str:
+    """What the engine says of a container that does not run, e.g. "exited (code 137) at 2026-12-01T05:03:56"."""
+    state = inspect.get("State") or {}
+    if state.get("Running"):
+        return ""
+    said = f"{state.get('Status') or 'stopped'} (code {state.get('ExitCode', '?')})"
+    finished = str(state.get("FinishedAt") or "")
+    return f"{said} at {finished[:19]}" if finished and not finished.startswith("0001") else said
+
+
 def volumes(inspect: dict[str, Any]) -> dict[str, str]:
     """The container's volumes, named or anonymous, by where they are mounted: destination -> volume name."""
     return {mt["Destination"]: mt["Name"] for mt in inspect.get("Mounts") or [] if mt.get("Type") == "volume"}

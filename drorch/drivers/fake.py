@@ -100,7 +100,8 @@ class FakeDriver(Driver):
 
     def _info(self, name: str, w: FakeWorkload, site: Endpoint) -> WorkloadInfo:
         return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
-                            host=site.host, labels=dict(w.labels), networks=w.networks)
+                            host=site.host, labels=dict(w.labels), networks=w.networks,
+                            status="" if w.running else "stopped")
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         return self.cloud.site(site).facts
@@ -144,6 +145,15 @@ class FakeDriver(Driver):
             return False
         w.running = False
         return True
+
+    def start(self, name: str, site: Endpoint) -> str:
+        w = self._workloads(site).get(name)
+        if w is None or not w.ran:
+            raise MoveFailed(f"site {site.site} holds no {self.kind} {name} that ran there to start")
+        if w.running:
+            return f"already running on site {site.site}"
+        w.running = True
+        return f"started on site {site.site} as it was"
 
     def _point(self, name: str, site: Endpoint, point: str | None) -> tuple[str | None, int | None]:
         """The point asked for (or the newest) of the site's copy, and the count it holds."""

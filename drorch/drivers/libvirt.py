@@ -90,6 +90,18 @@ class LibvirtDriver(LibvirtMoves):
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {reason(exc)}") from None
         return True
 
+    def start(self, name: str, site: Endpoint) -> str:
+        dom = self._domain(site, name)
+        if dom is None:
+            raise MoveFailed(f"site {site.site} holds no VM {name} to start")
+        try:
+            if dom.isActive():
+                return f"already running on site {site.site}"
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"VM {name} did not start on site {site.site}: {reason(exc)}") from None
+        return f"started on site {site.site} on its disks as they were"
+
     def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
         """The shipped definition started with its disks on overlays over the point's chains: the point stays."""
         dom = self._domain(site, name)

@@ -34,6 +34,27 @@ def stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -
         dom.destroy()
 
 
+SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shut down by its guest",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated away",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed to start",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "stopped by libvirtd",
+}
+
+
+def domain_status(dom: libvirt.virDomain) -> str:
+    """What libvirt says of a domain that does not run, e.g. "shut off (destroyed)"; '' for one that runs."""
+    state, why = dom.state()
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return f"shut off ({SHUTOFF_REASONS[why]})" if why in SHUTOFF_REASONS else "shut off"
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return "crashed"
+    return ""
+
+
 def reason(exc: libvirt.libvirtError) -> str:
     return exc.get_error_message() or str(exc)
 
@@ -73,16 +94,18 @@ class LibvirtSites(ThreadedDriver):
     def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
         state, max_kib, _mem, vcpus, _cpu = dom.info()
         networks, pools = domain_names(dom.XMLDesc(0))
+        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED)
         return WorkloadInfo(
             name=dom.name(),
             kind=WorkloadKind.VM,
             site=ep.site,
-            running=state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED),
+            running=running,
             memory_mib=max_kib // 1024,
             vcpus=vcpus,
             host=ep.host,
             networks=networks,
             pools=pools,
+            status="" if running else domain_status(dom),
         )
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
