@@ -27,7 +27,7 @@ from drorch.drivers.base import Driver, MoveRequest, Progress
 from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
 from drorch.host import run_alive
 from drorch.inventory import Snapshot
-from drorch.landing import recheck, target_of, verify
+from drorch.landing import lost, reopen, target_of, verify
 from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
@@ -166,6 +166,8 @@ class Engine:
     def _finish(self, live: LiveRun) -> Run:
         run, steps = live.run, live.steps
         acting = [s for s in steps if s.action != ROLLBACK]
+        for step, why in lost(live.sites, steps) if run.operation != DRILL else []:
+            self.transition(live, step, StepState.FAILED, error=why)  # a run ends on facts, not on what it once saw
         if run.operation == DRILL:
             run.state, run.error = drill_outcome(steps)
         elif any(s.state is StepState.ROLLED_BACK for s in steps):
@@ -344,15 +346,7 @@ class Engine:
             self.locks.retake(pb, run_id)
         sites = RunSites.of(pb, self.drivers)
         for s in self.store.steps(run_id):
-            if s.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING):
-                s.state = StepState.PENDING
-                self.store.save(s)
-            elif s.state is StepState.SUCCEEDED and (found := recheck(sites, s)) is not None:
-                s.state = found.state
-                if found.state is StepState.SUCCEEDED:
-                    s.warning = "; ".join(filter(None, [s.warning, found.said]))
-                else:
-                    s.error = found.said or None
+            if reopen(sites, s):
                 self.store.save(s)
         run.state, run.pid, run.host, run.ended_at, run.error, run.abort_requested = (
             RunState.RUNNING, os.getpid(), self.host, None, None, None)

@@ -3,16 +3,18 @@ abort settling a run whose process died, and a resume re-checking what had succe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 
 from drorch.drivers.base import Driver, Endpoint
 from drorch.errors import DrorchError
-from drorch.planner import ACTING
+from drorch.inventory import WorkloadInfo
+from drorch.planner import ACTING, Action
 from drorch.playbook import WorkloadKind
 from drorch.records import StepState
 from drorch.sites import RunSites
 from drorch.store import Step
 
+LOOKUPS = 16  # targets asked at once when a run ends
 
 def target_of(sites: RunSites, step: Step) -> tuple[Driver, Endpoint] | None:
     """The driver and the host a step puts its workload on, or None for a step that puts none anywhere."""
@@ -33,43 +35,72 @@ def verify(driver: Driver, name: str, target: Endpoint) -> str:
     return f"{name} is not running on site {target.site} after the move"
 
 
-@dataclass(frozen=True)
-class Recheck:
-    """What a resume makes of a step that had succeeded and whose workload no longer runs where it put it."""
-
-    state: StepState  # SUCCEEDED: started again there; PENDING: to be moved again; FAILED: nothing to start
-    said: str  # the warning (SUCCEEDED) or the error (FAILED); '' for PENDING
-
-
-def recheck(sites: RunSites, step: Step) -> Recheck | None:
-    """None when the workload runs where the step put it, or when that site does not answer (nothing is known
-    to be lost). A workload stopped there (its daemon restarted, say) while nothing of it runs on its source is
-    started again as the site holds it, and what was lost is said; one running on its source again, or gone
-    from the target, is moved again."""
+def _off_target(sites: RunSites, step: Step) -> tuple[Driver, Endpoint, WorkloadInfo | None] | None:
+    """The step's driver and target, and what the target holds of its workload (None: nothing), when the workload
+    no longer runs there; None when it runs, when the step put nothing anywhere or when the target does not answer
+    (nothing is known to be lost)."""
     try:
         placed = target_of(sites, step)
         if placed is None:
             return None
-        driver, target = placed
-        there = driver.locate(step.workload, target)
+        there = placed[0].locate(step.workload, placed[1])
     except DrorchError:
         return None
-    if there is not None and there.running:
-        return None
-    if there is None or _runs_at_home(sites, step):
-        return Recheck(StepState.PENDING, "")
+    return None if there is not None and there.running else (*placed, there)
+
+
+def lost(sites: RunSites, steps: list[Step]) -> list[tuple[Step, str]]:
+    """The steps that got their workload onto a target where it no longer runs (its daemon restarted since, say),
+    each with what the site says; every target is asked again, side by side."""
+    def why(step: Step) -> str:
+        off = _off_target(sites, step)
+        if off is None:
+            return ""
+        there = off[2]
+        found = "is gone from there" if there is None else f"was found {there.status or 'stopped'} there"
+        return (f"{step.workload} got to site {step.target_site}, but {found} when the run ended: drorch resume "
+                f"{step.run_id} starts it again")
+
+    landed = [s for s in steps if s.state is StepState.SUCCEEDED and s.action in ACTING]
+    with ThreadPoolExecutor(max_workers=LOOKUPS, thread_name_prefix="drorch-landed") as pool:
+        return [(s, said) for s, said in zip(landed, pool.map(why, landed), strict=True) if said]
+
+
+def reopen(sites: RunSites, step: Step) -> bool:
+    """A step set for a resume, from what its sites say now; whether it changed. What did not finish is done
+    again, and so is what had succeeded but no longer runs where it went; except a workload found stopped on its
+    target with nothing of it left at home (its daemon restarted since, say), which is started there again as the
+    site holds it, saying what was lost."""
+    unfinished = step.state in (StepState.RUNNING, StepState.FAILED, StepState.CANCELLED, StepState.WAITING)
+    if not unfinished and step.state is not StepState.SUCCEEDED:
+        return False
+    off = _off_target(sites, step)
+    if off is None:  # it runs there, or nothing is known to be lost
+        step.state = StepState.PENDING if unfinished else step.state
+        return unfinished
+    driver, target, there = off
+    # The move done again finds the workload where it is; a restart that did not finish starts from its point again
+    # (what its target holds is the point itself, never started as it is).
+    if there is None or (unfinished and step.action == Action.RESTART) or _held_at_home(sites, step):
+        step.state = StepState.PENDING
+        return True
     was = there.status or "stopped"
     try:
         started = driver.start(step.workload, target)
     except DrorchError as exc:
-        return Recheck(StepState.FAILED, f"{step.workload} got to site {step.target_site}, but was found {was} "
-                                         f"there when the run was resumed, and did not start again: {exc}")
-    return Recheck(StepState.SUCCEEDED, f"found {was} on site {step.target_site} when the run was resumed; "
-                                        f"{started}: what it held in memory since the move is lost")
+        step.state, step.error = StepState.FAILED, (
+            f"{step.workload} got to site {step.target_site}, but was found {was} there when the run was resumed, "
+            f"and did not start again: {exc}")
+        return True
+    step.state, step.error = StepState.SUCCEEDED, None
+    step.warning = "; ".join(filter(None, [step.warning, f"found {was} on site {step.target_site} when the run was "
+                                           f"resumed; {started}: what it held in memory since the move is lost"]))
+    return True
 
 
-def _runs_at_home(sites: RunSites, step: Step) -> bool:
-    """Whether the workload runs on the host the step moved it from (started there again since, say)."""
+def _held_at_home(sites: RunSites, step: Step) -> bool:
+    """Whether the host the step moves the workload from still has it: running (started there again since) or
+    stopped by a move that did not finish, which the move done again brings back first."""
     if not step.from_host:
         return False
     kind = WorkloadKind(step.kind)
@@ -77,4 +108,4 @@ def _runs_at_home(sites: RunSites, step: Step) -> bool:
         home = sites.drivers[kind].locate(step.workload, sites.host(step.source_site, step.from_host, kind))
     except DrorchError:
         return False
-    return home is not None and home.running
+    return home is not None

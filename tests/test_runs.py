@@ -122,6 +122,27 @@ def test_a_resume_brings_back_what_stopped_on_the_target_since_it_moved_and_says
     assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
 
 
+def test_a_run_ends_on_facts_a_workload_that_stopped_on_its_target_before_the_end_fails_its_step(
+        store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    """cache moves, then its daemon on site b dies while web is still moving: the run may not say cache runs."""
+    on_b = cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].workloads
+
+    def report(ev: StepEvent) -> None:
+        if ev.step.workload == "web" and ev.step.state is StepState.RUNNING and "cache" in on_b:
+            on_b["cache"].running = False
+
+    run = move(Engine(store, fake_drivers(cloud), report=report, poll_seconds=0), playbook, "a", "b")
+    assert run.state is RunState.PARTIAL and run.error == "1 of 3 steps failed"
+    steps = {s.workload: s for s in store.steps(1)}
+    assert steps["cache"].state is StepState.FAILED
+    assert steps["cache"].error == ("cache got to site b, but was found stopped there when the run ended: drorch "
+                                    "resume 1 starts it again")
+    resumed = Engine(store, fake_drivers(cloud), poll_seconds=0).resume(playbook, 1)
+    assert resumed.state is RunState.SUCCEEDED_WITH_WARNINGS and on_b["cache"].running
+    assert store.steps(1)[1].warning == ("found stopped on site b when the run was resumed; started on site b as it "
+                                         "was: what it held in memory since the move is lost")
+
+
 def test_a_resume_moves_again_what_left_the_target_and_fails_what_is_nowhere(
         engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
     cloud.fail["db"] = "Disconnected from qemu+tcp://b: end of file"
