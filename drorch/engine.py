@@ -32,9 +32,10 @@ from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
 from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.preflight import Finding, refuse_errors
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
-from drorch.run_steps import FENCE_WAVE, steps_for
+from drorch.run_steps import FENCE_WAVE, plan_findings, steps_for
 from drorch.sites import RunSites, snapshot
 from drorch.step_work import CONTROL_SECONDS, StepWork
 from drorch.store import Lock, Run, Step, Store
@@ -121,12 +122,14 @@ class Engine:
 
     def operate(self, pb: Playbook, playbook_path: str, operation: str, source: str, target: str,
                 disaster: bool = False, confirmed: bool = False,
-                check: Callable[[Plan], None] | None = None, point_at: datetime | None = None) -> Run:
-        """Plan and run a failover or failback; `check` may refuse the plan before anything is recorded."""
+                check: Callable[[list[Finding]], None] | None = None, point_at: datetime | None = None) -> Run:
+        """Plan and run a failover or failback. What `validate` checks of the plan (the drivers' live pre-flight of
+        every move included) is found first; `check` refuses on it before anything is recorded, and without
+        `check` the plan's errors refuse it."""
         with self.locks.claim(pb):
             the_plan, snap = self.plan_for(pb, source, target, disaster)
-            if check is not None:
-                check(the_plan)
+            findings = plan_findings(pb, snap, the_plan, self.drivers)
+            (check or refuse_errors)(findings)
             if disaster:
                 self.check_fencing(pb, the_plan, snap, confirmed)
             run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed, point_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from drorch.errors import PlanRefused
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import MOVING, Plan
 from drorch.playbook import Loc, Mappings, Playbook, Strategy, WorkloadKind
@@ -26,14 +27,31 @@ def _mapping_loc(pb: Playbook, entry: int, field: str, name: object) -> Loc:
     return ("workloads", entry)
 
 
-def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
-    found: list[Finding] = []
-    sites = {s: {h.name: i for i, h in enumerate(pb.hosts(s))} for s in pb.sites}
+def refuse_errors(findings: list[Finding]) -> None:
+    """Raise PlanRefused with every error found; warnings pass."""
+    errors = [f.message for f in findings if f.error]
+    if errors:
+        raise PlanRefused(errors)
+
+
+def _host_entries(pb: Playbook) -> dict[str, dict[str, int]]:
+    """Where each host is in its site's list: site -> host name -> index, for a finding's location."""
+    return {s: {h.name: i for i, h in enumerate(pb.hosts(s))} for s in pb.sites}
+
+
+def silent_hosts(pb: Playbook, snap: Snapshot) -> list[Finding]:
+    """The playbook's hosts that did not answer, each at its entry."""
+    sites = _host_entries(pb)
     kinds = {w.kind for w in pb.workloads}
-    for inv in snap.hosts:
-        for kind, error in sorted(inv.errors.items()):
-            if kind in kinds and inv.host in sites.get(inv.site, {}):
-                found.append(Finding(("sites", inv.site, "hosts", sites[inv.site][inv.host]), error))
+    return [Finding(("sites", inv.site, "hosts", sites[inv.site][inv.host]), error)
+            for inv in snap.hosts for kind, error in sorted(inv.errors.items())
+            if kind in kinds and inv.host in sites.get(inv.site, {})]
+
+
+def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
+    """What would make the plan's moves fail on the sites as the snapshot shows them."""
+    found: list[Finding] = []
+    sites = _host_entries(pb)
     invs = {(h.site, h.host): h for h in snap.hosts}
     for item in plan.items:
         if item.action not in MOVING or item.to_host is None or item.from_host is None:

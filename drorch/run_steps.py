@@ -25,14 +25,22 @@ def check_playbook(
     """Everything `drorch validate` checks: the plan's problems, pre-flight over the snapshot, and the
     drivers' live checks (none when working from a saved snapshot without drivers)."""
     the_plan = plan(pb, snap, pb.primary, pb.secondary)
+    return the_plan, plan_findings(pb, snap, the_plan, drivers, silent_hosts=True)
+
+
+def plan_findings(pb: Playbook, snap: Snapshot, the_plan: Plan, drivers: Mapping[WorkloadKind, Driver],
+                  silent_hosts: bool = False) -> list[preflight.Finding]:
+    """What `validate` finds in a plan, and what a run checks before it acts on its own plan (either way). A run
+    plans around a host that does not answer; `validate` names it too (silent_hosts)."""
     findings = [preflight.Finding(loc, msg) for loc, msg in the_plan.problems]
     findings += [preflight.Finding(loc, msg, error=False) for loc, msg in the_plan.notes]
+    findings += preflight.silent_hosts(pb, snap) if silent_hosts else []
     findings += preflight.check(pb, snap, the_plan)
     for item in the_plan.items:
         if item.action in MOVING and item.kind in drivers:
             findings += [preflight.Finding(("workloads", item.entry), m)
                          for m in drivers[item.kind].preflight(move_request(pb, the_plan, item))]
-    return the_plan, findings
+    return findings
 
 
 def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:

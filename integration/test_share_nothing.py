@@ -148,11 +148,18 @@ def test_a_checkpoint_that_cannot_be_taken_becomes_a_redeploy_with_warnings(
 
 def test_a_bind_mount_needs_a_mapped_path(sites: dict[str, docker.DockerClient], tmp_path: Path,
                                           run_drorch: Drorch) -> None:
+    """validate names it, and a failover runs the same pre-flight and stops before anything moves."""
     start(sites["a"], "bind-counter", labctl.COUNTER_SCRIPT, volumes={"/srv": {"bind": "/srv", "mode": "ro"}})
     workloads = [{"name": "bind-counter", "kind": "container", "strategy": "redeploy"}]
-    res = run_drorch("validate", str(playbook(tmp_path, workloads)))
+    unmapped = str(playbook(tmp_path, workloads))
+    res = run_drorch("validate", unmapped)
     assert res.returncode == 1
-    assert "container bind-counter: bind mount of /srv has no counterpart on site b" in res.stderr
+    line = next(x for x in res.stderr.splitlines() if "bind mount of /srv has no counterpart on site b" in x)
+    assert "container bind-counter: " in line and f"{unmapped}:" in line
+    refused = run_drorch("failover", unmapped)
+    assert refused.returncode == 1 and line in refused.stderr and "run 1" not in refused.stdout, refused.stderr
+    assert sites["a"].containers.get("bind-counter").status == "running"
+    assert sites["b"].containers.list(all=True, filters={"name": "^bind-counter$"}) == []
     mapped = yaml.safe_load(LAB_PLAYBOOK.read_text())["mappings"]
     ok = run_drorch("validate", str(playbook(tmp_path, workloads, mappings={**mapped, "paths": {"/srv": "/srv"}})))
     assert ok.returncode == 0, ok.stderr

@@ -34,6 +34,18 @@ def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
     return int(done.value.code or 0), out, err
 
 
+def test_a_failover_runs_the_pre_flight_first_and_stops_as_validate_says_before_anything_moves(
+        capsys: pytest.CaptureFixture[str], playbook_file: Path, playbook: Playbook, cloud: FakeCloud,
+        store: Store) -> None:
+    cloud.unfit["cache"] = "container cache: bind mount of /srv has no counterpart on site b"
+    code, _, said = drorch(capsys, "validate", str(playbook_file))
+    line = f"{playbook_file}:9:5: container cache: bind mount of /srv has no counterpart on site b"
+    assert code == 1 and line in said
+    code, out, err = drorch(capsys, "failover", str(playbook_file))
+    assert code == 1 and line in err and "run 1" not in out, (out, err)
+    assert store.runs() == [] and site_of(cloud, playbook, WorkloadKind.CONTAINER, "cache") == ["a"]
+
+
 def test_failover_prints_progress_and_exits_0(capsys: pytest.CaptureFixture[str], playbook_file: Path) -> None:
     code, out, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 0, err

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from drorch.cli.app import echo
 from drorch.host import run_alive
 from drorch.records import RunState
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from drorch.planner import Plan
     from drorch.playbook import Playbook, WorkloadKind
     from drorch.playbook_file import Positions
+    from drorch.preflight import Finding
     from drorch.store import Run, Step
 
 
@@ -91,6 +93,18 @@ def refuse(plan: Plan, pos: Positions) -> None:
 
     if plan.problems:
         raise PlanRefused([f"{pos.where(loc)}: {msg}" for loc, msg in plan.problems])
+
+
+def refuse_findings(findings: list[Finding], pos: Positions) -> None:
+    """What validate says, as it says it: each warning printed, and any error refuses (exit 1)."""
+    from drorch.errors import PlanRefused
+
+    for f in findings:
+        if not f.error:
+            echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
+    errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]
+    if errors:
+        raise PlanRefused(errors)
 
 
 def run_json(run: Run, steps: list[Step]) -> dict[str, Any]:

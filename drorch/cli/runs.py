@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, RunArg, app, echo
-from drorch.cli.common import directed, drivers, kill_at, progress_shown, refuse, run_json
+from drorch.cli.common import directed, drivers, kill_at, progress_shown, refuse_findings, run_json
 from drorch.errors import PlaybookError, UsageError
 from drorch.records import EXIT_CODES, RunState, StepState, naive, utcnow
 
@@ -70,7 +70,7 @@ def _move(playbook: Path, back: bool, json_out: bool, operation: str, disaster: 
     source, target = directed(pb, back)
     with _engine(pb, json_out) as engine:
         run = engine.operate(pb, str(playbook), operation, source, target, disaster, confirmed,
-                             check=lambda p: refuse(p, pos), point_at=point_at)
+                             check=lambda found: refuse_findings(found, pos), point_at=point_at)
         _ended(engine.store, run, json_out)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
-from drorch.cli.common import directed, drivers, live_snapshot, refuse, saved_snapshot, shown_state
+from drorch.cli.common import directed, drivers, live_snapshot, refuse, refuse_findings, saved_snapshot, shown_state
 from drorch.errors import ExitCode, InputError, PlanRefused, PlaybookError, printable
 from drorch.records import RunState, utcnow
 
@@ -256,10 +256,5 @@ def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
     else:
         with drivers(pb) as found:
             the_plan, findings = check_playbook(pb, snapshot(pb, found), found)
-    errors = [f"{pos.where(f.loc)}: {f.message}" for f in findings if f.error]
-    for f in findings:
-        if not f.error:
-            echo(f"{pos.where(f.loc)}: warning: {f.message}", err=True)
-    if errors:
-        raise PlanRefused(errors)
+    refuse_findings(findings, pos)
     echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")

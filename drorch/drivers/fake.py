@@ -68,6 +68,7 @@ class _Move:
 class FakeCloud:
     sites: dict[str, FakeSite] = field(default_factory=dict)  # by endpoint URI
     fail: dict[str, str] = field(default_factory=dict)  # workload name -> why its next move fails
+    unfit: dict[str, str] = field(default_factory=dict)  # workload name -> what its pre-flight finds
     polls_per_move: int = 2
     moves: dict[str, _Move] = field(default_factory=dict)  # by handle id
     calls: Counter[str] = field(default_factory=Counter)  # by endpoint URI
@@ -154,6 +155,10 @@ class FakeDriver(Driver):
             return f"already running on site {site.site}"
         w.running = True
         return f"started on site {site.site} as it was"
+
+    def preflight(self, request: MoveRequest) -> list[str]:
+        said = self.cloud.unfit.get(request.workload)
+        return [said] if said else []
 
     def _point(self, name: str, site: Endpoint, point: str | None) -> tuple[str | None, int | None]:
         """The point asked for (or the newest) of the site's copy, and the count it holds."""
