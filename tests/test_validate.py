@@ -110,7 +110,8 @@ def estate_cloud(cloud: FakeCloud, estate_file: Path) -> FakeCloud:
 def test_validate_ok(capsys: pytest.CaptureFixture[str], estate_file: Path, estate_cloud: FakeCloud) -> None:
     code, out, err = drorch(capsys, "validate", str(estate_file))
     assert (code, err) == (0, "")
-    assert out == f"{estate_file}: ok (2 workloads, site a -> site b)\n"
+    assert out == (f"{estate_file}: ok (2 workloads, site a -> site b)\n  wave data (1 at a time): db\n"
+                   "  wave apps (1 at a time): web\n")
 
 
 def test_validate_reports_every_problem_with_its_line_and_exits_1(

@@ -258,3 +258,8 @@ def validate(playbook: PlaybookArg, inventory: InventoryOpt = None) -> None:
             the_plan, findings = check_playbook(pb, snapshot(pb, found), found)
     refuse_findings(findings, pos)
     echo(f"{playbook}: ok ({len(the_plan.items)} workloads, site {pb.primary} -> site {pb.secondary})")
+    waves: dict[str, list[str]] = {}
+    for item in the_plan.items:
+        waves.setdefault(item.wave, []).append(item.workload)
+    for wave, names in waves.items():
+        echo(f"  wave {wave} ({pb.parallel(wave)} at a time): {', '.join(names)}")
