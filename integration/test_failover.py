@@ -211,8 +211,8 @@ def test_a_run_whose_target_dockerd_restarts_midway_ends_with_every_container_ru
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         state_dir.mkdir(parents=True, exist_ok=True)
         store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
-        wait_until(lambda: proc.poll() is not None or bool(store.runs()) and sum(
-            s.state == "succeeded" for s in store.steps(1)) >= 3, "three containers moved", timeout=120)
+        wait_until(lambda: proc.poll() is not None or (bool(store.runs()) and sum(
+            s.state == "succeeded" for s in store.steps(1)) >= 3), "three containers moved", timeout=120)
         assert proc.poll() is None, proc.communicate()
         moved_before = {s.workload for s in store.steps(1) if s.state == "succeeded"}
         labctl.cmd_stop(argparse.Namespace(site="b", daemon="dockerd"))
