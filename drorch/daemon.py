@@ -7,6 +7,7 @@ no daemon ran run once (coalesced), not once per missed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,15 +28,17 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drorch.errors import DrorchError, NotFound, printable
+from drorch.metrics import StoreCollector
+from drorch.pages import page
 from drorch.playbook import Playbook, Schedule
 from drorch.playbook_file import load_playbook
-from drorch.records import JobKind, utcnow
+from drorch.records import SCHEDULER_LEASE, JobKind, utcnow
 from drorch.redact import redact
 from drorch.shutdown import stopping
 from drorch.store import Store
 from drorch.store_open import ensure_tables
+from drorch.web import Listen, Web
 
-LEASE = "scheduler"
 JOBS_TABLE = "scheduled_jobs"
 log = logging.getLogger("drorch.daemon")
 
@@ -124,7 +127,8 @@ def playbook_schedules(sched: BackgroundScheduler, path: Path, pb: Playbook) -> 
 class Daemon:
     """One daemon: heartbeat, lease, and the scheduler while it holds the lease."""
 
-    def __init__(self, store: Store, playbooks: list[Path], lease_s: float = 15.0, threads: int = 2) -> None:
+    def __init__(self, store: Store, playbooks: list[Path], lease_s: float = 15.0, threads: int = 2,
+                 listen: Listen | None = None) -> None:
         self.store = store
         self.playbooks = playbooks
         self.lease_s = lease_s
@@ -132,12 +136,28 @@ class Daemon:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.sched: BackgroundScheduler | None = None
         stopping.clear()
+        # Bound now: a port in use, or an address without TLS and a token, stops the daemon before it starts.
+        self.web = None if listen is None else Web(listen, store, StoreCollector(
+            store, self._served, next_runs=lambda: next_runs(store)), lambda path: page(store, path))
+        self._loaded: dict[str, Playbook] = {}
+
+    def _served(self) -> dict[str, Playbook]:
+        """The playbooks whose RPO targets the metrics give, read once."""
+        if not self._loaded:
+            for path in self.playbooks:
+                with contextlib.suppress(DrorchError):
+                    pb = load_playbook(path)
+                    self._loaded[pb.name] = pb
+        return self._loaded
 
     def run(self, on_tick: Callable[[], None] | None = None) -> None:
         """Until SIGTERM or SIGINT: renew, lead or follow, and let the scheduler work."""
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
-        self._event("started", playbooks=[str(p) for p in self.playbooks])
+        self._event("started", playbooks=[str(p) for p in self.playbooks],
+                    listening=f"{self.web.listen.host}:{self.web.port}" if self.web else None)
+        if self.web is not None:
+            self.web.start()
         try:
             while not stopping.is_set():
                 self.tick()
@@ -148,8 +168,8 @@ class Daemon:
             self.stop()
 
     def tick(self) -> None:
-        leader = self.store.lease(LEASE, self.identity, timedelta(seconds=self.lease_s))
-        self.store.heartbeat(self.identity, leader)
+        leader = self.store.lease(SCHEDULER_LEASE, self.identity, timedelta(seconds=self.lease_s))
+        self.store.heartbeat(self.identity, leader, lease_s=self.lease_s)
         if leader and self.sched is None:
             self._lead()
         elif leader and self.sched is not None:
@@ -194,8 +214,10 @@ class Daemon:
         if self.sched is not None:
             self.sched.shutdown(wait=True)
             self.sched = None
-        self.store.release_lease(LEASE, self.identity)
+        self.store.release_lease(SCHEDULER_LEASE, self.identity)
         self.store.heartbeat(self.identity, False, stopped=True)
+        if self.web is not None:
+            self.web.close()
         self._event("stopped")
 
     def _event(self, what: str, **fields: Any) -> None:

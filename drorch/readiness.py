@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from drorch.drivers.base import Driver
 from drorch.planner import MOVING
@@ -24,9 +25,13 @@ from drorch.store import ReadinessCheck, Store
 Alert = Callable[[Playbook, ReadinessCheck], str]
 
 
-def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store) -> list[str]:
-    """Every reason a failover would not work now, one line each; none when ready."""
-    the_plan, findings = check_playbook(pb, snapshot(pb, drivers), drivers)
+def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
+           ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every reason a failover would not work now, one line each (none when ready), and each host's answer."""
+    snap = snapshot(pb, drivers)
+    hosts = [{"site": h.site, "host": h.host, "answered": not h.errors, "error": "; ".join(h.errors.values()) or None}
+             for h in snap.hosts]
+    the_plan, findings = check_playbook(pb, snap, drivers)
     problems = [f.message for f in findings if f.error]
     if pb.protect is not None:
         kept = store.points(pb.name)
@@ -43,7 +48,7 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store) -
                 problems.append(f"{item.kind} {item.workload}: no recovery point, target {pb.protect.target_s:.0f} s")
             elif r.stale:
                 problems.append(f"{item.kind} {item.workload}: RPO {r.age_s:.0f} s, target {r.target_s:.0f} s")
-    return problems
+    return problems, hosts
 
 
 def alert(pb: Playbook, row: ReadinessCheck) -> str:
@@ -74,8 +79,8 @@ def alert(pb: Playbook, row: ReadinessCheck) -> str:
 def check(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store, tell: Alert = alert) -> ReadinessCheck:
     """Assess, record, and alert when this is a change to not ready (not again while it stays so)."""
     before = store.readiness(pb.name, 1)
-    problems = assess(pb, drivers, store)
-    row = ReadinessCheck(playbook=pb.name, ready=not problems, problems=json.dumps(problems))
+    problems, hosts = assess(pb, drivers, store)
+    row = ReadinessCheck(playbook=pb.name, ready=not problems, problems=json.dumps(problems), hosts=json.dumps(hosts))
     if problems and (not before or before[0].ready):
         row.alert = tell(pb, row)
     store.save(row)

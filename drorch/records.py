@@ -43,6 +43,7 @@ def network_name(run_id: int) -> str:
     return f"drorch-drill-{run_id}"
 
 
+SCHEDULER_LEASE = "scheduler"  # the lease the leading daemon holds
 ROLLBACK = "rollback"  # the action of a step that moves back what its run moved, and its wave
 
 

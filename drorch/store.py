@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from drorch.errors import NotFound
-from drorch.records import RunState, StepState, utcnow
+from drorch.records import RunState, StepState, naive, utcnow
 from drorch.redact import redact
 from drorch.store_open import ensure_tables, open_engine
 from drorch.store_place import default_url
@@ -82,6 +82,7 @@ class ReadinessCheck(SQLModel, table=True):
     ready: bool
     problems: str = "[]"  # JSON list of one-line problems
     alert: str | None = None  # how the change to not ready was told, or why it could not be
+    hosts: str | None = None  # JSON list: per host of the playbook, its site, whether it answered, and why not
 
 
 class Lease(SQLModel, table=True):
@@ -104,6 +105,15 @@ class DaemonRow(SQLModel, table=True):
     heartbeat_at: datetime = Field(default_factory=utcnow)
     leader: bool = False
     stopped: bool = False
+    lease_s: float | None = None  # its lease: a heartbeat older than that is a daemon gone
+
+    def role(self, now: datetime) -> str:
+        """leader, standby, stopped, or gone: a heartbeat older than the daemon's lease (killed, say)."""
+        if self.stopped:
+            return "stopped"
+        if self.lease_s is not None and (naive(now) - naive(self.heartbeat_at)).total_seconds() > self.lease_s:
+            return "gone"
+        return "leader" if self.leader else "standby"
 
 
 class Step(SQLModel, table=True):
@@ -279,10 +289,11 @@ class Store:
             s.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))  # type: ignore[arg-type]
             s.commit()
 
-    def heartbeat(self, identity: str, leader: bool, stopped: bool = False) -> None:
+    def heartbeat(self, identity: str, leader: bool, stopped: bool = False, lease_s: float | None = None) -> None:
         with self.session() as s:
             row = s.get(DaemonRow, identity) or DaemonRow(identity=identity)
             row.heartbeat_at, row.leader, row.stopped = utcnow(), leader, stopped
+            row.lease_s = lease_s if lease_s is not None else row.lease_s
             s.add(row)
             s.commit()
 

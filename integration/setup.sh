@@ -72,6 +72,19 @@ WRAP
   "$criu_root/bin/criu" check
 fi
 
+# promtool (Debian's prometheus package) checks and tests drorch's alert rules: only the package's files are
+# unpacked, so no Prometheus server is installed or started.
+promtool=$lab_root/prometheus/usr/bin/promtool
+if ! "$promtool" --version >/dev/null 2>&1; then
+  say "unpacking promtool from Debian's prometheus package into $lab_root/prometheus"
+  dl=$(mktemp -d)
+  (cd "$dl" && { apt-get download prometheus 2>/dev/null || { apt-get update -q && apt-get download prometheus; }; })
+  rm -rf "$lab_root/prometheus" && mkdir -p "$lab_root/prometheus"
+  dpkg-deb -x "$dl"/prometheus_*.deb "$lab_root/prometheus"
+  rm -rf "$dl"
+  "$promtool" --version
+fi
+
 # The Python environment: drorch itself plus its test tools.
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"

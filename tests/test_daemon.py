@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import drorch.drivers as drivers_module
-from drorch.daemon import LEASE, Daemon, next_runs
+from drorch.daemon import Daemon, next_runs
 from drorch.drivers.fake import FakeCloud
+from drorch.records import SCHEDULER_LEASE
 from drorch.store import Store
 from tests.conftest import PLAYBOOK, fake_drivers
 from tests.test_cli import drorch
@@ -26,12 +27,12 @@ SCHEDULED = PLAYBOOK + "protect: {interval_s: 1, keep: 2}\nschedules:\n  - {job:
 
 def test_one_holder_of_the_lease_until_it_expires_or_is_let_go(store: Store) -> None:
     ttl = timedelta(seconds=0.3)
-    assert store.lease(LEASE, "a:1", ttl) and not store.lease(LEASE, "b:2", ttl)
-    assert store.lease(LEASE, "a:1", ttl)  # renewed
+    assert store.lease(SCHEDULER_LEASE, "a:1", ttl) and not store.lease(SCHEDULER_LEASE, "b:2", ttl)
+    assert store.lease(SCHEDULER_LEASE, "a:1", ttl)  # renewed
     time.sleep(0.4)
-    assert store.lease(LEASE, "b:2", ttl) and not store.lease(LEASE, "a:1", ttl)  # a stopped renewing
-    store.release_lease(LEASE, "b:2")
-    assert store.lease(LEASE, "a:1", ttl)
+    assert store.lease(SCHEDULER_LEASE, "b:2", ttl) and not store.lease(SCHEDULER_LEASE, "a:1", ttl)  # a stopped
+    store.release_lease(SCHEDULER_LEASE, "b:2")
+    assert store.lease(SCHEDULER_LEASE, "a:1", ttl)
 
 
 @pytest.fixture
@@ -144,3 +145,19 @@ def test_systemd_accepts_the_unit_and_rates_it_hardened(tmp_path: Path) -> None:
     assert score is not None, security.stdout[-500:] + security.stderr
     print(f"systemd exposure score of drorch-daemon.service: {score.group(1)}")
     assert float(score.group(1)) < 4.0  # systemd calls 0-4 "OK"
+
+
+def test_a_daemon_whose_heartbeat_is_older_than_its_lease_is_shown_gone(capsys: pytest.CaptureFixture[str],
+                                                                         store: Store) -> None:
+    """A leader killed with SIGKILL never says it stopped: beside the daemon that took over it is gone."""
+    store.heartbeat("old:1", True, lease_s=15)
+    store.heartbeat("new:2", True, lease_s=15)
+    (old,) = [d for d in store.daemons() if d.identity == "old:1"]
+    old.heartbeat_at -= timedelta(seconds=19)
+    store.save(old)
+    code, out, _ = drorch(capsys, "daemon", "status")
+    assert code == 0
+    assert re.search(r"daemon old:1 +gone +heartbeat 19 s ago \(older than its 15 s lease: killed or cut off\)", out)
+    assert re.search(r"daemon new:2 +leader +heartbeat 0 s ago", out)
+    code, out, _ = drorch(capsys, "daemon", "status", "--json")
+    assert {d["daemon"]: d["role"] for d in json.loads(out)["daemons"]} == {"old:1": "gone", "new:2": "leader"}

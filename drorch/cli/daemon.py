@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
-from drorch.errors import printable
+from drorch.errors import UsageError, printable
 from drorch.host import run_alive
 from drorch.records import JobKind, RunState, naive, utcnow
 from drorch.redact import redact
@@ -41,11 +41,19 @@ def daemon_run(
         help="playbooks whose own schedules to run; a folder stands for its *.yaml files")] = None,
     lease_s: Annotated[float, typer.Option(help="seconds a leader holds the scheduler without renewing",
                                            callback=seconds(1, 3600))] = 15.0,
+    listen: Annotated[str | None, typer.Option(
+        help="serve /metrics, the status page and /healthz, /readyz on [HOST:]PORT (loopback unless a host is "
+             "given; any other address needs --tls-cert, --tls-key and --token-file)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="the listener's TLS certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="a file, readable by its owner only, holding the bearer token every request but the probes needs")] = None,
 ) -> None:
     """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
     from drorch.daemon import Daemon
     from drorch.playbook_file import load_playbook
     from drorch.store import Store
+    from drorch.web import Listen
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -54,7 +62,25 @@ def daemon_run(
     for f in named:
         load_playbook(f)  # a playbook named alone is refused before the daemon starts; one of a folder is skipped
     files = [f for p in playbooks or [] for f in (sorted(p.glob("*.y*ml")) if p.is_dir() else [p])]
-    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s).run()
+    if listen is None and (tls_cert or tls_key or token_file):
+        raise UsageError("--tls-cert, --tls-key and --token-file go with --listen")
+    served = None if listen is None else Listen.parse(listen, tls_cert, tls_key, token_file)
+    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s, listen=served).run()
+
+
+@app.command()
+def metrics(playbooks: Annotated[list[Path], typer.Argument(help="the playbooks whose metrics to print")]) -> None:
+    """The daemon's metrics for these playbooks, printed once in Prometheus's text format (for node_exporter's
+    textfile collector on a machine without the daemon), read from the state store."""
+    from drorch.daemon import next_runs
+    from drorch.metrics import StoreCollector, exposition
+    from drorch.playbook_file import load_playbook
+    from drorch.store import Store
+
+    loaded = {pb.name: pb for pb in map(load_playbook, playbooks)}
+    store = Store()
+    sys.stdout.write(exposition(StoreCollector(store, lambda: loaded, sorted(loaded), lambda: next_runs(store)))
+                     .decode())
 
 
 @daemon_app.command("status")
@@ -66,7 +92,8 @@ def daemon_status(json_out: JsonOpt = False) -> None:
     store = Store()
     now = naive(utcnow())
     here = socket.gethostname()
-    daemons = [{"daemon": d.identity, "leader": d.leader, "stopped": d.stopped, "started_at": d.started_at.isoformat(),
+    daemons = [{"daemon": d.identity, "role": d.role(now), "leader": d.role(now) == "leader", "stopped": d.stopped,
+                "started_at": d.started_at.isoformat(), "lease_s": d.lease_s,
                 "heartbeat_age_s": (now - naive(d.heartbeat_at)).total_seconds()} for d in store.daemons()]
     jobs_ = [{"id": i, "name": n, "next_run": t.isoformat() if t else None} for i, n, t in next_runs(store)]
     running = [{"run": r.id, "operation": r.operation, "playbook": r.playbook} for r in store.runs(100)
@@ -75,8 +102,8 @@ def daemon_status(json_out: JsonOpt = False) -> None:
         typer.echo(json.dumps({"daemons": daemons, "jobs": jobs_, "running": running}, indent=2))
         return
     for d in daemons:
-        role = "stopped" if d["stopped"] else "leader" if d["leader"] else "follower"
-        echo(f"daemon {d['daemon']:<24} {role:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago")
+        gone = f" (older than its {d['lease_s']:.0f} s lease: killed or cut off)" if d["role"] == "gone" else ""
+        echo(f"daemon {d['daemon']:<24} {d['role']:<8} heartbeat {d['heartbeat_age_s']:.0f} s ago{gone}")
     for j in jobs_:
         echo(f"job {j['id']:<32} {j['name']:<32} next {j['next_run'] or 'paused'}")
     for r in running:

@@ -1,0 +1,177 @@
+"""The daemon's listener: /metrics (prometheus_client's own WSGI app), /healthz, /readyz and a run's report at
+/runs/ID, all read from the state store.
+
+It binds loopback unless told otherwise; any other address needs TLS (a certificate and its key) and a bearer
+token read from a file that only its owner may read, or the daemon refuses to start. Served by the standard
+library's WSGI server in threads of its own, so a flood of requests does not hold up the scheduler's jobs."""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import re
+import ssl
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+
+from drorch.errors import DrorchError, UsageError
+from drorch.records import SCHEDULER_LEASE, naive, utcnow
+from drorch.store import Lease, Store
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+App = Callable[[Environ, StartResponse], Iterable[bytes]]
+OPEN = ("/healthz", "/readyz")  # probes answer without the token: they say nothing of the estate
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+    cert: Path | None = None
+    key: Path | None = None
+    token_file: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str, cert: Path | None = None, key: Path | None = None,
+              token_file: Path | None = None) -> Listen:
+        """HOST:PORT, [IPv6]:PORT or PORT alone (loopback)."""
+        found = re.fullmatch(r"(?:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+)):)?(?P<port>[0-9]{1,5})", value)
+        if found is None or not 0 < int(found["port"]) < 65536:
+            raise UsageError(f"--listen {value!r}: give HOST:PORT, [IPv6]:PORT or PORT")
+        return cls(found["v6"] or found["host"] or "127.0.0.1", int(found["port"]), cert, key, token_file)
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def token(self) -> str | None:
+        """The bearer token, checked as the listener demands: none on loopback, required anywhere else."""
+        if not self.loopback and (self.cert is None or self.key is None or self.token_file is None):
+            raise UsageError(f"--listen {self.host}:{self.port} is not loopback: it needs --tls-cert, --tls-key and "
+                             "--token-file (a bearer token in a file only its owner may read)")
+        if self.token_file is None:
+            return None
+        try:
+            mode = self.token_file.stat().st_mode
+            value = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"token file {self.token_file}: {exc.strerror or exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"token file {self.token_file} may be read by others (mode {stat.filemode(mode)}): "
+                             f"chmod 600 {self.token_file}")
+        if len(value) < 16:
+            raise UsageError(f"token file {self.token_file}: the token must be at least 16 characters")
+        return value
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the daemon's log has one line per event, not per GET
+        pass
+
+
+class Web:
+    """The listener: bound (or refused) at once, served from a thread until closed."""
+
+    def __init__(self, listen: Listen, store: Store, collector: Collector,
+                 pages: Callable[[str], tuple[int, str] | None] | None = None) -> None:
+        self.listen = listen
+        self.store = store
+        self.pages = pages
+        self._token = listen.token()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        self._metrics = make_wsgi_app(registry)
+        try:
+            self.server = make_server(listen.host, listen.port, self.app, ThreadingWSGIServer, _Quiet)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
+        if listen.cert is not None and listen.key is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            try:
+                context.load_cert_chain(listen.cert, listen.key)
+            except (OSError, ssl.SSLError) as exc:
+                self.server.server_close()
+                raise UsageError(f"TLS certificate {listen.cert} or key {listen.key}: {exc}") from None
+            # The handshake happens in the request's own thread, on its first read: a client that connects and says
+            # nothing holds up no one else.
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="drorch-web", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+
+    def app(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if self._token is not None and path not in OPEN:
+            given = environ.get("HTTP_AUTHORIZATION", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                return _answer(start, 401, "a bearer token is needed\n", [("WWW-Authenticate", "Bearer")])
+        try:
+            if path == "/healthz":
+                return _answer(start, 200, "ok\n")
+            if path == "/readyz":
+                why = self.unready()
+                return _answer(start, 503 if why else 200, f"{why or 'ready'}\n")
+            if path == "/metrics":
+                return self._scrape(environ, start)
+            page = self.pages(path) if self.pages is not None else None
+            if page is not None:
+                return _answer(start, page[0], page[1], content_type="text/html; charset=utf-8")
+            return _answer(start, 404, f"nothing at {html.escape(path)}\n")
+        except DrorchError as exc:  # the store does not answer: say so, and keep serving
+            return _answer(start, 503, f"{exc}\n")
+
+    def _scrape(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        """prometheus_client's app collects before it answers, so a store that fails fails here, whole."""
+        return list(self._metrics(environ, start))
+
+    def unready(self) -> str:
+        """Why this daemon's store is not fit to serve from, or '': the store answers and a leader's lease is
+        current."""
+        with self.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            lease = conn.execute(Lease.__table__.select().where(Lease.__table__.c.name == SCHEDULER_LEASE)).first()  # type: ignore[attr-defined]
+        if lease is None:
+            return "no daemon has led yet"
+        late = naive(utcnow()) - naive(lease.expires_at)
+        if late > timedelta(0):
+            return f"the leader's lease ran out {late.total_seconds():.0f} s ago: no daemon leads"
+        return ""
+
+
+def _answer(start: StartResponse, status: int, body: str, headers: list[tuple[str, str]] | None = None,
+            content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
+    reasons = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}
+    data = body.encode()
+    start(f"{status} {reasons.get(status, '')}", [("Content-Type", content_type), ("Content-Length", str(len(data))),
+                                                   ("X-Content-Type-Options", "nosniff"), *(headers or [])])
+    return [data]

@@ -1,0 +1,95 @@
+"""How long a scrape of /metrics takes at 10,000 workloads. Prints figures; asserts nothing.
+
+A state store (SQLite) holds what a busy estate leaves: 10,000 workloads with 3 recovery points each, their
+failovers and drills (a step per workload each), readiness checks and two daemons. One scrape reads it all and
+writes the text format; beside it, prometheus_client writing the same number of samples from memory (the
+floor any exporter of that many series pays).
+
+Usage: integration/bench/metrics.py [--workloads N] [--rounds N]   (needs no lab)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from drorch.metrics import StoreCollector, exposition
+from drorch.playbook_file import parse_playbook
+from drorch.records import DRILL, RunState, StepState, utcnow
+from drorch.store import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step, Store
+
+
+def fill(store: Store, workloads: int) -> None:
+    now = utcnow()
+    names = [(("vm", "container")[i % 2], f"w{i:05d}") for i in range(workloads)]
+    store.add_points([RecoveryPoint(playbook="estate", workload=w, kind=k, site="b",
+                                    taken_at=now - timedelta(seconds=60 * age + i % 50), size_bytes=1 << 20,
+                                    point_kind="incremental" if age else "full")
+                      for i, (k, w) in enumerate(names) for age in range(3)])
+    for n, operation in enumerate(("failover", "failback", DRILL, "failover", DRILL)):
+        start = now - timedelta(hours=10 - n)
+        run = Run(operation=operation, playbook="estate", playbook_path="estate.yaml", source_site="a",
+                  target_site="b", state=RunState.SUCCEEDED, pid=1, host="h", started_at=start,
+                  ended_at=start + timedelta(minutes=30))
+        store.add_run(run, [Step(run_id=0, seq=i, workload=w, kind=k, strategy="live", source_site="a",
+                                 target_site="b", action=DRILL if operation == DRILL else "move",
+                                 state=StepState.SUCCEEDED, started_at=start + timedelta(seconds=i % 600),
+                                 ended_at=start + timedelta(seconds=i % 600 + 5 + i % 90))
+                            for i, (k, w) in enumerate(names)])
+    store.save(*[ReadinessCheck(playbook="estate", ready=True, checked_at=now - timedelta(minutes=m), hosts="[]")
+                 for m in range(100)],
+               DaemonRow(identity="h:1", leader=True, lease_s=15), DaemonRow(identity="h:2", lease_s=15))
+
+
+def floor(samples: int) -> bytes:
+    """The same number of samples, from memory."""
+    registry = CollectorRegistry()
+    gauge = Gauge("drorch_bench_sample", "one per series", ["workload"], registry=registry)
+    for i in range(samples):
+        gauge.labels(f"w{i:05d}").set(i)
+    return generate_latest(registry)
+
+
+def timed(fn: object, rounds: int) -> tuple[float, bytes]:
+    took, out = [], b""
+    for _ in range(rounds):
+        t = time.perf_counter()
+        out = fn()  # type: ignore[operator]
+        took.append(time.perf_counter() - t)
+    return statistics.median(took), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workloads", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=9)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/drorch.db")
+        t = time.perf_counter()
+        fill(store, args.workloads)
+        made = time.perf_counter() - t
+        pb = parse_playbook("name: estate\nprimary: a\nsecondary: b\nsites:\n"
+                            "  a: {hosts: [{name: a1, libvirt: 'qemu:///system'}]}\n"
+                            "  b: {hosts: [{name: b1, libvirt: 'qemu:///system'}]}\n"
+                            "workloads: [{match: '*', kind: vm}]\nprotect: {interval_s: 300, keep: 3}\n", "estate.yaml")
+        collector = StoreCollector(store, lambda: {pb.name: pb})
+        scrape, text = timed(lambda: exposition(collector), args.rounds)
+        samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+        bare, _ = timed(lambda: floor(samples), args.rounds)
+    print(f"metrics: a scrape at {args.workloads:,} workloads ({samples:,} samples, {len(text) / 2**20:.1f} MiB; store "
+          f"filled in {made:.1f} s): drorch {scrape * 1000:.0f} ms, prometheus_client writing as many samples from "
+          f"memory {bare * 1000:.0f} ms (median of {args.rounds})")
+
+
+if __name__ == "__main__":
+    main()

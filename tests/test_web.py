@@ -1,0 +1,137 @@
+"""The daemon's listener, asked by a real HTTP client over loopback: probes, a scrape, refusals, TLS and tokens."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from drorch.errors import UsageError
+from drorch.metrics import StoreCollector
+from drorch.records import SCHEDULER_LEASE
+from drorch.store import Store
+from drorch.web import Listen, Web
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def serve(store: Store, listen: Listen) -> Web:
+    web = Web(listen, store, StoreCollector(store, dict))
+    web.start()
+    return web
+
+
+@pytest.fixture
+def web(store: Store) -> Iterator[Web]:
+    w = serve(store, Listen("127.0.0.1", 0))
+    yield w
+    w.close()
+
+
+def get(url: str, token: str | None = None, context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as res:
+            return res.status, res.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_probes_say_whether_the_store_answers_and_a_leader_holds_the_lease(web: Web, store: Store) -> None:
+    base = f"http://127.0.0.1:{web.port}"
+    assert get(f"{base}/healthz") == (200, "ok\n")
+    assert get(f"{base}/readyz") == (503, "no daemon has led yet\n")
+    assert store.lease(SCHEDULER_LEASE, "h:1", timedelta(seconds=10))
+    assert get(f"{base}/readyz") == (200, "ready\n")
+    store.lease(SCHEDULER_LEASE, "h:1", timedelta(seconds=-30))  # renewed into the past: it ran out
+    code, said = get(f"{base}/readyz")
+    assert code == 503 and "the leader's lease ran out 30 s ago" in said
+    assert get(f"{base}/nowhere<b>")[0] == 404
+
+
+def test_a_scrape_parses_and_a_store_outage_is_a_503_with_the_reason(web: Web, store: Store, tmp_path: Path) -> None:
+    code, text = get(f"http://127.0.0.1:{web.port}/metrics")
+    assert code == 200
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"drorch_rpo_age_seconds", "drorch_ready", "drorch_runs_started", "drorch_daemon_up"} <= names
+    store.engine.dispose()
+    db = Path(store.engine.url.database or "")
+    db.rename(tmp_path / "away.db")  # the store's file is gone: the next connection finds a file that is not
+    db.write_bytes(b"not a database at all" * 100)
+    code, said = get(f"http://127.0.0.1:{web.port}/metrics")
+    assert code == 503 and "state store" in said, said
+    assert get(f"http://127.0.0.1:{web.port}/healthz") == (200, "ok\n")  # the process still serves
+
+
+def test_a_port_in_use_is_refused_naming_it(store: Store) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            Web(Listen("127.0.0.1", port), store, StoreCollector(store, dict))
+
+
+def test_listen_addresses_parse_and_loopback_is_the_default() -> None:
+    assert Listen.parse("9464") == Listen("127.0.0.1", 9464)
+    assert Listen.parse("0.0.0.0:9464").host == "0.0.0.0"
+    assert Listen.parse("[::1]:9464") == Listen("::1", 9464)
+    for bad in ("nine", "1.2.3.4:99999", ":", "host:"):
+        with pytest.raises(UsageError, match="give HOST:PORT"):
+            Listen.parse(bad)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_any_address_but_loopback_needs_tls_and_a_token_only_its_owner_reads(store: Store, tmp_path: Path,
+                                                                           pki: tuple[Path, Path]) -> None:
+    cert, key = pki
+    token = tmp_path / "token"
+    with pytest.raises(UsageError, match="is not loopback: it needs --tls-cert, --tls-key and --token-file"):
+        Web(Listen("0.0.0.0", 0), store, StoreCollector(store, dict))
+    with pytest.raises(UsageError, match=r"token file .*token: No such file"):
+        Web(Listen("0.0.0.0", 0, cert, key, token), store, StoreCollector(store, dict))
+    token.write_text(TOKEN)
+    token.chmod(0o644)
+    with pytest.raises(UsageError, match=r"may be read by others \(mode -rw-r--r--\): chmod 600"):
+        Web(Listen("0.0.0.0", 0, cert, key, token), store, StoreCollector(store, dict))
+
+
+def test_tls_and_the_token_are_enforced_for_a_real_client(store: Store, tmp_path: Path,
+                                                         pki: tuple[Path, Path]) -> None:
+    cert, key = pki
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    web = serve(store, Listen("127.0.0.1", 0, cert, key, token))
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{web.port}"
+        assert get(f"{url}/metrics", context=trusted)[0] == 401
+        assert get(f"{url}/metrics", token="wrong-token-0123456789", context=trusted)[0] == 401
+        code, text = get(f"{url}/metrics", token=TOKEN, context=trusted)
+        assert code == 200 and "drorch_ready" in text
+        assert get(f"{url}/healthz", context=trusted) == (200, "ok\n")  # probes need no token
+        with socket.create_connection(("127.0.0.1", web.port)):  # connects and says nothing: holds up no one
+            assert get(f"{url}/healthz", context=trusted) == (200, "ok\n")
+        with pytest.raises(OSError):  # plain HTTP to a TLS listener gets nothing
+            urllib.request.urlopen(f"http://127.0.0.1:{web.port}/healthz", timeout=5)
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # an untrusted client refuses
+            urllib.request.urlopen(f"{url}/healthz", timeout=5)
+    finally:
+        web.close()
