@@ -16,6 +16,7 @@ from drorch.store import Step
 
 LOOKUPS = 16  # targets asked at once when a run ends
 
+
 def target_of(sites: RunSites, step: Step) -> tuple[Driver, Endpoint] | None:
     """The driver and the host a step puts its workload on, or None for a step that puts none anywhere."""
     if step.action not in ACTING or step.kind not in (WorkloadKind.VM, WorkloadKind.CONTAINER) or not step.to_host:
