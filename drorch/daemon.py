@@ -138,7 +138,7 @@ class Daemon:
         stopping.clear()
         # Bound now: a port in use, or an address without TLS and a token, stops the daemon before it starts.
         self.web = None if listen is None else Web(listen, store, StoreCollector(
-            store, self._served, next_runs=lambda: next_runs(store)), lambda path: page(store, path))
+            store, self._served, next_runs=lambda: next_runs(store)), lambda path: page(store, path, self._served))
         self._loaded: dict[str, Playbook] = {}
 
     def _served(self) -> dict[str, Playbook]:

@@ -91,7 +91,7 @@ class Web:
     """The listener: bound (or refused) at once, served from a thread until closed."""
 
     def __init__(self, listen: Listen, store: Store, collector: Collector,
-                 pages: Callable[[str], tuple[int, str] | None] | None = None) -> None:
+                 pages: Callable[[str], tuple[int, str, str] | None] | None = None) -> None:
         self.listen = listen
         self.store = store
         self.pages = pages
@@ -145,7 +145,7 @@ class Web:
                 return self._scrape(environ, start)
             page = self.pages(path) if self.pages is not None else None
             if page is not None:
-                return _answer(start, page[0], page[1], content_type="text/html; charset=utf-8")
+                return _answer(start, page[0], page[2], content_type=page[1])
             return _answer(start, 404, f"nothing at {html.escape(path)}\n")
         except DrorchError as exc:  # the store does not answer: say so, and keep serving
             return _answer(start, 503, f"{exc}\n")

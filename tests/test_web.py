@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
@@ -14,11 +15,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drorch import pages
 from drorch.errors import UsageError
 from drorch.metrics import StoreCollector
-from drorch.records import SCHEDULER_LEASE
-from drorch.store import Store
+from drorch.playbook_file import parse_playbook
+from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
+from drorch.store import RecoveryPoint, Run, Step, Store
 from drorch.web import Listen, Web
+from tests.conftest import PLAYBOOK
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -133,5 +137,36 @@ def test_tls_and_the_token_are_enforced_for_a_real_client(store: Store, tmp_path
             urllib.request.urlopen(f"http://127.0.0.1:{web.port}/healthz", timeout=5)
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # an untrusted client refuses
             urllib.request.urlopen(f"{url}/healthz", timeout=5)
+    finally:
+        web.close()
+
+
+def test_the_status_page_and_its_document_show_the_store_with_names_as_text(store: Store) -> None:
+    """The page embeds its first state and refreshes from /status.json; a name with markup (a site's container
+    matched by a pattern may carry one) stays text."""
+    pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 60, rpo_s: 300}\n", "shop.yaml")
+    store.add_points([RecoveryPoint(playbook="shop", workload="<b>cache</b>", kind="container", site="b",
+                                    taken_at=utcnow() - timedelta(seconds=900))])
+    store.add_run(Run(operation="failover", playbook="shop", playbook_path="shop.yaml", source_site="a",
+                      target_site="b", state=RunState.RUNNING, pid=1, host="h"),
+                  [Step(run_id=0, seq=1, workload="db", kind="vm", strategy="live", source_site="a", target_site="b",
+                        state=StepState.RUNNING, bytes_done=50, bytes_total=200)])
+    web = Web(Listen("127.0.0.1", 0), store, StoreCollector(store, dict),
+              lambda path: pages.page(store, path, lambda: {pb.name: pb}))
+    web.start()
+    try:
+        code, doc = get(f"http://127.0.0.1:{web.port}/status.json")
+        assert code == 200
+        (book,) = json.loads(doc)["playbooks"]
+        assert [s["site"] for s in book["sites"]] == ["a", "b"]
+        (w,) = book["workloads"]
+        assert w["workload"] == "<b>cache</b>" and w["stale"] and 899 < w["rpo_s"] < 960
+        (run,) = json.loads(doc)["running"]
+        assert run["steps"][0]["bytes_done"] == 50 and run["steps"][0]["state"] == "running"
+        code, text = get(f"http://127.0.0.1:{web.port}/")
+        assert code == 200 and "<b>cache" not in text  # embedded as \u003cb\u003e, rendered by the script as text
+        assert "\\u003cb\\u003ecache" in text and 'src="http' not in text and "<link" not in text
+        assert get(f"http://127.0.0.1:{web.port}/runs/1")[0] == 200
+        assert get(f"http://127.0.0.1:{web.port}/runs/99")[0] == 404
     finally:
         web.close()

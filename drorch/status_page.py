@@ -1,0 +1,74 @@
+"""The daemon's live status page at / and the document it refreshes itself from at /status.json: read-only, one
+self-contained page (no script or style fetched from anywhere), every name from a playbook or a site shown as
+text, laid out to read on a phone."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from drorch.observed import Observed
+from drorch.playbook import Playbook
+from drorch.records import naive
+from drorch.store import Step, Store
+
+
+def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) -> dict[str, Any]:
+    """What the page shows, as JSON: what the store says now."""
+    now = naive(seen.at)
+    ready = {r.playbook: r for r in seen.readiness}
+    drills = {d.playbook: d for d in seen.drills}
+    names = sorted({*playbooks, *ready, *drills, *(p.playbook for p in seen.points)})
+    books = []
+    for name in names:
+        pb, r = playbooks.get(name), ready.get(name)
+        answered = {(h["site"], h["host"]): h for h in (r.hosts if r else [])}
+        sites = [{"site": site, "hosts": [{"host": h.name, "answered": answered.get((site, h.name), {}).get("answered"),
+                                           "error": answered.get((site, h.name), {}).get("error")}
+                                          for h in pb.hosts(site)]} for site in pb.sites] if pb else []
+        target = pb.protect.target_s if pb and pb.protect else None
+        workloads = [{"kind": p.kind, "workload": p.workload, "site": p.site,
+                      "rpo_s": (now - naive(p.taken_at)).total_seconds(), "target_s": target, "kept": p.kept,
+                      "stale": target is not None and (now - naive(p.taken_at)).total_seconds() > target}
+                     for p in seen.points if p.playbook == name]
+        d = drills.get(name)
+        books.append({
+            "playbook": name, "sites": sites, "workloads": workloads,
+            "ready": None if r is None else r.ready, "problems": r.problems if r else [],
+            "checked_at": r.checked_at.replace(tzinfo=UTC).isoformat() if r else None,
+            "drill": None if d is None else {"run": d.run, "passed": d.passed, "state": d.state, "rto_s": d.rto_s,
+                                            "started_at": d.started_at.replace(tzinfo=UTC).isoformat()}})
+    running = [{"run": run.id, "operation": run.operation, "playbook": run.playbook,
+                "steps": [_step(s) for s in store.steps(run.id or 0)]} for run in seen.running]
+    return {"at": seen.at.isoformat(), "playbooks": books, "running": running,
+            "daemons": [{"daemon": d.identity, "role": d.role(now),
+                         "heartbeat_age_s": (now - naive(d.heartbeat_at)).total_seconds()} for d in seen.daemons]}
+
+
+def _step(s: Step) -> dict[str, Any]:
+    return {"seq": s.seq, "kind": s.kind, "workload": s.workload, "state": str(s.state), "to": s.target_site,
+            "bytes_done": s.bytes_done, "bytes_total": s.bytes_total, "said": s.error or s.outcome or ""}
+
+
+_CSS = """body{font:15px system-ui,sans-serif;margin:1em;color:#222;max-width:70em}table{border-collapse:collapse;
+width:100%;margin:.5em 0}td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;overflow-wrap:anywhere}
+.bad{color:#c0392b;font-weight:bold}.good{color:#2e8540;font-weight:bold}section{margin-bottom:1.5em}
+@media (max-width:40em){body{font-size:14px;margin:.5em}td,th{padding:2px 3px}}"""
+
+SCRIPT = (Path(__file__).parent / "status_page.js").read_text()
+
+
+def page(doc: dict[str, Any]) -> str:
+    """The page, its first state embedded as JSON (escaped so that no name can close the script element)."""
+    first = json.dumps(doc).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>drorch</title>"
+            f"<style>{_CSS}</style></head><body><h1>drorch</h1><p>as of <span id=\"at\">{html.escape(doc['at'])}</span>"
+            ", read-only, refreshed every 2 s</p><div id=\"books\"></div><h2>Runs under way</h2><div id=\"running\">"
+            "</div><h2>Daemons</h2><ul id=\"daemons\"></ul>"
+            f"<script type=\"application/json\" id=\"first\">{first}</script><script>{SCRIPT}</script>"
+            "</body></html>\n")
