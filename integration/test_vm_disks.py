@@ -135,10 +135,10 @@ def test_a_pool_too_small_is_refused_before_anything_moves(run_drorch: Drorch, t
         playbook = vm_playbook(tmp_path, "live")
         res = run_drorch("validate", str(playbook))
         assert res.returncode == 1
-        assert "VM lab-vm: site b host b1: pool dr-pool has " in res.stderr
-        assert "its disks need 1048576.0 GiB" in res.stderr
-        moved = run_drorch("failover", str(playbook))
-        assert moved.returncode == 1 and "pool dr-pool has " in moved.stderr and "still runs on site a" in moved.stderr
+        line = next(x for x in res.stderr.splitlines() if "VM lab-vm: site b host b1: pool dr-pool has " in x)
+        assert "its disks need 1048576.0 GiB" in line and f"{playbook}:" in line
+        moved = run_drorch("failover", str(playbook))  # the same pre-flight stops it before anything moves
+        assert moved.returncode == 1 and line in moved.stderr and "run 1" not in moved.stdout, moved.stderr
         assert where(lab_base.VM_NAME)["vms"] == ["a"] and HUGE not in volumes("b")
     finally:
         conn.close()
