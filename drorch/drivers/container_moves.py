@@ -10,6 +10,8 @@ why it was not a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +29,26 @@ from drorch.drivers.podman_engine import PodmanSite
 from drorch.drivers.transfer import CHUNK
 from drorch.errors import MoveCancelled, MoveFailed
 from drorch.playbook import Strategy
+
+RESTORE_WAITS = (0.0, 0.5, 2.0)  # a restore right after the dump may find the engine still tearing the task down
+
+
+def back_home(src: DockerSite, container: str, checkpoint: str | None) -> None:
+    """A source container a move stopped, running again: its process goes on from `checkpoint`, tried again
+    briefly while the engine is still clearing the dumped task; a checkpoint that does not restore, or none,
+    gives a fresh start, which beats none. The checkpoint goes afterwards: it holds the process's memory."""
+    for pause in RESTORE_WAITS if checkpoint is not None else ():
+        time.sleep(pause)
+        try:
+            src.start(container, checkpoint=checkpoint)
+            break
+        except APIError:
+            continue
+    else:
+        src.start(container)
+    if checkpoint is not None:
+        with contextlib.suppress(*API_ERRORS):
+            src.drop_checkpoint(container, checkpoint)
 
 
 def checkpoint_name(handle_id: str) -> str:
@@ -120,9 +142,8 @@ class ContainerMoves:
             try:
                 target, image = self._prepare(handle, original, src, dst)
             except BaseException:
-                if dump.exception() is None:  # the process goes on where it stopped, at home
-                    src.start(original["Id"], checkpoint=checkpoint)
-                    src.drop_checkpoint(original["Id"], checkpoint)
+                if dump.exception() is None:
+                    back_home(src, original["Id"], checkpoint)
                 raise
             # A cancel is honoured at the restore's first step, whose rollback also removes the new container.
             self._jobs.set_step(handle.id, "checkpoint", cancellable=False)
@@ -153,7 +174,7 @@ class ContainerMoves:
             self._jobs.set_step(hid, "restore")
             dst.start(target["Id"], checkpoint=checkpoint)
         except (*API_ERRORS, MoveFailed) as exc:
-            src.start(source["Id"], checkpoint=checkpoint)  # the process goes on where it stopped, at home
+            back_home(src, source["Id"], checkpoint)
             dst.api.remove_container(target["Id"], force=True, v=True)
             if isinstance(exc, MoveCancelled):
                 raise

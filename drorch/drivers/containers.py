@@ -27,7 +27,7 @@ from drorch.drivers.base import (
     Shipped,
     WorkloadInfo,
 )
-from drorch.drivers.container_moves import ContainerMoves
+from drorch.drivers.container_moves import ContainerMoves, back_home
 from drorch.drivers.container_points import ContainerPoints, held, point_copy, ran, set_aside
 from drorch.drivers.docker_config import (
     POINT_SUFFIX,
@@ -175,15 +175,10 @@ class ContainerDriver(ThreadedDriver):
         if isinstance(src, PodmanSite):
             PodmanCheckpoints.revive(src, stopped)
             return src.inspect(stopped["Id"])
-        checkpoint = src.newest_checkpoint(stopped["Id"])
         try:
-            src.start(stopped["Id"], checkpoint=checkpoint)
+            back_home(src, stopped["Id"], src.newest_checkpoint(stopped["Id"]))
         except APIError:
-            if checkpoint is None:
-                return None
-            src.start(stopped["Id"])  # the checkpoint does not restore: a fresh start beats none
-        if checkpoint is not None:
-            src.drop_checkpoint(stopped["Id"], checkpoint)
+            return None
         return src.inspect(stopped["Id"])
 
     def start(self, name: str, site: Endpoint) -> str:
