@@ -31,9 +31,9 @@ class StoreCollector(Collector):
         self.next_runs = next_runs
 
     def collect(self) -> Iterator[Metric]:
-        seen = read(self.store, self.names)
-        yield from points(seen, self.playbooks())
-        yield from schedules(self.playbooks())
+        seen, playbooks = read(self.store, self.names), self.playbooks()
+        yield from points(seen, playbooks)
+        yield from schedules(playbooks)
         yield from readiness(seen)
         yield from drills(seen)
         yield from runs(seen)

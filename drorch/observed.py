@@ -177,14 +177,12 @@ def _run_histogram(conn: Connection, playbooks: Sequence[str] | None) -> Histogr
 
 
 def _step_histogram(conn: Connection, playbooks: Sequence[str] | None) -> Histogram:
-    """Moves and restarts, by the kind of workload; a drill's clones and rollbacks count as what they are."""
+    """Moves, restarts and a drill's clones, by the kind of workload; rollbacks are left out."""
     steps, runs = Step.__table__.c, Run.__table__.c  # type: ignore[attr-defined]
-    if playbooks is None:
-        return _histogram(conn, steps.kind, steps.started_at, steps.ended_at, None, steps.kind,
-                          steps.kind.in_(["vm", "container"]), steps.action != ROLLBACK)
-    ids = select(runs.id).where(runs.playbook.in_(list(playbooks)))
-    return _histogram(conn, steps.kind, steps.started_at, steps.ended_at, None, steps.kind,
-                      steps.kind.in_(["vm", "container"]), steps.action != ROLLBACK, steps.run_id.in_(ids))
+    where = [steps.kind.in_(["vm", "container"]), steps.action != ROLLBACK]
+    if playbooks is not None:  # a step names no playbook: its run does
+        where.append(steps.run_id.in_(select(runs.id).where(runs.playbook.in_(list(playbooks)))))
+    return _histogram(conn, steps.kind, steps.started_at, steps.ended_at, None, steps.kind, *where)
 
 
 def _moving(conn: Connection, playbooks: Sequence[str] | None) -> dict[str, int]:
