@@ -22,7 +22,11 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
     now = naive(seen.at)
     ready = {r.playbook: r for r in seen.readiness}
     drills = {d.playbook: d for d in seen.drills}
-    names = sorted({*playbooks, *ready, *drills, *(p.playbook for p in seen.points)})
+    points: dict[str, list[dict[str, Any]]] = {}
+    for p in seen.points:
+        points.setdefault(p.playbook, []).append({"kind": p.kind, "workload": p.workload, "site": p.site,
+                                                  "rpo_s": (now - naive(p.taken_at)).total_seconds(), "kept": p.kept})
+    names = sorted({*playbooks, *ready, *drills, *points})
     books = []
     for name in names:
         pb, r = playbooks.get(name), ready.get(name)
@@ -31,10 +35,8 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
                                            "error": answered.get((site, h.name), {}).get("error")}
                                           for h in pb.hosts(site)]} for site in pb.sites] if pb else []
         target = pb.protect.target_s if pb and pb.protect else None
-        workloads = [{"kind": p.kind, "workload": p.workload, "site": p.site,
-                      "rpo_s": (now - naive(p.taken_at)).total_seconds(), "target_s": target, "kept": p.kept,
-                      "stale": target is not None and (now - naive(p.taken_at)).total_seconds() > target}
-                     for p in seen.points if p.playbook == name]
+        workloads = [{**w, "target_s": target, "stale": target is not None and w["rpo_s"] > target}
+                     for w in points.get(name, [])]
         d = drills.get(name)
         books.append({
             "playbook": name, "sites": sites, "workloads": workloads,
