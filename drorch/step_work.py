@@ -20,6 +20,7 @@ from drorch.records import StepKind, StepState
 from drorch.store import Step, Store
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
+PROGRESS_SECONDS = 2.0  # how often a move's bytes so far are written to its step
 
 
 def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
@@ -114,7 +115,7 @@ class StepWork:
         handle = driver.start_move(request)
         step.handle = handle.to_json()
         self.states.save(step)
-        last_check = time.monotonic()
+        last_check = last_saved = time.monotonic()
         cancelled = False
         while True:
             progress = driver.progress(handle)
@@ -122,6 +123,9 @@ class StepWork:
                 step.bytes_done, step.bytes_total = progress.bytes_done, progress.bytes_total
             if progress.finished:
                 return progress
+            if progress.bytes_total is not None and time.monotonic() - last_saved >= PROGRESS_SECONDS:
+                last_saved = time.monotonic()
+                self.states.save(step)  # for those who watch from elsewhere: the status page, `drorch history`
             self.report(StepEvent(live.run, step, len(live.steps), progress))
             if not cancelled and time.monotonic() - last_check >= CONTROL_SECONDS:
                 last_check = time.monotonic()
