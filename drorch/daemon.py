@@ -28,8 +28,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from drorch.errors import DrorchError, NotFound, printable
-from drorch.metrics import StoreCollector
-from drorch.pages import page
+from drorch.metrics import StoreCollector, exposition
+from drorch.pages import Pages
 from drorch.playbook import Playbook, Schedule
 from drorch.playbook_file import load_playbook
 from drorch.records import SCHEDULER_LEASE, JobKind, utcnow
@@ -137,8 +137,9 @@ class Daemon:
         self.sched: BackgroundScheduler | None = None
         stopping.clear()
         # Bound now: a port in use, or an address without TLS and a token, stops the daemon before it starts.
-        self.web = None if listen is None else Web(listen, store, StoreCollector(
-            store, self._served, next_runs=lambda: next_runs(store)), lambda path: page(store, path, self._served))
+        collector = StoreCollector(store, self._served, next_runs=lambda: next_runs(store))
+        self.web = None if listen is None else Web(listen, store, lambda: exposition(collector),
+                                                    Pages(store, self._served))
         self._loaded: dict[str, Playbook] = {}
 
     def _served(self) -> dict[str, Playbook]:

@@ -32,6 +32,10 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         seen, playbooks = read(self.store, self.names), self.playbooks()
+        read_at = GaugeMetricFamily("drorch_store_read_timestamp_seconds",
+                                    "When the state store was read for these figures (Unix time)")
+        read_at.add_metric([], epoch(seen.at))
+        yield read_at
         yield from points(seen, playbooks)
         yield from schedules(playbooks)
         yield from readiness(seen)

@@ -19,6 +19,7 @@ from drorch.records import DRILL, FINAL_RUN_STATES, ROLLBACK, SCHEDULER_LEASE, R
 from drorch.store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
+WORKLOAD_KINDS = ("vm", "container")  # a step of another kind (a hook) moves no workload
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 
 
@@ -77,6 +78,8 @@ class Observed:
     daemons: list[DaemonRow]
     lease: Lease | None
     running: list[Run] = field(default_factory=list)  # runs under way, newest first
+    # (playbook, kind, workload) -> the site the newest run that acted on it left it on
+    placed: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 def read(store: Store, playbooks: Sequence[str] | None = None) -> Observed:
@@ -96,6 +99,7 @@ def read(store: Store, playbooks: Sequence[str] | None = None) -> Observed:
             running=[Run(**dict(r._mapping)) for r in conn.execute(
                 _only(select(Run.__table__).where(Run.state == RunState.RUNNING), Run.playbook, playbooks)  # type: ignore[attr-defined, arg-type]
                 .order_by(Run.id.desc()))],  # type: ignore[union-attr]
+            placed=_placed(conn, playbooks),
         )
 
 
@@ -179,7 +183,7 @@ def _run_histogram(conn: Connection, playbooks: Sequence[str] | None) -> Histogr
 def _step_histogram(conn: Connection, playbooks: Sequence[str] | None) -> Histogram:
     """Moves, restarts and a drill's clones, by the kind of workload; rollbacks are left out."""
     steps, runs = Step.__table__.c, Run.__table__.c  # type: ignore[attr-defined]
-    where = [steps.kind.in_(["vm", "container"]), steps.action != ROLLBACK]
+    where = [steps.kind.in_(WORKLOAD_KINDS), steps.action != ROLLBACK]
     if playbooks is not None:  # a step names no playbook: its run does
         where.append(steps.run_id.in_(select(runs.id).where(runs.playbook.in_(list(playbooks)))))
     return _histogram(conn, steps.kind, steps.started_at, steps.ended_at, None, steps.kind, *where)
@@ -190,8 +194,24 @@ def _moving(conn: Connection, playbooks: Sequence[str] | None) -> dict[str, int]
     query = (select(runs.playbook, func.count())
              .select_from(Step.__table__.join(Run.__table__, runs.id == steps.run_id))  # type: ignore[attr-defined]
              .where(runs.state == RunState.RUNNING, steps.state == StepState.RUNNING,
-                    steps.kind.in_(["vm", "container"])).group_by(runs.playbook))
+                    steps.kind.in_(WORKLOAD_KINDS)).group_by(runs.playbook))
     return {r[0]: r[1] for r in conn.execute(_only(query, runs.playbook, playbooks))}
+
+
+PLACING = ("move", "degrade", "already", ROLLBACK)  # actions whose success leaves a workload on the step's target
+
+
+def _placed(conn: Connection, playbooks: Sequence[str] | None) -> dict[tuple[str, str, str], str]:
+    """Where each workload was left by the newest step that moved it and succeeded (drills move nothing)."""
+    steps, runs = Step.__table__.c, Run.__table__.c  # type: ignore[attr-defined]
+    key = (runs.playbook, steps.kind, steps.workload)
+    ranked = _only(select(*key, steps.target_site,
+                          func.row_number().over(partition_by=key, order_by=steps.id.desc()).label("rank"))
+                   .select_from(Step.__table__.join(Run.__table__, runs.id == steps.run_id))  # type: ignore[attr-defined]
+                   .where(runs.operation != DRILL, steps.state == StepState.SUCCEEDED, steps.action.in_(PLACING),
+                          steps.kind.in_(WORKLOAD_KINDS)), runs.playbook, playbooks).subquery()
+    return {(r.playbook, r.kind, r.workload): r.target_site
+            for r in conn.execute(select(ranked).where(ranked.c.rank == 1))}
 
 
 def _lease(conn: Connection) -> Lease | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from drorch import report, status_page
 from drorch.errors import NotFound
+from drorch.fresh import Fresh
 from drorch.observed import read
 from drorch.playbook import Playbook
 from drorch.store import Store
@@ -18,18 +19,29 @@ RUN_PAGE = re.compile(r"/runs/([0-9]{1,18})")
 HTML = "text/html; charset=utf-8"
 
 
-def page(store: Store, path: str, playbooks: Callable[[], Mapping[str, Playbook]]) -> tuple[int, str, str] | None:
-    """The page at `path`: its HTTP status, content type and body; None when nothing is served there."""
-    if path in ("/", "/status.json"):
-        doc = status_page.document(read(store), playbooks(), store)
-        if path == "/":
-            return 200, HTML, status_page.page(doc)
-        return 200, "application/json", json.dumps(doc)
-    found = RUN_PAGE.fullmatch(path)
-    if found is None:
-        return None
-    try:
-        run = store.run(int(found[1]))
-    except NotFound:
-        return 404, HTML, f"<!DOCTYPE html><title>no such run</title><p>No run {int(found[1])} in the store.</p>\n"
-    return 200, HTML, report.html(report.timeline(run, store.steps(run.id or 0)))
+class Pages:
+    """The pages at their paths. The status document is read as the listener's metrics are (drorch.fresh), however
+    many look at it; a run's report is read when asked."""
+
+    def __init__(self, store: Store, playbooks: Callable[[], Mapping[str, Playbook]], max_age_s: float = 1.0,
+                 stale_s: float = 15.0) -> None:
+        self.store = store
+        self._status = Fresh(lambda: self._render(playbooks), max_age_s, stale_s)
+
+    def _render(self, playbooks: Callable[[], Mapping[str, Playbook]]) -> tuple[str, str]:
+        doc = status_page.document(read(self.store), playbooks(), self.store)
+        return json.dumps(doc), status_page.page(doc)
+
+    def __call__(self, path: str) -> tuple[int, str, str] | None:
+        """The page at `path`: its HTTP status, content type and body; None when nothing is served there."""
+        if path in ("/", "/status.json"):
+            doc, page = self._status.get()
+            return (200, HTML, page) if path == "/" else (200, "application/json", doc)
+        found = RUN_PAGE.fullmatch(path)
+        if found is None:
+            return None
+        try:
+            run = self.store.run(int(found[1]))
+        except NotFound:
+            return 404, HTML, f"<!DOCTYPE html><title>no such run</title><p>No run {int(found[1])} in the store.</p>\n"
+        return 200, HTML, report.html(report.timeline(run, self.store.steps(run.id or 0)))

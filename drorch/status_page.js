@@ -10,8 +10,9 @@ for(const s of p.sites)o+=`<p>site ${e(s.site)}: `+s.hosts.map(h=>`${e(h.host)} 
 ).join(', ')+'</p>';
 if(p.drill)o+=`<p>last drill: <a href="/runs/${p.drill.run}">run ${p.drill.run}</a> <span class="${p.drill.passed?
 'good':'bad'}">${e(p.drill.state)}</span>, RTO ${secs(p.drill.rto_s)}</p>`;
-o+='<table><tr><th>workload</th><th>site</th><th>RPO</th><th>target</th><th>points</th></tr>';
-for(const w of p.workloads)o+=`<tr class="workload"><td>${e(w.kind)} ${e(w.workload)}</td><td>${e(w.site)}</td><td class="${
+o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th></tr>';
+for(const w of p.workloads)o+=`<tr class="workload"><td>${e(w.kind)} ${e(w.workload)}</td><td class="runs-on">${
+w.runs_on==null?'-':'site '+e(w.runs_on)+(w.moved?'':' (home)')}</td><td>${e(w.site??'-')}</td><td class="${
 w.stale?'bad':''}">${secs(w.rpo_s)}${w.stale?' (stale)':''}</td><td>${secs(w.target_s)}</td><td>${w.kept}</td></tr>`;
 o+='</table></section>'}document.getElementById('books').innerHTML=o;o='';
 for(const r of d.running){o+=`<h3><a href="/runs/${r.run}">run ${r.run}</a> ${e(r.operation)} ${e(r.playbook)}</h3>

@@ -26,6 +26,10 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
     for p in seen.points:
         points.setdefault(p.playbook, []).append({"kind": p.kind, "workload": p.workload, "site": p.site,
                                                   "rpo_s": (now - naive(p.taken_at)).total_seconds(), "kept": p.kept})
+    pointed = {(p.playbook, p.kind, p.workload) for p in seen.points}
+    for (book, kind, workload) in sorted(seen.placed.keys() - pointed):  # moved, never protected
+        points.setdefault(book, []).append({"kind": kind, "workload": workload, "site": None, "rpo_s": None,
+                                            "kept": 0})
     names = sorted({*playbooks, *ready, *drills, *points})
     books = []
     for name in names:
@@ -35,8 +39,11 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
                                            "error": answered.get((site, h.name), {}).get("error")}
                                           for h in pb.hosts(site)]} for site in pb.sites] if pb else []
         target = pb.protect.target_s if pb and pb.protect else None
-        workloads = [{**w, "target_s": target, "stale": target is not None and w["rpo_s"] > target}
-                     for w in points.get(name, [])]
+        home = pb.primary if pb else None
+        workloads = [{**w, "runs_on": seen.placed.get((name, w["kind"], w["workload"]), home),
+                      "moved": (name, w["kind"], w["workload"]) in seen.placed, "target_s": target,
+                      "stale": target is not None and w["rpo_s"] is not None and w["rpo_s"] > target}
+                     for w in sorted(points.get(name, []), key=lambda w: (w["kind"], w["workload"]))]
         d = drills.get(name)
         books.append({
             "playbook": name, "sites": sites, "workloads": workloads,

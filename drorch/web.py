@@ -1,5 +1,4 @@
-"""The daemon's listener: /metrics (prometheus_client's own WSGI app), /healthz, /readyz and a run's report at
-/runs/ID, all read from the state store.
+"""The daemon's listener: /metrics, /healthz, /readyz and the pages (drorch.pages), all read from the state store.
 
 It binds loopback unless told otherwise; any other address needs TLS (a certificate and its key) and a bearer
 token read from a file that only its owner may read, or the daemon refuses to start. Served by the standard
@@ -7,12 +6,15 @@ library's WSGI server in threads of its own, so a flood of requests does not hol
 
 from __future__ import annotations
 
+import base64
 import hmac
 import html
 import ipaddress
+import logging
 import re
 import ssl
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,18 +23,17 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.registry import Collector
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 from sqlalchemy import text
 
 from drorch.errors import DrorchError, UsageError
+from drorch.fresh import Fresh
 from drorch.records import SCHEDULER_LEASE, naive, utcnow
 from drorch.store import Lease, Store
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
-App = Callable[[Environ, StartResponse], Iterable[bytes]]
+log = logging.getLogger(__name__)
 OPEN = ("/healthz", "/readyz")  # probes answer without the token: they say nothing of the estate
 
 
@@ -82,6 +83,13 @@ class Listen:
         return value
 
 
+class _Server(ThreadingWSGIServer):
+    request_queue_size = 128  # many pages opened at once wait their turn rather than be refused
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that fails (a bad handshake, plain HTTP to TLS, a dropped connection) is one log line."""
+        log.info("a request from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # the daemon's log has one line per event, not per GET
         pass
@@ -90,17 +98,18 @@ class _Quiet(WSGIRequestHandler):
 class Web:
     """The listener: bound (or refused) at once, served from a thread until closed."""
 
-    def __init__(self, listen: Listen, store: Store, collector: Collector,
-                 pages: Callable[[str], tuple[int, str, str] | None] | None = None) -> None:
+    def __init__(self, listen: Listen, store: Store, metrics: Callable[[], bytes],
+                 pages: Callable[[str], tuple[int, str, str] | None] | None = None, max_age_s: float = 1.0,
+                 stale_s: float = 15.0) -> None:
+        """`metrics` writes the exposition; a scrape is served the newest one (drorch.fresh): made at most
+        `max_age_s` ago, or while a new one is made, at most `stale_s` ago."""
         self.listen = listen
         self.store = store
         self.pages = pages
         self._token = listen.token()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
-        self._metrics = make_wsgi_app(registry)
+        self._metrics = Fresh(metrics, max_age_s, stale_s)
         try:
-            self.server = make_server(listen.host, listen.port, self.app, ThreadingWSGIServer, _Quiet)
+            self.server = make_server(listen.host, listen.port, self.app, _Server, _Quiet)
         except OSError as exc:
             raise UsageError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from None
         if listen.cert is not None and listen.key is not None:
@@ -131,10 +140,10 @@ class Web:
 
     def app(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if self._token is not None and path not in OPEN:
-            given = environ.get("HTTP_AUTHORIZATION", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
-                return _answer(start, 401, "a bearer token is needed\n", [("WWW-Authenticate", "Bearer")])
+        if self._token is not None and path not in OPEN and not _carries(environ.get("HTTP_AUTHORIZATION", ""),
+                                                                          self._token):
+            asks = [("WWW-Authenticate", 'Basic realm="drorch", charset="UTF-8"'), ("WWW-Authenticate", "Bearer")]
+            return _answer(start, 401, "a bearer token is needed (from a browser: the token as the password)\n", asks)
         try:
             if path == "/healthz":
                 return _answer(start, 200, "ok\n")
@@ -142,17 +151,13 @@ class Web:
                 why = self.unready()
                 return _answer(start, 503 if why else 200, f"{why or 'ready'}\n")
             if path == "/metrics":
-                return self._scrape(environ, start)
+                return _answer(start, 200, self._metrics.get(), content_type=CONTENT_TYPE_LATEST)
             page = self.pages(path) if self.pages is not None else None
             if page is not None:
                 return _answer(start, page[0], page[2], content_type=page[1])
             return _answer(start, 404, f"nothing at {html.escape(path)}\n")
         except DrorchError as exc:  # the store does not answer: say so, and keep serving
             return _answer(start, 503, f"{exc}\n")
-
-    def _scrape(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
-        """prometheus_client's app collects before it answers, so a store that fails fails here, whole."""
-        return list(self._metrics(environ, start))
 
     def unready(self) -> str:
         """Why this daemon's store is not fit to serve from, or '': the store answers and a leader's lease is
@@ -168,10 +173,24 @@ class Web:
         return ""
 
 
-def _answer(start: StartResponse, status: int, body: str, headers: list[tuple[str, str]] | None = None,
+def _carries(authorization: str, token: str) -> bool:
+    """A bearer token (Prometheus's `authorization`), or Basic with the token as the password under any user name:
+    the one way a browser can be asked for a secret without a script of ours holding it."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
+        except ValueError:
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _answer(start: StartResponse, status: int, body: str | bytes, headers: list[tuple[str, str]] | None = None,
             content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
     reasons = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}
-    data = body.encode()
+    data = body.encode() if isinstance(body, str) else body
     start(f"{status} {reasons.get(status, '')}", [("Content-Type", content_type), ("Content-Length", str(len(data))),
                                                    ("X-Content-Type-Options", "nosniff"), *(headers or [])])
     return [data]

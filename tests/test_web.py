@@ -8,16 +8,16 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drorch import pages
 from drorch.errors import UsageError
-from drorch.metrics import StoreCollector
+from drorch.metrics import StoreCollector, exposition
+from drorch.pages import Pages
 from drorch.playbook_file import parse_playbook
 from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
 from drorch.store import RecoveryPoint, Run, Step, Store
@@ -27,8 +27,12 @@ from tests.conftest import PLAYBOOK
 TOKEN = "s3cret-token-0123456789"
 
 
+def metrics(store: Store) -> Callable[[], bytes]:
+    return lambda: exposition(StoreCollector(store, dict))
+
+
 def serve(store: Store, listen: Listen) -> Web:
-    web = Web(listen, store, StoreCollector(store, dict))
+    web = Web(listen, store, metrics(store), max_age_s=0, stale_s=0)
     web.start()
     return web
 
@@ -81,7 +85,7 @@ def test_a_port_in_use_is_refused_naming_it(store: Store) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
-            Web(Listen("127.0.0.1", port), store, StoreCollector(store, dict))
+            Web(Listen("127.0.0.1", port), store, metrics(store))
 
 
 def test_listen_addresses_parse_and_loopback_is_the_default() -> None:
@@ -107,13 +111,13 @@ def test_any_address_but_loopback_needs_tls_and_a_token_only_its_owner_reads(sto
     cert, key = pki
     token = tmp_path / "token"
     with pytest.raises(UsageError, match="is not loopback: it needs --tls-cert, --tls-key and --token-file"):
-        Web(Listen("0.0.0.0", 0), store, StoreCollector(store, dict))
+        Web(Listen("0.0.0.0", 0), store, metrics(store))
     with pytest.raises(UsageError, match=r"token file .*token: No such file"):
-        Web(Listen("0.0.0.0", 0, cert, key, token), store, StoreCollector(store, dict))
+        Web(Listen("0.0.0.0", 0, cert, key, token), store, metrics(store))
     token.write_text(TOKEN)
     token.chmod(0o644)
     with pytest.raises(UsageError, match=r"may be read by others \(mode -rw-r--r--\): chmod 600"):
-        Web(Listen("0.0.0.0", 0, cert, key, token), store, StoreCollector(store, dict))
+        Web(Listen("0.0.0.0", 0, cert, key, token), store, metrics(store))
 
 
 def test_tls_and_the_token_are_enforced_for_a_real_client(store: Store, tmp_path: Path,
@@ -130,6 +134,15 @@ def test_tls_and_the_token_are_enforced_for_a_real_client(store: Store, tmp_path
         assert get(f"{url}/metrics", token="wrong-token-0123456789", context=trusted)[0] == 401
         code, text = get(f"{url}/metrics", token=TOKEN, context=trusted)
         assert code == 200 and "drorch_ready" in text
+        # A browser asked by the 401 sends the token as a Basic password, under any user name
+        basic = urllib.request.HTTPBasicAuthHandler()
+        basic.add_password("drorch", url, "operator", TOKEN)
+        browser = urllib.request.build_opener(basic, urllib.request.HTTPSHandler(context=trusted))
+        with browser.open(f"{url}/metrics", timeout=10) as res:
+            assert res.status == 200
+        basic.add_password("drorch", url, "operator", "wrong-token-0123456789")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            browser.open(f"{url}/metrics", timeout=10)
         assert get(f"{url}/healthz", context=trusted) == (200, "ok\n")  # probes need no token
         with socket.create_connection(("127.0.0.1", web.port)):  # connects and says nothing: holds up no one
             assert get(f"{url}/healthz", context=trusted) == (200, "ok\n")
@@ -148,20 +161,27 @@ def test_the_status_page_and_its_document_show_the_store_with_names_as_text(stor
     store.add_points([RecoveryPoint(playbook="shop", workload="<b>cache</b>", kind="container", site="b",
                                     taken_at=utcnow() - timedelta(seconds=900))])
     store.add_run(Run(operation="failover", playbook="shop", playbook_path="shop.yaml", source_site="a",
+                      target_site="b", state=RunState.SUCCEEDED, pid=1, host="h"),
+                  [Step(run_id=0, seq=1, workload="web", kind="vm", strategy="live", source_site="a", target_site="b",
+                        action="move", state=StepState.SUCCEEDED)])
+    store.add_run(Run(operation="failover", playbook="shop", playbook_path="shop.yaml", source_site="a",
                       target_site="b", state=RunState.RUNNING, pid=1, host="h"),
                   [Step(run_id=0, seq=1, workload="db", kind="vm", strategy="live", source_site="a", target_site="b",
                         state=StepState.RUNNING, bytes_done=50, bytes_total=200)])
-    web = Web(Listen("127.0.0.1", 0), store, StoreCollector(store, dict),
-              lambda path: pages.page(store, path, lambda: {pb.name: pb}))
+    web = Web(Listen("127.0.0.1", 0), store, metrics(store),
+              Pages(store, lambda: {pb.name: pb}))
     web.start()
     try:
         code, doc = get(f"http://127.0.0.1:{web.port}/status.json")
         assert code == 200
         (book,) = json.loads(doc)["playbooks"]
         assert [s["site"] for s in book["sites"]] == ["a", "b"]
-        (w,) = book["workloads"]
+        w, web_vm = book["workloads"]
         assert w["workload"] == "<b>cache</b>" and w["stale"] and 899 < w["rpo_s"] < 960
+        assert (w["runs_on"], w["moved"]) == ("a", False)  # never moved: where the playbook says it lives
+        assert (web_vm["workload"], web_vm["runs_on"], web_vm["moved"], web_vm["rpo_s"]) == ("web", "b", True, None)
         (run,) = json.loads(doc)["running"]
+        assert run["run"] == 2
         assert run["steps"][0]["bytes_done"] == 50 and run["steps"][0]["state"] == "running"
         code, text = get(f"http://127.0.0.1:{web.port}/")
         assert code == 200 and "<b>cache" not in text  # embedded as \u003cb\u003e, rendered by the script as text
