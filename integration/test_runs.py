@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
+import libvirt_qemu
 import pytest
 
 from drorch.store import Store
@@ -96,6 +97,29 @@ def vm_state(site: str) -> str:
         conn.close()
 
 
+def vm_diagnosis(site: str) -> str:
+    """What a site shows of the lab VM when its guest says nothing: libvirt's state, what QEMU itself says of the
+    guest, QEMU's own log of starts and stops, and the end of the serial log."""
+    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
+    try:
+        dom = conn.lookupByName(lab_base.VM_NAME)
+        said = []
+        for command in ("info status", "info chardev"):
+            try:
+                said.append(libvirt_qemu.qemuMonitorCommand(dom, command,
+                                                            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP).strip())
+            except libvirt.libvirtError as exc:
+                said.append(f"({command}: {exc})")
+    finally:
+        conn.close()
+    site_root = labctl.SITES[site].root
+    events = [line for line in (site_root / "log" / "qemu" / f"{lab_base.VM_NAME}.log").read_text(
+        errors="replace").splitlines() if re.match(r"20\d\d-", line) or "terminating" in line]
+    return (f"on site {site}: {vm_state(site)}, QEMU says {said!r}, QEMU's "
+            f"log {events[-8:]!r}, serial log ends "
+            f"{labctl.SITES[site].serial_log().read_text(errors='replace')[-300:]!r}")
+
+
 @contextlib.contextmanager
 def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Store]]:
     """A failover of the VM at 1 MiB/s, yielded once its migration runs; killed if the test leaves it."""
@@ -137,8 +161,7 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
     try:
         wait_until(lambda: len(vm_counts("b")) >= 1, "the VM's counter on site b")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; on site b: {vm_state('b')}, serial log ends "
-                             f"{labctl.SITES['b'].serial_log().read_text(errors='replace')[-300:]!r}") from None
+        raise AssertionError(f"{exc}; {vm_diagnosis('b')}; the resume said {res.stdout[-400:]!r}") from None
     assert vm_counts("b")[0] > before  # live migration: the same guest goes on
 
 

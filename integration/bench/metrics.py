@@ -2,8 +2,9 @@
 
 A state store (SQLite) holds what a busy estate leaves: 10,000 workloads with 3 recovery points each, their
 failovers and drills (a step per workload each), readiness checks and two daemons. One scrape reads it all and
-writes the text format; beside it, prometheus_client writing the same number of samples from memory (the
-floor any exporter of that many series pays).
+writes the text format (a reading); the daemon's listener serves a scrape the newest reading, made anew at most
+once a second (drorch.fresh). Beside them, prometheus_client writing the same number of samples from memory (the
+floor any exporter of that many series pays for each reading).
 
 Usage: integration/bench/metrics.py [--workloads N] [--rounds N]   (needs no lab)
 """
@@ -15,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from drorch.metrics import StoreCollector, exposition
 from drorch.playbook_file import parse_playbook
 from drorch.records import DRILL, RunState, StepState, utcnow
 from drorch.store import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.web import Listen, Web
 
 
 def fill(store: Store, workloads: int) -> None:
@@ -59,6 +62,11 @@ def floor(samples: int) -> bytes:
     return generate_latest(registry)
 
 
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as res:
+        return bytes(res.read())
+
+
 def timed(fn: object, rounds: int) -> tuple[float, bytes]:
     took, out = [], b""
     for _ in range(rounds):
@@ -83,12 +91,23 @@ def main() -> None:
                             "  b: {hosts: [{name: b1, libvirt: 'qemu:///system'}]}\n"
                             "workloads: [{match: '*', kind: vm}]\nprotect: {interval_s: 300, keep: 3}\n", "estate.yaml")
         collector = StoreCollector(store, lambda: {pb.name: pb})
-        scrape, text = timed(lambda: exposition(collector), args.rounds)
+        reading, text = timed(lambda: exposition(collector), args.rounds)
         samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
         bare, _ = timed(lambda: floor(samples), args.rounds)
-    print(f"metrics: a scrape at {args.workloads:,} workloads ({samples:,} samples, {len(text) / 2**20:.1f} MiB; store "
-          f"filled in {made:.1f} s): drorch {scrape * 1000:.0f} ms, prometheus_client writing as many samples from "
-          f"memory {bare * 1000:.0f} ms (median of {args.rounds})")
+        web = Web(Listen("127.0.0.1", 0), store, lambda: exposition(collector))
+        web.start()
+        try:
+            url = f"http://127.0.0.1:{web.port}/metrics"
+            get(url)  # the first scrape waits for the first reading
+            served, body = timed(lambda: get(url), args.rounds * 5)
+        finally:
+            web.close()
+        assert len(body) == len(text)
+    print(f"metrics at {args.workloads:,} workloads ({samples:,} samples, {len(text) / 2**20:.1f} MiB; store filled in "
+          f"{made:.1f} s), median of {args.rounds}:\n"
+          f"  a scrape over HTTP, served the newest reading      {served * 1000:6.0f} ms\n"
+          f"  a reading: the store read and the text written      {reading * 1000:6.0f} ms  (at most one a second)\n"
+          f"  prometheus_client writing as many samples from memory {bare * 1000:6.0f} ms")
 
 
 if __name__ == "__main__":
