@@ -24,7 +24,7 @@ class Pages:
     many look at it; a run's report is read when asked."""
 
     def __init__(self, store: Store, playbooks: Callable[[], Mapping[str, Playbook]], max_age_s: float = 1.0,
-                 stale_s: float = 15.0) -> None:
+                 stale_s: float = 60.0) -> None:
         self.store = store
         self._status = Fresh(lambda: self._render(playbooks), max_age_s, stale_s)
 

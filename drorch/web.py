@@ -100,7 +100,7 @@ class Web:
 
     def __init__(self, listen: Listen, store: Store, metrics: Callable[[], bytes],
                  pages: Callable[[str], tuple[int, str, str] | None] | None = None, max_age_s: float = 1.0,
-                 stale_s: float = 15.0) -> None:
+                 stale_s: float = 60.0) -> None:
         """`metrics` writes the exposition; a scrape is served the newest one (drorch.fresh): made at most
         `max_age_s` ago, or while a new one is made, at most `stale_s` ago."""
         self.listen = listen

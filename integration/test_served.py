@@ -162,7 +162,7 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     assert ages.keys() == points.keys(), (ages, points)
     assert {(lab_base.VM_NAME, "b"), (labctl.CHECKPOINT_CONTAINER, "b")} <= ages.keys(), ages
     ((_, read_at),) = metrics["drorch_store_read_timestamp_seconds"]
-    assert time.time() - 16 < read_at <= time.time()  # served at most stale_s (15 s) after the store was read
+    assert time.time() - 61 < read_at <= time.time()  # served at most stale_s (60 s) after the store was read
     for key, point in points.items():
         age = read_at - point.taken_at.replace(tzinfo=UTC).timestamp()
         assert abs(ages[key] - age) < 0.01, (key, ages[key], age, points)

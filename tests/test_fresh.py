@@ -78,3 +78,21 @@ def test_a_failed_reading_is_said_and_tried_again_by_the_next_reader() -> None:
         fresh.get()
     outage[0] = False  # the failure stands until a try succeeds, which the next reader starts
     assert eventually(fresh, "read")
+
+
+def test_a_slow_reading_is_made_less_often() -> None:
+    """Readings take at most a tenth of the time: one that took 5 s is served for 50 s."""
+    clock, made = Clock(), []
+
+    def make() -> int:
+        clock.now += 5
+        made.append(len(made) + 1)
+        return made[-1]
+
+    fresh = Fresh(make, max_age_s=1, stale_s=1000, clock=clock)
+    assert fresh.get() == 1
+    clock.now += 40
+    assert fresh.get() == 1 and made == [1]
+    clock.now += 10
+    assert fresh.get() in (1, 2)
+    assert eventually(fresh, 2)
