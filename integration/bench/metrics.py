@@ -3,8 +3,8 @@
 A state store (SQLite) holds what a busy estate leaves: 10,000 workloads with 3 recovery points each, their
 failovers and drills (a step per workload each), readiness checks and two daemons. One scrape reads it all and
 writes the text format (a reading); the daemon's listener serves a scrape the newest reading, made anew at most
-once a second (drorch.fresh). Beside them, prometheus_client writing the same number of samples from memory (the
-floor any exporter of that many series pays for each reading).
+every second or every ten times what a reading takes (drorch.fresh). Beside them, prometheus_client writing the
+same number of samples from memory (the floor any exporter of that many series pays for each reading).
 
 Usage: integration/bench/metrics.py [--workloads N] [--rounds N]   (needs no lab)
 """
@@ -99,14 +99,21 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{web.port}/metrics"
             get(url)  # the first scrape waits for the first reading
-            served, body = timed(lambda: get(url), args.rounds * 5)
+            took, body = [], b""
+            for _ in range(args.rounds * 5):  # 5 a second: a reading is made anew beside them, as it would be
+                time.sleep(0.2)
+                t = time.perf_counter()
+                body = get(url)
+                took.append(time.perf_counter() - t)
         finally:
             web.close()
-        assert len(body) == len(text)
+        assert body.count(b"\n# TYPE") == text.count(b"\n# TYPE")  # the same families, read at another time
     print(f"metrics at {args.workloads:,} workloads ({samples:,} samples, {len(text) / 2**20:.1f} MiB; store filled in "
           f"{made:.1f} s), median of {args.rounds}:\n"
-          f"  a scrape over HTTP, served the newest reading      {served * 1000:6.0f} ms\n"
-          f"  a reading: the store read and the text written      {reading * 1000:6.0f} ms  (at most one a second)\n"
+          f"  a scrape over HTTP, served the newest reading       {statistics.median(took) * 1000:6.0f} ms  "
+          f"(slowest {max(took) * 1000:.0f} ms, of {len(took)} at 5 a second)\n"
+          f"  a reading: the store read and the text written      {reading * 1000:6.0f} ms  "
+          "(made again after ten times that)\n"
           f"  prometheus_client writing as many samples from memory {bare * 1000:6.0f} ms")
 
 
