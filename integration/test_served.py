@@ -5,7 +5,6 @@ by prometheus_client's own parser, checked against the state store."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,17 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from drorch.store import Store
 from integration import lab_base, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
+from tests.browser import chromium, fits, rows
 
 WORKLOADS = {lab_base.VM_NAME, *labctl.CONTAINERS}
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def free_port() -> int:
@@ -39,17 +36,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """Headless chromium, phone-sized: the page must read there too."""
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=412,915",
-                f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+    with chromium(tmp_path / "chromium") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -100,12 +88,6 @@ def scrape(base: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return found
 
 
-def rows(browser: WebDriver, css: str) -> list[list[str]]:
-    """Each row's cells as the page shows them now, read in one go: the page redraws itself every 2 s."""
-    return list(browser.execute_script(
-        "return [...document.querySelectorAll(arguments[0])].map(r => [...r.cells].map(c => c.innerText))", css))
-
-
 @pytest.mark.usefixtures("fresh_lab")
 def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
         run_drorch: Drorch, state_dir: Path, playbook: Path, daemon: str, browser: WebDriver, tmp_path: Path) -> None:
@@ -150,6 +132,7 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     shown = rows(browser, "tr.workload")  # kind and name, runs on, points on, RPO, target, points
     runs_on = {cells[0].split(" ", 1)[1]: cells[1] for cells in shown}
     assert runs_on == {w: "site b" for w in WORKLOADS}, shown
+    assert fits(browser), "the page scrolls sideways on a phone"
     shot = tmp_path / "status-page.png"
     browser.save_screenshot(str(shot))
     print(f"status page after the failover: {shot}")

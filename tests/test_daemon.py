@@ -8,16 +8,19 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import drorch.drivers as drivers_module
 from drorch.daemon import Daemon, next_runs
 from drorch.drivers.fake import FakeCloud
 from drorch.records import SCHEDULER_LEASE
 from drorch.store import Store
+from drorch.web import Listen
 from tests.conftest import PLAYBOOK, fake_drivers
 from tests.test_cli import drorch
 
@@ -161,3 +164,28 @@ def test_a_daemon_whose_heartbeat_is_older_than_its_lease_is_shown_gone(capsys: 
     assert re.search(r"daemon new:2 +leader +heartbeat 0 s ago", out)
     code, out, _ = drorch(capsys, "daemon", "status", "--json")
     assert {d["daemon"]: d["role"] for d in json.loads(out)["daemons"]} == {"old:1": "gone", "new:2": "leader"}
+
+
+def test_a_standby_serves_too_and_says_it_is_standby(store: Store, scheduled: Path) -> None:
+    leader = Daemon(store, [scheduled], lease_s=5, listen=Listen("127.0.0.1", 0))
+    standby = Daemon(store, [scheduled], lease_s=5, listen=Listen("127.0.0.1", 0))
+    standby.identity = "other:2"
+    leader.tick()
+    standby.tick()
+    assert leader.web is not None and standby.web is not None
+    standby.web.start()
+    try:
+        base = f"http://127.0.0.1:{standby.web.port}"
+        with urllib.request.urlopen(f"{base}/status.json", timeout=10) as res:
+            roles = {d["daemon"]: d["role"] for d in json.load(res)["daemons"]}
+        assert roles == {leader.identity: "leader", "other:2": "standby"}
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as res:
+            served = {(s.name, s.labels.get("daemon")): s.value
+                      for f in text_string_to_metric_families(res.read().decode()) for s in f.samples}
+        assert served[("drorch_daemon_leader", "other:2")] == 0.0
+        assert served[("drorch_daemon_leader", leader.identity)] == 1.0
+        with urllib.request.urlopen(f"{base}/readyz", timeout=10) as res:  # the leader's lease is current
+            assert res.read() == b"ready\n"
+    finally:
+        standby.stop()
+        leader.stop()

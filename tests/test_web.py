@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from selenium.webdriver.common.by import By
 
 from drorch.errors import UsageError
 from drorch.metrics import StoreCollector, exposition
@@ -22,6 +23,7 @@ from drorch.playbook_file import parse_playbook
 from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
 from drorch.store import RecoveryPoint, Run, Step, Store
 from drorch.web import Listen, Web
+from tests.browser import chromium, fits, rows
 from tests.conftest import PLAYBOOK
 
 TOKEN = "s3cret-token-0123456789"
@@ -188,5 +190,25 @@ def test_the_status_page_and_its_document_show_the_store_with_names_as_text(stor
         assert "\\u003cb\\u003ecache" in text and 'src="http' not in text and "<link" not in text
         assert get(f"http://127.0.0.1:{web.port}/runs/1")[0] == 200
         assert get(f"http://127.0.0.1:{web.port}/runs/99")[0] == 404
+    finally:
+        web.close()
+
+
+def test_in_a_browser_a_name_with_markup_is_text_and_the_page_fits_a_phone(store: Store, tmp_path: Path) -> None:
+    pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 60, rpo_s: 300}\n", "shop.yaml")
+    name = '<img src=x onerror="document.title=1"><b>cache</b>-' + "x" * 60
+    store.add_points([RecoveryPoint(playbook="shop", workload=name, kind="container", site="b",
+                                    taken_at=utcnow() - timedelta(seconds=900))])
+    web = Web(Listen("127.0.0.1", 0), store, metrics(store), Pages(store, lambda: {pb.name: pb}))
+    web.start()
+    try:
+        with chromium(tmp_path / "chromium") as browser:
+            browser.get(f"http://127.0.0.1:{web.port}/")
+            ((workload, runs_on, points_on, rpo, _target, kept),) = rows(browser, "tr.workload")
+            assert workload == f"container {name}" and runs_on == "site a (home)" and points_on == "b"
+            assert rpo.endswith("(stale)") and kept == "1"
+            assert browser.title == "drorch"  # the name's markup ran nothing
+            assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b")
+            assert fits(browser), "the page scrolls sideways on a phone"
     finally:
         web.close()
