@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import libvirt
+
 from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.docker_config import (
     clone_config,
@@ -21,6 +23,7 @@ from drorch.drivers.docker_config import (
     volumes,
     whole_points,
 )
+from drorch.drivers.libvirt_sites import domain_status
 from drorch.drivers.libvirt_storage import format_problem
 from drorch.drivers.libvirt_xml import disk_chain, point_disks_at, writable_disks
 from drorch.drivers.podman import import_obstacle, published
@@ -177,3 +180,13 @@ def test_podman_restore_gets_the_mapped_ports_only_when_they_change() -> None:
 def test_podman_ulimits_are_named_as_both_engines_take_them() -> None:
     podman = {"Config": {"Image": "i"}, "HostConfig": {"Ulimits": [{"Name": "RLIMIT_NOFILE", "Soft": 9, "Hard": 9}]}}
     assert clone_config(podman)["HostConfig"]["Ulimits"] == [{"Name": "nofile", "Soft": 9, "Hard": 9}]
+
+
+def test_a_domain_paused_by_a_migration_is_not_where_its_guest_runs() -> None:
+    """The target's end of a migration that has not ended holds only part of the guest: never taken for it."""
+    paused, running = libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_RUNNING
+    assert domain_status(paused, libvirt.VIR_DOMAIN_PAUSED_MIGRATION) == "paused by a migration that has not ended"
+    assert "post-copy migration that failed" in domain_status(paused, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+    assert domain_status(paused, libvirt.VIR_DOMAIN_PAUSED_USER) == ""  # paused by its owner: it is there
+    assert domain_status(running, libvirt.VIR_DOMAIN_RUNNING_MIGRATED) == ""
+    assert domain_status(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED) == "shut off (destroyed)"

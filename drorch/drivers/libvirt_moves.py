@@ -5,6 +5,7 @@ background job and observed on both sites."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 import libvirt
 
@@ -17,6 +18,8 @@ from drorch.drivers.libvirt_storage import create_volume, delete_quietly, stream
 from drorch.drivers.libvirt_xml import map_domain_xml
 from drorch.errors import DrorchError, MoveFailed
 from drorch.playbook import Strategy
+
+REMNANT_WAIT_S = 60.0  # how long a move waits for the target to clear what a failed migration left there
 
 
 class LibvirtMoves(LibvirtSites):
@@ -37,7 +40,25 @@ class LibvirtMoves(LibvirtSites):
                  Strategy.REPLICA: lambda: self._replica(dom, request)}
         self._jobs.submit(handle.id, moves[request.strategy])
 
+    def _await_remnant(self, request: MoveRequest) -> None:
+        """A migration that failed leaves its paused end on the target until that libvirtd clears it: at once, or
+        when it starts again after it died. A new move waits for it to go rather than take it for the guest."""
+        deadline = time.monotonic() + REMNANT_WAIT_S
+        while True:
+            dom = self._domain(request.target, request.workload)
+            try:
+                if dom is None or dom.state() != [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION]:
+                    return
+            except libvirt.libvirtError:
+                return  # it went while we looked
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"site {request.target.site} still holds the paused end of an earlier migration of "
+                                 f"{request.workload} after {REMNANT_WAIT_S:.0f} s; it still runs on site "
+                                 f"{request.source.site}")
+            time.sleep(0.5)
+
     def _migrate(self, dom: libvirt.virDomain, request: MoveRequest) -> Progress:
+        self._await_remnant(request)
         params, flags = migrate_params(request.target, request.controls)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         disks = self._to_copy(xml, request)

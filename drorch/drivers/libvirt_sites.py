@@ -45,13 +45,24 @@ SHUTOFF_REASONS = {
 }
 
 
-def domain_status(dom: libvirt.virDomain) -> str:
+# A domain paused by a migration is not where its guest runs: the target's end of an incoming migration (which
+# holds part of the guest's memory until the migration ends, and is killed when it fails), or the source's once the
+# guest runs on the target.
+MIGRATION_PAUSES = {
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "paused by a migration that has not ended",
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "paused: its guest runs on the target of a post-copy migration",
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: "paused by a post-copy migration that failed",
+}
+
+
+def domain_status(state: int, why: int) -> str:
     """What libvirt says of a domain that does not run, e.g. "shut off (destroyed)"; '' for one that runs."""
-    state, why = dom.state()
     if state == libvirt.VIR_DOMAIN_SHUTOFF:
         return f"shut off ({SHUTOFF_REASONS[why]})" if why in SHUTOFF_REASONS else "shut off"
     if state == libvirt.VIR_DOMAIN_CRASHED:
         return "crashed"
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        return MIGRATION_PAUSES.get(why, "")
     return ""
 
 
@@ -94,7 +105,8 @@ class LibvirtSites(ThreadedDriver):
     def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
         state, max_kib, _mem, vcpus, _cpu = dom.info()
         networks, pools = domain_names(dom.XMLDesc(0))
-        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED)
+        status = "" if state == libvirt.VIR_DOMAIN_RUNNING else domain_status(*dom.state())
+        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED) and not status
         return WorkloadInfo(
             name=dom.name(),
             kind=WorkloadKind.VM,
@@ -105,7 +117,7 @@ class LibvirtSites(ThreadedDriver):
             host=ep.host,
             networks=networks,
             pools=pools,
-            status="" if running else domain_status(dom),
+            status=status,
         )
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
