@@ -140,7 +140,9 @@ def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess
 
 @pytest.mark.usefixtures("fresh_lab")
 def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
-    """The VM stays on site a, the step records libvirt's reason; resume with the target back completes."""
+    """The VM stays on site a, the step records libvirt's reason; resume with the target back completes. Where
+    libvirtd went before it cleared the paused end of the migration on site b, the resume, run at once, must
+    neither take that for the guest nor collide with it."""
     with slow_migration(state_dir, tmp_path) as (proc, store):
         time.sleep(2)
         labctl.cmd_stop(argparse.Namespace(site="b", daemon="libvirtd"))
