@@ -12,11 +12,13 @@ Usage: integration/bench/metrics.py [--workloads N] [--rounds N]   (needs no lab
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,6 +55,16 @@ def fill(store: Store, workloads: int) -> None:
                DaemonRow(identity="h:1", leader=True, lease_s=15), DaemonRow(identity="h:2", lease_s=15))
 
 
+@contextlib.contextmanager
+def estate(workloads: int) -> Iterator[tuple[Store, float]]:
+    """A store of its own holding that many workloads' history, and how long filling it took."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/drorch.db")
+        t = time.perf_counter()
+        fill(store, workloads)
+        yield store, time.perf_counter() - t
+
+
 def floor(samples: int) -> bytes:
     """The same number of samples, from memory."""
     registry = CollectorRegistry()
@@ -81,11 +93,7 @@ def main() -> None:
     ap.add_argument("--workloads", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/drorch.db")
-        t = time.perf_counter()
-        fill(store, args.workloads)
-        made = time.perf_counter() - t
+    with estate(args.workloads) as (store, made):
         pb = parse_playbook("name: estate\nprimary: a\nsecondary: b\nsites:\n"
                             "  a: {hosts: [{name: a1, libvirt: 'qemu:///system'}]}\n"
                             "  b: {hosts: [{name: b1, libvirt: 'qemu:///system'}]}\n"

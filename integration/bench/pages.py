@@ -1,11 +1,12 @@
 """Whether a flood of page requests holds up the scheduler's jobs. Prints figures; asserts nothing.
 
 The daemon's listener (drorch.web and drorch.pages, as `drorch daemon run --listen` builds them) serves a store of
-1,000 workloads beside an APScheduler BackgroundScheduler running a job every 0.25 s, as the daemon's own scheduler
-does. Each job's start is compared with the time it was due, first with the listener idle, then while rounds of
-1,000 requests for the status page arrive at once, each on its own connection, from another process.
+1,000 workloads (--workloads) beside an APScheduler BackgroundScheduler running a job every 0.25 s, as the daemon's
+own scheduler does. Each job's start is compared with the time it was due, first with the listener idle, then
+while rounds of 1,000 requests for the status page arrive at once, each on its own connection, from another
+process.
 
-Usage: integration/bench/pages.py [--seconds S] [--parallel N]   (needs no lab)
+Usage: integration/bench/pages.py [--seconds S] [--parallel N] [--workloads N]   (needs no lab)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -29,9 +29,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from drorch.metrics import StoreCollector, exposition
 from drorch.pages import Pages
-from drorch.store import Store
 from drorch.web import Listen, Web
-from integration.bench.metrics import fill
+from integration.bench.metrics import estate
 
 
 def lateness(seconds: float) -> list[float]:
@@ -87,10 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--parallel", type=int, default=1000)
+    ap.add_argument("--workloads", type=int, default=1000)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/drorch.db")
-        fill(store, 1000)
+    with estate(args.workloads) as (store, _):
         web = Web(Listen("127.0.0.1", 0), store, lambda: exposition(StoreCollector(store, dict)),
                   Pages(store, dict))
         web.start()
@@ -105,7 +103,8 @@ def main() -> None:
             flooding.join()
         finally:
             web.close()
-    print(f"pages: the scheduler's jobs (every 0.25 s) beside the listener, {args.seconds:.0f} s each:\n"
+    print(f"pages: the scheduler's jobs (every 0.25 s) beside the listener of {args.workloads:,} workloads, "
+          f"{args.seconds:.0f} s each:\n"
           f"  idle listener:                          {said(idle)}\n"
           f"  {args.parallel:,} page requests at once, in rounds: {said(busy)}\n"
           f"  requests answered 200: {ok:,} of {total:,} ({ok / took:.0f} a second)")
