@@ -138,8 +138,16 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     print(f"status page after the failover: {shot}")
     assert shot.stat().st_size > 1000
 
-    # A scrape agrees with the store: each workload's RPO and the runs counted
-    metrics = scrape(daemon)
+    # A scrape agrees with the store: each workload's RPO and the runs counted. A scrape may be served a reading
+    # made before the run ended (up to 60 s old): the test scrapes until one made after it is served.
+    ended = max(r.ended_at.replace(tzinfo=UTC).timestamp() for r in store.runs() if r.ended_at)
+    metrics: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+    def read_after_the_run() -> bool:
+        metrics.update(scrape(daemon))
+        return metrics["drorch_store_read_timestamp_seconds"][0][1] > ended
+
+    wait_until(read_after_the_run, "a reading of the store made after the run ended", 30)
     points = {(p.workload, p.site): p for p in reversed(store.points("lab")) if p.complete}  # the newest of each
     ages = {(lb["workload"], lb["site"]): value for lb, value in metrics["drorch_rpo_age_seconds"]}
     assert ages.keys() == points.keys(), (ages, points)

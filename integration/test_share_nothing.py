@@ -69,7 +69,8 @@ def start(c: docker.DockerClient, name: str, script: str, **kw: object) -> None:
                         mem_limit=labctl.CONTAINER_MEMORY, **kw).start()
 
 
-def test_drorch_sees_no_site_data(lab: None) -> None:
+@pytest.mark.usefixtures("fresh_containers")
+def test_drorch_sees_no_site_data() -> None:
     """The shortcut is impossible: each daemon reports its data root, and from here it is empty."""
     assert labctl.isolated(), "the tests must run under integration/lab isolate"
     for site in labctl.SITES.values():
