@@ -31,7 +31,7 @@ from drorch.landing import lost, reopen, target_of, verify
 from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
-from drorch.playbook import STRATEGIES, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.playbook import STRATEGIES, WORKLOAD_KINDS, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
 from drorch.preflight import Finding, refuse_errors
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
@@ -229,7 +229,7 @@ class Engine:
             self.store.save(step)
 
     def _wave(self, live: LiveRun, members: list[Step]) -> None:
-        moves = [s for s in members if s.kind in (WorkloadKind.VM, WorkloadKind.CONTAINER)]
+        moves = [s for s in members if s.kind in WORKLOAD_KINDS]
         before = [s for s in members if s not in moves and s.seq < min((m.seq for m in moves), default=1 << 30)]
         after = [s for s in members if s not in moves and s not in before]
         for s in before:

@@ -63,7 +63,7 @@ class HostInventory:
 
     def discovered(self) -> tuple[int | None, int | None]:
         """(vCPUs, MiB) of the host, as the hypervisor or else the container engine reports them."""
-        for kind in (WorkloadKind.VM, WorkloadKind.CONTAINER):
+        for kind in WorkloadKind:
             f = self.facts.get(kind)
             if f is not None and f.memory_mib:
                 return f.vcpus, f.memory_mib

@@ -9,7 +9,7 @@ from drorch.drivers.base import Driver, Endpoint
 from drorch.errors import DrorchError
 from drorch.inventory import WorkloadInfo
 from drorch.planner import ACTING, Action
-from drorch.playbook import WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS, WorkloadKind
 from drorch.records import StepState
 from drorch.sites import RunSites
 from drorch.store import Step
@@ -19,7 +19,7 @@ LOOKUPS = 16  # targets asked at once when a run ends
 
 def target_of(sites: RunSites, step: Step) -> tuple[Driver, Endpoint] | None:
     """The driver and the host a step puts its workload on, or None for a step that puts none anywhere."""
-    if step.action not in ACTING or step.kind not in (WorkloadKind.VM, WorkloadKind.CONTAINER) or not step.to_host:
+    if step.action not in ACTING or step.kind not in WORKLOAD_KINDS or not step.to_host:
         return None
     kind = WorkloadKind(step.kind)
     return sites.drivers[kind], sites.host(step.target_site, step.to_host, kind)

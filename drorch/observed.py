@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.engine import Connection
 
+from drorch.playbook import WORKLOAD_KINDS
 from drorch.records import DRILL, FINAL_RUN_STATES, ROLLBACK, SCHEDULER_LEASE, RunState, StepState, naive, utcnow
 from drorch.store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
-WORKLOAD_KINDS = ("vm", "container")  # a step of another kind (a hook) moves no workload
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 
 

@@ -27,6 +27,11 @@ Loc = tuple[str | int, ...]
 class WorkloadKind(StrEnum):
     VM = "vm"
     CONTAINER = "container"
+    LXD = "lxd"  # an LXD instance: a system container or one of LXD's VMs
+
+
+# A step's kind as recorded: one of these moves a workload; a step of another kind (a hook) moves none.
+WORKLOAD_KINDS: tuple[str, ...] = tuple(k.value for k in WorkloadKind)
 
 
 class Strategy(StrEnum):
@@ -34,15 +39,18 @@ class Strategy(StrEnum):
     COLD = "cold"  # VM: shut down, define on the target with the mapped configuration, start
     REPLICA = "replica"  # VM: start the copy already defined on the target, after stopping the source
     CHECKPOINT = "checkpoint"  # container: CRIU checkpoint, copy, restore
-    REDEPLOY = "redeploy"  # container: recreate from its image with the same (mapped) config
+    REDEPLOY = "redeploy"  # container, LXD: recreate from its image with the same (mapped) config
+    COPY = "copy"  # LXD: stop, copy through LXD's migration API, start
+    STATEFUL = "stateful"  # LXD: the same with its CRIU live state, where LXD and the container allow it
 
 
 STRATEGIES: dict[WorkloadKind, tuple[Strategy, ...]] = {
     WorkloadKind.VM: (Strategy.LIVE, Strategy.COLD, Strategy.REPLICA),
     WorkloadKind.CONTAINER: (Strategy.CHECKPOINT, Strategy.REDEPLOY),
+    WorkloadKind.LXD: (Strategy.COPY, Strategy.STATEFUL, Strategy.REDEPLOY),
 }
 # Strategies that recreate the workload and so can give it other memory or vCPUs on the DR side.
-RESIZABLE = frozenset({Strategy.COLD, Strategy.REDEPLOY, Strategy.CHECKPOINT})
+RESIZABLE = frozenset({Strategy.COLD, Strategy.REDEPLOY, Strategy.CHECKPOINT, Strategy.COPY})
 
 
 class Shortage(StrEnum):
@@ -81,24 +89,38 @@ class ClientTLS(_Model):
     key: str = Field(description="this client's private key (PEM)")
 
 
+class LxdTLS(_Model):
+    """Files of a client certificate the LXD server trusts, and the server's own certificate, pinned: LXD's
+    certificates are self-signed, so the server is known by its certificate rather than by a CA."""
+
+    cert: str = Field(description="this client's certificate (PEM), in the server's trust store")
+    key: str = Field(description="this client's private key (PEM)")
+    server_cert: str = Field(description="the LXD server's certificate (PEM), e.g. its LXD_DIR/server.crt")
+
+
 class Host(_Model):
     name: Name
     libvirt: str | None = Field(None, description="libvirt URI of the host's hypervisor; qemu+tls:// for TLS")
     docker: str | None = Field(None, description="Docker endpoint, e.g. unix:///run/docker.sock or tcp://host:2376")
     podman: str | None = Field(None, description="rootful Podman service, e.g. unix:///run/podman/podman.sock or "
                                "tcp://host:8888; a host runs Docker or Podman, not both")
+    lxd: str | None = Field(None, description="LXD endpoint: unix:///var/lib/lxd/unix.socket or https://host:8443")
     tls: ClientTLS | None = Field(None, description="client certificate for a tcp:// Docker endpoint")
+    lxd_tls: LxdTLS | None = Field(None, description="client certificate and pinned server certificate of an "
+                                   "https:// LXD endpoint")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
     max_moves: int | None = Field(None, ge=1, le=MAX_COUNT, description="moves at once into or out of this host")
 
     def endpoint(self, kind: WorkloadKind) -> str | None:
+        if kind is WorkloadKind.LXD:
+            return self.lxd
         return self.libvirt if kind is WorkloadKind.VM else self.docker or self.podman
 
     def engine(self, kind: WorkloadKind) -> str:
-        """The technology that answers for `kind` on this host: libvirt, docker or podman."""
-        if kind is WorkloadKind.VM:
-            return "libvirt"
+        """The technology that answers for `kind` on this host: libvirt, docker, podman or lxd."""
+        if kind in (WorkloadKind.VM, WorkloadKind.LXD):
+            return "libvirt" if kind is WorkloadKind.VM else "lxd"
         return "podman" if self.podman and not self.docker else "docker"
 
 
@@ -128,6 +150,7 @@ class Mappings(_Model):
     ports: dict[Port, Port] = Field(default_factory=dict, description="published host ports of containers")
     paths: dict[str, str] = Field(default_factory=dict, description="host folders of containers' bind mounts "
                                   "(their contents do not travel: the secondary must hold them)")
+    profiles: dict[str, str] = Field(default_factory=dict, description="LXD profiles")
 
     def inverse(self) -> Mappings:
         return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS})
@@ -152,8 +175,11 @@ class Mappings(_Model):
     def path(self, path: str) -> str:
         return self.paths.get(path, path)
 
+    def profile(self, name: str) -> str:
+        return self.profiles.get(name, name)
 
-MAPPING_FIELDS = ("networks", "storage", "images", "ports", "paths")
+
+MAPPING_FIELDS = ("networks", "storage", "images", "ports", "paths", "profiles")
 
 
 class Resources(_Model):

@@ -59,9 +59,12 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             if host.name in seen_hosts:
                 problems.append((("sites", site_name, "hosts", h, "name"), f"host {host.name!r} is listed twice"))
             seen_hosts.add(host.name)
-            if host.libvirt is None and host.docker is None and host.podman is None:
+            if host.libvirt is None and host.docker is None and host.podman is None and host.lxd is None:
                 problems.append((("sites", site_name, "hosts", h),
-                                 f"host {host.name!r} has none of libvirt, docker or podman"))
+                                 f"host {host.name!r} has none of libvirt, docker, podman or lxd"))
+            if host.lxd is not None and host.lxd.startswith("https://") and host.lxd_tls is None:
+                problems.append((("sites", site_name, "hosts", h, "lxd"), f"host {host.name!r}: an https:// LXD "
+                                 "endpoint needs lxd_tls (client certificate and the server's, pinned)"))
             if host.docker is not None and host.podman is not None:
                 problems.append((("sites", site_name, "hosts", h, "podman"), f"host {host.name!r} lists both docker "
                                  "and podman: a host's containers are run by one engine"))
@@ -119,7 +122,7 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
                     problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which moves in the "
                                      f"later wave {dep_wave!r}"))
         for site in unserved[w.kind]:
-            tech = "libvirt" if w.kind is WorkloadKind.VM else "docker or podman"
+            tech = {WorkloadKind.VM: "libvirt", WorkloadKind.LXD: "lxd"}.get(w.kind, "docker or podman")
             problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site {site!r}"))
     for i, cycle in _cycles(pb):
         shown = cycle if len(cycle) <= 12 else [*cycle[:6], f"... ({len(cycle) - 10:,} more)", *cycle[-4:]]

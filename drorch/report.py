@@ -7,11 +7,9 @@ import html as _html
 import json
 from typing import Any
 
-from drorch.playbook import WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS
 from drorch.records import ROLLBACK, RunState, StepState, naive
 from drorch.store import Run, Step
-
-WORKLOAD_KINDS = frozenset(str(k) for k in WorkloadKind)
 
 
 def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:

@@ -31,7 +31,9 @@ def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     if uri is None:
         return None
     tls = (host.tls.ca, host.tls.cert, host.tls.key) if host.tls and kind is WorkloadKind.CONTAINER else None
-    engine = host.engine(kind) if kind is WorkloadKind.CONTAINER else ""
+    if kind is WorkloadKind.LXD and host.lxd_tls is not None:
+        tls = (host.lxd_tls.server_cert, host.lxd_tls.cert, host.lxd_tls.key)
+    engine = host.engine(kind) if kind is not WorkloadKind.VM else ""
     return Endpoint(site, uri, host.migration_address, host.name, tls, engine)
 
 

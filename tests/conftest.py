@@ -47,6 +47,9 @@ def cloud(playbook: Playbook) -> FakeCloud:
     return c
 
 
+KINDS = (WorkloadKind.VM, WorkloadKind.CONTAINER)  # those PLAYBOOK's workloads are of
+
+
 def fake_drivers(cloud: FakeCloud) -> dict[WorkloadKind, FakeDriver]:
     return {k: FakeDriver(cloud, k) for k in WorkloadKind}
 

@@ -20,7 +20,7 @@ from drorch.live import StepEvent
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState
 from drorch.store import Store
-from tests.conftest import fake_drivers, site_of, uri
+from tests.conftest import KINDS, fake_drivers, site_of, uri
 from tests.test_engine import _held_by
 from tests.test_runs import Crash, crash_at, interrupted
 
@@ -143,7 +143,7 @@ def test_malformed_playbook_exits_2_naming_file_and_line(capsys: pytest.CaptureF
                    "workloads:\n  - name: v\n    kind: vmm\n")
     code, out, err = drorch(capsys, "failover", str(bad))
     assert code == 2 and out == ""
-    assert err == f"{bad}:7:11: workloads.0.kind: Input should be 'vm' or 'container'\n"
+    assert err == f"{bad}:7:11: workloads.0.kind: Input should be 'vm', 'container' or 'lxd'\n"
     assert "Traceback" not in err
 
 
@@ -211,7 +211,7 @@ def test_disaster_cli_refuses_without_fencing(capsys: pytest.CaptureFixture[str]
                                               cloud: FakeCloud, playbook: Playbook) -> None:
     code, out, _ = drorch(capsys, "protect", "ship", str(playbook_file))
     assert code == 0 and out.count("copy on site b at count 42") == 3
-    for kind in WorkloadKind:
+    for kind in KINDS:
         cloud.sites[uri(playbook, kind, "a")].reachable = False
     code, _, err = drorch(capsys, "failover", "--disaster", str(playbook_file))
     assert code == 1 and len(err.splitlines()) == 1 and "--confirm-primary-down" in err

@@ -27,7 +27,7 @@ from drorch.records import DRILL, EXIT_CODES, RunState, StepKind, StepState
 from drorch.shutdown import stopping
 from drorch.sites import snapshot
 from drorch.store import Run, Step, Store
-from tests.conftest import PLAYBOOK, fake_drivers, uri
+from tests.conftest import KINDS, PLAYBOOK, fake_drivers, uri
 from tests.test_cli import drorch
 
 CLONE_CHECK = ("import os; e = os.environ; assert e['DRORCH_CLONE'] == 'db-drill-' + e['DRORCH_RUN_ID'] "
@@ -54,15 +54,15 @@ def pb() -> Playbook:
 
 def test_a_drill_clones_checks_times_and_tears_down(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
     protected(cloud, pb, store)
-    copies = {k: b_site(cloud, pb, k) for k in WorkloadKind}
+    copies = {k: b_site(cloud, pb, k) for k in KINDS}
     a_before = {k: {n: (w.running, w.counter) for n, w in cloud.sites[uri(pb, k, "a")].workloads.items()}
-                for k in WorkloadKind}
+                for k in KINDS}
     seen: dict[str, dict[str, tuple[bool, int, tuple[str, ...]]]] = {}
     planned: list[list[str]] = []
 
     def watch(ev: StepEvent) -> None:
         if ev.step.kind == StepKind.TEARDOWN and ev.step.state is StepState.RUNNING:  # every clone is up now
-            seen.update({str(k): b_site(cloud, pb, k) for k in WorkloadKind})
+            seen.update({str(k): b_site(cloud, pb, k) for k in KINDS})
             planned.append([i.workload for i in plan(pb, snapshot(pb, fake_drivers(cloud)), "a", "b").items])
 
     run = Drill(store, fake_drivers(cloud), watch).run(pb, "shop.yaml")
@@ -72,10 +72,10 @@ def test_a_drill_clones_checks_times_and_tears_down(cloud: FakeCloud, store: Sto
     assert seen["container"]["cache-drill-1"] == (True, 42, ())  # no network at all: its own namespace
     assert seen["container"]["web-drill-1"][0]
     assert sorted(planned[0]) == ["cache", "db", "web"]  # clones are nobody's workloads
-    assert {k: b_site(cloud, pb, k) for k in WorkloadKind} == copies  # nothing of the drill is left
+    assert {k: b_site(cloud, pb, k) for k in KINDS} == copies  # nothing of the drill is left
     assert not cloud.sites[uri(pb, WorkloadKind.VM, "b")].networks
     assert {k: {n: (w.running, w.counter) for n, w in cloud.sites[uri(pb, k, "a")].workloads.items()}
-            for k in WorkloadKind} == a_before  # production untouched
+            for k in KINDS} == a_before  # production untouched
     doc = reports.timeline(run, store.steps(run.id or 0))
     assert doc["passed"] and set(doc["workload_rto_s"]) == {"vm/db", "container/cache", "container/web"}
     assert all(v >= 0 for v in doc["workload_rpo_s"].values()) and len(doc["workload_rpo_s"]) == 3
@@ -137,7 +137,7 @@ def test_a_stopped_drill_cancels_what_has_not_begun_and_tears_down(cloud: FakeCl
     states = [s.state for s in store.steps(run.id or 0)]
     assert run.state is RunState.ABORTED and StepState.CANCELLED in states
     assert states[-1] is StepState.SUCCEEDED  # the teardown ran
-    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert not any("-drill-" in n for k in KINDS for n in b_site(cloud, pb, k))
 
 
 def dead_drill(cloud: FakeCloud, store: Store, pb: Playbook, path: str) -> Run:
@@ -169,7 +169,7 @@ def test_a_dead_drill_is_torn_down_by_the_next_one(cloud: FakeCloud, store: Stor
     old = store.run(first.id or 0)
     assert old.state is RunState.FAILED and "interrupted" in (old.error or "")
     assert second.state is RunState.SUCCEEDED
-    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert not any("-drill-" in n for k in KINDS for n in b_site(cloud, pb, k))
     assert [s.state for s in store.steps(first.id or 0)][-1] is StepState.SUCCEEDED
 
 
@@ -205,7 +205,7 @@ def test_a_drill_that_dies_at_any_transition_is_torn_down_by_the_next(cloud: Fak
     assert second.state is RunState.SUCCEEDED
     assert store.run(1).state is (RunState.FAILED if n <= 8 else RunState.SUCCEEDED)
     assert [s.state for s in store.steps(1)][-1] is StepState.SUCCEEDED  # its teardown, done by the second
-    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert not any("-drill-" in n for k in KINDS for n in b_site(cloud, pb, k))
     assert all(not site.networks for site in cloud.sites.values())
 
 
@@ -231,7 +231,7 @@ def test_a_daemon_that_takes_the_lead_cleans_up_dead_drills(cloud: FakeCloud, st
     daemon.tick()
     daemon.stop()
     assert store.run(run.id or 0).state is RunState.FAILED
-    assert not any("-drill-" in n for k in WorkloadKind for n in b_site(cloud, pb, k))
+    assert not any("-drill-" in n for k in KINDS for n in b_site(cloud, pb, k))
 
 
 def test_the_drill_job_and_command(cloud: FakeCloud, store: Store, pb: Playbook, tmp_path: Path, fake_cli: None,

@@ -56,7 +56,7 @@ def test_unknown_key_points_at_the_key() -> None:
 def test_several_problems_are_reported_at_once() -> None:
     text = PLAYBOOK.replace("kind: vm, strategy: live", "kind: vm, strategy: checkpoint").replace(
         "secondary: b", "secondary: c").replace("kind: container, strategy: redeploy", "kind: pod")
-    assert problems(text) == ["pb.yaml:10:23: workloads.2.kind: Input should be 'vm' or 'container'"]
+    assert problems(text) == ["pb.yaml:10:23: workloads.2.kind: Input should be 'vm', 'container' or 'lxd'"]
     # The schema problem stops the cross-field checks; fix it and both reference problems show together.
     text = text.replace("kind: pod", "kind: container")
     found = problems(text)
@@ -96,8 +96,8 @@ names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 @st.composite
 def playbooks(draw: st.DrawFn) -> Playbook:
     a, b = draw(st.lists(names, min_size=2, max_size=2, unique=True))
-    sites = {s: {"hosts": [{"name": f"{s}1", "libvirt": f"qemu+tcp://{s}/system", "docker": f"unix:///run/{s}.sock"}]}
-             for s in (a, b)}
+    sites = {s: {"hosts": [{"name": f"{s}1", "libvirt": f"qemu+tcp://{s}/system", "docker": f"unix:///run/{s}.sock",
+                            "lxd": f"unix:///run/{s}-lxd.sock"}]} for s in (a, b)}
     workloads = []
     for i, name in enumerate(draw(st.lists(names, min_size=1, max_size=8, unique=True))):
         kind = draw(st.sampled_from(list(WorkloadKind)))
@@ -129,3 +129,17 @@ def test_an_image_mapping_applies_to_the_name_podman_shows() -> None:
     m = Mappings(images={"shop/web:1": "dr/web:1", "redis:7": "dr/redis:7"})
     assert [m.image(n) for n in ("shop/web:1", "docker.io/shop/web:1", "docker.io/library/redis:7", "q/x:1")] == [
         "dr/web:1", "dr/web:1", "dr/redis:7", "q/x:1"]
+
+
+def test_an_lxd_host_over_https_needs_its_certificates_and_lxd_kinds_take_lxd_strategies() -> None:
+    bare = PLAYBOOK.replace('docker: "fake://b1/docker"', 'lxd: "https://b1:8443"')
+    assert ("pb.yaml:6:61: host 'b1': an https:// LXD endpoint needs lxd_tls (client certificate and the server's, "
+            "pinned)") in problems(bare)
+    pb = parse_playbook(PLAYBOOK.replace('docker: "fake://b1/docker"', 'docker: "fake://b1/docker", lxd: "unix:///l"'),
+                        "pb.yaml")
+    b1 = pb.hosts("b")[0]
+    assert (b1.endpoint(WorkloadKind.LXD), b1.engine(WorkloadKind.LXD)) == ("unix:///l", "lxd")
+    assert b1.endpoint(WorkloadKind.CONTAINER) == "fake://b1/docker"
+    assert pb.hosts("a")[0].endpoint(WorkloadKind.LXD) is None
+    assert STRATEGIES[WorkloadKind.LXD][0] is Strategy.COPY
+    assert Mappings(profiles={"web": "web-dr"}).inverse().profile("web-dr") == "web"

@@ -28,7 +28,7 @@ from drorch.protection import protect
 from drorch.records import RunState, StepState, utcnow
 from drorch.report import timeline
 from drorch.store import Store
-from tests.conftest import PLAYBOOK, fake_drivers, move, site_of, uri
+from tests.conftest import KINDS, PLAYBOOK, fake_drivers, move, site_of, uri
 
 DEAD_PID = 2**22 + 12345  # above pid_max: no such process
 
@@ -366,7 +366,7 @@ def test_disaster_refuses_without_fencing_then_starts_the_shipped_copies(store: 
     points = protect(playbook, drivers, store)
     assert [(p.complete, p.error) for p in points] == [(True, None)] * 3
     for site in ("a",):
-        for kind in WorkloadKind:
+        for kind in KINDS:
             cloud.sites[uri(playbook, kind, site)].reachable = False
     engine = Engine(store, drivers, poll_seconds=0)
     with pytest.raises(FencingRequired, match="site a cannot be fenced"):
@@ -376,7 +376,7 @@ def test_disaster_refuses_without_fencing_then_starts_the_shipped_copies(store: 
     assert run.state is RunState.SUCCEEDED and run.mode == "disaster"
     fence = store.steps(1)[0]
     assert fence.kind == "fence" and "declared down by the operator" in (fence.outcome or "")
-    b = {k: cloud.sites[uri(playbook, k, "b")].workloads for k in WorkloadKind}
+    b = {k: cloud.sites[uri(playbook, k, "b")].workloads for k in KINDS}
     assert all(w.running for ws in b.values() for w in ws.values())
     assert b[WorkloadKind.CONTAINER]["cache"].counter == 42  # from what was shipped
 
@@ -393,7 +393,7 @@ def test_disaster_fences_a_primary_that_still_answers(store: Store, cloud: FakeC
 def test_disaster_with_a_fencing_command(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
     drivers = fake_drivers(cloud)
     protect(playbook, drivers, store)
-    for kind in WorkloadKind:
+    for kind in KINDS:
         cloud.sites[uri(playbook, kind, "a")].reachable = False
     for command, state in (("['false']", RunState.FAILED), ("['true']", RunState.SUCCEEDED)):
         pb = parse_playbook(PLAYBOOK + f"fencing: {{command: {command}}}\n", "shop.yaml")

@@ -95,7 +95,7 @@ def estate_cloud(cloud: FakeCloud, estate_file: Path) -> FakeCloud:
     pb = parse_playbook(ESTATE, "estate.yaml")
     cloud.sites.clear()
     for site in ("a", "b"):
-        for kind in WorkloadKind:
+        for kind in (WorkloadKind.VM, WorkloadKind.CONTAINER):
             nets = ("prod-net",) if site == "a" else ("dr-net",)
             images = ("shop/web:1",) if site == "a" else ("dr/web:1",)
             cloud.sites[uri(pb, kind, site)] = FakeSite(
@@ -172,7 +172,7 @@ def test_malformed_playbook_validates_with_exit_1(capsys: pytest.CaptureFixture[
     bad = tmp_path / "bad.yaml"
     bad.write_text(ESTATE.replace("kind: vm", "kind: vn"))
     code, _, err = drorch(capsys, "validate", str(bad))
-    assert code == 1 and err == f"{bad}:25:11: workloads.0.kind: Input should be 'vm' or 'container'\n"
+    assert code == 1 and err == f"{bad}:25:11: workloads.0.kind: Input should be 'vm', 'container' or 'lxd'\n"
 
 
 def test_workloads_that_name_no_wave_are_said_to_run_last_one_at_a_time(

@@ -20,6 +20,10 @@ def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
         from drorch.drivers.containers import ContainerDriver
 
         drivers[WorkloadKind.CONTAINER] = ContainerDriver()
+    if WorkloadKind.LXD in kinds:
+        from drorch.drivers.lxd import LxdDriver
+
+        drivers[WorkloadKind.LXD] = LxdDriver()
     return drivers
 
 

@@ -21,7 +21,6 @@ from drorch.drivers.base import (
     Handle,
     HostFacts,
     MoveRequest,
-    Phase,
     Progress,
     Retention,
     Shipped,
@@ -280,18 +279,6 @@ class ContainerDriver(ThreadedDriver):
         source (restored from its checkpoint when one was taken); a move that has started on the target ends there.
         A move that another process runs is not reached."""
         self._jobs.cancel(handle)
-
-    def _follow_move(self, handle: Handle) -> Progress | None:
-        fut = self._jobs.future(handle.id)
-        if fut is None:  # started by another process: only reality tells
-            return None
-        if fut.done():
-            exc = fut.exception()
-            if exc is not None:
-                return Progress(Phase.FAILED, message=str(exc))
-            return fut.result()
-        done, total = self._jobs.sent(handle.id)
-        return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
 
     def close(self) -> None:
         super().close()

@@ -246,6 +246,8 @@ class FakeDriver(Driver):
         if req.strategy is Strategy.CHECKPOINT and not (src.checkpoints and dst.checkpoints):
             warning = "redeployed from its image: checkpoints do not work here"
             w.counter = 1
+        elif req.strategy is Strategy.STATEFUL and not (src.checkpoints and dst.checkpoints):
+            warning = "its live state could not move: stopped and copied instead"  # its file system went along
         elif req.strategy is Strategy.REDEPLOY:
             w.counter = 1
         w.networks = tuple(req.mappings.network(n) for n in w.networks)

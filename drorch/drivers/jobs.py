@@ -6,7 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from threading import Lock
 
-from drorch.drivers.base import Driver, Handle, Progress
+from drorch.drivers.base import Driver, Handle, Phase, Progress
 from drorch.errors import MoveCancelled
 
 
@@ -72,6 +72,18 @@ class ThreadedDriver(Driver):
 
     def __init__(self) -> None:
         self._jobs = Jobs()
+
+    def _follow_move(self, handle: Handle) -> Progress | None:
+        fut = self._jobs.future(handle.id)
+        if fut is None:  # started by another process: only reality tells
+            return None
+        if fut.done():
+            exc = fut.exception()
+            if exc is not None:
+                return Progress(Phase.FAILED, message=str(exc))
+            return fut.result()
+        done, total = self._jobs.sent(handle.id)
+        return Progress(Phase.RUNNING, step=self._jobs.step(handle.id), bytes_done=done, bytes_total=total)
 
     def wait(self, handle: Handle, timeout: float) -> None:
         if not self._jobs.wait(handle.id, timeout):

@@ -1,0 +1,217 @@
+"""LXD driver: system containers and LXD's VMs, moved server to server through LXD's own migration API.
+
+Recovery points are LXD snapshots (`drorch-<time>`) taken on the source and sent to the secondary as a refresh
+of a stopped copy there (marked `user.drorch.point`): LXD's refresh sends only what changed since the snapshots
+both servers hold, and mirrors the source's snapshots, so the points kept are pruned on the source before it is
+sent. A disaster restart restores the chosen snapshot into the copy's own volume and starts it, and a drill
+copies the snapshot into a clone: a snapshot itself never changes. The moves themselves run in lxd_moves.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from drorch.drivers.base import (
+    Endpoint,
+    Handle,
+    HostFacts,
+    MoveRequest,
+    Phase,
+    Progress,
+    Retention,
+    Shipped,
+    WorkloadInfo,
+    chosen,
+)
+from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.lxd_api import LxdSite
+from drorch.drivers.lxd_config import (
+    DRILL_KEY,
+    POINT_KEY,
+    SNAPSHOT_PREFIX,
+    info,
+    is_point_copy,
+    isolated_devices,
+    missing_names,
+    point_names,
+    target_body,
+)
+from drorch.drivers.lxd_moves import LxdMoves
+from drorch.errors import MoveFailed
+from drorch.playbook import Mappings, WorkloadKind
+from drorch.records import utcnow
+
+
+class LxdDriver(ThreadedDriver):
+    kind = WorkloadKind.LXD
+
+    def __init__(self) -> None:
+        self._sites: dict[Endpoint, LxdSite] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+        self._moves = LxdMoves(self._jobs)
+
+    def _site(self, ep: Endpoint) -> LxdSite:
+        with self._lock:
+            site = self._sites.get(ep)
+            if site is None:
+                site = self._sites[ep] = LxdSite(ep)
+            return site
+
+    def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
+        found = self._site(site).instances()
+        return sorted((info(i, site.site, site.host) for i in found if DRILL_KEY not in (i.get("config") or {})),
+                      key=lambda w: w.name)
+
+    def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
+        s = self._site(site)
+        res = s.resources()
+        images = s.image_aliases() + [fp[:12] for fp in s.image_fingerprints()]
+        return HostFacts(vcpus=int(res["cpu"]["total"]) or None, memory_mib=int(res["memory"]["total"]) >> 20 or None,
+                         networks=tuple(sorted(s.names("networks"))), pools=tuple(sorted(s.names("storage-pools"))),
+                         images=tuple(images), engine="lxd")
+
+    def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        found = self._site(site).instance(name)
+        return None if found is None else info(found, site.site, site.host)
+
+    def preflight(self, request: MoveRequest) -> list[str]:
+        """What the target lacks that no mapping covers: profiles, networks, storage pools, the image."""
+        src, dst = self._site(request.source), self._site(request.target)
+        inst = src.instance(request.workload)
+        if inst is None:
+            return []
+        missing = missing_names(inst, request.mappings, dst.names("profiles"), dst.names("networks"),
+                                dst.names("storage-pools"))
+        return [f"instance {request.workload}: {m} does not exist on site {request.target.site} host "
+                f"{request.target.host or request.target.shown}: create it there or map it" for m in missing]
+
+    def _begin_move(self, handle: Handle) -> None:
+        req = handle.request
+        src, dst = self._site(req.source), self._site(req.target)
+        if src.instance(req.workload) is None:
+            raise MoveFailed(f"instance {req.workload} is on neither site {req.source.site} nor site "
+                             f"{req.target.site}")
+        self._jobs.submit(handle.id, lambda: self._moves.run(handle, src, dst))
+
+    def cancel(self, handle: Handle) -> None:
+        """Honoured at the move's next step before the target starts the instance; the rollback starts it again
+        on its source. A move that another process runs is not reached."""
+        self._jobs.cancel(handle)
+
+    def fence(self, name: str, site: Endpoint) -> bool:
+        s = self._site(site)
+        if s.status(name) != "Running":
+            return False
+        s.set_state(name, "stop", force=True)
+        return True
+
+    def start(self, name: str, site: Endpoint) -> str:
+        s = self._site(site)
+        inst = s.instance(name)
+        if inst is None or is_point_copy(inst):  # a point copy is started only by a restart, from a point
+            raise MoveFailed(f"site {site.site} holds no instance {name} that ran there to start")
+        if s.status(name) == "Running":
+            return f"already running on site {site.site}"
+        s.set_state(name, "start")
+        return f"started on site {site.site} on its filesystem as it was"
+
+    # --- recovery points -------------------------------------------------------------------------------------
+
+    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+        src, dst = self._site(request.source), self._site(request.target)
+        name = request.workload
+        inst = src.instance(name)
+        if inst is None:
+            raise MoveFailed(f"instance {name} is not on site {request.source.site}")
+        there = dst.instance(name)
+        if there is not None and there.get("status") == "Running":
+            raise MoveFailed(f"instance {name} runs on site {request.target.site}: no point is shipped onto it")
+        point = f"{SNAPSHOT_PREFIX}{utcnow():%Y%m%d-%H%M%S-%f}"
+        src.snapshot(name, point)
+        keep = {point, *retention.points[:max(retention.keep - 1, 0)]}
+        held = point_names(src.snapshots(name))
+        for old in held:  # the refresh mirrors these onto the target
+            if old not in keep:
+                src.delete_snapshot(name, old)
+        source = src.source_of(name, live=False, instance_only=False)
+        if there is not None:
+            source["refresh"] = True
+        body = target_body(inst, request.mappings)
+        dst.pull({**body, "config": {**body["config"], POINT_KEY: "1"}, "source": source})
+        if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
+            dst.update(name, {"config": {POINT_KEY: "1"}})
+        kept = len(keep & set(held))
+        return Shipped(f"snapshot {point} of instance {name} on site {request.target.site} "
+                       f"({'refreshed' if there is not None else 'first copy'}; {kept} kept)", name=point,
+                       kind="incremental" if there is not None else "full")
+
+    def held_points(self, name: str, site: Endpoint) -> list[str] | None:
+        s = self._site(site)
+        if s.instance(name) is None:
+            return None
+        return point_names(s.snapshots(name))
+
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
+        s = self._site(site)
+        inst = s.instance(name)
+        if inst is None:
+            raise MoveFailed(f"site {site.site} holds no copy of instance {name}")
+        if s.status(name) == "Running":
+            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
+        snap = chosen(point_names(s.snapshots(name)), point, f"instance {name}")
+        if snap is None:
+            raise MoveFailed(f"instance {name} has no recovery point on site {site.site}")
+        s.act("put", "instances", name, body={"restore": snap})  # the copy's volume; the snapshot stays as it is
+        if is_point_copy(inst):
+            s.update(name, {"config": {POINT_KEY: ""}})
+        s.set_state(name, "start")
+        return Progress(Phase.COMPLETED, message=f"running on site {site.site} (restarted from point {snap})")
+
+    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+        s = self._site(site)
+        if s.status(clone) == "Running":
+            return f"{clone} already up on site {site.site}"
+        inst = s.instance(name)
+        if inst is None:
+            raise MoveFailed(f"site {site.site} holds no copy of instance {name}")
+        snap = chosen(point_names(s.snapshots(name)), point, f"instance {name}")
+        if snap is None:
+            raise MoveFailed(f"instance {name} has no recovery point on site {site.site}")
+        devices = isolated_devices(inst, network)
+        if devices:
+            s.ensure_network(network)
+        if s.status(clone) is None:
+            # LXD takes a copy's profiles, config and devices from the request, not from what it copies
+            body = target_body(inst, Mappings(), volatile=False)
+            s.copy_local({**body, "name": clone, "source": {"type": "copy", "source": f"{name}/{snap}"},
+                          "devices": {**body["devices"], **devices}, "config": {**body["config"], DRILL_KEY: "1"}})
+        s.set_state(clone, "start")
+        where = f" on network {network}" if devices else " (no network)"
+        return f"{clone} started on site {site.site} from point {snap}{where}"
+
+    def discard(self, clone: str, site: Endpoint) -> list[str]:
+        return [f"instance {clone}"] if self._site(site).delete(clone) else []
+
+    def drop_network(self, network: str, site: Endpoint) -> bool:
+        return self._site(site).delete_network(network)
+
+    def leftovers(self, name: str, site: Endpoint) -> list[str]:
+        s = self._site(site)
+        inst = s.instance(name)
+        if inst is None or is_point_copy(inst) or s.status(name) == "Running":
+            return []
+        return [f"stopped instance {name}, which ran here before"]
+
+    def remove_leftovers(self, name: str, site: Endpoint) -> list[str]:
+        if not self.leftovers(name, site):
+            return []
+        self._site(site).delete(name)
+        return [f"stopped instance {name}"]
+
+    def close(self) -> None:
+        super().close()
+        for site in self._sites.values():
+            site.close()
+        self._sites.clear()
+

@@ -1,0 +1,237 @@
+"""One LXD server as the LXD driver sees it: its REST API through pylxd's client, errors turned into drorch's.
+
+pylxd's own `Instance.migrate` asks the source for a migration and the target to pull it, but always deletes the
+source afterwards and cannot refresh an existing copy; the migration calls are therefore sent here through
+the client's API nodes (POST /1.0/instances/NAME {"migration": true} on the source, POST /1.0/instances with a
+`migration` source in pull mode on the target). Data goes server to server: drorch reads no file of a site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pylxd
+import requests
+from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
+
+from drorch.drivers.base import Endpoint
+from drorch.drivers.http_limits import limit_json_answers
+from drorch.errors import MoveFailed, SiteUnreachable
+
+TIMEOUT_S = 120.0  # one request; operations are waited on by their own /wait calls
+
+
+class LxdError(MoveFailed):
+    """LXD refused or failed a request; the message is LXD's."""
+
+
+class LxdMissing(LxdError):
+    """LXD has no such instance, snapshot or other object."""
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class LxdSite:
+    """One LXD server, reached by its unix socket or by HTTPS with a client certificate and its own pinned."""
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
+
+    @property
+    def where(self) -> str:
+        return f"site {self.ep.site}: LXD at {self.ep.shown}"
+
+    @functools.cached_property
+    def client(self) -> pylxd.Client:
+        ep = self.ep
+        url = urlparse(ep.uri)
+        if url.scheme == "unix":
+            session = pylxd.client.get_session_for_url("http+unix://")
+            endpoint = url.path
+            if not os.path.exists(endpoint):
+                raise SiteUnreachable(f"{self.where} does not answer: no socket {endpoint}")
+        elif url.scheme == "https":
+            if ep.tls is None:
+                raise SiteUnreachable(f"{self.where}: an https endpoint needs lxd_tls in the playbook")
+            server_cert, cert, key = ep.tls
+            unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
+            if unreadable:
+                raise SiteUnreachable(f"{self.where}: TLS file {unreadable[0]} cannot be read")
+            # A path as `verify`: pylxd's adapter pins that certificate's fingerprint, as LXD's own client does.
+            session = pylxd.client.get_session_for_url(ep.uri, verify=server_cert, cert=(cert, key))
+            endpoint = ep.uri
+        else:
+            raise SiteUnreachable(f"{self.where}: not an LXD endpoint (unix:// or https://)")
+        session.trust_env = False  # the playbook's endpoint as given: no proxy or CA bundle of the environment
+        limit_json_answers(session)
+        try:
+            client = pylxd.Client(endpoint=endpoint, session=session, timeout=TIMEOUT_S)
+        except (ClientConnectionFailed, requests.RequestException) as exc:
+            raise SiteUnreachable(f"{self.where} does not answer: {_reason(exc)}") from None
+        if client.host_info.get("auth") != "trusted":
+            raise SiteUnreachable(f"{self.where}: the server does not trust drorch's client certificate "
+                                  "(add it with `lxc config trust add`)")
+        return client
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Questions whose failure is one line about this server: it did not answer, or refused."""
+        try:
+            yield
+        except (ClientConnectionFailed, requests.RequestException) as exc:
+            raise SiteUnreachable(f"{self.where} does not answer: {_reason(exc)}") from None
+        except NotFound as exc:
+            raise LxdMissing(f"{self.where}: {_reason(exc)}") from None
+        except LXDAPIException as exc:
+            raise LxdError(f"{self.where}: {_reason(exc)}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SiteUnreachable(f"{self.where}: answers what LXD's API never does ({type(exc).__name__}: "
+                                  f"{str(exc)[:100]})") from None
+
+    def get(self, *path: str, **params: Any) -> Any:
+        node = self.client.api
+        for part in path:
+            node = node[part]
+        with self.answering():
+            return node.get(params=params or None).json()["metadata"]
+
+    def act(self, method: str, *path: str, body: dict[str, Any] | None = None, wait: bool = True) -> Any:
+        """A request that changes something, waited on to its end when LXD answers with an operation (unless
+        `wait` is False: a token, such as an image's secret, whose operation lasts until it is used)."""
+        node = self.client.api
+        for part in path:
+            node = node[part]
+        with self.answering():
+            answer = getattr(node, method)(json=body) if body is not None else getattr(node, method)()
+            if answer.json().get("type") == "async" and wait:
+                op = self.client.operations.wait_for_operation(answer.json()["operation"])
+                return getattr(op, "metadata", None)
+            return answer.json().get("metadata")
+
+    # --- instances ------------------------------------------------------------------------------------------
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Every instance as its description gives it, with its status (recursion 1: not its state, which LXD
+        works out for each instance at some cost)."""
+        return list(self.get("instances", recursion=1))
+
+    def instance(self, name: str) -> dict[str, Any] | None:
+        """The instance's description (config and devices, expanded too, and its status), or None."""
+        try:
+            return dict(self.get("instances", name))
+        except LxdMissing:
+            return None
+
+    def status(self, name: str) -> str | None:
+        """Running, Stopped, Frozen… or None when there is no such instance."""
+        found = self.instance(name)
+        return None if found is None else str(found["status"])
+
+    def set_state(self, name: str, action: str, force: bool = False, stateful: bool = False) -> None:
+        self.act("put", "instances", name, "state",
+                 body={"action": action, "force": force, "timeout": 30, "stateful": stateful})
+
+    def delete(self, name: str) -> bool:
+        """Remove the instance (stopped first); False when there was none."""
+        status = self.status(name)
+        if status is None:
+            return False
+        if status != "Stopped":
+            self.set_state(name, "stop", force=True)
+        self.act("delete", "instances", name)
+        return True
+
+    def update(self, name: str, change: dict[str, Any]) -> None:
+        self.act("patch", "instances", name, body=change)
+
+    # --- migration -------------------------------------------------------------------------------------------
+
+    def _https(self) -> str:
+        """The HTTPS address another server reaches this one at: the playbook's, or the server's own."""
+        if urlparse(self.ep.uri).scheme == "https":
+            return self.ep.uri.rstrip("/")
+        addresses = self.client.host_info["environment"].get("addresses") or []
+        if not addresses:
+            raise LxdError(f"{self.where} listens on no HTTPS address (core.https_address), so no other server can "
+                           "pull from it")
+        return f"https://{addresses[0]}"
+
+    def source_of(self, name: str, live: bool, instance_only: bool) -> dict[str, Any]:
+        """Ask this server to send `name`: the `source` a target pulls it with (operation URL, secrets, this
+        server's certificate)."""
+        base = self._https()
+        with self.answering():
+            answer = self.client.api.instances[name].post(
+                json={"migration": True, "live": live, "instance_only": instance_only}).json()
+        return {"type": "migration", "mode": "pull", "operation": f"{base}{answer['operation']}",
+                "certificate": self.client.host_info["environment"]["certificate"],
+                "secrets": answer["metadata"]["metadata"], "live": live, "instance_only": instance_only}
+
+    def image_server(self) -> dict[str, str]:
+        """Where another server pulls an image of this one from, with the certificate it checks."""
+        return {"server": self._https(), "certificate": self.client.host_info["environment"]["certificate"]}
+
+    def pull(self, body: dict[str, Any]) -> None:
+        """Create (or with `source.refresh`, bring up to date) an instance from a migration source."""
+        self.act("post", "instances", body=body)
+
+    # --- snapshots -------------------------------------------------------------------------------------------
+
+    def snapshots(self, name: str) -> list[str]:
+        """The instance's snapshot names, oldest first."""
+        try:
+            found = self.get("instances", name, "snapshots", recursion=1)
+        except LxdMissing:
+            return []
+        return [s["name"].split("/")[-1] for s in sorted(found, key=lambda s: s.get("created_at") or "")]
+
+    def snapshot(self, name: str, snap: str) -> None:
+        self.act("post", "instances", name, "snapshots", body={"name": snap, "stateful": False})
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self.act("delete", "instances", name, "snapshots", snap)
+
+    def copy_local(self, body: dict[str, Any]) -> None:
+        """A new instance from one of this server's instances or snapshots (`source.type` copy)."""
+        self.act("post", "instances", body=body)
+
+    # --- the host --------------------------------------------------------------------------------------------
+
+    def names(self, collection: str) -> list[str]:
+        return [str(u).rstrip("/").split("/")[-1] for u in self.get(collection)]
+
+    def resources(self) -> dict[str, Any]:
+        return dict(self.get("resources"))
+
+    def image_aliases(self) -> list[str]:
+        return [str(a["name"]) for a in self.get("images", "aliases", recursion=1)]
+
+    def image_fingerprints(self) -> list[str]:
+        return self.names("images")
+
+    def image_known(self, image: str) -> bool:
+        return image in self.image_aliases() or any(fp.startswith(image) for fp in self.image_fingerprints())
+
+    def delete_network(self, name: str) -> bool:
+        if name not in self.names("networks"):
+            return False
+        self.act("delete", "networks", name)
+        return True
+
+    def ensure_network(self, name: str) -> None:
+        """A bridge with no address, no DHCP and no route out: a drill's clones reach only each other."""
+        if name not in self.names("networks"):
+            self.act("post", "networks", body={"name": name, "type": "bridge",
+                                               "config": {"ipv4.address": "none", "ipv6.address": "none"}})
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            with contextlib.suppress(Exception):
+                self.client.api.session.close()

@@ -1,0 +1,123 @@
+"""An LXD instance's description as the API gives it, read and mapped onto the other site (no I/O)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from drorch.inventory import WorkloadInfo
+from drorch.playbook import Mappings, Resources, WorkloadKind
+
+DRORCH_KEY = "user.drorch"  # instance config keys drorch sets begin so
+POINT_KEY = f"{DRORCH_KEY}.point"  # a stopped copy a ship keeps its points on, never started by a ship
+DRILL_KEY = f"{DRORCH_KEY}.drill"  # a drill's clone
+SNAPSHOT_PREFIX = "drorch-"  # snapshots that are recovery points
+
+_UNITS = {"": 1, "B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def memory_mib(limit: str | None) -> int | None:
+    """`limits.memory` in MiB ("256MiB", "1GB"); None when unset or a share of the host ("50%")."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kMGT]i?B|B|)\s*", limit or "")
+    return int(m.group(1)) * _UNITS[m.group(2)] >> 20 if m and m.group(2) in _UNITS else None
+
+
+def cpus(limit: str | None) -> int | None:
+    """`limits.cpu`: a count ("2"), or a set of CPUs ("0-1,4") counted."""
+    if not limit:
+        return None
+    if limit.strip().isdigit():
+        return int(limit)
+    total = 0
+    for part in limit.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return None
+        total += int(hi or lo) - int(lo) + 1
+    return total
+
+
+def is_point_copy(inst: dict[str, Any]) -> bool:
+    return (inst.get("config") or {}).get(POINT_KEY) == "1"
+
+
+def point_names(snapshots: list[str]) -> list[str]:
+    """The recovery points among an instance's snapshots (oldest first, as given)."""
+    return [s for s in snapshots if s.startswith(SNAPSHOT_PREFIX)]
+
+
+def info(inst: dict[str, Any], site: str, host: str) -> WorkloadInfo:
+    config: dict[str, str] = inst.get("expanded_config") or inst.get("config") or {}
+    devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
+    status = str((inst.get("state") or {}).get("status") or inst.get("status") or "")
+    running = status == "Running"
+    return WorkloadInfo(
+        name=str(inst["name"]),
+        kind=WorkloadKind.LXD,
+        site=site,
+        running=running,
+        memory_mib=memory_mib(config.get("limits.memory")),
+        vcpus=cpus(config.get("limits.cpu")),
+        image=(config.get("volatile.base_image") or "")[:12] or None,
+        host=host,
+        labels={k[len("user."):]: v for k, v in config.items() if k.startswith("user.") and
+                not k.startswith(DRORCH_KEY)},
+        networks=tuple(sorted({d.get("network") or d.get("parent") or "" for d in devices.values()
+                               if d.get("type") == "nic"} - {""})),
+        pools=tuple(sorted({d["pool"] for d in devices.values() if d.get("type") == "disk" and d.get("pool")})),
+        status="" if running else f"{status.lower() or 'unknown'} ({inst.get('type') or 'container'})",
+    )
+
+
+def mapped_device(device: dict[str, str], mappings: Mappings) -> dict[str, str]:
+    d = dict(device)
+    if d.get("type") == "nic":
+        for key in ("network", "parent"):
+            if key in d:
+                d[key] = mappings.network(d[key])
+    if d.get("type") == "disk" and "pool" in d:
+        d["pool"] = mappings.pool(d["pool"])
+    return d
+
+
+def target_body(inst: dict[str, Any], mappings: Mappings, resources: Resources | None = None,
+                volatile: bool = True) -> dict[str, Any]:
+    """The instance as the target creates it: profiles, networks and pools mapped, drorch's own keys left out;
+    `volatile` keeps LXD's volatile keys (as a move does, for the same id map), else they are made anew."""
+    config = {k: v for k, v in (inst.get("config") or {}).items()
+              if not k.startswith(DRORCH_KEY) and (volatile or not k.startswith("volatile."))}
+    if resources is not None:
+        if resources.memory_mib:
+            config["limits.memory"] = f"{resources.memory_mib}MiB"
+        if resources.vcpus:
+            config["limits.cpu"] = str(resources.vcpus)
+    return {
+        "name": inst["name"],
+        "type": inst.get("type") or "container",
+        "architecture": inst.get("architecture"),
+        "profiles": [mappings.profile(p) for p in inst.get("profiles") or []],
+        "devices": {k: mapped_device(v, mappings) for k, v in (inst.get("devices") or {}).items()},
+        "config": config,
+        "ephemeral": False,
+    }
+
+
+def missing_names(inst: dict[str, Any], mappings: Mappings, profiles: list[str], networks: list[str],
+                  pools: list[str]) -> list[str]:
+    """What the instance needs on the target that the target lacks, each as 'profile "x"', after mapping."""
+    body = target_body(inst, mappings)
+    missing = [f'profile "{p}"' for p in body["profiles"] if p not in profiles]
+    for d in body["devices"].values():
+        net = d.get("network") if d.get("type") == "nic" else None
+        if net and net not in networks:
+            missing.append(f'network "{net}"')
+        if d.get("type") == "disk" and d.get("pool") and d["pool"] not in pools:
+            missing.append(f'storage pool "{d["pool"]}"')
+    return missing
+
+
+def isolated_devices(inst: dict[str, Any], network: str) -> dict[str, dict[str, str]]:
+    """Every NIC of the instance (its own and its profiles') put on `network` only: a drill clone's devices."""
+    devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
+    return {k: {"type": "nic", "network": network} for k, d in devices.items() if d.get("type") == "nic"}

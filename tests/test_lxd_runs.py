@@ -1,0 +1,59 @@
+"""LXD workloads in a run, on fake drivers: a playbook mixes them with VMs and containers, on hosts that run LXD
+beside libvirt and Docker; each kind goes to its own driver and lands on the target."""
+
+from __future__ import annotations
+
+from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
+from drorch.engine import Engine
+from drorch.playbook import WorkloadKind
+from drorch.playbook_file import parse_playbook
+from drorch.records import RunState
+from drorch.store import Store
+from tests.conftest import fake_drivers, move, site_of, uri
+
+MIXED = """\
+name: mixed
+primary: a
+secondary: b
+sites:
+  a: {hosts: [{name: a1, libvirt: "fake://a1/libvirt", docker: "fake://a1/docker", lxd: "fake://a1/lxd"}]}
+  b: {hosts: [{name: b1, libvirt: "fake://b1/libvirt", docker: "fake://b1/docker", lxd: "fake://b1/lxd"}]}
+workloads:
+  - {name: db, kind: vm}
+  - {name: web, kind: container, strategy: redeploy}
+  - {name: sys, kind: lxd}
+  - {name: live-sys, kind: lxd, strategy: stateful}
+"""
+
+
+def cloud_of(text: str, checkpoints: bool) -> tuple[FakeCloud, Engine]:
+    pb = parse_playbook(text, "mixed.yaml")
+    cloud = FakeCloud(polls_per_move=1)
+    for site in ("a", "b"):
+        for kind in WorkloadKind:
+            cloud.sites[uri(pb, kind, site)] = FakeSite(checkpoints=checkpoints)
+    for w in pb.workloads:
+        cloud.sites[uri(pb, w.kind, "a")].workloads[w.name or ""] = FakeWorkload(w.kind, counter=42)
+    return cloud, Engine(Store(), fake_drivers(cloud), poll_seconds=0)
+
+
+def test_lxd_instances_move_beside_vms_and_containers(store: Store) -> None:
+    cloud, engine = cloud_of(MIXED, checkpoints=True)
+    pb = parse_playbook(MIXED, "mixed.yaml")
+    run = move(engine, pb, "a", "b")
+    assert run.state is RunState.SUCCEEDED
+    for w in pb.workloads:
+        assert site_of(cloud, pb, w.kind, w.name or "") == ["b"], w.name
+    steps = {s.workload: s for s in store.steps(run.id or 0)}
+    assert (steps["sys"].kind, steps["sys"].strategy, steps["sys"].to_host) == ("lxd", "copy", "b1")
+    assert cloud.sites[uri(pb, WorkloadKind.LXD, "b")].workloads["sys"].counter == 42
+
+
+def test_a_stateful_move_that_cannot_keep_its_state_ends_with_warnings(store: Store) -> None:
+    cloud, engine = cloud_of(MIXED, checkpoints=False)
+    pb = parse_playbook(MIXED, "mixed.yaml")
+    run = move(engine, pb, "a", "b")
+    assert run.state is RunState.SUCCEEDED_WITH_WARNINGS
+    step = next(s for s in store.steps(run.id or 0) if s.workload == "live-sys")
+    assert "live state could not move" in (step.warning or "")
+    assert site_of(cloud, pb, WorkloadKind.LXD, "live-sys") == ["b"]
