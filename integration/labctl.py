@@ -19,7 +19,7 @@ import docker
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
-from integration import lab_libvirt, lab_pki, lab_podman
+from integration import lab_libvirt, lab_lxd, lab_pki, lab_podman
 from integration.lab_base import (
     CONTAINER_MEMORY,
     COUNTER_SCRIPT,
@@ -41,9 +41,10 @@ from integration.lab_base import (
 CHECKPOINT_CONTAINER = "lab-counter"
 REDEPLOY_CONTAINER = "lab-redeploy"
 CONTAINERS = (CHECKPOINT_CONTAINER, REDEPLOY_CONTAINER)
-DAEMONS = ("virtlogd", "libvirtd", "dockerd", lab_podman.DAEMON)
-# What drorch must never see: each site's Docker data root (checkpoints, volumes), Podman storage and libvirt's.
-HIDDEN = ("docker/data", lab_podman.ROOT, "pool", "lib")
+DAEMONS = ("virtlogd", "libvirtd", "dockerd", lab_podman.DAEMON, lab_lxd.DAEMON)
+# What drorch must never see: each site's Docker data root (checkpoints, volumes), Podman storage, libvirt's and
+# LXD's (drorch reaches LXD over HTTPS, pinning the certificate the lab copies out of LXD_DIR).
+HIDDEN = ("docker/data", lab_podman.ROOT, "pool", "lib", lab_lxd.DIR)
 
 
 # --- daemons -----------------------------------------------------------------------------------------------
@@ -89,7 +90,9 @@ def ensure_workloads(force: bool = False, vms: int = 1, containers_only: bool = 
             remove_workloads(conns, clients, vms=not containers_only)
             for site in SITES.values():
                 lab_podman.remove_all(site, images=False)
+                lab_lxd.remove_all(site)
         lab_podman.ensure_workloads(a)
+        lab_lxd.ensure_workloads(a)
         for vm in lab_libvirt.vm_names(vms):
             lab_libvirt.ensure_vm(conns, vm)
         ca = clients["a"]
@@ -146,6 +149,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         lab_libvirt.start_libvirt(site)
         start_docker(site)
         lab_podman.start(site)
+        lab_lxd.start(site)
         lab_libvirt.ensure_site_names(site)
     ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1),
                      containers_only=getattr(args, "containers_only", False))
@@ -170,6 +174,8 @@ def cmd_down(_: argparse.Namespace) -> None:
     for site in SITES.values():
         lab_podman.remove_all(site, images=True)
         lab_podman.stop(site)
+        lab_lxd.remove_all(site)
+        lab_lxd.stop(site)
         for daemon in ("dockerd", "libvirtd", "virtlogd"):
             stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
     log("down")
@@ -198,6 +204,7 @@ def cmd_lose(args: argparse.Namespace) -> None:
     """Site lost: its daemons stop (dockerd takes its containers down) and its guests die with them."""
     site = SITES[args.site]
     lab_podman.lose(site)
+    lab_lxd.stop(site)
     for daemon in ("dockerd", "libvirtd"):
         stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
     for pidfile in (site.root / "run" / "qemu").glob("*.pid"):
@@ -211,6 +218,8 @@ def cmd_start(args: argparse.Namespace) -> None:
         start_docker(site)
     elif args.daemon == lab_podman.DAEMON:
         lab_podman.start(site)
+    elif args.daemon == lab_lxd.DAEMON:
+        lab_lxd.start(site)
     else:
         lab_libvirt.start_libvirt(site)
 
@@ -255,6 +264,8 @@ def status() -> dict[str, object]:
             client.close()
         if read_pid(site.pidfile(lab_podman.DAEMON)):
             info["podman_containers"] = lab_podman.containers(site)
+        if read_pid(site.pidfile(lab_lxd.DAEMON)):
+            info["lxd_instances"] = lab_lxd.instances(site)
         out[site.name] = info
     return out
 
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int | None:
     for name, func in (("stop", cmd_stop), ("start", cmd_start)):
         sp = sub.add_parser(name, help=f"{name} one daemon of one site")
         sp.add_argument("site", choices=sorted(SITES))
-        sp.add_argument("daemon", choices=["libvirtd", "dockerd", lab_podman.DAEMON])
+        sp.add_argument("daemon", choices=["libvirtd", "dockerd", lab_podman.DAEMON, lab_lxd.DAEMON])
         sp.set_defaults(func=func)
     lose = sub.add_parser("lose", help="lose a site: its daemons stop and its guests die")
     lose.add_argument("site", choices=sorted(SITES))

@@ -1,4 +1,4 @@
-"""The driver contract suite against the real libvirt and container drivers on the lab (Docker and Podman)."""
+"""The driver contract suite against the real libvirt, container (Docker and Podman) and LXD drivers on the lab."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.drivers.containers import ContainerDriver
 from drorch.drivers.libvirt import LibvirtDriver
+from drorch.drivers.lxd import LxdDriver
 from drorch.playbook import Mappings, Strategy
-from integration import lab_base, lab_podman, labctl
+from integration import lab_base, lab_lxd, lab_pki, lab_podman, labctl
 from integration.conftest import refresh
 from tests.driver_contract import DriverContract
 
@@ -21,12 +22,22 @@ CASES = {
     "container-redeploy": (ContainerDriver, labctl.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
     "podman-checkpoint": (ContainerDriver, lab_podman.CHECKPOINT_CONTAINER, Strategy.CHECKPOINT),
     "podman-redeploy": (ContainerDriver, lab_podman.REDEPLOY_CONTAINER, Strategy.REDEPLOY),
+    "lxd-copy": (LxdDriver, lab_lxd.CONTAINER, Strategy.COPY),
+    "lxd-redeploy": (LxdDriver, lab_lxd.CONTAINER, Strategy.REDEPLOY),
 }
+
+
+def lxd(site: lab_base.Site, host: str) -> Endpoint:
+    """A site's LXD as drorch reaches it: HTTPS, the lab's client certificate, the server's pinned."""
+    tls = (str(lab_lxd.server_cert(site)), str(lab_base.PKI / lab_pki.CLIENT), str(lab_base.PKI / lab_pki.CLIENT_KEY))
+    return Endpoint(site.name, lab_lxd.https_url(site), host=host, tls=tls, engine="lxd")
 
 
 def endpoints(case: str) -> tuple[Endpoint, Endpoint]:
     if CASES[case][0] is LibvirtDriver:
         return (Endpoint("a", A.libvirt_uri, A.address), Endpoint("b", B.libvirt_uri, B.address))
+    if CASES[case][0] is LxdDriver:
+        return lxd(A, "a3"), lxd(B, "b3")
     if case.startswith("podman"):
         return (Endpoint("a", lab_podman.url(A), host="a2", engine="podman"),
                 Endpoint("b", lab_podman.url(B), host="b2", engine="podman"))
@@ -65,12 +76,15 @@ def unreachable(case: str) -> Endpoint:
         return Endpoint("z", "qemu+tcp://127.0.0.1:1/system", "127.0.0.1")
     if case.startswith("podman"):
         return Endpoint("z", f"unix://{labctl.LAB}/no-such-podman.sock", engine="podman")
+    if CASES[case][0] is LxdDriver:
+        return Endpoint("z", "https://127.0.0.1:1", tls=lxd(A, "a3").tls, engine="lxd")
     return Endpoint("z", f"unix://{labctl.LAB}/no-such-daemon.sock")
 
 
 @pytest.fixture
 def stops_at_once(case: str) -> bool:
-    """A container move honours a cancel at its next step; libvirt aborts a migration job only once it runs."""
+    """A container move honours a cancel at its next step; libvirt aborts a migration job only once it runs, and an
+    LXD move's first step may be behind it when the cancel comes."""
     return CASES[case][0] is ContainerDriver
 
 

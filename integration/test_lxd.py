@@ -1,0 +1,134 @@
+"""LXD sites on the real lab: an LXD per site, reached by drorch over HTTPS only (LXD_DIR is hidden from it).
+
+The system container counts on its root file system (/var/counter), so a copy move, a restart from a snapshot and
+a drill each show by the count where the file system they run on came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drorch.errors import ExitCode
+from drorch.store import Store
+from integration import lab_lxd, labctl
+from integration.conftest import REPO, Drorch, wait_until
+
+PLAYBOOK = REPO / "playbooks" / "lab-lxd.yaml"
+NAME = lab_lxd.CONTAINER
+A, B = labctl.SITES["a"], labctl.SITES["b"]
+
+
+def on() -> list[str]:
+    """The sites whose LXD runs the system container."""
+    return [s.name for s in labctl.SITES.values() if lab_lxd.status(s, NAME) == "Running"]
+
+
+def count(site: str) -> int:
+    return lab_lxd.counter(labctl.SITES[site])
+
+
+def past(site: str, n: int) -> None:
+    wait_until(lambda: count(site) > n, f"{NAME}'s counter on site {site} past {n}")
+
+
+def with_strategy(tmp_path: Path, strategy: str) -> Path:
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    doc["workloads"][0]["strategy"] = strategy
+    path = tmp_path / f"lab-lxd-{strategy}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_copy_move_goes_on_from_the_file_system_and_comes_back(run_drorch: Drorch, state_dir: Path) -> None:
+    past("a", 3)
+    res = run_drorch("failover", str(PLAYBOOK))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert on() == ["b"]
+    at_b = count("b")
+    assert at_b > 3  # its count went on from what its file system held, not from 1
+    past("b", at_b)
+    steps = Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)
+    assert [(s.workload, s.strategy, s.state, s.outcome) for s in steps] == [
+        (NAME, "copy", "succeeded", "running on site b (copied stopped)")]
+    assert lab_lxd.status(A, NAME) == "Stopped"  # kept stopped at home: the way back refreshes it
+
+    last_b = count("b")
+    back = run_drorch("failback", str(PLAYBOOK), "--json")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert json.loads(back.stdout)["state"] == "succeeded"
+    assert on() == ["a"] and count("a") >= last_b
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_a_stateful_move_that_lxd_cannot_make_is_a_copy_and_says_so(run_drorch: Drorch, tmp_path: Path) -> None:
+    """The lab's LXDs run without CRIU on their PATH: LXD refuses the live migration, and drorch copies."""
+    past("a", 2)
+    res = run_drorch("failover", str(with_strategy(tmp_path, "stateful")), "--json")
+    assert res.returncode == ExitCode.WARNINGS, res.stdout + res.stderr
+    assert on() == ["b"] and count("b") > 2
+    said = json.dumps(json.loads(res.stdout))
+    assert "its live state could not move" in said and "copied instead" in said
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_points_are_snapshots_refreshed_on_b_and_a_disaster_restart_starts_from_one(run_drorch: Drorch) -> None:
+    first = run_drorch("protect", "ship", str(PLAYBOOK), "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    at_first = count("a")
+    past("a", at_first + 2)
+    second = run_drorch("protect", "ship", str(PLAYBOOK), "--json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    detail = json.loads(second.stdout)[0]["detail"]
+    assert "refreshed" in detail and "2 kept" in detail, detail
+    at_second = count("a")
+    assert on() == ["a"] and lab_lxd.status(B, NAME) == "Stopped"  # protecting moves nothing
+    points = [s.name.split("/")[-1] for s in lab_lxd.client(B).instances.get(NAME).snapshots.all()]
+    assert len(points) == 2 and all(p.startswith("drorch-") for p in points)
+
+    lab_lxd.stop(A)  # site a's LXD is lost, with the instance
+    try:
+        res = run_drorch("failover", "--disaster", "--confirm-primary-down", str(PLAYBOOK))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert lab_lxd.status(B, NAME) == "Running"
+        started = count("b")
+        assert at_first < started <= at_second + 2  # from the newest point, not from 1 nor from the first point
+        after = [s.name.split("/")[-1] for s in lab_lxd.client(B).instances.get(NAME).snapshots.all()]
+        assert after == points  # restoring a point left the snapshots as they were
+    finally:
+        lab_lxd.start(A)
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_drill_starts_a_clone_of_a_point_and_leaves_nothing(run_drorch: Drorch) -> None:
+    assert run_drorch("protect", "ship", str(PLAYBOOK)).returncode == 0
+    res = run_drorch("drill", str(PLAYBOOK), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["state"] == "succeeded" and doc["passed"] is True, doc
+    assert f"{NAME}-drill-" in json.dumps(doc)
+    assert lab_lxd.instances(B) == []  # the clone is gone; the point copy stays stopped
+    assert lab_lxd.status(B, NAME) == "Stopped" and on() == ["a"]
+
+
+@pytest.mark.usefixtures("lab")
+def test_validate_names_what_the_target_lacks_and_an_untrusted_client(run_drorch: Drorch, tmp_path: Path) -> None:
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    doc["mappings"] = {"profiles": {"default": "no-such-profile"}}
+    path = tmp_path / "lab-lxd-unmapped.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    res = run_drorch("validate", str(path))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'profile "no-such-profile" does not exist on site b host b3' in res.stdout + res.stderr
+
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    tls = doc["sites"]["b"]["hosts"][0]["lxd_tls"]
+    tls["cert"], tls["key"] = str(labctl.PKI / "server-cert.pem"), str(labctl.PKI / "server-key.pem")
+    path.write_text(yaml.safe_dump(doc))
+    res = run_drorch("validate", str(path))
+    assert res.returncode != 0
+    assert "does not trust drorch's client certificate" in res.stdout + res.stderr
