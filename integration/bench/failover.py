@@ -32,9 +32,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from drorch.drivers import close_drivers, make_drivers  # noqa: E402
 from drorch.drivers.base import Endpoint  # noqa: E402
-from drorch.drivers.containers import ContainerDriver  # noqa: E402
-from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
 from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
 from drorch.engine import Engine  # noqa: E402
 from drorch.playbook import WorkloadKind  # noqa: E402
@@ -84,11 +83,11 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
     store = Store(f"sqlite:///{state / 'engine.db'}")
 
     def move(src: str, dst: str) -> None:
-        driver = LibvirtDriver() if kind is WorkloadKind.VM else ContainerDriver()
+        drivers = make_drivers({kind})
         try:
-            run = Engine(store, {kind: driver}).operate(pb, str(playbook), "bench", src, dst)
+            run = Engine(store, drivers).operate(pb, str(playbook), "bench", src, dst)
         finally:
-            driver.close()
+            close_drivers(drivers)
         check(run.state is RunState.SUCCEEDED, f"engine run {run.id} ended {run.state}")
     return move
 
