@@ -125,10 +125,16 @@ def test_validate_names_what_the_target_lacks_and_an_untrusted_client(run_drorch
     assert res.returncode == 1, res.stdout + res.stderr
     assert 'profile "no-such-profile" does not exist on site b host b3' in res.stdout + res.stderr
 
-    doc = yaml.safe_load(PLAYBOOK.read_text())
-    tls = doc["sites"]["b"]["hosts"][0]["lxd_tls"]
-    tls["cert"], tls["key"] = str(labctl.PKI / "server-cert.pem"), str(labctl.PKI / "server-key.pem")
-    path.write_text(yaml.safe_dump(doc))
-    res = run_drorch("validate", str(path))
-    assert res.returncode != 0
-    assert "does not trust drorch's client certificate" in res.stdout + res.stderr
+    def host_b(change: dict[str, object], said: str) -> None:
+        doc = yaml.safe_load(PLAYBOOK.read_text())
+        doc["sites"]["b"]["hosts"][0].update(change)
+        path.write_text(yaml.safe_dump(doc))
+        res = run_drorch("validate", str(path))
+        assert res.returncode != 0 and said in res.stdout + res.stderr, res.stdout + res.stderr
+
+    tls = yaml.safe_load(PLAYBOOK.read_text())["sites"]["b"]["hosts"][0]["lxd_tls"]
+    host_b({"lxd_tls": {**tls, "cert": str(labctl.PKI / "server-cert.pem"), "key": str(labctl.PKI / "server-key.pem")}},
+           "site b: LXD at https://127.0.0.2:18443: the server does not trust drorch's client certificate")
+    host_b({"lxd_tls": {**tls, "server_cert": str(lab_lxd.server_cert(A))}},
+           "site b: LXD at https://127.0.0.2:18443 answers with a certificate other than the one pinned")
+    host_b({"lxd": B.docker_url}, f"site b: LXD at {B.docker_url} does not answer as LXD")

@@ -73,8 +73,18 @@ class LxdSite:
         limit_json_answers(session)
         try:
             client = pylxd.Client(endpoint=endpoint, session=session, timeout=TIMEOUT_S)
-        except (ClientConnectionFailed, requests.RequestException) as exc:
-            raise SiteUnreachable(f"{self.where} does not answer: {_reason(exc)}") from None
+        except (ClientConnectionFailed, requests.ConnectionError) as exc:
+            said = str(exc)  # pylxd turns a connection's failure into this, and a GET /1.0 not answered 200 too
+            if "Fingerprints did not match" in said:
+                raise SiteUnreachable(f"{self.where} answers with a certificate other than the one pinned "
+                                      f"(lxd_tls.server_cert {ep.tls[0] if ep.tls else ''})") from None
+            if said:
+                raise SiteUnreachable(f"{self.where} does not answer: {said}") from None
+            raise SiteUnreachable(f"{self.where} does not answer as LXD (GET /1.0 failed)") from None
+        except (LXDAPIException, requests.RequestException, ValueError, KeyError) as exc:
+            # e.g. a Docker socket, or any HTTP server: GET /1.0 is not LXD's answer
+            raise SiteUnreachable(f"{self.where} does not answer as LXD ({' '.join(_reason(exc).split())[:200]})"
+                                  ) from None
         if client.host_info.get("auth") != "trusted":
             raise SiteUnreachable(f"{self.where}: the server does not trust drorch's client certificate "
                                   "(add it with `lxc config trust add`)")
