@@ -20,10 +20,18 @@ class Jobs:
         self._lock = Lock()
 
     def submit(self, handle_id: str, fn: Callable[[], Progress]) -> None:
-        """Run fn once for this handle; fn returns the final progress, or raises."""
+        """Run fn once for this handle; fn returns the final progress, or raises. What the move noted on its way
+        (its step, its bytes, a cancel) goes when it ends; its future keeps how it ended."""
+        def run() -> Progress:
+            try:
+                return fn()
+            finally:
+                for notes in (self._steps, self._bytes, self._cancelled):
+                    notes.pop(handle_id, None)
+
         with self._lock:
             if handle_id not in self._futures:
-                self._futures[handle_id] = self._pool.submit(fn)
+                self._futures[handle_id] = self._pool.submit(run)
 
     def future(self, handle_id: str) -> Future[Progress] | None:
         return self._futures.get(handle_id)
@@ -37,7 +45,10 @@ class Jobs:
         return True
 
     def cancel(self, handle: Handle) -> None:
-        """Ask the move to stop at its next cancellable step."""
+        """Ask the move to stop at its next cancellable step (a move that has ended is not asked)."""
+        fut = self._futures.get(handle.id)
+        if fut is not None and fut.done():
+            return
         self._cancelled[handle.id] = (f"the move of {handle.request.workload} was cancelled; it stays on site "
                                       f"{handle.request.source.site}")
 
