@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from drorch.drivers.lxd_config import (
     POINT_KEY,
+    bridge_name,
     cpus,
     info,
     is_point_copy,
@@ -77,6 +78,14 @@ def test_what_the_target_lacks_is_named_after_mapping() -> None:
     assert missing_names(instance(), m, ["default", "web-dr"], ["prod-br"], ["fast"]) == []
     assert missing_names(instance(), Mappings(), ["default"], [], []) == [
         'profile "web"', 'network "prod-br"', 'storage pool "fast"']
+
+
+def test_a_drill_bridge_is_named_as_an_interface_may_be() -> None:
+    assert bridge_name("drorch-drill-7") == "drorch-drill-7"
+    long = bridge_name("drorch-drill-12345")
+    assert len(long) == 15 and long.startswith("drd") and long == bridge_name("drorch-drill-12345")
+    assert long != bridge_name("drorch-drill-12346")
+    assert isolated_devices(instance(), "drorch-drill-12345")["eth0"]["network"] == long
 
 
 def test_a_drill_clone_has_every_nic_on_the_drill_network_only() -> None:

@@ -29,6 +29,7 @@ from drorch.drivers.lxd_config import (
     DRILL_KEY,
     POINT_KEY,
     SNAPSHOT_PREFIX,
+    bridge_name,
     info,
     is_point_copy,
     isolated_devices,
@@ -180,21 +181,21 @@ class LxdDriver(ThreadedDriver):
             raise MoveFailed(f"instance {name} has no recovery point on site {site.site}")
         devices = isolated_devices(inst, network)
         if devices:
-            s.ensure_network(network)
+            s.ensure_network(bridge_name(network))
         if s.status(clone) is None:
             # LXD takes a copy's profiles, config and devices from the request, not from what it copies
             body = target_body(inst, Mappings(), volatile=False)
             s.copy_local({**body, "name": clone, "source": {"type": "copy", "source": f"{name}/{snap}"},
                           "devices": {**body["devices"], **devices}, "config": {**body["config"], DRILL_KEY: "1"}})
         s.set_state(clone, "start")
-        where = f" on network {network}" if devices else " (no network)"
+        where = f" on network {bridge_name(network)}" if devices else " (no network)"
         return f"{clone} started on site {site.site} from point {snap}{where}"
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:
         return [f"instance {clone}"] if self._site(site).delete(clone) else []
 
     def drop_network(self, network: str, site: Endpoint) -> bool:
-        return self._site(site).delete_network(network)
+        return self._site(site).delete_network(bridge_name(network))
 
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         s = self._site(site)

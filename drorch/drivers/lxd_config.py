@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -117,7 +118,12 @@ def missing_names(inst: dict[str, Any], mappings: Mappings, profiles: list[str],
     return missing
 
 
+def bridge_name(network: str) -> str:
+    """The name LXD gives the drill's bridge, which is also a network interface's: 15 characters at most."""
+    return network if len(network) <= 15 else f"drd{hashlib.sha256(network.encode()).hexdigest()[:12]}"
+
+
 def isolated_devices(inst: dict[str, Any], network: str) -> dict[str, dict[str, str]]:
     """Every NIC of the instance (its own and its profiles') put on `network` only: a drill clone's devices."""
     devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
-    return {k: {"type": "nic", "network": network} for k, d in devices.items() if d.get("type") == "nic"}
+    return {k: {"type": "nic", "network": bridge_name(network)} for k, d in devices.items() if d.get("type") == "nic"}
