@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import pylxd
 import pytest
 
-from integration import lab_base, lab_podman, labctl
+from integration import lab_base, lab_lxd, lab_podman, labctl
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixture: drorch as a process
 
@@ -97,6 +98,15 @@ def refresh(containers_only: bool = False) -> None:
         wait_until(lambda n=name: max(container_counts("a", n), default=0) >= 3, f"{name}'s counter")
     for name in lab_podman.CONTAINERS:
         wait_until(lambda n=name: max(podman_counts("a", n), default=0) >= 3, f"{name}'s counter")
+    wait_until(lambda: lxd_count("a") >= 3, f"{lab_lxd.CONTAINER}'s counter")
+
+
+def lxd_count(site: str) -> int:
+    """The LXD system container's count on that site, or 0 before it has one."""
+    try:
+        return lab_lxd.counter(labctl.SITES[site])
+    except (pylxd.exceptions.LXDAPIException, ValueError):
+        return 0
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_malformed_playbook_names_file_line_and_problem(run_drorch: Drorch, stat
     line = next(n for n, text in enumerate(LAB_PLAYBOOK.read_text().splitlines(), 1)
                 if text.startswith("    strategy: checkpoint"))
     assert res.stderr == (f"{bad}:{line}:15: workloads.1.strategy: Input should be 'live', 'cold', 'replica', "
-                          "'checkpoint' or 'redeploy'\n")
+                          "'checkpoint', 'redeploy', 'copy' or 'stateful'\n")
     assert "Traceback" not in res.stderr
     assert not (state_dir / "drorch.db").exists()  # refused before anything was recorded or touched
 

@@ -7,6 +7,8 @@ a drill each show by the count where the file system they run on came from.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import yaml
 from drorch.errors import ExitCode
 from drorch.store import Store
 from integration import lab_lxd, labctl
-from integration.conftest import REPO, Drorch, wait_until
+from integration.conftest import DRORCH, REPO, Drorch, lxd_count, wait_until
 
 PLAYBOOK = REPO / "playbooks" / "lab-lxd.yaml"
 NAME = lab_lxd.CONTAINER
@@ -28,7 +30,7 @@ def on() -> list[str]:
 
 
 def count(site: str) -> int:
-    return lab_lxd.counter(labctl.SITES[site])
+    return lxd_count(site)
 
 
 def past(site: str, n: int) -> None:
@@ -138,3 +140,49 @@ def test_validate_names_what_the_target_lacks_and_an_untrusted_client(run_drorch
     host_b({"lxd_tls": {**tls, "server_cert": str(lab_lxd.server_cert(A))}},
            "site b: LXD at https://127.0.0.2:18443 answers with a certificate other than the one pinned")
     host_b({"lxd": B.docker_url}, f"site b: LXD at {B.docker_url} does not answer as LXD")
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_a_drill_clone_has_its_nic_on_the_drill_bridge_only(state_dir: Path, tmp_path: Path) -> None:
+    """An instance with a NIC on a bridge of its host (no address, as all of the lab's; both sites' LXDs share this
+    machine's interfaces, so it serves both): its drill clone's one NIC is on a bridge made for the drill, removed
+    with it."""
+    bridge_out, name = "lsysbr0", "lab-sys-nic"
+    subprocess.run(["ip", "link", "add", bridge_out, "type", "bridge"], check=True)
+    clients = {s.name: lab_lxd.client(s) for s in labctl.SITES.values()}
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    doc["workloads"] = [{"name": name, "kind": "lxd"}]
+    doc["drill"] = {"hold_s": 20}
+    path = tmp_path / "lab-lxd-nic.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        nic = {"type": "nic", "nictype": "bridged", "parent": bridge_out}
+        made = clients["a"].instances.create({"name": name, "source": {"type": "image", "alias": lab_lxd.IMAGE},
+                                              "devices": {"eth0": nic}}, wait=True)
+        made.start(wait=True)
+        env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+        shipped = subprocess.run([str(DRORCH), "protect", "ship", str(path)], capture_output=True, text=True, env=env)
+        assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+        drill = subprocess.Popen([str(DRORCH), "drill", str(path), "--json"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+        clone = f"{name}-drill-"
+        wait_until(lambda: any(i.name.startswith(clone) and i.status == "Running"
+                               for i in clients["b"].instances.all()), "the drill's clone up on site b", 60)
+        up = next(i for i in clients["b"].instances.all() if i.name.startswith(clone))
+        bridge = up.expanded_devices["eth0"]["network"]
+        assert bridge.startswith(("drorch-drill-", "drd")) and bridge != bridge_out
+        assert [d for d in up.expanded_devices.values() if d.get("type") == "nic"] == [
+            {"type": "nic", "network": bridge}]  # one NIC, on the drill's bridge only
+        out, err = drill.communicate(timeout=120)
+        assert drill.returncode == 0, out + err
+        assert json.loads(out)["passed"] is True
+        assert not clients["b"].networks.exists(bridge)  # the drill's bridge went with its clone
+        assert not [i.name for i in clients["b"].instances.all() if i.name.startswith(clone)]
+    finally:
+        for c in clients.values():
+            if c.instances.exists(name):
+                inst = c.instances.get(name)
+                if inst.status != "Stopped":
+                    inst.stop(force=True, wait=True)
+                inst.delete(wait=True)
+        subprocess.run(["ip", "link", "del", bridge_out], check=False)

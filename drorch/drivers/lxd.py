@@ -140,6 +140,7 @@ class LxdDriver(ThreadedDriver):
             source["refresh"] = True
         body = target_body(inst, request.mappings)
         dst.pull({**body, "config": {**body["config"], POINT_KEY: "1"}, "source": source})
+        src.thawed(name)  # LXD froze it for the last pass: protecting leaves it running as it was
         if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
             dst.update(name, {"config": {POINT_KEY: "1"}})
         kept = len(keep & set(held))

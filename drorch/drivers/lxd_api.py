@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -144,6 +145,13 @@ class LxdSite:
         found = self.instance(name)
         return None if found is None else str(found["status"])
 
+    def thawed(self, name: str, timeout: float = 30.0) -> None:
+        """Wait while LXD keeps the instance frozen: it freezes a running instance for the last pass of a copy and
+        thaws it only after the copy's operation has ended."""
+        deadline = time.monotonic() + timeout
+        while self.status(name) == "Frozen" and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def set_state(self, name: str, action: str, force: bool = False, stateful: bool = False) -> None:
         self.act("put", "instances", name, "state",
                  body={"action": action, "force": force, "timeout": 30, "stateful": stateful})
@@ -229,15 +237,19 @@ class LxdSite:
     def image_known(self, image: str) -> bool:
         return image in self.image_aliases() or any(fp.startswith(image) for fp in self.image_fingerprints())
 
+    def managed_networks(self) -> list[str]:
+        """The networks LXD made, not every interface of the host it lists too."""
+        return [str(n["name"]) for n in self.get("networks", recursion=1) if n.get("managed")]
+
     def delete_network(self, name: str) -> bool:
-        if name not in self.names("networks"):
+        if name not in self.managed_networks():
             return False
         self.act("delete", "networks", name)
         return True
 
     def ensure_network(self, name: str) -> None:
         """A bridge with no address, no DHCP and no route out: a drill's clones reach only each other."""
-        if name not in self.names("networks"):
+        if name not in self.managed_networks():
             self.act("post", "networks", body={"name": name, "type": "bridge",
                                                "config": {"ipv4.address": "none", "ipv6.address": "none"}})
 
