@@ -119,8 +119,10 @@ class Host(_Model):
 
     def engine(self, kind: WorkloadKind) -> str:
         """The technology that answers for `kind` on this host: libvirt, docker, podman or lxd."""
-        if kind in (WorkloadKind.VM, WorkloadKind.LXD):
-            return "libvirt" if kind is WorkloadKind.VM else "lxd"
+        if kind is WorkloadKind.VM:
+            return "libvirt"
+        if kind is WorkloadKind.LXD:
+            return "lxd"
         return "podman" if self.podman and not self.docker else "docker"
 
 

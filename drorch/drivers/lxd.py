@@ -10,6 +10,7 @@ copies the snapshot into a clone: a snapshot itself never changes. The moves the
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from drorch.drivers.base import (
     Endpoint,
@@ -112,7 +113,7 @@ class LxdDriver(ThreadedDriver):
         inst = s.instance(name)
         if inst is None or is_point_copy(inst):  # a point copy is started only by a restart, from a point
             raise MoveFailed(f"site {site.site} holds no instance {name} that ran there to start")
-        if s.status(name) == "Running":
+        if inst["status"] == "Running":
             return f"already running on site {site.site}"
         s.set_state(name, "start")
         return f"started on site {site.site} on its filesystem as it was"
@@ -139,7 +140,7 @@ class LxdDriver(ThreadedDriver):
         if there is not None:
             source["refresh"] = True
         body = target_body(inst, request.mappings)
-        dst.pull({**body, "config": {**body["config"], POINT_KEY: "1"}, "source": source})
+        dst.create({**body, "config": {**body["config"], POINT_KEY: "1"}, "source": source})
         src.thawed(name)  # LXD froze it for the last pass: protecting leaves it running as it was
         if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
             dst.update(name, {"config": {POINT_KEY: "1"}})
@@ -154,16 +155,22 @@ class LxdDriver(ThreadedDriver):
             return None
         return point_names(s.snapshots(name))
 
-    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
-        s = self._site(site)
+    @staticmethod
+    def _copy_at(s: LxdSite, name: str, point: str | None) -> tuple[dict[str, Any], str]:
+        """The site's copy of the instance and its recovery point `point` (or the newest); MoveFailed without."""
         inst = s.instance(name)
         if inst is None:
-            raise MoveFailed(f"site {site.site} holds no copy of instance {name}")
-        if s.status(name) == "Running":
-            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
+            raise MoveFailed(f"site {s.ep.site} holds no copy of instance {name}")
         snap = chosen(point_names(s.snapshots(name)), point, f"instance {name}")
         if snap is None:
-            raise MoveFailed(f"instance {name} has no recovery point on site {site.site}")
+            raise MoveFailed(f"instance {name} has no recovery point on site {s.ep.site}")
+        return inst, snap
+
+    def restart(self, name: str, site: Endpoint, point: str | None = None) -> Progress:
+        s = self._site(site)
+        if s.status(name) == "Running":
+            return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
+        inst, snap = self._copy_at(s, name, point)
         s.act("put", "instances", name, body={"restore": snap})  # the copy's volume; the snapshot stays as it is
         if is_point_copy(inst):
             s.update(name, {"config": {POINT_KEY: ""}})
@@ -172,21 +179,17 @@ class LxdDriver(ThreadedDriver):
 
     def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
         s = self._site(site)
-        if s.status(clone) == "Running":
+        made = s.status(clone)
+        if made == "Running":
             return f"{clone} already up on site {site.site}"
-        inst = s.instance(name)
-        if inst is None:
-            raise MoveFailed(f"site {site.site} holds no copy of instance {name}")
-        snap = chosen(point_names(s.snapshots(name)), point, f"instance {name}")
-        if snap is None:
-            raise MoveFailed(f"instance {name} has no recovery point on site {site.site}")
+        inst, snap = self._copy_at(s, name, point)
         devices = isolated_devices(inst, network)
         if devices:
             s.ensure_network(bridge_name(network))
-        if s.status(clone) is None:
+        if made is None:
             # LXD takes a copy's profiles, config and devices from the request, not from what it copies
             body = target_body(inst, Mappings(), volatile=False)
-            s.copy_local({**body, "name": clone, "source": {"type": "copy", "source": f"{name}/{snap}"},
+            s.create({**body, "name": clone, "source": {"type": "copy", "source": f"{name}/{snap}"},
                           "devices": {**body["devices"], **devices}, "config": {**body["config"], DRILL_KEY: "1"}})
         s.set_state(clone, "start")
         where = f" on network {bridge_name(network)}" if devices else " (no network)"
@@ -201,7 +204,7 @@ class LxdDriver(ThreadedDriver):
     def leftovers(self, name: str, site: Endpoint) -> list[str]:
         s = self._site(site)
         inst = s.instance(name)
-        if inst is None or is_point_copy(inst) or s.status(name) == "Running":
+        if inst is None or is_point_copy(inst) or inst["status"] == "Running":
             return []
         return [f"stopped instance {name}, which ran here before"]
 

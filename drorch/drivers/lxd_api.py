@@ -152,9 +152,8 @@ class LxdSite:
         while self.status(name) == "Frozen" and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def set_state(self, name: str, action: str, force: bool = False, stateful: bool = False) -> None:
-        self.act("put", "instances", name, "state",
-                 body={"action": action, "force": force, "timeout": 30, "stateful": stateful})
+    def set_state(self, name: str, action: str, force: bool = False) -> None:
+        self.act("put", "instances", name, "state", body={"action": action, "force": force, "timeout": 30})
 
     def delete(self, name: str) -> bool:
         """Remove the instance (stopped first); False when there was none."""
@@ -196,8 +195,9 @@ class LxdSite:
         """Where another server pulls an image of this one from, with the certificate it checks."""
         return {"server": self._https(), "certificate": self.client.host_info["environment"]["certificate"]}
 
-    def pull(self, body: dict[str, Any]) -> None:
-        """Create (or with `source.refresh`, bring up to date) an instance from a migration source."""
+    def create(self, body: dict[str, Any]) -> None:
+        """Create an instance from its `source`: an image, a migration (with `refresh`, bring an existing one up to
+        date), or a copy of one of this server's instances or snapshots."""
         self.act("post", "instances", body=body)
 
     # --- snapshots -------------------------------------------------------------------------------------------
@@ -216,10 +216,6 @@ class LxdSite:
     def delete_snapshot(self, name: str, snap: str) -> None:
         self.act("delete", "instances", name, "snapshots", snap)
 
-    def copy_local(self, body: dict[str, Any]) -> None:
-        """A new instance from one of this server's instances or snapshots (`source.type` copy)."""
-        self.act("post", "instances", body=body)
-
     # --- the host --------------------------------------------------------------------------------------------
 
     def names(self, collection: str) -> list[str]:
@@ -233,9 +229,6 @@ class LxdSite:
 
     def image_fingerprints(self) -> list[str]:
         return self.names("images")
-
-    def image_known(self, image: str) -> bool:
-        return image in self.image_aliases() or any(fp.startswith(image) for fp in self.image_fingerprints())
 
     def managed_networks(self) -> list[str]:
         """The networks LXD made, not every interface of the host it lists too."""

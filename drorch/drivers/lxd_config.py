@@ -51,7 +51,7 @@ def point_names(snapshots: list[str]) -> list[str]:
 def info(inst: dict[str, Any], site: str, host: str) -> WorkloadInfo:
     config: dict[str, str] = inst.get("expanded_config") or inst.get("config") or {}
     devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
-    status = str((inst.get("state") or {}).get("status") or inst.get("status") or "")
+    status = str(inst.get("status") or "")
     running = status == "Running"
     return WorkloadInfo(
         name=str(inst["name"]),

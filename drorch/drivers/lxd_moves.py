@@ -39,22 +39,21 @@ class LxdMoves:
         try:
             if req.strategy is Strategy.REDEPLOY:
                 return self._redeploy(handle, inst, src, dst, there)
-            if req.strategy is Strategy.STATEFUL and was_running and there is not None:
-                # LXD cannot refresh a copy while moving live, and that copy may hold recovery points
-                warning = (f"site {req.target.site} holds a stopped copy of it (its recovery points, or an earlier "
-                           "stay), which a live move would replace: copied instead")
-            elif req.strategy is Strategy.STATEFUL and was_running:
-                try:
-                    step(handle.id, "moving with its live state")
-                    self._pull(handle, inst, src, dst, there, live=True)
-                    self._own(dst, name)
-                    return Progress(Phase.COMPLETED, message=f"running on site {req.target.site} (its live state "
-                                                             "moved)")
-                except LxdError as exc:
-                    warning = f"its live state could not move ({exc}): stopped and copied instead"
-                    if src.status(name) != "Running":
-                        src.set_state(name, "start")
-                    there = dst.instance(name)
+            if req.strategy is Strategy.STATEFUL and was_running:
+                if there is not None:  # LXD cannot refresh while moving live, and the copy may hold points
+                    warning = (f"site {req.target.site} holds a stopped copy of it (its recovery points, or an "
+                               "earlier stay), which a live move would replace: copied instead")
+                else:
+                    try:
+                        step(handle.id, "moving with its live state")
+                        self._pull(handle, inst, src, dst, None, live=True)  # made new: no point copy to own
+                        return Progress(Phase.COMPLETED, message=f"running on site {req.target.site} (its live "
+                                                                 "state moved)")
+                    except LxdError as exc:
+                        warning = f"its live state could not move ({exc}): stopped and copied instead"
+                        if src.status(name) != "Running":
+                            src.set_state(name, "start")
+                        there = dst.instance(name)
             step(handle.id, "stopping on the source")
             if src.status(name) == "Running":
                 src.set_state(name, "stop")
@@ -78,7 +77,7 @@ class LxdMoves:
             if there.get("status") != "Stopped":
                 dst.set_state(req.workload, "stop", force=True)
             source["refresh"] = True
-        dst.pull({**target_body(inst, req.mappings, req.resources), "source": source})
+        dst.create({**target_body(inst, req.mappings, req.resources), "source": source})
 
     @staticmethod
     def _own(dst: LxdSite, name: str) -> None:
@@ -110,7 +109,7 @@ class LxdMoves:
             src.set_state(req.workload, "stop")
         try:
             self._jobs.set_step(handle.id, "creating from the image")
-            dst.pull({**target_body(inst, req.mappings, req.resources, volatile=False), "source": image})
+            dst.create({**target_body(inst, req.mappings, req.resources, volatile=False), "source": image})
             self._jobs.set_step(handle.id, "started on the target", cancellable=False)
             dst.set_state(req.workload, "start")
         except DrorchError:
