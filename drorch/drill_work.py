@@ -38,7 +38,7 @@ def clone_step(item: PlanItem, source: str, target: str, point: RecoveryPoint | 
     action = DRILL if drilled else Action.BLOCKED if item.action is Action.BLOCKED else Action.SKIP
     return Step(run_id=0, seq=item.seq, kind=item.kind, workload=item.workload, strategy=item.strategy,
                 source_site=source, target_site=target, wave=item.wave, action=action, to_host=item.to_host,
-                outcome=None if drilled else item.reason, detail=json.dumps(detail))
+                outcome=None if drilled else item.reason, detail=json.dumps(detail), target_kind=item.target_kind)
 
 
 def teardown_step(source: str, target: str, hold_s: float) -> Step:
@@ -68,7 +68,7 @@ class DrillWork:
     def clone(self, live: LiveRun, step: Step) -> None:
         """The clone made from the step's point (or the newest), seen running, then its drill checks."""
         to, run = self.states.transition, live.run
-        kind = WorkloadKind(step.kind)
+        kind = step.at_target
         driver, site = live.sites.drivers[kind], live.sites.host(step.target_site, step.to_host or "", kind)
         clone, network = clone_name(step.workload, run.id or 0), network_name(run.id or 0)
         detail = {**json.loads(step.detail or "{}"), "clone": clone, "network": network}
@@ -127,7 +127,7 @@ class DrillWork:
         for s in live.steps:
             if s.action != DRILL:
                 continue
-            kind = WorkloadKind(s.kind)
+            kind = s.at_target
             clone = clone_name(s.workload, run.id or 0)
             try:
                 site = live.sites.host(s.target_site, s.to_host or "", kind)

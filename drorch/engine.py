@@ -78,7 +78,7 @@ class Engine:
     def check_fencing(self, pb: Playbook, the_plan: Plan, snap: Snapshot, confirmed: bool) -> None:
         """Refuse a disaster failover that could leave a workload running on both sites."""
         down = sorted({f"host {inv.host} ({'; '.join(inv.errors.values())})" for inv in snap.site(the_plan.source)
-                       if any(i.kind in inv.errors for i in the_plan.items if i.action in ACTING)})
+                       if any(i.at_source in inv.errors for i in the_plan.items if i.action in ACTING)})
         if down and not confirmed and pb.fencing.command is None:
             raise FencingRequired(
                 f"site {the_plan.source} cannot be fenced: {', '.join(down)} does not answer, so its copies may still "
@@ -309,14 +309,15 @@ class Engine:
         for s in reversed(moved):
             kind = WorkloadKind(s.kind)
             if s.request:
-                req = live.sites.request(s.request, kind).reverse()
+                req = live.sites.request(s).reverse()
             else:  # restarted from a copy: live back to the first host of the source that takes the kind
-                target = live.sites.host(s.target_site, s.to_host or "", kind)
+                target = live.sites.host(s.target_site, s.to_host or "", s.at_target)
                 spec = live.pb.spec_of(kind, s.workload)
                 req = MoveRequest(s.workload, spec.move_strategy if spec else STRATEGIES[kind][0],
-                                  target, live.sites.hosts(s.source_site, kind)[0], live.pb.mappings.inverse())
+                                  target, live.sites.hosts(s.source_site, s.at_source)[0], live.pb.mappings.inverse())
             backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
-                              kind=s.kind, strategy=req.strategy, source_site=req.source.site,
+                              kind=s.kind, source_kind=s.target_kind, target_kind=s.source_kind,
+                              strategy=req.strategy, source_site=req.source.site,
                               target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
                               from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
                               detail=json.dumps({"undoes": s.seq})))

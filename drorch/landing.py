@@ -9,7 +9,7 @@ from drorch.drivers.base import Driver, Endpoint
 from drorch.errors import DrorchError
 from drorch.inventory import WorkloadInfo
 from drorch.planner import ACTING, Action
-from drorch.playbook import WORKLOAD_KINDS, WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS
 from drorch.records import StepState
 from drorch.sites import RunSites
 from drorch.store import Step
@@ -21,7 +21,7 @@ def target_of(sites: RunSites, step: Step) -> tuple[Driver, Endpoint] | None:
     """The driver and the host a step puts its workload on, or None for a step that puts none anywhere."""
     if step.action not in ACTING or step.kind not in WORKLOAD_KINDS or not step.to_host:
         return None
-    kind = WorkloadKind(step.kind)
+    kind = step.at_target
     return sites.drivers[kind], sites.host(step.target_site, step.to_host, kind)
 
 
@@ -104,7 +104,7 @@ def _held_at_home(sites: RunSites, step: Step) -> bool:
     stopped by a move that did not finish, which the move done again brings back first."""
     if not step.from_host:
         return False
-    kind = WorkloadKind(step.kind)
+    kind = step.at_source
     try:
         home = sites.drivers[kind].locate(step.workload, sites.host(step.source_site, step.from_host, kind))
     except DrorchError:

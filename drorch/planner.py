@@ -8,8 +8,6 @@ anti-affinity group. What does not fit is degraded, skipped or reported, as its 
 
 from __future__ import annotations
 
-import bisect
-import functools
 import heapq
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,13 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from drorch.collector import collector_paused
-from drorch.inventory import HostInventory, Snapshot, WorkloadInfo
+from drorch.inventory import Snapshot, WorkloadInfo
+from drorch.placement import HostIndex, Size, sized, targets
 from drorch.playbook import (
     RESIZABLE,
-    Host,
     Loc,
     Mappings,
-    Overcommit,
     Playbook,
     Shortage,
     Strategy,
@@ -47,24 +44,6 @@ ACTING = MOVING | {Action.RESTART}
 LEFT = frozenset({Action.SKIP, Action.BLOCKED, Action.UNPLACED})  # what will not move
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Size:
-    vcpus: int = 0
-    memory_mib: int = 0
-
-    def fits(self, free: Size) -> bool:
-        return self.vcpus <= free.vcpus and self.memory_mib <= free.memory_mib
-
-    def __add__(self, other: Size) -> Size:
-        return Size(self.vcpus + other.vcpus, self.memory_mib + other.memory_mib)
-
-    def __sub__(self, other: Size) -> Size:
-        return Size(self.vcpus - other.vcpus, self.memory_mib - other.memory_mib)
-
-    def __str__(self) -> str:
-        return f"{self.vcpus} vCPU, {self.memory_mib} MiB"
-
-
 @dataclass(frozen=True, slots=True)
 class PlanItem:
     seq: int
@@ -82,10 +61,20 @@ class PlanItem:
     entry: int = 0  # index of the playbook entry that selected it
     depends_on: tuple[str, ...] = ()
     mappings: Mappings = field(default_factory=Mappings)
+    source_kind: WorkloadKind | None = None  # what it runs as on each site, where that is not its kind
+    target_kind: WorkloadKind | None = None
 
     @property
     def key(self) -> str:
         return f"{self.kind}/{self.workload}"
+
+    @property
+    def at_source(self) -> WorkloadKind:
+        return self.source_kind or self.kind
+
+    @property
+    def at_target(self) -> WorkloadKind:
+        return self.target_kind or self.kind
 
 
 @dataclass(frozen=True)
@@ -135,137 +124,64 @@ class _Candidate:
         self.action, self.to_host, self.after, self.reason = action, to_host, after, reason
 
 
-
-@dataclass(slots=True)
-class _TargetHost:
-    name: str
-    kinds: set[WorkloadKind]
-    free: Size
-    groups: set[str] = field(default_factory=set)
-
-
 def _size(info: WorkloadInfo | None, spec: Workload) -> Size:
     declared = spec.resources
     vcpus = (info.vcpus if info else None) or (declared.vcpus if declared else None) or 0
     memory = (info.memory_mib if info else None) or (declared.memory_mib if declared else None) or 0
-    return _sized(vcpus, memory)
+    return sized(vcpus, memory)
 
 
-@functools.lru_cache(maxsize=4096)
-def _sized(vcpus: int, memory_mib: int) -> Size:
-    """Sizes repeat across an estate: one object per size, not per workload."""
-    return Size(vcpus, memory_mib)
-
-
-def _capacity(pb: Playbook, site: str, inv: HostInventory | None, host: Host) -> Size:
-    over: Overcommit = pb.sites[site].overcommit
-    if host.capacity is not None:
-        vcpus, memory = host.capacity.vcpus, host.capacity.memory_mib
-    else:
-        found = inv.discovered() if inv else (None, None)
-        vcpus, memory = found[0] or 0, found[1] or 0
-    return Size(int(vcpus * over.cpu), int(memory * over.memory))
+def _entries(pb: Playbook, site: str) -> tuple[dict[tuple[WorkloadKind, str], list[int]],
+                                                dict[WorkloadKind, list[tuple[int, Workload]]]]:
+    """The entries that name a workload, and the patterns, by what their workloads run as on the site."""
+    named: dict[tuple[WorkloadKind, str], list[int]] = {}
+    patterns: dict[WorkloadKind, list[tuple[int, Workload]]] = {k: [] for k in WorkloadKind}
+    for i, spec in enumerate(pb.workloads):
+        if spec.name is not None:
+            named.setdefault((pb.kind_on(spec, site), spec.name), []).append(i)
+        else:
+            patterns[pb.kind_on(spec, site)].append((i, spec))
+    return named, patterns
 
 
 def _resolve(pb: Playbook, snap: Snapshot, source: str, target: str,
              problems: list[tuple[Loc, str]]) -> list[_Candidate]:
     """Which entry selects each running workload, in one pass over both sites: an entry that names the
     workload beats a pattern; between patterns the first one wins."""
-    named: dict[tuple[WorkloadKind, str], list[int]] = {}
-    patterns: dict[WorkloadKind, list[tuple[int, Workload]]] = {k: [] for k in WorkloadKind}
-    for i, spec in enumerate(pb.workloads):
-        if spec.name is not None:
-            named.setdefault((spec.kind, spec.name), []).append(i)
-        else:
-            patterns[spec.kind].append((i, spec))
-    found: dict[WorkloadKind, dict[str, _Candidate]] = {k: {} for k in WorkloadKind}
-    seen: set[tuple[WorkloadKind, str]] = set()  # named workloads that run somewhere
+    found: dict[WorkloadKind, dict[str, _Candidate]] = {k: {} for k in WorkloadKind}  # by the entry's kind
+    seen: set[int] = set()  # entries naming a workload that runs somewhere
     for site in (source, target):
+        named, patterns = _entries(pb, site)
         for inv in snap.site(site):
             for info in inv.workloads:
                 if not info.running:
                     continue
                 namers = named.get((info.kind, info.name))
                 if namers:
-                    seen.add((info.kind, info.name))
+                    seen.update(namers)
                     entry: int | None = namers[0]
                 else:
                     entry = next((i for i, spec in patterns[info.kind] if spec.selects(info.name, info.labels)), None)
                 if entry is None:
                     continue
-                other = found[info.kind].get(info.name)
+                spec = pb.workloads[entry]
+                other = found[spec.kind].get(info.name)
                 if other is None:
-                    found[info.kind][info.name] = _Candidate(entry, pb.workloads[entry], info, on_target=site == target)
+                    found[spec.kind][info.name] = _Candidate(entry, spec, info, on_target=site == target)
                 elif other.info is not None and other.info.site != site:
-                    problems.append((("workloads", entry), f"{info.kind} {info.name!r} runs on both site "
+                    problems.append((("workloads", entry), f"{spec.kind} {info.name!r} runs on both site "
                                      f"{other.info.site} and site {site}"))
-    for (kind, name), entries in named.items():
-        if (kind, name) in seen:
+    for i, spec in enumerate(pb.workloads):
+        if spec.name is None or i in seen or spec.name in found[spec.kind]:
             continue
-        down = [inv.errors[kind] for site in (source, target) for inv in snap.site(site) if kind in inv.errors]
+        down = [inv.errors[kind] for site in (source, target) for inv in snap.site(site)
+                if (kind := pb.kind_on(spec, site)) in inv.errors]
         if down:
-            found[kind][name] = _Candidate(entries[0], pb.workloads[entries[0]], None, blocked=down[0])
+            found[spec.kind][spec.name] = _Candidate(i, spec, None, blocked=down[0])
             continue
-        for i in entries:
-            problems.append((("workloads", i, "name"), f"{kind} {name!r} runs neither on site {source} nor on "
-                             f"site {target}"))
+        problems.append((("workloads", i, "name"), f"{spec.kind} {spec.name!r} runs neither on site {source} nor "
+                         f"on site {target}"))
     return [c for by_name in found.values() for c in by_name.values()]
-
-
-def _targets(pb: Playbook, snap: Snapshot, target: str) -> list[_TargetHost]:
-    invs = {inv.host: inv for inv in snap.site(target)}
-    hosts = []
-    for host in sorted(pb.hosts(target), key=lambda h: h.name):
-        inv = invs.get(host.name)
-        kinds = {k for k in WorkloadKind if host.endpoint(k) and (inv is None or k not in inv.errors)}
-        used = Size()
-        for w in inv.workloads if inv else []:
-            if w.running:
-                used = used + Size(w.vcpus or 0, w.memory_mib or 0)
-        hosts.append(_TargetHost(host.name, kinds, _capacity(pb, target, inv, host) - used))
-    return hosts
-
-
-class _Index:
-    """Target hosts per kind, kept sorted by free room so that best fit is a bisect, not a scan."""
-
-    def __init__(self, hosts: list[_TargetHost]) -> None:
-        self.hosts = hosts
-        self._sorted: dict[WorkloadKind, list[tuple[int, int, str]]] = {
-            k: sorted(self._key(h) for h in hosts if k in h.kinds) for k in WorkloadKind
-        }
-        self._by_name = {h.name: h for h in hosts}
-
-    @staticmethod
-    def _key(h: _TargetHost) -> tuple[int, int, str]:
-        return (h.free.memory_mib, h.free.vcpus, h.name)
-
-    def best_fit(self, kind: WorkloadKind, size: Size, group: str | None) -> _TargetHost | None:
-        """The host left with the least memory, then fewest vCPUs, then first by name."""
-        keys = self._sorted[kind]
-        start = bisect.bisect_left(keys, (size.memory_mib, -(2**62), ""))
-        for at in range(start, len(keys)):
-            _memory, vcpus, name = keys[at]
-            if vcpus >= size.vcpus and (group is None or group not in self._by_name[name].groups):
-                return self._by_name[name]
-        return None
-
-    def most_free(self, kind: WorkloadKind) -> str:
-        keys = self._sorted[kind]
-        return str(self._by_name[keys[-1][2]].free) if keys else "no host takes it"
-
-    def host(self, name: str) -> _TargetHost | None:
-        return self._by_name.get(name)
-
-    def take(self, host: _TargetHost, size: Size, group: str | None) -> None:
-        for kind in host.kinds:
-            keys = self._sorted[kind]
-            del keys[bisect.bisect_left(keys, self._key(host))]
-        host.free = host.free - size
-        if group:
-            host.groups.add(group)
-        for kind in host.kinds:
-            bisect.insort(self._sorted[kind], self._key(host))
 
 
 def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
@@ -276,8 +192,8 @@ def plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
 def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
     problems: list[tuple[Loc, str]] = []
     candidates = _resolve(pb, snap, source, target, problems)
-    hosts = _targets(pb, snap, target)
-    index = _Index(hosts)
+    hosts = targets(pb, snap, target)
+    index = HostIndex(hosts)
     for c in candidates:  # what is already on the target keeps its room and its group
         if c.on_target and c.info is not None:
             host = index.host(c.info.host)
@@ -301,15 +217,16 @@ def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
     candidates.sort(key=lambda c: c.name)  # once: every later order is a stable sort on an integer
     for c in sorted((c for c in candidates if c.info is not None and not c.on_target), key=order):
         spec, tier, size = c.spec, pb.tier_of(c.spec), c.size
-        host = index.best_fit(spec.kind, size, spec.anti_affinity)
-        if host is None and spec.kind in down and spec.kind not in served:
-            c.decide(Action.BLOCKED, reason=down[spec.kind])
+        kind = pb.kind_on(spec, target)
+        host = index.best_fit(kind, size, spec.anti_affinity)
+        if host is None and kind in down and kind not in served:
+            c.decide(Action.BLOCKED, reason=down[kind])
             continue
         if host is not None:
             c.decide(Action.MOVE, host.name, size)
         else:
-            short = f"site {target} is short of room: needs {size}, most free {index.most_free(spec.kind)}"
-            if spec.anti_affinity and index.best_fit(spec.kind, size, None) is not None:
+            short = f"site {target} is short of room: needs {size}, most free {index.most_free(kind)}"
+            if spec.anti_affinity and index.best_fit(kind, size, None) is not None:
                 short = (f"every host of site {target} with room for {size} already holds a member of "
                          f"anti-affinity group {spec.anti_affinity!r}")
             smaller = Size(
@@ -318,7 +235,7 @@ def _plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Plan:
             )
             resizable = spec.move_strategy in RESIZABLE
             if tier.on_shortage is Shortage.DEGRADE and resizable and smaller != size:
-                host = index.best_fit(spec.kind, smaller, spec.anti_affinity)
+                host = index.best_fit(kind, smaller, spec.anti_affinity)
             else:
                 host = None
             if host is not None:
@@ -366,7 +283,7 @@ def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Pla
         for inv in snap.site(target):
             for info in inv.workloads:
                 key = (spec.kind, info.name)
-                if info.kind is not spec.kind or not spec.selects(info.name, info.labels):
+                if info.kind is not pb.kind_on(spec, target) or not spec.selects(info.name, info.labels):
                     continue
                 if key in candidates and (spec.name is None or candidates[key].spec.name is not None):
                     continue  # an entry that names the workload beats a pattern
@@ -376,7 +293,8 @@ def disaster_plan(pb: Playbook, snap: Snapshot, source: str, target: str) -> Pla
                 else:
                     c.decide(Action.RESTART, info.host, c.size, f"start the copy site {target} holds")
         if spec.name is not None and (spec.kind, spec.name) not in candidates:
-            down = [inv.errors[spec.kind] for inv in snap.site(target) if spec.kind in inv.errors]
+            kind = pb.kind_on(spec, target)
+            down = [inv.errors[kind] for inv in snap.site(target) if kind in inv.errors]
             why = down[0] if down else f"site {target} holds no copy of it to start from: protect it first"
             c = candidates[(spec.kind, spec.name)] = _Candidate(i, spec, None, blocked=why)
             c.decide(Action.BLOCKED, reason=why)
@@ -455,8 +373,15 @@ def _order(
                 entry=c.entry,
                 depends_on=tuple(c.spec.depends_on),
                 mappings=mappings[c.entry],
+                source_kind=_apart(pb, c.spec, source),
+                target_kind=_apart(pb, c.spec, target),
             ))
     return items
+
+
+def _apart(pb: Playbook, spec: Workload, site: str) -> WorkloadKind | None:
+    kind = pb.kind_on(spec, site)
+    return kind if kind is not spec.kind else None
 
 
 def _after_dependencies(ready: list[int], rank: Callable[[int], int], waiting: dict[int, int],

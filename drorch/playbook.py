@@ -49,6 +49,8 @@ STRATEGIES: dict[WorkloadKind, tuple[Strategy, ...]] = {
     WorkloadKind.CONTAINER: (Strategy.CHECKPOINT, Strategy.REDEPLOY),
     WorkloadKind.LXD: (Strategy.COPY, Strategy.STATEFUL, Strategy.REDEPLOY),
 }
+# What a workload of one kind may run as on the secondary (`land_as`): made anew there from its mapped image.
+LANDINGS: tuple[tuple[WorkloadKind, WorkloadKind], ...] = ((WorkloadKind.LXD, WorkloadKind.CONTAINER),)
 # Strategies that recreate the workload and so can give it other memory or vCPUs on the DR side.
 RESIZABLE = frozenset({Strategy.COLD, Strategy.REDEPLOY, Strategy.CHECKPOINT, Strategy.COPY})
 
@@ -288,6 +290,9 @@ class Workload(_Model):
     match: str | None = Field(None, description="glob over workload names, e.g. web-*")
     labels: dict[str, str] | None = Field(None, description="every label must match (Docker labels)")
     kind: WorkloadKind
+    land_as: WorkloadKind | None = Field(None, description="what it runs as on the secondary, if not its kind: an LXD "
+                                                           "instance landing as a container is redeployed from the "
+                                                           "mapped image")
     strategy: Strategy | None = Field(None, description="defaults to the first strategy of the kind")
     tier: str | None = None
     wave: str | None = None
@@ -301,7 +306,17 @@ class Workload(_Model):
 
     @property
     def move_strategy(self) -> Strategy:
-        return self.strategy or STRATEGIES[self.kind][0]
+        return self.strategy or (Strategy.REDEPLOY if self.lands_apart else STRATEGIES[self.kind][0])
+
+    @property
+    def lands_apart(self) -> bool:
+        """It runs as another kind on the secondary than on the primary."""
+        return self.land_as is not None and self.land_as is not self.kind
+
+    @property
+    def kinds(self) -> frozenset[WorkloadKind]:
+        """What it may be found as on either site."""
+        return frozenset({self.kind, self.land_as or self.kind})
 
     @property
     def selector(self) -> str:
@@ -425,9 +440,21 @@ class Playbook(_Model):
     def parallel(self, wave: str) -> int:
         return self.wave(wave).parallel
 
-    def spec_of(self, kind: WorkloadKind, name: str, labels: dict[str, str] | None = None) -> Workload | None:
-        """The entry that selects this workload: an exact name beats a pattern."""
-        found = [w for w in self.workloads if w.kind is kind and w.selects(name, labels or {})]
+    @property
+    def kinds(self) -> set[WorkloadKind]:
+        """What its workloads run as, on either site: the drivers it needs."""
+        return {k for w in self.workloads for k in w.kinds}
+
+    def kind_on(self, w: Workload, site: str) -> WorkloadKind:
+        """What the workload runs as on the site: its kind, or on the secondary what it lands as."""
+        return w.land_as if w.land_as is not None and site == self.secondary else w.kind
+
+    def spec_of(self, kind: WorkloadKind, name: str, labels: dict[str, str] | None = None,
+                site: str | None = None) -> Workload | None:
+        """The entry that selects this workload, of its kind or (`site`) of what it runs as on that site: an exact
+        name beats a pattern."""
+        found = [w for w in self.workloads if (w.kind if site is None else self.kind_on(w, site)) is kind
+                 and w.selects(name, labels or {})]
         return next((w for w in found if w.name is not None), found[0] if found else None)
 
     def migration_for(self, w: Workload) -> MigrationControls | None:

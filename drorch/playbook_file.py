@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from drorch import bounded
 from drorch.collector import collector_paused
 from drorch.errors import PlaybookError
-from drorch.playbook import MAPPING_FIELDS, STRATEGIES, Loc, Playbook, WorkloadKind
+from drorch.playbook import LANDINGS, MAPPING_FIELDS, STRATEGIES, Loc, Playbook, Strategy, WorkloadKind
 
 
 def _cycles(pb: Playbook) -> list[tuple[int, list[str]]]:
@@ -101,7 +101,13 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             problems.append((("workloads", i, selectors[0] if selectors else "kind"),
                              f"{w.kind} {w.selector!r} is listed twice"))
         seen.add(key)
-        if w.strategy is not None and w.strategy not in STRATEGIES[w.kind]:
+        if w.lands_apart and (w.kind, w.land_as) not in LANDINGS:
+            problems.append((("workloads", i, "land_as"), f"a {w.kind} cannot land as a {w.land_as}: "
+                             + ", ".join(f"a {a} lands as a {b}" for a, b in LANDINGS) + " only"))
+        elif w.lands_apart and w.move_strategy is not Strategy.REDEPLOY:
+            problems.append((("workloads", i, "strategy"), f"a {w.kind} that lands as a {w.land_as} is redeployed "
+                             f"from its image: strategy {w.strategy} does not apply"))
+        elif w.strategy is not None and w.strategy not in STRATEGIES[w.kind]:
             allowed = ", ".join(STRATEGIES[w.kind])
             problems.append((("workloads", i, "strategy"), f"strategy {w.strategy} does not apply to a {w.kind} "
                              f"({allowed})"))
@@ -121,8 +127,9 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
                 if rank.get(dep_wave, -1) > own_wave:
                     problems.append((("workloads", i, "depends_on", d), f"depends on {dep!r}, which moves in the "
                                      f"later wave {dep_wave!r}"))
-        for site in unserved[w.kind]:
-            tech = {WorkloadKind.VM: "libvirt", WorkloadKind.LXD: "lxd"}.get(w.kind, "docker or podman")
+        for site in (at for at in (pb.primary, pb.secondary) if at in unserved[pb.kind_on(w, at)]):
+            kind = pb.kind_on(w, site)
+            tech = {WorkloadKind.VM: "libvirt", WorkloadKind.LXD: "lxd"}.get(kind, "docker or podman")
             problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site {site!r}"))
     for i, cycle in _cycles(pb):
         shown = cycle if len(cycle) <= 12 else [*cycle[:6], f"... ({len(cycle) - 10:,} more)", *cycle[-4:]]

@@ -42,7 +42,7 @@ def _host_entries(pb: Playbook) -> dict[str, dict[str, int]]:
 def silent_hosts(pb: Playbook, snap: Snapshot) -> list[Finding]:
     """The playbook's hosts that did not answer, each at its entry."""
     sites = _host_entries(pb)
-    kinds = {w.kind for w in pb.workloads}
+    kinds = pb.kinds
     return [Finding(("sites", inv.site, "hosts", sites[inv.site][inv.host]), error)
             for inv in snap.hosts for kind, error in sorted(inv.errors.items())
             if kind in kinds and inv.host in sites.get(inv.site, {})]
@@ -56,16 +56,21 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
     for item in plan.items:
         if item.action not in MOVING or item.to_host is None or item.from_host is None:
             continue
+        if item.at_source is not item.kind:  # coming home from what it landed as: its driver checks the way back
+            continue
         source, target = invs.get((plan.source, item.from_host)), invs.get((plan.target, item.to_host))
         if source is None or target is None:
             continue
-        info = next((w for w in source.workloads if w.name == item.workload and w.kind is item.kind), None)
-        facts = target.facts.get(item.kind)
+        info = next((w for w in source.workloads if w.name == item.workload and w.kind is item.at_source), None)
+        facts = target.facts.get(item.at_target)
         if info is None or facts is None:
             continue
         what = f"{item.kind} {item.workload}"
+        snapshots_keep_names = pb.protect is not None and item.at_target is WorkloadKind.LXD
         named = (("networks", "network", info.networks, item.mappings.network, facts.networks),
-                 ("storage", "storage pool", info.pools, item.mappings.pool, facts.pools))
+                 # what lands as another kind is made anew from an image: its storage does not travel
+                 ("storage", "storage pool", info.pools if item.at_source is item.at_target else (),
+                  item.mappings.pool, facts.pools))
         for field, noun, names, mapped_name, there in named:
             for name in names:
                 mapped = mapped_name(name)
@@ -73,6 +78,13 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
                     found.append(Finding(_mapping_loc(pb, item.entry, field, name),
                                          f"{what}: {noun} {mapped!r} does not exist on site {plan.target} host "
                                          f"{item.to_host} ({', '.join(there) or 'none'})"))
+                elif snapshots_keep_names and mapped != name and name not in there:
+                    found.append(Finding(_mapping_loc(pb, item.entry, field, name),
+                                         f"{what}: its recovery points are LXD snapshots, which keep {noun} {name!r} "
+                                         f"(a mapping renames the instance, not its snapshots), and site "
+                                         f"{plan.target} host {item.to_host} has none of that name: its points "
+                                         f"will not ship; give site {plan.target} a {noun} {name!r} too",
+                                         error=False))
         if item.kind is WorkloadKind.CONTAINER:
             found.extend(_container(pb, item.entry, what, info.image, info.ports, item.mappings, source, target,
                                     plan.target))

@@ -107,11 +107,13 @@ def missing_points(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], points:
             groups.setdefault((p.kind, p.workload, p.site), []).append(p)
     missing: dict[int, str] = {}
     for (kind, workload, site), mine in groups.items():
-        driver = drivers.get(WorkloadKind(kind))
+        spec = pb.spec_of(WorkloadKind(kind), workload)
+        here = pb.kind_on(spec, site) if spec is not None else WorkloadKind(kind)  # what holds its points there
+        driver = drivers.get(here)
         if driver is None:
             continue
         held: set[str] | None = None
-        for ep in site_endpoints(pb, site, WorkloadKind(kind)):
+        for ep in site_endpoints(pb, site, here):
             try:
                 found = driver.held_points(workload, ep)
             except DrorchError:

@@ -50,8 +50,8 @@ def move_request(pb: Playbook, plan: Plan, item: PlanItem) -> MoveRequest:
     return MoveRequest(
         workload=item.workload,
         strategy=item.strategy,
-        source=host_endpoint(pb, plan.source, item.from_host, item.kind),
-        target=host_endpoint(pb, plan.target, item.to_host, item.kind),
+        source=host_endpoint(pb, plan.source, item.from_host, item.at_source),
+        target=host_endpoint(pb, plan.target, item.to_host, item.at_target),
         mappings=item.mappings,
         resources=Resources(vcpus=item.after.vcpus or None, memory_mib=item.after.memory_mib or None)
         if resized and item.after is not None else None,
@@ -78,7 +78,8 @@ def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
             req = move_request(pb, the_plan, item) if item.action in MOVING else None
             steps.append(row(item.kind, item.workload, name, strategy=item.strategy, action=item.action,
                              from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
-                             request=req.to_json() if req else None))
+                             request=req.to_json() if req else None, source_kind=item.source_kind,
+                             target_kind=item.target_kind))
         if wave.hooks.after:
             steps.append(row(StepKind.HOOK, f"wave {name} after", name, detail=json.dumps({"phase": "after"})))
     for seq, step in enumerate(steps, 1):

@@ -22,6 +22,7 @@ from drorch.errors import DrorchError, SiteUnreachable, UsageError
 from drorch.inventory import HostInventory, Snapshot
 from drorch.playbook import Host, Playbook, WorkloadKind
 from drorch.records import utcnow
+from drorch.store import Step
 
 SNAPSHOT_THREADS = 256  # questions in flight at once; each mostly waits for a daemon's answer
 
@@ -70,16 +71,17 @@ class RunSites:
     def hosts(self, site: str, kind: WorkloadKind) -> list[Endpoint]:
         return list(self.endpoints.get((site, kind), {}).values())
 
-    def request(self, recorded: str, kind: WorkloadKind) -> MoveRequest:
+    def request(self, step: Step) -> MoveRequest:
         """A step's recorded request with its endpoints as the playbook gives them now: the store keeps URIs
         without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
-        req = MoveRequest.from_dict(json.loads(recorded))
+        req = MoveRequest.from_dict(json.loads(step.request or "{}"))
         here = self.endpoints
 
-        def current(ep: Endpoint) -> Endpoint:
+        def current(ep: Endpoint, kind: WorkloadKind) -> Endpoint:
             return here.get((ep.site, kind), {}).get(ep.host) or ep
 
-        return dataclasses.replace(req, source=current(req.source), target=current(req.target))
+        return dataclasses.replace(req, source=current(req.source, step.at_source),
+                                   target=current(req.target, step.at_target))
 
 
 @dataclass

@@ -31,8 +31,9 @@ def _running_sites(pb: Playbook, snap: Snapshot) -> dict[tuple[WorkloadKind, str
     found: dict[tuple[WorkloadKind, str], set[str]] = {}
     for inv in snap.hosts:
         for w in inv.workloads:
-            if w.running and any(s.kind is w.kind and s.selects(w.name, w.labels) for s in pb.workloads):
-                found.setdefault((w.kind, w.name), set()).add(inv.site)
+            spec = pb.spec_of(w.kind, w.name, w.labels, inv.site) if w.running else None
+            if spec is not None:
+                found.setdefault((spec.kind, w.name), set()).add(inv.site)
     return found
 
 
@@ -44,10 +45,14 @@ def stale_copies(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], snap: Sna
     # Only hosts whose inventory lists the workload stopped are asked: a stale copy is a stopped definition or
     # container, and a site's shipped copy is one too; so a status of a large estate asks no more than that.
     stopped = {(w.kind, w.name, inv.site, inv.host) for inv in snap.hosts for w in inv.workloads if not w.running}
-    for (kind, name), sites in sorted(_running_sites(pb, snap).items()):
-        if len(sites) != 1 or not sites <= pair or kind not in drivers:
+    for (declared, name), sites in sorted(_running_sites(pb, snap).items()):
+        if len(sites) != 1 or not sites <= pair:
             continue
         other = (pair - sites).pop()
+        spec = pb.spec_of(declared, name)
+        kind = pb.kind_on(spec, other) if spec is not None else declared  # what it would be there
+        if kind not in drivers:
+            continue
         for ep in site_endpoints(pb, other, kind):
             if (kind, name, other, ep.host) not in stopped:
                 continue

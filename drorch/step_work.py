@@ -81,8 +81,9 @@ class StepWork:
         """Move or restart the workload between its own before and after hooks, and check it got there."""
         to = self.states.transition
         kind = WorkloadKind(step.kind)
-        driver = live.sites.drivers[kind]
-        target = live.sites.host(step.target_site, step.to_host or "", kind)
+        driver = live.sites.drivers[kind]  # moves it; what answers on the target starts and finds it there
+        here = live.sites.drivers[step.at_target]
+        target = live.sites.host(step.target_site, step.to_host or "", step.at_target)
         env = hook_env(live, step, target.host)
         to(live, step, StepState.RUNNING)
         ok, before = _hooks(hooks.before, {**env, "DRORCH_HOOK_PHASE": "before"})
@@ -91,13 +92,13 @@ class StepWork:
             return
         try:
             if step.action == Action.RESTART:
-                final = driver.restart(step.workload, target, json.loads(step.detail or "{}").get("point"))
+                final = here.restart(step.workload, target, json.loads(step.detail or "{}").get("point"))
             else:
-                final = self._move(live, step, driver, live.sites.request(step.request or "", kind))
+                final = self._move(live, step, driver, live.sites.request(step))
         except DrorchError as exc:
             final = Progress(Phase.FAILED, message=str(exc))
         if final.phase is Phase.COMPLETED:
-            there = verify(driver, step.workload, target)
+            there = verify(here, step.workload, target)
             if there:
                 final = Progress(Phase.FAILED, message=there)
         if final.phase is not Phase.COMPLETED:
@@ -139,7 +140,7 @@ class StepWork:
         pb, run = live.pb, live.run
         confirmed = bool(json.loads(live.steps[0].detail or "{}").get("confirmed"))
         stopped, silent = [], []
-        names = {(WorkloadKind(s.kind), s.workload) for s in live.steps if s.action == Action.RESTART}
+        names = {(s.at_source, s.workload) for s in live.steps if s.action == Action.RESTART}
         for kind, name in sorted(names):
             for ep in live.sites.hosts(run.source_site, kind):
                 try:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from drorch.errors import NotFound
+from drorch.playbook import WorkloadKind
 from drorch.records import RunState, StepState, naive, utcnow
 from drorch.redact import redact
 from drorch.store_open import ensure_tables, open_engine
@@ -142,6 +143,16 @@ class Step(SQLModel, table=True):
     request: str | None = None  # the MoveRequest as JSON: a resumed run moves exactly what was planned
     detail: str | None = None  # hooks, approvals and fencing: what the step is about, as JSON
     warning: str | None = None  # succeeded, but not as asked (a checkpoint move that became a redeploy), and why
+    source_kind: str | None = None  # what the workload runs as on each site, where that is not its kind
+    target_kind: str | None = None
+
+    @property
+    def at_source(self) -> WorkloadKind:
+        return WorkloadKind(self.source_kind or self.kind)
+
+    @property
+    def at_target(self) -> WorkloadKind:
+        return WorkloadKind(self.target_kind or self.kind)
 
 
 @event.listens_for(Session, "before_flush")

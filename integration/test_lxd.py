@@ -11,13 +11,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
 from drorch.errors import ExitCode
 from drorch.store import Store
 from integration import lab_lxd, labctl
-from integration.conftest import DRORCH, REPO, Drorch, lxd_count, wait_until
+from integration.conftest import DRORCH, REPO, Drorch, container_counts, lxd_count, wait_until
 
 PLAYBOOK = REPO / "playbooks" / "lab-lxd.yaml"
 NAME = lab_lxd.CONTAINER
@@ -186,3 +187,70 @@ def test_a_drill_clone_has_its_nic_on_the_drill_bridge_only(state_dir: Path, tmp
                     inst.stop(force=True, wait=True)
                 inst.delete(wait=True)
         subprocess.run(["ip", "link", "del", bridge_out], check=False)
+
+
+APP_IMAGE = "drorch-lab/system-app:1"  # what the system container lands as on site b's Docker
+
+
+def landing_playbook(tmp_path: Path, mapped: bool = True) -> Path:
+    """The LXD playbook with site b's Docker beside its LXD, and the system container landing there."""
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    docker_b = yaml.safe_load((REPO / "playbooks" / "lab.yaml").read_text())["sites"]["b"]["hosts"][0]
+    doc["sites"]["b"]["hosts"].append({k: v for k, v in docker_b.items() if k in ("docker", "tls")} | {
+        "name": "b1", "capacity": {"vcpus": 4, "memory_mib": 2048}})
+    doc["workloads"] = [{"name": NAME, "kind": "lxd", "land_as": "container"}]
+    key = str(lab_lxd.client(A).instances.get(NAME).config["volatile.base_image"])[:12]
+    if mapped:
+        doc["mappings"] = {"images": {key: APP_IMAGE}}
+    path = tmp_path / "lab-lxd-landing.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.usefixtures("fresh_containers")
+def test_it_lands_on_b_s_docker_as_a_container_and_comes_back_an_instance(run_drorch: Drorch, tmp_path: Path) -> None:
+    """LXD site a -> Docker site b by redeploy: the container counts from 1 on the mapped image; its point is that
+    image and config on b, which a drill starts; failing back starts the instance as it left, its count going on
+    from its root file system."""
+    client = docker.DockerClient(base_url=B.docker_url)
+    try:
+        unmapped = run_drorch("validate", str(landing_playbook(tmp_path, mapped=False)))
+        assert unmapped.returncode == 1, unmapped.stdout + unmapped.stderr
+        assert "which site b host b1 does not have: load it there, or map image" in unmapped.stdout + unmapped.stderr
+        if not client.images.list(name=APP_IMAGE):  # no registry: the DR site's operator loads its images
+            repo, tag = APP_IMAGE.split(":")
+            client.api.import_image_from_data(labctl.image_tar(), repository=repo, tag=tag,
+                                              changes=["CMD " + json.dumps(["/bin/sh", "-c", labctl.COUNTER_SCRIPT])])
+        path = landing_playbook(tmp_path)
+        assert run_drorch("validate", str(path)).returncode == 0
+
+        shipped = run_drorch("protect", "ship", str(path), "--json")
+        assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+        copy = client.containers.get(NAME)
+        assert copy.status == "created" and copy.labels.get("drorch.point") == "1"
+        assert copy.attrs["Config"]["Image"] == APP_IMAGE
+        drill = run_drorch("drill", str(path), "--json")
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert json.loads(drill.stdout)["passed"] is True
+        assert [c.name for c in client.containers.list(all=True) if c.name.startswith(f"{NAME}-drill-")] == []
+
+        past("a", 3)
+        res = run_drorch("failover", str(path), "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert client.containers.get(NAME).status == "running"
+        wait_until(lambda: len(container_counts("b", NAME)) >= 2, f"{NAME}'s count in its container on site b")
+        assert container_counts("b", NAME)[0] == 1  # redeployed from the image
+        assert lab_lxd.status(A, NAME) == "Stopped" and on() == []  # no LXD runs it; the instance waits at home
+        left = count("a")
+
+        back = run_drorch("failback", str(path), "--json")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert on() == ["a"]
+        past("a", left)  # as it left: counting on from its root file system
+        assert NAME not in [c.name for c in client.containers.list(all=True)]  # the point copy stays, set aside
+        assert client.containers.get(f"{NAME}.drorch-point").labels.get("drorch.point") == "1"
+    finally:
+        for c in client.containers.list(all=True):
+            if c.name == NAME or c.name.startswith(f"{NAME}."):
+                c.remove(force=True)
+        client.close()

@@ -159,5 +159,7 @@ def test_run_sites_name_a_host_dropped_from_the_playbook_and_keep_a_recorded_req
         sites.host("b", "gone", WorkloadKind.VM)
     gone = Endpoint("b", "fake://gone/libvirt", None, "gone")
     req = MoveRequest("db", Strategy.LIVE, b1, gone, Mappings())
-    again = sites.request(req.to_json(), WorkloadKind.VM)
+    step = Step(run_id=1, seq=1, workload="db", kind="vm", strategy="live", source_site="b", target_site="b",
+                request=req.to_json())
+    again = sites.request(step)
     assert again.source == b1 and again.target == gone

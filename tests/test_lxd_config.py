@@ -7,11 +7,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drorch.drivers.docker_config import clone_config
 from drorch.drivers.lxd_config import (
     POINT_KEY,
     bridge_name,
+    container_view,
     cpus,
     info,
+    instance_from_container,
     is_point_copy,
     isolated_devices,
     memory_mib,
@@ -97,3 +100,29 @@ def test_a_drill_clone_has_every_nic_on_the_drill_network_only() -> None:
 def test_points_are_drorchs_snapshots_and_a_point_copy_is_marked() -> None:
     assert point_names(["before-upgrade", "drorch-1", "drorch-2"]) == ["drorch-1", "drorch-2"]
     assert is_point_copy(instance()) and not is_point_copy(instance(config={}))
+
+
+def test_an_instance_lands_as_a_container_with_what_a_container_has() -> None:
+    inst = instance(config={"limits.memory": "256MiB", "limits.cpu": "2", "user.tier": "gold",
+                            "environment.MODE": "dr", "volatile.base_image": "ab" * 32, POINT_KEY: "1"})
+    body = clone_config(container_view(inst), Mappings(images={"ab" * 6: "shop/web:2"},
+                                                       networks={"prod-br": "dr-lan"}))
+    assert body["Image"] == "shop/web:2" and body["Env"] == ["MODE=dr"]
+    assert body["Labels"] == {"tier": "gold"}  # drorch's own keys stay behind
+    assert body["HostConfig"] == {"NetworkMode": "dr-lan", "Memory": 256 << 20, "NanoCpus": 2 * 10**9}
+
+
+def test_an_instance_without_a_nic_lands_on_no_network() -> None:
+    inst = instance(devices={}, expanded_devices={}, profiles=[])
+    assert container_view(inst)["HostConfig"]["NetworkMode"] == "none"
+
+
+def test_a_container_comes_back_as_an_instance_made_from_the_image_it_maps_back_to() -> None:
+    c = {"Name": "/web", "Config": {"Image": "shop/web:2", "Env": ["PATH=/bin", "MODE=dr"],
+                                    "Labels": {"tier": "gold", "drorch.point": "1"}},
+         "HostConfig": {"NetworkMode": "dr-lan", "Memory": 256 << 20, "NanoCpus": 2 * 10**9}}
+    body = instance_from_container(c, {"alias": "web-image"}, Mappings(networks={"dr-lan": "lan"}))
+    assert body["source"] == {"type": "image", "alias": "web-image"} and body["name"] == "web"
+    assert body["config"] == {"environment.MODE": "dr", "user.tier": "gold", "limits.memory": "256MiB",
+                              "limits.cpu": "2"}
+    assert body["devices"] == {"eth0": {"type": "nic", "network": "lan"}}

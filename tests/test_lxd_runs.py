@@ -3,11 +3,14 @@ beside libvirt and Docker; each kind goes to its own driver and lands on the tar
 
 from __future__ import annotations
 
+from drorch.drivers.base import HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import Engine
 from drorch.playbook import WorkloadKind
 from drorch.playbook_file import parse_playbook
 from drorch.records import RunState
+from drorch.run_steps import check_playbook
+from drorch.sites import snapshot
 from drorch.store import Store
 from tests.conftest import fake_drivers, move, site_of, uri
 
@@ -57,3 +60,23 @@ def test_a_stateful_move_that_cannot_keep_its_state_ends_with_warnings(store: St
     step = next(s for s in store.steps(run.id or 0) if s.workload == "live-sys")
     assert "live state could not move" in (step.warning or "")
     assert site_of(cloud, pb, WorkloadKind.LXD, "live-sys") == ["b"]
+
+
+def test_validate_warns_that_points_keep_the_names_a_mapping_renames(store: Store) -> None:
+    """A mapping renames the instance a move makes, not the snapshots its points are: a protected instance whose
+    network site b knows only by its mapped name will not ship."""
+    text = MIXED + "protect: {interval_s: 60}\nmappings: {networks: {prod-br: dr-br}, storage: {fast: dr-fast}}\n"
+    pb = parse_playbook(text, "mixed.yaml")
+    cloud, _ = cloud_of(text, checkpoints=True)
+    sys_a = cloud.sites[uri(pb, WorkloadKind.LXD, "a")].workloads["sys"]
+    sys_a.networks, sys_a.pools = ("prod-br",), ("fast",)
+    cloud.sites[uri(pb, WorkloadKind.LXD, "b")].facts = HostFacts(vcpus=64, memory_mib=65536, networks=("dr-br",),
+                                                                  pools=("dr-fast", "fast"))
+    drivers = fake_drivers(cloud)
+    _, findings = check_playbook(pb, snapshot(pb, drivers), drivers)
+    said = [(f.error, f.message) for f in findings]
+    assert said == [(False, "lxd sys: its recovery points are LXD snapshots, which keep network 'prod-br' (a mapping "
+                            "renames the instance, not its snapshots), and site b host b1 has none of that name: its "
+                            "points will not ship; give site b a network 'prod-br' too")]
+    unprotected = parse_playbook(text.replace("protect: {interval_s: 60}\n", ""), "mixed.yaml")
+    assert check_playbook(unprotected, snapshot(unprotected, drivers), drivers)[1] == []

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
-from drorch.planner import MOVING, Action, Plan, Size, plan
+from drorch.placement import Size
+from drorch.planner import MOVING, Action, Plan, plan
 from drorch.playbook import Playbook, WorkloadKind
 
 VM, CT = WorkloadKind.VM, WorkloadKind.CONTAINER
@@ -270,6 +271,7 @@ def test_plan_as_json_keeps_what_a_script_needs() -> None:
         "after": {"vcpus": 1, "memory_mib": 100}, "reason": "", "entry": 0, "depends_on": [],
         "mappings": {"networks": {"prod-net": "dr-net"}, "storage": {}, "images": {}, "ports": {},
                      "paths": {}, "profiles": {}},
+        "source_kind": None, "target_kind": None,
     }]
     assert raw["problems"] == []
 

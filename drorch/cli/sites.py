@@ -19,8 +19,8 @@ from drorch.records import RunState, utcnow
 
 if TYPE_CHECKING:
     from drorch.inventory import Snapshot
-    from drorch.planner import Size
-    from drorch.playbook import Playbook
+    from drorch.placement import Size
+    from drorch.playbook import Playbook, Workload
     from drorch.stale import Stale
     from drorch.store import Run
 
@@ -28,25 +28,32 @@ if TYPE_CHECKING:
 def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:
     """Each workload the playbook selects, with the sites and hosts where it runs now."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    specs: dict[tuple[str, str], Workload] = {}  # the entry behind each row
+
+    def row(spec: Workload, name: str) -> dict[str, Any]:
+        specs.setdefault((spec.kind, name), spec)
+        return rows.setdefault((spec.kind, name), {"workload": name, "kind": str(spec.kind), "running_on": [],
+                                                   "hosts": [], "stopped_on": [], "unreachable": []})
+
     for spec in pb.workloads:
         if spec.name is not None:
-            rows.setdefault((spec.kind, spec.name), {"workload": spec.name, "kind": str(spec.kind), "running_on": [],
-                                                     "hosts": [], "stopped_on": [], "unreachable": []})
+            row(spec, spec.name)
     for inv in snap.hosts:
         for w in inv.workloads:
-            if any(s.kind is w.kind and s.selects(w.name, w.labels) for s in pb.workloads):
-                row = rows.setdefault((w.kind, w.name), {"workload": w.name, "kind": str(w.kind), "running_on": [],
-                                                         "hosts": [], "stopped_on": [], "unreachable": []})
+            found = pb.spec_of(w.kind, w.name, w.labels, inv.site)
+            if found is not None:
+                mine = row(found, w.name)
                 if w.running:
-                    row["running_on"].append(inv.site)
-                    row["hosts"].append(inv.host)
+                    mine["running_on"].append(inv.site)
+                    mine["hosts"].append(inv.host)
                 else:
-                    row["stopped_on"].append(inv.site)
-    for (kind, _), row in rows.items():
-        row["unreachable"] = sorted({inv.site for inv in snap.hosts if kind in inv.errors})
+                    mine["stopped_on"].append(inv.site)
+    for key, mine in rows.items():
+        spec = specs[key]
+        mine["unreachable"] = sorted({inv.site for inv in snap.hosts if pb.kind_on(spec, inv.site) in inv.errors})
         # A site that does not answer may be running it: nothing is said that the sites did not say.
-        row["state"] = ("running" if row["running_on"] else "unknown" if row["unreachable"]
-                        else "stopped" if row["stopped_on"] else "absent")
+        mine["state"] = ("running" if mine["running_on"] else "unknown" if mine["unreachable"]
+                         else "stopped" if mine["stopped_on"] else "absent")
     return [rows[k] for k in sorted(rows)]
 
 
@@ -225,9 +232,10 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
         echo(f"{'#':>3} {'wave':<10} {'workload':<20} {'kind':<9} {'tier':<10} {'action':<8} {'from':<10} "
              f"{'to':<10} {'strategy':<10} {'before':>10} {'after':>10}  why")
         for i in the_plan.items:
+            lands = f"runs as a {i.at_target} on site {target}" if i.at_target is not i.at_source else ""
             echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
                  f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
-                 f"{_fmt_size(i.after):>10}  {i.reason}")
+                 f"{_fmt_size(i.after):>10}  {'; '.join(filter(None, [lands, i.reason]))}")
         for loc, message in the_plan.notes:
             echo(f"{pos.where(loc)}: note: {message}", err=True)
     refuse(the_plan, pos)

@@ -35,7 +35,7 @@ def close_drivers(drivers: Mapping[WorkloadKind, Driver]) -> None:
 @contextlib.contextmanager
 def playbook_drivers(pb: Playbook) -> Iterator[dict[WorkloadKind, Driver]]:
     """The real drivers of the kinds the playbook uses, closed when the caller is done with them."""
-    made = make_drivers({w.kind for w in pb.workloads})
+    made = make_drivers(pb.kinds)
     try:
         yield made
     finally:

@@ -41,6 +41,11 @@ class Endpoint:
         return self.engine == "podman"
 
     @property
+    def containers(self) -> bool:
+        """Whether a container engine (Docker or Podman) answers here: where an LXD instance lands as a container."""
+        return self.engine in ("docker", "podman")
+
+    @property
     def shown(self) -> str:
         """The URI as messages show it: without a password or a token."""
         return redact(self.uri)

@@ -31,10 +31,10 @@ from drorch.drivers.container_points import ContainerPoints, held, point_copy, r
 from drorch.drivers.docker_config import (
     POINT_SUFFIX,
     clone_volume,
-    container_status,
     is_point_copy,
-    published_ports,
+    size_count,
     unmapped_binds,
+    workload_info,
 )
 from drorch.drivers.docker_engine import (
     API_ERRORS,
@@ -42,61 +42,23 @@ from drorch.drivers.docker_engine import (
     DockerSite,
     reason,
 )
-from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.jobs import SiteClients, ThreadedDriver
 from drorch.drivers.podman import PodmanCheckpoints
-from drorch.drivers.podman_engine import PodmanSite
+from drorch.drivers.podman_engine import PodmanSite, engine_site
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.playbook import WorkloadKind, short_image
 from drorch.records import DRILL_CLONE, DRILL_LABEL
-
-
-def _count(value: Any) -> int:
-    """A size as a daemon reports it (none is 0); a negative or non-integer one is an answer drorch cannot use."""
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{value!r} is not a size")
-    return value
 
 
 class ContainerDriver(ThreadedDriver):
     kind = WorkloadKind.CONTAINER
 
     def __init__(self) -> None:
-        # One client per host entry, not per daemon: two hosts (even of two sites) that name one endpoint each
-        # get errors that name their own site and host.
-        self._sites: dict[Endpoint, DockerSite] = {}
+        self._site = SiteClients(engine_site)
         self._lock = threading.Lock()
         super().__init__()
         self._moves = ContainerMoves(self._jobs)
         self._points = ContainerPoints(self._moves)
-
-    def _site(self, ep: Endpoint) -> DockerSite:
-        site = self._sites.get(ep)
-        if site is None:
-            site = self._sites[ep] = (PodmanSite if ep.podman else DockerSite)(ep)
-        return site
-
-    @staticmethod
-    def _info(c: dict[str, Any], ep: Endpoint) -> WorkloadInfo:
-        host = c.get("HostConfig") or {}
-        memory = host.get("Memory") or 0
-        cpus = host.get("NanoCpus") or 0
-        networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
-        return WorkloadInfo(
-            name=c["Name"].lstrip("/"),
-            kind=WorkloadKind.CONTAINER,
-            site=ep.site,
-            running=bool(c["State"]["Running"]),
-            memory_mib=_count(memory) // (1 << 20) or None,
-            vcpus=_count(cpus) // 10**9 or None,
-            image=str(c["Config"]["Image"]),
-            host=ep.host,
-            labels=dict(c["Config"].get("Labels") or {}),
-            networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
-            ports=published_ports(c),
-            status=container_status(c),
-        )
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         s = self._site(site)
@@ -110,8 +72,8 @@ class ContainerDriver(ThreadedDriver):
             networks = sorted(str(n["Name"]) for n in s.api.networks())
             tags = {str(t) for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"}
             images = sorted(tags | {short_image(t) for t in tags})  # as a playbook may name them
-            return HostFacts(vcpus=_count(info.get("NCPU")) or None,
-                             memory_mib=_count(info.get("MemTotal")) >> 20 or None,
+            return HostFacts(vcpus=size_count(info.get("NCPU")) or None,
+                             memory_mib=size_count(info.get("MemTotal")) >> 20 or None,
                              networks=(*networks, "none", "host", "default"), images=tuple(images),
                              checkpoints=problem is None if full else None, engine=s.engine,
                              checkpoint_problem=problem)
@@ -123,7 +85,7 @@ class ContainerDriver(ThreadedDriver):
                    if not {DRILL_LABEL, HELPER_LABEL} & set(c.get("Labels") or {}) and not self._drill_clone(s, c)
                    and not any(n.endswith(POINT_SUFFIX) for n in c.get("Names") or [])]  # points set aside
             found = (s.inspect(i) for i in ids)
-            return sorted((self._info(c, site) for c in found if c), key=lambda w: w.name)
+            return sorted((workload_info(c, site) for c in found if c), key=lambda w: w.name)
 
     @staticmethod
     def _drill_clone(s: DockerSite, listed: dict[str, Any]) -> bool:
@@ -132,7 +94,7 @@ class ContainerDriver(ThreadedDriver):
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         c = self._site(site).inspect(name)
-        return None if c is None else self._info(c, site)
+        return None if c is None else workload_info(c, site)
 
     def preflight(self, request: MoveRequest) -> list[str]:
         """A bind mount's folder cannot travel: the playbook must name where the secondary holds it."""
@@ -282,7 +244,5 @@ class ContainerDriver(ThreadedDriver):
 
     def close(self) -> None:
         super().close()
-        for site in self._sites.values():
-            site.close()
-        self._sites.clear()
+        self._site.close()
 

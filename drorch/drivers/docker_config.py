@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drorch.playbook import Mappings, Resources
+from drorch.drivers.base import Endpoint
+from drorch.inventory import WorkloadInfo
+from drorch.playbook import Mappings, Resources, WorkloadKind
 from drorch.records import DRILL_LABEL
 
 # What a recreated container keeps of the original's host configuration.
@@ -185,3 +187,34 @@ def unmapped_binds(inspect: dict[str, Any], mappings: Mappings) -> list[str]:
     """Host folders bound into the container that the playbook does not map: their contents cannot travel."""
     return sorted({mt["Source"] for mt in inspect.get("Mounts") or []
                    if mt.get("Type") == "bind" and mt["Source"] not in mappings.paths})
+
+
+def size_count(value: Any) -> int:
+    """A size as a daemon reports it (none is 0); a negative or non-integer one is an answer drorch cannot use."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a size")
+    return value
+
+
+def workload_info(c: dict[str, Any], ep: Endpoint) -> WorkloadInfo:
+    """The container as the planner sees any workload."""
+    host = c.get("HostConfig") or {}
+    memory = host.get("Memory") or 0
+    cpus = host.get("NanoCpus") or 0
+    networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+    return WorkloadInfo(
+        name=c["Name"].lstrip("/"),
+        kind=WorkloadKind.CONTAINER,
+        site=ep.site,
+        running=bool(c["State"]["Running"]),
+        memory_mib=size_count(memory) // (1 << 20) or None,
+        vcpus=size_count(cpus) // 10**9 or None,
+        image=str(c["Config"]["Image"]),
+        host=ep.host,
+        labels=dict(c["Config"].get("Labels") or {}),
+        networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
+        ports=published_ports(c),
+        status=container_status(c),
+    )

@@ -39,6 +39,7 @@ class FakeWorkload:
     vcpus: int = 1
     labels: dict[str, str] = field(default_factory=dict)
     networks: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
     image: str | None = None
     ran: bool = True  # False for a shipped copy, which never ran where it lies
 
@@ -88,8 +89,13 @@ class FakeDriver(Driver):
         self.cloud = cloud
         self.kind = kind  # type: ignore[misc]  # one fake class serves both kinds
 
+    def _kind_at(self, site: Endpoint) -> WorkloadKind:
+        """What this driver's workloads are on the site: an LXD instance lands as a container on an engine's."""
+        return WorkloadKind.CONTAINER if self.kind is WorkloadKind.LXD and site.containers else self.kind
+
     def _workloads(self, site: Endpoint) -> dict[str, FakeWorkload]:
-        return {n: w for n, w in self.cloud.site(site).workloads.items() if w.kind is self.kind}
+        kind = self._kind_at(site)
+        return {n: w for n, w in self.cloud.site(site).workloads.items() if w.kind is kind}
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         found = sorted(self._workloads(site).items())
@@ -100,8 +106,8 @@ class FakeDriver(Driver):
         return None if w is None else self._info(name, w, site)
 
     def _info(self, name: str, w: FakeWorkload, site: Endpoint) -> WorkloadInfo:
-        return WorkloadInfo(name, self.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
-                            host=site.host, labels=dict(w.labels), networks=w.networks,
+        return WorkloadInfo(name, w.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
+                            host=site.host, labels=dict(w.labels), networks=w.networks, pools=w.pools,
                             status="" if w.running else "stopped")
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
@@ -180,13 +186,14 @@ class FakeDriver(Driver):
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
         here = src.workloads.get(request.workload)
-        if here is None or here.kind is not self.kind:
+        if here is None or here.kind is not self._kind_at(request.source):
             raise MoveFailed(f"{self.kind} {request.workload} is not on site {request.source.site}")
         there = dst.workloads.get(request.workload)
         if there is not None and there.running:
             raise MoveFailed(f"{self.kind} {request.workload} runs on site {request.target.site}: not shipped over it")
         dst.workloads[request.workload] = replace(
-            here, running=False, networks=tuple(request.mappings.network(n) for n in here.networks),
+            here, kind=self._kind_at(request.target), running=False,
+            networks=tuple(request.mappings.network(n) for n in here.networks),
             labels=dict(here.labels), ran=False)
         held = dst.points.setdefault(request.workload, {})
         dst.shipped += 1
@@ -250,6 +257,7 @@ class FakeDriver(Driver):
             warning = "its live state could not move: stopped and copied instead"  # its file system went along
         elif req.strategy is Strategy.REDEPLOY:
             w.counter = 1
+        w.kind = self._kind_at(req.target)
         w.networks = tuple(req.mappings.network(n) for n in w.networks)
         if req.resources is not None:
             w.memory_mib = req.resources.memory_mib or w.memory_mib

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from threading import Lock
+from typing import Generic, Protocol, TypeVar
 
-from drorch.drivers.base import Driver, Handle, Phase, Progress
+from drorch.drivers.base import Driver, Endpoint, Handle, Phase, Progress
 from drorch.errors import MoveCancelled
 
 
@@ -102,3 +103,33 @@ class ThreadedDriver(Driver):
 
     def close(self) -> None:
         self._jobs.shutdown()
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
+
+
+class SiteClients(Generic[S]):
+    """One client per host entry, not per daemon: two hosts (even of two sites) that name one endpoint each get
+    errors that name their own site and host. Made on first use, from any thread."""
+
+    def __init__(self, make: Callable[[Endpoint], S]) -> None:
+        self._make = make
+        self._made: dict[Endpoint, S] = {}
+        self._lock = Lock()
+
+    def __call__(self, ep: Endpoint) -> S:
+        with self._lock:
+            site = self._made.get(ep)
+            if site is None:
+                site = self._made[ep] = self._make(ep)
+            return site
+
+    def close(self) -> None:
+        with self._lock:
+            for site in self._made.values():
+                site.close()
+            self._made.clear()

@@ -4,12 +4,13 @@ Recovery points are LXD snapshots (`drorch-<time>`) taken on the source and sent
 of a stopped copy there (marked `user.drorch.point`): LXD's refresh sends only what changed since the snapshots
 both servers hold, and mirrors the source's snapshots, so the points kept are pruned on the source before it is
 sent. A disaster restart restores the chosen snapshot into the copy's own volume and starts it, and a drill
-copies the snapshot into a clone: a snapshot itself never changes. The moves themselves run in lxd_moves.
+copies the snapshot into a clone: a snapshot itself never changes. The moves themselves run in lxd_moves; an
+instance that lands as a container on the other site moves, and ships its points, through lxd_landing, and on
+that site the container driver restarts and clones it.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from drorch.drivers.base import (
@@ -24,7 +25,7 @@ from drorch.drivers.base import (
     WorkloadInfo,
     chosen,
 )
-from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.jobs import SiteClients, ThreadedDriver
 from drorch.drivers.lxd_api import LxdSite
 from drorch.drivers.lxd_config import (
     DRILL_KEY,
@@ -38,6 +39,7 @@ from drorch.drivers.lxd_config import (
     point_names,
     target_body,
 )
+from drorch.drivers.lxd_landing import LxdLanding, lands_apart
 from drorch.drivers.lxd_moves import LxdMoves
 from drorch.errors import MoveFailed
 from drorch.playbook import Mappings, WorkloadKind
@@ -48,17 +50,14 @@ class LxdDriver(ThreadedDriver):
     kind = WorkloadKind.LXD
 
     def __init__(self) -> None:
-        self._sites: dict[Endpoint, LxdSite] = {}
-        self._lock = threading.Lock()
+        self._site = SiteClients(LxdSite)
         super().__init__()
         self._moves = LxdMoves(self._jobs)
+        self._landing = LxdLanding(self._jobs)
 
-    def _site(self, ep: Endpoint) -> LxdSite:
-        with self._lock:
-            site = self._sites.get(ep)
-            if site is None:
-                site = self._sites[ep] = LxdSite(ep)
-            return site
+    def _lxd_end(self, request: MoveRequest) -> LxdSite:
+        """The LXD of a move where the workload lands as a container on the other end."""
+        return self._site(request.target if request.source.containers else request.source)
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         found = self._site(site).instances()
@@ -74,11 +73,15 @@ class LxdDriver(ThreadedDriver):
                          images=tuple(images), engine="lxd")
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
+        if site.containers:  # where it lands as a container
+            return self._landing.locate(name, site)
         found = self._site(site).instance(name)
         return None if found is None else info(found, site.site, site.host)
 
     def preflight(self, request: MoveRequest) -> list[str]:
         """What the target lacks that no mapping covers: profiles, networks, storage pools, the image."""
+        if lands_apart(request):
+            return self._landing.preflight(request, self._lxd_end(request))
         src, dst = self._site(request.source), self._site(request.target)
         inst = src.instance(request.workload)
         if inst is None:
@@ -90,6 +93,10 @@ class LxdDriver(ThreadedDriver):
 
     def _begin_move(self, handle: Handle) -> None:
         req = handle.request
+        if lands_apart(req):
+            lxd = self._lxd_end(req)
+            self._jobs.submit(handle.id, lambda: self._landing.run(handle, lxd))
+            return
         src, dst = self._site(req.source), self._site(req.target)
         if src.instance(req.workload) is None:
             raise MoveFailed(f"instance {req.workload} is on neither site {req.source.site} nor site "
@@ -121,6 +128,8 @@ class LxdDriver(ThreadedDriver):
     # --- recovery points -------------------------------------------------------------------------------------
 
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+        if lands_apart(request):
+            return self._landing.ship(request, self._lxd_end(request))
         src, dst = self._site(request.source), self._site(request.target)
         name = request.workload
         inst = src.instance(name)
@@ -216,7 +225,6 @@ class LxdDriver(ThreadedDriver):
 
     def close(self) -> None:
         super().close()
-        for site in self._sites.values():
-            site.close()
-        self._sites.clear()
+        self._site.close()
+        self._landing.close()
 

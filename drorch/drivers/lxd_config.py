@@ -127,3 +127,51 @@ def isolated_devices(inst: dict[str, Any], network: str) -> dict[str, dict[str, 
     """Every NIC of the instance (its own and its profiles') put on `network` only: a drill clone's devices."""
     devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
     return {k: {"type": "nic", "network": bridge_name(network)} for k, d in devices.items() if d.get("type") == "nic"}
+
+
+ENV_PREFIX = "environment."  # an LXD instance's environment variables, as config keys
+
+
+def image_key(inst: dict[str, Any]) -> str:
+    """How a playbook names the image an instance was made from: its fingerprint's first 12 characters."""
+    return str((inst.get("config") or {}).get("volatile.base_image") or "")[:12]
+
+
+def container_view(inst: dict[str, Any]) -> dict[str, Any]:
+    """The instance as Docker's inspect would show a container made with what of its config a container has:
+    its image (by `image_key`, which the images mapping turns into a container image), environment, user keys
+    as labels, memory and CPU limits, and the network of its first NIC (none without one). Shaped so, it is
+    created, shipped as a point and started as any container is."""
+    config: dict[str, str] = inst.get("expanded_config") or inst.get("config") or {}
+    devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
+    nics = [d.get("network") or d.get("parent") for _k, d in sorted(devices.items()) if d.get("type") == "nic"]
+    memory, vcpus = memory_mib(config.get("limits.memory")), cpus(config.get("limits.cpu"))
+    return {
+        "Name": f"/{inst['name']}",
+        "Config": {
+            "Image": image_key(inst),
+            "Env": [f"{k.removeprefix(ENV_PREFIX)}={v}" for k, v in sorted(config.items()) if k.startswith(ENV_PREFIX)],
+            "Labels": dict(info(inst, "", "").labels),
+        },
+        "HostConfig": {"NetworkMode": next((n for n in nics if n), "none"),
+                       "Memory": (memory or 0) << 20, "NanoCpus": (vcpus or 0) * 10**9},
+        "Mounts": [],
+    }
+
+
+def instance_from_container(c: dict[str, Any], image: dict[str, str], mappings: Mappings) -> dict[str, Any]:
+    """An instance made anew from the container that stood for it: from `image` (the image source the
+    container's image maps back to), with its environment, labels as user keys, limits and network."""
+    config = c.get("Config") or {}
+    host = c.get("HostConfig") or {}
+    keys = {f"{ENV_PREFIX}{k}": v for k, _, v in (e.partition("=") for e in config.get("Env") or []) if k != "PATH"}
+    keys |= {f"user.{k}": v for k, v in (config.get("Labels") or {}).items() if not k.startswith("drorch.")}
+    if host.get("Memory"):
+        keys["limits.memory"] = f"{int(host['Memory']) >> 20}MiB"
+    if host.get("NanoCpus"):
+        keys["limits.cpu"] = str(max(1, int(host["NanoCpus"]) // 10**9))
+    network = str(host.get("NetworkMode") or "none")
+    devices = {} if network in ("none", "default", "bridge", "host") else \
+        {"eth0": {"type": "nic", "network": mappings.network(network)}}
+    return {"name": str(c["Name"]).lstrip("/"), "profiles": ["default"], "config": keys, "devices": devices,
+            "ephemeral": False, "source": {"type": "image", **image}}

@@ -148,3 +148,8 @@ class PodmanSite(DockerSite):
 
     def drop_image(self, image: str) -> None:
         self.api.remove_image(image, force=True)
+
+
+def engine_site(ep: Endpoint) -> DockerSite:
+    """The container engine a host entry names: Podman's service, or Docker."""
+    return (PodmanSite if ep.podman else DockerSite)(ep)
