@@ -110,6 +110,8 @@ class Host(_Model):
     tls: ClientTLS | None = Field(None, description="client certificate for a tcp:// Docker endpoint")
     lxd_tls: LxdTLS | None = Field(None, description="client certificate and pinned server certificate of an "
                                    "https:// LXD endpoint")
+    lxd_relay: bool = Field(False, description="drorch relays this LXD's migrations through itself: for servers "
+                                               "the other site's LXD cannot reach, or cannot be reached from")
     migration_address: str | None = Field(None, description="address the host receives migration streams on")
     capacity: Capacity | None = Field(None, description="declared capacity; discovered from the host when absent")
     max_moves: int | None = Field(None, ge=1, le=MAX_COUNT, description="moves at once into or out of this host")

@@ -35,7 +35,8 @@ def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     if kind is WorkloadKind.LXD and host.lxd_tls is not None:
         tls = (host.lxd_tls.server_cert, host.lxd_tls.cert, host.lxd_tls.key)
     engine = host.engine(kind) if kind is not WorkloadKind.VM else ""
-    return Endpoint(site, uri, host.migration_address, host.name, tls, engine)
+    return Endpoint(site, uri, host.migration_address, host.name, tls, engine,
+                    relay=host.lxd_relay and kind is WorkloadKind.LXD)
 
 
 def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:

@@ -68,6 +68,27 @@ def test_copy_move_goes_on_from_the_file_system_and_comes_back(run_drorch: Drorc
 
 
 @pytest.mark.usefixtures("fresh_containers")
+def test_a_relayed_point_and_move_cross_through_drorch(run_drorch: Drorch, state_dir: Path, tmp_path: Path) -> None:
+    """Site b's LXD marked lxd_relay: no server pulls from the other; drorch carries the migration's channels."""
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    doc["sites"]["b"]["hosts"][0]["lxd_relay"] = True
+    path = tmp_path / "lab-lxd-relay.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    shipped = run_drorch("protect", "ship", str(path), "--json")
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert len(lab_lxd.client(B).instances.get(NAME).snapshots.all()) == 1
+    past("a", 3)
+    res = run_drorch("failover", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert on() == ["b"] and count("b") > 3  # went on from its file system, refreshed over the relay
+    step = Store(f"sqlite:///{state_dir / 'drorch.db'}").steps(1)[0]
+    assert (step.bytes_done or 0) > 0  # what crossed was counted by drorch, which carried it
+    back = run_drorch("failback", str(path))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert on() == ["a"]
+
+
+@pytest.mark.usefixtures("fresh_containers")
 def test_a_stateful_move_that_lxd_cannot_make_is_a_copy_and_says_so(run_drorch: Drorch, tmp_path: Path) -> None:
     """The lab's LXDs run without CRIU on their PATH: LXD refuses the live migration, and drorch copies."""
     past("a", 2)

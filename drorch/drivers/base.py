@@ -35,6 +35,7 @@ class Endpoint:
     host: str = ""
     tls: tuple[str, str, str] | None = None  # (CA, certificate, key) files of a Docker TCP endpoint
     engine: str = ""  # a container host's engine: "podman", or Docker ("docker", and "" in older records)
+    relay: bool = False  # an LXD whose migrations drorch relays (lxd_relay)
 
     @property
     def podman(self) -> bool:

@@ -41,6 +41,7 @@ from drorch.drivers.lxd_config import (
 )
 from drorch.drivers.lxd_landing import LxdLanding, lands_apart
 from drorch.drivers.lxd_moves import LxdMoves
+from drorch.drivers.lxd_relay import send
 from drorch.errors import MoveFailed
 from drorch.playbook import Mappings, WorkloadKind
 from drorch.records import utcnow
@@ -145,11 +146,9 @@ class LxdDriver(ThreadedDriver):
         for old in held:  # the refresh mirrors these onto the target
             if old not in keep:
                 src.delete_snapshot(name, old)
-        source = src.source_of(name, live=False, instance_only=False)
-        if there is not None:
-            source["refresh"] = True
         body = target_body(inst, request.mappings)
-        dst.create({**body, "config": {**body["config"], POINT_KEY: "1"}, "source": source})
+        send(src, dst, name, {**body, "config": {**body["config"], POINT_KEY: "1"}}, live=False,
+             refresh=there is not None)
         src.thawed(name)  # LXD froze it for the last pass: protecting leaves it running as it was
         if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
             dst.update(name, {"config": {POINT_KEY: "1"}})

@@ -3,7 +3,9 @@
 pylxd's own `Instance.migrate` asks the source for a migration and the target to pull it, but always deletes the
 source afterwards and cannot refresh an existing copy; the migration calls are therefore sent here through
 the client's API nodes (POST /1.0/instances/NAME {"migration": true} on the source, POST /1.0/instances with a
-`migration` source in pull mode on the target). Data goes server to server: drorch reads no file of a site.
+`migration` source in pull or push mode on the target), and an operation's websockets are opened here for a
+relayed migration (lxd_relay). Data goes server to server, or through drorch's relay: drorch reads no file
+of a site.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pylxd
 import requests
+import websocket
 from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
 
 from drorch.drivers.base import Endpoint
@@ -184,12 +190,54 @@ class LxdSite:
         """Ask this server to send `name`: the `source` a target pulls it with (operation URL, secrets, this
         server's certificate)."""
         base = self._https()
-        with self.answering():
-            answer = self.client.api.instances[name].post(
-                json={"migration": True, "live": live, "instance_only": instance_only}).json()
-        return {"type": "migration", "mode": "pull", "operation": f"{base}{answer['operation']}",
+        operation, secrets = self.migration(name, live, instance_only)
+        return {"type": "migration", "mode": "pull", "operation": f"{base}{operation}",
                 "certificate": self.client.host_info["environment"]["certificate"],
-                "secrets": answer["metadata"]["metadata"], "live": live, "instance_only": instance_only}
+                "secrets": secrets, "live": live, "instance_only": instance_only}
+
+    def migration(self, name: str, live: bool, instance_only: bool) -> tuple[str, dict[str, str]]:
+        """Ask this server to send `name`: its operation's path and the secrets of its websockets."""
+        return self.begin("instances", name, body={"migration": True, "live": live, "instance_only": instance_only})
+
+    def begin(self, *path: str, body: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """Start an operation that waits for websockets to be joined: its path and their secrets."""
+        node = self.client.api
+        for part in path:
+            node = node[part]
+        with self.answering():
+            answer = node.post(json=body).json()
+        return str(answer["operation"]), dict(answer["metadata"]["metadata"])
+
+    def wait(self, operation: str) -> None:
+        """Until the operation ends; LxdError when it failed."""
+        with self.answering():
+            self.client.operations.wait_for_operation(operation)
+
+    def websocket(self, operation: str, secret: str) -> websocket.WebSocket:
+        """One of an operation's websockets, over the endpoint's unix socket or over TLS with drorch's client
+        certificate, the server's pinned as for every other request (checked before the secret is sent)."""
+        url = urlparse(self.ep.uri)
+        resource = f"{operation}/websocket?secret={secret}"
+        try:
+            if url.scheme == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(TIMEOUT_S)
+                sock.connect(url.path)
+                return websocket.create_connection(f"ws://lxd{resource}", socket=sock, enable_multithread=True)
+            server_cert, cert, key = self.ep.tls or ("", "", "")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pinned below, as pylxd does
+            context.load_cert_chain(cert, key)
+            raw = socket.create_connection((url.hostname or "", url.port or 8443), timeout=TIMEOUT_S)
+            tls = context.wrap_socket(raw, server_hostname=url.hostname)
+            pinned = ssl.PEM_cert_to_DER_cert(Path(server_cert).read_text())
+            if tls.getpeercert(binary_form=True) != pinned:
+                tls.close()
+                raise SiteUnreachable(f"{self.where} answers with a certificate other than the one pinned "
+                                      f"(lxd_tls.server_cert {server_cert})")
+            return websocket.create_connection(f"wss://{url.netloc}{resource}", socket=tls, enable_multithread=True)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise SiteUnreachable(f"{self.where}: migration channel: {_reason(exc)}") from None
 
     def image_server(self) -> dict[str, str]:
         """Where another server pulls an image of this one from, with the certificate it checks."""

@@ -16,6 +16,7 @@ from drorch.drivers.base import Handle, Phase, Progress
 from drorch.drivers.jobs import Jobs
 from drorch.drivers.lxd_api import LxdError, LxdSite
 from drorch.drivers.lxd_config import POINT_KEY, is_point_copy, target_body
+from drorch.drivers.lxd_relay import send
 from drorch.errors import DrorchError, MoveFailed
 from drorch.playbook import Strategy
 
@@ -72,12 +73,10 @@ class LxdMoves:
     def _pull(self, handle: Handle, inst: dict[str, Any], src: LxdSite, dst: LxdSite, there: dict[str, Any] | None,
               live: bool) -> None:
         req = handle.request
-        source = src.source_of(req.workload, live=live, instance_only=False)
-        if there is not None:
-            if there.get("status") != "Stopped":
-                dst.set_state(req.workload, "stop", force=True)
-            source["refresh"] = True
-        dst.create({**target_body(inst, req.mappings, req.resources), "source": source})
+        if there is not None and there.get("status") != "Stopped":
+            dst.set_state(req.workload, "stop", force=True)
+        send(src, dst, req.workload, target_body(inst, req.mappings, req.resources), live=live,
+             refresh=there is not None, count=self._jobs.counter(handle.id))
 
     @staticmethod
     def _own(dst: LxdSite, name: str) -> None:
@@ -126,6 +125,9 @@ class LxdMoves:
             return have[0]
         if wanted != fingerprint[:12] or fingerprint not in src.image_fingerprints():
             raise MoveFailed(f"image {wanted} is on neither site {dst.ep.site} nor the source to send")
+        if src.ep.relay or dst.ep.relay:  # an image is pulled server to server: none is relayed
+            raise MoveFailed(f"image {wanted} is not on site {dst.ep.site}, whose LXD cannot pull it from site "
+                             f"{src.ep.site}'s (lxd_relay): import it there")
         token = src.act("post", "images", fingerprint, "secret", wait=False)  # the operation, still running
         server = src.image_server()
         dst.act("post", "images", body={"source": {"type": "image", "mode": "pull", "server": server["server"],
