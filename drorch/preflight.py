@@ -90,6 +90,13 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
                                     plan.target))
             if item.strategy is Strategy.CHECKPOINT:
                 found.extend(_checkpoint(what, source, target, sites))
+        if item.kind is WorkloadKind.LXD and item.strategy is Strategy.STATEFUL:
+            # LXD looks for CRIU only when asked to move: its API cannot be asked beforehand.
+            found.append(Finding(("workloads", item.entry, "strategy"),
+                                 f"{what}: a stateful move needs CRIU on the LXD servers of site {plan.source} host "
+                                 f"{item.from_host} and site {plan.target} host {item.to_host}, which LXD's API "
+                                 "does not show; without it the move is a copy, stopped and started again (exit 5)",
+                                 error=False))
     return found
 
 
