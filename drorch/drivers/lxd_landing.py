@@ -47,7 +47,10 @@ class LxdLanding:
             inst = lxd.instance(req.workload)
             if inst is None:
                 return []
-            image = self.image(req, inst)
+            try:
+                image = self.image(req, inst)
+            except MoveFailed as exc:
+                return [str(exc)]
             if not self.engine(req.target).has_image(image):
                 return [f"instance {req.workload} lands as a container from image {image}, which {where} does not "
                         f"have: load it there, or map image {image_key(inst)} under mappings.images"]

@@ -6,6 +6,8 @@ the bare sequence as integration/bench/failover.py does. Both do the same: stop 
 pull it (`lxc copy --refresh SRC:NAME DST:NAME`, which refreshes the stopped copy the other site keeps from the
 round before), start it there.
 - drorch: its engine in-process (a run in a SQLite store, the `copy` strategy), and as the command.
+Relayed: the same with site b's host marked `lxd_relay`, drorch carrying the migration's channels, beside
+`lxc copy --mode relay --refresh`, where the `lxc` client carries them.
 
 Point: a snapshot on site a sent to site b as a refresh of the stopped copy there, keeping 3:
 - bare: `lxc snapshot a:NAME SNAP`, `lxc copy --refresh a:NAME b:NAME`, `lxc delete a:NAME/OLDEST` past 3;
@@ -66,12 +68,21 @@ def lxc(env: dict[str, str], *args: str) -> None:
     check(res.returncode == 0, f"lxc {' '.join(args)} failed: {res.stderr.strip()}")
 
 
-def lxc_move(env: dict[str, str]) -> Mover:
+def lxc_move(env: dict[str, str], mode: str = "pull") -> Mover:
     def move(src: str, dst: str) -> None:
         lxc(env, "stop", f"{src}:{NAME}")
-        lxc(env, "copy", "--refresh", f"{src}:{NAME}", f"{dst}:{NAME}")
+        lxc(env, "copy", "--refresh", "--mode", mode, f"{src}:{NAME}", f"{dst}:{NAME}")
         lxc(env, "start", f"{dst}:{NAME}")
     return move
+
+
+def relayed(tmp: Path) -> Path:
+    """The lab's LXD playbook with site b's host marked lxd_relay."""
+    doc = yaml.safe_load(PLAYBOOK.read_text())
+    doc["sites"]["b"]["hosts"][0]["lxd_relay"] = True
+    path = tmp / "lab-lxd-relay.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def points(rounds: int, env: dict[str, str], tmp: Path) -> None:
@@ -117,6 +128,8 @@ def main() -> None:
         pairs = {
             "LXD copy, in-process": (drorch_engine(PLAYBOOK, tmp, WorkloadKind.LXD), lxc_move(env)),
             "LXD copy, commands": (drorch_command(PLAYBOOK, tmp), lxc_move(env)),
+            "LXD copy relayed, in-process": (drorch_engine(relayed(tmp), tmp, WorkloadKind.LXD),
+                                             lxc_move(env, "relay")),
         }
         report(args.rounds, measure(args.rounds, pairs))
         labctl.cmd_up(argparse.Namespace(reset=True, containers_only=True))  # no copy on b: the first point is whole
