@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from drorch.drivers.base import Driver
 from drorch.errors import SiteUnreachable
 from drorch.inventory import Snapshot
-from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook import Playbook, Workload, WorkloadKind
 from drorch.sites import site_endpoints
 
 
@@ -26,14 +26,14 @@ class Stale:
                 f"elsewhere: {', '.join(self.items)}")
 
 
-def _running_sites(pb: Playbook, snap: Snapshot) -> dict[tuple[WorkloadKind, str], set[str]]:
-    """The sites where each workload the playbook selects runs."""
-    found: dict[tuple[WorkloadKind, str], set[str]] = {}
+def _running_sites(pb: Playbook, snap: Snapshot) -> dict[tuple[WorkloadKind, str], tuple[Workload, set[str]]]:
+    """The sites where each workload the playbook selects runs, with the entry that selects it."""
+    found: dict[tuple[WorkloadKind, str], tuple[Workload, set[str]]] = {}
     for inv in snap.hosts:
         for w in inv.workloads:
             spec = pb.spec_of(w.kind, w.name, w.labels, inv.site) if w.running else None
             if spec is not None:
-                found.setdefault((spec.kind, w.name), set()).add(inv.site)
+                found.setdefault((spec.kind, w.name), (spec, set()))[1].add(inv.site)
     return found
 
 
@@ -45,12 +45,11 @@ def stale_copies(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], snap: Sna
     # Only hosts whose inventory lists the workload stopped are asked: a stale copy is a stopped definition or
     # container, and a site's shipped copy is one too; so a status of a large estate asks no more than that.
     stopped = {(w.kind, w.name, inv.site, inv.host) for inv in snap.hosts for w in inv.workloads if not w.running}
-    for (declared, name), sites in sorted(_running_sites(pb, snap).items()):
+    for (_, name), (spec, sites) in sorted(_running_sites(pb, snap).items(), key=lambda kv: kv[0]):
         if len(sites) != 1 or not sites <= pair:
             continue
         other = (pair - sites).pop()
-        spec = pb.spec_of(declared, name)
-        kind = pb.kind_on(spec, other) if spec is not None else declared  # what it would be there
+        kind = pb.kind_on(spec, other)  # what it would be there
         if kind not in drivers:
             continue
         for ep in site_endpoints(pb, other, kind):

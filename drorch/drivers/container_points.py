@@ -71,6 +71,17 @@ def set_aside(s: DockerSite, name: str, copy: dict[str, Any]) -> None:
         s.api.rename(copy["Id"], point_copy_name(name))
 
 
+def make_way(s: DockerSite, name: str, there: dict[str, Any] | None) -> None:
+    """The site's container of that name out of a move's way: a point copy set aside with its points, any other
+    (left by an interrupted move, or one that ran here before) removed."""
+    if there is None:
+        return
+    if is_point_copy(there):
+        set_aside(s, name, there)
+    else:
+        s.api.remove_container(there["Id"], force=True, v=True)
+
+
 def point_volumes(s: DockerSite, name: str) -> list[dict[str, Any]]:
     """The volumes that hold points of workload `name` on the site."""
     return (s.api.volumes(filters={"label": f"{POINT_OF}={name}"}) or {}).get("Volumes") or []

@@ -27,7 +27,7 @@ from drorch.drivers.base import (
     WorkloadInfo,
 )
 from drorch.drivers.container_moves import ContainerMoves, back_home
-from drorch.drivers.container_points import ContainerPoints, held, point_copy, ran, set_aside
+from drorch.drivers.container_points import ContainerPoints, held, make_way, point_copy, ran
 from drorch.drivers.docker_config import (
     POINT_SUFFIX,
     clone_volume,
@@ -122,10 +122,7 @@ class ContainerDriver(ThreadedDriver):
             on_source = self._revive(src, on_source)  # an interrupted move stopped it: back where it was first
         if on_source is None:
             raise MoveFailed(f"container {name} is running neither on site {src_ep.site} nor on site {dst_ep.site}")
-        if on_target is not None and is_point_copy(on_target):
-            set_aside(dst, name, on_target)  # the target's recovery points stay, out of the workload's way
-        elif on_target is not None:  # a copy left by an interrupted move never ran: the source is authoritative
-            dst.api.remove_container(on_target["Id"], force=True, v=True)
+        make_way(dst, name, on_target)  # the source is authoritative; the target's recovery points stay
         handle.data["source_id"] = on_source["Id"]
         self._jobs.submit(handle.id, lambda: self._moves.run(handle, on_source, src, dst))
 

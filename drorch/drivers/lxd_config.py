@@ -48,6 +48,11 @@ def point_names(snapshots: list[str]) -> list[str]:
     return [s for s in snapshots if s.startswith(SNAPSHOT_PREFIX)]
 
 
+def user_labels(config: dict[str, str]) -> dict[str, str]:
+    """An instance's `user.*` keys as labels, drorch's own left out."""
+    return {k[len("user."):]: v for k, v in config.items() if k.startswith("user.") and not k.startswith(DRORCH_KEY)}
+
+
 def info(inst: dict[str, Any], site: str, host: str) -> WorkloadInfo:
     config: dict[str, str] = inst.get("expanded_config") or inst.get("config") or {}
     devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
@@ -60,10 +65,9 @@ def info(inst: dict[str, Any], site: str, host: str) -> WorkloadInfo:
         running=running,
         memory_mib=memory_mib(config.get("limits.memory")),
         vcpus=cpus(config.get("limits.cpu")),
-        image=(config.get("volatile.base_image") or "")[:12] or None,
+        image=image_key(inst) or None,
         host=host,
-        labels={k[len("user."):]: v for k, v in config.items() if k.startswith("user.") and
-                not k.startswith(DRORCH_KEY)},
+        labels=user_labels(config),
         networks=tuple(sorted({d.get("network") or d.get("parent") or "" for d in devices.values()
                                if d.get("type") == "nic"} - {""})),
         pools=tuple(sorted({d["pool"] for d in devices.values() if d.get("type") == "disk" and d.get("pool")})),
@@ -151,7 +155,7 @@ def container_view(inst: dict[str, Any]) -> dict[str, Any]:
         "Config": {
             "Image": image_key(inst),
             "Env": [f"{k.removeprefix(ENV_PREFIX)}={v}" for k, v in sorted(config.items()) if k.startswith(ENV_PREFIX)],
-            "Labels": dict(info(inst, "", "").labels),
+            "Labels": user_labels(config),
         },
         "HostConfig": {"NetworkMode": next((n for n in nics if n), "none"),
                        "Memory": (memory or 0) << 20, "NanoCpus": (vcpus or 0) * 10**9},

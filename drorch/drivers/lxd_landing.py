@@ -14,7 +14,7 @@ import contextlib
 from typing import Any
 
 from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress, Shipped, WorkloadInfo
-from drorch.drivers.container_points import drop, point_copy, set_aside
+from drorch.drivers.container_points import drop, make_way, point_copy
 from drorch.drivers.docker_config import clone_config, is_point_copy, point_config, workload_info
 from drorch.drivers.docker_engine import API_ERRORS, DockerSite, reason
 from drorch.drivers.jobs import Jobs, SiteClients
@@ -115,17 +115,11 @@ class LxdLanding:
 
     @staticmethod
     def _clear(dst: DockerSite, name: str, req: MoveRequest) -> None:
-        """The target's container of that name out of the way: a point copy set aside with its points, a stale
-        one (it ran here before) removed; one that runs is the workload already."""
+        """The target's container of that name out of the way (make_way); one that runs is the workload already."""
         there = dst.inspect(name)
-        if there is None:
-            return
-        if there["State"]["Running"]:
+        if there is not None and there["State"]["Running"]:
             raise MoveFailed(f"container {name} already runs on site {req.target.site}")
-        if is_point_copy(there):
-            set_aside(dst, name, there)
-        else:
-            dst.api.remove_container(there["Id"], force=True, v=True)
+        make_way(dst, name, there)
 
     def _to_instance(self, handle: Handle, src: DockerSite, dst: LxdSite) -> Progress:
         req, name, step = handle.request, handle.request.workload, self._jobs.set_step
@@ -191,10 +185,9 @@ class LxdLanding:
             there = dst.inspect(name)
             if there is not None and there["State"]["Running"]:
                 raise MoveFailed(f"container {name} runs on site {req.target.site}: no point is shipped onto it")
-            for old in (there, point_copy(dst, name)):
-                if old is not None:
-                    with contextlib.suppress(*API_ERRORS):  # one container may be both
-                        drop(dst, old)
+            olds = {c["Id"]: c for c in (there, point_copy(dst, name)) if c is not None}  # one may be both
+            for old in olds.values():
+                drop(dst, old)
             dst.create(point_config(container_view(inst), req.mappings, req.resources), name)
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping instance {name} to site {req.target.site} failed: {reason(exc)}") from None
