@@ -71,7 +71,7 @@ class DrillWork:
         kind = step.at_target
         driver, site = live.sites.drivers[kind], live.sites.host(step.target_site, step.to_host or "", kind)
         clone, network = clone_name(step.workload, run.id or 0), network_name(run.id or 0)
-        detail = {**json.loads(step.detail or "{}"), "clone": clone, "network": network}
+        detail = {**step.details(), "clone": clone, "network": network}
         to(live, step, StepState.RUNNING, detail=json.dumps(detail))
         checks: list[dict[str, Any]] = []
         said = ""

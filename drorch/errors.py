@@ -89,3 +89,7 @@ class NotFound(DrorchError):
     """A run, step or workload that the operator named does not exist."""
 
     exit_code = ExitCode.USAGE
+
+
+class DamagedRow(StoreError):
+    """A row of the state store holds a value drorch never writes there: named, and nothing else is read."""

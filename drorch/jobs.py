@@ -78,4 +78,4 @@ def readiness(playbook_path: str) -> None:
     pb = load_playbook(Path(playbook_path))
     with playbook_drivers(pb) as drivers:
         row = ready.check(pb, drivers, Store())
-    _say("readiness", pb.name, ready=row.ready, problems=json.loads(row.problems), alert=row.alert)
+    _say("readiness", pb.name, ready=row.ready, problems=row.problem_list(), alert=row.alert)

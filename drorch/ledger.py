@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from drorch.errors import NotFound
+from drorch.errors import DamagedRow, NotFound
 from drorch.records import RunState, StepState
 from drorch.redact import redact
 from drorch.store_place import (
@@ -84,7 +84,19 @@ class History:
                 rows = found.fetchall()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise unusable(path, exc) from None
-        return [{k: _value(table, k, types[k], v) for k, v in zip(names, row, strict=True)} for row in rows]
+        return [self._record(table, types, dict(zip(names, row, strict=True))) for row in rows]
+
+    def _record(self, table: str, types: dict[str, str], raw: Record) -> Record:
+        """A row as the store's model has it; DamagedRow naming the row and the value that is not drorch's."""
+        record = {}
+        for column, value in raw.items():
+            try:
+                record[column] = _value(table, column, types[column], value)
+            except (KeyError, ValueError, TypeError):
+                raise DamagedRow(f"state store {redact(self.url)}: row {raw.get('id')} of table {table} is damaged: "
+                                 f"its {column} {str(value)[:60]!r} is not what drorch writes there; repair or "
+                                 "delete that row") from None
+        return record
 
 
 def _value(table: str, column: str, declared: str, raw: Any) -> Any:
@@ -97,4 +109,6 @@ def _value(table: str, column: str, declared: str, raw: Any) -> Any:
         return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     if declared == "BOOLEAN":
         return bool(raw)
+    if declared == "INTEGER" and not isinstance(raw, int):
+        raise TypeError(raw)
     return raw

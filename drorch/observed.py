@@ -6,7 +6,6 @@ the answer stays quick at ten thousand of them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 from drorch.playbook import WORKLOAD_KINDS
 from drorch.records import DRILL, FINAL_RUN_STATES, ROLLBACK, SCHEDULER_LEASE, RunState, StepState, naive, utcnow
 from drorch.store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store_rows import READ_FAILURES, damaged, loaded
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
@@ -83,7 +84,15 @@ class Observed:
 
 
 def read(store: Store, playbooks: Sequence[str] | None = None) -> Observed:
-    """Everything served, in one read transaction; `playbooks` limits it to those (None: every playbook)."""
+    """Everything served, in one read transaction; `playbooks` limits it to those (None: every playbook). A row
+    that holds what drorch never writes is named (DamagedRow), as the store's own reads name it."""
+    try:
+        return _read(store, playbooks)
+    except READ_FAILURES as exc:
+        raise damaged(store.engine, SQLModel.metadata.sorted_tables, exc) from None
+
+
+def _read(store: Store, playbooks: Sequence[str] | None) -> Observed:
     with store.engine.connect() as conn:
         return Observed(
             at=utcnow(),
@@ -124,9 +133,10 @@ def _points(conn: Connection, playbooks: Sequence[str] | None) -> list[Newest]:
 def _readiness(conn: Connection, playbooks: Sequence[str] | None) -> list[Readiness]:
     r = ReadinessCheck.__table__.c  # type: ignore[attr-defined]
     last = _only(select(func.max(r.id)).group_by(r.playbook), r.playbook, playbooks)
-    return [Readiness(row.playbook, bool(row.ready), row.checked_at, json.loads(row.problems or "[]"),
-                      json.loads(row.hosts or "[]"))
-            for row in conn.execute(select(r.playbook, r.ready, r.checked_at, r.problems, r.hosts)
+    return [Readiness(row.playbook, bool(row.ready), row.checked_at,
+                      [str(p) for p in loaded("readiness", row.id, "problems", row.problems)],
+                      [h for h in loaded("readiness", row.id, "hosts", row.hosts) if isinstance(h, dict)])
+            for row in conn.execute(select(r.id, r.playbook, r.ready, r.checked_at, r.problems, r.hosts)
                                     .where(r.id.in_(last)).order_by(r.playbook))]
 
 

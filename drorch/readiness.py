@@ -54,7 +54,7 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
 def alert(pb: Playbook, row: ReadinessCheck) -> str:
     """Tell the playbook's command and webhook; returns what happened, for the record."""
     said = []
-    problems = json.loads(row.problems)
+    problems = row.problem_list()
     if pb.readiness.command:
         env = {**os.environ, "DRORCH_PLAYBOOK": pb.name, "DRORCH_READY": "0", "DRORCH_PROBLEMS": "\n".join(problems)}
         try:
@@ -109,4 +109,4 @@ def current(store: Store, playbook: str) -> State | None:
         if r.ready != newest.ready:
             break
         since = r.checked_at
-    return State(newest.ready, since, newest.checked_at, json.loads(newest.problems))
+    return State(newest.ready, since, newest.checked_at, newest.problem_list())

@@ -4,7 +4,6 @@ clone's checks and the age of the recovery point it came from (no I/O)."""
 from __future__ import annotations
 
 import html as _html
-import json
 from typing import Any
 
 from drorch.playbook import WORKLOAD_KINDS
@@ -21,7 +20,7 @@ def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
     for s in sorted(steps, key=lambda s: (s.started_at is None, naive(s.started_at or start), s.seq)):
         offset = (naive(s.started_at) - start).total_seconds() if s.started_at else None
         took = (naive(s.ended_at) - naive(s.started_at)).total_seconds() if s.started_at and s.ended_at else None
-        detail = json.loads(s.detail) if s.detail else {}
+        detail = s.details()
         rows.append({"seq": s.seq, "kind": s.kind, "workload": s.workload, "wave": s.wave, "action": s.action,
                      "strategy": s.strategy, "state": str(s.state), "offset_s": offset, "duration_s": took,
                      "outcome": s.outcome, "error": s.error, "checks": detail.get("checks"),

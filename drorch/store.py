@@ -18,6 +18,7 @@ from drorch.records import RunState, StepState, naive, utcnow
 from drorch.redact import redact
 from drorch.store_open import ensure_tables, open_engine
 from drorch.store_place import default_url
+from drorch.store_rows import READ_FAILURES, damaged, loaded
 
 
 class Run(SQLModel, table=True):
@@ -85,6 +86,9 @@ class ReadinessCheck(SQLModel, table=True):
     alert: str | None = None  # how the change to not ready was told, or why it could not be
     hosts: str | None = None  # JSON list: per host of the playbook, its site, whether it answered, and why not
 
+    def problem_list(self) -> list[str]:
+        return [str(p) for p in loaded("readiness", self.id, "problems", self.problems)]
+
 
 class Lease(SQLModel, table=True):
     """Who runs the scheduler: taken when free or expired, renewed by its holder."""
@@ -146,6 +150,10 @@ class Step(SQLModel, table=True):
     source_kind: str | None = None  # what the workload runs as on each site, where that is not its kind
     target_kind: str | None = None
 
+    def details(self) -> dict[str, Any]:
+        """What the step is about (its `detail` JSON); DamagedRow when the store holds something else there."""
+        return loaded("steps", self.id, "detail", self.detail)  # type: ignore[no-any-return]
+
     @property
     def at_source(self) -> WorkloadKind:
         return WorkloadKind(self.source_kind or self.kind)
@@ -173,8 +181,12 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as s:
-            yield s
+        """A session; a row that holds what drorch never writes (its value cannot be read) is named, not raised."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as s:
+                yield s
+        except READ_FAILURES as exc:
+            raise damaged(self.engine, SQLModel.metadata.sorted_tables, exc) from None
 
     def add_run(self, run: Run, steps: Sequence[Step]) -> Run:
         with self.session() as s:

@@ -53,6 +53,10 @@ def open_engine(url: str) -> Engine:
         # Times are written in UTC whatever the server's zone; a lock held elsewhere is not waited on for ever.
         args = {"options": f"-c timezone=UTC -c lock_timeout={BUSY_TIMEOUT_MS}", "connect_timeout": CONNECT_TIMEOUT_S}
     elif parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
+            raise StoreError(f"state store URL {shown}: an in-memory database keeps nothing once the command ends, "
+                             "so no run, schedule or point would be recorded: name a file (sqlite:///state/drorch.db)")
         args = {"timeout": BUSY_TIMEOUT_MS / 1000}
     try:
         engine = create_engine(url, connect_args=args)
