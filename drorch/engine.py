@@ -75,13 +75,17 @@ class Engine:
         snap = snapshot(pb, self.drivers, brief=True)
         return (disaster_plan if disaster else plan)(pb, snap, source, target), snap
 
-    def check_fencing(self, pb: Playbook, the_plan: Plan, snap: Snapshot, confirmed: bool) -> None:
-        """Refuse a disaster failover that could leave a workload running on both sites."""
-        down = sorted({f"host {inv.host} ({'; '.join(inv.errors.values())})" for inv in snap.site(the_plan.source)
-                       if any(i.at_source in inv.errors for i in the_plan.items if i.action in ACTING)})
+    def check_fencing(self, pb: Playbook, source: str, snap: Snapshot, confirmed: bool) -> None:
+        """Refuse a disaster failover that could leave a workload running on both sites: every host of the source
+        that could run one of the playbook's workloads must answer (and is then fenced through its daemon), be
+        fenced by the playbook's command, or be vouched for. Whatever the plan, the secondary or the store hold,
+        a silent host is never taken for a fenced one."""
+        kinds = pb.kinds_on(source)
+        down = sorted({f"host {inv.host} ({'; '.join(e for k, e in inv.errors.items() if k in kinds)})"
+                       for inv in snap.site(source) if kinds & inv.errors.keys()})
         if down and not confirmed and pb.fencing.command is None:
             raise FencingRequired(
-                f"site {the_plan.source} cannot be fenced: {', '.join(down)} does not answer, so its copies may still "
+                f"site {source} cannot be fenced: {', '.join(down)} does not answer, so its copies may still "
                 "run; confirm the site is down with --confirm-primary-down, or set fencing.command in the playbook")
 
     def start(self, pb: Playbook, the_plan: Plan, playbook_path: str, operation: str,
@@ -128,10 +132,10 @@ class Engine:
         `check` the plan's errors refuse it."""
         with self.locks.claim(pb):
             the_plan, snap = self.plan_for(pb, source, target, disaster)
+            if disaster:  # first: the reason a disaster cannot start at all is the one to say
+                self.check_fencing(pb, source, snap, confirmed)
             findings = plan_findings(pb, snap, the_plan, self.drivers)
             (check or refuse_errors)(findings)
-            if disaster:
-                self.check_fencing(pb, the_plan, snap, confirmed)
             run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed, point_at)
         return self.execute(pb, run)
 
@@ -145,7 +149,7 @@ class Engine:
         try:
             self._waves(live, [s for s in live.steps if s.kind != StepKind.TEARDOWN])
             if last and any(s.action == DRILL and s.state is StepState.SUCCEEDED for s in live.steps):
-                self.stop.wait(json.loads(last[0].detail or "{}").get("hold_s", 0))  # the clones stay up a while
+                self.stop.wait(last[0].details().get("hold_s", 0))  # the clones stay up a while
         finally:
             for s in last:
                 self.drills.teardown(live, s)

@@ -135,8 +135,12 @@ class Site(_Model):
     overcommit: Overcommit = Overcommit()
     max_moves: int | None = Field(None, ge=1, le=MAX_COUNT, description="moves at once into or out of this site")
     answer_timeout_s: float = Field(15.0, gt=0, le=MAX_ANSWER_S,
-                                    description="seconds each host has to answer the inventory; one "
-                                    "that does not is reported as not answering")
+                                    description="seconds each host has to answer the inventory, and any one "
+                                    "question or short call of a move (create, start, stop); a host that does not "
+                                    "is reported as not answering")
+    operation_timeout_s: float = Field(600.0, gt=0, le=MAX_WAIT_S,
+                                       description="seconds a host may work on one long call without a byte of "
+                                       "answer: a checkpoint taken or restored, an image or a volume sent")
 
 
 def short_image(name: str) -> str:
@@ -446,6 +450,10 @@ class Playbook(_Model):
     def kinds(self) -> set[WorkloadKind]:
         """What its workloads run as, on either site: the drivers it needs."""
         return {k for w in self.workloads for k in w.kinds}
+
+    def kinds_on(self, site: str) -> frozenset[WorkloadKind]:
+        """What the workloads run as on the site: the daemons of its hosts that may hold one of them."""
+        return frozenset(self.kind_on(w, site) for w in self.workloads)
 
     def kind_on(self, w: Workload, site: str) -> WorkloadKind:
         """What the workload runs as on the site: its kind, or on the secondary what it lands as."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import queue
 import threading
 import time
@@ -23,11 +22,12 @@ from drorch.inventory import HostInventory, Snapshot
 from drorch.playbook import Host, Playbook, WorkloadKind
 from drorch.records import utcnow
 from drorch.store import Step
+from drorch.store_rows import loaded
 
 SNAPSHOT_THREADS = 256  # questions in flight at once; each mostly waits for a daemon's answer
 
 
-def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
+def endpoint_of(pb: Playbook, site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     uri = host.endpoint(kind)
     if uri is None:
         return None
@@ -35,19 +35,21 @@ def endpoint_of(site: str, host: Host, kind: WorkloadKind) -> Endpoint | None:
     if kind is WorkloadKind.LXD and host.lxd_tls is not None:
         tls = (host.lxd_tls.server_cert, host.lxd_tls.cert, host.lxd_tls.key)
     engine = host.engine(kind) if kind is not WorkloadKind.VM else ""
+    cfg = pb.sites[site]
     return Endpoint(site, uri, host.migration_address, host.name, tls, engine,
-                    relay=host.lxd_relay and kind is WorkloadKind.LXD)
+                    relay=host.lxd_relay and kind is WorkloadKind.LXD, answer_timeout_s=cfg.answer_timeout_s,
+                    operation_timeout_s=cfg.operation_timeout_s)
 
 
 def host_endpoint(pb: Playbook, site: str, host_name: str, kind: WorkloadKind) -> Endpoint:
     host = next((h for h in pb.hosts(site) if h.name == host_name), None)
-    ep = endpoint_of(site, host, kind) if host is not None else None
+    ep = endpoint_of(pb, site, host, kind) if host is not None else None
     assert ep is not None, "the planner only picks hosts of the playbook with this kind's endpoint"
     return ep
 
 
 def site_endpoints(pb: Playbook, site: str, kind: WorkloadKind) -> list[Endpoint]:
-    return [ep for h in pb.hosts(site) if (ep := endpoint_of(site, h, kind)) is not None]
+    return [ep for h in pb.hosts(site) if (ep := endpoint_of(pb, site, h, kind)) is not None]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class RunSites:
     def request(self, step: Step) -> MoveRequest:
         """A step's recorded request with its endpoints as the playbook gives them now: the store keeps URIs
         without their passwords and tokens. A host since dropped from the playbook keeps what was recorded."""
-        req = MoveRequest.from_dict(json.loads(step.request or "{}"))
+        req = MoveRequest.from_dict(loaded("steps", step.id, "request", step.request))
         here = self.endpoints
 
         def current(ep: Endpoint, kind: WorkloadKind) -> Endpoint:
@@ -160,7 +162,7 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
     only checks need (see Driver.host_facts)."""
     placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
     asks = [(inv, host, kind, driver, ep) for inv, host in placed
-            for kind, driver in drivers.items() if (ep := endpoint_of(inv.site, host, kind)) is not None]
+            for kind, driver in drivers.items() if (ep := endpoint_of(pb, inv.site, host, kind)) is not None]
     # A host's facts and its workloads are two questions, asked side by side like every other host's.
     questions = [_Question((inv.site, inv.host, ep.uri), call, ep)
                  for inv, host, _, driver, ep in asks

@@ -6,7 +6,6 @@ The engine decides when and in what order; every state change goes back through 
 
 from __future__ import annotations
 
-import json
 import time
 
 from drorch.drivers.base import Driver, MoveRequest, Phase, Progress
@@ -15,7 +14,7 @@ from drorch.hooks import HookResult, run_hooks
 from drorch.landing import verify
 from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.planner import Action
-from drorch.playbook import Hook, Hooks, WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS, Hook, Hooks, WorkloadKind
 from drorch.records import StepKind, StepState
 from drorch.store import Step, Store
 
@@ -58,7 +57,7 @@ class StepWork:
                     return
                 time.sleep(CONTROL_SECONDS)
         else:
-            phase = json.loads(step.detail or "{}").get("phase", "before")
+            phase = step.details().get("phase", "before")
             hooks = getattr(live.pb.wave(step.wave or "").hooks, phase)
             to(live, step, StepState.RUNNING)
             ok, said = _hooks(hooks, {**hook_env(live, step, ""), "DRORCH_HOOK_PHASE": phase})
@@ -92,7 +91,7 @@ class StepWork:
             return
         try:
             if step.action == Action.RESTART:
-                final = here.restart(step.workload, target, json.loads(step.detail or "{}").get("point"))
+                final = here.restart(step.workload, target, step.details().get("point"))
             else:
                 final = self._move(live, step, driver, live.sites.request(step))
         except DrorchError as exc:
@@ -138,17 +137,22 @@ class StepWork:
     def _fence(self, live: LiveRun) -> str:
         """Make sure no copy on the source runs before any starts on the target."""
         pb, run = live.pb, live.run
-        confirmed = bool(json.loads(live.steps[0].detail or "{}").get("confirmed"))
-        stopped, silent = [], []
-        names = {(s.at_source, s.workload) for s in live.steps if s.action == Action.RESTART}
-        for kind, name in sorted(names):
+        confirmed = bool(live.steps[0].details().get("confirmed"))
+        stopped, silent, asked = [], [], []
+        names = {(s.at_source, s.workload) for s in live.steps if s.kind in WORKLOAD_KINDS}
+        for kind in sorted(pb.kinds_on(run.source_site)):
+            driver = live.sites.drivers[kind]
             for ep in live.sites.hosts(run.source_site, kind):
                 try:
-                    if live.sites.drivers[kind].fence(name, ep):
-                        stopped.append(f"{kind} {name} on {ep.host}")
+                    for name in sorted(n for k, n in names if k is kind):
+                        if driver.fence(name, ep):
+                            stopped.append(f"{kind} {name} on {ep.host}")
+                    driver.host_facts(ep, brief=True)  # answers, even with none of the run's workloads to stop
+                    asked.append(ep.host)
                 except SiteUnreachable:
                     silent.append(ep.host)
-        said = f"destroyed {', '.join(stopped)}" if stopped else "no copy ran on the answering hosts"
+        hosts = ", ".join(sorted(set(asked))) or "none"
+        said = f"destroyed {', '.join(stopped)}" if stopped else f"no copy ran on the answering hosts ({hosts})"
         if not silent:
             return f"site {run.source_site} fenced: {said}"
         hosts = ", ".join(sorted(set(silent)))

@@ -1,6 +1,7 @@
 """A stand-in Docker Engine API on loopback, for what no real daemon would answer: container and network names
-with control characters, an endless JSON document, answers of the wrong shape. It answers the calls the
-container driver's inventory makes, and nothing else."""
+with control characters, an endless or endlessly nested JSON document whatever its Content-Type, answers of the
+wrong shape, redirects, a create that never answers. It answers the calls the container driver's inventory and
+a redeploy's first steps make, and nothing else."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass
@@ -19,8 +21,13 @@ class Behaviour:
     containers: list[str] = field(default_factory=list)  # names, running, each 1 vCPU and 64 MiB
     networks: list[str] = field(default_factory=list)
     endless: bool = False  # /containers/json streams a JSON list that never ends
+    content_type: str | None = "application/json"  # what the endless answer says it is (None: no header)
+    deep: bool = False  # /containers/json answers a list nested two million deep
     garbled: bool = False  # /containers/json answers a list of numbers
+    redirect: str | None = None  # every GET is answered with a redirect there
+    hang_create: bool = False  # POST /containers/create is taken and never answered
     streamed_bytes: int = 0  # how much of the endless list was sent before the client hung up
+    requests: list[str] = field(default_factory=list)  # method and path of every request, in order
 
 
 def _inspect(name: str) -> dict[str, Any]:
@@ -38,7 +45,10 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _json(self, body: Any) -> None:
-            data = json.dumps(body).encode()
+            self._json_text(json.dumps(body))
+
+        def _json_text(self, text: str) -> None:
+            data = text.encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -47,7 +57,8 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
 
         def _endless(self) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            if behaviour.content_type is not None:
+                self.send_header("Content-Type", behaviour.content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             item = json.dumps({"Id": "x" * 1000, "Names": ["/x"], "Labels": {}}).encode() + b","
@@ -61,9 +72,30 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client hung up, as it should
                 pass
 
+        def _listed(self, path: str) -> str:
+            """The listed container an inspect asks for, or ''."""
+            name = unquote(path.split("/containers/", 1)[1].rsplit("/json", 1)[0])
+            return name if name in behaviour.containers else ""
+
+        def do_POST(self) -> None:
+            behaviour.requests.append(f"POST {self.path}")
+            if self.path.split("?")[0].endswith("/containers/create") and behaviour.hang_create:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(130)  # past any timeout of drorch's: the client gives up first
+                return
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_GET(self) -> None:
+            behaviour.requests.append(f"GET {self.path}")
             path = self.path.split("?")[0]
-            if path == "/_ping":
+            if behaviour.redirect is not None:
+                self.send_response(302)
+                self.send_header("Location", behaviour.redirect + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/_ping":
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -74,17 +106,18 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
                 self._json([{"Name": n} for n in behaviour.networks])
             elif path.endswith("/images/json"):
                 self._json([{"RepoTags": ["busybox:latest"]}])
+            elif "/images/" in path and path.endswith("/json"):
+                self._json({"Id": "sha256:0", "RepoTags": ["busybox:latest"], "Size": 1})
+            elif path.endswith("/containers/json") and behaviour.deep:
+                self._json_text("[" * 2_000_000 + "]" * 2_000_000)
             elif path.endswith("/containers/json") and behaviour.endless:
                 self._endless()
             elif path.endswith("/containers/json"):
                 listed = [1, 2, 3] if behaviour.garbled else [
                     {"Id": n, "Names": [f"/{n}"], "Labels": {}} for n in behaviour.containers]
                 self._json(listed)
-            elif path.startswith("/v") and path.endswith("/json") and "/containers/" in path:
-                name = path.split("/containers/", 1)[1].rsplit("/json", 1)[0]
-                from urllib.parse import unquote
-
-                self._json(_inspect(unquote(name)))
+            elif path.endswith("/json") and "/containers/" in path and self._listed(path):
+                self._json(_inspect(self._listed(path)))
             else:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")

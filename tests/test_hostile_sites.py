@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from drorch.drivers.http_limits import MAX_JSON_BYTES
 from tests.standin_docker import Behaviour, standin_docker
+from tests.standin_lxd import LxdBehaviour, standin_lxd
 from tests.test_hostile_input import REPO, drorch
 
 HOSTILE_NAMES = ["esc\x1b[2Jclear", "cr\rover", "bs\x08\x08back", "nl\nfake row", "rlo\u202egnp.exe", "bell\x07"]
@@ -77,6 +79,7 @@ def test_an_endless_json_answer_is_cut_at_its_bound(tmp_path: Path) -> None:
     assert endless.streamed_bytes < 4 * MAX_JSON_BYTES and took < 60, (endless.streamed_bytes, took)
 
 
+CLI = "import sys\nfrom drorch.cli import main\nmain(sys.argv[1:])\n"
 LIMITED_1GIB = """\
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
@@ -116,8 +119,8 @@ def test_podman_hosts_are_called_podman(tmp_path: Path, capsys: pytest.CaptureFi
     pb.write_text(text.replace('docker: "tcp://127.0.0.1:1"}], answer', 'podman: "tcp://127.0.0.1:1"}], answer', 1))
     code, out, _ = drorch(capsys, "inventory", str(pb))
     assert code == 1
-    assert "  container: site a: Podman at tcp://127.0.0.1:1 does not answer: " in out
-    assert "  container: site b: Docker at tcp://127.0.0.1:1 does not answer: " in out
+    assert "  container: site a: Podman at tcp://127.0.0.1:1 refused the connection\n" in out
+    assert "  container: site b: Docker at tcp://127.0.0.1:1 refused the connection\n" in out
 
 
 @pytest.mark.usefixtures("state")
@@ -135,3 +138,146 @@ def test_nothing_answers_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, _, err = drorch(capsys, "readiness", str(pb))
     assert (code, err) == (1, "drorch: error: standin was never checked, so it is not known to be ready: drorch "
                               "readiness --check, or a readiness schedule\n")
+
+
+@pytest.mark.usefixtures("state")
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+def test_an_endless_answer_is_cut_at_its_bound_whatever_its_type(content_type: str | None, tmp_path: Path) -> None:
+    endless = Behaviour(endless=True, content_type=content_type)
+    with standin_docker(endless) as a, standin_docker(Behaviour()) as b:
+        res = subprocess.run([sys.executable, "-c", LIMITED_1GIB, "inventory", str(playbook(tmp_path, a, b))],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 1 and "internal error" not in res.stderr, res.stderr[-500:]
+    assert f"site a: Docker at {a}: its answer to /v1.41/containers/json passed {MAX_JSON_BYTES >> 20} MiB" \
+        in res.stdout
+    assert endless.streamed_bytes < 4 * MAX_JSON_BYTES, endless.streamed_bytes
+
+
+@pytest.mark.usefixtures("state")
+def test_an_answer_nested_two_million_deep_is_a_host_that_did_not_answer(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with standin_docker(Behaviour(deep=True)) as a, standin_docker(Behaviour()) as b:
+        code, out, err = drorch(capsys, "inventory", str(playbook(tmp_path, a, b)))
+    assert code == 1 and "internal error" not in err, err
+    assert f"container: site a: Docker at {a}: answers what the Engine API never does (RecursionError" in out
+
+
+@pytest.mark.usefixtures("state")
+def test_a_redirect_is_never_followed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = Behaviour(containers=["elsewhere"])
+    with standin_docker(other) as elsewhere:
+        port = elsewhere.rsplit(":", 1)[1]
+        lured = Behaviour(redirect=f"http://127.0.0.1:{port}")
+        with standin_docker(lured) as a, standin_docker(Behaviour()) as b:
+            code, out, err = drorch(capsys, "inventory", str(playbook(tmp_path, a, b)))
+    assert code == 1 and "internal error" not in err and "elsewhere" not in out, out
+    assert f"site a: Docker at {a}: answered /_ping with a redirect to 'http://127.0.0.1:{port}/_ping', which " \
+           "drorch does not follow" in out
+    assert not other.requests  # the redirect led nowhere
+
+
+DISASTER = """\
+name: silent
+primary: a
+secondary: b
+sites:
+  a: {{hosts: [{{name: a1, {a}}}], answer_timeout_s: 5}}
+  b: {{hosts: [{{name: b1, {b}, capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 5}}
+workloads:
+  - {{name: web, kind: {kind}, strategy: {strategy}}}
+"""
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.usefixtures("state")
+@pytest.mark.parametrize("kind", ["container", "vm"])
+@pytest.mark.parametrize("secondary", ["silent", "answering with no point"])
+def test_a_disaster_failover_never_takes_a_silent_primary_for_a_fenced_one(
+        kind: str, secondary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Site a's only host is a closed port; site b is one too, or answers holding no point (a stand-in Docker, or
+    libvirt's own test driver): refused before any run, naming the silent host."""
+    closed = f"127.0.0.1:{closed_port()}"
+    silent = {"container": f'docker: "tcp://{closed}"', "vm": f'libvirt: "qemu+tcp://{closed}/system"'}
+    with standin_docker(Behaviour()) as standin:
+        answering = {"container": f'docker: "{standin}"', "vm": 'libvirt: "test:///default"'}
+        path = tmp_path / "silent.yaml"
+        path.write_text(DISASTER.format(a=silent[kind], b=(silent if secondary == "silent" else answering)[kind],
+                                        kind=kind, strategy="redeploy" if kind == "container" else "live"))
+        code, out, err = drorch(capsys, "failover", "--disaster", str(path))
+    assert code == 1 and out == "", (out, err)
+    (line,) = err.splitlines()
+    assert line.startswith("drorch: error: site a cannot be fenced: host a1 (") and "does not answer" in line, line
+    assert "--confirm-primary-down" in line
+    assert drorch(capsys, "history", "--json")[1].strip() == "[]"  # refused before any run or step
+
+
+@pytest.mark.usefixtures("state")
+def test_a_create_that_never_answers_is_given_up_at_the_sites_bound_and_an_abort_answers_at_once(
+        tmp_path: Path) -> None:
+    source, target = Behaviour(containers=["web"]), Behaviour(hang_create=True)
+    with standin_docker(source) as a, standin_docker(target) as b:
+        path = tmp_path / "hang.yaml"
+        path.write_text(DISASTER.format(a=f'docker: "{a}"', b=f'docker: "{b}"', kind="container",
+                                        strategy="redeploy"))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        began = time.monotonic()
+        move = subprocess.Popen([sys.executable, "-c", CLI, "failover", str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        while not any(r.startswith("POST") and "/containers/create" in r for r in target.requests):
+            assert time.monotonic() - began < 30 and move.poll() is None, move.communicate()
+            time.sleep(0.1)
+        asked = time.monotonic()
+        abort = subprocess.run([sys.executable, "-c", CLI, "abort", "1"], capture_output=True, text=True,
+                               env=env, timeout=60)
+        answered = time.monotonic() - asked
+        out, err = move.communicate(timeout=60)
+        took = time.monotonic() - began
+    assert abort.returncode == 0 and abort.stdout == "run 1 aborted\n", abort.stderr
+    assert answered < 10, answered  # the site's 5 s bound, not the client's default of minutes
+    assert took < 20 and move.returncode == 1, (took, out, err)
+    progress = [ln for ln in out.splitlines() if ln.startswith("[1/1]")]
+    assert len(progress) == len(set(progress)) and all(not ln.endswith(": ") for ln in progress), progress
+
+
+LXD = """\
+name: lxd
+primary: a
+secondary: b
+sites:
+  a: {{hosts: [{{name: a1, lxd: "{a}"}}], answer_timeout_s: 20}}
+  b: {{hosts: [{{name: b1, lxd: "{a}", capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 20}}
+workloads:
+  - {{match: "*", kind: lxd}}
+"""
+
+
+@pytest.mark.usefixtures("state")
+@pytest.mark.parametrize("metadata", [[1, 2], "text", None, {"environment": [1]}])
+@pytest.mark.parametrize("command", ["status", "inventory", "validate"])
+def test_an_lxd_description_that_is_not_an_object_is_a_host_that_did_not_answer(
+        metadata: object, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with standin_lxd(LxdBehaviour(metadata=metadata), tmp_path) as a:
+        path = tmp_path / "lxd.yaml"
+        path.write_text(LXD.format(a=a))
+        code, out, err = drorch(capsys, command, str(path))
+    assert code == 1 and "internal error" not in err and "Traceback" not in err, err
+    assert f"site a: LXD at {a} does not answer as LXD (GET /1.0 is not a server's description)" in out + err
+
+
+@pytest.mark.usefixtures("state")
+def test_an_endless_lxd_answer_without_a_type_is_cut_at_its_bound(tmp_path: Path) -> None:
+    endless = LxdBehaviour(endless=True)
+    with standin_lxd(endless, tmp_path) as a:
+        path = tmp_path / "lxd.yaml"
+        path.write_text(LXD.format(a=a))
+        res = subprocess.run([sys.executable, "-c", LIMITED_1GIB, "inventory", str(path)], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 1 and "internal error" not in res.stderr, res.stderr[-500:]
+    assert f"site a: LXD at {a} does not answer as LXD (its answer to /1.0 passed {MAX_JSON_BYTES >> 20} MiB" \
+        in res.stdout
+    assert endless.streamed_bytes < 4 * MAX_JSON_BYTES, endless.streamed_bytes

@@ -36,6 +36,8 @@ class Endpoint:
     tls: tuple[str, str, str] | None = None  # (CA, certificate, key) files of a Docker TCP endpoint
     engine: str = ""  # a container host's engine: "podman", or Docker ("docker", and "" in older records)
     relay: bool = False  # an LXD whose migrations drorch relays (lxd_relay)
+    answer_timeout_s: float = 15.0  # the site's bound on a question or a short call
+    operation_timeout_s: float = 600.0  # and on a long one (a checkpoint, a restore, data sent)
 
     @property
     def podman(self) -> bool:

@@ -190,9 +190,9 @@ class ContainerMoves:
         count = self._jobs.counter(hid, int(src.api.inspect_image(image).get("Size") or 0))
 
         def counted() -> Iterator[bytes]:
-            for chunk in src.api.get_image(image, chunk_size=CHUNK):
+            for chunk in src.slow.get_image(image, chunk_size=CHUNK):
                 count(len(chunk))
                 yield chunk
 
-        for _ in dst.api.load_image(counted()):
+        for _ in dst.slow.load_image(counted()):
             pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from drorch.drivers.base import Endpoint, chosen
 from drorch.drivers.docker_config import volumes
-from drorch.drivers.http_limits import limit_json_answers
+from drorch.drivers.http_limits import failure, guard_answers, tls_problem
 from drorch.drivers.transfer import CHUNK, Manifest, manifest, relay
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.host import run_alive
@@ -37,7 +38,7 @@ CHECKPOINT_PREFIX = "drorch-"
 # Docker 20.10 and later speak it, and Podman's compatible API: no round trip to negotiate a version.
 API_VERSION = "1.41"
 API_ERRORS = (DockerException, requests.RequestException)
-GARBLED = (KeyError, TypeError, AttributeError, ValueError)  # an answer not shaped as the API's
+GARBLED = (KeyError, TypeError, AttributeError, ValueError, RecursionError)  # an answer not shaped as the API's
 
 
 def reason(exc: Exception) -> str:
@@ -58,19 +59,29 @@ class DockerSite:
         tls: docker.tls.TLSConfig | bool = False
         if ep.tls is not None:
             ca, cert, key = ep.tls
-            unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
-            if unreadable:
-                raise SiteUnreachable(f"{self.where}: TLS file {unreadable[0]} cannot be read")
+            unusable = tls_problem(ep.tls)
+            if unusable:
+                raise SiteUnreachable(f"{self.where}: TLS file {unusable}")
             tls = docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=True)
+        self._tls = tls
+        # Questions and short calls wait the site's answer_timeout_s for each answer; `slow` is for the calls
+        # that work before they answer (a checkpoint, a restore, data sent), bounded by operation_timeout_s.
+        self.api: Any = self._client(ep.answer_timeout_s)  # loosely typed: the stubs lack the raw calls
+
+    def _client(self, timeout: float) -> Any:
         try:
-            # Typed loosely: the stubs lack the raw calls that checkpoints need.
-            self.api: Any = docker.APIClient(base_url=ep.uri, version=API_VERSION, timeout=120, tls=tls)
-            # The playbook's endpoint and CA, as given: REQUESTS_CA_BUNDLE or a proxy of the environment
-            # would otherwise replace the daemon's CA or redirect the connection.
-            self.api.trust_env = False
-            limit_json_answers(self.api)
+            api = docker.APIClient(base_url=self.ep.uri, version=API_VERSION, timeout=math.ceil(timeout), tls=self._tls)
         except API_ERRORS as exc:
-            raise SiteUnreachable(f"{self.where} does not answer: {reason(exc)}") from None
+            raise self.unreachable(exc) from None
+        # The playbook's endpoint and CA, as given: REQUESTS_CA_BUNDLE or a proxy of the environment would
+        # otherwise replace the daemon's CA or redirect the connection.
+        api.trust_env = False
+        guard_answers(api)
+        return api
+
+    @functools.cached_property
+    def slow(self) -> Any:
+        return self._client(self.ep.operation_timeout_s)
 
     @property
     def where(self) -> str:
@@ -89,8 +100,9 @@ class DockerSite:
                                   f"{str(exc)[:100]})") from None
 
     def unreachable(self, exc: Exception) -> SiteUnreachable:
-        silent = isinstance(exc, requests.ConnectionError | requests.Timeout)
-        return SiteUnreachable(f"{self.where}{' does not answer' if silent else ''}: {reason(exc)}")
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            return SiteUnreachable(f"{self.where} {failure(exc)}")
+        return SiteUnreachable(f"{self.where}: {reason(exc)}")
 
     def inspect(self, name: str) -> dict[str, Any] | None:
         try:
@@ -140,7 +152,7 @@ class DockerSite:
     # --- checkpoints (raw endpoints) -------------------------------------------------------------------------
 
     def checkpoint(self, container: str, name: str, leave_running: bool = False) -> None:
-        res = self.api._post_json(self.api._url("/containers/{0}/checkpoints", container),
+        res = self.slow._post_json(self.api._url("/containers/{0}/checkpoints", container),
                                   data={"CheckpointID": name, "Exit": not leave_running})
         self.api._raise_for_status(res)
 
@@ -161,8 +173,9 @@ class DockerSite:
 
     def start(self, container: str, checkpoint: str | None = None) -> None:
         params = {"checkpoint": checkpoint} if checkpoint else {}
-        res = self.api._post(self.api._url("/containers/{0}/start", container), params=params)
-        self.api._raise_for_status(res)
+        api = self.slow if checkpoint else self.api  # a restore works before it answers
+        res = api._post(api._url("/containers/{0}/start", container), params=params)
+        api._raise_for_status(res)
 
     def remove(self, container: dict[str, Any]) -> None:
         """A container that moved away, with its volumes: their contents now live on the other site. A named
@@ -211,14 +224,16 @@ class DockerSite:
         return stale
 
     def read(self, helper_id: str, path: str) -> Iterator[bytes]:
-        stream, _stat = self.api.get_archive(helper_id, path, chunk_size=CHUNK)
+        stream, _stat = self.slow.get_archive(helper_id, path, chunk_size=CHUNK)
         return stream  # type: ignore[no-any-return]
 
     def write(self, helper_id: str, path: str, chunks: Iterable[bytes]) -> None:
-        self.api.put_archive(helper_id, path, chunks)
+        self.slow.put_archive(helper_id, path, chunks)
 
     def close(self) -> None:
         self.api.close()
+        if "slow" in self.__dict__:
+            self.slow.close()
 
 
 def send_tree(src: DockerSite, src_helper: str, src_path: str, dst: DockerSite, dst_helper: str, dst_path: str,

@@ -82,7 +82,7 @@ def chain(vols: dict[str, PointVolume], stamp: str) -> list[PointVolume]:
         vol = vols.get(at)
         if vol is None:
             whose = f"point {point_name(stamp)}" + (f" (which builds on {point_name(at)})" if at != stamp else "")
-            raise MoveFailed(f"{whose}: the volume of {point_name(at)} is missing on the site")
+            raise MoveFailed(f"{whose}: the volume of {point_name(at)} is missing")
         if len(out) > len(vols):
             raise MoveFailed(f"point {point_name(stamp)}: its volumes name each other in a loop")
         out.append(vol)

@@ -27,10 +27,11 @@ import websocket
 from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
 
 from drorch.drivers.base import Endpoint
-from drorch.drivers.http_limits import limit_json_answers
+from drorch.drivers.http_limits import failure, guard_answers, tls_problem
 from drorch.errors import MoveFailed, SiteUnreachable
 
 TIMEOUT_S = 120.0  # one request; operations are waited on by their own /wait calls
+GARBLED = (KeyError, TypeError, ValueError, AttributeError, RecursionError)  # an answer not shaped as LXD's
 
 
 class LxdError(MoveFailed):
@@ -68,16 +69,16 @@ class LxdSite:
             if ep.tls is None:
                 raise SiteUnreachable(f"{self.where}: an https endpoint needs lxd_tls in the playbook")
             server_cert, cert, key = ep.tls
-            unreadable = [f for f in ep.tls if not os.access(f, os.R_OK)]
-            if unreadable:
-                raise SiteUnreachable(f"{self.where}: TLS file {unreadable[0]} cannot be read")
+            unusable = tls_problem(ep.tls)
+            if unusable:
+                raise SiteUnreachable(f"{self.where}: TLS file {unusable}")
             # A path as `verify`: pylxd's adapter pins that certificate's fingerprint, as LXD's own client does.
             session = pylxd.client.get_session_for_url(ep.uri, verify=server_cert, cert=(cert, key))
             endpoint = ep.uri
         else:
             raise SiteUnreachable(f"{self.where}: not an LXD endpoint (unix:// or https://)")
         session.trust_env = False  # the playbook's endpoint as given: no proxy or CA bundle of the environment
-        limit_json_answers(session)
+        guard_answers(session)
         try:
             client = pylxd.Client(endpoint=endpoint, session=session, timeout=TIMEOUT_S)
         except (ClientConnectionFailed, requests.ConnectionError) as exc:
@@ -86,12 +87,14 @@ class LxdSite:
                 raise SiteUnreachable(f"{self.where} answers with a certificate other than the one pinned "
                                       f"(lxd_tls.server_cert {ep.tls[0] if ep.tls else ''})") from None
             if said:
-                raise SiteUnreachable(f"{self.where} does not answer: {said}") from None
+                raise SiteUnreachable(f"{self.where} {failure(exc)}") from None
             raise SiteUnreachable(f"{self.where} does not answer as LXD (GET /1.0 failed)") from None
-        except (LXDAPIException, requests.RequestException, ValueError, KeyError) as exc:
+        except (LXDAPIException, requests.RequestException, *GARBLED) as exc:
             # e.g. a Docker socket, or any HTTP server: GET /1.0 is not LXD's answer
             raise SiteUnreachable(f"{self.where} does not answer as LXD ({' '.join(_reason(exc).split())[:200]})"
                                   ) from None
+        if not isinstance(client.host_info, dict) or not isinstance(client.host_info.get("environment", {}), dict):
+            raise SiteUnreachable(f"{self.where} does not answer as LXD (GET /1.0 is not a server's description)")
         if client.host_info.get("auth") != "trusted":
             raise SiteUnreachable(f"{self.where}: the server does not trust drorch's client certificate "
                                   "(add it with `lxc config trust add`)")
@@ -103,12 +106,12 @@ class LxdSite:
         try:
             yield
         except (ClientConnectionFailed, requests.RequestException) as exc:
-            raise SiteUnreachable(f"{self.where} does not answer: {_reason(exc)}") from None
+            raise SiteUnreachable(f"{self.where} {failure(exc)}") from None
         except NotFound as exc:
             raise LxdMissing(f"{self.where}: {_reason(exc)}") from None
         except LXDAPIException as exc:
             raise LxdError(f"{self.where}: {_reason(exc)}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except GARBLED as exc:
             raise SiteUnreachable(f"{self.where}: answers what LXD's API never does ({type(exc).__name__}: "
                                   f"{str(exc)[:100]})") from None
 

@@ -101,8 +101,8 @@ class PodmanSite(DockerSite):
         """The container's checkpoint as a tar stream, open while in the context; the container stops. Its
         checkpoint is also kept where it is (keep), so that `restore_here` can bring it back if the other end
         fails."""
-        res = self._checked(self.api._post(self._libpod("/containers/{0}/checkpoint", container),
-                                           params={"export": "true", "keep": "true"}, stream=True))
+        res = self._checked(self.slow._post(self._libpod("/containers/{0}/checkpoint", container),
+                                            params={"export": "true", "keep": "true"}, stream=True))
         try:
             yield res.iter_content(CHUNK)
         finally:
@@ -113,20 +113,20 @@ class PodmanSite(DockerSite):
         params: dict[str, Any] = {"import": "true"}
         if publish:
             params["publishPorts"] = publish
-        res = self._checked(self.api._post(self._libpod("/containers/import/restore"), params=params,
-                                           data=chunks, headers={"Content-Type": "application/x-tar"}))
+        res = self._checked(self.slow._post(self._libpod("/containers/import/restore"), params=params,
+                                            data=chunks, headers={"Content-Type": "application/x-tar"}))
         return str(res.json()["Id"])
 
     def restore_here(self, container: str) -> None:
         """Restore a container from the checkpoint an export left in place."""
-        self._checked(self.api._post(self._libpod("/containers/{0}/restore", container)))
+        self._checked(self.slow._post(self._libpod("/containers/{0}/restore", container)))
 
     # --- recovery points: checkpoint images ------------------------------------------------------------------
 
     def checkpoint_to_image(self, container: str, image: str) -> None:
         """A checkpoint of the running container as an image; the container runs on."""
-        self._checked(self.api._post(self._libpod("/containers/{0}/checkpoint", container),
-                                     params={"createImage": image, "leaveRunning": "true"}))
+        self._checked(self.slow._post(self._libpod("/containers/{0}/checkpoint", container),
+                                      params={"createImage": image, "leaveRunning": "true"}))
 
     def checkpoint_images(self, container: str) -> list[str]:
         """The recovery points of `container` held here as checkpoint images, oldest first (by their tags)."""
@@ -143,7 +143,7 @@ class PodmanSite(DockerSite):
         libpod's router does not take a name with slashes there.)"""
         image_id = str(self.api.inspect_image(image)["Id"]).rpartition(":")[2]
         params = {"name": name, **({"ignoreVolumes": "true"} if own_volumes else {})}
-        res = self._checked(self.api._post(self._libpod("/containers/{0}/restore", image_id), params=params))
+        res = self._checked(self.slow._post(self._libpod("/containers/{0}/restore", image_id), params=params))
         return str(res.json()["Id"])
 
     def drop_image(self, image: str) -> None:
