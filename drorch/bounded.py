@@ -9,6 +9,7 @@ every alias were expanded, so an alias bomb is refused before anything walks it.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from drorch.paths import not_regular
 
 MAX_BYTES = 8 << 20  # a playbook of 10,000 workloads is about 2 MiB
 MAX_SNAPSHOT_BYTES = 128 << 20  # `drorch inventory --json` of 10,000 workloads is about 3 MiB
+MAX_SECRET_BYTES = 64 << 10  # a token, a certificate or a key (a chain of several certificates included)
 MAX_DEPTH = 64  # mappings and sequences inside each other
 # LibYAML's own nesting limit (in the parser PyYAML 6.0.4's wheels bundle): its scanner looks up to 1,024
 # characters ahead for a key, so "[[[[..." meets it before the parse events reach MAX_DEPTH.
@@ -56,8 +58,12 @@ class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mis
         for tag, fn in yaml.SafeLoader.yaml_constructors.items()}
 
 
-def read_text(path: Path, limit: int = MAX_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most `limit` bytes; InputError (exit 2) otherwise, at once."""
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
+def _opened(path: Path) -> int:
+    """A descriptor of a regular file, opened without blocking (a FIFO would wait for a writer); InputError else."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -66,10 +72,33 @@ def read_text(path: Path, limit: int = MAX_BYTES) -> str:
     if kind is not None:
         os.close(fd)
         raise InputError([f"{path}: not a regular file ({kind})"])
+    return fd
+
+
+def check_file(path: Path, limit: int) -> None:
+    """A file that a library will read (a certificate, a key) is a regular file of at most `limit` bytes: checked
+    before the library opens it, which would block on a FIFO or read a device without end."""
+    fd = _opened(path)
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise InputError([f"{path}: larger than the limit of {_size(limit)}"])
+
+
+def read_text(path: Path, limit: int = MAX_BYTES, private: bool = False) -> str:
+    """The UTF-8 text of a regular file of at most `limit` bytes (with `private`, one that only its owner may
+    read); InputError (exit 2) otherwise, at once, before anything is read."""
+    fd = _opened(path)
+    mode = os.fstat(fd).st_mode
+    if private and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        os.close(fd)
+        raise InputError([f"{path}: may be read by others (mode {stat.filemode(mode)}): chmod 600 {path}"])
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise InputError([f"{path}:1:1: larger than the limit of {limit >> 20} MiB"])
+        raise InputError([f"{path}:1:1: larger than the limit of {_size(limit)}"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -7,26 +7,27 @@ library's WSGI server in threads of its own, so a flood of requests does not hol
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import html
 import ipaddress
 import logging
 import re
 import ssl
-import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 from sqlalchemy import text
 
-from drorch.errors import DrorchError, UsageError
+from drorch import bounded
+from drorch.errors import DrorchError, InputError, UsageError
 from drorch.fresh import Fresh
 from drorch.records import SCHEDULER_LEASE, naive, utcnow
 from drorch.store import Lease, Store
@@ -34,6 +35,7 @@ from drorch.store import Lease, Store
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 OPEN = ("/healthz", "/readyz")  # probes answer without the token: they say nothing of the estate
 
 
@@ -68,19 +70,25 @@ class Listen:
         if not self.loopback and (self.cert is None or self.key is None or self.token_file is None):
             raise UsageError(f"--listen {self.host}:{self.port} is not loopback: it needs --tls-cert, --tls-key and "
                              "--token-file (a bearer token in a file only its owner may read)")
+        for kind, path in (("TLS certificate", self.cert), ("TLS key", self.key)):
+            if path is not None:
+                _checked(kind, functools.partial(bounded.check_file, path, bounded.MAX_SECRET_BYTES))
         if self.token_file is None:
             return None
-        try:
-            mode = self.token_file.stat().st_mode
-            value = self.token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"token file {self.token_file}: {exc.strerror or exc}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise UsageError(f"token file {self.token_file} may be read by others (mode {stat.filemode(mode)}): "
-                             f"chmod 600 {self.token_file}")
+        token_file = self.token_file
+        value = _checked("token file", lambda: bounded.read_text(token_file, bounded.MAX_SECRET_BYTES, private=True))
+        value = value.strip()
         if len(value) < 16:
             raise UsageError(f"token file {self.token_file}: the token must be at least 16 characters")
         return value
+
+
+def _checked(kind: str, read: Callable[[], T]) -> T:
+    """A file the listener needs, read (or checked) as input: one usage error naming it, never a hang."""
+    try:
+        return read()
+    except InputError as exc:
+        raise UsageError(f"{kind} {exc.problems[0]}") from None
 
 
 class _Server(ThreadingWSGIServer):
@@ -139,7 +147,14 @@ class Web:
         self.server.server_close()
 
     def app(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        """Every answer; a HEAD gets a GET's status and headers without its body."""
+        answer = self._answer(environ, start)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else answer
+
+    def _answer(self, environ: Environ, start: StartResponse) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):  # read-only: nothing here takes a request body
+            return _answer(start, 405, "only GET and HEAD are served\n", [("Allow", "GET, HEAD")])
         if self._token is not None and path not in OPEN and not _carries(environ.get("HTTP_AUTHORIZATION", ""),
                                                                           self._token):
             asks = [("WWW-Authenticate", 'Basic realm="drorch", charset="UTF-8"'), ("WWW-Authenticate", "Bearer")]
@@ -189,7 +204,7 @@ def _carries(authorization: str, token: str) -> bool:
 
 def _answer(start: StartResponse, status: int, body: str | bytes, headers: list[tuple[str, str]] | None = None,
             content_type: str = "text/plain; charset=utf-8") -> list[bytes]:
-    reasons = {200: "OK", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable"}
+    reasons = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
     data = body.encode() if isinstance(body, str) else body
     start(f"{status} {reasons.get(status, '')}", [("Content-Type", content_type), ("Content-Length", str(len(data))),
                                                    ("X-Content-Type-Options", "nosniff"), *(headers or [])])

@@ -182,3 +182,65 @@ def test_log_lines_stay_one_line_with_names_escaped() -> None:
     record = logging.LogRecord("apscheduler", logging.INFO, __file__, 1, 'Added job "protect \x1b[31mevil\nx.yaml"',
                                None, None)
     assert _OneLine("%(message)s").format(record) == r'Added job "protect \x1b[31mevil\nx.yaml"'
+
+
+def _fifo(tmp_path: Path, name: str) -> Path:
+    import os
+
+    path = tmp_path / name
+    os.mkfifo(path, 0o600)
+    return path
+
+
+@pytest.mark.parametrize("option, file, said", [
+    ("--token-file", "/dev/zero", "token file /dev/zero: not a regular file (a device)"),
+    ("--token-file", "fifo", "token file {fifo}: not a regular file (a named pipe)"),
+    ("--token-file", "huge", "token file {huge}:1:1: larger than the limit of 64 KiB"),
+    ("--tls-cert", "fifo", "TLS certificate {fifo}: not a regular file (a named pipe)"),
+    ("--tls-key", "/dev/zero", "TLS key /dev/zero: not a regular file (a device)"),
+])
+def test_the_listeners_files_are_checked_before_they_are_read(option: str, file: str, said: str, tmp_path: Path,
+                                                              store: object) -> None:
+    """A FIFO would hang the daemon at its start and /dev/zero fill its memory: each is one line, at once."""
+    from tests.test_hostile_input import run_limited
+
+    fifo, huge = _fifo(tmp_path, "fifo"), tmp_path / "huge"
+    huge.write_text("t" * (1 << 20))
+    huge.chmod(0o600)
+    given = {"fifo": str(fifo), "huge": str(huge)}.get(file, file)
+    small = tmp_path / "small.pem"
+    small.write_text("-----BEGIN CERTIFICATE-----\n")
+    pair = {"--tls-cert": ["--tls-key", str(small)], "--tls-key": ["--tls-cert", str(small)]}.get(option, [])
+    began = time.monotonic()
+    res = run_limited("daemon", "run", "--listen", "127.0.0.1:1", option, given, *pair, timeout=30)
+    assert time.monotonic() - began < 20
+    assert res.returncode == 2 and res.stderr == f"drorch: error: {said.format(fifo=fifo, huge=huge)}\n", res.stderr
+
+
+@pytest.mark.parametrize("point", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize("command", [["drill"], ["failover", "--disaster"]])
+def test_a_point_in_time_past_the_calendars_ends(point: str, command: list[str], playbook_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = drorch(capsys, *command, str(playbook_file), "--point", point)
+    assert code == 2 and out == "" and "internal error" not in err, err
+    assert f"Invalid value for '--point': {point!r} is not a time drorch can use: in UTC it falls outside years 1 " \
+           "to 9999" in err, err
+
+
+def test_an_in_memory_store_is_refused_naming_why(playbook_file: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
+        monkeypatch.setenv("DRORCH_DB_URL", url)
+        code, out, err = drorch(capsys, "schedule", "add", str(playbook_file), "--job", "protect", "--every", "60")
+        assert code == 2 and out == "", err
+        assert err == f"drorch: error: state store URL {url}: an in-memory database keeps nothing once the command " \
+                      "ends, so no run, schedule or point would be recorded: name a file (sqlite:///state/drorch.db)\n"
+
+
+def test_a_report_to_a_named_pipe_is_refused_at_once(playbook_file: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert drorch(capsys, "failover", str(playbook_file))[0] == 0
+    fifo = _fifo(tmp_path, "report.html")
+    code, out, err = drorch(capsys, "report", "1", "--html", str(fifo))
+    assert (code, out) == (2, "") and err == f"drorch: error: {fifo}: not a regular file (a named pipe): write " \
+                                             "the report to a file\n", err

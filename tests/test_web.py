@@ -114,7 +114,7 @@ def test_any_address_but_loopback_needs_tls_and_a_token_only_its_owner_reads(sto
     token = tmp_path / "token"
     with pytest.raises(UsageError, match="is not loopback: it needs --tls-cert, --tls-key and --token-file"):
         Web(Listen("0.0.0.0", 0), store, metrics(store))
-    with pytest.raises(UsageError, match=r"token file .*token: No such file"):
+    with pytest.raises(UsageError, match=r"token file .*token: cannot read: No such file"):
         Web(Listen("0.0.0.0", 0, cert, key, token), store, metrics(store))
     token.write_text(TOKEN)
     token.chmod(0o644)
@@ -210,5 +210,30 @@ def test_in_a_browser_a_name_with_markup_is_text_and_the_page_fits_a_phone(store
             assert browser.title == "drorch"  # the name's markup ran nothing
             assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b")
             assert fits(browser), "the page scrolls sideways on a phone"
+    finally:
+        web.close()
+
+
+def test_in_a_browser_markup_in_any_field_of_a_damaged_row_is_text(store: Store, tmp_path: Path) -> None:
+    """A row written by another program may hold text where drorch writes a number (a step's seq, a point count):
+    the page shows it as text and runs none of it."""
+    import sqlite3
+
+    markup = '<img src=x onerror="document.title=1">'
+    store.add_run(Run(operation="failover", playbook="shop", playbook_path="shop.yaml", source_site="a",
+                      target_site="b", state=RunState.RUNNING, pid=1, host="h"),
+                  [Step(run_id=0, seq=1, workload="db", kind="vm", strategy="live", source_site="a", target_site="b",
+                        state=StepState.RUNNING)])
+    with sqlite3.connect(store.engine.url.database or "") as conn:
+        conn.execute("UPDATE steps SET seq = ?, bytes_done = ?, bytes_total = ?", (markup, markup, markup))
+    web = Web(Listen("127.0.0.1", 0), store, metrics(store), Pages(store, dict, max_age_s=0, stale_s=0))
+    web.start()
+    try:
+        with chromium(tmp_path / "chromium") as browser:
+            browser.get(f"http://127.0.0.1:{web.port}/")
+            ((seq, workload, state, _progress, _said),) = rows(browser, "tr.step")
+            assert (seq, workload, state) == (markup, "vm db", "running")
+            assert browser.title == "drorch"  # the markup ran nothing
+            assert not browser.find_elements(By.CSS_SELECTOR, "#running img")
     finally:
         web.close()

@@ -55,7 +55,11 @@ def point_time(value: str | None) -> datetime | None:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is neither a time like 2026-11-30T17:48:11 nor 'latest'") from None
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    try:
+        return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    except OverflowError:
+        raise typer.BadParameter(f"{value!r} is not a time drorch can use: in UTC it falls outside years 1 to "
+                                 "9999") from None
 
 
 PointOpt = Annotated[datetime | None, typer.Option(

@@ -3,7 +3,9 @@ standard library alone, so that it answers at once."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -15,6 +17,7 @@ from drorch.cli.app import MAX_RUN_ID, JsonOpt, RunArg, app, echo
 from drorch.cli.common import shown_state
 from drorch.errors import UsageError
 from drorch.ledger import History, Record
+from drorch.paths import not_regular
 
 MAX_HISTORY = 100_000  # runs listed at once
 
@@ -65,6 +68,24 @@ def history(
                    f"{r['source_site']} -> {r['target_site']}  {_state(r)}{error}")
 
 
+def write_file(path: Path, text: str) -> None:
+    """A page written to a regular file: a named pipe or a device is refused at once (a pipe nobody reads would
+    hold the command for ever)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader
+            raise UsageError(f"{path}: not a regular file (a named pipe): write the report to a file") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        kind = not_regular(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise UsageError(f"{path}: not a regular file ({kind}): write the report to a file")
+        os.set_blocking(fd, True)
+        out.truncate()
+        out.write(text)
+
+
 @app.command()
 def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | None, typer.Option(
         "--html", help="also write a self-contained page with the timeline chart to this file")] = None) -> None:
@@ -75,10 +96,7 @@ def report(run_id: RunArg, json_out: JsonOpt = False, html: Annotated[Path | Non
     store = Store()
     doc = reports.timeline(store.run(run_id), store.steps(run_id))
     if html is not None:
-        try:
-            html.write_text(reports.html(doc), encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {html}: {exc.strerror or exc}") from None
+        write_file(html, reports.html(doc))
     if json_out:
         typer.echo(json.dumps(doc, indent=2))
     else:
