@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from drorch.errors import DrorchError, NotFound, printable
+from drorch.errors import DrorchError, NotFound, StoreError, printable
 from drorch.metrics import StoreCollector, exposition
 from drorch.pages import Pages
 from drorch.playbook import Playbook, Schedule
@@ -141,6 +142,7 @@ class Daemon:
         self.web = None if listen is None else Web(listen, store, lambda: exposition(collector),
                                                     Pages(store, self._served))
         self._loaded: dict[str, Playbook] = {}
+        self._renewed = 0.0  # when the lease was last renewed (monotonic)
 
     def _served(self) -> dict[str, Playbook]:
         """The playbooks whose RPO targets the metrics give, read once."""
@@ -161,15 +163,29 @@ class Daemon:
             self.web.start()
         try:
             while not stopping.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except StoreError as exc:  # locked, full, cut off: wait for it, never leave the schedules
+                    self._store_failed(exc)
                 if on_tick is not None:
                     on_tick()
                 stopping.wait(self.lease_s / 3)
         finally:
             self.stop()
 
+    def _store_failed(self, exc: StoreError) -> None:
+        """The store did not answer a tick. The daemon stays up (serving its probes) and tries again; a leader
+        that could not renew its lease for a lease's length stops leading, as every other daemon then may."""
+        self._event("state store unavailable", error=str(exc))
+        if self.sched is not None and time.monotonic() - self._renewed >= self.lease_s:
+            self._event("lease not renewed in time: following until the store answers")
+            self.sched.shutdown(wait=False)
+            self.sched = None
+
     def tick(self) -> None:
         leader = self.store.lease(SCHEDULER_LEASE, self.identity, timedelta(seconds=self.lease_s))
+        if leader:
+            self._renewed = time.monotonic()
         self.store.heartbeat(self.identity, leader, lease_s=self.lease_s)
         if leader and self.sched is None:
             self._lead()
@@ -185,19 +201,28 @@ class Daemon:
         from drorch import jobs  # the drivers they load: only once this daemon leads
 
         jobs.clean_up_drills(self._gone())
-        self.sched = scheduler(self.store, self.threads)
-        self.sched.start(paused=True)
+        sched = scheduler(self.store, self.threads)
+        sched.start(paused=True)
+        try:
+            self._schedule(sched)
+        except BaseException:  # the store failed halfway: lead again from the start next time
+            sched.shutdown(wait=False)
+            raise
+        self.sched = sched
+        jobs_ = [(j.id, j.next_run_time.isoformat() if j.next_run_time else None) for j in sched.get_jobs()]
+        self._event("leading: scheduler started", jobs=jobs_)
+
+    def _schedule(self, sched: BackgroundScheduler) -> None:
+        """The playbooks' own schedules added beside those in the store, and the scheduler let go."""
         for path in self.playbooks:
             try:
                 playbook = load_playbook(path)
             except DrorchError as exc:  # one broken file must not stop the others' protection
                 self._event("playbook skipped", playbook=str(path), error=str(exc).splitlines()[0])
                 continue
-            playbook_schedules(self.sched, path, playbook)
-        self.sched.add_listener(self._job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-        self.sched.resume()
-        jobs_ = [(j.id, j.next_run_time.isoformat() if j.next_run_time else None) for j in self.sched.get_jobs()]
-        self._event("leading: scheduler started", jobs=jobs_)
+            playbook_schedules(sched, path, playbook)
+        sched.add_listener(self._job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        sched.resume()
 
     def _gone(self) -> frozenset[str]:
         """Daemons that stopped, or whose heartbeat is older than a lease: their running drills are dead."""
@@ -215,8 +240,11 @@ class Daemon:
         if self.sched is not None:
             self.sched.shutdown(wait=True)
             self.sched = None
-        self.store.release_lease(SCHEDULER_LEASE, self.identity)
-        self.store.heartbeat(self.identity, False, stopped=True)
+        try:
+            self.store.release_lease(SCHEDULER_LEASE, self.identity)
+            self.store.heartbeat(self.identity, False, stopped=True)
+        except StoreError as exc:  # the lease then ends by itself
+            self._event("state store unavailable", error=str(exc))
         if self.web is not None:
             self.web.close()
         self._event("stopped")

@@ -7,8 +7,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import drorch.drivers as drivers_module
 from drorch.daemon import Daemon, next_runs
 from drorch.drivers.fake import FakeCloud
-from drorch.records import SCHEDULER_LEASE
+from drorch.records import SCHEDULER_LEASE, naive, utcnow
 from drorch.store import Store
 from drorch.web import Listen
 from tests.conftest import PLAYBOOK, fake_drivers
@@ -189,3 +191,58 @@ def test_a_standby_serves_too_and_says_it_is_standby(store: Store, scheduled: Pa
     finally:
         standby.stop()
         leader.stop()
+
+
+def test_a_leader_outlives_a_store_locked_past_its_wait_and_leads_again(tmp_path: Path) -> None:
+    """Another process holds the SQLite store exclusively for 35 s, past the 30 s every write waits: the daemon
+    stays up, answers /healthz throughout, says the store is unavailable, and leads again once it is free."""
+    import os
+    import signal
+    import socket
+    import sqlite3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DRORCH_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(UNIT.parents[2])}
+    env.pop("DRORCH_DB_URL", None)
+    daemon = subprocess.Popen([sys.executable, "-c", "import sys\nfrom drorch.cli import main\nmain(sys.argv[1:])",
+                               "daemon", "run", "--lease-s", "3", "--listen", f"127.0.0.1:{port}"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(daemon.stderr or []), daemon=True)
+    reader.start()
+    events = lambda: [json.loads(line)["event"] for line in list(log) if line.startswith("{")]  # noqa: E731
+    try:
+        _wait(lambda: "leading: scheduler started" in events(), 20)
+        store = Store(f"sqlite:///{tmp_path / 'state' / 'drorch.db'}")
+        lock = sqlite3.connect(tmp_path / "state" / "drorch.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        held_until = time.monotonic() + 35
+        while time.monotonic() < held_until:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as res:
+                assert res.status == 200
+            assert daemon.poll() is None, daemon.communicate()
+            time.sleep(1)
+        lock.execute("COMMIT")
+        lock.close()
+        freed = time.monotonic()
+        _wait(lambda: any(d.leader and (naive(utcnow()) - naive(d.heartbeat_at)).total_seconds() < 3
+                          for d in store.daemons()), 40)
+        assert daemon.poll() is None
+        print(f"led again {time.monotonic() - freed:.1f} s after the store was freed")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        reader.join(10)
+    said = events()
+    assert "state store unavailable" in said and said[-1] == "stopped", said
+    assert said.count("leading: scheduler started") == 2, said  # it stopped leading while it could not renew
+    assert daemon.returncode == 0, log[-20:]
+
+
+def _wait(check: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
