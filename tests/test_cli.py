@@ -283,3 +283,29 @@ def test_the_script_exits_with_the_commands_code_and_all_its_output(tmp_path: Pa
     missing = run("history", "9")
     assert missing.returncode == 2 and missing.stderr.startswith("drorch: error: no run 9 in sqlite:///")
     assert run("history", "nine").returncode == 2
+
+
+def test_progress_lines_say_each_thing_once_and_never_an_empty_one(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from drorch.cli import progress
+    from drorch.drivers.base import Phase, Progress
+    from drorch.records import StepState
+    from drorch.store import Run, Step
+
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    run = Run(id=1, operation="failover", playbook="p", playbook_path="p", source_site="a", target_site="b",
+              state=RunState.RUNNING, pid=1, host="h")
+    fence = Step(id=1, run_id=1, seq=1, workload="site a", kind="fence", strategy="-", source_site="a",
+                 target_site="b", state=StepState.RUNNING)
+    move = Step(id=2, run_id=1, seq=2, workload="web", kind="container", strategy="redeploy", source_site="a",
+                target_site="b", action="move", request="{}", state=StepState.RUNNING)
+    report = progress.LineReporter()
+    report(StepEvent(run, fence, 2))
+    report(StepEvent(run, move, 2))
+    for step in ["", "create", "create", "create", "", "start", "start"]:  # polled once a second
+        report(StepEvent(run, move, 2, Progress(Phase.RUNNING, step=step)))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["run 1: failover p, site a -> site b, 2 steps", "[1/2] fence site a: started",
+                   "[2/2] container web: redeploy started", "[2/2] container web: create",
+                   "[2/2] container web: start"]

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import libvirt
+import pytest
 
 from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.docker_config import (
@@ -28,6 +29,7 @@ from drorch.drivers.libvirt_storage import format_problem
 from drorch.drivers.libvirt_xml import disk_chain, point_disks_at, writable_disks
 from drorch.drivers.podman import import_obstacle, published
 from drorch.drivers.podman_engine import checkpoint_problem
+from drorch.errors import MoveFailed
 from drorch.playbook import Mappings, Strategy
 
 INSPECT: dict[str, Any] = {
@@ -190,3 +192,13 @@ def test_a_domain_paused_by_a_migration_is_not_where_its_guest_runs() -> None:
     assert domain_status(paused, libvirt.VIR_DOMAIN_PAUSED_USER) == ""  # paused by its owner: it is there
     assert domain_status(running, libvirt.VIR_DOMAIN_RUNNING_MIGRATED) == ""
     assert domain_status(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED) == "shut off (destroyed)"
+
+
+def test_a_chain_missing_a_volume_says_which_and_leaves_the_site_to_its_caller() -> None:
+    """The caller names the site ("... on site b"): the chain's own words must not say it again."""
+    from drorch.drivers.libvirt_points import PointVolume, chain
+
+    vols = {"2": PointVolume("vda.qcow2@point-2.after-1", "2", "1")}
+    with pytest.raises(MoveFailed) as found:
+        chain(vols, "2")
+    assert str(found.value).endswith("the volume of point-1 is missing") and "on the site" not in str(found.value)

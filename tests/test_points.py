@@ -163,3 +163,12 @@ def test_a_lost_site_that_returns_has_its_stale_copies_named_and_pruned(
     assert "db" not in home.workloads and cloud.sites[uri(playbook, WorkloadKind.VM, "b")].workloads["db"].running
     code, out, _ = drorch(capsys, "prune", str(playbook_file))
     assert out.strip() == "no stale copies"
+
+
+def test_a_point_without_a_name_is_listed_without_one(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                      store: Store, fake_cli: None) -> None:
+    """A redeployed container's point is its image and config: the store records no name for it."""
+    store.add_points([RecoveryPoint(playbook="shop", workload="web", kind="container", site="b", size_bytes=0)])
+    _, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("    ")]
+    assert "None" not in row and row.endswith("-"), row

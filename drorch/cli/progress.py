@@ -31,11 +31,12 @@ def _announce(ev: StepEvent, seen: set[int]) -> str | None:
 
 
 class LineReporter:
-    """Progress as plain lines: one per state change, at most one a second per running step."""
+    """Progress as plain lines: one per state change, and for a running step one when what it says changes, at
+    most one a second."""
 
     def __init__(self) -> None:
         self._seen: set[int] = set()
-        self._last: dict[int, float] = {}
+        self._last: dict[int, tuple[float, str]] = {}  # per step: when its progress was last shown, and what
 
     def __call__(self, ev: StepEvent) -> None:
         head = _announce(ev, self._seen)
@@ -49,14 +50,16 @@ class LineReporter:
         step, p = ev.step, ev.progress
         where = f"[{step.seq}/{ev.total}] {step.kind} {step.workload}"
         if step.state is StepState.RUNNING and p is None:
-            return f"{where}: {step.strategy if step.request else step.action or 'started'} started"
+            doing = step.strategy if step.request else step.action
+            return f"{where}: {doing} started" if doing else f"{where}: started"
         if step.state is StepState.RUNNING and p is not None:
-            now = time.monotonic()
-            if now - self._last.get(step.id or 0, 0.0) < 1.0:
-                return None
-            self._last[step.id or 0] = now
             size = f" {_mib(p.bytes_done)}/{_mib(p.bytes_total)} MiB" if p.bytes_total else ""
-            return f"{where}: {p.step}{size}"
+            said = f"{p.step}{size}".strip()
+            now, (then, before) = time.monotonic(), self._last.get(step.id or 0, (0.0, ""))
+            if not said or said == before or now - then < 1.0:
+                return None
+            self._last[step.id or 0] = (now, said)
+            return f"{where}: {said}"
         if step.state is StepState.WAITING:
             return f"{where}: {step.outcome}"
         if step.state is StepState.SKIPPED:

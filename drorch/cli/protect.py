@@ -76,7 +76,7 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
                 chain = f", chain of {p.chain}" if p.chain else ""
                 gone = f"  NOT WHOLE: {missing[p.id or 0]}" if (p.id or 0) in missing else ""
                 echo(f"    {p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  "
-                     f"{p.name}{gone}")
+                     f"{p.name or '-'}{gone}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
