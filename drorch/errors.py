@@ -16,8 +16,11 @@ class ExitCode(IntEnum):
 
 def printable(text: str) -> str:
     """A name from a file or a site, made safe to print on one line: control characters and line breaks
-    (NEL and U+2028 included) are shown escaped, never acted on by a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    (NEL and U+2028 included) are shown escaped, never acted on by a terminal; a backslash is doubled, so that a
+    name holding the text `\\x1b` is told apart from one holding an ESC."""
+    if text.isprintable() and "\\" not in text:  # most names: checked at C speed
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
 
 
 class DrorchError(Exception):

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drorch.errors import printable
 from drorch.observed import DURATION_BUCKETS, Histogram, Observed, read
 from drorch.playbook import Playbook, Schedule
 from drorch.records import FINAL_RUN_STATES, naive
@@ -31,6 +32,15 @@ class StoreCollector(Collector):
         self.next_runs = next_runs
 
     def collect(self) -> Iterator[Metric]:
+        """Every metric, label values shown as drorch prints names: control characters and backslashes escaped
+        (the text format itself escapes only newlines, quotes and backslashes)."""
+        for metric in self._collect():
+            for i, s in enumerate(metric.samples):
+                if not all(v.isprintable() and "\\" not in v for v in s.labels.values()):
+                    metric.samples[i] = s._replace(labels={k: printable(v) for k, v in s.labels.items()})
+            yield metric
+
+    def _collect(self) -> Iterator[Metric]:
         seen, playbooks = read(self.store, self.names), self.playbooks()
         read_at = GaugeMetricFamily("drorch_store_read_timestamp_seconds",
                                     "When the state store was read for these figures (Unix time)")
@@ -65,7 +75,7 @@ def points(seen: Observed, playbooks: Mapping[str, Playbook]) -> Iterator[Metric
         labels = [p.playbook, p.kind, p.workload, p.site]
         age.add_metric(labels, (now - naive(p.taken_at)).total_seconds())
         pb = playbooks.get(p.playbook)
-        if pb is not None and pb.protect is not None:
+        if pb is not None and pb.protect is not None and pb.protect.target_s is not None:
             target.add_metric(labels, pb.protect.target_s)
         newest.add_metric(labels, epoch(p.taken_at))
         if p.size_bytes is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html as _html
 from typing import Any
 
+from drorch.errors import printable
 from drorch.playbook import WORKLOAD_KINDS
 from drorch.records import ROLLBACK, RunState, StepState, naive
 from drorch.store import Run, Step
@@ -42,7 +43,8 @@ def text(report: dict[str, Any]) -> list[str]:
         return "-" if x is None else f"{x:.1f} s"
 
     lines = [f"run {report['run']}: {report['operation']} ({report['mode']}) of {report['playbook']}, site "
-             f"{report['source_site']} -> site {report['target_site']}: {report['state']}",
+             f"{report['source_site']} -> site {report['target_site']}: {report['state']}"
+             f"{' (' + report['error'] + ')' if report['error'] else ''}",
              f"started {report['started_at']}, took {secs(report['duration_s'])}"]
     for r in report["steps"]:
         at = "" if r["offset_s"] is None else f"+{r['offset_s']:.1f}"
@@ -69,7 +71,10 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.pass{color:#2e8540;
 
 def html(report: dict[str, Any]) -> str:
     """One self-contained page: the timeline as an SVG chart, per-workload RTO and RPO, every check."""
-    e = _html.escape
+    def e(text: str) -> str:
+        """Markup escaped, and control characters shown rather than sent raw to the page."""
+        return _html.escape(printable(text))
+
     rows = [r for r in report["steps"] if r["offset_s"] is not None]
     span = max([r["offset_s"] + (r["duration_s"] or 0) for r in rows] + [report["duration_s"] or 0, 1e-3])
     label_w, chart_w, row_h = 260, 640, 24

@@ -281,3 +281,31 @@ def test_an_endless_lxd_answer_without_a_type_is_cut_at_its_bound(tmp_path: Path
     assert f"site a: LXD at {a} does not answer as LXD (its answer to /1.0 passed {MAX_JSON_BYTES >> 20} MiB" \
         in res.stdout
     assert endless.streamed_bytes < 4 * MAX_JSON_BYTES, endless.streamed_bytes
+
+
+@pytest.mark.usefixtures("state")
+def test_names_in_the_html_report_and_the_metrics_carry_no_raw_control_character(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name from a site, once in the store: NUL, ESC and BEL are shown escaped, and a literal backslash is
+    doubled so that the text `\\x1b` is not taken for an ESC."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from drorch.records import RunState, StepState
+    from drorch.store import RecoveryPoint, Run, Step, Store
+
+    name = "n\x00ul\x1besc\x07bel-\\x1b-text"
+    store = Store()
+    store.add_run(Run(operation="failover", playbook="standin", playbook_path="p", source_site="a", target_site="b",
+                      state=RunState.SUCCEEDED, pid=1, host="h"),
+                  [Step(run_id=0, seq=1, workload=name, kind="container", strategy="redeploy", source_site="a",
+                        target_site="b", action="move", state=StepState.SUCCEEDED, outcome=f"moved {name}")])
+    store.add_points([RecoveryPoint(playbook="standin", workload=name, kind="container", site="b")])
+    page = tmp_path / "report.html"
+    assert drorch(capsys, "report", "1", "--html", str(page))[0] == 0
+    shown = r"n\x00ul\x1besc\x07bel-\\x1b-text"
+    assert shown in page.read_text() and not CONTROL.search(page.read_text().replace("\n", ""))
+    code, out, _ = drorch(capsys, "metrics", str(playbook(tmp_path, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1")))
+    assert code == 0 and not CONTROL.search(out.replace("\n", "")), repr(out)
+    workloads = {s.labels["workload"] for f in text_string_to_metric_families(out) for s in f.samples
+                 if "workload" in s.labels}
+    assert workloads == {shown}

@@ -237,3 +237,21 @@ def test_in_a_browser_markup_in_any_field_of_a_damaged_row_is_text(store: Store,
             assert not browser.find_elements(By.CSS_SELECTOR, "#running img")
     finally:
         web.close()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "TRACE", "PATCH", "OPTIONS"])
+def test_only_get_and_head_are_served(method: str, web: Web) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    try:
+        for path in ("/", "/metrics", "/healthz", "/status.json"):
+            conn.request(method, path, body=b"x" if method in ("POST", "PUT", "PATCH") else None)
+            res = conn.getresponse()
+            assert (res.status, res.getheader("Allow"), res.read()) == (405, "GET, HEAD",
+                                                                        b"only GET and HEAD are served\n"), path
+        conn.request("HEAD", "/healthz")
+        res = conn.getresponse()
+        assert (res.status, res.getheader("Content-Length"), res.read()) == (200, "3", b"")
+    finally:
+        conn.close()
