@@ -123,7 +123,7 @@ def _points(conn: Connection, playbooks: Sequence[str] | None) -> list[Newest]:
     ranked = _only(select(*key, p.taken_at, p.size_bytes, p.point_kind,
                           func.row_number().over(partition_by=key, order_by=p.taken_at.desc()).label("rank"),
                           func.count().over(partition_by=key).label("kept"))
-                   .where(p.complete), p.playbook, playbooks).subquery()
+                   .where(p.complete, p.retired_at.is_(None)), p.playbook, playbooks).subquery()
     rows = conn.execute(select(ranked).where(ranked.c.rank == 1)
                         .order_by(ranked.c.playbook, ranked.c.kind, ranked.c.workload, ranked.c.site))
     return [Newest(r.playbook, r.kind, r.workload, r.site, r.taken_at, r.size_bytes, r.point_kind, r.kept)

@@ -343,17 +343,20 @@ class Workload(_Model):
 class Protect(_Model):
     """How often each workload's recovery point is shipped to the secondary, and how many are kept."""
 
-    interval_s: float = Field(gt=0, le=MAX_PERIOD_S, description="seconds between recovery points")
+    interval_s: float | None = Field(None, gt=0, le=MAX_PERIOD_S,
+                                     description="seconds between recovery points (the daemon ships as the playbook's "
+                                     "protect schedule says): sets the RPO target when rpo_s does not")
     rpo_s: float | None = Field(None, gt=0, le=MAX_PERIOD_S,
-                                description="target age of the newest point; twice the interval if unset")
+                                description="target age of the newest point; twice the interval if unset, and none "
+                                "without either")
     keep: int = Field(3, ge=1, le=MAX_COUNT, description="recovery points kept per workload; older ones are removed")
     full_every: int = Field(7, ge=1, le=MAX_COUNT,
                             description="a VM disk's point is a full copy after this many points of one chain; "
                                         "those between ship only what changed")
 
     @property
-    def target_s(self) -> float:
-        return self.rpo_s or 2 * self.interval_s
+    def target_s(self) -> float | None:
+        return self.rpo_s or (2 * self.interval_s if self.interval_s else None)
 
 
 class DrillSettings(_Model):

@@ -10,7 +10,7 @@ from typing import Any
 from drorch.drivers.base import Driver, Retention
 from drorch.errors import DrorchError, NoSuchPoint
 from drorch.planner import MOVING, Action, plan
-from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook import Playbook, Protect, WorkloadKind
 from drorch.records import naive, utcnow
 from drorch.run_steps import move_request
 from drorch.sites import site_endpoints, snapshot
@@ -21,8 +21,8 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
             source: str | None = None, target: str | None = None) -> list[RecoveryPoint]:
     """Ship one recovery point of every workload that would move, record it, and apply the retention."""
     source, target = source or pb.primary, target or pb.secondary
-    keep = pb.protect.keep if pb.protect else 1
-    full_every = pb.protect.full_every if pb.protect else Retention.full_every
+    settings = pb.protect or Protect()  # the documented defaults, with or without a protect section
+    keep, full_every = settings.keep, settings.full_every
     the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
     known = [p for p in store.points(pb.name) if p.site == target]
     broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
@@ -50,6 +50,7 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
     shipped_for = {(p.kind, p.workload) for p in points if p.complete}
     store.drop_points([p.id or 0 for p in known if (p.kind, p.workload) in shipped_for
                        and (p.id or 0) in broken])
+    store.protected_towards(pb.name, target, shipped_for)
     _retain(store, pb.name, keep)
     return points
 
@@ -172,7 +173,8 @@ def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None =
     now = naive(now or utcnow())
     rows: dict[tuple[str, str, str], list[RecoveryPoint]] = {}
     for p in points:
-        rows.setdefault((p.kind, p.workload, p.site), []).append(p)
+        if p.retired_at is None:  # the way back's points, once the workload is protected the other way: history
+            rows.setdefault((p.kind, p.workload, p.site), []).append(p)
     out = []
     for (kind, workload, site), mine in sorted(rows.items()):
         complete = [p for p in mine if p.complete and (p.id or 0) not in missing]

@@ -45,9 +45,10 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
                 problems.append(f"{item.kind} {item.workload}: {len(r.missing)} kept points are not whole: "
                                 f"{'; '.join(r.missing)}")
             if r is None or r.age_s is None:
-                problems.append(f"{item.kind} {item.workload}: no recovery point, target {pb.protect.target_s:.0f} s")
+                target = f", target {pb.protect.target_s:.0f} s" if pb.protect.target_s else ""
+                problems.append(f"{item.kind} {item.workload}: no recovery point{target}")
             elif r.stale:
-                problems.append(f"{item.kind} {item.workload}: RPO {r.age_s:.0f} s, target {r.target_s:.0f} s")
+                problems.append(f"{item.kind} {item.workload}: RPO {r.age_s:.0f} s, target {r.target_s or 0:.0f} s")
     return problems, hosts
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,6 +68,8 @@ class RecoveryPoint(SQLModel, table=True):
     name: str | None = None  # the driver's name for it, e.g. the checkpoint's
     detail: str | None = None  # what was shipped
     point_kind: str | None = None  # "full" or "incremental", for points of disks
+    # When a ship to the other site made it history: a point of the way back, kept but out of RPO and alerts.
+    retired_at: datetime | None = None
     chain: int | None = None  # volumes a restart from it reads
     complete: bool = True
     error: str | None = None
@@ -278,6 +280,18 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(RecoveryPoint).where(RecoveryPoint.playbook == playbook)
                                .order_by(RecoveryPoint.taken_at.desc(), RecoveryPoint.id.desc())))  # type: ignore[attr-defined,union-attr]
+
+    def protected_towards(self, playbook: str, site: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Each (kind, workload) is now protected towards `site`: its points on the other sites are the way back's,
+        which it no longer needs (kept, as history, out of its RPO), and its earlier points on `site` count again."""
+        wanted, now = set(keys), utcnow()
+        with self.session() as s:
+            for p in s.exec(select(RecoveryPoint).where(RecoveryPoint.playbook == playbook)):
+                retired = None if p.site == site else p.retired_at or now
+                if (p.kind, p.workload) in wanted and p.retired_at != retired:
+                    p.retired_at = retired
+                    s.add(p)
+            s.commit()
 
     def drop_points(self, ids: Sequence[int]) -> None:
         with self.session() as s:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from drorch import protection
 from drorch.drivers.fake import FakeCloud
@@ -30,7 +31,7 @@ from drorch.errors import MoveFailed, NoSuchPoint
 from drorch.playbook import Playbook, Protect, WorkloadKind
 from drorch.records import StepState, utcnow
 from drorch.store import RecoveryPoint, Store
-from tests.conftest import fake_drivers, uri
+from tests.conftest import PLAYBOOK, fake_drivers, uri
 from tests.test_cli import drorch
 
 DISK = "db.qcow2"
@@ -172,3 +173,41 @@ def test_a_point_without_a_name_is_listed_without_one(capsys: pytest.CaptureFixt
     _, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
     (row,) = [ln for ln in out.splitlines() if ln.startswith("    ")]
     assert "None" not in row and row.endswith("-"), row
+
+
+def test_without_a_protect_section_the_documented_three_points_are_kept(
+        capsys: pytest.CaptureFixture[str], playbook_file: Path, store: Store, fake_cli: None) -> None:
+    for _ in range(4):
+        assert drorch(capsys, "protect", "ship", str(playbook_file))[0] == 0
+    kept = [(p.kind, p.workload) for p in store.points("shop") if p.complete]
+    assert sorted(set(kept)) == [("container", "cache"), ("container", "web"), ("vm", "db")]
+    assert all(kept.count(k) == 3 for k in set(kept)), kept
+
+
+def test_a_protect_section_needs_no_interval(capsys: pytest.CaptureFixture[str], tmp_path: Path, store: Store,
+                                             fake_cli: None) -> None:
+    path = tmp_path / "keep.yaml"
+    path.write_text(PLAYBOOK + "protect: {keep: 2}\n")
+    for _ in range(3):
+        assert drorch(capsys, "protect", "ship", str(path))[0] == 0
+    code, out, _ = drorch(capsys, "protect", "status", str(path))
+    assert code == 0 and out.count("2 kept") == 3 and "target" not in out, out
+
+
+def test_after_a_dr_cycle_the_way_backs_points_are_history_out_of_rpo_and_metrics(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, store: Store, fake_cli: None) -> None:
+    """Protect, fail over, reprotect the other way, fail back, protect: the points kept on site a for the way back
+    are no longer what any workload's RPO is measured by, nor alerted on; they are listed as history."""
+    path = tmp_path / "cycle.yaml"
+    path.write_text(PLAYBOOK + "protect: {interval_s: 20}\n")
+    for args in (["protect", "ship"], ["failover"], ["protect", "ship", "--failback"], ["failback"],
+                 ["protect", "ship"]):
+        assert drorch(capsys, *args, str(path))[0] == 0, args
+    code, out, _ = drorch(capsys, "metrics", str(path))
+    ages = [s for f in text_string_to_metric_families(out) for s in f.samples if s.name == "drorch_rpo_age_seconds"]
+    assert code == 0 and {s.labels["site"] for s in ages} == {"b"} and len(ages) == 3
+    code, out, _ = drorch(capsys, "protect", "status", "--points", str(path))
+    assert code == 0 and " site a:" not in out.split("history:")[0], out
+    history = out.split("history:")[1].splitlines()[1:]
+    assert len(history) == 3 and all(" site a: " in line for line in history), out
+    assert {p.site for p in store.points("shop") if p.retired_at is not None} == {"a"}

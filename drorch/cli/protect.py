@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ from drorch.cli.common import directed, drivers, kill_at, progress_shown
 from drorch.errors import ExitCode, NeverChecked
 from drorch.limits import MAX_WAIT_S
 from drorch.records import EXIT_CODES
+
+if TYPE_CHECKING:
+    from drorch.store import RecoveryPoint
 
 protect_app = typer.Typer(help="Recovery points on the secondary: ship them, and see each workload's RPO.",
                           no_args_is_help=True, rich_markup_mode=None)
@@ -71,15 +74,22 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{what}{target}, "
              f"{r.points} kept{error}")
         for p in kept if points else []:
-            if p.complete and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):
-                size = f"{p.size_bytes / 2**20:.1f} MiB" if p.size_bytes is not None else "-"
-                chain = f", chain of {p.chain}" if p.chain else ""
-                gone = f"  NOT WHOLE: {missing[p.id or 0]}" if (p.id or 0) in missing else ""
-                echo(f"    {p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  "
-                     f"{p.name or '-'}{gone}")
+            if p.complete and p.retired_at is None and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):
+                echo(f"    {_point_line(p)}{f'  NOT WHOLE: {missing[p.id]}' if p.id in missing else ''}")
+    history = [p for p in kept if p.complete and p.retired_at is not None] if points and not json_out else []
+    if history:
+        echo("history: points of the way back, kept since the workloads were protected the other way (no RPO):")
+        for p in history:
+            echo(f"    {p.kind} {p.workload} site {p.site}: {_point_line(p)}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
+
+
+def _point_line(p: RecoveryPoint) -> str:
+    size = f"{p.size_bytes / 2**20:.1f} MiB" if p.size_bytes is not None else "-"
+    chain = f", chain of {p.chain}" if p.chain else ""
+    return f"{p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  {p.name or '-'}"
 
 
 @app.command("readiness")
