@@ -45,19 +45,26 @@ class Drill:
     def run(self, pb: Playbook, playbook_path: str, hold_s: float | None = None,
             point_at: datetime | None = None) -> Run:
         """Clone, check and time every workload a disaster failover would start (from its points taken at or
-        before `point_at`, or its newest), then tear it all down."""
+        before `point_at`, or its newest), then tear it all down. When every workload runs on the secondary
+        already, the way back is drilled: clones on the primary from the points shipped there."""
         self.clean_up(pb.name)
-        the_plan = disaster_plan(pb, snapshot(pb, self.drivers, brief=True), pb.primary, pb.secondary)
-        points = points_at(self.store.points(pb.name), pb.secondary, point_at,
+        snap = snapshot(pb, self.drivers, brief=True)
+        source, target = pb.primary, pb.secondary
+        the_plan = disaster_plan(pb, snap, source, target)
+        if the_plan.items and all(i.action is Action.ALREADY for i in the_plan.items):
+            # Everything runs on the secondary already: what a disaster there would need is the way back.
+            source, target = target, source
+            the_plan = disaster_plan(pb, snap, source, target)
+        points = points_at(self.store.points(pb.name), target, point_at,
                            [(str(i.kind), i.workload) for i in the_plan.items if i.action is Action.RESTART])
         now = utcnow()
-        steps = [clone_step(item, pb.primary, pb.secondary, points.get((str(item.kind), item.workload)), now,
+        steps = [clone_step(item, source, target, points.get((str(item.kind), item.workload)), now,
                             point_at is not None) for item in the_plan.items]
-        steps.append(teardown_step(pb.primary, pb.secondary, pb.drill.hold_s if hold_s is None else hold_s))
+        steps.append(teardown_step(source, target, pb.drill.hold_s if hold_s is None else hold_s))
         for seq, step in enumerate(steps, 1):
             step.seq = seq
         run = Run(operation=DRILL, mode=DRILL, playbook=pb.name, playbook_path=playbook_path,
-                  source_site=pb.primary, target_site=pb.secondary, state=RunState.RUNNING, pid=os.getpid(),
+                  source_site=source, target_site=target, state=RunState.RUNNING, pid=os.getpid(),
                   host=self.engine.host, started_at=now)
         self.engine.record(run, steps, [drill_key(pb.name)])
         return self.engine.execute(pb, run)

@@ -54,6 +54,10 @@ def drill_outcome(steps: Iterable[Step]) -> tuple[RunState, str | None]:
     steps = list(steps)
     if any(s.state is StepState.CANCELLED for s in steps):
         return RunState.ABORTED, "stopped before every clone was checked"
+    if not any(s.action == DRILL for s in steps):  # it tested nothing: not a pass
+        said = "; ".join(dict.fromkeys(f"{s.workload}: {s.outcome or s.error}" for s in steps
+                                       if s.kind != StepKind.TEARDOWN)) or "the playbook selects no workload"
+        return RunState.FAILED, f"nothing could be drilled ({said[:300]})"
     state = run_outcome(s.state for s in steps if s.kind != StepKind.TEARDOWN)
     if state is RunState.SUCCEEDED and any(s.state is StepState.FAILED for s in steps):
         state = RunState.PARTIAL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -257,3 +258,28 @@ def test_the_drill_job_and_command(cloud: FakeCloud, store: Store, pb: Playbook,
     del cloud.sites[uri(pb, WorkloadKind.CONTAINER, "b")].workloads["web"]
     code, _out, _err = drorch(capsys, "drill", str(path))
     assert code == 3  # partial: one clone could not be made
+
+
+def test_a_drill_with_nothing_to_clone_fails_saying_why(capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                        fake_cli: None) -> None:
+    code, out, _ = drorch(capsys, "drill", str(playbook_file))
+    assert code == 1 and "RTO achieved: -" in out
+    assert "failed (nothing could be drilled (db: site b holds no copy of it to start from: protect it first" in out
+
+
+def test_when_everything_runs_on_the_secondary_a_drill_tests_the_way_back(
+        capsys: pytest.CaptureFixture[str], playbook_file: Path, playbook: Playbook, cloud: FakeCloud, store: Store,
+        fake_cli: None) -> None:
+    assert drorch(capsys, "failover", str(playbook_file))[0] == 0
+    code, out, _ = drorch(capsys, "drill", str(playbook_file))  # no point on site a yet: nothing to drill
+    assert code == 1 and "site b -> site a: failed (nothing could be drilled (db: site a holds no copy" in out
+    assert drorch(capsys, "protect", "ship", "--failback", str(playbook_file))[0] == 0
+    code, out, _ = drorch(capsys, "drill", str(playbook_file))
+    assert code == 0, out
+    run = store.runs(1)[0]
+    assert (run.operation, run.source_site, run.target_site, run.state) == (DRILL, "b", "a", RunState.SUCCEEDED)
+    cloned = [s for s in store.steps(run.id or 0) if s.action == DRILL]
+    assert len(cloned) == 3 and all(s.state is StepState.SUCCEEDED and s.target_site == "a" for s in cloned)
+    assert re.search(r"RTO achieved: \d+\.\d s", out)
+    assert all(w.running for k in KINDS for w in cloud.sites[uri(playbook, k, "b")].workloads.values())
+    assert not [n for k in KINDS for n in cloud.sites[uri(playbook, k, "a")].workloads if "-drill-" in n]
