@@ -53,6 +53,20 @@ class HostFacts:
     checkpoint_problem: str | None = None  # why checkpoints are not possible, as "Podman runs rootless: ..."
 
 
+def past_bounds(facts: HostFacts, workloads: list[WorkloadInfo]) -> str | None:
+    """What a host reported past the bounds a saved snapshot is checked against (a negative size, more CPUs than
+    any machine), said in words; None when it is all in range. A site's answer is input like a saved file."""
+    sizes = [("its", "vCPUs", facts.vcpus, MAX_COUNT), ("its", "MiB", facts.memory_mib, MAX_MIB)]
+    for w in workloads:
+        sizes += [(w.name, "vCPUs", w.vcpus, MAX_COUNT), (w.name, "MiB", w.memory_mib, MAX_MIB)]
+        sizes += [(w.name, "port", p, MAX_PORT) for p in w.ports]
+    for whose, what, value, most in sizes:
+        if value is not None and not 0 <= value <= most:
+            shown = f"{value:.3g}" if abs(value) >= 10**9 else str(value)
+            return f"reports {shown} {what} for {whose}, outside 0 to {most:,}: not used"
+    return None
+
+
 @dataclass
 class HostInventory:
     site: str

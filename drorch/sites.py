@@ -18,7 +18,7 @@ from typing import Any
 
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.errors import DrorchError, SiteUnreachable, UsageError
-from drorch.inventory import HostInventory, Snapshot
+from drorch.inventory import HostInventory, Snapshot, past_bounds
 from drorch.playbook import Host, Playbook, WorkloadKind
 from drorch.records import utcnow
 from drorch.store import Step
@@ -175,8 +175,11 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
     for i, (inv, _, kind, _, _) in enumerate(asks):
         facts, workloads = answers[2 * i], answers[2 * i + 1]
         failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
+        wrong = past_bounds(facts, workloads) if failed is None else None
         if failed is not None:
             inv.errors[kind] = str(failed)
+        elif wrong is not None:
+            inv.errors[kind] = f"site {inv.site} host {inv.host}: {wrong}"
         else:
             inv.facts[kind] = facts
             inv.workloads.extend(workloads)

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 @dataclass
 class Behaviour:
     containers: list[str] = field(default_factory=list)  # names, running, each 1 vCPU and 64 MiB
+    nano_cpus: int = 10**9  # what each container's HostConfig.NanoCpus says
     networks: list[str] = field(default_factory=list)
     endless: bool = False  # /containers/json streams a JSON list that never ends
     content_type: str | None = "application/json"  # what the endless answer says it is (None: no header)
@@ -30,10 +31,10 @@ class Behaviour:
     requests: list[str] = field(default_factory=list)  # method and path of every request, in order
 
 
-def _inspect(name: str) -> dict[str, Any]:
+def _inspect(name: str, nano_cpus: int) -> dict[str, Any]:
     return {"Id": name, "Name": f"/{name}", "State": {"Running": True},
             "Config": {"Image": "busybox", "Labels": {}},
-            "HostConfig": {"Memory": 64 << 20, "NanoCpus": 10**9, "NetworkMode": "default"},
+            "HostConfig": {"Memory": 64 << 20, "NanoCpus": nano_cpus, "NetworkMode": "default"},
             "NetworkSettings": {"Networks": {}}, "Mounts": []}
 
 
@@ -117,7 +118,7 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
                     {"Id": n, "Names": [f"/{n}"], "Labels": {}} for n in behaviour.containers]
                 self._json(listed)
             elif path.endswith("/json") and "/containers/" in path and self._listed(path):
-                self._json(_inspect(self._listed(path)))
+                self._json(_inspect(self._listed(path), behaviour.nano_cpus))
             else:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")

@@ -5,6 +5,7 @@ of commands whose sites do not answer."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -309,3 +310,21 @@ def test_names_in_the_html_report_and_the_metrics_carry_no_raw_control_character
     workloads = {s.labels["workload"] for f in text_string_to_metric_families(out) for s in f.samples
                  if "workload" in s.labels}
     assert workloads == {shown}
+
+
+@pytest.mark.usefixtures("state")
+def test_sizes_a_site_reports_past_any_machine_are_refused_when_read(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """10^30 vCPUs: the host is one that did not answer usefully, so the snapshot `inventory --json` writes is one
+    that `plan --inventory` takes."""
+    with standin_docker(Behaviour(containers=["web"], nano_cpus=10**39)) as a, standin_docker(Behaviour()) as b:
+        pb = playbook(tmp_path, a, b)
+        code, out, err = drorch(capsys, "inventory", "--json", str(pb))
+    assert code == 1 and "internal error" not in err, err
+    (a1,) = [h for h in json.loads(out)["hosts"] if h["host"] == "a1"]
+    assert a1["workloads"] == [] and a1["errors"]["container"] == \
+        "site a host a1: reports 1e+30 vCPUs for web, outside 0 to 1,000,000: not used"
+    saved = tmp_path / "snapshot.json"
+    saved.write_text(out)
+    code, _, err = drorch(capsys, "plan", str(pb), "--inventory", str(saved))
+    assert code in (0, 1) and "is not an inventory snapshot" not in err, err
