@@ -129,7 +129,7 @@ class Daemon:
     """One daemon: heartbeat, lease, and the scheduler while it holds the lease."""
 
     def __init__(self, store: Store, playbooks: list[Path], lease_s: float = 15.0, threads: int = 2,
-                 listen: Listen | None = None) -> None:
+                 listen: Listen | None = None, only_served: bool = False) -> None:
         self.store = store
         self.playbooks = playbooks
         self.lease_s = lease_s
@@ -140,7 +140,7 @@ class Daemon:
         # Bound now: a port in use, or an address without TLS and a token, stops the daemon before it starts.
         collector = StoreCollector(store, self._served, next_runs=lambda: next_runs(store))
         self.web = None if listen is None else Web(listen, store, lambda: exposition(collector),
-                                                    Pages(store, self._served))
+                                                    Pages(store, self._served, others=not only_served))
         self._loaded: dict[str, Playbook] = {}
         self._renewed = 0.0  # when the lease was last renewed (monotonic)
 

@@ -79,8 +79,9 @@ class Observed:
     daemons: list[DaemonRow]
     lease: Lease | None
     running: list[Run] = field(default_factory=list)  # runs under way, newest first
-    # (playbook, kind, workload) -> the site the newest run that acted on it left it on
-    placed: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # (playbook, kind, workload) -> the site the newest run that acted on it left it on, and that run
+    placed: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
+    last_run: dict[str, datetime] = field(default_factory=dict)  # playbook -> when its newest run started
 
 
 def read(store: Store, playbooks: Sequence[str] | None = None) -> Observed:
@@ -109,6 +110,7 @@ def _read(store: Store, playbooks: Sequence[str] | None) -> Observed:
                 _only(select(Run.__table__).where(Run.state == RunState.RUNNING), Run.playbook, playbooks)  # type: ignore[attr-defined, arg-type]
                 .order_by(Run.id.desc()))],  # type: ignore[union-attr]
             placed=_placed(conn, playbooks),
+            last_run=_last_runs(conn, playbooks),
         )
 
 
@@ -211,17 +213,24 @@ def _moving(conn: Connection, playbooks: Sequence[str] | None) -> dict[str, int]
 PLACING = ("move", "degrade", "already", ROLLBACK)  # actions whose success leaves a workload on the step's target
 
 
-def _placed(conn: Connection, playbooks: Sequence[str] | None) -> dict[tuple[str, str, str], str]:
-    """Where each workload was left by the newest step that moved it and succeeded (drills move nothing)."""
+def _placed(conn: Connection, playbooks: Sequence[str] | None) -> dict[tuple[str, str, str], tuple[str, int]]:
+    """Where each workload was left by the newest step that moved it and succeeded (drills move nothing), and by
+    which run."""
     steps, runs = Step.__table__.c, Run.__table__.c  # type: ignore[attr-defined]
     key = (runs.playbook, steps.kind, steps.workload)
-    ranked = _only(select(*key, steps.target_site,
+    ranked = _only(select(*key, steps.target_site, steps.run_id,
                           func.row_number().over(partition_by=key, order_by=steps.id.desc()).label("rank"))
                    .select_from(Step.__table__.join(Run.__table__, runs.id == steps.run_id))  # type: ignore[attr-defined]
                    .where(runs.operation != DRILL, steps.state == StepState.SUCCEEDED, steps.action.in_(PLACING),
                           steps.kind.in_(WORKLOAD_KINDS)), runs.playbook, playbooks).subquery()
-    return {(r.playbook, r.kind, r.workload): r.target_site
+    return {(r.playbook, r.kind, r.workload): (r.target_site, r.run_id)
             for r in conn.execute(select(ranked).where(ranked.c.rank == 1))}
+
+
+def _last_runs(conn: Connection, playbooks: Sequence[str] | None) -> dict[str, datetime]:
+    runs = Run.__table__.c  # type: ignore[attr-defined]
+    query = _only(select(runs.playbook, func.max(runs.started_at)).group_by(runs.playbook), runs.playbook, playbooks)
+    return {r[0]: r[1] for r in conn.execute(query)}
 
 
 def _lease(conn: Connection) -> Lease | None:

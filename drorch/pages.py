@@ -24,12 +24,13 @@ class Pages:
     many look at it; a run's report is read when asked."""
 
     def __init__(self, store: Store, playbooks: Callable[[], Mapping[str, Playbook]], max_age_s: float = 1.0,
-                 stale_s: float = 60.0) -> None:
+                 stale_s: float = 60.0, others: bool = True) -> None:
+        """`others`: whether the status page also shows the store's playbooks that the daemon does not serve."""
         self.store = store
-        self._status = Fresh(lambda: self._render(playbooks), max_age_s, stale_s)
+        self._status = Fresh(lambda: self._render(playbooks, others), max_age_s, stale_s)
 
-    def _render(self, playbooks: Callable[[], Mapping[str, Playbook]]) -> tuple[str, str]:
-        doc = status_page.document(read(self.store), playbooks(), self.store)
+    def _render(self, playbooks: Callable[[], Mapping[str, Playbook]], others: bool) -> tuple[str, str]:
+        doc = status_page.document(read(self.store), playbooks(), self.store, others)
         return json.dumps(doc), status_page.page(doc)
 
     def __call__(self, path: str) -> tuple[int, str, str] | None:

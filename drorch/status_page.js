@@ -14,7 +14,8 @@ if(p.drill)o+=`<p>last drill: ${run(p.drill.run)} <span class="${p.drill.passed?
 'good':'bad'}">${e(p.drill.state)}</span>, RTO ${secs(p.drill.rto_s)}</p>`;
 o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th></tr>';
 for(const w of p.workloads)o+=`<tr class="workload"><td>${e(w.kind)} ${e(w.workload)}</td><td class="runs-on">${
-w.runs_on==null?'-':'site '+e(w.runs_on)+(w.moved?'':' (home)')}</td><td>${e(w.site??'-')}</td><td class="${
+w.runs_on==null?'-':w.seen_by_run!=null?'last seen on site '+e(w.runs_on)+' by run '+e(w.seen_by_run):'site '+
+e(w.runs_on)+' (home)'}</td><td>${e(w.site??'-')}</td><td class="${
 w.stale?'bad':''}">${secs(w.rpo_s)}${w.stale?' (stale)':''}</td><td>${secs(w.target_s)}</td><td>${e(w.kept)}</td></tr>`;
 o+='</table></section>'}document.getElementById('books').innerHTML=o;o='';
 for(const r of d.running){o+=`<h3>${run(r.run)} ${e(r.operation)} ${e(r.playbook)}</h3>

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,26 @@ from drorch.playbook import Playbook
 from drorch.records import naive
 from drorch.store import Step, Store
 
+OTHERS_SHOWN_S = 7 * 86400  # a playbook the daemon does not serve is shown while it was active this recently
 
-def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) -> dict[str, Any]:
-    """What the page shows, as JSON: what the store says now."""
+
+def _shown(seen: Observed, served: Mapping[str, Playbook], others: bool) -> list[str]:
+    """The daemon's own playbooks first, in its order; then, unless hidden, the others the store holds (tried by
+    hand, say) that were active in the last week, by name."""
+    now = naive(seen.at)
+    active: dict[str, datetime] = {}
+    for name, at in [*((p.playbook, p.taken_at) for p in seen.points), *((r.playbook, r.checked_at)
+                     for r in seen.readiness), *((d.playbook, d.started_at) for d in seen.drills),
+                     *seen.last_run.items()]:
+        active[name] = max(active.get(name, at), at, key=naive)
+    recent = sorted(n for n, at in active.items()
+                    if n not in served and (now - naive(at)).total_seconds() <= OTHERS_SHOWN_S)
+    return [*served, *(recent if others else [])]
+
+
+def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store, others: bool = True) -> dict[str, Any]:
+    """What the page shows, as JSON: what the store says now. Where a workload runs is known from the store
+    alone: the site the newest run that moved it left it on (and that run), or its playbook's primary."""
     now = naive(seen.at)
     ready = {r.playbook: r for r in seen.readiness}
     drills = {d.playbook: d for d in seen.drills}
@@ -30,9 +47,8 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
     for (book, kind, workload) in sorted(seen.placed.keys() - pointed):  # moved, never protected
         points.setdefault(book, []).append({"kind": kind, "workload": workload, "site": None, "rpo_s": None,
                                             "kept": 0})
-    names = sorted({*playbooks, *ready, *drills, *points})
     books = []
-    for name in names:
+    for name in _shown(seen, playbooks, others):
         pb, r = playbooks.get(name), ready.get(name)
         answered = {(h["site"], h["host"]): h for h in (r.hosts if r else [])}
         sites = [{"site": site, "hosts": [{"host": h.name, "answered": answered.get((site, h.name), {}).get("answered"),
@@ -40,7 +56,8 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store) ->
                                           for h in pb.hosts(site)]} for site in pb.sites] if pb else []
         target = pb.protect.target_s if pb and pb.protect else None
         home = pb.primary if pb else None
-        workloads = [{**w, "runs_on": seen.placed.get((name, w["kind"], w["workload"]), home),
+        workloads = [{**w, "runs_on": seen.placed.get((name, w["kind"], w["workload"]), (home, None))[0],
+                      "seen_by_run": seen.placed.get((name, w["kind"], w["workload"]), (home, None))[1],
                       "moved": (name, w["kind"], w["workload"]) in seen.placed, "target_s": target,
                       "stale": target is not None and w["rpo_s"] is not None and w["rpo_s"] > target}
                      for w in sorted(points.get(name, []), key=lambda w: (w["kind"], w["workload"]))]

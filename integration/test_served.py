@@ -131,7 +131,8 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     wait_until(lambda: browser.find_element(By.ID, "running").text == "none", "the run to leave the page", 20)
     shown = rows(browser, "tr.workload")  # kind and name, runs on, points on, RPO, target, points
     runs_on = {cells[0].split(" ", 1)[1]: cells[1] for cells in shown}
-    assert runs_on == {w: "site b" for w in WORKLOADS}, shown
+    moved_by = store.runs_of("failover")[-1].id
+    assert runs_on == {w: f"last seen on site b by run {moved_by}" for w in WORKLOADS}, shown
     assert fits(browser), "the page scrolls sideways on a phone"
     shot = tmp_path / "status-page.png"
     browser.save_screenshot(str(shot))

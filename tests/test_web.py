@@ -255,3 +255,32 @@ def test_only_get_and_head_are_served(method: str, web: Web) -> None:
         assert (res.status, res.getheader("Content-Length"), res.read()) == (200, "3", b"")
     finally:
         conn.close()
+
+
+def test_the_daemons_playbooks_come_first_others_expire_or_hide_and_a_place_says_where_it_is_known_from(
+        store: Store, tmp_path: Path) -> None:
+    served = parse_playbook(PLAYBOOK.replace("name: shop", "name: zeta"), "zeta.yaml")
+    store.add_run(Run(operation="failover", playbook="zeta", playbook_path="zeta.yaml", source_site="a",
+                      target_site="b", state=RunState.SUCCEEDED, pid=1, host="h"),
+                  [Step(run_id=0, seq=1, workload="web", kind="container", strategy="redeploy", source_site="a",
+                        target_site="b", action="move", state=StepState.SUCCEEDED)])
+    store.add_points([RecoveryPoint(playbook="alpha", workload="x", kind="vm", site="b"),
+                      RecoveryPoint(playbook="old", workload="y", kind="vm", site="b",
+                                    taken_at=utcnow() - timedelta(days=8))])
+    for only_served, shown in ((False, ["zeta", "alpha"]), (True, ["zeta"])):
+        web = Web(Listen("127.0.0.1", 0), store, metrics(store),
+                  Pages(store, lambda: {served.name: served}, others=not only_served))
+        web.start()
+        try:
+            code, doc = get(f"http://127.0.0.1:{web.port}/status.json")
+            assert code == 200 and [b["playbook"] for b in json.loads(doc)["playbooks"]] == shown
+            (moved,) = json.loads(doc)["playbooks"][0]["workloads"]
+            assert (moved["runs_on"], moved["seen_by_run"]) == ("b", 1)
+            if only_served:
+                continue
+            with chromium(tmp_path / "chromium") as browser:
+                browser.get(f"http://127.0.0.1:{web.port}/")
+                runs_on = {cells[0]: cells[1] for cells in rows(browser, "tr.workload")}
+                assert runs_on == {"container web": "last seen on site b by run 1", "vm x": "-"}, runs_on
+        finally:
+            web.close()

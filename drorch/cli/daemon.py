@@ -48,6 +48,9 @@ def daemon_run(
     tls_key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
     token_file: Annotated[Path | None, typer.Option(
         help="a file, readable by its owner only, holding the bearer token every request but the probes needs")] = None,
+    only_served: Annotated[bool, typer.Option(
+        help="the status page shows this daemon's playbooks only, not the others the store holds (by default, "
+             "those active in the last week are shown below the daemon's own)")] = False,
 ) -> None:
     """Run until SIGTERM: keeps a heartbeat, takes the lease when it is free, and runs the scheduled jobs."""
     from drorch.daemon import Daemon
@@ -65,7 +68,7 @@ def daemon_run(
     if listen is None and (tls_cert or tls_key or token_file):
         raise UsageError("--tls-cert, --tls-key and --token-file go with --listen")
     served = None if listen is None else Listen.parse(listen, tls_cert, tls_key, token_file)
-    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s, listen=served).run()
+    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s, listen=served, only_served=only_served).run()
 
 
 @app.command()
