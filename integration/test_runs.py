@@ -228,6 +228,41 @@ def test_disaster_failover_needs_fencing_then_starts_what_site_b_holds(run_drorc
 
 
 @pytest.mark.usefixtures("fresh_lab")
+def test_a_fresh_store_at_the_dr_site_refuses_a_disaster_until_the_primary_is_fenced(run_drorch: Drorch,
+                                                                                     tmp_path: Path) -> None:
+    """Points shipped from one store; the primary lost; the disaster is run from a store that holds no run and no
+    point (a new machine at the DR site): it is refused, naming the silent hosts, until a fencing command fences
+    them, and only then does anything start on site b."""
+    shipped = run_drorch("protect", "ship", str(LAB_PLAYBOOK))
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    fresh = tmp_path / "fresh-state"
+    env = {**os.environ, "DRORCH_STATE_DIR": str(fresh)}
+    env.pop("DRORCH_DB_URL", None)
+
+    def fresh_drorch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(DRORCH), *args], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+
+    fenced = tmp_path / "fenced.yaml"
+    fenced.write_text(LAB_PLAYBOOK.read_text() + "\nfencing: {command: [/bin/true]}\n")
+    labctl.cmd_lose(argparse.Namespace(site="a"))
+    try:
+        refused = fresh_drorch("failover", "--disaster", str(LAB_PLAYBOOK))
+        assert refused.returncode == 1 and refused.stdout == "", refused.stdout + refused.stderr
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith("drorch: error: site a cannot be fenced: host a1 (") and "--confirm-primary-down" in line
+        assert json.loads(fresh_drorch("history", "--json").stdout) == []  # no run, no step
+        assert placement() == {lab_base.VM_NAME: [], **{n: [] for n in labctl.CONTAINERS}}  # nothing started
+
+        res = fresh_drorch("failover", "--disaster", str(fenced))
+        assert res.returncode == 0, res.stdout + res.stderr
+        fence = json.loads(fresh_drorch("report", "1", "--json").stdout)["steps"][0]
+        assert fence["kind"] == "fence" and "hosts a1 fenced by /bin/true" in fence["outcome"], fence
+        assert placement() == {lab_base.VM_NAME: ["b"], **{n: ["b"] for n in labctl.CONTAINERS}}
+    finally:
+        labctl.cmd_up(argparse.Namespace(reset=True))
+
+
+@pytest.mark.usefixtures("fresh_lab")
 def test_abort_cancels_a_live_migration_and_the_vm_stays_home(run_drorch: Drorch, state_dir: Path,
                                                               tmp_path: Path) -> None:
     with slow_migration(state_dir, tmp_path) as (proc, store):
