@@ -6,6 +6,7 @@ a redeploy's first steps make, and nothing else."""
 from __future__ import annotations
 
 import json
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -128,14 +129,21 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """A stand-in served from a thread of its own while the block runs, then shut."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def standin_docker(behaviour: Behaviour) -> Iterator[str]:
     """The stand-in's endpoint (tcp://127.0.0.1:PORT) while the block runs."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(behaviour))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"tcp://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()

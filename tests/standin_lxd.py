@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socketserver
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.standin_docker import serving
 
 
 @dataclass
@@ -65,11 +66,5 @@ def _handler(behaviour: LxdBehaviour) -> type[BaseHTTPRequestHandler]:
 def standin_lxd(behaviour: LxdBehaviour, folder: Path) -> Iterator[str]:
     """The stand-in's endpoint (unix://PATH) while the block runs."""
     path = folder / "lxd.socket"
-    server = _Server(str(path), _handler(behaviour))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Server(str(path), _handler(behaviour))):
         yield f"unix://{path}"
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -26,17 +26,18 @@ HOSTILE_NAMES = ["esc\x1b[2Jclear", "cr\rover", "bs\x08\x08back", "nl\nfake row"
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e]")
 
 
-def playbook(tmp_path: Path, a: str, b: str) -> Path:
+def playbook(tmp_path: Path, a: str, b: str, key: str = "docker", kind: str = "container, strategy: redeploy"
+             ) -> Path:
     path = tmp_path / "standin.yaml"
     path.write_text(f"""\
 name: standin
 primary: a
 secondary: b
 sites:
-  a: {{hosts: [{{name: a1, docker: "{a}"}}], answer_timeout_s: 20}}
-  b: {{hosts: [{{name: b1, docker: "{b}", capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 20}}
+  a: {{hosts: [{{name: a1, {key}: "{a}"}}], answer_timeout_s: 20}}
+  b: {{hosts: [{{name: b1, {key}: "{b}", capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 20}}
 workloads:
-  - {{match: "*", kind: container, strategy: redeploy}}
+  - {{match: "*", kind: {kind}}}
 """)
     return path
 
@@ -245,16 +246,6 @@ def test_a_create_that_never_answers_is_given_up_at_the_sites_bound_and_an_abort
     assert len(progress) == len(set(progress)) and all(not ln.endswith(": ") for ln in progress), progress
 
 
-LXD = """\
-name: lxd
-primary: a
-secondary: b
-sites:
-  a: {{hosts: [{{name: a1, lxd: "{a}"}}], answer_timeout_s: 20}}
-  b: {{hosts: [{{name: b1, lxd: "{a}", capacity: {{vcpus: 64, memory_mib: 65536}}}}], answer_timeout_s: 20}}
-workloads:
-  - {{match: "*", kind: lxd}}
-"""
 
 
 @pytest.mark.usefixtures("state")
@@ -263,9 +254,7 @@ workloads:
 def test_an_lxd_description_that_is_not_an_object_is_a_host_that_did_not_answer(
         metadata: object, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with standin_lxd(LxdBehaviour(metadata=metadata), tmp_path) as a:
-        path = tmp_path / "lxd.yaml"
-        path.write_text(LXD.format(a=a))
-        code, out, err = drorch(capsys, command, str(path))
+        code, out, err = drorch(capsys, command, str(playbook(tmp_path, a, a, "lxd", "lxd")))
     assert code == 1 and "internal error" not in err and "Traceback" not in err, err
     assert f"site a: LXD at {a} does not answer as LXD (GET /1.0 is not a server's description)" in out + err
 
@@ -274,9 +263,8 @@ def test_an_lxd_description_that_is_not_an_object_is_a_host_that_did_not_answer(
 def test_an_endless_lxd_answer_without_a_type_is_cut_at_its_bound(tmp_path: Path) -> None:
     endless = LxdBehaviour(endless=True)
     with standin_lxd(endless, tmp_path) as a:
-        path = tmp_path / "lxd.yaml"
-        path.write_text(LXD.format(a=a))
-        res = subprocess.run([sys.executable, "-c", LIMITED_1GIB, "inventory", str(path)], capture_output=True,
+        pb = playbook(tmp_path, a, a, "lxd", "lxd")
+        res = subprocess.run([sys.executable, "-c", LIMITED_1GIB, "inventory", str(pb)], capture_output=True,
                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 1 and "internal error" not in res.stderr, res.stderr[-500:]
     assert f"site a: LXD at {a} does not answer as LXD (its answer to /1.0 passed {MAX_JSON_BYTES >> 20} MiB" \
