@@ -152,8 +152,12 @@ class Rpo:
         chain = f", chain of {p.chain}" if p.chain else ""
         return f"{p.point_kind or 'point'}{size}{chain}"
 
+    history: bool = False  # points of the way back, kept: no RPO is measured by them
+
     @property
     def stale(self) -> bool:
+        if self.history:
+            return False
         return self.age_s is None or (self.target_s is not None and self.age_s > self.target_s)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,18 +166,19 @@ class Rpo:
                 "target_s": self.target_s, "stale": self.stale, "last_error": self.last_error,
                 "missing": list(self.missing), "newest_kind": self.newest_point.point_kind if self.newest_point
                 else None, "newest_bytes": self.newest_point.size_bytes if self.newest_point else None,
-                "newest_chain": self.newest_point.chain if self.newest_point else None}
+                "newest_chain": self.newest_point.chain if self.newest_point else None, "history": self.history}
 
 
 def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None = None,
-               missing: Mapping[int, str] | None = None) -> list[Rpo]:
+               missing: Mapping[int, str] | None = None, history: bool = False) -> list[Rpo]:
     """Each protected workload's RPO: the age of its newest complete recovery point that its site still holds
-    whole (`missing` names those it does not), against the target."""
+    whole (`missing` names those it does not), against the target. With `history`, the same of the points kept
+    as history of the way back instead, which no RPO counts."""
     missing = missing or {}
     now = naive(now or utcnow())
     rows: dict[tuple[str, str, str], list[RecoveryPoint]] = {}
     for p in points:
-        if p.retired_at is None:  # the way back's points, once the workload is protected the other way: history
+        if (p.retired_at is not None) is history:  # the way back's, once protected the other way: history
             rows.setdefault((p.kind, p.workload, p.site), []).append(p)
     out = []
     for (kind, workload, site), mine in sorted(rows.items()):
@@ -182,7 +187,7 @@ def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None =
         newest = naive(last.taken_at) if last is not None else None
         failed = [p for p in mine if not p.complete and (newest is None or naive(p.taken_at) > newest)]
         out.append(Rpo(workload, kind, site, newest, (now - newest).total_seconds() if newest else None,
-                       pb.protect.target_s if pb.protect else None, len(complete),
+                       pb.protect.target_s if pb.protect and not history else None, len(complete),
                        failed[0].error if failed else None,
-                       tuple(missing[p.id or 0] for p in mine if (p.id or 0) in missing), last))
+                       tuple(missing[p.id or 0] for p in mine if (p.id or 0) in missing), last, history))
     return out

@@ -16,6 +16,7 @@ from drorch.limits import MAX_WAIT_S
 from drorch.records import EXIT_CODES
 
 if TYPE_CHECKING:
+    from drorch.protection import Rpo
     from drorch.store import RecoveryPoint
 
 protect_app = typer.Typer(help="Recovery points on the secondary: ship them, and see each workload's RPO.",
@@ -58,29 +59,29 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
     with drivers(pb) as found:
         missing = protection.missing_points(pb, found, kept)
     rows = protection.rpo_status(pb, kept, missing=missing)
+    past = protection.rpo_status(pb, kept, missing=missing, history=True)
+
+    def held(r: Rpo) -> list[RecoveryPoint]:
+        return [p for p in kept if p.complete and (p.retired_at is not None) is r.history
+                and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site)]
+
     if json_out:
-        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [{**p.model_dump(mode="json"),
-                                                           "whole": (p.id or 0) not in missing} for p in kept
-                                                          if p.complete and (p.kind, p.workload, p.site)
-                                                          == (r.kind, r.workload, r.site)]} if points else {})}
-                               for r in rows], indent=2))
-    for r in rows if not json_out else []:
+        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [{**p.model_dump(mode="json"), "whole": p.id not in missing}
+                                                           for p in held(r)]} if points else {})}
+                               for r in [*rows, *past]], indent=2))
+    for r in [*rows, *past] if not json_out else []:
+        if r is (past[0] if past else None):
+            echo("history: points of the way back, kept since the workloads were protected the other way (no RPO):")
         age = "never" if r.age_s is None else f"{r.age_s:.0f} s ago"
         target = f" (target {r.target_s:.0f} s)" if r.target_s else ""
-        flag = "STALE" if r.stale else "ok"
+        flag = "kept" if r.history else "STALE" if r.stale else "ok"
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
         error += f"; {len(r.missing)} not whole: {'; '.join(r.missing)}" if r.missing else ""
         what = f" ({r.shipped})" if r.shipped else ""
         echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{what}{target}, "
              f"{r.points} kept{error}")
-        for p in kept if points else []:
-            if p.complete and p.retired_at is None and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site):
-                echo(f"    {_point_line(p)}{f'  NOT WHOLE: {missing[p.id]}' if p.id in missing else ''}")
-    history = [p for p in kept if p.complete and p.retired_at is not None] if points and not json_out else []
-    if history:
-        echo("history: points of the way back, kept since the workloads were protected the other way (no RPO):")
-        for p in history:
-            echo(f"    {p.kind} {p.workload} site {p.site}: {_point_line(p)}")
+        for p in held(r) if points else []:
+            echo(f"    {_point_line(p)}{f'  NOT WHOLE: {missing[p.id]}' if p.id in missing else ''}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)
