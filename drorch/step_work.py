@@ -148,10 +148,10 @@ class StepWork:
                         if driver.fence(name, ep):
                             stopped.append(f"{kind} {name} on {ep.host}")
                     driver.host_facts(ep, brief=True)  # answers, even with none of the run's workloads to stop
-                    asked.append(ep.host)
+                    asked.append(f"{ep.host} ({kind})")
                 except SiteUnreachable:
                     silent.append(ep.host)
-        hosts = ", ".join(sorted(set(asked))) or "none"
+        hosts = ", ".join(sorted(asked)) or "none"
         said = f"destroyed {', '.join(stopped)}" if stopped else f"no copy ran on the answering hosts ({hosts})"
         if not silent:
             return f"site {run.source_site} fenced: {said}"

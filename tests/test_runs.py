@@ -390,6 +390,39 @@ def test_disaster_fences_a_primary_that_still_answers(store: Store, cloud: FakeC
     assert "vm db on a1" in (store.steps(1)[0].outcome or "").split("destroyed ")[1]
 
 
+def test_the_fence_step_asks_every_host_of_the_primary_even_with_nothing_of_its_kind_to_stop(
+        store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    """The primary answers and runs nothing any more (its copies were stopped by hand): the fence says which hosts
+    and daemons answered."""
+    drivers = fake_drivers(cloud)
+    protect(playbook, drivers, store)
+    for kind in KINDS:
+        cloud.sites[uri(playbook, kind, "a")].workloads.clear()
+    run = Engine(store, drivers, poll_seconds=0).operate(playbook, "s", "failover", "a", "b", disaster=True)
+    assert run.state is RunState.SUCCEEDED
+    fence = store.steps(run.id or 0)[0]
+    assert fence.outcome == "site a fenced: no copy ran on the answering hosts (a1 (container), a1 (vm))"
+
+
+
+def test_a_primary_that_falls_silent_before_its_fence_fails_the_fence_and_nothing_starts(
+        store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
+    drivers = fake_drivers(cloud)
+    protect(playbook, drivers, store)
+
+    def silenced(ev: StepEvent) -> None:  # after the plan, as the fence step begins
+        if ev.step.kind == "fence" and ev.step.state is StepState.RUNNING:
+            cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "a")].reachable = False
+
+    run = Engine(store, drivers, report=silenced, poll_seconds=0).operate(playbook, "s", "failover", "a", "b",
+                                                                           disaster=True)
+    fence = store.steps(run.id or 0)[0]
+    assert run.state is RunState.FAILED and fence.state is StepState.FAILED
+    assert fence.error == "hosts a1 of site a do not answer and were not fenced"
+    assert [s.state for s in store.steps(run.id or 0)[1:]] == [StepState.CANCELLED] * 3
+    assert not [w for k in KINDS for w in cloud.sites[uri(playbook, k, "b")].workloads.values() if w.running]
+
+
 def test_disaster_with_a_fencing_command(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
     drivers = fake_drivers(cloud)
     protect(playbook, drivers, store)
