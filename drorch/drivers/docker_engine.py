@@ -152,9 +152,9 @@ class DockerSite:
     # --- checkpoints (raw endpoints) -------------------------------------------------------------------------
 
     def checkpoint(self, container: str, name: str, leave_running: bool = False) -> None:
-        res = self.slow._post_json(self.api._url("/containers/{0}/checkpoints", container),
-                                  data={"CheckpointID": name, "Exit": not leave_running})
-        self.api._raise_for_status(res)
+        res = self.slow._post_json(self.slow._url("/containers/{0}/checkpoints", container),
+                                   data={"CheckpointID": name, "Exit": not leave_running})
+        self.slow._raise_for_status(res)
 
     def checkpoints(self, container: str) -> list[str]:
         res = self.api._get(self.api._url("/containers/{0}/checkpoints", container))

@@ -98,7 +98,7 @@ def failure(exc: Exception) -> str:
         return "refused the connection"
     if any(isinstance(c, socket.gaierror) for c in causes):
         return "does not answer: its host name does not resolve"
-    if any(isinstance(c, requests.Timeout | TimeoutError | socket.timeout) for c in causes):
+    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
         return "does not answer: no answer within the time allowed"
     if any(isinstance(c, FileNotFoundError) for c in causes):
         return "does not answer: no socket at that path"
