@@ -56,11 +56,12 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store, ot
                                           for h in pb.hosts(site)]} for site in pb.sites] if pb else []
         target = pb.protect.target_s if pb and pb.protect else None
         home = pb.primary if pb else None
-        workloads = [{**w, "runs_on": seen.placed.get((name, w["kind"], w["workload"]), (home, None))[0],
-                      "seen_by_run": seen.placed.get((name, w["kind"], w["workload"]), (home, None))[1],
-                      "moved": (name, w["kind"], w["workload"]) in seen.placed, "target_s": target,
-                      "stale": target is not None and w["rpo_s"] is not None and w["rpo_s"] > target}
-                     for w in sorted(points.get(name, []), key=lambda w: (w["kind"], w["workload"]))]
+        workloads = []
+        for w in sorted(points.get(name, []), key=lambda w: (w["kind"], w["workload"])):
+            runs_on, by_run = seen.placed.get((name, w["kind"], w["workload"]), (home, None))
+            workloads.append({**w, "runs_on": runs_on, "seen_by_run": by_run, "moved": by_run is not None,
+                              "target_s": target,
+                              "stale": target is not None and w["rpo_s"] is not None and w["rpo_s"] > target})
         d = drills.get(name)
         books.append({
             "playbook": name, "sites": sites, "workloads": workloads,
