@@ -143,11 +143,13 @@ class StepWork:
         for kind in sorted(pb.kinds_on(run.source_site)):
             driver = live.sites.drivers[kind]
             for ep in live.sites.hosts(run.source_site, kind):
+                mine = sorted(n for k, n in names if k is kind)
                 try:
-                    for name in sorted(n for k, n in names if k is kind):
+                    for name in mine:
                         if driver.fence(name, ep):
                             stopped.append(f"{kind} {name} on {ep.host}")
-                    driver.host_facts(ep, brief=True)  # answers, even with none of the run's workloads to stop
+                    if not mine:
+                        driver.host_facts(ep, brief=True)  # it answers, with none of the run's workloads to stop
                     asked.append(f"{ep.host} ({kind})")
                 except SiteUnreachable:
                     silent.append(ep.host)
