@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from drorch.decisions import commit
 from drorch.drill_work import DrillWork, drill_outcome
-from drorch.drivers.base import Driver, MoveRequest, Progress
+from drorch.drivers.base import Driver, Progress
 from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
 from drorch.host import run_alive
 from drorch.inventory import Snapshot
@@ -31,11 +31,11 @@ from drorch.landing import lost, reopen, target_of, verify
 from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
-from drorch.playbook import STRATEGIES, WORKLOAD_KINDS, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
 from drorch.preflight import Finding, refuse_errors
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow
-from drorch.run_steps import FENCE_WAVE, plan_findings, steps_for
+from drorch.run_steps import FENCE_WAVE, plan_findings, rollback_steps, steps_for
 from drorch.sites import RunSites, snapshot
 from drorch.step_work import CONTROL_SECONDS, StepWork
 from drorch.store import Lock, Run, Step, Store
@@ -309,29 +309,14 @@ class Engine:
     def _rollback(self, live: LiveRun) -> None:
         """Move back, newest first, what this run moved; the originals are marked rolled back."""
         moved = [s for s in live.steps if s.action in ACTING and s.state is StepState.SUCCEEDED]
-        backs: list[Step] = []
-        for s in reversed(moved):
-            kind = WorkloadKind(s.kind)
-            if s.request:
-                req = live.sites.request(s).reverse()
-            else:  # restarted from a copy: live back to the first host of the source that takes the kind
-                target = live.sites.host(s.target_site, s.to_host or "", s.at_target)
-                spec = live.pb.spec_of(kind, s.workload)
-                req = MoveRequest(s.workload, spec.move_strategy if spec else STRATEGIES[kind][0],
-                                  target, live.sites.hosts(s.source_site, s.at_source)[0], live.pb.mappings.inverse())
-            backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
-                              kind=s.kind, source_kind=s.target_kind, target_kind=s.source_kind,
-                              strategy=req.strategy, source_site=req.source.site,
-                              target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
-                              from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
-                              detail=json.dumps({"undoes": s.seq})))
+        backs = rollback_steps(live, moved)
         if not backs:
             return
         self.store.save(*backs)
         live.steps.extend(backs)
         live.done.clear()
         self._wave(live, backs)
-        for back, orig in zip(backs, reversed(moved), strict=True):
+        for back, orig in zip([b for b in backs if b.kind in WORKLOAD_KINDS], reversed(moved), strict=True):
             if back.state is StepState.SUCCEEDED:
                 self.transition(live, orig, StepState.ROLLED_BACK, outcome=f"moved back by step {back.seq}")
 

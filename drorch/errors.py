@@ -66,6 +66,10 @@ class MoveCancelled(MoveFailed):
     """A move stopped on request before the target took over; its own rollback left the workload on its source."""
 
 
+class NamesFailed(DrorchError):
+    """A workload does not answer at its new address, or a DNS server did not take or does not show a record."""
+
+
 class WorkloadBusy(DrorchError):
     """Another running operation holds the workload."""
 

@@ -23,6 +23,26 @@ PortNumber = Annotated[int, Field(ge=0, le=MAX_PORT)]
 
 
 @dataclass(frozen=True)
+class Nic:
+    """One of a workload's network interfaces: its network, its addresses, and whether they are the
+    workload's own (static: an IPAM config, a NIC's ipv4.address, a DHCP reservation) or given by the network."""
+
+    network: str
+    addresses: tuple[str, ...] = ()
+    static: bool = False
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A subnet a network of a host has, and its gateway."""
+
+    network: str
+    cidr: str
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
 class WorkloadInfo:
     name: str
     kind: WorkloadKind
@@ -37,6 +57,10 @@ class WorkloadInfo:
     pools: tuple[str, ...] = ()
     ports: tuple[PortNumber, ...] = ()
     status: str = ""  # what the site says of one that does not run: "exited (code 137) at …", "shut off (crashed)"
+    nics: tuple[Nic, ...] = ()
+
+    def addresses(self) -> list[str]:
+        return [a for nic in self.nics for a in nic.addresses]
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,7 @@ class HostFacts:
     checkpoints: bool | None = None  # container checkpoints possible (Docker with --experimental, rootful Podman)
     engine: str | None = None  # the container engine: docker or podman
     checkpoint_problem: str | None = None  # why checkpoints are not possible, as "Podman runs rootless: ..."
+    subnets: tuple[Subnet, ...] = ()
 
 
 def past_bounds(facts: HostFacts, workloads: list[WorkloadInfo]) -> str | None:

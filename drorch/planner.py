@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from drorch.addressing import AddressMove
 from drorch.collector import collector_paused
 from drorch.inventory import Snapshot, WorkloadInfo
 from drorch.placement import HostIndex, Size, sized, targets
@@ -27,6 +28,7 @@ from drorch.playbook import (
     Workload,
     WorkloadKind,
 )
+from drorch.readdress import address_plan
 
 
 class Action(StrEnum):
@@ -63,6 +65,7 @@ class PlanItem:
     mappings: Mappings = field(default_factory=Mappings)
     source_kind: WorkloadKind | None = None  # what it runs as on each site, where that is not its kind
     target_kind: WorkloadKind | None = None
+    addresses: tuple[AddressMove, ...] = ()  # what each address becomes at the target
 
     @property
     def key(self) -> str:
@@ -92,7 +95,8 @@ class Plan:
             "source": self.source,
             "target": self.target,
             "items": [
-                {**asdict(i), "mappings": i.mappings.model_dump(mode="json"), "depends_on": list(i.depends_on)}
+                {**asdict(i), "mappings": i.mappings.model_dump(mode="json"), "depends_on": list(i.depends_on),
+                 "addresses": [asdict(a) for a in i.addresses]}
                 for i in self.items
             ],
             "problems": [{"at": list(loc), "message": msg} for loc, msg in self.problems],
@@ -357,6 +361,7 @@ def _order(
                 reason = "; ".join(filter(None, [reason, f"depends on {', '.join(gone)}, which will not move"]))
             if c.entry not in mappings:
                 mappings[c.entry] = pb.mappings_for(c.spec, source)
+            moves, mapped = address_plan(c.spec, c.info, target, mappings[c.entry])
             items.append(PlanItem(
                 seq=len(items) + 1,
                 wave=wave,
@@ -372,7 +377,8 @@ def _order(
                 reason=reason,
                 entry=c.entry,
                 depends_on=tuple(c.spec.depends_on),
-                mappings=mappings[c.entry],
+                mappings=mapped,
+                addresses=moves,
                 source_kind=_apart(pb, c.spec, source),
                 target_kind=_apart(pb, c.spec, target),
             ))

@@ -14,10 +14,21 @@ import fnmatch
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from drorch.addressing import (
+    AddressCheck,
+    AddressRule,
+    SiteAddresses,
+    inverse_rules,
+    map_address,
+    parse_network,
+    rules_problems,
+)
 from drorch.errors import UsageError
 from drorch.limits import MAX_ANSWER_S, MAX_COUNT, MAX_MIB, MAX_PERIOD_S, MAX_PORT, MAX_RATIO, MAX_WAIT_S
+from drorch.model import Model as _Model
+from drorch.names import Dns
 from drorch.records import JobKind
 from drorch.redact import redact
 
@@ -67,10 +78,6 @@ DEFAULT_WAVE = "default"
 
 
 Port = Annotated[int, Field(ge=1, le=MAX_PORT)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Capacity(_Model):
@@ -161,13 +168,29 @@ class Mappings(_Model):
     paths: dict[str, str] = Field(default_factory=dict, description="host folders of containers' bind mounts "
                                   "(their contents do not travel: the secondary must hold them)")
     profiles: dict[str, str] = Field(default_factory=dict, description="LXD profiles")
+    addresses: dict[str, AddressRule] = Field(default_factory=dict, description="source subnet -> target subnet "
+                                              "(host part kept), with its gateway and DNS servers")
+
+    @field_validator("addresses")
+    @classmethod
+    def _rules(cls, rules: dict[str, AddressRule]) -> dict[str, AddressRule]:
+        problems = rules_problems(rules)
+        if problems:
+            raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
+        return {str(parse_network(k)): r for k, r in rules.items()}
 
     def inverse(self) -> Mappings:
-        return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS})
+        return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS},
+                        addresses=inverse_rules(self.addresses))
 
     def over(self, defaults: Mappings) -> Mappings:
         """These mappings, falling back to `defaults` for every name they do not map."""
-        return Mappings(**{f: {**getattr(defaults, f), **getattr(self, f)} for f in MAPPING_FIELDS})
+        return Mappings(**{f: {**getattr(defaults, f), **getattr(self, f)} for f in (*MAPPING_FIELDS, "addresses")})
+
+    def address(self, address: str) -> str:
+        """The address at the target: mapped by the most specific rule that covers it, else kept."""
+        mapped = map_address(self.addresses, address)
+        return mapped[0] if mapped else address
 
     def network(self, name: str) -> str:
         return self.networks.get(name, name)
@@ -309,6 +332,10 @@ class Workload(_Model):
     anti_affinity: str | None = Field(None, description="workloads of one group land on different hosts")
     migration: MigrationControls | None = Field(None, description="live-migration limits; over the wave's")
     hooks: Hooks = Field(default_factory=Hooks)
+    address: dict[Name, SiteAddresses] = Field(default_factory=dict, description="its exact address (or an IPv4 "
+                                               "and an IPv6 one) per site, over the address rules")
+    check: AddressCheck | None = Field(None, description="a TCP port it answers on, connected to at its address "
+                                       "on the target after every move")
 
     @property
     def move_strategy(self) -> Strategy:
@@ -432,6 +459,7 @@ class Playbook(_Model):
     schedules: list[Schedule] = Field(default_factory=list, description="jobs drorch daemon runs for this playbook")
     drill: DrillSettings = Field(default_factory=DrillSettings)
     readiness: Readiness = Field(default_factory=Readiness)
+    dns: Dns | None = Field(None, description="records that follow the workloads: changed by RFC 2136 updates")
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]

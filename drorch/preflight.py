@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from drorch.addressing import AddressMove, parse_address, parse_network
 from drorch.errors import PlanRefused
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import MOVING, Plan
@@ -141,4 +142,66 @@ def _container(pb: Playbook, entry: int, what: str, image: str | None, ports: tu
             found.append(Finding(_mapping_loc(pb, entry, "ports", port),
                                  f"{what}: port {mappings.port(port)} is already published on site {target_site} "
                                  f"host {target.host}"))
+    return found
+
+
+def _in(address: str, cidr: str) -> bool:
+    try:
+        net = parse_network(cidr)
+    except ValueError:  # a daemon's answer, not ours: a subnet it cannot name is none
+        return False
+    ip = parse_address(address)
+    return ip.version == net.version and ip in net
+
+
+def _rule_loc(pb: Playbook, entry: int, move: AddressMove) -> Loc:
+    """Point at what gave the address: the workload's exact address, its own rule, the playbook's rule."""
+    if move.rule == "exact":
+        return ("workloads", entry, "address")
+    spec = pb.workloads[entry]
+    if move.rule is not None and spec.mappings is not None and move.rule in spec.mappings.addresses:
+        return ("workloads", entry, "mappings", "addresses", move.rule)
+    if move.rule is not None:
+        return ("mappings", "addresses", move.rule)
+    return ("workloads", entry)
+
+
+def addresses(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
+    """What leaves a workload without its address at the target: a target subnet its mapped network does not
+    have (or a static address kept on a network whose subnets differ, no rule given), two workloads given one
+    address, an address another workload holds there, and a way home that would not give back the address a
+    workload left with."""
+    found: list[Finding] = []
+    hosts = {inv.host: inv for inv in snap.site(plan.target)}
+    given: dict[tuple[str, str], str] = {}
+    held = [(a, w.name) for inv in snap.site(plan.target) for w in inv.workloads for a in w.addresses()]
+    for item in plan.items:
+        if item.action not in MOVING or item.to_host is None:
+            continue
+        spec, inv, what = pb.workloads[item.entry], hosts.get(item.to_host), f"{item.kind} {item.workload}"
+        back = pb.mappings_for(spec, plan.target)
+        for move in (mv for mv in item.addresses if mv.static and mv.after is not None and mv.before is not None):
+            after, before, network = move.after or "", move.before or "", item.mappings.network(move.network)
+            loc = _rule_loc(pb, item.entry, move)
+            subnets = [s.cidr for f in (inv.facts.values() if inv else ()) for s in f.subnets if s.network == network]
+            if subnets and not any(_in(after, s) for s in subnets):
+                start, end = (f"its static address {after} on {move.network}", ", and no address rule maps it") \
+                    if move.rule is None else (f"{after} (from {before})", "")
+                found.append(Finding(loc, f"{what}: {start} is not in any subnet of network {network} on site "
+                                          f"{plan.target} host {item.to_host} ({', '.join(subnets)}){end}"))
+            other = given.setdefault((network, after), item.workload)
+            if other != item.workload:
+                found.append(Finding(loc, f"{what}: {after} on {network} is also given to {other}"))
+            holders = sorted({w for a, w in held if a == after and w != item.workload})
+            if holders:
+                found.append(Finding(loc, f"{what}: {after} is already in use on site {plan.target} by "
+                                          f"{', '.join(holders)}"))
+            if plan.source != pb.primary:
+                continue
+            fixed = [a for a in spec.address.get(plan.source, []) if parse_address(a).version ==
+                     parse_address(before).version]
+            home = fixed[0] if fixed else back.address(after)
+            if home != before:
+                found.append(Finding(loc, f"{what}: would come home as {home}, not {before}, when it fails back: "
+                                          f"give its address for site {plan.source} too"))
     return found

@@ -28,6 +28,7 @@ class StepKind(StrEnum):
     APPROVAL = "approval"
     FENCE = "fence"  # disaster: the source's copies are destroyed, or the source is declared down
     TEARDOWN = "teardown"  # a drill's clones and network removed
+    NAMES = "names"  # a wave's workloads connected to at their new addresses, and their DNS records changed
 
 
 DRILL = "drill"  # the operation and mode of a DR drill's run, and the action of each of its clone steps

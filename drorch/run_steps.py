@@ -10,9 +10,11 @@ from typing import Any
 from drorch import preflight
 from drorch.drivers.base import Driver, MoveRequest
 from drorch.inventory import Snapshot
+from drorch.live import LiveRun
+from drorch.names_work import follows
 from drorch.planner import MOVING, Plan, PlanItem, plan
-from drorch.playbook import Playbook, Resources, WorkloadKind
-from drorch.records import StepKind
+from drorch.playbook import STRATEGIES, Playbook, Resources, WorkloadKind
+from drorch.records import ROLLBACK, StepKind
 from drorch.sites import host_endpoint
 from drorch.store import Step
 
@@ -36,6 +38,7 @@ def plan_findings(pb: Playbook, snap: Snapshot, the_plan: Plan, drivers: Mapping
     findings += [preflight.Finding(loc, msg, error=False) for loc, msg in the_plan.notes]
     findings += preflight.silent_hosts(pb, snap) if silent_hosts else []
     findings += preflight.check(pb, snap, the_plan)
+    findings += preflight.addresses(pb, snap, the_plan)
     for item in the_plan.items:
         if item.action in MOVING and item.kind in drivers:
             findings += [preflight.Finding(("workloads", item.entry), m)
@@ -80,8 +83,35 @@ def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
                              from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
                              request=req.to_json() if req else None, source_kind=item.source_kind,
                              target_kind=item.target_kind))
+        if any(follows(pb, pb.workloads[i.entry], i.workload) for i in the_plan.items if i.wave == name):
+            steps.append(row(StepKind.NAMES, f"wave {name} names", name))
         if wave.hooks.after:
             steps.append(row(StepKind.HOOK, f"wave {name} after", name, detail=json.dumps({"phase": "after"})))
     for seq, step in enumerate(steps, 1):
         step.seq = seq
     return steps
+
+
+def rollback_steps(live: LiveRun, moved: list[Step]) -> list[Step]:
+    """The rows that move back, newest first, what the run moved, and the names step that follows them."""
+    backs: list[Step] = []
+    for s in reversed(moved):
+        kind = WorkloadKind(s.kind)
+        if s.request:
+            req = live.sites.request(s).reverse()
+        else:  # restarted from a copy: live back to the first host of the source that takes the kind
+            target = live.sites.host(s.target_site, s.to_host or "", s.at_target)
+            spec = live.pb.spec_of(kind, s.workload)
+            req = MoveRequest(s.workload, spec.move_strategy if spec else STRATEGIES[kind][0],
+                              target, live.sites.hosts(s.source_site, s.at_source)[0], live.pb.mappings.inverse())
+        backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, workload=s.workload,
+                          kind=s.kind, source_kind=s.target_kind, target_kind=s.source_kind,
+                          strategy=req.strategy, source_site=req.source.site,
+                          target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
+                          from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
+                          detail=json.dumps({"undoes": s.seq})))
+    if any(follows(live.pb, live.pb.spec_of(WorkloadKind(b.kind), b.workload), b.workload) for b in backs):
+        backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, kind=StepKind.NAMES,
+                          workload=f"wave {ROLLBACK} names", strategy="-", source_site=backs[0].source_site,
+                          target_site=backs[0].target_site, wave=ROLLBACK, action=ROLLBACK))
+    return backs

@@ -13,6 +13,7 @@ from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.hooks import HookResult, run_hooks
 from drorch.landing import verify
 from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
+from drorch.names_work import settle_names
 from drorch.planner import Action
 from drorch.playbook import WORKLOAD_KINDS, Hook, Hooks, WorkloadKind
 from drorch.records import StepKind, StepState
@@ -42,6 +43,12 @@ class StepWork:
             to(live, step, StepState.RUNNING)
             try:
                 to(live, step, StepState.SUCCEEDED, outcome=self._fence(live))
+            except DrorchError as exc:
+                to(live, step, StepState.FAILED, error=str(exc))
+        elif step.kind == StepKind.NAMES:
+            to(live, step, StepState.RUNNING)
+            try:
+                to(live, step, StepState.SUCCEEDED, outcome=settle_names(live, step))
             except DrorchError as exc:
                 to(live, step, StepState.FAILED, error=str(exc))
         elif step.kind == StepKind.APPROVAL:

@@ -19,7 +19,7 @@ import docker
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
-from integration import lab_libvirt, lab_lxd, lab_pki, lab_podman
+from integration import lab_addresses, lab_libvirt, lab_lxd, lab_pki, lab_podman
 from integration.lab_base import (
     CONTAINER_MEMORY,
     COUNTER_SCRIPT,
@@ -148,6 +148,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     for site in SITES.values():
         lab_libvirt.start_libvirt(site)
         start_docker(site)
+        lab_addresses.ensure_docker(site)
         lab_podman.start(site)
         lab_lxd.start(site)
         lab_libvirt.ensure_site_names(site)
@@ -169,6 +170,8 @@ def cmd_down(_: argparse.Namespace) -> None:
         if read_pid(site.pidfile("dockerd")):
             clients[site.name] = docker.DockerClient(base_url=site.docker_url)
     remove_workloads(conns, clients, everything=True)
+    for client in clients.values():
+        lab_addresses.remove_docker(client)
     for conn in conns.values():
         lab_libvirt.remove_site_names(conn)
     for site in SITES.values():

@@ -26,6 +26,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Knot, the authoritative DNS server the DNS cutover is tested against: the tests start it on loopback
+# themselves, so the package's own service is kept from starting (policy-rc.d) where nothing else keeps it.
+if ! dpkg-query -W -f='${Status}' knot 2>/dev/null | grep -q 'install ok installed'; then
+  say "installing knot (its service not started)"
+  placed=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    placed=1
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends knot
+  if [ -n "$placed" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 # PostgreSQL for the tests of daemons sharing one store; the tests start their own cluster, so the
 # package is told not to create (and start) a main one.
 if ! dpkg-query -W -f='${Status}' postgresql-15 2>/dev/null | grep -q 'install ok installed'; then

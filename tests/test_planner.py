@@ -270,8 +270,8 @@ def test_plan_as_json_keeps_what_a_script_needs() -> None:
         "action": "move", "from_host": "a1", "to_host": "b1", "before": {"vcpus": 1, "memory_mib": 100},
         "after": {"vcpus": 1, "memory_mib": 100}, "reason": "", "entry": 0, "depends_on": [],
         "mappings": {"networks": {"prod-net": "dr-net"}, "storage": {}, "images": {}, "ports": {},
-                     "paths": {}, "profiles": {}},
-        "source_kind": None, "target_kind": None,
+                     "paths": {}, "profiles": {}, "addresses": {}},
+        "source_kind": None, "target_kind": None, "addresses": [],
     }]
     assert raw["problems"] == []
 

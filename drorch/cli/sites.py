@@ -236,6 +236,8 @@ def plan_cmd(playbook: PlaybookArg, inventory: InventoryOpt = None, failback: Ba
             echo(f"{i.seq:>3} {i.wave:<10} {i.workload:<20} {i.kind:<9} {i.tier:<10} {i.action:<8} "
                  f"{i.from_host or '-':<10} {i.to_host or '-':<10} {i.strategy:<10} {_fmt_size(i.before):>10} "
                  f"{_fmt_size(i.after):>10}  {'; '.join(filter(None, [lands, i.reason]))}")
+            for move in i.addresses:
+                echo(f"{'':>4}address {move.line()}")
         for loc, message in the_plan.notes:
             echo(f"{pos.where(loc)}: note: {message}", err=True)
     refuse(the_plan, pos)

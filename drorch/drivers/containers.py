@@ -32,6 +32,7 @@ from drorch.drivers.docker_config import (
     POINT_SUFFIX,
     clone_volume,
     is_point_copy,
+    network_subnets,
     size_count,
     unmapped_binds,
     workload_info,
@@ -69,14 +70,15 @@ class ContainerDriver(ThreadedDriver):
             full = not (brief and s.slow_info)
             info = s.info if full else {}
             problem = s.checkpoint_problem() if full else None
-            networks = sorted(str(n["Name"]) for n in s.api.networks())
+            listed = s.api.networks()
+            networks = sorted(str(n["Name"]) for n in listed)
             tags = {str(t) for img in s.api.images() for t in img.get("RepoTags") or [] if t != "<none>:<none>"}
             images = sorted(tags | {short_image(t) for t in tags})  # as a playbook may name them
             return HostFacts(vcpus=size_count(info.get("NCPU")) or None,
                              memory_mib=size_count(info.get("MemTotal")) >> 20 or None,
                              networks=(*networks, "none", "host", "default"), images=tuple(images),
                              checkpoints=problem is None if full else None, engine=s.engine,
-                             checkpoint_problem=problem)
+                             checkpoint_problem=problem, subnets=network_subnets(listed))
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         s = self._site(site)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drorch.drivers.base import Endpoint
-from drorch.inventory import WorkloadInfo
+from drorch.inventory import Nic, Subnet, WorkloadInfo
 from drorch.playbook import Mappings, Resources, WorkloadKind
 from drorch.records import DRILL_LABEL
 
@@ -47,12 +47,52 @@ def clone_config(
     if "Mounts" in hc:
         hc["Mounts"] = [{**mt, "Source": m.path(mt["Source"])} if mt.get("Type") == "bind" else mt
                         for mt in hc["Mounts"]]
+    endpoints = _endpoints(inspect, m)
+    if endpoints:
+        config["NetworkingConfig"] = {"EndpointsConfig": endpoints}
     if resources is not None and resources.memory_mib:
         hc["Memory"] = resources.memory_mib << 20
     if resources is not None and resources.vcpus:
         hc["NanoCpus"] = resources.vcpus * 10**9
     config["HostConfig"] = hc
     return config
+
+
+def static_addresses(endpoint: dict[str, Any]) -> tuple[str, ...]:
+    """The addresses a container asked for on one network (`--ip`, `--ip6`): kept wherever it goes."""
+    ipam = endpoint.get("IPAMConfig") or {}
+    return tuple(str(a) for a in (ipam.get("IPv4Address"), ipam.get("IPv6Address")) if a)
+
+
+def _endpoints(inspect: dict[str, Any], m: Mappings) -> dict[str, Any]:
+    """The static addresses on the container's network, mapped: without them the target's daemon would pick
+    any free address."""
+    networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
+    mode = (inspect.get("HostConfig") or {}).get("NetworkMode")
+    found: dict[str, Any] = {}
+    for name, endpoint in networks.items():
+        ipam = (endpoint or {}).get("IPAMConfig") or {}
+        mapped = {k: m.address(str(ipam[k])) for k in ("IPv4Address", "IPv6Address") if ipam.get(k)}
+        if mapped and name == mode:
+            found[m.network(name)] = {"IPAMConfig": mapped}
+    return found
+
+
+def network_subnets(listed: list[dict[str, Any]]) -> tuple[Subnet, ...]:
+    """The subnets of the networks a daemon lists (Docker and Podman both show IPAM.Config)."""
+    return tuple(Subnet(str(n.get("Name")), str(c["Subnet"]), str(c.get("Gateway") or "") or None)
+                 for n in listed for c in ((n.get("IPAM") or {}).get("Config") or []) if c.get("Subnet"))
+
+
+def container_nics(inspect: dict[str, Any]) -> tuple[Nic, ...]:
+    networks = (inspect.get("NetworkSettings") or {}).get("Networks") or {}
+    nics = []
+    for name, endpoint in sorted(networks.items()):
+        e = endpoint or {}
+        static = static_addresses(e)
+        now = tuple(str(a) for a in (e.get("IPAddress"), e.get("GlobalIPv6Address")) if a)
+        nics.append(Nic(name, static or now, bool(static), e.get("MacAddress") or None))
+    return tuple(nics)
 
 
 POINT_LABEL = "drorch.point"  # on a stopped copy that holds a workload's recovery points
@@ -151,6 +191,7 @@ def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str,
     for key in ("PortBindings", "RestartPolicy"):
         hc.pop(key, None)
     config.pop("ExposedPorts", None)
+    config.pop("NetworkingConfig", None)  # the drill network has subnets of its own: the clone takes any address
     if hc.get("NetworkMode") != "none":
         hc["NetworkMode"] = network
     labels = {k: v for k, v in (config.get("Labels") or {}).items() if k != POINT_LABEL}
@@ -217,4 +258,5 @@ def workload_info(c: dict[str, Any], ep: Endpoint) -> WorkloadInfo:
         networks=tuple(sorted(networks)) or (host.get("NetworkMode") or "default",),
         ports=published_ports(c),
         status=container_status(c),
+        nics=container_nics(c),
     )

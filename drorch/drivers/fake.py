@@ -26,7 +26,8 @@ from drorch.drivers.base import (
     chosen,
 )
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.playbook import Strategy, WorkloadKind
+from drorch.inventory import Nic
+from drorch.playbook import Mappings, Strategy, WorkloadKind
 from drorch.records import DRILL_CLONE
 
 
@@ -42,6 +43,13 @@ class FakeWorkload:
     pools: tuple[str, ...] = ()
     image: str | None = None
     ran: bool = True  # False for a shipped copy, which never ran where it lies
+    nics: tuple[Nic, ...] = ()
+
+    def mapped(self, m: Mappings) -> tuple[tuple[str, ...], tuple[Nic, ...]]:
+        """Its networks and NICs as they land: static addresses mapped, dynamic ones given anew (none here)."""
+        nics = tuple(Nic(m.network(n.network), tuple(m.address(a) for a in n.addresses) if n.static else (),
+                         n.static, n.mac) for n in self.nics)
+        return tuple(m.network(n) for n in self.networks), nics
 
 
 @dataclass
@@ -108,7 +116,7 @@ class FakeDriver(Driver):
     def _info(self, name: str, w: FakeWorkload, site: Endpoint) -> WorkloadInfo:
         return WorkloadInfo(name, w.kind, site.site, w.running, w.memory_mib, w.vcpus, image=w.image,
                             host=site.host, labels=dict(w.labels), networks=w.networks, pools=w.pools,
-                            status="" if w.running else "stopped")
+                            status="" if w.running else "stopped", nics=w.nics)
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         return self.cloud.site(site).facts
@@ -191,9 +199,9 @@ class FakeDriver(Driver):
         there = dst.workloads.get(request.workload)
         if there is not None and there.running:
             raise MoveFailed(f"{self.kind} {request.workload} runs on site {request.target.site}: not shipped over it")
+        networks, nics = here.mapped(request.mappings)
         dst.workloads[request.workload] = replace(
-            here, kind=self._kind_at(request.target), running=False,
-            networks=tuple(request.mappings.network(n) for n in here.networks),
+            here, kind=self._kind_at(request.target), running=False, networks=networks, nics=nics,
             labels=dict(here.labels), ran=False)
         held = dst.points.setdefault(request.workload, {})
         dst.shipped += 1
@@ -258,7 +266,7 @@ class FakeDriver(Driver):
         elif req.strategy is Strategy.REDEPLOY:
             w.counter = 1
         w.kind = self._kind_at(req.target)
-        w.networks = tuple(req.mappings.network(n) for n in w.networks)
+        w.networks, w.nics = w.mapped(req.mappings)
         if req.resources is not None:
             w.memory_mib = req.resources.memory_mib or w.memory_mib
             w.vcpus = req.resources.vcpus or w.vcpus

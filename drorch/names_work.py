@@ -1,0 +1,96 @@
+"""A wave's names step: each workload the wave got where it was going is connected to at its addresses there
+(its `check` port) and its DNS records are made to name them and read back. Reality first: a record that is
+right already is left alone, so the step can run again after any interruption."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from drorch.addressing import AddressCheck
+from drorch.dns_client import ZoneClient
+from drorch.errors import NamesFailed, SiteUnreachable
+from drorch.live import LiveRun
+from drorch.names import Dns, Wanted, wanted
+from drorch.playbook import WORKLOAD_KINDS, Playbook, Workload, WorkloadKind
+from drorch.records import StepState
+from drorch.store import Step
+
+CONNECT_PAUSE_S = 0.2
+Connect = Callable[[tuple[str, int], float], socket.socket]
+
+
+def follows(pb: Playbook, spec: Workload | None, name: str) -> bool:
+    """Whether the workload has a port to connect to or records that follow it."""
+    return spec is not None and (spec.check is not None or bool(pb.dns and name in pb.dns.records))
+
+
+def answers(addresses: list[str], check: AddressCheck, connect: Connect = socket.create_connection) -> str:
+    """Connect to the port at every address, retrying until the check's timeout; NamesFailed with the last
+    refusal when one never answers."""
+    if not addresses:
+        raise NamesFailed(f"it has no address to connect to port {check.port} on")
+    deadline = time.monotonic() + check.timeout_s
+    for address in addresses:
+        while True:
+            try:
+                connect((address, check.port), max(0.1, min(2.0, deadline - time.monotonic()))).close()
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise NamesFailed(f"nothing answers on {_at(address, check.port)} after {check.timeout_s:g} s: "
+                                      f"{exc.strerror or exc}") from None
+                time.sleep(CONNECT_PAUSE_S)
+    return "answers on " + ", ".join(_at(a, check.port) for a in addresses)
+
+
+def _at(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def cutover(client: ZoneClient, settings: Dns, wants: list[Wanted]) -> list[str]:
+    """Each record made as wanted, then read back from the server: a record it does not show fails the step."""
+    said = []
+    for want in wants:
+        owner = client.owner(want.name)
+        ttl, now = client.read(want.name, want.rdtype)
+        if now == want.values and (ttl == settings.ttl or not now):
+            said.append(f"{owner} {want.rdtype} {' '.join(now) or '(none)'} already")
+            continue
+        client.replace(want, settings.ttl)
+        _, back = client.read(want.name, want.rdtype)
+        if back != want.values:
+            raise NamesFailed(f"{owner} {want.rdtype}: the server took the update and shows "
+                              f"{' '.join(back) or 'nothing'}, not {' '.join(want.values) or 'nothing'}")
+        said.append(f"{owner} {want.rdtype} {' '.join(want.values) or '(none)'} (was {' '.join(now) or 'none'})")
+    return said
+
+
+def settle_names(live: LiveRun, step: Step, connect: Connect = socket.create_connection) -> str:
+    """The names step of `step`'s wave; what it found and changed, or NamesFailed naming each workload."""
+    pb = live.pb
+    client = ZoneClient(pb.dns, pb.dns.zone) if pb.dns else None
+    said, failed = [], []
+    for s in live.steps:
+        if s.wave != step.wave or s.kind not in WORKLOAD_KINDS or s.state is not StepState.SUCCEEDED:
+            continue
+        name = s.workload
+        spec = pb.spec_of(WorkloadKind(s.kind), name)
+        if not follows(pb, spec, name) or spec is None:
+            continue
+        here = s.at_target
+        try:
+            info = live.sites.drivers[here].locate(name, live.sites.host(s.target_site, s.to_host or "", here))
+            if info is None:
+                raise NamesFailed(f"it is not found on site {s.target_site}")
+            addresses = info.addresses()
+            done = [answers(addresses, spec.check, connect)] if spec.check else []
+            if client is not None and pb.dns is not None:
+                done += cutover(client, pb.dns, wanted(pb.dns, name, s.target_site, addresses))
+            said.append(f"{name}: {'; '.join(done)}")
+        except (NamesFailed, SiteUnreachable) as exc:
+            failed.append(f"{name}: {exc}")
+    if failed:
+        raise NamesFailed("; ".join(failed + said))
+    return "; ".join(said) or "nothing to check"

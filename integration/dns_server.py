@@ -1,0 +1,115 @@
+"""An authoritative DNS server on loopback for the tests: Debian's Knot (knotd), with a TSIG key that may update
+zone `lab.example.` and a zone `locked.example.` that takes no update. Started by the test that needs it, and
+stopped by its recorded pid."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+from integration.lab_base import stop_pid
+
+ZONE = "lab.example."
+LOCKED = "locked.example."
+KEY = "drorch"
+
+
+@dataclass(frozen=True)
+class DnsServer:
+    address: str
+    port: int
+    secret_file: Path
+    pidfile: Path
+
+    @property
+    def server(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def settings(self, zone: str = ZONE, **more: object) -> dict[str, object]:
+        """The playbook's `dns` section for this server."""
+        return {"servers": [self.server], "zone": zone, "tsig": {"name": KEY, "secret_file": str(self.secret_file)},
+                "ttl": 30, **more}
+
+    def read(self, name: str, rdtype: str = "A") -> list[str]:
+        """A record as the server holds it, asked the way any resolver would."""
+        answer = dns.query.tcp(dns.message.make_query(name, rdtype), self.address, port=self.port, timeout=5)
+        return sorted(r.to_text() for rrset in answer.answer for r in rrset)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _zone(origin: str) -> str:
+    return (f"$ORIGIN {origin}\n$TTL 300\n@ SOA ns.{origin} admin.{origin} 1 3600 600 86400 30\n@ NS ns.{origin}\n"
+            "ns A 127.0.0.1\n")
+
+
+@contextmanager
+def knot(root: Path) -> Iterator[DnsServer]:
+    """knotd serving both zones from `root` until the block ends."""
+    (root / "db").mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    secret = base64.b64encode(os.urandom(32)).decode()
+    secret_file = root / "tsig.secret"
+    secret_file.write_text(secret + "\n")
+    os.chmod(secret_file, 0o600)
+    port = _free_port()
+    for zone in (ZONE, LOCKED):
+        (root / f"{zone}zone").write_text(_zone(zone))
+    conf = root / "knot.conf"
+    conf.write_text(f"""server:
+    listen: 127.0.0.1@{port}
+    rundir: {root}
+    pidfile: {root / "knot.pid"}
+key:
+  - id: {KEY}
+    algorithm: hmac-sha256
+    secret: {secret}
+acl:
+  - id: update
+    key: {KEY}
+    action: update
+template:
+  - id: default
+    storage: {root}
+    file: "%s.zone"
+    zonefile-sync: -1
+    journal-content: none
+database:
+    storage: {root / "db"}
+zone:
+  - domain: {ZONE}
+    acl: update
+  - domain: {LOCKED}
+""")
+    server = DnsServer("127.0.0.1", port, secret_file, root / "knot.pid")
+    with (root / "knot.log").open("ab") as log:
+        subprocess.Popen(["knotd", "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if server.read(f"ns.{ZONE}") == ["127.0.0.1"]:
+                    break
+            except (OSError, dns.exception.DNSException):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"knotd did not serve {ZONE}: {(root / 'knot.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        stop_pid(server.pidfile, "knotd")

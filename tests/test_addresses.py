@@ -1,0 +1,264 @@
+"""Addresses across subnets over the fake drivers: rules and their inverse, the plan's before -> after, what
+`validate` finds, and runs that connect to each workload at its new address (real sockets on loopback)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drorch.addressing import AddressCheck, map_address
+from drorch.drivers.docker_config import clone_config, container_nics, drill_config, network_subnets
+from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
+from drorch.engine import Engine
+from drorch.errors import NamesFailed, PlaybookError
+from drorch.inventory import HostFacts, Nic, Subnet
+from drorch.names_work import answers
+from drorch.playbook import Mappings, WorkloadKind
+from drorch.playbook_file import parse_playbook
+from drorch.records import RunState, StepKind, StepState
+from drorch.store import Store
+from tests.conftest import fake_drivers, move, uri
+from tests.test_cli import drorch
+
+ESTATE = """\
+name: shop
+primary: a
+secondary: b
+sites:
+  a: {hosts: [{name: a1, docker: "fake://a1/docker"}]}
+  b: {hosts: [{name: b1, docker: "fake://b1/docker"}]}
+mappings:
+  networks: {app-net: app-net-dr}
+  addresses:
+    127.0.31.0/24: {to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]}
+workloads:
+  - {name: web, kind: container, strategy: redeploy, check: {port: PORT, timeout_s: 5}}
+  - {name: db, kind: container, strategy: checkpoint, address: {a: 127.0.31.7, b: 127.0.32.50}}
+  - {name: cache, kind: container, strategy: redeploy}
+"""
+NETS = {"a": Subnet("app-net", "127.0.31.0/24", "127.0.31.1"), "b": Subnet("app-net-dr", "127.0.32.0/24", "127.0.32.1")}
+
+
+def estate(port: int = 9) -> str:
+    return ESTATE.replace("PORT", str(port))
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port that answers on web's address on either site."""
+    socks = []
+    port = 0
+    for address in ("127.0.32.10", "127.0.31.10"):
+        s = socket.socket()
+        s.bind((address, port))
+        port = s.getsockname()[1]
+        s.listen()
+        socks.append(s)
+    yield port
+    for s in socks:
+        s.close()
+
+
+def nic(address: str, static: bool = True, network: str = "app-net") -> tuple[Nic, ...]:
+    return (Nic(network, (address,), static),)
+
+
+@pytest.fixture
+def app_cloud(cloud: FakeCloud, tmp_path: Path) -> FakeCloud:
+    """web (static .10), db (static .7, exact on b) and cache (dynamic) on app-net of site a."""
+    pb = parse_playbook(estate(), "pb.yaml")
+    cloud.sites.clear()
+    for site in ("a", "b"):
+        cloud.sites[uri(pb, WorkloadKind.CONTAINER, site)] = FakeSite(facts=HostFacts(
+            vcpus=8, memory_mib=8192, networks=(NETS[site].network,), checkpoints=True, subnets=(NETS[site],)))
+    here = cloud.sites[uri(pb, WorkloadKind.CONTAINER, "a")].workloads
+    here["web"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.10"))
+    here["db"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.7"))
+    here["cache"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.99", False))
+    return cloud
+
+
+def addresses_of(cloud: FakeCloud, site: str) -> dict[str, tuple[str, ...]]:
+    found = cloud.sites[f"fake://{site}1/docker"].workloads
+    return {name: tuple(a for n in w.nics for a in n.addresses) for name, w in sorted(found.items())}
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+
+@given(st.integers(8, 30), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_a_subnet_rule_keeps_the_host_part_and_its_inverse_gives_back_every_address(
+        prefix: int, src: int, dst: int, host: int) -> None:
+    source = ipaddress.ip_network((src, prefix), strict=False)
+    target = ipaddress.ip_network((dst, prefix), strict=False)
+    if source.overlaps(target):
+        return
+    m = Mappings(addresses={str(source): {"to": str(target)}})
+    address = str(source.network_address + host % source.num_addresses)
+    there = m.address(address)
+    assert ipaddress.ip_address(there) in target
+    assert int(ipaddress.ip_address(there)) - int(target.network_address) == host % source.num_addresses
+    assert m.inverse().address(there) == address
+
+
+def test_ipv6_rules_and_the_most_specific_rule_wins() -> None:
+    rules = Mappings(addresses={"fd31::/64": {"to": "fd32::/64"}, "10.0.0.0/8": {"to": "11.0.0.0/8"},
+                                "10.31.0.5/32": {"to": "11.99.0.1/32"}}).addresses
+    assert map_address(rules, "fd31::10") == ("fd32::10", "fd31::/64")
+    assert map_address(rules, "10.31.0.5") == ("11.99.0.1", "10.31.0.5/32")
+    assert map_address(rules, "10.31.0.6") == ("11.31.0.6", "10.0.0.0/8")
+    assert map_address(rules, "192.0.2.1") is None
+
+
+@pytest.mark.parametrize(("rules", "said"), [
+    ("{10.31.0.0/24: {to: 10.32.0.0/24}, 10.31.0.0/16: {to: 10.40.0.0/16}}",
+     "10.31.0.0/16: overlaps the rule for 10.31.0.0/24: an address in both would be ambiguous"),
+    ("{10.31.0.0/24: {to: 10.32.0.0/24}, 10.33.0.0/24: {to: 10.32.0.0/24}}",
+     "10.33.0.0/24: its target 10.32.0.0/24 overlaps that of the rule for 10.31.0.0/24: the way home would be "
+     "ambiguous"),
+    ("{10.31.0.0/24: {to: 10.32.0.0/25}}", "10.32.0.0/25 is smaller than 10.31.0.0/24"),
+    ("{10.31.0.0/24: {to: 'fd32::/120'}}", "maps IPv4 onto IPv6"),
+    ("{10.31.0.1/24: {to: 10.32.0.0/24}}", "'10.31.0.1/24' is not a subnet"),
+    ("{10.31.0.0/24: {to: 10.32.0.0/24, gateway: 10.33.0.1}}", "gateway 10.33.0.1 is outside 10.32.0.0/24"),
+    ("{10.31.0.0/24: {to: 10.32.0.0/24, dns: ['fd00::53']}}", "dns fd00::53 is not an IPv4 address"),
+])
+def test_bad_rules_are_refused_where_they_are_written(rules: str, said: str) -> None:
+    text = estate().replace("{127.0.31.0/24: {to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]}}", "")
+    text = text.replace("  addresses:\n    127.0.31.0/24: {to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]}",
+                        f"  addresses: {rules}")
+    with pytest.raises(PlaybookError) as err:
+        parse_playbook(text, "pb.yaml")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("pb.yaml:9:") and said in err.value.problems[0]
+
+
+def test_an_exact_address_must_be_an_address() -> None:
+    with pytest.raises(PlaybookError) as err:
+        parse_playbook(estate().replace("b: 127.0.32.50", "b: 127.0.32.500"), "pb.yaml")
+    assert err.value.problems == ["pb.yaml:13:83: workloads.1.address.b.0: Value error, '127.0.32.500' is not an "
+                                  "IPv4 or IPv6 address"]
+
+
+# --- the Docker engine's part -----------------------------------------------------------------------------
+
+
+def _inspect(ipam: dict[str, str] | None) -> dict[str, object]:
+    return {"Config": {"Image": "app:1"}, "HostConfig": {"NetworkMode": "app-net"},
+            "NetworkSettings": {"Networks": {"app-net": {"IPAMConfig": ipam, "IPAddress": "10.31.0.10",
+                                                         "MacAddress": "02:42:0a:1f:00:0a"}}}}
+
+
+def test_a_container_keeps_its_static_address_mapped_and_a_dynamic_one_is_left_to_the_target() -> None:
+    m = Mappings(networks={"app-net": "app-net-dr"}, addresses={"10.31.0.0/24": {"to": "10.32.0.0/24"},
+                                                                "fd31::/64": {"to": "fd32::/64"}})
+    static = _inspect({"IPv4Address": "10.31.0.10", "IPv6Address": "fd31::10"})
+    assert clone_config(static, m)["NetworkingConfig"] == {
+        "EndpointsConfig": {"app-net-dr": {"IPAMConfig": {"IPv4Address": "10.32.0.10", "IPv6Address": "fd32::10"}}}}
+    assert "NetworkingConfig" not in clone_config(_inspect(None), m)
+    assert "NetworkingConfig" not in drill_config(static, "web-drill-1", "drorch-drill-1")
+    assert container_nics(static) == (Nic("app-net", ("10.31.0.10", "fd31::10"), True, "02:42:0a:1f:00:0a"),)
+    assert container_nics(_inspect(None)) == (Nic("app-net", ("10.31.0.10",), False, "02:42:0a:1f:00:0a"),)
+    listed = [{"Name": "app-net", "IPAM": {"Config": [{"Subnet": "10.31.0.0/24", "Gateway": "10.31.0.1"}]}},
+              {"Name": "none", "IPAM": {"Config": None}}]
+    assert network_subnets(listed) == (Subnet("app-net", "10.31.0.0/24", "10.31.0.1"),)
+
+
+# --- plan and validate ------------------------------------------------------------------------------------
+
+
+def test_the_plan_shows_each_address_before_and_after(
+        capsys: pytest.CaptureFixture[str], fake_cli: None, app_cloud: FakeCloud, tmp_path: Path) -> None:
+    path = tmp_path / "pb.yaml"
+    path.write_text(estate())
+    code, out, err = drorch(capsys, "plan", str(path))
+    assert (code, err) == (0, "")
+    assert "    address app-net: 127.0.31.10 -> 127.0.32.10 (rule 127.0.31.0/24)\n" in out
+    assert "    address app-net: 127.0.31.7 -> 127.0.32.50 (exact)\n" in out
+    assert "    address app-net: 127.0.31.99 -> dynamic\n" in out
+    code, out, _ = drorch(capsys, "plan", str(path), "--json")
+    items = {i["workload"]: i for i in json.loads(out)["items"]}
+    assert items["web"]["addresses"] == [{"network": "app-net", "before": "127.0.31.10", "after": "127.0.32.10",
+                                          "static": True, "rule": "127.0.31.0/24"}]
+    assert items["cache"]["addresses"][0]["after"] is None and not items["cache"]["addresses"][0]["static"]
+    code, out, _ = drorch(capsys, "validate", str(path))
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (("to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]", "to: 127.0.33.0/24"),
+     "pb.yaml:10:20: container web: 127.0.33.10 (from 127.0.31.10) is not in any subnet of network app-net-dr on "
+     "site b host b1 (127.0.32.0/24)"),
+    (("b: 127.0.32.50", "b: 127.0.32.10"), "pb.yaml:13:64: container db: 127.0.32.10 on app-net-dr is also given "
+                                          "to web"),
+    (("b: 127.0.32.50", "b: 127.0.32.77"), "pb.yaml:13:64: container db: 127.0.32.77 is already in use on site b "
+                                          "by other"),
+    (("  addresses:\n    127.0.31.0/24: {to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]}\n", ""),
+     "pb.yaml:10:5: container web: its static address 127.0.31.10 on app-net is not in any subnet of network "
+     "app-net-dr on site b host b1 (127.0.32.0/24), and no address rule maps it"),
+    (("address: {a: 127.0.31.7, b: 127.0.32.50}", "address: {b: 127.0.32.50}"),
+     "pb.yaml:13:64: container db: would come home as 127.0.31.50, not 127.0.31.7, when it fails back: give its "
+     "address for site a too"),
+])
+def test_validate_names_each_address_a_workload_could_not_have(
+        capsys: pytest.CaptureFixture[str], fake_cli: None, app_cloud: FakeCloud, tmp_path: Path,
+        change: tuple[str, str], said: str) -> None:
+    app_cloud.sites["fake://b1/docker"].workloads["other"] = FakeWorkload(
+        WorkloadKind.CONTAINER, networks=("app-net-dr",), nics=nic("127.0.32.77", network="app-net-dr"))
+    path = tmp_path / "pb.yaml"
+    path.write_text(estate().replace(*change))
+    code, _, err = drorch(capsys, "validate", str(path))
+    assert code == 1
+    assert err.replace(f"{path}", "pb.yaml").splitlines() == [said]
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+def test_a_failover_and_its_failback_give_each_workload_its_mapped_address_then_exactly_its_own(
+        store: Store, app_cloud: FakeCloud, listening: int) -> None:
+    pb = parse_playbook(estate(listening), "pb.yaml")
+    engine = Engine(store, fake_drivers(app_cloud), poll_seconds=0)
+    home = addresses_of(app_cloud, "a")
+    run = move(engine, pb, "a", "b")
+    assert run.state is RunState.SUCCEEDED, [s.error for s in store.steps(run.id or 0)]
+    assert addresses_of(app_cloud, "b") == {"cache": (), "db": ("127.0.32.50",), "web": ("127.0.32.10",)}
+    names = [s for s in store.steps(run.id or 0) if s.kind == StepKind.NAMES]
+    assert [(s.workload, s.state, s.outcome) for s in names] == [
+        ("wave default names", StepState.SUCCEEDED, f"web: answers on 127.0.32.10:{listening}")]
+    back = move(engine, pb, "b", "a", "failback")
+    assert back.state is RunState.SUCCEEDED
+    assert {k: v for k, v in addresses_of(app_cloud, "a").items() if k != "cache"} == {
+        k: v for k, v in home.items() if k != "cache"}
+    assert [s.outcome for s in store.steps(back.id or 0) if s.kind == StepKind.NAMES] == [
+        f"web: answers on 127.0.31.10:{listening}"]
+
+
+def test_a_workload_that_does_not_answer_at_its_new_address_fails_the_names_step(
+        store: Store, app_cloud: FakeCloud) -> None:
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.32.10", 0))
+        port = s.getsockname()[1]
+    pb = parse_playbook(estate(port).replace("timeout_s: 5", "timeout_s: 0.5"), "pb.yaml")
+    run = move(Engine(store, fake_drivers(app_cloud), poll_seconds=0), pb, "a", "b")
+    assert run.state is RunState.PARTIAL  # it moved, and is not reachable where it went
+    step = next(s for s in store.steps(run.id or 0) if s.kind == StepKind.NAMES)
+    assert step.state is StepState.FAILED
+    assert step.error is not None and step.error.startswith(
+        f"web: nothing answers on 127.0.32.10:{port} after 0.5 s: Connection refused")
+
+
+def test_answers_says_where_it_connected_and_why_it_could_not() -> None:
+    with pytest.raises(NamesFailed, match="it has no address to connect to port 80 on"):
+        answers([], AddressCheck(port=80))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert answers(["127.0.0.1"], AddressCheck(port=port, timeout_s=2)) == f"answers on 127.0.0.1:{port}"
