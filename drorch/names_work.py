@@ -67,9 +67,35 @@ def cutover(client: ZoneClient, settings: Dns, wants: list[Wanted]) -> list[str]
     return said
 
 
+LOWER = "lower"  # the phase of the names step that lowers TTLs before a planned failover moves anything
+
+
+def lower_ttls(live: LiveRun, wait: Callable[[float], object] = time.sleep) -> str:
+    """Each record of the run's workloads kept as it is with the lower TTL, then the old TTL waited out, so that
+    no cache holds the old address longer than the lower TTL once the workloads move."""
+    pb = live.pb
+    assert pb.dns is not None and pb.dns.lower_ttl_s is not None, "only a playbook that lowers TTLs has this step"
+    client, lower = ZoneClient(pb.dns, pb.dns.zone), pb.dns.lower_ttl_s
+    said, longest = [], 0
+    for name in dict.fromkeys(s.workload for s in live.steps if s.kind in WORKLOAD_KINDS):
+        for rdtype in pb.dns.records.get(name, []):
+            ttl, values = client.read(name, rdtype)
+            if ttl is None or ttl <= lower:
+                continue
+            client.replace(Wanted(name, rdtype, values), lower)
+            longest = max(longest, ttl)
+            said.append(f"{client.owner(name)} {rdtype} TTL {ttl} -> {lower}")
+    if not said:
+        return f"every record's TTL is {lower} s or less already"
+    wait(longest)
+    return f"{'; '.join(said)}; waited {longest} s for caches to forget the old TTL"
+
+
 def settle_names(live: LiveRun, step: Step, connect: Connect = socket.create_connection) -> str:
     """The names step of `step`'s wave; what it found and changed, or NamesFailed naming each workload."""
     pb = live.pb
+    if step.details().get("phase") == LOWER:
+        return lower_ttls(live)
     client = ZoneClient(pb.dns, pb.dns.zone) if pb.dns else None
     said, failed = [], []
     for s in live.steps:

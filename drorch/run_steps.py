@@ -11,7 +11,7 @@ from drorch import preflight
 from drorch.drivers.base import Driver, MoveRequest
 from drorch.inventory import Snapshot
 from drorch.live import LiveRun
-from drorch.names_work import follows
+from drorch.names_work import LOWER, follows
 from drorch.planner import MOVING, Plan, PlanItem, plan
 from drorch.playbook import STRATEGIES, Playbook, Resources, WorkloadKind
 from drorch.records import ROLLBACK, StepKind
@@ -71,8 +71,13 @@ def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
     steps = []
     if disaster:
         steps.append(row(StepKind.FENCE, f"site {the_plan.source}", FENCE_WAVE))
+    lowers = not disaster and pb.dns is not None and pb.dns.lower_ttl_s is not None and any(
+        i.workload in pb.dns.records for i in the_plan.items if i.action in MOVING)
     for name in dict.fromkeys(i.wave for i in the_plan.items):
         wave = pb.wave(name)
+        if lowers:
+            steps.append(row(StepKind.NAMES, "lower TTLs", name, detail=json.dumps({"phase": LOWER})))
+            lowers = False
         if wave.approval:
             steps.append(row(StepKind.APPROVAL, f"wave {name}", name))
         if wave.hooks.before:

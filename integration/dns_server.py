@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
+import dns.tsigkeyring
+import dns.update
 
 from integration.lab_base import stop_pid
 
@@ -42,8 +45,21 @@ class DnsServer:
 
     def read(self, name: str, rdtype: str = "A") -> list[str]:
         """A record as the server holds it, asked the way any resolver would."""
+        return self.read_ttl(name, rdtype)[1]
+
+    def read_ttl(self, name: str, rdtype: str = "A") -> tuple[int | None, list[str]]:
         answer = dns.query.tcp(dns.message.make_query(name, rdtype), self.address, port=self.port, timeout=5)
-        return sorted(r.to_text() for rrset in answer.answer for r in rrset)
+        ttls = {rrset.ttl for rrset in answer.answer}
+        return (ttls.pop() if ttls else None), sorted(r.to_text() for rrset in answer.answer for r in rrset)
+
+
+    def point(self, name: str, address: str, zone: str = ZONE, ttl: int = 30) -> None:
+        """Make the A record name `address`, as an operator's own tool would (signed with the same key)."""
+        keyring = dns.tsigkeyring.from_text({KEY: self.secret_file.read_text().strip()})
+        update = dns.update.UpdateMessage(zone, keyring=keyring, keyalgorithm="hmac-sha256")
+        update.replace(name, ttl, "A", address)
+        answer = dns.query.tcp(update, self.address, port=self.port, timeout=5)
+        assert answer.rcode() == 0, answer
 
 
 def _free_port() -> int:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import docker
 import pytest
 
 from integration import lab_base, labctl
-from integration.conftest import LAB_PLAYBOOK, Drorch, wait_until
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
 from integration.dns_server import LOCKED, DnsServer, knot
 
 APP, COUNTER = "ipapp", "ipcount"
@@ -98,9 +100,9 @@ def static_address(site: str, name: str = APP) -> str | None:
         return next(iter(n["IPAMConfig"]["IPv4Address"] for n in nets.values() if n.get("IPAMConfig")), None)
 
 
-def playbook(tmp_path: Path, server: DnsServer, zone: str = "lab.example.") -> Path:
+def playbook(tmp_path: Path, server: DnsServer, zone: str = "lab.example.", **dns_more: object) -> Path:
     head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
-    dns = json.dumps(server.settings(zone, records={APP: ["A"]}))
+    dns = json.dumps(server.settings(zone, records={APP: ["A"]}, **dns_more))
     path = tmp_path / "addresses.yaml"
     path.write_text(head + f"""mappings:
   networks: {{app-net: app-net-dr}}
@@ -117,7 +119,8 @@ dns: {dns}
 @pytest.mark.usefixtures("ipapp")
 def test_a_container_moves_across_subnets_answers_at_its_mapped_address_and_comes_home_with_its_own(
         run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
-    pb = playbook(tmp_path, dns_server)
+    pb = playbook(tmp_path, dns_server, lower_ttl_s=1, ttl=2)
+    dns_server.point(APP, HOME, ttl=2)
     plan = run_drorch("plan", str(pb))
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert f"    address app-net: {HOME} -> {AWAY} (rule 10.231.31.0/24)" in plan.stdout
@@ -134,8 +137,11 @@ def test_a_container_moves_across_subnets_answers_at_its_mapped_address_and_come
     wait_until(lambda: len(counts("b")) >= 2, f"{COUNTER} counting on site b")
     assert counts("b")[0] > 3  # restored from its checkpoint, onto the mapped address: not started again
     steps = json.loads(run_drorch("history", "1", "--json").stdout)["steps"]
-    names = next(s for s in steps if s["kind"] == "names")
-    assert names["outcome"] == (f"{APP}: answers on {AWAY}:{PORT}; {APP}.lab.example. A {AWAY} (was none)")
+    lowered, names = (s for s in steps if s["kind"] == "names")
+    assert (lowered["workload"], lowered["seq"]) == ("lower TTLs", 1)  # before anything moved
+    assert lowered["outcome"] == (f"{APP}.lab.example. A TTL 2 -> 1; waited 2 s for caches to forget the old TTL")
+    assert names["outcome"] == (f"{APP}: answers on {AWAY}:{PORT}; {APP}.lab.example. A {AWAY} (was {HOME})")
+    assert dns_server.read_ttl(f"{APP}.lab.example.") == (2, [AWAY])  # the TTL of the playbook
 
     back = run_drorch("failback", str(pb))
     assert back.returncode == 0, back.stdout + back.stderr
@@ -149,6 +155,7 @@ def test_a_container_moves_across_subnets_answers_at_its_mapped_address_and_come
 def test_a_disaster_restart_from_a_point_lands_on_the_mapped_address(
         run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
     pb = playbook(tmp_path, dns_server)
+    dns_server.point(APP, HOME)
     shipped = run_drorch("protect", "ship", str(pb))
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     res = run_drorch("failover", "--disaster", str(pb))  # site a answers: the fence stops ipapp there
@@ -176,3 +183,30 @@ def test_a_refused_dns_update_fails_its_step_with_the_servers_words_and_never_th
                               "didn't know the key we used")
     secret = dns_server.secret_file.read_text().strip()
     assert secret not in res.stdout + res.stderr + json.dumps(steps)
+
+
+MOVE_BOUNDARIES = 6  # ipapp, ipcount and the names step, each recorded before and after it acts
+
+
+@pytest.mark.usefixtures("ipapp")
+@pytest.mark.parametrize("boundary", range(1, MOVE_BOUNDARIES + 2))
+def test_killed_at_a_step_boundary_then_resumed_leaves_no_address_or_record_wrong(
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path, state_dir: Path, boundary: int) -> None:
+    """SIGKILL at the Nth transition of a failover, then `resume`: each container once, on site b, at its mapped
+    address, answering, and its record naming it. One boundary past the last, the run completes untouched."""
+    pb = playbook(tmp_path, dns_server)
+    dns_server.point(APP, HOME)  # where it pointed before the failover
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir), "DRORCH_TEST_KILL_AT": str(boundary)}
+    env.pop("DRORCH_DB_URL", None)
+    killed = subprocess.run([str(DRORCH), "failover", str(pb)], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=300)
+    if boundary > MOVE_BOUNDARIES:
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+    else:
+        assert killed.returncode == -9, killed.stdout + killed.stderr
+        res = run_drorch("resume", "1")
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert (static_address("a"), static_address("a", COUNTER)) == (None, None)
+    assert (static_address("b"), static_address("b", COUNTER)) == (AWAY, COUNTER_AWAY)
+    assert answers(AWAY)
+    assert dns_server.read(f"{APP}.lab.example.") == [AWAY]
