@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import docker
 import docker.types
+import libvirt
 
-from integration.lab_base import Site, log
+from integration.lab_base import SITES, Site, log
+from integration.lab_libvirt import domain_xml
 
 APP_NETWORKS = {"a": ("app-net", "10.231.31.0/24"), "b": ("app-net-dr", "10.231.32.0/24")}
 
@@ -33,3 +35,39 @@ def remove_docker(client: docker.DockerClient) -> None:
     for net in client.networks.list(names=[n for n, _ in APP_NETWORKS.values()]):
         log(f"removing Docker network {net.name}")
         net.remove()
+
+
+# libvirt runs dnsmasq for these: a guest takes its address by DHCP, from the range or from a reservation.
+LIBVIRT_NETWORKS = {"a": ("app-net", "10.231.41.0/24"), "b": ("app-net-dr", "10.231.42.0/24")}
+IP_VM = "ip-vm"
+IP_VM_MAC = "52:54:00:e7:29:0a"
+
+
+def ensure_libvirt(site: Site) -> None:
+    conn = libvirt.open(site.libvirt_uri)
+    try:
+        _ensure_network(conn, site)
+    finally:
+        conn.close()
+
+
+def _ensure_network(conn: libvirt.virConnect, site: Site) -> None:
+    name, subnet = LIBVIRT_NETWORKS[site.name]
+    if name not in conn.listNetworks() + conn.listDefinedNetworks():
+        log(f"defining libvirt network {name} ({subnet}, DHCP) on site {site.name}")
+        base = subnet.rsplit(".", 1)[0]
+        conn.networkDefineXML(f"""<network><name>{name}</name><bridge name='drl{site.name}app1' stp='off'/>
+  <ip address='{base}.1' prefix='24'><dhcp><range start='{base}.100' end='{base}.199'/></dhcp></ip>
+</network>""")
+    net = conn.networkLookupByName(name)
+    if not net.isActive():
+        net.create()
+
+
+def ip_vm_xml() -> str:
+    """A guest with no disk and one NIC on site a's app-net: it takes its address by DHCP and serves on 8080."""
+    xml = domain_xml(IP_VM)
+    start, end = xml.index("    <disk "), xml.index("</disk>\n") + len("</disk>\n")
+    xml = xml[:start] + xml[end:]
+    return xml.replace(f"<source network='{SITES['a'].network}'/>",
+                       f"<mac address='{IP_VM_MAC}'/><source network='{LIBVIRT_NETWORKS['a'][0]}'/>")

@@ -36,7 +36,17 @@ PRIVATE = (
 
 # Loaded in this order by the guest's /init: the Debian kernel builds virtio-blk as modules.
 GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-                 "virtio_blk")
+                 "virtio_blk", "failover", "net_failover", "virtio_net")
+INITRD = "initrd-net.gz"
+# On a network with DHCP the guest takes its address with busybox's udhcpc (asking again whenever its link comes
+# back up, as NetworkManager would), says it on the console ("address A") and serves HTTP on port 8080.
+DHCP_EVENT = """#!/bin/busybox sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface";;
+  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"
+               echo "address $ip" > /dev/ttyS0;;
+esac
+"""
 # Counts once a second on the serial console and keeps the count on its disk (/dev/vda, when it has one),
 # where it starts from at boot: a disk that did not travel shows as a counter that starts from 1 again.
 # At boot it also prints the marks found on its disk ("found mark K", at K MiB). Its second serial port
@@ -45,9 +55,25 @@ GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_l
 GUEST_INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
+mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in MODULES; do insmod /lib/modules/$m.ko 2>/dev/null; done
 for t in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
+echo "interfaces $(ls /sys/class/net | tr '\\n' ' ')" > /dev/ttyS0
+if [ -d /sys/class/net/eth0 ]; then
+  ip link set lo up; ip link set eth0 up
+  httpd -p 8080 -h /tmp
+  (up=1
+   udhcpc -i eth0 -s /bin/dhcp-event -b -p /tmp/udhcpc.pid >/dev/null 2>&1
+   while true; do
+     now=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
+     if [ "$now" = 1 ] && [ "$up" = 0 ]; then
+       kill $(cat /tmp/udhcpc.pid) 2>/dev/null; sleep 0.1
+       udhcpc -i eth0 -s /bin/dhcp-event -b -p /tmp/udhcpc.pid >/dev/null 2>&1
+     fi
+     up=$now; sleep 0.2
+   done) &
+fi
 i=0
 if [ -b /dev/vda ]; then
   i=$(head -c 32 /dev/vda | tr -dc 0-9); i=${i:-0}; echo "disk $i" > /dev/ttyS0
@@ -78,13 +104,13 @@ DISK_MIB = 16
 
 def build_guest() -> None:
     """Debian kernel plus a busybox initramfs (with the virtio-blk modules) running GUEST_INIT."""
-    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / "initrd-console.gz", GUEST / "modules"
+    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / INITRD, GUEST / "modules"
     if kernel.exists() and initrd.exists():
         return
     GUEST.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        if not kernel.exists() or not modules.is_dir():
+        if not kernel.exists() or not all((modules / f"{m}.ko").exists() for m in GUEST_MODULES):
             log("fetching a Debian kernel for the guest")
             deps = run(["apt-cache", "depends", "linux-image-amd64"]).stdout
             pkg = next(
@@ -100,12 +126,14 @@ def build_guest() -> None:
             for name in GUEST_MODULES:
                 shutil.copy(next((t / "x" / "lib" / "modules").rglob(f"{name}.ko")), modules / f"{name}.ko")
         root = t / "initramfs"
-        for d in ("bin", "proc", "sys", "dev", "lib"):
+        for d in ("bin", "proc", "sys", "dev", "lib", "tmp"):
             (root / d).mkdir(parents=True)
         shutil.copy("/bin/busybox", root / "bin" / "busybox")
         shutil.copytree(modules, root / "lib" / "modules")
         (root / "init").write_text(GUEST_INIT)
         (root / "init").chmod(0o755)
+        (root / "bin" / "dhcp-event").write_text(DHCP_EVENT)
+        (root / "bin" / "dhcp-event").chmod(0o755)
         files = subprocess.run(
             ["find", "."], cwd=root, check=True, capture_output=True
         ).stdout
@@ -207,7 +235,7 @@ def domain_xml(vm: str = VM_NAME) -> str:
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{GUEST / 'vmlinuz'}</kernel>
-    <initrd>{GUEST / 'initrd-console.gz'}</initrd>
+    <initrd>{GUEST / INITRD}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
   <clock offset='utc'/>

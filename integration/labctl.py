@@ -152,6 +152,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         lab_podman.start(site)
         lab_lxd.start(site)
         lab_libvirt.ensure_site_names(site)
+        lab_addresses.ensure_libvirt(site)
     ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1),
                      containers_only=getattr(args, "containers_only", False))
     log("up")

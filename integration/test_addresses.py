@@ -10,13 +10,15 @@ import os
 import re
 import socket
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import libvirt
 import pytest
 
-from integration import lab_base, labctl
+from integration import lab_addresses, lab_base, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
 from integration.dns_server import LOCKED, DnsServer, knot
 
@@ -82,9 +84,9 @@ def inside(site: str) -> str:
     return out.split(" inet ")[1].split("/")[0]
 
 
-def answers(address: str) -> bool:
+def answers(address: str, port: int = PORT) -> bool:
     try:
-        socket.create_connection((address, PORT), timeout=1).close()
+        socket.create_connection((address, port), timeout=1).close()
         return True
     except OSError:
         return False
@@ -210,3 +212,86 @@ def test_killed_at_a_step_boundary_then_resumed_leaves_no_address_or_record_wron
     assert (static_address("b"), static_address("b", COUNTER)) == (AWAY, COUNTER_AWAY)
     assert answers(AWAY)
     assert dns_server.read(f"{APP}.lab.example.") == [AWAY]
+
+
+# --- a VM on DHCP -------------------------------------------------------------------------------------------
+
+VM_RULE = "10.231.41.0/24: {to: 10.231.42.0/24, gateway: 10.231.42.1}"
+
+
+def conn(site: str) -> libvirt.virConnect:
+    return libvirt.open(labctl.SITES[site].libvirt_uri)
+
+
+def remove_ip_vm() -> None:
+    for site in ("a", "b"):
+        c = conn(site)
+        try:
+            for dom in c.listAllDomains():
+                if dom.name() == lab_addresses.IP_VM:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+        finally:
+            c.close()
+        labctl.SITES[site].serial_log(lab_addresses.IP_VM).unlink(missing_ok=True)
+
+
+def vm_address(site: str) -> str | None:
+    """The address the guest last took on that site, as it says on its console."""
+    log = labctl.SITES[site].serial_log(lab_addresses.IP_VM)
+    found = re.findall(r"^address (\S+)", log.read_text(errors="replace"), re.M) if log.exists() else []
+    return found[-1] if found else None
+
+
+def reserved(site: str) -> dict[str, str]:
+    """MAC -> address of each DHCP reservation on the site's app network."""
+    c = conn(site)
+    try:
+        xml = c.networkLookupByName(lab_addresses.LIBVIRT_NETWORKS[site][0]).XMLDesc(0)
+    finally:
+        c.close()
+    return {h.get("mac", ""): h.get("ip", "") for h in ET.fromstring(xml).findall("ip/dhcp/host")}
+
+
+@pytest.fixture
+def ip_vm(lab: None) -> Iterator[str]:
+    """ip-vm on site a's app-net, its address taken by DHCP from the range; gone afterwards."""
+    remove_ip_vm()
+    c = conn("a")
+    try:
+        c.defineXML(lab_addresses.ip_vm_xml()).create()
+    finally:
+        c.close()
+    wait_until(lambda: vm_address("a") is not None, "ip-vm's address on site a")
+    yield vm_address("a") or ""
+    remove_ip_vm()
+
+
+def test_a_dhcp_vm_live_migrates_across_subnets_by_a_reservation_and_comes_home_with_its_own_address(
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path, ip_vm: str) -> None:
+    home = ip_vm
+    away = "10.231.42." + home.rsplit(".", 1)[1]
+    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
+    pb = tmp_path / "vm.yaml"
+    dns = json.dumps(dns_server.settings(records={lab_addresses.IP_VM: ["A"]}))
+    pb.write_text(head + f"""mappings:
+  networks: {{app-net: app-net-dr}}
+  addresses: {{{VM_RULE}}}
+workloads:
+  - {{name: {lab_addresses.IP_VM}, kind: vm, strategy: live, check: {{port: 8080, timeout_s: 60}}}}
+dns: {dns}
+""")
+    plan = run_drorch("plan", str(pb))
+    assert f"    address app-net: {home} -> {away} (rule 10.231.41.0/24)" in plan.stdout, plan.stdout + plan.stderr
+    over = run_drorch("failover", str(pb))
+    assert over.returncode == 0, over.stdout + over.stderr
+    assert reserved("b") == {lab_addresses.IP_VM_MAC: away} and reserved("a") == {}
+    assert vm_address("b") == away and answers(away)
+    assert dns_server.read(f"{lab_addresses.IP_VM}.lab.example.") == [away]
+    back = run_drorch("failback", str(pb))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert reserved("a") == {lab_addresses.IP_VM_MAC: home} and reserved("b") == {}  # b's went with the guest
+    assert vm_address("a") == home and answers(home)
+    assert dns_server.read(f"{lab_addresses.IP_VM}.lab.example.") == [home]
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from drorch.addressing import AddressCheck, map_address
 from drorch.drivers.docker_config import clone_config, container_nics, drill_config, network_subnets
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import Engine
-from drorch.errors import NamesFailed, PlaybookError
+from drorch.errors import MoveFailed, NamesFailed, PlaybookError
 from drorch.inventory import HostFacts, Nic, Subnet
 from drorch.names_work import answers
 from drorch.playbook import Mappings, WorkloadKind
@@ -262,3 +263,44 @@ def test_answers_says_where_it_connected_and_why_it_could_not() -> None:
         s.listen()
         port = s.getsockname()[1]
         assert answers(["127.0.0.1"], AddressCheck(port=port, timeout_s=2)) == f"answers on 127.0.0.1:{port}"
+
+
+# --- libvirt's part (its in-memory test driver) -----------------------------------------------------------
+
+
+def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorchs_go() -> None:
+    import libvirt
+
+    from drorch.drivers.libvirt_addresses import (
+        NetworkView,
+        Reservation,
+        recorded,
+        release,
+        reservations,
+        reserve,
+        wanted,
+        with_record,
+    )
+
+    conn = libvirt.open("test:///default")
+    net = conn.networkLookupByName("default")
+    assert NetworkView(conn).subnets() == (Subnet("default", "192.168.122.0/24", "192.168.122.1"),)
+    mine, theirs = Reservation("default", "52:54:00:00:00:01", "192.168.122.50"), \
+        Reservation("default", "52:54:00:00:00:02", "192.168.122.60")
+    reserve(conn, theirs)  # the operator's own
+    reserve(conn, mine)
+    reserve(conn, mine)  # again, after an interruption: found, not doubled
+    assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip, mine.mac: mine.ip}
+    taken = "network default already reserves 192.168.122.60 for 52:54:00:00:00:02"
+    with pytest.raises(MoveFailed, match=re.escape(taken)):
+        reserve(conn, Reservation("default", mine.mac, theirs.ip))
+    guest = ("<domain><name>g</name><devices><interface type='network'><mac address='52:54:00:00:00:01'/>"
+             "<source network='default'/></interface></devices></domain>")
+    noted = with_record(guest, [mine])
+    assert recorded(noted) == [mine] and with_record(guest, []) == guest
+    assert recorded(with_record(noted, [])) == []
+    m = Mappings(addresses={"192.168.122.0/24": {"to": "10.9.0.0/24"}}, networks={"default": "dr"})
+    assert NetworkView(conn).nics(guest) == (Nic("default", (mine.ip,), True, mine.mac),)
+    assert wanted(NetworkView(conn).nics(guest), m) == [Reservation("dr", mine.mac, "10.9.0.50")]
+    assert release(conn, mine) and not release(conn, mine)
+    assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}

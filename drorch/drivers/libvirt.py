@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 
 from drorch.drivers.base import Endpoint, HostFacts, MoveRequest, Phase, Progress, Retention, Shipped, WorkloadInfo
+from drorch.drivers.libvirt_addresses import NetworkView
 from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_moves import LibvirtMoves
 from drorch.drivers.libvirt_points import new_stamp
@@ -35,15 +36,19 @@ class LibvirtDriver(LibvirtMoves):
             _model, memory_mib, cpus, *_ = conn.getInfo()
             networks = sorted({*conn.listNetworks(), *conn.listDefinedNetworks()})
             pools = sorted({*conn.listStoragePools(), *conn.listDefinedStoragePools()})
+            subnets = () if brief else NetworkView(conn).subnets()
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {reason(exc)}") from None
-        return HostFacts(vcpus=cpus, memory_mib=memory_mib, networks=tuple(networks), pools=tuple(pools))
+        return HostFacts(vcpus=cpus, memory_mib=memory_mib, networks=tuple(networks), pools=tuple(pools),
+                         subnets=subnets)
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         try:
-            domains = [d for d in self._conn(site).listAllDomains()
+            conn = self._conn(site)
+            domains = [d for d in conn.listAllDomains()
                        if not (DRILL_CLONE.fullmatch(d.name()) and not d.isPersistent())]  # drill clones
-            return sorted((self._info(d, site) for d in domains), key=lambda w: w.name)
+            view = NetworkView(conn)
+            return sorted((self._info(d, site, view) for d in domains), key=lambda w: w.name)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {reason(exc)}") from None
 

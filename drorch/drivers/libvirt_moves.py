@@ -10,6 +10,16 @@ import time
 import libvirt
 
 from drorch.drivers.base import Handle, MoveRequest, Phase, Progress
+from drorch.drivers.libvirt_addresses import (
+    NetworkView,
+    Reservation,
+    recorded,
+    release,
+    renew,
+    reserve,
+    wanted,
+    with_record,
+)
 from drorch.drivers.libvirt_migration import Watchdog, migrate_params
 from drorch.drivers.libvirt_points import new_stamp
 from drorch.drivers.libvirt_ship import frozen_copies
@@ -76,7 +86,9 @@ class LibvirtMoves(LibvirtSites):
         if disks:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.dev for d, _ in disks]
-        mapped = map_domain_xml(self._landed(xml, disks), request.mappings, None)  # a live guest keeps its size
+        wants = self._reserve(request, xml)
+        # a live guest keeps its size
+        mapped = with_record(map_domain_xml(self._landed(xml, disks), request.mappings, None), wants)
         if mapped != xml:
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
@@ -89,6 +101,8 @@ class LibvirtMoves(LibvirtSites):
         except libvirt.libvirtError as exc:
             for vol in created:  # nothing half-copied stays behind
                 delete_quietly(vol)
+            for r in wants:
+                release(target, r)
             why = f"aborted, {watch.aborted}" if watch is not None and watch.aborted else "failed"
             raise MoveFailed(f"live migration of {request.workload} {why}: {reason(exc)}; it still runs on "
                              f"site {request.source.site}") from None
@@ -96,7 +110,26 @@ class LibvirtMoves(LibvirtSites):
             if watch is not None:
                 watch.stop.set()
         self._drop_sources(request, disks)
+        self._readdressed(request, xml, wants)
         return self._completed(request)
+
+    def _reserve(self, request: MoveRequest, xml: str) -> list[Reservation]:
+        """Reservations on the target's networks that give each of the guest's addresses its mapped one there."""
+        wants = wanted(NetworkView(self._conn(request.source)).nics(xml), request.mappings)
+        target = self._conn(request.target)
+        for r in wants:
+            reserve(target, r)
+        return wants
+
+    def _readdressed(self, request: MoveRequest, xml: str, wants: list[Reservation]) -> None:
+        """The guest landed: a live one asks DHCP again on its new network; what drorch reserved for it at home
+        goes."""
+        landed = self._domain(request.target, request.workload)
+        if wants and landed is not None and landed.isActive() and request.strategy is Strategy.LIVE:
+            renew(landed)
+        source = self._conn(request.source)
+        for r in recorded(xml):
+            release(source, r)
 
     def cancel(self, handle: Handle) -> None:
         dom = self._domain(handle.request.source, handle.request.workload)
@@ -128,8 +161,9 @@ class LibvirtMoves(LibvirtSites):
                     for copy in frozen or []:
                         delete_quietly(copy)
                 self._jobs.set_step(handle_id, "start")
+                wants = self._reserve(request, xml)
                 mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
-                target.defineXML(mapped).create()
+                target.defineXML(with_record(mapped, wants)).create()
             except (libvirt.libvirtError, MoveFailed) as exc:
                 for vol in created:
                     delete_quietly(vol)
@@ -139,6 +173,7 @@ class LibvirtMoves(LibvirtSites):
                                  f"site {request.source.site}: {why}") from None
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
             self._drop_sources(request, disks)
+            self._readdressed(request, xml, wants)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"cold move of {request.workload} failed: {reason(exc)}") from None
         done, total = self._jobs.sent(handle_id)

@@ -11,6 +11,7 @@ import libvirt
 
 from drorch.drivers.base import Endpoint, MoveRequest, WorkloadInfo
 from drorch.drivers.jobs import ThreadedDriver
+from drorch.drivers.libvirt_addresses import NetworkView
 from drorch.drivers.libvirt_storage import Disk, delete_quietly, guest_disks, placement_problems, shared
 from drorch.drivers.libvirt_xml import domain_names, point_disks_at
 from drorch.errors import MoveFailed, SiteUnreachable
@@ -102,9 +103,10 @@ class LibvirtSites(ThreadedDriver):
             raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown}: {reason(exc)}") from None
 
     @staticmethod
-    def _info(dom: libvirt.virDomain, ep: Endpoint) -> WorkloadInfo:
+    def _info(dom: libvirt.virDomain, ep: Endpoint, view: NetworkView) -> WorkloadInfo:
         state, max_kib, _mem, vcpus, _cpu = dom.info()
-        networks, pools = domain_names(dom.XMLDesc(0))
+        xml = dom.XMLDesc(0)
+        networks, pools = domain_names(xml)
         status = "" if state == libvirt.VIR_DOMAIN_RUNNING else domain_status(*dom.state())
         running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED) and not status
         return WorkloadInfo(
@@ -118,12 +120,13 @@ class LibvirtSites(ThreadedDriver):
             networks=networks,
             pools=pools,
             status=status,
+            nics=view.nics(xml),
         )
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         dom = self._domain(site, name)
         try:
-            return None if dom is None else self._info(dom, site)
+            return None if dom is None else self._info(dom, site, NetworkView(self._conn(site)))
         except libvirt.libvirtError:
             return None  # it left while we looked
 

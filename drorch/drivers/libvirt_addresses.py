@@ -1,0 +1,191 @@
+"""VM addresses on libvirt networks: what each guest holds (its network's DHCP reservation or lease), the subnets
+each network has, and the reservations that give a guest its mapped address on the target (virNetworkUpdate).
+
+What drorch reserved for a guest is written into the guest's own definition (domain metadata), so the site that
+holds the VM also holds that fact: when the VM leaves, exactly those reservations go, and an operator's own stay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+
+from drorch.errors import MoveFailed
+from drorch.inventory import Nic, Subnet
+from drorch.playbook import Mappings
+
+NS = "urn:drorch:addresses"
+LINK_PAUSE_S = 0.5  # a guest sees its link down for this long before it comes back, and asks DHCP again
+
+
+@dataclass(frozen=True)
+class Reservation:
+    network: str
+    mac: str
+    ip: str
+
+    def xml(self) -> str:
+        return f"<host mac='{self.mac}' ip='{self.ip}'/>"
+
+
+def interfaces(domain_xml: str) -> list[tuple[str, str]]:
+    """(network, MAC) of each of the guest's interfaces on a libvirt network."""
+    root = ET.fromstring(domain_xml)
+    found = []
+    for iface in root.findall("./devices/interface[@type='network']"):
+        source, mac = iface.find("source"), iface.find("mac")
+        if source is not None and mac is not None and source.get("network") and mac.get("address"):
+            found.append((source.get("network", ""), mac.get("address", "").lower()))
+    return found
+
+
+def network_subnets(name: str, network_xml: str) -> list[Subnet]:
+    """The subnets a libvirt network routes, its own address as the gateway."""
+    found = []
+    for ip in ET.fromstring(network_xml).findall("ip"):
+        address, prefix, mask = ip.get("address"), ip.get("prefix"), ip.get("netmask")
+        if not address:
+            continue
+        try:
+            net = ipaddress.ip_interface(f"{address}/{prefix or mask or 24}").network
+        except ValueError:
+            continue
+        found.append(Subnet(name, str(net), address))
+    return found
+
+
+def reservations(network_xml: str) -> dict[str, str]:
+    """MAC -> address of each DHCP host reservation of the network."""
+    return {h.get("mac", "").lower(): h.get("ip", "") for h in ET.fromstring(network_xml).findall("ip/dhcp/host")
+            if h.get("mac") and h.get("ip")}
+
+
+class NetworkView:
+    """What a host's libvirt networks say of guests' addresses, read once per network."""
+
+    def __init__(self, conn: libvirt.virConnect) -> None:
+        self.conn = conn
+        self._seen: dict[str, tuple[dict[str, str], dict[str, list[str]], list[Subnet]]] = {}
+
+    def _network(self, name: str) -> tuple[dict[str, str], dict[str, list[str]], list[Subnet]]:
+        if name not in self._seen:
+            try:
+                net = self.conn.networkLookupByName(name)
+                xml = net.XMLDesc(0)
+            except libvirt.libvirtError:
+                self._seen[name] = ({}, {}, [])
+                return self._seen[name]
+            leases: dict[str, list[str]] = {}
+            try:
+                for lease in net.DHCPLeases() if net.isActive() else []:
+                    leases.setdefault(str(lease.get("mac", "")).lower(), []).append(str(lease.get("ipaddr")))
+            except libvirt.libvirtError:
+                pass  # a network without DHCP, or a driver that keeps no leases: reservations alone tell
+            self._seen[name] = (reservations(xml), leases, network_subnets(name, xml))
+        return self._seen[name]
+
+    def nics(self, domain_xml: str) -> tuple[Nic, ...]:
+        """Each interface's address: its reservation, else its leases. A guest drorch re-addresses keeps the
+        address it has (by a reservation wherever it lands), so any address found counts as its own."""
+        found = []
+        for network, mac in interfaces(domain_xml):
+            reserved, leases, _ = self._network(network)
+            addresses = (reserved[mac],) if mac in reserved else tuple(sorted(leases.get(mac, [])))
+            found.append(Nic(network, addresses, bool(addresses), mac))
+        return tuple(found)
+
+    def subnets(self) -> tuple[Subnet, ...]:
+        names = sorted({*self.conn.listNetworks(), *self.conn.listDefinedNetworks()})
+        return tuple(s for name in names for s in self._network(name)[2])
+
+
+def wanted(nics: tuple[Nic, ...], mappings: Mappings) -> list[Reservation]:
+    """The reservations that give each interface its mapped address on the target's mapped network."""
+    return [Reservation(mappings.network(nic.network), nic.mac or "", mappings.address(a))
+            for nic in nics if nic.static and nic.mac for a in nic.addresses if ipaddress.ip_address(a).version == 4]
+
+
+def _update(net: libvirt.virNetwork, command: int, host: str) -> None:
+    flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if net.isActive() else 0
+    if net.isPersistent():
+        flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host, flags)
+
+
+def reserve(conn: libvirt.virConnect, want: Reservation) -> None:
+    """Make the network give `want.ip` to `want.mac`. One found there already is taken as drorch's own (a move
+    done again after an interruption finds what it reserved before): it goes when the guest leaves."""
+    try:
+        net = conn.networkLookupByName(want.network)
+        held = reservations(net.XMLDesc(0))
+        if held.get(want.mac) == want.ip:
+            return
+        other = next((mac for mac, ip in held.items() if ip == want.ip and mac != want.mac), None)
+        if other is not None:
+            raise MoveFailed(f"network {want.network} already reserves {want.ip} for {other}")
+        if want.mac in held:
+            _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, Reservation("", want.mac, held[want.mac]).xml())
+        _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want.xml())
+    except libvirt.libvirtError as exc:
+        raise MoveFailed(f"network {want.network} did not take the reservation of {want.ip} for {want.mac}: "
+                         f"{exc.get_error_message() or exc}") from None
+
+
+def release(conn: libvirt.virConnect, held: Reservation) -> bool:
+    """Remove a reservation drorch made, if it is still as drorch made it; whether one went."""
+    try:
+        net = conn.networkLookupByName(held.network)
+        if reservations(net.XMLDesc(0)).get(held.mac) != held.ip:
+            return False
+        _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, held.xml())
+        return True
+    except libvirt.libvirtError:
+        return False  # the network is gone, and the reservation with it
+
+
+def recorded(domain_xml: str) -> list[Reservation]:
+    """The reservations the domain's metadata says drorch made for it where it is defined."""
+    root = ET.fromstring(domain_xml)
+    found = []
+    for el in root.findall(f"./metadata/{{{NS}}}addresses/{{{NS}}}reservation"):
+        network, mac, ip = el.get("network"), el.get("mac"), el.get("ip")
+        if network and mac and ip:
+            found.append(Reservation(network, mac, ip))
+    return found
+
+
+def with_record(domain_xml: str, made: list[Reservation]) -> str:
+    """The definition with its metadata naming `made` as drorch's reservations (none: the element goes)."""
+    if not made and not recorded(domain_xml):
+        return domain_xml
+    root = ET.fromstring(domain_xml)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    for old in metadata.findall(f"{{{NS}}}addresses"):
+        metadata.remove(old)
+    if made:
+        el = ET.SubElement(metadata, f"{{{NS}}}addresses")
+        for r in made:
+            ET.SubElement(el, f"{{{NS}}}reservation", network=r.network, mac=r.mac, ip=r.ip)
+    ET.register_namespace("drorch", NS)
+    return ET.tostring(root, encoding="unicode")
+
+
+def renew(dom: libvirt.virDomain) -> None:
+    """Take each of the guest's links down and up again: a guest's DHCP client (NetworkManager, systemd-networkd,
+    the lab's udhcpc) asks again on a new link, and so learns its address on the network it now is on."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    for iface in root.findall("./devices/interface[@type='network']"):
+        for state in ("down", "up"):
+            link = iface.find("link")
+            if link is None:
+                link = ET.SubElement(iface, "link")
+            link.set("state", state)
+            dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if state == "down":
+                time.sleep(LINK_PAUSE_S)
