@@ -224,6 +224,7 @@ def conn(site: str) -> libvirt.virConnect:
 
 
 def remove_ip_vm() -> None:
+    """ip-vm gone from both sites, and any reservation of its MAC with it (a test may stop halfway)."""
     for site in ("a", "b"):
         c = conn(site)
         try:
@@ -232,6 +233,12 @@ def remove_ip_vm() -> None:
                     if dom.isActive():
                         dom.destroy()
                     dom.undefine()
+            net = c.networkLookupByName(lab_addresses.LIBVIRT_NETWORKS[site][0])
+            for mac, ip in reserved(site).items():
+                if mac == lab_addresses.IP_VM_MAC:
+                    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                               -1, f"<host mac='{mac}' ip='{ip}'/>",
+                               libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
         finally:
             c.close()
         labctl.SITES[site].serial_log(lab_addresses.IP_VM).unlink(missing_ok=True)

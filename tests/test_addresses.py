@@ -304,3 +304,21 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
     assert wanted(NetworkView(conn).nics(guest), m) == [Reservation("dr", mine.mac, "10.9.0.50")]
     assert release(conn, mine) and not release(conn, mine)
     assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}
+
+
+def test_an_lxd_nic_keeps_its_fixed_address_mapped_and_lxd_networks_show_their_subnets() -> None:
+    from drorch.drivers.lxd_config import network_subnets as lxd_subnets
+    from drorch.drivers.lxd_config import nics, target_body
+
+    inst = {"name": "c1", "devices": {
+        "eth0": {"type": "nic", "network": "app-net", "ipv4.address": "10.31.0.20", "ipv6.address": "fd31::20"},
+        "eth1": {"type": "nic", "network": "other"}, "root": {"type": "disk", "path": "/", "pool": "default"}}}
+    m = Mappings(networks={"app-net": "app-net-dr"}, addresses={"10.31.0.0/24": {"to": "10.32.0.0/24"},
+                                                                "fd31::/64": {"to": "fd32::/64"}})
+    assert target_body(inst, m)["devices"]["eth0"] == {
+        "type": "nic", "network": "app-net-dr", "ipv4.address": "10.32.0.20", "ipv6.address": "fd32::20"}
+    assert target_body(inst, m.inverse())["devices"]["eth0"]["ipv4.address"] == "10.31.0.20"  # home: unchanged
+    assert nics(inst["devices"]) == (Nic("app-net", ("10.31.0.20", "fd31::20"), True), Nic("other", (), False))
+    assert lxd_subnets([{"name": "app-net", "config": {"ipv4.address": "10.31.0.1/24", "ipv6.address": "none"}},
+                        {"name": "auto", "config": {"ipv4.address": "auto"}}]) == (
+        Subnet("app-net", "10.31.0.0/24", "10.31.0.1"),)

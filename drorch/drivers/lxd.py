@@ -36,6 +36,7 @@ from drorch.drivers.lxd_config import (
     is_point_copy,
     isolated_devices,
     missing_names,
+    network_subnets,
     point_names,
     target_body,
 )
@@ -69,9 +70,11 @@ class LxdDriver(ThreadedDriver):
         s = self._site(site)
         res = s.resources()
         images = s.image_aliases() + [fp[:12] for fp in s.image_fingerprints()]
+        networks = s.networks()
         return HostFacts(vcpus=int(res["cpu"]["total"]) or None, memory_mib=int(res["memory"]["total"]) >> 20 or None,
-                         networks=tuple(sorted(s.names("networks"))), pools=tuple(sorted(s.names("storage-pools"))),
-                         images=tuple(images), engine="lxd")
+                         networks=tuple(sorted(str(n.get("name")) for n in networks)),
+                         pools=tuple(sorted(s.names("storage-pools"))), images=tuple(images), engine="lxd",
+                         subnets=network_subnets(networks))
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
         if site.containers:  # where it lands as a container

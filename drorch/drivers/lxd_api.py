@@ -272,6 +272,9 @@ class LxdSite:
     def names(self, collection: str) -> list[str]:
         return [str(u).rstrip("/").split("/")[-1] for u in self.get(collection)]
 
+    def networks(self) -> list[dict[str, Any]]:
+        return [dict(n) for n in self.get("networks", recursion=1)]
+
     def resources(self) -> dict[str, Any]:
         return dict(self.get("resources"))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from typing import Any
 
-from drorch.inventory import WorkloadInfo
+from drorch.inventory import Nic, Subnet, WorkloadInfo
 from drorch.playbook import Mappings, Resources, WorkloadKind
 
 DRORCH_KEY = "user.drorch"  # instance config keys drorch sets begin so
@@ -72,7 +73,39 @@ def info(inst: dict[str, Any], site: str, host: str) -> WorkloadInfo:
                                if d.get("type") == "nic"} - {""})),
         pools=tuple(sorted({d["pool"] for d in devices.values() if d.get("type") == "disk" and d.get("pool")})),
         status="" if running else f"{status.lower() or 'unknown'} ({inst.get('type') or 'container'})",
+        nics=nics(devices),
     )
+
+
+ADDRESS_KEYS = ("ipv4.address", "ipv6.address")  # a NIC's static addresses on a managed network
+
+
+def nics(devices: dict[str, dict[str, str]]) -> tuple[Nic, ...]:
+    """The instance's NICs on LXD networks, with the addresses their devices fix."""
+    found = []
+    for _, d in sorted(devices.items()):
+        network = d.get("network") or d.get("parent")
+        if d.get("type") != "nic" or not network:
+            continue
+        fixed = tuple(d[k] for k in ADDRESS_KEYS if d.get(k) and d[k] != "none")
+        found.append(Nic(network, fixed, bool(fixed), d.get("hwaddr")))
+    return tuple(found)
+
+
+def network_subnets(networks: list[dict[str, Any]]) -> tuple[Subnet, ...]:
+    """The subnets of LXD's managed networks: their ipv4.address and ipv6.address (gateway/prefix)."""
+    found = []
+    for net in networks:
+        for key in ADDRESS_KEYS:
+            value = str((net.get("config") or {}).get(key) or "")
+            if "/" not in value:
+                continue  # none, auto (LXD picks one when it creates the network, and shows it then)
+            try:
+                found.append(Subnet(str(net.get("name")), str(ipaddress.ip_interface(value).network),
+                                    value.split("/")[0]))
+            except ValueError:
+                continue
+    return tuple(found)
 
 
 def mapped_device(device: dict[str, str], mappings: Mappings) -> dict[str, str]:
@@ -81,6 +114,9 @@ def mapped_device(device: dict[str, str], mappings: Mappings) -> dict[str, str]:
         for key in ("network", "parent"):
             if key in d:
                 d[key] = mappings.network(d[key])
+        for key in ADDRESS_KEYS:
+            if d.get(key) and d[key] != "none":
+                d[key] = mappings.address(d[key])
     if d.get("type") == "disk" and "pool" in d:
         d["pool"] = mappings.pool(d["pool"])
     return d
