@@ -35,6 +35,16 @@ def parse_network(text: str) -> IPNetwork:
         raise ValueError(f"{text!r} is not a subnet (address/prefix, host bits zero): {exc}") from None
 
 
+def within(address: str, cidr: str) -> bool:
+    """Whether the address is in the subnet; a subnet that is no subnet (a daemon's answer) holds nothing."""
+    try:
+        net = parse_network(cidr)
+    except ValueError:
+        return False
+    ip = parse_address(address)
+    return ip.version == net.version and ip in net
+
+
 def _address(text: str) -> str:
     return str(parse_address(text))
 
@@ -146,6 +156,14 @@ class AddressCheck(Model):
 
     port: int = Field(ge=1, le=MAX_PORT)
     timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, description="how long it may take to answer")
+
+
+class ReIp(Model):
+    """A command run inside a VM's guest (QEMU guest agent, guest-exec) once it lands with another address, with
+    DRORCH_OLD_ADDRESS, DRORCH_NEW_ADDRESS, DRORCH_PREFIX, DRORCH_GATEWAY, DRORCH_DNS and DRORCH_NETWORK set."""
+
+    run: list[str] = Field(min_length=1, description="argv inside the guest")
+    timeout_s: float = Field(120.0, gt=0, le=MAX_WAIT_S, description="for the agent to answer and the command to end")
 
 
 @dataclass(frozen=True)

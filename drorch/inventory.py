@@ -31,6 +31,7 @@ class Nic:
     addresses: tuple[str, ...] = ()
     static: bool = False
     mac: str | None = None
+    dhcp: bool = False  # given by the network's DHCP server (a VM's lease or reservation), not set in the guest
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,13 @@ def readiness(seen: Observed) -> Iterator[Metric]:
                            labels=["playbook", "site"])
     host_up = GaugeMetricFamily("drorch_host_up", "Whether the host answered at the last check (1 or 0)",
                                 labels=["playbook", "site", "host"])
+    right = GaugeMetricFamily("drorch_dns_record_right", "Whether the DNS record names the site its workload runs "
+                              "on, as a run there would have made it, at the last readiness check (1 or 0)",
+                              labels=["playbook", "record", "type", "workload"])
     for r in seen.readiness:
+        for d in r.records:
+            right.add_metric([r.playbook, str(d.get("name")), str(d.get("type")), str(d.get("workload"))],
+                             1.0 if d.get("right") else 0.0)
         ready.add_metric([r.playbook], 1.0 if r.ready else 0.0)
         checked.add_metric([r.playbook], epoch(r.checked_at))
         sites: dict[str, bool] = {}
@@ -103,7 +109,7 @@ def readiness(seen: Observed) -> Iterator[Metric]:
             host_up.add_metric([r.playbook, h["site"], h["host"]], 1.0 if h["answered"] else 0.0)
         for site, answered in sorted(sites.items()):
             up.add_metric([r.playbook, site], 1.0 if answered else 0.0)
-    yield from (ready, checked, up, host_up)
+    yield from (ready, checked, up, host_up, right)
 
 
 def schedules(playbooks: Mapping[str, Playbook]) -> Iterator[Metric]:

@@ -8,9 +8,10 @@ import socket
 import time
 from collections.abc import Callable
 
-from drorch.addressing import AddressCheck
+from drorch.addressing import AddressCheck, within
 from drorch.dns_client import ZoneClient
 from drorch.errors import NamesFailed, SiteUnreachable
+from drorch.inventory import Snapshot
 from drorch.live import LiveRun
 from drorch.names import Dns, Wanted, wanted
 from drorch.playbook import WORKLOAD_KINDS, Playbook, Workload, WorkloadKind
@@ -120,3 +121,38 @@ def settle_names(live: LiveRun, step: Step, connect: Connect = socket.create_con
     if failed:
         raise NamesFailed("; ".join(failed + said))
     return "; ".join(said) or "nothing to check"
+
+
+
+def _named_site(pb: Playbook, snap: Snapshot, name: str, rdtype: str, values: tuple[str, ...]) -> str | None:
+    """The site a record points at: the one whose networks' subnets hold its addresses, or its CNAME's site."""
+    if not values or pb.dns is None:
+        return None
+    for site in pb.sites:
+        if rdtype == "CNAME":
+            if wanted(pb.dns, name, site, [])[-1:] == [Wanted(name, "CNAME", values)]:
+                return site
+            continue
+        subnets = [sub.cidr for inv in snap.site(site) for f in inv.facts.values() for sub in f.subnets]
+        if all(any(within(v, cidr) for cidr in subnets) for v in values):
+            return site
+    return None
+
+
+def records_status(pb: Playbook, snap: Snapshot) -> list[dict[str, object]]:
+    """Each record the playbook's DNS section names, as its server holds it: the site it points at, the site the
+    workload runs on, and whether it is what a run there would have made it."""
+    if pb.dns is None:
+        return []
+    client = ZoneClient(pb.dns, pb.dns.zone)
+    running = {w.name: (inv.site, w.addresses()) for inv in snap.hosts for w in inv.workloads if w.running}
+    rows: list[dict[str, object]] = []
+    for name, types in pb.dns.records.items():
+        site, addresses = running.get(name, (None, []))
+        wants = {w.rdtype: w.values for w in wanted(pb.dns, name, site, addresses)} if site else {}
+        for rdtype in types:
+            _, values = client.read(name, rdtype)
+            rows.append({"name": client.owner(name), "type": rdtype, "values": list(values), "workload": name,
+                         "points_at": _named_site(pb, snap, name, rdtype, values), "runs_on": site,
+                         "right": site is not None and values == wants.get(rdtype)})
+    return rows

@@ -45,6 +45,7 @@ class Readiness:
     checked_at: datetime
     problems: list[str]
     hosts: list[dict[str, Any]]  # per host at that check: site, host, answered, error
+    records: list[dict[str, Any]]  # per DNS record at that check: name, type, values, workload, right...
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,9 @@ def _readiness(conn: Connection, playbooks: Sequence[str] | None) -> list[Readin
     last = _only(select(func.max(r.id)).group_by(r.playbook), r.playbook, playbooks)
     return [Readiness(row.playbook, bool(row.ready), row.checked_at,
                       [str(p) for p in loaded("readiness", row.id, "problems", row.problems)],
-                      [h for h in loaded("readiness", row.id, "hosts", row.hosts) if isinstance(h, dict)])
-            for row in conn.execute(select(r.id, r.playbook, r.ready, r.checked_at, r.problems, r.hosts)
+                      [h for h in loaded("readiness", row.id, "hosts", row.hosts) if isinstance(h, dict)],
+                      [d for d in loaded("readiness", row.id, "records", row.records) if isinstance(d, dict)])
+            for row in conn.execute(select(r.id, r.playbook, r.ready, r.checked_at, r.problems, r.hosts, r.records)
                                     .where(r.id.in_(last)).order_by(r.playbook))]
 
 

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from drorch.addressing import (
     AddressCheck,
     AddressRule,
+    ReIp,
     SiteAddresses,
     inverse_rules,
     map_address,
@@ -336,6 +337,8 @@ class Workload(_Model):
                                                "and an IPv6 one) per site, over the address rules")
     check: AddressCheck | None = Field(None, description="a TCP port it answers on, connected to at its address "
                                        "on the target after every move")
+    reip: ReIp | None = Field(None, description="a VM whose guest sets its own address: the command that sets the "
+                              "mapped one, run inside through the guest agent")
 
     @property
     def move_strategy(self) -> Strategy:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drorch.addressing import AddressMove, parse_address, parse_network
+from drorch.addressing import AddressMove, parse_address, within
 from drorch.errors import PlanRefused
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import MOVING, Plan
@@ -145,15 +145,6 @@ def _container(pb: Playbook, entry: int, what: str, image: str | None, ports: tu
     return found
 
 
-def _in(address: str, cidr: str) -> bool:
-    try:
-        net = parse_network(cidr)
-    except ValueError:  # a daemon's answer, not ours: a subnet it cannot name is none
-        return False
-    ip = parse_address(address)
-    return ip.version == net.version and ip in net
-
-
 def _rule_loc(pb: Playbook, entry: int, move: AddressMove) -> Loc:
     """Point at what gave the address: the workload's exact address, its own rule, the playbook's rule."""
     if move.rule == "exact":
@@ -184,7 +175,7 @@ def addresses(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
             after, before, network = move.after or "", move.before or "", item.mappings.network(move.network)
             loc = _rule_loc(pb, item.entry, move)
             subnets = [s.cidr for f in (inv.facts.values() if inv else ()) for s in f.subnets if s.network == network]
-            if subnets and not any(_in(after, s) for s in subnets):
+            if subnets and not any(within(after, s) for s in subnets):
                 start, end = (f"its static address {after} on {move.network}", ", and no address rule maps it") \
                     if move.rule is None else (f"{after} (from {before})", "")
                 found.append(Finding(loc, f"{what}: {start} is not in any subnet of network {network} on site "

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from drorch.drivers.base import Driver
+from drorch.errors import NamesFailed
+from drorch.names_work import records_status
 from drorch.planner import MOVING
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.protection import missing_points, rpo_status
@@ -26,8 +28,9 @@ Alert = Callable[[Playbook, ReadinessCheck], str]
 
 
 def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
-           ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Every reason a failover would not work now, one line each (none when ready), and each host's answer."""
+           ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, object]]]:
+    """Every reason a failover would not work now, one line each (none when ready), each host's answer, and
+    where each DNS record points."""
     snap = snapshot(pb, drivers)
     hosts = [{"site": h.site, "host": h.host, "answered": not h.errors, "error": "; ".join(h.errors.values()) or None}
              for h in snap.hosts]
@@ -49,7 +52,14 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
                 problems.append(f"{item.kind} {item.workload}: no recovery point{target}")
             elif r.stale:
                 problems.append(f"{item.kind} {item.workload}: RPO {r.age_s:.0f} s, target {r.target_s or 0:.0f} s")
-    return problems, hosts
+    try:
+        records = records_status(pb, snap)
+    except NamesFailed as exc:
+        problems.append(f"dns: {exc}")
+        records = []
+    problems += [f"dns {r['name']} {r['type']} does not name where {r['workload']} runs" for r in records
+                 if not r["right"]]
+    return problems, hosts, records
 
 
 def alert(pb: Playbook, row: ReadinessCheck) -> str:
@@ -80,8 +90,9 @@ def alert(pb: Playbook, row: ReadinessCheck) -> str:
 def check(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store, tell: Alert = alert) -> ReadinessCheck:
     """Assess, record, and alert when this is a change to not ready (not again while it stays so)."""
     before = store.readiness(pb.name, 1)
-    problems, hosts = assess(pb, drivers, store)
-    row = ReadinessCheck(playbook=pb.name, ready=not problems, problems=json.dumps(problems), hosts=json.dumps(hosts))
+    problems, hosts, records = assess(pb, drivers, store)
+    row = ReadinessCheck(playbook=pb.name, ready=not problems, problems=json.dumps(problems), hosts=json.dumps(hosts),
+                         records=json.dumps(records))
     if problems and (not before or before[0].ready):
         row.alert = tell(pb, row)
     store.save(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from drorch import preflight
@@ -15,6 +16,7 @@ from drorch.names_work import LOWER, follows
 from drorch.planner import MOVING, Plan, PlanItem, plan
 from drorch.playbook import STRATEGIES, Playbook, Resources, WorkloadKind
 from drorch.records import ROLLBACK, StepKind
+from drorch.reip_work import reversed_moves
 from drorch.sites import host_endpoint
 from drorch.store import Step
 
@@ -87,7 +89,9 @@ def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
             steps.append(row(item.kind, item.workload, name, strategy=item.strategy, action=item.action,
                              from_host=item.from_host, to_host=item.to_host, outcome=item.reason or None,
                              request=req.to_json() if req else None, source_kind=item.source_kind,
-                             target_kind=item.target_kind))
+                             target_kind=item.target_kind,
+                             detail=json.dumps({"addresses": [asdict(a) for a in item.addresses]})
+                             if req and item.addresses else None))
         if any(follows(pb, pb.workloads[i.entry], i.workload) for i in the_plan.items if i.wave == name):
             steps.append(row(StepKind.NAMES, f"wave {name} names", name))
         if wave.hooks.after:
@@ -114,7 +118,7 @@ def rollback_steps(live: LiveRun, moved: list[Step]) -> list[Step]:
                           strategy=req.strategy, source_site=req.source.site,
                           target_site=req.target.site, wave=ROLLBACK, action=ROLLBACK,
                           from_host=req.source.host, to_host=req.target.host, request=req.to_json(),
-                          detail=json.dumps({"undoes": s.seq})))
+                          detail=json.dumps({"undoes": s.seq, "addresses": reversed_moves(s)})))
     if any(follows(live.pb, live.pb.spec_of(WorkloadKind(b.kind), b.workload), b.workload) for b in backs):
         backs.append(Step(run_id=live.run.id or 0, seq=len(live.steps) + len(backs) + 1, kind=StepKind.NAMES,
                           workload=f"wave {ROLLBACK} names", strategy="-", source_site=backs[0].source_site,

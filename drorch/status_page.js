@@ -10,6 +10,10 @@ for(const x of p.problems)o+=`<p class="bad">${e(x)}</p>`;
 for(const s of p.sites)o+=`<p>site ${e(s.site)}: `+s.hosts.map(h=>`${e(h.host)} <span class="${h.answered===false?
 'bad':h.answered?'good':''}">${h.answered===null||h.answered===undefined?'not checked':h.answered?'answers':'silent'}</span>`
 ).join(', ')+'</p>';
+for(const r of p.records)o+=`<p class="record">DNS ${e(r.name)} ${e(r.type)} ${e((r.values||[]).join(' ')||'(none)')
+}: <span class="${r.right?'good':'bad'}">${r.right?'points at site '+e(r.points_at)+', where '+e(r.workload)+' runs':
+'points at '+(r.points_at==null?'no site':'site '+e(r.points_at))+', and '+e(r.workload)+' runs '+(r.runs_on==null?
+'nowhere':'on site '+e(r.runs_on))}</span></p>`;
 if(p.drill)o+=`<p>last drill: ${run(p.drill.run)} <span class="${p.drill.passed?
 'good':'bad'}">${e(p.drill.state)}</span>, RTO ${secs(p.drill.rto_s)}</p>`;
 o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th></tr>';

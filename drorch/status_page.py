@@ -66,6 +66,7 @@ def document(seen: Observed, playbooks: Mapping[str, Playbook], store: Store, ot
         books.append({
             "playbook": name, "sites": sites, "workloads": workloads,
             "ready": None if r is None else r.ready, "problems": r.problems if r else [],
+            "records": r.records if r else [],
             "checked_at": r.checked_at.replace(tzinfo=UTC).isoformat() if r else None,
             "drill": None if d is None else {"run": d.run, "passed": d.passed, "state": d.state, "rto_s": d.rto_s,
                                             "started_at": d.started_at.replace(tzinfo=UTC).isoformat()}})

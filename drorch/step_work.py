@@ -6,6 +6,7 @@ The engine decides when and in what order; every state change goes back through 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from drorch.drivers.base import Driver, MoveRequest, Phase, Progress
@@ -17,6 +18,7 @@ from drorch.names_work import settle_names
 from drorch.planner import Action
 from drorch.playbook import WORKLOAD_KINDS, Hook, Hooks, WorkloadKind
 from drorch.records import StepKind, StepState
+from drorch.reip_work import readdress_inside
 from drorch.store import Step, Store
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
@@ -107,6 +109,13 @@ class StepWork:
             there = verify(here, step.workload, target)
             if there:
                 final = Progress(Phase.FAILED, message=there)
+        if final.phase is Phase.COMPLETED:
+            try:
+                inside = readdress_inside(live, step, here, target)
+            except DrorchError as exc:
+                inside, final = "", Progress(Phase.FAILED, message=str(exc))
+            if inside:
+                final = dataclasses.replace(final, message=f"{final.message}; {inside}")
         if final.phase is not Phase.COMPLETED:
             state = StepState.CANCELLED if live.aborting.is_set() else StepState.FAILED
             to(live, step, state, final, error=final.message)

@@ -87,6 +87,7 @@ class ReadinessCheck(SQLModel, table=True):
     problems: str = "[]"  # JSON list of one-line problems
     alert: str | None = None  # how the change to not ready was told, or why it could not be
     hosts: str | None = None  # JSON list: per host of the playbook, its site, whether it answered, and why not
+    records: str | None = None  # JSON list: per DNS record of the playbook, where it points and whether rightly
 
     def problem_list(self) -> list[str]:
         return [str(p) for p in loaded("readiness", self.id, "problems", self.problems)]

@@ -18,7 +18,8 @@ from drorch.redact import redact
 
 # Text columns that hold JSON, and the shape drorch writes there.
 JSON_COLUMNS: dict[tuple[str, str], type] = {("steps", "detail"): dict, ("steps", "request"): dict,
-                                             ("readiness", "problems"): list, ("readiness", "hosts"): list}
+                                             ("readiness", "problems"): list, ("readiness", "hosts"): list,
+                                             ("readiness", "records"): list}
 READ_FAILURES = (LookupError, ValueError)  # an enum member, a time or a number that the stored text is not
 
 

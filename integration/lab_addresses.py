@@ -8,7 +8,7 @@ import docker.types
 import libvirt
 
 from integration.lab_base import SITES, Site, log
-from integration.lab_libvirt import domain_xml
+from integration.lab_libvirt import AGENT_PORT, domain_xml
 
 APP_NETWORKS = {"a": ("app-net", "10.231.31.0/24"), "b": ("app-net-dr", "10.231.32.0/24")}
 
@@ -64,10 +64,21 @@ def _ensure_network(conn: libvirt.virConnect, site: Site) -> None:
         net.create()
 
 
-def ip_vm_xml() -> str:
-    """A guest with no disk and one NIC on site a's app-net: it takes its address by DHCP and serves on 8080."""
-    xml = domain_xml(IP_VM)
+STATIC_VM = "ip-vm-static"
+STATIC_VM_MAC = "52:54:00:e7:29:0b"
+STATIC_HOME = "10.231.41.20"
+
+
+def ip_vm_xml(name: str = IP_VM, mac: str = IP_VM_MAC, fixed: str | None = None) -> str:
+    """A guest with no disk and one NIC on site a's app-net, serving on 8080: it takes its address by DHCP, or
+    with `fixed` sets that one itself and runs the QEMU guest agent on its virtio-serial channel."""
+    xml = domain_xml(name)
     start, end = xml.index("    <disk "), xml.index("</disk>\n") + len("</disk>\n")
     xml = xml[:start] + xml[end:]
-    return xml.replace(f"<source network='{SITES['a'].network}'/>",
-                       f"<mac address='{IP_VM_MAC}'/><source network='{LIBVIRT_NETWORKS['a'][0]}'/>")
+    xml = xml.replace(f"<source network='{SITES['a'].network}'/>",
+                      f"<mac address='{mac}'/><source network='{LIBVIRT_NETWORKS['a'][0]}'/>")
+    if fixed is None:
+        return xml
+    agent = f"<channel type='unix'><target type='virtio' name='{AGENT_PORT}'/></channel>\n    "
+    return xml.replace("quiet panic=-1", f"quiet panic=-1 lab.ip={fixed}/24").replace("<memballoon", agent +
+                                                                                      "<memballoon")

@@ -36,8 +36,9 @@ PRIVATE = (
 
 # Loaded in this order by the guest's /init: the Debian kernel builds virtio-blk as modules.
 GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-                 "virtio_blk", "failover", "net_failover", "virtio_net")
-INITRD = "initrd-net.gz"
+                 "virtio_blk", "failover", "net_failover", "virtio_net", "virtio_console")
+INITRD = "initrd-agent.gz"
+AGENT_PORT = "org.qemu.guest_agent.0"
 # On a network with DHCP the guest takes its address with busybox's udhcpc (asking again whenever its link comes
 # back up, as NetworkManager would), says it on the console ("address A") and serves HTTP on port 8080.
 DHCP_EVENT = """#!/bin/busybox sh
@@ -60,7 +61,16 @@ mount -t devtmpfs dev /dev 2>/dev/null
 for m in MODULES; do insmod /lib/modules/$m.ko 2>/dev/null; done
 for t in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
 echo "interfaces $(ls /sys/class/net | tr '\\n' ' ')" > /dev/ttyS0
-if [ -d /sys/class/net/eth0 ]; then
+for p in /sys/class/virtio-ports/*; do
+  [ -e "$p/name" ] || continue
+  mkdir -p /dev/virtio-ports; ln -sf "/dev/${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"
+done
+[ -e /dev/virtio-ports/AGENT_PORT ] && qemu-ga -m virtio-serial -p /dev/virtio-ports/AGENT_PORT -d -t /tmp
+fixed=""; for w in $(cat /proc/cmdline); do case "$w" in lab.ip=*) fixed=${w#lab.ip=};; esac; done
+if [ -d /sys/class/net/eth0 ] && [ -n "$fixed" ]; then
+  ip link set lo up; ip link set eth0 up; ip addr add "$fixed" dev eth0; echo "address ${fixed%/*}" > /dev/ttyS0
+  httpd -p 8080 -h /tmp
+elif [ -d /sys/class/net/eth0 ]; then
   ip link set lo up; ip link set eth0 up
   httpd -p 8080 -h /tmp
   (up=1
@@ -98,7 +108,7 @@ while true; do
   [ -b /dev/vda ] && printf '%-31s\\n' "$i" | dd of=/dev/vda bs=32 count=1 conv=notrunc,fsync 2>/dev/null
   sleep 1
 done
-""".replace("MODULES", " ".join(GUEST_MODULES))
+""".replace("MODULES", " ".join(GUEST_MODULES)).replace("AGENT_PORT", AGENT_PORT)
 DISK_MIB = 16
 
 
@@ -121,7 +131,8 @@ def build_guest() -> None:
             run(["apt-get", "download", pkg], cwd=t)
             deb = next(t.glob("linux-image-*.deb"))
             run(["dpkg-deb", "-x", str(deb), str(t / "x")])
-            shutil.copy(next((t / "x" / "boot").glob("vmlinuz-*")), kernel)
+            if not kernel.exists():  # a running guest may use the one there
+                shutil.copy(next((t / "x" / "boot").glob("vmlinuz-*")), kernel)
             modules.mkdir(exist_ok=True)
             for name in GUEST_MODULES:
                 shutil.copy(next((t / "x" / "lib" / "modules").rglob(f"{name}.ko")), modules / f"{name}.ko")
@@ -134,6 +145,7 @@ def build_guest() -> None:
         (root / "init").chmod(0o755)
         (root / "bin" / "dhcp-event").write_text(DHCP_EVENT)
         (root / "bin" / "dhcp-event").chmod(0o755)
+        add_agent(root, t)
         files = subprocess.run(
             ["find", "."], cwd=root, check=True, capture_output=True
         ).stdout
@@ -142,6 +154,19 @@ def build_guest() -> None:
         ).stdout
         subprocess.run(["gzip", "-9"], input=cpio, check=True, stdout=initrd.open("wb"))
     log(f"guest ready in {GUEST}")
+
+
+def add_agent(root: Path, tmp: Path) -> None:
+    """Debian's QEMU guest agent and the libraries it links (those of this machine, which runs the same Debian)."""
+    run(["apt-get", "download", "qemu-guest-agent"], cwd=tmp)
+    run(["dpkg-deb", "-x", str(next(tmp.glob("qemu-guest-agent_*.deb"))), str(tmp / "qga")])
+    agent = tmp / "qga" / "usr" / "sbin" / "qemu-ga"
+    shutil.copy(agent, root / "bin" / "qemu-ga")
+    for line in run(["ldd", str(agent)]).stdout.splitlines():
+        path = next((p for p in line.split() if p.startswith("/")), None)
+        if path is not None:
+            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / path.lstrip("/"))
 
 
 # --- daemons -----------------------------------------------------------------------------------------------

@@ -144,6 +144,15 @@ def test_a_container_moves_across_subnets_answers_at_its_mapped_address_and_come
     assert lowered["outcome"] == (f"{APP}.lab.example. A TTL 2 -> 1; waited 2 s for caches to forget the old TTL")
     assert names["outcome"] == (f"{APP}: answers on {AWAY}:{PORT}; {APP}.lab.example. A {AWAY} (was {HOME})")
     assert dns_server.read_ttl(f"{APP}.lab.example.") == (2, [AWAY])  # the TTL of the playbook
+    status = run_drorch("status", str(pb))
+    assert f"dns {APP}.lab.example. A {AWAY}: points at site b, where {APP} runs" in status.stdout, status.stdout
+    dns_server.point(APP, HOME, ttl=2)  # someone's script puts it back
+    status = run_drorch("status", str(pb), "--json")
+    assert json.loads(status.stdout)["records"] == [{
+        "name": f"{APP}.lab.example.", "type": "A", "values": [HOME], "workload": APP, "points_at": "a",
+        "runs_on": "b", "right": False}]
+    assert (f"dns {APP}.lab.example. A {HOME}: WRONG: points at site a, and {APP} runs on site b"
+            in run_drorch("status", str(pb)).stdout)
 
     back = run_drorch("failback", str(pb))
     assert back.returncode == 0, back.stdout + back.stderr
@@ -224,12 +233,12 @@ def conn(site: str) -> libvirt.virConnect:
 
 
 def remove_ip_vm() -> None:
-    """ip-vm gone from both sites, and any reservation of its MAC with it (a test may stop halfway)."""
+    """The test VMs gone from both sites, and any reservation of their MACs with them (a test may stop halfway)."""
     for site in ("a", "b"):
         c = conn(site)
         try:
             for dom in c.listAllDomains():
-                if dom.name() == lab_addresses.IP_VM:
+                if dom.name() in (lab_addresses.IP_VM, lab_addresses.STATIC_VM):
                     if dom.isActive():
                         dom.destroy()
                     dom.undefine()
@@ -241,12 +250,13 @@ def remove_ip_vm() -> None:
                                libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
         finally:
             c.close()
-        labctl.SITES[site].serial_log(lab_addresses.IP_VM).unlink(missing_ok=True)
+        for vm in (lab_addresses.IP_VM, lab_addresses.STATIC_VM):
+            labctl.SITES[site].serial_log(vm).unlink(missing_ok=True)
 
 
-def vm_address(site: str) -> str | None:
+def vm_address(site: str, vm: str = lab_addresses.IP_VM) -> str | None:
     """The address the guest last took on that site, as it says on its console."""
-    log = labctl.SITES[site].serial_log(lab_addresses.IP_VM)
+    log = labctl.SITES[site].serial_log(vm)
     found = re.findall(r"^address (\S+)", log.read_text(errors="replace"), re.M) if log.exists() else []
     return found[-1] if found else None
 
@@ -302,3 +312,56 @@ dns: {dns}
     assert vm_address("a") == home and answers(home)
     assert dns_server.read(f"{lab_addresses.IP_VM}.lab.example.") == [home]
 
+
+
+@pytest.fixture
+def static_vm(lab: None) -> Iterator[None]:
+    """ip-vm-static on site a's app-net at 10.231.41.20, set by the guest itself, with its agent; gone after."""
+    remove_ip_vm()
+    c = conn("a")
+    try:
+        c.defineXML(lab_addresses.ip_vm_xml(lab_addresses.STATIC_VM, lab_addresses.STATIC_VM_MAC,
+                                            lab_addresses.STATIC_HOME)).create()
+    finally:
+        c.close()
+    wait_until(lambda: answers(lab_addresses.STATIC_HOME), "ip-vm-static on 10.231.41.20:8080")
+    yield
+    remove_ip_vm()
+
+
+REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
+        'echo "address $DRORCH_NEW_ADDRESS" > /dev/ttyS0 && echo "now $DRORCH_NEW_ADDRESS via $DRORCH_GATEWAY"')
+
+
+@pytest.mark.usefixtures("static_vm")
+def test_a_static_vm_is_readdressed_through_its_guest_agent_after_a_live_migration_and_on_its_way_home(
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
+    home, away, vm = lab_addresses.STATIC_HOME, "10.231.42.20", lab_addresses.STATIC_VM
+    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
+    pb = tmp_path / "static.yaml"
+    dns = json.dumps(dns_server.settings(records={vm: ["A"]}))
+    pb.write_text(head + f"""mappings:
+  networks: {{app-net: app-net-dr}}
+  addresses: {{{VM_RULE}}}
+workloads:
+  - name: {vm}
+    kind: vm
+    strategy: live
+    check: {{port: 8080, timeout_s: 60}}
+    reip: {{run: [/bin/sh, -c, {json.dumps(REIP)}]}}
+dns: {dns}
+""")
+    plan = run_drorch("plan", str(pb))
+    assert f"    address app-net: {home} -> {away} (rule 10.231.41.0/24)" in plan.stdout, plan.stdout + plan.stderr
+    over = run_drorch("failover", str(pb))
+    assert over.returncode == 0, over.stdout + over.stderr
+    assert vm_address("b", vm) == away and answers(away)
+    assert reserved("b") == {}  # it takes no address from DHCP: nothing reserved
+    steps = json.loads(run_drorch("history", "1", "--json").stdout)["steps"]
+    assert steps[0]["outcome"].endswith(f"re-addressed {home} -> {away} inside the guest (exit 0: now {away} via "
+                                        "10.231.42.1)")
+    assert dns_server.read(f"{vm}.lab.example.") == [away]
+    back = run_drorch("failback", str(pb))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert vm_address("a", vm) == home and answers(home)
+    assert dns_server.read(f"{vm}.lab.example.") == [home]

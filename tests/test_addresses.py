@@ -300,7 +300,7 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
     assert recorded(noted) == [mine] and with_record(guest, []) == guest
     assert recorded(with_record(noted, [])) == []
     m = Mappings(addresses={"192.168.122.0/24": {"to": "10.9.0.0/24"}}, networks={"default": "dr"})
-    assert NetworkView(conn).nics(guest) == (Nic("default", (mine.ip,), True, mine.mac),)
+    assert NetworkView(conn).nics(guest) == (Nic("default", (mine.ip,), True, mine.mac, dhcp=True),)
     assert wanted(NetworkView(conn).nics(guest), m) == [Reservation("dr", mine.mac, "10.9.0.50")]
     assert release(conn, mine) and not release(conn, mine)
     assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}
@@ -322,3 +322,74 @@ def test_an_lxd_nic_keeps_its_fixed_address_mapped_and_lxd_networks_show_their_s
     assert lxd_subnets([{"name": "app-net", "config": {"ipv4.address": "10.31.0.1/24", "ipv6.address": "none"}},
                         {"name": "auto", "config": {"ipv4.address": "auto"}}]) == (
         Subnet("app-net", "10.31.0.0/24", "10.31.0.1"),)
+
+
+# --- a VM whose guest sets its own address ----------------------------------------------------------------
+
+GUEST = """\
+name: shop
+primary: a
+secondary: b
+sites:
+  a: {hosts: [{name: a1, libvirt: "fake://a1/libvirt"}]}
+  b: {hosts: [{name: b1, libvirt: "fake://b1/libvirt"}]}
+mappings:
+  networks: {app-net: app-net-dr}
+  addresses: {10.31.0.0/24: {to: 10.32.0.0/24, dns: [10.32.0.53]}}
+workloads:
+  - {name: db, kind: vm, strategy: live, reip: {run: [/usr/local/bin/reip, eth0]}}
+"""
+
+
+@pytest.fixture
+def guest_cloud(cloud: FakeCloud) -> FakeCloud:
+    cloud.sites.clear()
+    for site, subnet in (("a", Subnet("app-net", "10.31.0.0/24", "10.31.0.1")),
+                         ("b", Subnet("app-net-dr", "10.32.0.0/24", "10.32.0.254"))):
+        cloud.sites[f"fake://{site}1/libvirt"] = FakeSite(facts=HostFacts(
+            vcpus=8, memory_mib=8192, networks=(subnet.network,), subnets=(subnet,)))
+    cloud.sites["fake://a1/libvirt"].workloads["db"] = FakeWorkload(
+        WorkloadKind.VM, networks=("app-net",), nics=(Nic("app-net", ("10.31.0.5",), True, "52:54:00:00:00:05"),))
+    return cloud
+
+
+def test_a_static_guest_is_told_its_new_address_through_its_agent_and_its_old_one_on_the_way_back(
+        store: Store, guest_cloud: FakeCloud) -> None:
+    pb = parse_playbook(GUEST, "pb.yaml")
+    engine = Engine(store, fake_drivers(guest_cloud), poll_seconds=0)
+    run = move(engine, pb, "a", "b")
+    assert run.state is RunState.SUCCEEDED
+    assert guest_cloud.inside == [("db", ["/usr/local/bin/reip", "eth0"], {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "DRORCH_OLD_ADDRESS": "10.31.0.5",
+        "DRORCH_NEW_ADDRESS": "10.32.0.5", "DRORCH_PREFIX": "24",
+        "DRORCH_GATEWAY": "10.32.0.254", "DRORCH_DNS": "10.32.0.53", "DRORCH_NETWORK": "app-net-dr"})]
+    step = store.steps(run.id or 0)[0]
+    assert step.outcome == "running on site b; re-addressed 10.31.0.5 -> 10.32.0.5 inside the guest (exit 0)"
+    back = engine.rollback(pb, run.id or 0)
+    assert back.state is RunState.ROLLED_BACK
+    assert guest_cloud.inside[-1][2]["DRORCH_NEW_ADDRESS"] == "10.31.0.5"
+    assert guest_cloud.inside[-1][2]["DRORCH_GATEWAY"] == "10.31.0.1"  # the home network's own
+
+
+def test_a_reip_command_that_fails_fails_its_step_with_its_exit_code_and_output(
+        store: Store, guest_cloud: FakeCloud) -> None:
+    guest_cloud.exits["db"] = (2, "ip: RTNETLINK answers: File exists")
+    run = move(Engine(store, fake_drivers(guest_cloud), poll_seconds=0), parse_playbook(GUEST, "pb.yaml"), "a", "b")
+    assert run.state is RunState.FAILED
+    assert store.steps(run.id or 0)[0].error == (
+        "db runs on site b, but its reip command /usr/local/bin/reip exited 2 re-addressing 10.31.0.5 -> 10.32.0.5: "
+        "ip: RTNETLINK answers: File exists")
+
+
+def test_the_records_a_site_wants_name_each_address_of_their_family_or_the_site_for_a_cname() -> None:
+    from drorch.names import Dns, Wanted, server_address, wanted
+
+    dns = Dns(servers=["127.0.0.1:5353", "[::1]:53", "::1"], zone="lab.example.",
+              records={"web": ["A", "AAAA", "CNAME"]})
+    assert wanted(dns, "web", "b", ["10.32.0.10", "fd32::10"]) == [
+        Wanted("web", "A", ("10.32.0.10",)), Wanted("web", "AAAA", ("fd32::10",)),
+        Wanted("web", "CNAME", ("web.b.lab.example.",))]
+    assert wanted(dns, "db", "b", ["10.32.0.10"]) == []
+    assert [server_address(s) for s in dns.servers] == [("127.0.0.1", 5353), ("::1", 53), ("::1", 53)]
+    with pytest.raises(ValueError, match="port 70000 is outside"):
+        server_address("127.0.0.1:70000")

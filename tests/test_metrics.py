@@ -61,7 +61,10 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
                         action="move", state=StepState.RUNNING, started_at=utcnow())])
     store.save(ReadinessCheck(playbook="shop", ready=False, problems=json.dumps(["site b host b1: does not answer"]),
                               hosts=json.dumps([{"site": "a", "host": "a1", "answered": True, "error": None},
-                                                {"site": "b", "host": "b1", "answered": False, "error": "down"}])),
+                                                {"site": "b", "host": "b1", "answered": False, "error": "down"}]),
+                              records=json.dumps([{"name": "db.lab.example.", "type": "A", "values": ["10.31.0.5"],
+                                                   "workload": "db", "points_at": "a", "runs_on": "b",
+                                                   "right": False}])),
                DaemonRow(identity="h:1", leader=True, heartbeat_at=now - timedelta(seconds=2), lease_s=15),
                DaemonRow(identity="h:2", leader=True, heartbeat_at=now - timedelta(seconds=60), lease_s=15),
                Lease(name="scheduler", holder="h:1", expires_at=now + timedelta(seconds=13)))
@@ -78,6 +81,8 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
     assert m["drorch_ready"][shop] == 0
     assert m["drorch_site_up"][(("playbook", "shop"), ("site", "a"))] == 1
     assert m["drorch_site_up"][(("playbook", "shop"), ("site", "b"))] == 0
+    assert m["drorch_dns_record_right"] == {
+        (("playbook", "shop"), ("record", "db.lab.example."), ("type", "A"), ("workload", "db")): 0}
     assert m["drorch_drill_last_success"][shop] == 1
     assert 30 < m["drorch_drill_last_rto_seconds"][shop] < 32  # to the last clone that ran
     assert m["drorch_runs_started_total"][(("operation", "failover"), ("playbook", "shop"))] == 2

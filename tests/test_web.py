@@ -21,7 +21,7 @@ from drorch.metrics import StoreCollector, exposition
 from drorch.pages import Pages
 from drorch.playbook_file import parse_playbook
 from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
-from drorch.store import RecoveryPoint, Run, Step, Store
+from drorch.store import ReadinessCheck, RecoveryPoint, Run, Step, Store
 from drorch.web import Listen, Web
 from tests.browser import chromium, fits, rows
 from tests.conftest import PLAYBOOK
@@ -210,6 +210,29 @@ def test_in_a_browser_a_name_with_markup_is_text_and_the_page_fits_a_phone(store
             assert browser.title == "drorch"  # the name's markup ran nothing
             assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b")
             assert fits(browser), "the page scrolls sideways on a phone"
+    finally:
+        web.close()
+
+
+def test_in_a_browser_each_dns_record_says_where_it_points_and_a_wrong_one_is_flagged(store: Store,
+                                                                                       tmp_path: Path) -> None:
+    pb = parse_playbook(PLAYBOOK, "shop.yaml")
+    records = [{"name": "web.lab.example.", "type": "A", "values": ["10.32.0.10"], "workload": "web",
+                "points_at": "b", "runs_on": "b", "right": True},
+               {"name": "db.lab.example.", "type": "A", "values": ["10.31.0.5"], "workload": "db",
+                "points_at": "a", "runs_on": "b", "right": False}]
+    store.save(ReadinessCheck(playbook="shop", ready=False, problems=json.dumps(["dns db.lab.example. A does not "
+                                                                                "name where db runs"]),
+                              records=json.dumps(records)))
+    web = Web(Listen("127.0.0.1", 0), store, metrics(store), Pages(store, lambda: {pb.name: pb}))
+    web.start()
+    try:
+        with chromium(tmp_path / "chromium") as browser:
+            browser.get(f"http://127.0.0.1:{web.port}/")
+            shown = [(p.text, p.find_element(By.CSS_SELECTOR, "span").get_attribute("class"))
+                     for p in browser.find_elements(By.CSS_SELECTOR, "p.record")]
+            assert shown == [("DNS web.lab.example. A 10.32.0.10: points at site b, where web runs", "good"),
+                             ("DNS db.lab.example. A 10.31.0.5: points at site a, and db runs on site b", "bad")]
     finally:
         web.close()
 

@@ -14,7 +14,7 @@ import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, app, echo, seconds
 from drorch.cli.common import directed, drivers, live_snapshot, refuse, refuse_findings, saved_snapshot, shown_state
-from drorch.errors import ExitCode, InputError, PlanRefused, PlaybookError, printable
+from drorch.errors import ExitCode, InputError, NamesFailed, PlanRefused, PlaybookError, printable
 from drorch.records import RunState, utcnow
 
 if TYPE_CHECKING:
@@ -65,6 +65,16 @@ def _state(run: Run) -> str:
     return shown_state(run.state, run.host, run.pid)
 
 
+def _record_line(r: dict[str, Any]) -> str:
+    """A DNS record, where it points, and a flag when that is not where its workload runs."""
+    said = f"dns {r['name']} {r['type']} {' '.join(r['values']) or '(none)'}"
+    where = f"site {r['points_at']}" if r["points_at"] else "no site"
+    if r["right"]:
+        return f"{said}: points at {where}, where {r['workload']} runs"
+    runs = f"runs on site {r['runs_on']}" if r["runs_on"] else "runs nowhere"
+    return f"{said}: WRONG: points at {where}, and {r['workload']} {runs}"
+
+
 def _status_lines(rows: list[dict[str, Any]], runs: list[Run]) -> list[str]:
     lines = []
     for r in rows:
@@ -109,6 +119,7 @@ def status(
                                             callback=seconds(0.1, 3600))] = 2.0,
 ) -> None:
     """Where each workload of the playbook runs now, as both sites report it, and its open runs."""
+    from drorch.names_work import records_status
     from drorch.playbook_file import load_playbook
     from drorch.sites import snapshot
     from drorch.stale import stale_copies
@@ -117,30 +128,36 @@ def status(
     pb = load_playbook(playbook)
     store = Store()
 
-    def current() -> tuple[list[dict[str, Any]], list[Run], list[str], list[Stale]]:
-        """The workloads' rows, the open runs, why hosts did not answer, and the stale copies sites hold."""
+    def current() -> tuple[list[dict[str, Any]], list[Run], list[str], list[Stale], list[dict[str, Any]]]:
+        """The workloads' rows, the open runs, why hosts did not answer, the stale copies sites hold, and
+        where the playbook's DNS records point."""
         open_runs = [r for r in store.runs(100) if r.playbook == pb.name
                      and r.state in (RunState.RUNNING, RunState.PENDING_COMMIT)]
         with drivers(pb) as found:
             snap = snapshot(pb, found)
             stale = stale_copies(pb, found, snap)
-        return _where(pb, snap), open_runs, _unanswered(snap), stale
+        unanswered = _unanswered(snap)
+        try:
+            records = records_status(pb, snap)
+        except NamesFailed as exc:
+            records, unanswered = [], [*unanswered, str(exc)]
+        return _where(pb, snap), open_runs, unanswered, stale, records
 
-    def show(rows: list[dict[str, Any]], runs: list[Run], stale: list[Stale]) -> None:
+    def show(rows: list[dict[str, Any]], runs: list[Run], stale: list[Stale], records: list[dict[str, Any]]) -> None:
         if json_out:  # one document per line, also when watching
             runs_json = [{**r.model_dump(mode="json"), "state": _state(r)} for r in runs]
             stale_json = [{**dataclasses.asdict(x), "kind": str(x.kind)} for x in stale]
-            typer.echo(json.dumps({"workloads": rows, "runs": runs_json, "stale": stale_json},
+            typer.echo(json.dumps({"workloads": rows, "runs": runs_json, "stale": stale_json, "records": records},
                                   indent=None if watch else 2))
         else:
-            echo(*_status_lines(rows, runs))
+            echo(*_status_lines(rows, runs), *map(_record_line, records))
             echo(*(f"stale: {x.line()}" for x in stale))
             if stale:
                 echo(f"  (drorch prune {playbook} removes them)")
 
     if not watch:
-        rows, runs, unanswered, stale = current()
-        show(rows, runs, stale)
+        rows, runs, unanswered, stale, records = current()
+        show(rows, runs, stale, records)
         if unanswered:  # a site that did not answer may run what it was asked about
             echo(*(f"drorch: {why}" for why in unanswered), err=True)
             raise typer.Exit(ExitCode.FAILED)
@@ -157,7 +174,7 @@ def status(
     display = Live(auto_refresh=False) if tty else contextlib.nullcontext()
     with contextlib.suppress(KeyboardInterrupt), display as live:
         while True:
-            rows, runs, _, stale = current()
+            rows, runs, _, stale, records = current()
             if live is not None:
                 table = Table("kind", "workload", "running on", "notes",
                               title=Text(f"{pb.name} at {utcnow():%H:%M:%S}"))
@@ -170,7 +187,7 @@ def status(
                     table.add_row(*_cells("run", str(run.id), run.operation, _state(run)))
                 live.update(table, refresh=True)
             else:
-                show(rows, runs, stale)
+                show(rows, runs, stale, records)
                 if not json_out:
                     echo("")
             time.sleep(interval)

@@ -239,6 +239,13 @@ class Driver(ABC):
         recovery point `point` (a Shipped.name), or the newest; the point itself stays as it was. Returns how it
         ended, with a warning when not as shipped. Raises MoveFailed or SiteUnreachable."""
 
+    def run_inside(self, name: str, site: Endpoint, argv: list[str], env: dict[str, str],
+                   timeout_s: float) -> tuple[int, str]:
+        """Run a command inside the workload (a VM's guest agent): its exit code and output. Raises MoveFailed
+        where the technology has no way in."""
+        raise MoveFailed(f"drorch runs no command inside a {self.kind}: give {name} a way to take its address "
+                         "(DHCP, a fixed address mapped by the engine)")
+
     @abstractmethod
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         """Protect: put on the target what a disaster restart starts from, leaving the source running, and

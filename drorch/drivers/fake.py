@@ -81,6 +81,8 @@ class FakeCloud:
     polls_per_move: int = 2
     moves: dict[str, _Move] = field(default_factory=dict)  # by handle id
     calls: Counter[str] = field(default_factory=Counter)  # by endpoint URI
+    inside: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # commands run in guests
+    exits: dict[str, tuple[int, str]] = field(default_factory=dict)  # workload -> what its commands end with
 
     def site(self, ep: Endpoint) -> FakeSite:
         site = self.sites.setdefault(ep.uri, FakeSite())
@@ -229,6 +231,13 @@ class FakeDriver(Driver):
         here.workloads[clone] = replace(copy, running=True, networks=(network,) if copy.networks else (),
                                         labels=dict(copy.labels), counter=count or copy.counter)
         return f"{clone} up on site {site.site} (count {copy.counter})"
+
+    def run_inside(self, name: str, site: Endpoint, argv: list[str], env: dict[str, str],
+                   timeout_s: float) -> tuple[int, str]:
+        if name not in self._workloads(site):
+            raise MoveFailed(f"{self.kind} {name} is not on site {site.site}")
+        self.cloud.inside.append((name, argv, env))
+        return self.cloud.exits.get(name, (0, ""))
 
     def held_points(self, name: str, site: Endpoint) -> list[str] | None:
         return list(self.cloud.site(site).points.get(name, {})) if name in self._workloads(site) else None

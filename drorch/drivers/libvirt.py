@@ -14,6 +14,7 @@ import libvirt
 
 from drorch.drivers.base import Endpoint, HostFacts, MoveRequest, Phase, Progress, Retention, Shipped, WorkloadInfo
 from drorch.drivers.libvirt_addresses import NetworkView
+from drorch.drivers.libvirt_agent import guest_exec
 from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_moves import LibvirtMoves
 from drorch.drivers.libvirt_points import new_stamp
@@ -51,6 +52,13 @@ class LibvirtDriver(LibvirtMoves):
             return sorted((self._info(d, site, view) for d in domains), key=lambda w: w.name)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {reason(exc)}") from None
+
+    def run_inside(self, name: str, site: Endpoint, argv: list[str], env: dict[str, str],
+                   timeout_s: float) -> tuple[int, str]:
+        dom = self._domain(site, name)
+        if dom is None:
+            raise MoveFailed(f"VM {name} is not on site {site.site}")
+        return guest_exec(dom, argv, env, timeout_s)
 
     def preflight(self, request: MoveRequest) -> list[str]:
         """libvirt's own comparison of the guest's CPU model against the target host's hypervisor."""

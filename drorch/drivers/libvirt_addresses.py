@@ -88,13 +88,21 @@ class NetworkView:
             self._seen[name] = (reservations(xml), leases, network_subnets(name, xml))
         return self._seen[name]
 
-    def nics(self, domain_xml: str) -> tuple[Nic, ...]:
-        """Each interface's address: its reservation, else its leases. A guest drorch re-addresses keeps the
-        address it has (by a reservation wherever it lands), so any address found counts as its own."""
+    def nics(self, domain_xml: str, dom: libvirt.virDomain | None = None) -> tuple[Nic, ...]:
+        """Each interface's address: its reservation, else its leases, else what the guest agent says the guest
+        set itself. A guest drorch re-addresses keeps the address it has (by a reservation, or its `reip`
+        command, wherever it lands), so any address found counts as its own."""
         found = []
+        configured: dict[str, tuple[str, ...]] | None = None
         for network, mac in interfaces(domain_xml):
             reserved, leases, _ = self._network(network)
             addresses = (reserved[mac],) if mac in reserved else tuple(sorted(leases.get(mac, [])))
+            if addresses or dom is None or AGENT_CHANNEL not in domain_xml:
+                found.append(Nic(network, addresses, bool(addresses), mac, dhcp=bool(addresses)))
+                continue
+            if configured is None:
+                configured = _agent_addresses(dom)
+            addresses = configured.get(mac, ())
             found.append(Nic(network, addresses, bool(addresses), mac))
         return tuple(found)
 
@@ -103,10 +111,28 @@ class NetworkView:
         return tuple(s for name in names for s in self._network(name)[2])
 
 
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _agent_addresses(dom: libvirt.virDomain) -> dict[str, tuple[str, ...]]:
+    """MAC -> the global addresses the guest agent reports; none when the agent does not answer."""
+    try:
+        said = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT) if dom.isActive() else {}
+    except libvirt.libvirtError:
+        return {}
+    found: dict[str, tuple[str, ...]] = {}
+    for iface in (said or {}).values():
+        addresses = [ipaddress.ip_address(a["addr"]) for a in iface.get("addrs") or [] if a.get("addr")]
+        kept = tuple(str(a) for a in addresses if not (a.is_loopback or a.is_link_local))
+        if iface.get("hwaddr"):
+            found[str(iface["hwaddr"]).lower()] = kept
+    return found
+
+
 def wanted(nics: tuple[Nic, ...], mappings: Mappings) -> list[Reservation]:
-    """The reservations that give each interface its mapped address on the target's mapped network."""
+    """The reservations that give each DHCP interface its mapped address on the target's mapped network."""
     return [Reservation(mappings.network(nic.network), nic.mac or "", mappings.address(a))
-            for nic in nics if nic.static and nic.mac for a in nic.addresses if ipaddress.ip_address(a).version == 4]
+            for nic in nics if nic.dhcp and nic.mac for a in nic.addresses if ipaddress.ip_address(a).version == 4]
 
 
 def _update(net: libvirt.virNetwork, command: int, host: str) -> None:

@@ -115,7 +115,7 @@ class LibvirtMoves(LibvirtSites):
 
     def _reserve(self, request: MoveRequest, xml: str) -> list[Reservation]:
         """Reservations on the target's networks that give each of the guest's addresses its mapped one there."""
-        wants = wanted(NetworkView(self._conn(request.source)).nics(xml), request.mappings)
+        wants = wanted(NetworkView(self._conn(request.source)).nics(xml), request.mappings)  # DHCP ones
         target = self._conn(request.target)
         for r in wants:
             reserve(target, r)

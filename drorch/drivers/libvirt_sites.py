@@ -120,7 +120,7 @@ class LibvirtSites(ThreadedDriver):
             networks=networks,
             pools=pools,
             status=status,
-            nics=view.nics(xml),
+            nics=view.nics(xml, dom),
         )
 
     def locate(self, name: str, site: Endpoint) -> WorkloadInfo | None:
