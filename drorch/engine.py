@@ -106,7 +106,8 @@ class Engine:
         for step in steps:
             point = chosen.get((step.kind, step.workload)) if step.action == Action.RESTART else None
             if point is not None:
-                step.detail = json.dumps({"point": point.name, "taken_at": point.taken_at.isoformat()})
+                step.detail = json.dumps({**step.details(), "point": point.name,
+                                          "taken_at": point.taken_at.isoformat()})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
         return self.record(run, steps, keys, [playbook_key(pb)])
 

@@ -51,7 +51,8 @@ def readdress_inside(live: LiveRun, step: Step, driver: Driver, target: Endpoint
     changed = [m for m in moves_of(step) if m.static and m.after and m.after != m.before]
     if spec is None or spec.reip is None or not changed:
         return ""
-    mappings = live.sites.request(step).mappings
+    # a restart from a point has no request: its mappings are the playbook's, in the run's direction
+    mappings = live.sites.request(step).mappings if step.request else live.pb.mappings_for(spec, step.source_site)
     subnets = driver.host_facts(target).subnets
     said = []
     for move in changed:

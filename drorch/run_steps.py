@@ -13,7 +13,7 @@ from drorch.drivers.base import Driver, MoveRequest
 from drorch.inventory import Snapshot
 from drorch.live import LiveRun
 from drorch.names_work import LOWER, follows
-from drorch.planner import MOVING, Plan, PlanItem, plan
+from drorch.planner import ACTING, MOVING, Plan, PlanItem, plan
 from drorch.playbook import STRATEGIES, Playbook, Resources, WorkloadKind
 from drorch.records import ROLLBACK, StepKind
 from drorch.reip_work import reversed_moves
@@ -91,7 +91,7 @@ def steps_for(pb: Playbook, the_plan: Plan, disaster: bool) -> list[Step]:
                              request=req.to_json() if req else None, source_kind=item.source_kind,
                              target_kind=item.target_kind,
                              detail=json.dumps({"addresses": [asdict(a) for a in item.addresses]})
-                             if req and item.addresses else None))
+                             if item.action in ACTING and item.addresses else None))
         if any(follows(pb, pb.workloads[i.entry], i.workload) for i in the_plan.items if i.wave == name):
             steps.append(row(StepKind.NAMES, f"wave {name} names", name))
         if wave.hooks.after:

@@ -365,3 +365,48 @@ dns: {dns}
     assert back.returncode == 0, back.stdout + back.stderr
     assert vm_address("a", vm) == home and answers(home)
     assert dns_server.read(f"{vm}.lab.example.") == [home]
+
+
+@pytest.mark.usefixtures("static_vm")
+def test_vms_restarted_from_their_points_in_a_disaster_take_their_mapped_addresses(
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
+    """Both guests shipped while site a runs them; a disaster restarts their copies on site b, where site a cannot
+    be asked what they had: the DHCP guest's reservation and the static guest's new address come from what the
+    shipped copies say."""
+    c = conn("a")
+    try:
+        c.defineXML(lab_addresses.ip_vm_xml()).create()
+    finally:
+        c.close()
+    wait_until(lambda: vm_address("a") is not None, "ip-vm's address on site a")
+    dhcp_home = vm_address("a") or ""
+    dhcp_away = "10.231.42." + dhcp_home.rsplit(".", 1)[1]
+    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
+    pb = tmp_path / "vms.yaml"
+    dns = json.dumps(dns_server.settings(records={lab_addresses.IP_VM: ["A"], lab_addresses.STATIC_VM: ["A"]}))
+    pb.write_text(head + f"""mappings:
+  networks: {{app-net: app-net-dr}}
+  addresses: {{{VM_RULE}}}
+workloads:
+  - {{name: {lab_addresses.IP_VM}, kind: vm, strategy: live, check: {{port: 8080, timeout_s: 60}}}}
+  - name: {lab_addresses.STATIC_VM}
+    kind: vm
+    strategy: live
+    check: {{port: 8080, timeout_s: 60}}
+    reip: {{run: [/bin/sh, -c, {json.dumps(REIP)}]}}
+dns: {dns}
+""")
+    shipped = run_drorch("protect", "ship", str(pb))
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    res = run_drorch("failover", "--disaster", str(pb))  # site a answers: the fence stops both there
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert reserved("b") == {lab_addresses.IP_VM_MAC: dhcp_away}
+    assert vm_address("b") == dhcp_away and answers(dhcp_away)
+    assert vm_address("b", lab_addresses.STATIC_VM) == "10.231.42.20" and answers("10.231.42.20")
+    assert dns_server.read(f"{lab_addresses.IP_VM}.lab.example.") == [dhcp_away]
+    assert dns_server.read(f"{lab_addresses.STATIC_VM}.lab.example.") == ["10.231.42.20"]
+    back = run_drorch("failback", str(pb))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert vm_address("a") == dhcp_home and answers(dhcp_home) and reserved("b") == {}
+    assert vm_address("a", lab_addresses.STATIC_VM) == lab_addresses.STATIC_HOME
+    assert answers(lab_addresses.STATIC_HOME)

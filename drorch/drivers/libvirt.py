@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 
 from drorch.drivers.base import Endpoint, HostFacts, MoveRequest, Phase, Progress, Retention, Shipped, WorkloadInfo
-from drorch.drivers.libvirt_addresses import NetworkView
+from drorch.drivers.libvirt_addresses import NetworkView, reserve, shipped_reservations, with_record
 from drorch.drivers.libvirt_agent import guest_exec
 from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_moves import LibvirtMoves
@@ -125,8 +125,11 @@ class LibvirtDriver(LibvirtMoves):
                 return Progress(Phase.COMPLETED, message=f"already running on site {site.site}")
             conn = self._conn(site)
             xml, which = started_on_overlays(conn, dom, point, f"VM {name}")
-            if which:
-                dom = conn.defineXML(xml)
+            made = shipped_reservations(xml)
+            for r in made:  # before it boots and asks DHCP for an address
+                reserve(conn, r)
+            if which or made:
+                dom = conn.defineXML(with_record(xml, made))
             dom.create()
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"VM {name} did not start on site {site.site}: {reason(exc)}") from None

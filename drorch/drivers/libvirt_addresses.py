@@ -97,6 +97,10 @@ class NetworkView:
         for network, mac in interfaces(domain_xml):
             reserved, leases, _ = self._network(network)
             addresses = (reserved[mac],) if mac in reserved else tuple(sorted(leases.get(mac, [])))
+            copy = None if addresses or (dom is not None and dom.isActive()) else shipped(domain_xml).get(mac)
+            if copy is not None:  # a copy shipped for a disaster, which says what its original had
+                found.append(copy)
+                continue
             if addresses or dom is None or AGENT_CHANNEL not in domain_xml:
                 found.append(Nic(network, addresses, bool(addresses), mac, dhcp=bool(addresses)))
                 continue
@@ -215,3 +219,47 @@ def renew(dom: libvirt.virDomain) -> None:
             dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
             if state == "down":
                 time.sleep(LINK_PAUSE_S)
+
+
+def with_shipped(domain_xml: str, nics: tuple[Nic, ...], mappings: Mappings) -> str:
+    """A shipped copy's definition, saying in its metadata what its original's addresses were and what they
+    become here: a restart from it in a disaster, when the original cannot be asked, reserves and re-addresses
+    from this."""
+    root = ET.fromstring(domain_xml)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    for old in metadata.findall(f"{{{NS}}}shipped"):
+        metadata.remove(old)
+    el = ET.SubElement(metadata, f"{{{NS}}}shipped")
+    for nic in nics:
+        for a in nic.addresses if nic.static and nic.mac else ():
+            ET.SubElement(el, f"{{{NS}}}nic", network=nic.network, mac=nic.mac or "", address=a,
+                          to=mappings.address(a), to_network=mappings.network(nic.network),
+                          dhcp="1" if nic.dhcp else "0")
+    ET.register_namespace("drorch", NS)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _shipped_entries(domain_xml: str) -> list[dict[str, str]]:
+    root = ET.fromstring(domain_xml)
+    return [dict(el.attrib) for el in root.findall(f"./metadata/{{{NS}}}shipped/{{{NS}}}nic")
+            if el.get("mac") and el.get("address") and el.get("to") and el.get("network") and el.get("to_network")]
+
+
+def shipped(domain_xml: str) -> dict[str, Nic]:
+    """MAC -> the original's NIC (its network and address at home), as the shipped copy's metadata says."""
+    found: dict[str, Nic] = {}
+    for e in _shipped_entries(domain_xml):
+        mac = e["mac"].lower()
+        had = found.get(mac)
+        found[mac] = Nic(e["network"], (*(had.addresses if had else ()), e["address"]), True, mac,
+                         dhcp=e.get("dhcp") == "1")
+    return found
+
+
+def shipped_reservations(domain_xml: str) -> list[Reservation]:
+    """What a restart of a shipped copy reserves on its networks before it starts: its DHCP NICs' mapped
+    addresses."""
+    return [Reservation(e["to_network"], e["mac"].lower(), e["to"]) for e in _shipped_entries(domain_xml)
+            if e.get("dhcp") == "1" and ipaddress.ip_address(e["to"]).version == 4]

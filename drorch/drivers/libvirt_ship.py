@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import libvirt
 
 from drorch.drivers.base import Retention, Shipped
+from drorch.drivers.libvirt_addresses import NetworkView, with_shipped
 from drorch.drivers.libvirt_points import (
     CHECKPOINT,
     PointVolume,
@@ -97,7 +98,9 @@ class Shipper:
                     delete_quietly(copy)
             chains = self.chains()
             volumes = {d.key: (pool, d.volume) for d, pool in self.disks}
-            self.target.defineXML(map_domain_xml(point_disks_at(xml, volumes, chains), mappings, resources))
+            nics = NetworkView(self.source).nics(xml, self.dom)
+            self.target.defineXML(with_shipped(map_domain_xml(point_disks_at(xml, volumes, chains), mappings,
+                                                              resources), nics, mappings))
             removed = self.retain()
             if taken is not None and taken.checkpoint:
                 self.drop_old_checkpoints()
