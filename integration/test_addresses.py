@@ -223,9 +223,15 @@ def test_killed_at_a_step_boundary_then_resumed_leaves_no_address_or_record_wron
     assert dns_server.read(f"{APP}.lab.example.") == [AWAY]
 
 
-# --- a VM on DHCP -------------------------------------------------------------------------------------------
+# --- VMs: on DHCP, and setting their own address -------------------------------------------------------------------------------------------
 
 VM_RULE = "10.231.41.0/24: {to: 10.231.42.0/24, gateway: 10.231.42.1}"
+REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
+        'echo "address $DRORCH_NEW_ADDRESS" > /dev/ttyS0 && echo "now $DRORCH_NEW_ADDRESS via $DRORCH_GATEWAY"')
+CHECKED = "check: {port: 8080, timeout_s: 60}"
+DHCP_ENTRY = f"  - {{name: {lab_addresses.IP_VM}, kind: vm, strategy: live, {CHECKED}}}\n"
+STATIC_ENTRY = (f"  - {{name: {lab_addresses.STATIC_VM}, kind: vm, strategy: live, {CHECKED}, "
+                f"reip: {{run: [/bin/sh, -c, {json.dumps(REIP)}]}}}}\n")
 
 
 def conn(site: str) -> libvirt.virConnect:
@@ -271,17 +277,32 @@ def reserved(site: str) -> dict[str, str]:
     return {h.get("mac", ""): h.get("ip", "") for h in ET.fromstring(xml).findall("ip/dhcp/host")}
 
 
-@pytest.fixture
-def ip_vm(lab: None) -> Iterator[str]:
-    """ip-vm on site a's app-net, its address taken by DHCP from the range; gone afterwards."""
-    remove_ip_vm()
+def start_dhcp_vm() -> str:
+    """ip-vm started on site a's app-net: the address it took by DHCP from the range."""
     c = conn("a")
     try:
         c.defineXML(lab_addresses.ip_vm_xml()).create()
     finally:
         c.close()
     wait_until(lambda: vm_address("a") is not None, "ip-vm's address on site a")
-    yield vm_address("a") or ""
+    return vm_address("a") or ""
+
+
+def vm_playbook(tmp_path: Path, server: DnsServer, workloads: str, vms: tuple[str, ...]) -> Path:
+    """The lab's sites with the VM rule, these workloads, and an A record for each of `vms`."""
+    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
+    dns = json.dumps(server.settings(records={vm: ["A"] for vm in vms}))
+    path = tmp_path / "vms.yaml"
+    path.write_text(head + f"mappings:\n  networks: {{app-net: app-net-dr}}\n  addresses: {{{VM_RULE}}}\n"
+                    f"workloads:\n{workloads}dns: {dns}\n")
+    return path
+
+
+@pytest.fixture
+def ip_vm(lab: None) -> Iterator[str]:
+    """ip-vm on site a's app-net, its address taken by DHCP from the range; gone afterwards."""
+    remove_ip_vm()
+    yield start_dhcp_vm()
     remove_ip_vm()
 
 
@@ -289,16 +310,7 @@ def test_a_dhcp_vm_live_migrates_across_subnets_by_a_reservation_and_comes_home_
         run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path, ip_vm: str) -> None:
     home = ip_vm
     away = "10.231.42." + home.rsplit(".", 1)[1]
-    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
-    pb = tmp_path / "vm.yaml"
-    dns = json.dumps(dns_server.settings(records={lab_addresses.IP_VM: ["A"]}))
-    pb.write_text(head + f"""mappings:
-  networks: {{app-net: app-net-dr}}
-  addresses: {{{VM_RULE}}}
-workloads:
-  - {{name: {lab_addresses.IP_VM}, kind: vm, strategy: live, check: {{port: 8080, timeout_s: 60}}}}
-dns: {dns}
-""")
+    pb = vm_playbook(tmp_path, dns_server, DHCP_ENTRY, (lab_addresses.IP_VM,))
     plan = run_drorch("plan", str(pb))
     assert f"    address app-net: {home} -> {away} (rule 10.231.41.0/24)" in plan.stdout, plan.stdout + plan.stderr
     over = run_drorch("failover", str(pb))
@@ -329,28 +341,12 @@ def static_vm(lab: None) -> Iterator[None]:
     remove_ip_vm()
 
 
-REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
-        'echo "address $DRORCH_NEW_ADDRESS" > /dev/ttyS0 && echo "now $DRORCH_NEW_ADDRESS via $DRORCH_GATEWAY"')
-
 
 @pytest.mark.usefixtures("static_vm")
 def test_a_static_vm_is_readdressed_through_its_guest_agent_after_a_live_migration_and_on_its_way_home(
         run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
     home, away, vm = lab_addresses.STATIC_HOME, "10.231.42.20", lab_addresses.STATIC_VM
-    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
-    pb = tmp_path / "static.yaml"
-    dns = json.dumps(dns_server.settings(records={vm: ["A"]}))
-    pb.write_text(head + f"""mappings:
-  networks: {{app-net: app-net-dr}}
-  addresses: {{{VM_RULE}}}
-workloads:
-  - name: {vm}
-    kind: vm
-    strategy: live
-    check: {{port: 8080, timeout_s: 60}}
-    reip: {{run: [/bin/sh, -c, {json.dumps(REIP)}]}}
-dns: {dns}
-""")
+    pb = vm_playbook(tmp_path, dns_server, STATIC_ENTRY, (vm,))
     plan = run_drorch("plan", str(pb))
     assert f"    address app-net: {home} -> {away} (rule 10.231.41.0/24)" in plan.stdout, plan.stdout + plan.stderr
     over = run_drorch("failover", str(pb))
@@ -373,29 +369,10 @@ def test_vms_restarted_from_their_points_in_a_disaster_take_their_mapped_address
     """Both guests shipped while site a runs them; a disaster restarts their copies on site b, where site a cannot
     be asked what they had: the DHCP guest's reservation and the static guest's new address come from what the
     shipped copies say."""
-    c = conn("a")
-    try:
-        c.defineXML(lab_addresses.ip_vm_xml()).create()
-    finally:
-        c.close()
-    wait_until(lambda: vm_address("a") is not None, "ip-vm's address on site a")
-    dhcp_home = vm_address("a") or ""
+    dhcp_home = start_dhcp_vm()
     dhcp_away = "10.231.42." + dhcp_home.rsplit(".", 1)[1]
-    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
-    pb = tmp_path / "vms.yaml"
-    dns = json.dumps(dns_server.settings(records={lab_addresses.IP_VM: ["A"], lab_addresses.STATIC_VM: ["A"]}))
-    pb.write_text(head + f"""mappings:
-  networks: {{app-net: app-net-dr}}
-  addresses: {{{VM_RULE}}}
-workloads:
-  - {{name: {lab_addresses.IP_VM}, kind: vm, strategy: live, check: {{port: 8080, timeout_s: 60}}}}
-  - name: {lab_addresses.STATIC_VM}
-    kind: vm
-    strategy: live
-    check: {{port: 8080, timeout_s: 60}}
-    reip: {{run: [/bin/sh, -c, {json.dumps(REIP)}]}}
-dns: {dns}
-""")
+    pb = vm_playbook(tmp_path, dns_server, DHCP_ENTRY + STATIC_ENTRY,
+                     (lab_addresses.IP_VM, lab_addresses.STATIC_VM))
     shipped = run_drorch("protect", "ship", str(pb))
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     res = run_drorch("failover", "--disaster", str(pb))  # site a answers: the fence stops both there

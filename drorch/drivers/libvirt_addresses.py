@@ -192,18 +192,22 @@ def with_record(domain_xml: str, made: list[Reservation]) -> str:
     """The definition with its metadata naming `made` as drorch's reservations (none: the element goes)."""
     if not made and not recorded(domain_xml):
         return domain_xml
+    root, el = _fresh(domain_xml, "addresses")
+    for r in made:
+        ET.SubElement(el, f"{{{NS}}}reservation", network=r.network, mac=r.mac, ip=r.ip)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _fresh(domain_xml: str, tag: str) -> tuple[ET.Element, ET.Element]:
+    """The definition's root and a new, empty drorch element `tag` in its metadata, in place of any old one."""
     root = ET.fromstring(domain_xml)
     metadata = root.find("metadata")
     if metadata is None:
         metadata = ET.SubElement(root, "metadata")
-    for old in metadata.findall(f"{{{NS}}}addresses"):
+    for old in metadata.findall(f"{{{NS}}}{tag}"):
         metadata.remove(old)
-    if made:
-        el = ET.SubElement(metadata, f"{{{NS}}}addresses")
-        for r in made:
-            ET.SubElement(el, f"{{{NS}}}reservation", network=r.network, mac=r.mac, ip=r.ip)
     ET.register_namespace("drorch", NS)
-    return ET.tostring(root, encoding="unicode")
+    return root, ET.SubElement(metadata, f"{{{NS}}}{tag}")
 
 
 def renew(dom: libvirt.virDomain) -> None:
@@ -225,19 +229,12 @@ def with_shipped(domain_xml: str, nics: tuple[Nic, ...], mappings: Mappings) -> 
     """A shipped copy's definition, saying in its metadata what its original's addresses were and what they
     become here: a restart from it in a disaster, when the original cannot be asked, reserves and re-addresses
     from this."""
-    root = ET.fromstring(domain_xml)
-    metadata = root.find("metadata")
-    if metadata is None:
-        metadata = ET.SubElement(root, "metadata")
-    for old in metadata.findall(f"{{{NS}}}shipped"):
-        metadata.remove(old)
-    el = ET.SubElement(metadata, f"{{{NS}}}shipped")
+    root, el = _fresh(domain_xml, "shipped")
     for nic in nics:
         for a in nic.addresses if nic.static and nic.mac else ():
             ET.SubElement(el, f"{{{NS}}}nic", network=nic.network, mac=nic.mac or "", address=a,
                           to=mappings.address(a), to_network=mappings.network(nic.network),
                           dhcp="1" if nic.dhcp else "0")
-    ET.register_namespace("drorch", NS)
     return ET.tostring(root, encoding="unicode")
 
 
