@@ -131,6 +131,17 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             kind = pb.kind_on(w, site)
             tech = {WorkloadKind.VM: "libvirt", WorkloadKind.LXD: "lxd"}.get(kind, "docker or podman")
             problems.append((("workloads", i), f"{w.kind} {w.selector!r} needs a host with {tech} on site {site!r}"))
+        for site in w.address:
+            if site not in pb.sites:
+                problems.append((("workloads", i, "address", site), f"address for site {site!r}, which sites does "
+                                 "not define"))
+        if w.reip is not None and w.kind is not WorkloadKind.VM:
+            problems.append((("workloads", i, "reip"), f"reip runs inside a VM's guest: a {w.kind} takes its mapped "
+                             "address from its engine"))
+    for name in pb.dns.records if pb.dns else {}:
+        known = name in named or labelled or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        if not known:
+            problems.append((("dns", "records", name), f"a record for {name!r}, which no workload entry selects"))
     for i, cycle in _cycles(pb):
         shown = cycle if len(cycle) <= 12 else [*cycle[:6], f"... ({len(cycle) - 10:,} more)", *cycle[-4:]]
         problems.append((("workloads", i, "depends_on"), f"dependency cycle: {' -> '.join(shown)}"))

@@ -393,3 +393,18 @@ def test_the_records_a_site_wants_name_each_address_of_their_family_or_the_site_
     assert [server_address(s) for s in dns.servers] == [("127.0.0.1", 5353), ("::1", 53), ("::1", 53)]
     with pytest.raises(ValueError, match="port 70000 is outside"):
         server_address("127.0.0.1:70000")
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (("address: {a: 127.0.31.7,", "address: {c: 127.0.31.7,"),
+     "pb.yaml:13:68: address for site 'c', which sites does not define"),
+    (("{name: cache, kind: container, strategy: redeploy}",
+      "{name: cache, kind: container, strategy: redeploy, reip: {run: [x]}}"),
+     "reip runs inside a VM's guest: a container takes its mapped address from its engine"),
+    (("workloads:", "dns: {servers: [127.0.0.1], zone: lab.example., records: {nosuch: [A]}}\nworkloads:"),
+     "a record for 'nosuch', which no workload entry selects"),
+])
+def test_addresses_and_records_must_name_what_the_playbook_has(change: tuple[str, str], said: str) -> None:
+    with pytest.raises(PlaybookError) as err:
+        parse_playbook(estate().replace(*change), "pb.yaml")
+    assert len(err.value.problems) == 1 and said in err.value.problems[0], err.value.problems
