@@ -28,9 +28,23 @@ DAEMON = "lxd"
 DIR = "lxd"  # LXD_DIR under the site's folder: hidden from drorch like the other daemons' data
 PORT = 18443
 CONTAINER = "lab-sys"
-IMAGE = "drorch-lab/system"
+IMAGE = "drorch-lab/system-net"
 COUNTER = "/var/counter"
+# Each site's managed bridge, on a subnet of its own: LXD's dnsmasq gives a NIC its ipv4.address.
+APP_NETWORKS = {"a": ("app-net", "10.231.51.1/24"), "b": ("app-net-dr", "10.231.52.1/24")}
+# On a network, the container takes its address by DHCP (busybox's udhcpc) and serves HTTP on port 8080.
+DHCP_EVENT = """#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface";;
+  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface";;
+esac
+"""
 INIT = f"""#!/bin/sh
+if [ -d /sys/class/net/eth0 ]; then
+  ip link set lo up; ip link set eth0 up
+  udhcpc -i eth0 -s /bin/dhcp-event -b >/dev/null 2>&1
+  mkdir -p /tmp; httpd -p 8080 -h /tmp
+fi
 i=$(cat {COUNTER} 2>/dev/null || echo 0)
 trap 'exit 0' TERM PWR
 while true; do i=$((i+1)); echo $i > {COUNTER}.new && mv {COUNTER}.new {COUNTER}; sleep 1 & wait $!; done
@@ -128,8 +142,17 @@ def remove_all(site: Site) -> None:
             inst.stop(force=True, wait=True)
         inst.delete(wait=True)
     for net in c.networks.all():
-        if net.managed:
+        if net.managed and net.name not in [n for n, _ in APP_NETWORKS.values()]:
             net.delete()
+
+
+def ensure_app_network(site: Site) -> None:
+    name, address = APP_NETWORKS[site.name]
+    c = client(site)
+    if name not in [n.name for n in c.networks.all()]:
+        log(f"creating LXD network {name} ({address}, DHCP) on site {site.name}")
+        c.networks.create(name, type="bridge", config={"ipv4.address": address, "ipv4.nat": "false",
+                                                       "ipv4.firewall": "false", "ipv6.address": "none"})
 
 
 def _image() -> tuple[bytes, bytes]:
@@ -149,10 +172,11 @@ def _image() -> tuple[bytes, bytes]:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             out.addfile(info)
-        init = INIT.encode()
-        info = tarfile.TarInfo("sbin/init")
-        info.size, info.mode = len(init), 0o755
-        out.addfile(info, io.BytesIO(init))
+        for path, text in (("sbin/init", INIT), ("bin/dhcp-event", DHCP_EVENT)):
+            body = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(body), 0o755
+            out.addfile(info, io.BytesIO(body))
     return meta.getvalue(), rootfs.getvalue()
 
 

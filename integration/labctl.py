@@ -151,6 +151,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         lab_addresses.ensure_docker(site)
         lab_podman.start(site)
         lab_lxd.start(site)
+        lab_lxd.ensure_app_network(site)
         lab_libvirt.ensure_site_names(site)
         lab_addresses.ensure_libvirt(site)
     ensure_workloads(force=args.reset, vms=getattr(args, "vms", 1),

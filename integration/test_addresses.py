@@ -17,8 +17,9 @@ from pathlib import Path
 import docker
 import libvirt
 import pytest
+import yaml
 
-from integration import lab_addresses, lab_base, labctl
+from integration import lab_addresses, lab_base, lab_lxd, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
 from integration.dns_server import LOCKED, DnsServer, knot
 
@@ -223,7 +224,7 @@ def test_killed_at_a_step_boundary_then_resumed_leaves_no_address_or_record_wron
     assert dns_server.read(f"{APP}.lab.example.") == [AWAY]
 
 
-# --- VMs: on DHCP, and setting their own address -------------------------------------------------------------------------------------------
+# --- VMs: on DHCP, and setting their own address ----------------------------------------------------------
 
 VM_RULE = "10.231.41.0/24: {to: 10.231.42.0/24, gateway: 10.231.42.1}"
 REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
@@ -387,3 +388,63 @@ def test_vms_restarted_from_their_points_in_a_disaster_take_their_mapped_address
     assert vm_address("a") == dhcp_home and answers(dhcp_home) and reserved("b") == {}
     assert vm_address("a", lab_addresses.STATIC_VM) == lab_addresses.STATIC_HOME
     assert answers(lab_addresses.STATIC_HOME)
+
+
+# --- an LXD instance with a fixed NIC address ------------------------------------------------------------------
+
+IP_LXD = "ip-lxd"
+LXD_HOME, LXD_AWAY = "10.231.51.10", "10.231.52.10"
+
+
+def remove_ip_lxd() -> None:
+    for site in ("a", "b"):
+        c = lab_lxd.client(labctl.SITES[site])
+        for inst in c.instances.all():
+            if inst.name == IP_LXD:
+                if inst.status != "Stopped":
+                    inst.stop(force=True, wait=True)
+                inst.delete(wait=True)
+
+
+@pytest.fixture
+def ip_lxd(lab: None) -> Iterator[None]:
+    """ip-lxd on site a's LXD, its NIC on app-net fixed at 10.231.51.10 (LXD's DHCP gives it); gone after."""
+    remove_ip_lxd()
+    lab_lxd.ensure_image(labctl.SITES["a"])
+    inst = lab_lxd.client(labctl.SITES["a"]).instances.create({
+        "name": IP_LXD, "source": {"type": "image", "alias": lab_lxd.IMAGE},
+        "config": {"limits.memory": "128MiB", "user.drorch.lab": "1"},
+        "devices": {"eth0": {"type": "nic", "network": "app-net", "ipv4.address": LXD_HOME}}}, wait=True)
+    inst.start(wait=True)
+    wait_until(lambda: answers(LXD_HOME), f"{IP_LXD} on {LXD_HOME}:{PORT}")
+    yield
+    remove_ip_lxd()
+
+
+def lxd_nic(site: str) -> dict[str, str] | None:
+    c = lab_lxd.client(labctl.SITES[site])
+    found = [i for i in c.instances.all() if i.name == IP_LXD and i.status == "Running"]
+    return dict(found[0].devices["eth0"]) if found else None
+
+
+@pytest.mark.usefixtures("ip_lxd")
+def test_an_lxd_instance_with_a_fixed_address_moves_across_subnets_and_comes_home_with_its_own(
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path) -> None:
+    pb = tmp_path / "lxd.yaml"
+    lxd = yaml.safe_load((REPO / "playbooks" / "lab-lxd.yaml").read_text())
+    lxd["mappings"] = {"networks": {"app-net": "app-net-dr"},
+                       "addresses": {"10.231.51.0/24": {"to": "10.231.52.0/24"}}}
+    lxd["workloads"] = [{"name": IP_LXD, "kind": "lxd", "strategy": "copy", "check": {"port": PORT, "timeout_s": 60}}]
+    lxd["dns"] = dns_server.settings(records={IP_LXD: ["A"]})
+    pb.write_text(yaml.safe_dump(lxd))
+    plan = run_drorch("plan", str(pb))
+    assert f"    address app-net: {LXD_HOME} -> {LXD_AWAY} (rule 10.231.51.0/24)" in plan.stdout, plan.stderr
+    over = run_drorch("failover", str(pb))
+    assert over.returncode == 0, over.stdout + over.stderr
+    assert lxd_nic("b") == {"type": "nic", "network": "app-net-dr", "ipv4.address": LXD_AWAY}
+    assert lxd_nic("a") is None
+    assert answers(LXD_AWAY) and dns_server.read(f"{IP_LXD}.lab.example.") == [LXD_AWAY]
+    back = run_drorch("failback", str(pb))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert lxd_nic("a") == {"type": "nic", "network": "app-net", "ipv4.address": LXD_HOME}
+    assert answers(LXD_HOME) and dns_server.read(f"{IP_LXD}.lab.example.") == [LXD_HOME]
