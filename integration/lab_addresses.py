@@ -8,7 +8,7 @@ import docker.types
 import libvirt
 
 from integration.lab_base import SITES, Site, log
-from integration.lab_libvirt import AGENT_PORT, domain_xml
+from integration.lab_libvirt import AGENT_INITRD, AGENT_PORT, INITRD, domain_xml
 
 APP_NETWORKS = {"a": ("app-net", "10.231.31.0/24"), "b": ("app-net-dr", "10.231.32.0/24")}
 
@@ -78,7 +78,7 @@ def ip_vm_xml(name: str = IP_VM, mac: str = IP_VM_MAC, fixed: str | None = None)
     xml = xml.replace(f"<source network='{SITES['a'].network}'/>",
                       f"<mac address='{mac}'/><source network='{LIBVIRT_NETWORKS['a'][0]}'/>")
     if fixed is None:
-        return xml
+        return xml.replace("quiet panic=-1", "quiet panic=-1 lab.net=dhcp")
     agent = f"<channel type='unix'><target type='virtio' name='{AGENT_PORT}'/></channel>\n    "
-    return xml.replace("quiet panic=-1", f"quiet panic=-1 lab.ip={fixed}/24").replace("<memballoon", agent +
-                                                                                      "<memballoon")
+    return (xml.replace("quiet panic=-1", f"quiet panic=-1 lab.net={fixed}/24").replace(INITRD, AGENT_INITRD)
+            .replace("<memballoon", agent + "<memballoon"))

@@ -37,7 +37,8 @@ PRIVATE = (
 # Loaded in this order by the guest's /init: the Debian kernel builds virtio-blk as modules.
 GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
                  "virtio_blk", "failover", "net_failover", "virtio_net", "virtio_console")
-INITRD = "initrd-agent.gz"
+INITRD = "initrd-net.gz"
+AGENT_INITRD = "initrd-agent.gz"  # the same with Debian's QEMU guest agent, for a guest that sets its own address
 AGENT_PORT = "org.qemu.guest_agent.0"
 # On a network with DHCP the guest takes its address with busybox's udhcpc (asking again whenever its link comes
 # back up, as NetworkManager would), says it on the console ("address A") and serves HTTP on port 8080.
@@ -60,28 +61,28 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in MODULES; do insmod /lib/modules/$m.ko 2>/dev/null; done
 for t in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
-echo "interfaces $(ls /sys/class/net | tr '\\n' ' ')" > /dev/ttyS0
 for p in /sys/class/virtio-ports/*; do
   [ -e "$p/name" ] || continue
   mkdir -p /dev/virtio-ports; ln -sf "/dev/${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"
 done
 [ -e /dev/virtio-ports/AGENT_PORT ] && qemu-ga -m virtio-serial -p /dev/virtio-ports/AGENT_PORT -d -t /tmp
-fixed=""; for w in $(cat /proc/cmdline); do case "$w" in lab.ip=*) fixed=${w#lab.ip=};; esac; done
-if [ -d /sys/class/net/eth0 ] && [ -n "$fixed" ]; then
-  ip link set lo up; ip link set eth0 up; ip addr add "$fixed" dev eth0; echo "address ${fixed%/*}" > /dev/ttyS0
-  httpd -p 8080 -h /tmp
-elif [ -d /sys/class/net/eth0 ]; then
+net=""; for w in $(cat /proc/cmdline); do case "$w" in lab.net=*) net=${w#lab.net=};; esac; done
+if [ -d /sys/class/net/eth0 ] && [ -n "$net" ]; then
   ip link set lo up; ip link set eth0 up
   httpd -p 8080 -h /tmp
+fi
+if [ -d /sys/class/net/eth0 ] && [ "$net" != dhcp ] && [ -n "$net" ]; then
+  ip addr add "$net" dev eth0; echo "address ${net%/*}" > /dev/ttyS0
+elif [ -d /sys/class/net/eth0 ] && [ "$net" = dhcp ]; then
   (up=1
    udhcpc -i eth0 -s /bin/dhcp-event -b -p /tmp/udhcpc.pid >/dev/null 2>&1
    while true; do
-     now=$(cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0)
+     read -r now < /sys/class/net/eth0/carrier
      if [ "$now" = 1 ] && [ "$up" = 0 ]; then
-       kill $(cat /tmp/udhcpc.pid) 2>/dev/null; sleep 0.1
+       read -r pid < /tmp/udhcpc.pid; kill "$pid" 2>/dev/null; sleep 0.1
        udhcpc -i eth0 -s /bin/dhcp-event -b -p /tmp/udhcpc.pid >/dev/null 2>&1
      fi
-     up=$now; sleep 0.2
+     up=$now; sleep 0.5
    done) &
 fi
 i=0
@@ -113,9 +114,10 @@ DISK_MIB = 16
 
 
 def build_guest() -> None:
-    """Debian kernel plus a busybox initramfs (with the virtio-blk modules) running GUEST_INIT."""
-    kernel, initrd, modules = GUEST / "vmlinuz", GUEST / INITRD, GUEST / "modules"
-    if kernel.exists() and initrd.exists():
+    """Debian kernel plus two busybox initramfs (with the virtio modules) running GUEST_INIT, one of them with
+    the QEMU guest agent."""
+    kernel, modules = GUEST / "vmlinuz", GUEST / "modules"
+    if kernel.exists() and (GUEST / INITRD).exists() and (GUEST / AGENT_INITRD).exists():
         return
     GUEST.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,24 +138,27 @@ def build_guest() -> None:
             modules.mkdir(exist_ok=True)
             for name in GUEST_MODULES:
                 shutil.copy(next((t / "x" / "lib" / "modules").rglob(f"{name}.ko")), modules / f"{name}.ko")
-        root = t / "initramfs"
-        for d in ("bin", "proc", "sys", "dev", "lib", "tmp"):
-            (root / d).mkdir(parents=True)
-        shutil.copy("/bin/busybox", root / "bin" / "busybox")
-        shutil.copytree(modules, root / "lib" / "modules")
-        (root / "init").write_text(GUEST_INIT)
-        (root / "init").chmod(0o755)
-        (root / "bin" / "dhcp-event").write_text(DHCP_EVENT)
-        (root / "bin" / "dhcp-event").chmod(0o755)
-        add_agent(root, t)
-        files = subprocess.run(
-            ["find", "."], cwd=root, check=True, capture_output=True
-        ).stdout
-        cpio = subprocess.run(
-            ["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["gzip", "-9"], input=cpio, check=True, stdout=initrd.open("wb"))
+        for name, agent in ((INITRD, False), (AGENT_INITRD, True)):
+            _initramfs(t / name.removesuffix(".gz"), GUEST / name, modules, agent)
     log(f"guest ready in {GUEST}")
+
+
+def _initramfs(root: Path, initrd: Path, modules: Path, agent: bool) -> None:
+    """The busybox initramfs running GUEST_INIT, with the QEMU guest agent when `agent`."""
+    for d in ("bin", "proc", "sys", "dev", "lib", "tmp"):
+        (root / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    shutil.copytree(modules, root / "lib" / "modules")
+    for path, text in (("init", GUEST_INIT), ("bin/dhcp-event", DHCP_EVENT)):
+        (root / path).write_text(text)
+        (root / path).chmod(0o755)
+    if agent:
+        add_agent(root, root.parent)
+    files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
+    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, check=True,
+                          capture_output=True).stdout
+    with initrd.open("wb") as out:
+        subprocess.run(["gzip", "-9"], input=cpio, check=True, stdout=out)
 
 
 def add_agent(root: Path, tmp: Path) -> None:

@@ -109,7 +109,7 @@ def test_validate_finds_a_mapping_that_points_nowhere_on_the_real_site(run_drorc
     res = run_drorch("validate", str(broken))
     assert res.returncode == 1
     assert res.stderr == (f"{broken}:{line}:24: vm lab-vm: network 'dr-lan' does not exist on site b host b1 "
-                          "(dr-net)\n")
+                          "(app-net-dr, dr-net)\n")
 
 
 @pytest.mark.usefixtures("lab")
