@@ -65,7 +65,8 @@ for p in /sys/class/virtio-ports/*; do
   [ -e "$p/name" ] || continue
   mkdir -p /dev/virtio-ports; ln -sf "/dev/${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"
 done
-[ -e /dev/virtio-ports/AGENT_PORT ] && qemu-ga -m virtio-serial -p /dev/virtio-ports/AGENT_PORT -d -t /tmp
+port=/dev/virtio-ports/AGENT_PORT
+[ -e $port ] && qemu-ga -m virtio-serial -p $port -d -f /tmp/qemu-ga.pid -t /tmp
 net=""; for w in $(cat /proc/cmdline); do case "$w" in lab.net=*) net=${w#lab.net=};; esac; done
 if [ -d /sys/class/net/eth0 ] && [ -n "$net" ]; then
   ip link set lo up; ip link set eth0 up

@@ -291,11 +291,13 @@ def start_dhcp_vm() -> str:
 
 def vm_playbook(tmp_path: Path, server: DnsServer, workloads: str, vms: tuple[str, ...]) -> Path:
     """The lab's sites with the VM rule, these workloads, and an A record for each of `vms`."""
-    head = LAB_PLAYBOOK.read_text().split("# Site b names things differently")[0]
-    dns = json.dumps(server.settings(records={vm: ["A"] for vm in vms}))
+    book = yaml.safe_load(LAB_PLAYBOOK.read_text())
+    book["sites"]["a"]["hosts"][0]["capacity"] = {"vcpus": 8, "memory_mib": 4096}  # the lab's VMs and these
+    book["mappings"] = yaml.safe_load(f"{{networks: {{app-net: app-net-dr}}, addresses: {{{VM_RULE}}}}}")
+    book["workloads"] = yaml.safe_load(workloads)
+    book["dns"] = server.settings(records={vm: ["A"] for vm in vms})
     path = tmp_path / "vms.yaml"
-    path.write_text(head + f"mappings:\n  networks: {{app-net: app-net-dr}}\n  addresses: {{{VM_RULE}}}\n"
-                    f"workloads:\n{workloads}dns: {dns}\n")
+    path.write_text(yaml.safe_dump(book))
     return path
 
 

@@ -408,3 +408,34 @@ def test_addresses_and_records_must_name_what_the_playbook_has(change: tuple[str
     with pytest.raises(PlaybookError) as err:
         parse_playbook(estate().replace(*change), "pb.yaml")
     assert len(err.value.problems) == 1 and said in err.value.problems[0], err.value.problems
+
+
+def test_a_shipped_copy_says_what_its_original_had_beside_what_drorch_reserved_and_libvirt_keeps_both() -> None:
+    import libvirt
+
+    from drorch.drivers.libvirt_addresses import (
+        NetworkView,
+        Reservation,
+        recorded,
+        shipped,
+        shipped_reservations,
+        with_record,
+        with_shipped,
+    )
+
+    conn = libvirt.open("test:///default")
+    m = Mappings(addresses={"10.31.0.0/24": {"to": "10.32.0.0/24"}}, networks={"app-net": "app-net-dr"})
+    nics = (Nic("app-net", ("10.31.0.8",), True, "52:54:00:00:00:08", dhcp=True),
+            Nic("app-net", ("10.31.0.9",), True, "52:54:00:00:00:09"), Nic("other", (), False, "52:54:00:00:00:0a"))
+    guest = ("<domain type='test'><name>copy</name><memory>1024</memory><os><type>hvm</type></os><devices>"
+             "<interface type='network'><mac address='52:54:00:00:00:08'/><source network='default'/></interface>"
+             "</devices></domain>")
+    xml = with_shipped(guest, nics, m)
+    made = shipped_reservations(xml)
+    assert made == [Reservation("app-net-dr", "52:54:00:00:00:08", "10.32.0.8")]  # DHCP ones only
+    dom = conn.defineXML(with_record(xml, made))
+    kept = dom.XMLDesc(0)  # one metadata element per namespace: both survive
+    assert recorded(kept) == made
+    assert shipped(kept) == {"52:54:00:00:00:08": nics[0], "52:54:00:00:00:09": nics[1]}
+    assert NetworkView(conn).nics(kept, dom) == (nics[0],)  # a copy that never ran: what its original had
+    dom.undefine()

@@ -18,7 +18,9 @@ from drorch.errors import MoveFailed
 from drorch.inventory import Nic, Subnet
 from drorch.playbook import Mappings
 
+# libvirt keeps one metadata element per namespace: what drorch reserved, and what a shipped copy's original had
 NS = "urn:drorch:addresses"
+SHIPPED_NS = "urn:drorch:shipped"
 LINK_PAUSE_S = 0.5  # a guest sees its link down for this long before it comes back, and asks DHCP again
 
 
@@ -192,22 +194,24 @@ def with_record(domain_xml: str, made: list[Reservation]) -> str:
     """The definition with its metadata naming `made` as drorch's reservations (none: the element goes)."""
     if not made and not recorded(domain_xml):
         return domain_xml
-    root, el = _fresh(domain_xml, "addresses")
+    root, el = _fresh(domain_xml, NS, "addresses")
     for r in made:
         ET.SubElement(el, f"{{{NS}}}reservation", network=r.network, mac=r.mac, ip=r.ip)
     return ET.tostring(root, encoding="unicode")
 
 
-def _fresh(domain_xml: str, tag: str) -> tuple[ET.Element, ET.Element]:
-    """The definition's root and a new, empty drorch element `tag` in its metadata, in place of any old one."""
+def _fresh(domain_xml: str, ns: str, tag: str) -> tuple[ET.Element, ET.Element]:
+    """The definition's root and a new, empty element `tag` of namespace `ns` in its metadata, in place of any
+    old one."""
     root = ET.fromstring(domain_xml)
     metadata = root.find("metadata")
     if metadata is None:
         metadata = ET.SubElement(root, "metadata")
-    for old in metadata.findall(f"{{{NS}}}{tag}"):
+    for old in metadata.findall(f"{{{ns}}}{tag}"):
         metadata.remove(old)
     ET.register_namespace("drorch", NS)
-    return root, ET.SubElement(metadata, f"{{{NS}}}{tag}")
+    ET.register_namespace("drorchshipped", SHIPPED_NS)
+    return root, ET.SubElement(metadata, f"{{{ns}}}{tag}")
 
 
 def renew(dom: libvirt.virDomain) -> None:
@@ -229,10 +233,10 @@ def with_shipped(domain_xml: str, nics: tuple[Nic, ...], mappings: Mappings) -> 
     """A shipped copy's definition, saying in its metadata what its original's addresses were and what they
     become here: a restart from it in a disaster, when the original cannot be asked, reserves and re-addresses
     from this."""
-    root, el = _fresh(domain_xml, "shipped")
+    root, el = _fresh(domain_xml, SHIPPED_NS, "shipped")
     for nic in nics:
         for a in nic.addresses if nic.static and nic.mac else ():
-            ET.SubElement(el, f"{{{NS}}}nic", network=nic.network, mac=nic.mac or "", address=a,
+            ET.SubElement(el, f"{{{SHIPPED_NS}}}nic", network=nic.network, mac=nic.mac or "", address=a,
                           to=mappings.address(a), to_network=mappings.network(nic.network),
                           dhcp="1" if nic.dhcp else "0")
     return ET.tostring(root, encoding="unicode")
@@ -240,7 +244,7 @@ def with_shipped(domain_xml: str, nics: tuple[Nic, ...], mappings: Mappings) -> 
 
 def _shipped_entries(domain_xml: str) -> list[dict[str, str]]:
     root = ET.fromstring(domain_xml)
-    return [dict(el.attrib) for el in root.findall(f"./metadata/{{{NS}}}shipped/{{{NS}}}nic")
+    return [dict(el.attrib) for el in root.findall(f"./metadata/{{{SHIPPED_NS}}}shipped/{{{SHIPPED_NS}}}nic")
             if el.get("mac") and el.get("address") and el.get("to") and el.get("network") and el.get("to_network")]
 
 
