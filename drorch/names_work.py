@@ -130,7 +130,7 @@ def _named_site(pb: Playbook, snap: Snapshot, name: str, rdtype: str, values: tu
         return None
     for site in pb.sites:
         if rdtype == "CNAME":
-            if wanted(pb.dns, name, site, [])[-1:] == [Wanted(name, "CNAME", values)]:
+            if Wanted(name, "CNAME", values) in wanted(pb.dns, name, site, []):
                 return site
             continue
         subnets = [sub.cidr for inv in snap.site(site) for f in inv.facts.values() for sub in f.subnets]

@@ -75,18 +75,24 @@ class LibvirtMoves(LibvirtSites):
         self._check_room(request, disks)
         created: list[libvirt.virStorageVol] = []
         target = self._conn(request.target)
+        wants = self._reserve(request, xml)
+
+        def undo() -> None:  # nothing half-made stays on the target
+            for vol in created:
+                delete_quietly(vol)
+            for r in wants:
+                release(target, r)
+
         try:
             for disk, pool in disks:  # storage migration writes into volumes that exist already
                 created.append(create_volume(target, pool, disk.volume, disk))
         except libvirt.libvirtError as exc:
-            for vol in created:
-                delete_quietly(vol)
+            undo()
             raise MoveFailed(f"the disks of {request.workload} cannot be created on site {request.target.site}: "
                              f"{reason(exc)}; it still runs on site {request.source.site}") from None
         if disks:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.dev for d, _ in disks]
-        wants = self._reserve(request, xml)
         # a live guest keeps its size
         mapped = with_record(map_domain_xml(self._landed(xml, disks), request.mappings, None), wants)
         if mapped != xml:
@@ -99,10 +105,7 @@ class LibvirtMoves(LibvirtSites):
         try:
             dom.migrateToURI3(request.target.uri, params, flags)
         except libvirt.libvirtError as exc:
-            for vol in created:  # nothing half-copied stays behind
-                delete_quietly(vol)
-            for r in wants:
-                release(target, r)
+            undo()
             why = f"aborted, {watch.aborted}" if watch is not None and watch.aborted else "failed"
             raise MoveFailed(f"live migration of {request.workload} {why}: {reason(exc)}; it still runs on "
                              f"site {request.source.site}") from None
