@@ -31,8 +31,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from drorch.errors import DrorchError, NotFound, StoreError, printable
 from drorch.metrics import StoreCollector, exposition
 from drorch.pages import Pages
-from drorch.playbook import Playbook, Schedule
+from drorch.playbook import Playbook
 from drorch.playbook_file import load_playbook
+from drorch.playbook_runs import Schedule
 from drorch.records import SCHEDULER_LEASE, JobKind, utcnow
 from drorch.redact import redact
 from drorch.shutdown import stopping

@@ -31,7 +31,8 @@ from drorch.landing import lost, reopen, target_of, verify
 from drorch.live import LiveRun, Reporter, StepEvent
 from drorch.locks import Locks, playbook_key
 from drorch.planner import ACTING, Action, Plan, disaster_plan, plan
-from drorch.playbook import WORKLOAD_KINDS, CommitDefault, FailurePolicy, Hooks, Playbook, WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS, Playbook, WorkloadKind
+from drorch.playbook_runs import CommitDefault, FailurePolicy, Hooks
 from drorch.preflight import Finding, refuse_errors
 from drorch.protection import points_at
 from drorch.records import DRILL, FINAL_STEP_STATES, ROLLBACK, RunState, StepKind, StepState, run_outcome, utcnow

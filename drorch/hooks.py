@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from drorch.playbook import Hook, OnError
+from drorch.playbook_runs import Hook, OnError
 from drorch.redact import redact
 
 

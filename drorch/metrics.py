@@ -13,7 +13,8 @@ from prometheus_client.registry import Collector
 
 from drorch.errors import printable
 from drorch.observed import DURATION_BUCKETS, Histogram, Observed, read
-from drorch.playbook import Playbook, Schedule
+from drorch.playbook import Playbook
+from drorch.playbook_runs import Schedule
 from drorch.records import FINAL_RUN_STATES, naive
 from drorch.store import Store
 

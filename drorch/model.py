@@ -1,8 +1,12 @@
-"""The base of every playbook model: unknown keys are errors, values are frozen and finite."""
+"""The base of every playbook model (unknown keys are errors, values are frozen and finite), and its names."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]  # a name drorch keys by
 
 
 class Model(BaseModel):

@@ -10,7 +10,8 @@ from typing import Any
 from drorch.drivers.base import Driver, Retention
 from drorch.errors import DrorchError, NoSuchPoint
 from drorch.planner import MOVING, Action, plan
-from drorch.playbook import Playbook, Protect, WorkloadKind
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_runs import Protect
 from drorch.records import naive, utcnow
 from drorch.run_steps import move_request
 from drorch.sites import site_endpoints, snapshot

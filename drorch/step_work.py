@@ -16,7 +16,8 @@ from drorch.landing import verify
 from drorch.live import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.names_work import settle_names
 from drorch.planner import Action
-from drorch.playbook import WORKLOAD_KINDS, Hook, Hooks, WorkloadKind
+from drorch.playbook import WORKLOAD_KINDS, WorkloadKind
+from drorch.playbook_runs import Hook, Hooks
 from drorch.records import StepKind, StepState
 from drorch.reip_work import readdress_inside
 from drorch.store import Step, Store

@@ -28,7 +28,8 @@ from drorch.drivers.libvirt_points import (
 )
 from drorch.engine import Engine
 from drorch.errors import MoveFailed, NoSuchPoint
-from drorch.playbook import Playbook, Protect, WorkloadKind
+from drorch.playbook import Playbook, WorkloadKind
+from drorch.playbook_runs import Protect
 from drorch.records import StepState, utcnow
 from drorch.store import RecoveryPoint, Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri

@@ -133,8 +133,8 @@ def schedule_add(
 ) -> None:
     """Add a schedule to the store; the leading daemon picks it up."""
     from drorch.daemon import store_schedule
-    from drorch.playbook import schedule_from_options
     from drorch.playbook_file import load_playbook
+    from drorch.playbook_runs import schedule_from_options
     from drorch.store import Store
 
     pb = load_playbook(playbook)

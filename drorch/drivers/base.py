@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 from drorch.errors import MoveFailed
 from drorch.inventory import HostFacts, WorkloadInfo
-from drorch.playbook import Mappings, MigrationControls, Resources, Strategy, WorkloadKind
+from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.playbook_runs import MigrationControls
 from drorch.redact import redact
 
 __all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention", "Shipped",

@@ -10,7 +10,7 @@ from typing import Any
 import libvirt
 
 from drorch.drivers.base import Endpoint
-from drorch.playbook import MigrationControls
+from drorch.playbook_runs import MigrationControls
 
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
