@@ -86,9 +86,6 @@ class Wanted:
     rdtype: str
     values: tuple[str, ...]
 
-    def line(self, zone: str) -> str:
-        return f"{self.name}.{absolute(zone)} {self.rdtype} {' '.join(self.values) or '(none)'}"
-
 
 def wanted(dns: Dns, workload: str, site: str, addresses: list[str]) -> list[Wanted]:
     """The workload's records once it runs on `site` with `addresses`: A and AAAA name the addresses of their

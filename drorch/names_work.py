@@ -50,6 +50,10 @@ def _at(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+def _shown(values: tuple[str, ...], none: str = "(none)") -> str:
+    return " ".join(values) or none
+
+
 def cutover(client: ZoneClient, settings: Dns, wants: list[Wanted]) -> list[str]:
     """Each record made as wanted, then read back from the server: a record it does not show fails the step."""
     said = []
@@ -57,14 +61,14 @@ def cutover(client: ZoneClient, settings: Dns, wants: list[Wanted]) -> list[str]
         owner = client.owner(want.name)
         ttl, now = client.read(want.name, want.rdtype)
         if now == want.values and (ttl == settings.ttl or not now):
-            said.append(f"{owner} {want.rdtype} {' '.join(now) or '(none)'} already")
+            said.append(f"{owner} {want.rdtype} {_shown(now)} already")
             continue
         client.replace(want, settings.ttl)
         _, back = client.read(want.name, want.rdtype)
         if back != want.values:
             raise NamesFailed(f"{owner} {want.rdtype}: the server took the update and shows "
-                              f"{' '.join(back) or 'nothing'}, not {' '.join(want.values) or 'nothing'}")
-        said.append(f"{owner} {want.rdtype} {' '.join(want.values) or '(none)'} (was {' '.join(now) or 'none'})")
+                              f"{_shown(back, 'nothing')}, not {_shown(want.values, 'nothing')}")
+        said.append(f"{owner} {want.rdtype} {_shown(want.values)} (was {_shown(now, 'none')})")
     return said
 
 
@@ -104,7 +108,7 @@ def settle_names(live: LiveRun, step: Step, connect: Connect = socket.create_con
             continue
         name = s.workload
         spec = pb.spec_of(WorkloadKind(s.kind), name)
-        if not follows(pb, spec, name) or spec is None:
+        if spec is None or not follows(pb, spec, name):
             continue
         here = s.at_target
         try:
@@ -121,7 +125,6 @@ def settle_names(live: LiveRun, step: Step, connect: Connect = socket.create_con
     if failed:
         raise NamesFailed("; ".join(failed + said))
     return "; ".join(said) or "nothing to check"
-
 
 
 def _named_site(pb: Playbook, snap: Snapshot, name: str, rdtype: str, values: tuple[str, ...]) -> str | None:
