@@ -88,8 +88,22 @@ def _env(site: Site) -> dict[str, str]:
 
 
 def start(site: Site) -> None:
+    """The site's LXD, started. The lab's LXDs share this machine's network stack, and one starting has been seen
+    to take away another's bridge (site a's took site b's app-net-dr): a running LXD whose application bridge
+    went is restarted, which makes it again."""
     if read_pid(site.pidfile(DAEMON)):
         return
+    _start(site)
+    for other in SITES.values():
+        if other is not site and read_pid(other.pidfile(DAEMON)) and \
+                not Path(f"/sys/class/net/{APP_NETWORKS[other.name][0]}").exists() and \
+                APP_NETWORKS[other.name][0] in [n.name for n in client(other).networks.all()]:
+            log(f"LXD of site {other.name} lost its bridge {APP_NETWORKS[other.name][0]}: restarting it")
+            stop(other)
+            _start(other)
+
+
+def _start(site: Site) -> None:
     lxd_dir(site).mkdir(parents=True, exist_ok=True)
     log(f"starting LXD on site {site.name}")
     with (site.root / "lxd.log").open("ab") as out:

@@ -61,7 +61,7 @@ class Server:
     def where(self) -> str:
         return f"site {self.name}"
 
-    def migration(self, name: str, live: bool, instance_only: bool) -> tuple[str, dict[str, str]]:
+    def migration(self, name: str, live: bool) -> tuple[str, dict[str, str]]:
         self.calls.append(f"migration {name} live={live}")
         return f"/1.0/operations/{self.name}-op", {c: f"{self.name}-{c}" for c in self.channels}
 
@@ -80,7 +80,7 @@ class Server:
     def wait(self, operation: str) -> None:
         self.calls.append(f"waited {operation}")
 
-    def source_of(self, name: str, live: bool, instance_only: bool) -> dict[str, Any]:
+    def source_of(self, name: str, live: bool) -> dict[str, Any]:
         return {"type": "migration", "mode": "pull", "operation": "op"}
 
     def create(self, body: dict[str, Any]) -> None:
@@ -104,7 +104,7 @@ def test_a_relay_carries_every_message_both_ways_and_counts_the_filesystem() -> 
             sent.append(n)
 
     send(src, dst, "web", {"name": "web"}, live=False, refresh=True, count=count)  # type: ignore[arg-type]
-    assert dst.made["source"] == {"type": "migration", "mode": "push", "live": False, "instance_only": False,
+    assert dst.made["source"] == {"type": "migration", "mode": "push", "live": False, "instance_only": True,
                                   "refresh": True}
     assert dst.ends["fs"].got == [(websocket.ABNF.OPCODE_BINARY, b"x" * 1000), (websocket.ABNF.OPCODE_TEXT, b"t"),
                                   CLOSE]  # the source's close went on to the target

@@ -31,6 +31,7 @@ from drorch.drivers.lxd_config import (
     DRILL_KEY,
     POINT_KEY,
     SNAPSHOT_PREFIX,
+    STAGE_KEY,
     bridge_name,
     info,
     is_point_copy,
@@ -42,7 +43,7 @@ from drorch.drivers.lxd_config import (
 )
 from drorch.drivers.lxd_landing import LxdLanding, lands_apart
 from drorch.drivers.lxd_moves import LxdMoves
-from drorch.drivers.lxd_relay import send
+from drorch.drivers.lxd_stage import drop_stage, land
 from drorch.errors import MoveFailed
 from drorch.playbook import Mappings, WorkloadKind
 from drorch.records import utcnow
@@ -63,8 +64,8 @@ class LxdDriver(ThreadedDriver):
 
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:
         found = self._site(site).instances()
-        return sorted((info(i, site.site, site.host) for i in found if DRILL_KEY not in (i.get("config") or {})),
-                      key=lambda w: w.name)
+        return sorted((info(i, site.site, site.host) for i in found
+                       if not {DRILL_KEY, STAGE_KEY} & set(i.get("config") or {})), key=lambda w: w.name)
 
     def host_facts(self, site: Endpoint, brief: bool = False) -> HostFacts:
         s = self._site(site)
@@ -142,19 +143,20 @@ class LxdDriver(ThreadedDriver):
         there = dst.instance(name)
         if there is not None and there.get("status") == "Running":
             raise MoveFailed(f"instance {name} runs on site {request.target.site}: no point is shipped onto it")
-        point = f"{SNAPSHOT_PREFIX}{utcnow():%Y%m%d-%H%M%S-%f}"
-        src.snapshot(name, point)
-        keep = {point, *retention.points[:max(retention.keep - 1, 0)]}
-        held = point_names(src.snapshots(name))
-        for old in held:  # the refresh mirrors these onto the target
-            if old not in keep:
-                src.delete_snapshot(name, old)
         body = target_body(inst, request.mappings)
-        send(src, dst, name, {**body, "config": {**body["config"], POINT_KEY: "1"}}, live=False,
-             refresh=there is not None)
+        land(src, dst, name, {**body, "config": {**body["config"], POINT_KEY: "1"}})
         src.thawed(name)  # LXD froze it for the last pass: protecting leaves it running as it was
         if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
             dst.update(name, {"config": {POINT_KEY: "1"}})
+        # The point is a snapshot of the copy, taken where it is kept: it holds the target's mapped networks and
+        # pools, which a snapshot taken on the source and sent would not (the target refuses those it lacks).
+        point = f"{SNAPSHOT_PREFIX}{utcnow():%Y%m%d-%H%M%S-%f}"
+        dst.snapshot(name, point)
+        keep = {point, *retention.points[:max(retention.keep - 1, 0)]}
+        held = point_names(dst.snapshots(name))
+        for old in held:
+            if old not in keep:
+                dst.delete_snapshot(name, old)
         kept = len(keep & set(held))
         return Shipped(f"snapshot {point} of instance {name} on site {request.target.site} "
                        f"({'refreshed' if there is not None else 'first copy'}; {kept} kept)", name=point,
@@ -185,6 +187,7 @@ class LxdDriver(ThreadedDriver):
         s.act("put", "instances", name, body={"restore": snap})  # the copy's volume; the snapshot stays as it is
         if is_point_copy(inst):
             s.update(name, {"config": {POINT_KEY: ""}})
+        drop_stage(s, name)
         s.set_state(name, "start")
         return Progress(Phase.COMPLETED, message=f"running on site {site.site} (restarted from point {snap})")
 

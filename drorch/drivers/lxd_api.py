@@ -189,18 +189,19 @@ class LxdSite:
                            "pull from it")
         return f"https://{addresses[0]}"
 
-    def source_of(self, name: str, live: bool, instance_only: bool) -> dict[str, Any]:
+    def source_of(self, name: str, live: bool) -> dict[str, Any]:
         """Ask this server to send `name`: the `source` a target pulls it with (operation URL, secrets, this
         server's certificate)."""
         base = self._https()
-        operation, secrets = self.migration(name, live, instance_only)
+        operation, secrets = self.migration(name, live)
         return {"type": "migration", "mode": "pull", "operation": f"{base}{operation}",
                 "certificate": self.client.host_info["environment"]["certificate"],
-                "secrets": secrets, "live": live, "instance_only": instance_only}
+                "secrets": secrets, "live": live, "instance_only": True}
 
-    def migration(self, name: str, live: bool, instance_only: bool) -> tuple[str, dict[str, str]]:
-        """Ask this server to send `name`: its operation's path and the secrets of its websockets."""
-        return self.begin("instances", name, body={"migration": True, "live": live, "instance_only": instance_only})
+    def migration(self, name: str, live: bool) -> tuple[str, dict[str, str]]:
+        """Ask this server to send `name`, without its snapshots (see lxd_relay.send): its operation's path and
+        the secrets of its websockets."""
+        return self.begin("instances", name, body={"migration": True, "live": live, "instance_only": True})
 
     def begin(self, *path: str, body: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """Start an operation that waits for websockets to be joined: its path and their secrets."""

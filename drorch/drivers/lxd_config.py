@@ -13,6 +13,7 @@ from drorch.playbook import Mappings, Resources, WorkloadKind
 DRORCH_KEY = "user.drorch"  # instance config keys drorch sets begin so
 POINT_KEY = f"{DRORCH_KEY}.point"  # a stopped copy a ship keeps its points on, never started by a ship
 DRILL_KEY = f"{DRORCH_KEY}.drill"  # a drill's clone
+STAGE_KEY = f"{DRORCH_KEY}.stage"  # where an instance lands before its point copy is refreshed from it
 SNAPSHOT_PREFIX = "drorch-"  # snapshots that are recovery points
 
 _UNITS = {"": 1, "B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

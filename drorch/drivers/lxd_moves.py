@@ -17,6 +17,7 @@ from drorch.drivers.jobs import Jobs
 from drorch.drivers.lxd_api import LxdError, LxdSite
 from drorch.drivers.lxd_config import POINT_KEY, is_point_copy, target_body
 from drorch.drivers.lxd_relay import send
+from drorch.drivers.lxd_stage import drop_stage, land
 from drorch.errors import DrorchError, MoveFailed
 from drorch.playbook import Strategy
 
@@ -75,8 +76,11 @@ class LxdMoves:
         req = handle.request
         if there is not None and there.get("status") != "Stopped":
             dst.set_state(req.workload, "stop", force=True)
-        send(src, dst, req.workload, target_body(inst, req.mappings, req.resources), live=live,
-             refresh=there is not None, count=self._jobs.counter(handle.id))
+        body, count = target_body(inst, req.mappings, req.resources), self._jobs.counter(handle.id)
+        if live:
+            send(src, dst, req.workload, body, live=True, refresh=False, count=count)
+        else:
+            land(src, dst, req.workload, body, count)
 
     @staticmethod
     def _own(dst: LxdSite, name: str) -> None:
@@ -84,6 +88,7 @@ class LxdMoves:
         found = dst.instance(name)
         if found is not None and is_point_copy(found):
             dst.update(name, {"config": {POINT_KEY: ""}})
+        drop_stage(dst, name)
 
     def _redeploy(self, handle: Handle, inst: dict[str, Any], src: LxdSite, dst: LxdSite,
                   there: dict[str, Any] | None) -> Progress:

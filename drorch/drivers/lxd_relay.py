@@ -25,9 +25,11 @@ WAIT_S = 1.0  # a reader looks again this often whether its socket was shut
 
 def send(src: LxdSite, dst: LxdSite, name: str, body: dict[str, Any], live: bool, refresh: bool,
          count: Callable[[int], None] | None = None) -> None:
-    """`name` on `src` made (or, with `refresh`, brought up to date) on `dst` as `body` describes it."""
+    """`name` on `src` made (or, with `refresh`, brought up to date) on `dst` as `body` describes it. Its
+    snapshots stay where they were taken, and those on `dst` as they are: each names its own site's networks and
+    pools, which the other site may lack."""
     if not (src.ep.relay or dst.ep.relay):
-        source = src.source_of(name, live=live, instance_only=False)
+        source = src.source_of(name, live=live)
         dst.create({**body, "source": {**source, "refresh": refresh} if refresh else source})
         return
     relay(src, dst, name, body, live, refresh, count)
@@ -35,8 +37,8 @@ def send(src: LxdSite, dst: LxdSite, name: str, body: dict[str, Any], live: bool
 
 def relay(src: LxdSite, dst: LxdSite, name: str, body: dict[str, Any], live: bool, refresh: bool,
           count: Callable[[int], None] | None) -> None:
-    out, out_secrets = src.migration(name, live=live, instance_only=False)
-    push = {"type": "migration", "mode": "push", "live": live, "instance_only": False, "refresh": refresh}
+    out, out_secrets = src.migration(name, live=live)
+    push = {"type": "migration", "mode": "push", "live": live, "instance_only": True, "refresh": refresh}
     into, into_secrets = dst.begin("instances", body={**body, "source": push})
     missing = sorted(set(into_secrets) - set(out_secrets))
     if missing or "control" not in into_secrets:
