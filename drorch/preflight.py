@@ -67,7 +67,6 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
         if info is None or facts is None:
             continue
         what = f"{item.kind} {item.workload}"
-        snapshots_keep_names = pb.protect is not None and item.at_target is WorkloadKind.LXD
         named = (("networks", "network", info.networks, item.mappings.network, facts.networks),
                  # what lands as another kind is made anew from an image: its storage does not travel
                  ("storage", "storage pool", info.pools if item.at_source is item.at_target else (),
@@ -79,13 +78,6 @@ def check(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
                     found.append(Finding(_mapping_loc(pb, item.entry, field, name),
                                          f"{what}: {noun} {mapped!r} does not exist on site {plan.target} host "
                                          f"{item.to_host} ({', '.join(there) or 'none'})"))
-                elif snapshots_keep_names and mapped != name and name not in there:
-                    found.append(Finding(_mapping_loc(pb, item.entry, field, name),
-                                         f"{what}: its recovery points are LXD snapshots, which keep {noun} {name!r} "
-                                         f"(a mapping renames the instance, not its snapshots), and site "
-                                         f"{plan.target} host {item.to_host} has none of that name: its points "
-                                         f"will not ship; give site {plan.target} a {noun} {name!r} too",
-                                         error=False))
         if item.kind is WorkloadKind.CONTAINER:
             found.extend(_container(pb, item.entry, what, info.image, info.ports, item.mappings, source, target,
                                     plan.target))
@@ -174,7 +166,8 @@ def addresses(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
         for move in (mv for mv in item.addresses if mv.static and mv.after is not None and mv.before is not None):
             after, before, network = move.after or "", move.before or "", item.mappings.network(move.network)
             loc = _rule_loc(pb, item.entry, move)
-            subnets = [s.cidr for f in (inv.facts.values() if inv else ()) for s in f.subnets if s.network == network]
+            facts = inv.facts.get(item.at_target) if inv else None  # a host's Docker and libvirt may share names
+            subnets = [s.cidr for s in (facts.subnets if facts else ()) if s.network == network]
             if subnets and not any(within(after, s) for s in subnets):
                 start, end = (f"its static address {after} on {move.network}", ", and no address rule maps it") \
                     if move.rule is None else (f"{after} (from {before})", "")

@@ -25,7 +25,7 @@ from drorch.playbook import Mappings, WorkloadKind
 from drorch.playbook_file import parse_playbook
 from drorch.records import RunState, StepKind, StepState
 from drorch.store import Store
-from tests.conftest import fake_drivers, move, uri
+from tests.conftest import PLAYBOOK, fake_drivers, move, uri
 from tests.test_cli import drorch
 
 ESTATE = """\
@@ -219,6 +219,42 @@ def test_validate_names_each_address_a_workload_could_not_have(
     assert err.replace(f"{path}", "pb.yaml").splitlines() == [said]
 
 
+def test_a_hosts_docker_and_libvirt_networks_of_one_name_keep_their_own_subnets(
+        capsys: pytest.CaptureFixture[str], fake_cli: None, cloud: FakeCloud, tmp_path: Path) -> None:
+    """app-net-dr is a Docker network and a libvirt network on b1, each with its subnet: each workload's mapped
+    address is checked against its own kind's, before and after the move."""
+    text = PLAYBOOK.split("workloads:")[0] + """\
+mappings:
+  networks: {app-net: app-net-dr}
+  addresses: {127.0.31.0/24: {to: 127.0.32.0/24}, 127.0.41.0/24: {to: 127.0.42.0/24}}
+workloads:
+  - {name: web, kind: container, strategy: redeploy}
+  - {name: vm1, kind: vm, strategy: cold}
+"""
+    path = tmp_path / "pb.yaml"
+    path.write_text(text)
+    pb = parse_playbook(text, "pb.yaml")
+    cloud.sites.clear()
+    for kind, name, third in ((WorkloadKind.CONTAINER, "web", 3), (WorkloadKind.VM, "vm1", 4)):
+        for site, net, last in (("a", "app-net", 1), ("b", "app-net-dr", 2)):
+            subnet = Subnet(net, f"127.0.{third}{last}.0/24", None)
+            cloud.sites[uri(pb, kind, site)] = FakeSite(facts=HostFacts(
+                vcpus=8, memory_mib=8192, networks=(net,), checkpoints=True, subnets=(subnet,)))
+        cloud.sites[uri(pb, kind, "a")].workloads[name] = FakeWorkload(kind, networks=("app-net",),
+                                                                      nics=nic(f"127.0.{third}1.10"))
+    path.write_text(text.replace("strategy: cold}", "strategy: cold, address: {a: 127.0.41.10, b: 127.0.32.20}}"))
+    code, _, err = drorch(capsys, "validate", str(path))  # the Docker network's subnet is no place for a VM
+    assert code == 1
+    assert err.replace(f"{path}", "pb.yaml").splitlines() == [
+        "pb.yaml:12:52: vm vm1: 127.0.32.20 (from 127.0.41.10) is not in any subnet of network app-net-dr on site b "
+        "host b1 (127.0.42.0/24)"]
+    path.write_text(text)
+    for command in ("validate", "failover"):
+        code, out, err = drorch(capsys, command, str(path))
+        assert code == 0, out + err
+    assert addresses_of(cloud, "b") == {"web": ("127.0.32.10",)}
+
+
 # --- runs -------------------------------------------------------------------------------------------------
 
 
@@ -272,12 +308,15 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
     import libvirt
 
     from drorch.drivers.libvirt_addresses import (
+        HOME,
         NetworkView,
         Reservation,
         recorded,
         release,
+        renew_pending,
         reservations,
         reserve,
+        settled,
         wanted,
         with_record,
     )
@@ -304,6 +343,16 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
     assert wanted(NetworkView(conn).nics(guest), m) == [Reservation("dr", mine.mac, "10.9.0.50")]
     assert release(conn, mine) and not release(conn, mine)
     assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}
+    # A landed guest's definition also names what is still to be removed at the site it left, until it is.
+    left = Reservation("default", mine.mac, "192.168.122.7")
+    landed = conn.defineXML(with_record(guest.replace("<domain><name>g</name>", "<domain type='test'><name>landed"
+                                                      "</name><memory>65536</memory><os><type>hvm</type></os>"),
+                                        [mine], [left], renew=True))
+    said = landed.XMLDesc(0)
+    assert (recorded(said), recorded(said, HOME), renew_pending(said)) == ([mine], [left], True)
+    settled(landed)
+    said = landed.XMLDesc(0)
+    assert (recorded(said), recorded(said, HOME), renew_pending(said)) == ([mine], [], False)
 
 
 def test_an_lxd_nic_keeps_its_fixed_address_mapped_and_lxd_networks_show_their_subnets() -> None:

@@ -201,6 +201,11 @@ class Driver(ABC):
             self._begin_move(handle)
         return handle
 
+    def settle(self, request: MoveRequest) -> None:  # noqa: B027  a hook: most drivers have nothing to do
+        """What a move does once the workload runs on the target, done again for one found there by a later
+        process (the one that moved it died before): idempotent. A driver whose moves finish all of it before
+        the workload runs there has nothing to do."""
+
     @abstractmethod
     def _begin_move(self, handle: Handle) -> None:
         """Start the move `handle` names, the workload not running on the target yet, or join one under way."""
@@ -210,6 +215,7 @@ class Driver(ABC):
         process following a move that one which died started)."""
         req = handle.request
         if handle.data.get("already_there"):
+            self.settle(req)
             return Progress(Phase.COMPLETED, message=f"already running on site {req.target.site}")
         followed = self._follow_move(handle)
         if followed is not None:

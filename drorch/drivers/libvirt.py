@@ -37,7 +37,7 @@ class LibvirtDriver(LibvirtMoves):
             _model, memory_mib, cpus, *_ = conn.getInfo()
             networks = sorted({*conn.listNetworks(), *conn.listDefinedNetworks()})
             pools = sorted({*conn.listStoragePools(), *conn.listDefinedStoragePools()})
-            subnets = () if brief else NetworkView(conn).subnets()
+            subnets = NetworkView(conn).subnets()  # quick to ask, and a run's plan checks addresses against them
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {site.site}: libvirt at {site.shown}: {reason(exc)}") from None
         return HostFacts(vcpus=cpus, memory_mib=memory_mib, networks=tuple(networks), pools=tuple(pools),

@@ -179,25 +179,48 @@ def release(conn: libvirt.virConnect, held: Reservation) -> bool:
         return False  # the network is gone, and the reservation with it
 
 
-def recorded(domain_xml: str) -> list[Reservation]:
-    """The reservations the domain's metadata says drorch made for it where it is defined."""
+# In a domain's record: drorch's reservations where it is defined, those at the site it left that are still to be
+# removed there, and whether a guest that landed live is still to ask DHCP again.
+MADE, HOME, RENEW = "reservation", "home", "renew"
+
+
+def recorded(domain_xml: str, tag: str = MADE) -> list[Reservation]:
+    """The reservations the domain's metadata says drorch made for it where it is defined (MADE), or at the site
+    it left, which are still to be removed there (HOME)."""
     root = ET.fromstring(domain_xml)
     found = []
-    for el in root.findall(f"./metadata/{{{NS}}}addresses/{{{NS}}}reservation"):
+    for el in root.findall(f"./metadata/{{{NS}}}addresses/{{{NS}}}{tag}"):
         network, mac, ip = el.get("network"), el.get("mac"), el.get("ip")
         if network and mac and ip:
             found.append(Reservation(network, mac, ip))
     return found
 
 
-def with_record(domain_xml: str, made: list[Reservation]) -> str:
-    """The definition with its metadata naming `made` as drorch's reservations (none: the element goes)."""
-    if not made and not recorded(domain_xml):
+def with_record(domain_xml: str, made: list[Reservation], home: list[Reservation] | None = None,
+                renew: bool = False) -> str:
+    """The definition with its metadata naming `made` as drorch's reservations, `home` as those it made at the
+    site the guest left, and whether the guest is still to ask DHCP again (none of these: the element goes)."""
+    if not made and not home and not renew and not recorded(domain_xml):
         return domain_xml
     root, el = _fresh(domain_xml, NS, "addresses")
-    for r in made:
-        ET.SubElement(el, f"{{{NS}}}reservation", network=r.network, mac=r.mac, ip=r.ip)
+    for tag, listed in ((MADE, made), (HOME, home or [])):
+        for r in listed:
+            ET.SubElement(el, f"{{{NS}}}{tag}", network=r.network, mac=r.mac, ip=r.ip)
+    if renew:
+        ET.SubElement(el, f"{{{NS}}}{RENEW}")
     return ET.tostring(root, encoding="unicode")
+
+
+def renew_pending(domain_xml: str) -> bool:
+    return ET.fromstring(domain_xml).find(f"./metadata/{{{NS}}}addresses/{{{NS}}}{RENEW}") is not None
+
+
+def settled(dom: libvirt.virDomain) -> None:
+    """The domain's record without what was left to do once it landed: it is done."""
+    made = "".join(f"<{MADE} network='{r.network}' mac='{r.mac}' ip='{r.ip}'/>" for r in recorded(dom.XMLDesc(0)))
+    flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0) | (
+        libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, f"<addresses>{made}</addresses>", "drorch", NS, flags)
 
 
 def _fresh(domain_xml: str, ns: str, tag: str) -> tuple[ET.Element, ET.Element]:

@@ -11,12 +11,15 @@ import libvirt
 
 from drorch.drivers.base import Handle, MoveRequest, Phase, Progress
 from drorch.drivers.libvirt_addresses import (
+    HOME,
     NetworkView,
     Reservation,
     recorded,
     release,
     renew,
+    renew_pending,
     reserve,
+    settled,
     wanted,
     with_record,
 )
@@ -94,7 +97,8 @@ class LibvirtMoves(LibvirtSites):
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [d.dev for d, _ in disks]
         # a live guest keeps its size
-        mapped = with_record(map_domain_xml(self._landed(xml, disks), request.mappings, None), wants)
+        mapped = with_record(map_domain_xml(self._landed(xml, disks), request.mappings, None), wants, recorded(xml),
+                             renew=bool(wants))
         if mapped != xml:
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = mapped
             params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = mapped
@@ -113,7 +117,7 @@ class LibvirtMoves(LibvirtSites):
             if watch is not None:
                 watch.stop.set()
         self._drop_sources(request, disks)
-        self._readdressed(request, xml, wants)
+        self.settle(request)
         return self._completed(request)
 
     def _reserve(self, request: MoveRequest, xml: str) -> list[Reservation]:
@@ -124,15 +128,23 @@ class LibvirtMoves(LibvirtSites):
             reserve(target, r)
         return wants
 
-    def _readdressed(self, request: MoveRequest, xml: str, wants: list[Reservation]) -> None:
-        """The guest landed: a live one asks DHCP again on its new network; what drorch reserved for it at home
-        goes."""
+    def settle(self, request: MoveRequest) -> None:
+        """The guest landed: a live one asks DHCP again on its new network, and what drorch reserved for it at
+        home goes. Done by the process that moved it, and again by one that finds it landed after that process
+        died: the landed definition says what is left to do, and no longer once it is done."""
         landed = self._domain(request.target, request.workload)
-        if wants and landed is not None and landed.isActive() and request.strategy is Strategy.LIVE:
+        if landed is None or not landed.isActive():
+            return
+        xml = landed.XMLDesc(0)
+        again, home = renew_pending(xml), recorded(xml, HOME)
+        if again:
             renew(landed)
-        source = self._conn(request.source)
-        for r in recorded(xml):
-            release(source, r)
+        if home:
+            source = self._conn(request.source)
+            for r in home:
+                release(source, r)
+        if again or home:
+            settled(landed)
 
     def cancel(self, handle: Handle) -> None:
         dom = self._domain(handle.request.source, handle.request.workload)
@@ -166,7 +178,7 @@ class LibvirtMoves(LibvirtSites):
                 self._jobs.set_step(handle_id, "start")
                 wants = self._reserve(request, xml)
                 mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
-                target.defineXML(with_record(mapped, wants)).create()
+                target.defineXML(with_record(mapped, wants, recorded(xml))).create()
             except (libvirt.libvirtError, MoveFailed) as exc:
                 for vol in created:
                     delete_quietly(vol)
@@ -176,7 +188,7 @@ class LibvirtMoves(LibvirtSites):
                                  f"site {request.source.site}: {why}") from None
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
             self._drop_sources(request, disks)
-            self._readdressed(request, xml, wants)
+            self.settle(request)
         except libvirt.libvirtError as exc:
             raise MoveFailed(f"cold move of {request.workload} failed: {reason(exc)}") from None
         done, total = self._jobs.sent(handle_id)
@@ -241,5 +253,8 @@ class LibvirtMoves(LibvirtSites):
                 bytes_total=stats.get("data_total"),
             )
         if self._running_on(req.target, req.workload):
+            if ours:  # our migrate call ends the move, once the guest is settled there
+                return Progress(Phase.RUNNING, step="settling on the target")
+            self.settle(req)  # a migration a process that died started: what it would have done once landed
             return self._completed(req)
         return Progress(Phase.RUNNING, step="starting migration") if ours else None
