@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -15,6 +15,7 @@ import pylxd
 import pytest
 
 from integration import lab_base, lab_lxd, lab_podman, labctl
+from integration.dns_server import DnsServer, knot
 
 Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixture: drorch as a process
 
@@ -118,6 +119,13 @@ def fresh_lab(lab: None) -> None:
 def fresh_containers(lab: None) -> None:
     """For a test that touches no VM: the containers are made new, the VMs left wherever they run."""
     refresh(containers_only=True)
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
+    """The lab's authoritative DNS server (Knot, on loopback), for the tests whose playbooks name records."""
+    with knot(tmp_path_factory.mktemp("knot")) as server:
+        yield server
 
 
 @pytest.fixture
