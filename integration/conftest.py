@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -133,11 +134,32 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
+def drorch_env(state_dir: Path, kill_at: int | None = None) -> dict[str, str]:
+    """drorch's environment in a test: the test's own state store (never a database the machine names), and
+    with `kill_at` the fault-injection hook that kills it at that step transition."""
+    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
+    env.pop("DRORCH_DB_URL", None)
+    if kill_at is not None:
+        env["DRORCH_TEST_KILL_AT"] = str(kill_at)
+    return env
+
+
+@contextlib.contextmanager
+def drorch_process(state_dir: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """drorch running beside the test, its output piped; killed if the test leaves it running."""
+    proc = subprocess.Popen([str(DRORCH), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=drorch_env(state_dir), cwd=REPO)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def run_drorch(state_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
-        env.pop("DRORCH_DB_URL", None)
-        return subprocess.run([str(DRORCH), *args], capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=REPO)
+        return subprocess.run([str(DRORCH), *args], capture_output=True, text=True, env=drorch_env(state_dir),
+                              timeout=timeout, cwd=REPO)
     return run

@@ -95,10 +95,11 @@ def start(site: Site) -> None:
         return
     _start(site)
     for other in SITES.values():
-        if other is not site and read_pid(other.pidfile(DAEMON)) and \
-                not Path(f"/sys/class/net/{APP_NETWORKS[other.name][0]}").exists() and \
-                APP_NETWORKS[other.name][0] in [n.name for n in client(other).networks.all()]:
-            log(f"LXD of site {other.name} lost its bridge {APP_NETWORKS[other.name][0]}: restarting it")
+        bridge = APP_NETWORKS[other.name][0]
+        if other is site or not read_pid(other.pidfile(DAEMON)) or Path(f"/sys/class/net/{bridge}").exists():
+            continue
+        if bridge in [n.name for n in client(other).networks.all()]:
+            log(f"LXD of site {other.name} lost its bridge {bridge}: restarting it")
             stop(other)
             _start(other)
 

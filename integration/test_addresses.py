@@ -5,7 +5,6 @@ record on a real authoritative server (Knot, on loopback) follows it; it comes h
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, wait_until
 from integration.dns_server import LOCKED, DnsServer
 from integration.estate import (
     APP,
@@ -139,10 +138,8 @@ def test_killed_at_a_step_boundary_then_resumed_leaves_no_address_or_record_wron
     address, answering, and its record naming it. One boundary past the last, the run completes untouched."""
     pb = playbook(tmp_path, dns_server)
     dns_server.point(APP, HOME)  # where it pointed before the failover
-    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir), "DRORCH_TEST_KILL_AT": str(boundary)}
-    env.pop("DRORCH_DB_URL", None)
-    killed = subprocess.run([str(DRORCH), "failover", str(pb)], capture_output=True, text=True, env=env, cwd=REPO,
-                            timeout=300)
+    killed = subprocess.run([str(DRORCH), "failover", str(pb)], capture_output=True, text=True,
+                            env=drorch_env(state_dir, boundary), cwd=REPO, timeout=300)
     if boundary > MOVE_BOUNDARIES:
         assert killed.returncode == 0, killed.stdout + killed.stderr
     else:

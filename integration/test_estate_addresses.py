@@ -7,7 +7,6 @@ and home is always exactly the original. Then the same run killed at every step 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from drorch.store import Store
 from integration import lab_addresses
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env
 from integration.dns_server import DnsServer
 from integration.estate import (
     APP,
@@ -180,8 +179,6 @@ def killed_at_every_boundary(command: list[str], state_dir: Path) -> set[tuple[s
     """`command` killed at its first step transition, then `resume` killed at its first transition and at its
     second in turn (the step it takes up recorded running, then done), until a resume completes. Each boundary of
     the run is where one of the processes died. Returns the (step, state) each kill fell on."""
-    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
-    env.pop("DRORCH_DB_URL", None)
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
     runs_before = len(store.runs())
@@ -189,7 +186,7 @@ def killed_at_every_boundary(command: list[str], state_dir: Path) -> set[tuple[s
     kill_at, argv = 1, command
     for _ in range(60):
         res = subprocess.run([str(DRORCH), *argv], capture_output=True, text=True, cwd=REPO, timeout=300,
-                             env={**env, "DRORCH_TEST_KILL_AT": str(kill_at)})
+                             env=drorch_env(state_dir, kill_at))
         run_id = max(r.id or 0 for r in store.runs())
         if res.returncode == 0:
             assert len(store.runs()) == runs_before + 1

@@ -24,6 +24,7 @@ from integration.conftest import (
     REPO,
     Drorch,
     container_counts,
+    drorch_process,
     vm_counts,
     vm_disk_counts,
     wait_until,
@@ -124,18 +125,11 @@ def vm_diagnosis(site: str) -> str:
 def slow_migration(state_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Store]]:
     """A failover of the VM at 1 MiB/s, yielded once its migration runs; killed if the test leaves it."""
     playbook = vm_only(tmp_path, ", migration: {bandwidth_mib_s: 1}")
-    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
-    proc = subprocess.Popen([str(DRORCH), "failover", str(playbook)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=REPO)
-    try:
+    with drorch_process(state_dir, "failover", str(playbook)) as proc:
         state_dir.mkdir(parents=True, exist_ok=True)
         store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
         wait_until(lambda: bool(store.runs()) and bool(store.steps(1)[0].handle), "the migration to start")
         yield proc, store
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.usefixtures("fresh_lab")
@@ -159,11 +153,7 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
     # The resume migrates as the run was planned, at 1 MiB/s; the operator raises the limit on the running job
     # (virsh migrate-setspeed). Left for minutes at 1 MiB/s after a target that died mid-way, QEMU 7.2 under TCG
     # landed the guest with its memory corrupt in some runs (a kernel spinning in a timer tree with a loop in it).
-    env = {**os.environ, "DRORCH_STATE_DIR": str(state_dir)}
-    env.pop("DRORCH_DB_URL", None)
-    resume = subprocess.Popen([str(DRORCH), "resume", "1", "--json"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
+    with drorch_process(state_dir, "resume", "1", "--json") as resume:
         conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
         try:
             dom = conn.lookupByName(lab_base.VM_NAME)
@@ -172,10 +162,6 @@ def test_target_libvirtd_killed_mid_migration(run_drorch: Drorch, state_dir: Pat
         finally:
             conn.close()
         out, err = resume.communicate(timeout=300)
-    finally:
-        if resume.poll() is None:
-            resume.kill()
-            resume.wait()
     res = subprocess.CompletedProcess(resume.args, resume.returncode, out, err)
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(res.stdout)["state"] == "succeeded"

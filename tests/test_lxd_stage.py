@@ -51,8 +51,8 @@ BODY: dict[str, Any] = {"name": "sys", "config": {"user.drorch.point": "1"}, "de
 
 def test_a_first_copy_and_a_copy_with_no_points_are_made_straight_from_the_source() -> None:
     src, dst = Server("a", {"sys": {"config": {}}}), Server("b")
-    land(src, dst, "sys", BODY)  # type: ignore[arg-type]
-    land(src, dst, "sys", BODY)  # type: ignore[arg-type]
+    land(src, dst, "sys", BODY, None)  # type: ignore[arg-type]
+    land(src, dst, "sys", BODY, dst.instance("sys"))  # type: ignore[arg-type]
     assert dst.made == [("sys", "migration"), ("sys", "migration refresh")]
 
 
@@ -60,7 +60,7 @@ def test_a_copy_that_keeps_points_is_refreshed_through_its_stage_and_keeps_them(
     src = Server("a", {"sys": {"config": {}}})
     dst = Server("b", {"sys": {"config": BODY["config"], "snapshots": ["drorch-1", "drorch-2"]}})
     for _ in range(2):
-        land(src, dst, "sys", BODY)  # type: ignore[arg-type]
+        land(src, dst, "sys", BODY, dst.instance("sys"))  # type: ignore[arg-type]
         assert dst.snapshots("sys") == ["drorch-1", "drorch-2"]
     stage = stage_name("sys")
     assert dst.made == [(stage, "migration"), ("sys", "copy refresh"), (stage, "migration refresh"),

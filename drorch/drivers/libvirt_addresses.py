@@ -217,10 +217,12 @@ def renew_pending(domain_xml: str) -> bool:
 
 def settled(dom: libvirt.virDomain) -> None:
     """The domain's record without what was left to do once it landed: it is done."""
-    made = "".join(f"<{MADE} network='{r.network}' mac='{r.mac}' ip='{r.ip}'/>" for r in recorded(dom.XMLDesc(0)))
+    el = ET.Element("addresses")  # libvirt puts it, and what it holds, in the namespace
+    for r in recorded(dom.XMLDesc(0)):
+        ET.SubElement(el, MADE, network=r.network, mac=r.mac, ip=r.ip)
     flags = (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0) | (
         libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0)
-    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, f"<addresses>{made}</addresses>", "drorch", NS, flags)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(el, encoding="unicode"), "drorch", NS, flags)
 
 
 def _fresh(domain_xml: str, ns: str, tag: str) -> tuple[ET.Element, ET.Element]:

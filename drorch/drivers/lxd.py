@@ -144,7 +144,7 @@ class LxdDriver(ThreadedDriver):
         if there is not None and there.get("status") == "Running":
             raise MoveFailed(f"instance {name} runs on site {request.target.site}: no point is shipped onto it")
         body = target_body(inst, request.mappings)
-        land(src, dst, name, {**body, "config": {**body["config"], POINT_KEY: "1"}})
+        land(src, dst, name, {**body, "config": {**body["config"], POINT_KEY: "1"}}, there)
         src.thawed(name)  # LXD froze it for the last pass: protecting leaves it running as it was
         if there is not None and not is_point_copy(there):  # a copy left by an earlier stay keeps the points now
             dst.update(name, {"config": {POINT_KEY: "1"}})

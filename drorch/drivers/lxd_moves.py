@@ -80,7 +80,7 @@ class LxdMoves:
         if live:
             send(src, dst, req.workload, body, live=True, refresh=False, count=count)
         else:
-            land(src, dst, req.workload, body, count)
+            land(src, dst, req.workload, body, there, count)
 
     @staticmethod
     def _own(dst: LxdSite, name: str) -> None:

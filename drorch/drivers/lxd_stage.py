@@ -24,11 +24,10 @@ def stage_name(name: str) -> str:
     return f"{name}{STAGE_SUFFIX}"
 
 
-def land(src: LxdSite, dst: LxdSite, name: str, body: dict[str, Any],
+def land(src: LxdSite, dst: LxdSite, name: str, body: dict[str, Any], there: dict[str, Any] | None,
          count: Callable[[int], None] | None = None) -> None:
-    """`name` on `src` made on `dst` as `body` describes it, stopped, or its copy there brought up to date with
-    that copy's snapshots kept."""
-    there = dst.instance(name)
+    """`name` on `src` made on `dst` as `body` describes it, stopped, or its copy `there` brought up to date
+    with that copy's snapshots kept."""
     if there is None or not dst.snapshots(name):
         send(src, dst, name, body, live=False, refresh=there is not None, count=count)
         return
