@@ -83,7 +83,7 @@ elif [ -d /sys/class/net/eth0 ] && [ "$net" = dhcp ]; then
        read -r pid < /tmp/udhcpc.pid; kill "$pid" 2>/dev/null; sleep 0.1
        udhcpc -i eth0 -s /bin/dhcp-event -b -p /tmp/udhcpc.pid >/dev/null 2>&1
      fi
-     up=$now; sleep 0.5
+     up=$now; sleep 0.1
    done) &
 fi
 i=0
