@@ -110,6 +110,19 @@ def rules_problems(rules: dict[str, AddressRule]) -> list[tuple[str, str]]:
     return found
 
 
+def checked_rules(rules: dict[str, AddressRule]) -> dict[str, AddressRule]:
+    """The rules keyed by their subnets as written canonically; ValueError naming each rule that cannot apply."""
+    problems = rules_problems(rules)
+    if problems:
+        raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
+    return {str(parse_network(k)): r for k, r in rules.items()}
+
+
+def gateway_of(rule: AddressRule) -> str:
+    """The rule's gateway, or its subnet's first address."""
+    return rule.gateway or str(next(parse_network(rule.to).hosts()))
+
+
 def map_address(rules: dict[str, AddressRule], address: str) -> tuple[str, str] | None:
     """The address in the target subnet and the rule (its source subnet) that gave it; None when no rule
     covers the address. The most specific rule wins: a workload's exact address beats its subnet's rule."""

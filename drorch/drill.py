@@ -59,7 +59,7 @@ class Drill:
                            [(str(i.kind), i.workload) for i in the_plan.items if i.action is Action.RESTART])
         now = utcnow()
         steps = [clone_step(item, source, target, points.get((str(item.kind), item.workload)), now,
-                            point_at is not None) for item in the_plan.items]
+                            point_at is not None, pb.drill.addresses) for item in the_plan.items]
         steps.append(teardown_step(source, target, pb.drill.hold_s if hold_s is None else hold_s))
         for seq, step in enumerate(steps, 1):
             step.seq = seq

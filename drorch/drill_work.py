@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from drorch.drivers.base import Driver, Endpoint
-from drorch.errors import DrorchError
+from drorch.addressing import AddressRule
+from drorch.drill_addresses import clone_addresses, drill_moves, drill_net
+from drorch.drill_reach import clone_reached, drill_names_gone
+from drorch.drivers.base import DrillNet, Driver, Endpoint
+from drorch.errors import DrorchError, MoveFailed
 from drorch.hooks import run_hooks
 from drorch.live import LiveRun, Transitions, hook_env
 from drorch.planner import Action, PlanItem
@@ -27,11 +30,11 @@ TEARDOWN = "drill clones"
 
 
 def clone_step(item: PlanItem, source: str, target: str, point: RecoveryPoint | None, now: datetime,
-               chosen: bool) -> Step:
-    """A drill's step for one item of the disaster plan: a clone of what a disaster would restart, or the
-    item as the plan left it (skipped, or blocked)."""
+               chosen: bool, rules: dict[str, AddressRule]) -> Step:
+    """A drill's step for one item of the disaster plan: a clone of what a disaster would restart, at the drill
+    addresses `rules` give its addresses at the target, or the item as the plan left it (skipped, or blocked)."""
     drilled = item.action is Action.RESTART
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = {"drill_addresses": drill_moves(item.addresses, rules)} if drilled and rules else {}
     if point is not None:
         detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name, "chosen": chosen}
         detail["rpo_s"] = (naive(now) - naive(point.taken_at)).total_seconds()
@@ -81,9 +84,14 @@ class DrillWork:
         said = ""
         point = detail.get("point") or {}
         try:
-            said = driver.clone(step.workload, clone, site, network, point.get("name") if point.get("chosen") else None)
+            net = self._net(live, step, network)
+            addresses = clone_addresses(step)
+            said = driver.clone(step.workload, clone, site, net, point.get("name") if point.get("chosen") else None,
+                                addresses)
             checks.append(self._running(driver, clone, site, live.pb.drill.check_timeout_s))
             if checks[-1]["ok"]:
+                checks += clone_reached(live, step, driver, site, clone, net)
+            if all(c["ok"] for c in checks):
                 checks += self._hooks(live, step, clone, network)
         except DrorchError as exc:
             checks.append({"check": "clone", "ok": False, "fatal": True, "said": str(exc)})
@@ -96,6 +104,13 @@ class DrillWork:
             passed = sum(c["ok"] for c in checks)
             to(live, step, StepState.SUCCEEDED, detail=json.dumps(detail),
                outcome=f"{said}; {passed} of {len(checks)} checks passed")
+
+    @staticmethod
+    def _net(live: LiveRun, step: Step, network: str) -> DrillNet:
+        try:
+            return drill_net(network, step, live.steps, live.pb.drill.addresses)
+        except ValueError as exc:
+            raise MoveFailed(str(exc)) from None
 
     @staticmethod
     def _running(driver: Driver, clone: str, site: Endpoint, timeout: float) -> dict[str, Any]:
@@ -139,6 +154,9 @@ class DrillWork:
                 removed += live.sites.drivers[kind].discard(clone, site)
             except DrorchError as exc:
                 left.append(f"{s.kind} {clone} ({exc})")
+        gone, kept = drill_names_gone(live)
+        removed += gone
+        left += kept
         for (kind, _uri), site in networks.items():
             network = network_name(run.id or 0)
             try:

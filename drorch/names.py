@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from drorch.addressing import parse_address
 from drorch.limits import MAX_PORT, MAX_WAIT_S
@@ -65,6 +65,9 @@ class Dns(Model):
     records: dict[Label, list[RecordType]] = Field(
         min_length=1, description="per workload: the record types that follow it (A, AAAA: its address; CNAME: "
         "WORKLOAD.SITE in the zone)")
+    drill_zone: DomainName | None = Field(
+        None, description="a zone of its own, on the same servers, where a drill names each clone at its drill "
+        "address (A and AAAA under the workload's name) until its teardown; a drill never touches `zone`")
 
     @field_validator("servers")
     @classmethod
@@ -72,6 +75,17 @@ class Dns(Model):
         for s in servers:
             server_address(s)
         return servers
+
+    @model_validator(mode="after")
+    def _apart(self) -> Dns:
+        if self.drill_zone is not None and absolute(self.drill_zone).lower() == absolute(self.zone).lower():
+            raise ValueError("drill_zone must not be the zone itself: a drill never touches production records")
+        return self
+
+    def drill_records(self, workload: str, addresses: list[str]) -> list[Wanted]:
+        """A clone's records in the drill zone: its workload's A and AAAA at the drill addresses (a CNAME
+        would name a site)."""
+        return [w for w in wanted(self, workload, "", addresses) if w.rdtype != "CNAME"]
 
 
 def absolute(name: str) -> str:

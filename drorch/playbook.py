@@ -21,10 +21,9 @@ from drorch.addressing import (
     AddressRule,
     ReIp,
     SiteAddresses,
+    checked_rules,
     inverse_rules,
     map_address,
-    parse_network,
-    rules_problems,
 )
 from drorch.limits import MAX_ANSWER_S, MAX_COUNT, MAX_MIB, MAX_PORT, MAX_RATIO, MAX_WAIT_S
 from drorch.model import Model as _Model
@@ -183,10 +182,7 @@ class Mappings(_Model):
     @field_validator("addresses")
     @classmethod
     def _rules(cls, rules: dict[str, AddressRule]) -> dict[str, AddressRule]:
-        problems = rules_problems(rules)
-        if problems:
-            raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
-        return {str(parse_network(k)): r for k, r in rules.items()}
+        return checked_rules(rules)
 
     def inverse(self) -> Mappings:
         return Mappings(**{f: {v: k for k, v in getattr(self, f).items()} for f in MAPPING_FIELDS},

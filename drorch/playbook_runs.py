@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from drorch.addressing import AddressRule, checked_rules
 from drorch.errors import UsageError
 from drorch.limits import MAX_COUNT, MAX_MIB, MAX_PERIOD_S, MAX_WAIT_S
 from drorch.model import Model as _Model
@@ -122,6 +123,15 @@ class DrillSettings(_Model):
     hold_s: float = Field(0, ge=0, le=MAX_WAIT_S,
                           description="seconds the clones stay up after their checks, for a look at them")
     check_timeout_s: float = Field(60, gt=0, le=MAX_WAIT_S, description="how long a clone may take to be seen running")
+    addresses: dict[str, AddressRule] = Field(
+        default_factory=dict, description="subnet a workload has where the drill runs -> drill subnet (host part "
+        "kept): the clones' isolated network on each host carries it, the host at its gateway, and each clone "
+        "takes its drill address; without a rule a clone takes any address there, or none")
+
+    @field_validator("addresses")
+    @classmethod
+    def _rules(cls, rules: dict[str, AddressRule]) -> dict[str, AddressRule]:
+        return checked_rules(rules)
 
 
 class Readiness(_Model):

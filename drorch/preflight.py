@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drorch.addressing import AddressMove, parse_address, within
+from drorch.addressing import AddressMove, IPNetwork, parse_address, parse_network, within
 from drorch.errors import PlanRefused
 from drorch.inventory import HostInventory, Snapshot
 from drorch.planner import MOVING, Plan
 from drorch.playbook import Loc, Mappings, Playbook, Strategy, WorkloadKind
+from drorch.records import DRILL_NETWORK
 
 
 @dataclass(frozen=True)
@@ -189,3 +190,26 @@ def addresses(pb: Playbook, snap: Snapshot, plan: Plan) -> list[Finding]:
                 found.append(Finding(loc, f"{what}: would come home as {home}, not {before}, when it fails back: "
                                           f"give its address for site {plan.source} too"))
     return found
+
+
+def drill_subnets(pb: Playbook, snap: Snapshot) -> list[Finding]:
+    """A drill subnet that a network of either site already has: a drill's network of that subnet would collide
+    with it on the host, or answer for it. The networks drills make themselves are not counted."""
+    found: list[Finding] = []
+    for key, rule in pb.drill.addresses.items():
+        drill = parse_network(rule.to)
+        clashes = sorted({(inv.site, inv.host, s.network, s.cidr) for inv in snap.hosts for facts in inv.facts.values()
+                          for s in facts.subnets if not DRILL_NETWORK.fullmatch(s.network)
+                          and _overlaps(drill, s.cidr)})
+        found += [Finding(("drill", "addresses", key), f"drill subnet {rule.to} overlaps {cidr} of network {net} on "
+                                                        f"site {site} host {host}")
+                  for site, host, net, cidr in clashes]
+    return found
+
+
+def _overlaps(net: IPNetwork, cidr: str) -> bool:
+    try:
+        other = parse_network(cidr)
+    except ValueError:
+        return False  # a daemon's answer that is no subnet holds nothing
+    return other.version == net.version and other.overlaps(net)

@@ -33,6 +33,7 @@ class StepKind(StrEnum):
 
 DRILL = "drill"  # the operation and mode of a DR drill's run, and the action of each of its clone steps
 DRILL_CLONE = re.compile(r".+-drill-[0-9]+")  # what drills name their clones, which inventories leave out
+DRILL_NETWORK = re.compile(r"drorch-drill-[0-9]+|drd[0-9a-f]{12}")  # a drill's network; an LXD bridge's short name
 DRILL_LABEL = "drorch.drill"  # set on what a drill makes, where the technology has labels
 
 

@@ -29,7 +29,7 @@ def check_playbook(
     """Everything `drorch validate` checks: the plan's problems, pre-flight over the snapshot, and the
     drivers' live checks (none when working from a saved snapshot without drivers)."""
     the_plan = plan(pb, snap, pb.primary, pb.secondary)
-    return the_plan, plan_findings(pb, snap, the_plan, drivers, silent_hosts=True)
+    return the_plan, plan_findings(pb, snap, the_plan, drivers, silent_hosts=True) + preflight.drill_subnets(pb, snap)
 
 
 def plan_findings(pb: Playbook, snap: Snapshot, the_plan: Plan, drivers: Mapping[WorkloadKind, Driver],

@@ -1,6 +1,6 @@
 """An authoritative DNS server on loopback for the tests: Debian's Knot (knotd), with a TSIG key that may update
-zone `lab.example.` and a zone `locked.example.` that takes no update. Started by the test that needs it, and
-stopped by its recorded pid."""
+zones `lab.example.` and `drill.example.`, and a zone `locked.example.` that takes no update. Started by the test
+that needs it, and stopped by its recorded pid."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import dns.update
 from integration.lab_base import stop_pid
 
 ZONE = "lab.example."
+DRILL_ZONE = "drill.example."
 LOCKED = "locked.example."
 KEY = "drorch"
 
@@ -83,7 +84,7 @@ def knot(root: Path) -> Iterator[DnsServer]:
     secret_file.write_text(secret + "\n")
     os.chmod(secret_file, 0o600)
     port = _free_port()
-    for zone in (ZONE, LOCKED):
+    for zone in (ZONE, DRILL_ZONE, LOCKED):
         (root / f"{zone}zone").write_text(_zone(zone))
     conf = root / "knot.conf"
     conf.write_text(f"""server:
@@ -108,6 +109,8 @@ database:
     storage: {root / "db"}
 zone:
   - domain: {ZONE}
+    acl: update
+  - domain: {DRILL_ZONE}
     acl: update
   - domain: {LOCKED}
 """)

@@ -29,6 +29,9 @@ IP_LXD = "ip-lxd"
 LXD_HOME, LXD_AWAY = "10.231.51.10", "10.231.52.10"
 DHCP_VM, STATIC_VM = lab_addresses.IP_VM, lab_addresses.STATIC_VM
 STATIC_HOME, STATIC_AWAY = lab_addresses.STATIC_HOME, "10.231.42.20"
+# what the static guest runs through its agent to take another address (the playbook's `reip`)
+REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
+        'echo "address $DRORCH_NEW_ADDRESS" > /dev/ttyS0 && echo "now $DRORCH_NEW_ADDRESS via $DRORCH_GATEWAY"')
 
 
 def answers(address: str, port: int = PORT) -> bool:

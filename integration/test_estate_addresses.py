@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from drorch.records import StepState
 from drorch.store import Store
 from integration import lab_addresses
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env
-from integration.dns_server import DnsServer
+from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, drorch_process, wait_until
+from integration.dns_server import DRILL_ZONE, DnsServer
 from integration.estate import (
     APP,
     AWAY,
@@ -27,6 +28,7 @@ from integration.estate import (
     LXD_AWAY,
     LXD_HOME,
     PORT,
+    REIP,
     STATIC_AWAY,
     STATIC_HOME,
     STATIC_VM,
@@ -49,8 +51,9 @@ from integration.estate import (
 RULES = {"10.231.31.0/24": {"to": "10.231.32.0/24", "gateway": "10.231.32.1"},
          "10.231.41.0/24": {"to": "10.231.42.0/24", "gateway": "10.231.42.1"},
          "10.231.51.0/24": {"to": "10.231.52.0/24"}}
-REIP = ('ip addr flush dev eth0 && ip addr add "$DRORCH_NEW_ADDRESS/$DRORCH_PREFIX" dev eth0 && '
-        'echo "address $DRORCH_NEW_ADDRESS" > /dev/ttyS0 && echo "now $DRORCH_NEW_ADDRESS via $DRORCH_GATEWAY"')
+# a drill's clones run beside the copies on b, on isolated networks of drill subnets that keep the host part
+DRILL_RULES = {"10.231.32.0/24": {"to": "10.231.62.0/24"}, "10.231.42.0/24": {"to": "10.231.72.0/24"},
+               "10.231.52.0/24": {"to": "10.231.82.0/24"}}
 CHECK = {"port": PORT, "timeout_s": 60}
 
 
@@ -77,6 +80,7 @@ def estate_playbook(tmp_path: Path, server: DnsServer) -> Path:
         book["sites"][site]["hosts"] += lxd["sites"][site]["hosts"]
     book["sites"]["a"]["hosts"][0]["capacity"] = {"vcpus": 8, "memory_mib": 4096}  # the lab's VMs and these
     book["mappings"] = {"networks": {"app-net": "app-net-dr"}, "addresses": RULES}
+    book["drill"] = {"addresses": DRILL_RULES}
     book["workloads"] = [
         {"name": APP, "kind": "container", "strategy": "redeploy", "check": CHECK},
         {"name": IP_LXD, "kind": "lxd", "strategy": "copy", "check": CHECK},
@@ -84,7 +88,7 @@ def estate_playbook(tmp_path: Path, server: DnsServer) -> Path:
         {"name": STATIC_VM, "kind": "vm", "strategy": "live", "check": CHECK,
          "reip": {"run": ["/bin/sh", "-c", REIP]}},
     ]
-    book["dns"] = server.settings(records={w["name"]: ["A"] for w in book["workloads"]})
+    book["dns"] = server.settings(records={w["name"]: ["A"] for w in book["workloads"]}, drill_zone=DRILL_ZONE)
     path = tmp_path / "estate.yaml"
     path.write_text(yaml.safe_dump(book))
     return path
@@ -120,6 +124,22 @@ def aways(dhcp_home: str) -> dict[str, str]:
     return {APP: AWAY, IP_LXD: LXD_AWAY, DHCP_VM: away(dhcp_home), STATIC_VM: STATIC_AWAY}
 
 
+def in_drill(address: str) -> str:
+    """Where the drill rules put an address of site b: 10.231.32.10 -> 10.231.62.10."""
+    _, _, third, last = address.split(".")
+    return f"10.231.{int(third) + 30}.{last}"
+
+
+def clones_up(state_dir: Path, count: int) -> bool:
+    """Whether the newest run is a drill with `count` clone steps done."""
+    store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
+    newest = max(store.runs(), key=lambda r: r.id or 0, default=None)
+    if newest is None or newest.operation != "drill":
+        return False
+    steps = store.steps(newest.id or 0)
+    return sum(s.action == "drill" and s.state is StepState.SUCCEEDED for s in steps) == count
+
+
 def point_home(server: DnsServer, dhcp_home: str) -> None:
     """The records as they stood before drorch was ever run: each names its workload at home."""
     for workload, address in homes(dhcp_home).items():
@@ -132,7 +152,7 @@ def ok(res: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str
 
 
 def test_every_kind_answers_at_its_mapped_address_through_failover_drill_disaster_and_home_again(
-        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path, estate: str) -> None:
+        run_drorch: Drorch, dns_server: DnsServer, tmp_path: Path, state_dir: Path, estate: str) -> None:
     home, there = homes(estate), aways(estate)
     pb = estate_playbook(tmp_path, dns_server)
     point_home(dns_server, estate)
@@ -154,9 +174,21 @@ def test_every_kind_answers_at_its_mapped_address_through_failover_drill_disaste
     assert reserved("a") == {lab_addresses.IP_VM_MAC: estate} and reserved("b") == {}  # b's went with the guest
 
     ok(run_drorch("protect", "ship", str(pb)))
-    drill = json.loads(ok(run_drorch("drill", str(pb), "--json")).stdout)
+    clones = {w: in_drill(a) for w, a in there.items()}
+    with drorch_process(state_dir, "drill", str(pb), "--hold-s", "20", "--json") as proc:
+        # only once the clones are up do their drill subnets have routes here: none goes off the machine
+        wait_until(lambda: clones_up(state_dir, len(clones)), "the clones up and checked", timeout=240)
+        assert {w: answers(a) for w, a in clones.items()} == dict.fromkeys(clones, True)
+        assert {w: dns_server.read(f"{w}.{DRILL_ZONE}") for w in clones} == {w: [a] for w, a in clones.items()}
+        assert_at("a", home, dns_server)  # a drill never touches what runs, nor its records
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    drill = json.loads(out)
     assert drill["state"] == "succeeded", drill
-    assert_at("a", home, dns_server)  # a drill never touches what runs, nor its records
+    said = {r["workload"]: [c["said"] for c in r["checks"] if c["check"] == "address"] for r in drill["steps"]
+            if r["workload"] in clones}
+    assert said == {w: [f"answers on {a}:{PORT}"] for w, a in clones.items()}
+    assert {w: dns_server.read(f"{w}.{DRILL_ZONE}") for w in clones} == {w: [] for w in clones}  # torn down
 
     # Site a answers, so the disaster's fence stops everything there; the copies restart on b from their points,
     # where the DHCP guest's reservation and the static guest's new address come from what the copies say.

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from drorch.drivers.base import Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Retention
+from drorch.drivers.base import DrillNet, Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Retention
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.records import clone_name, network_name
 
@@ -124,11 +124,11 @@ class DriverContract:
         shipped = driver.ship(request_, Retention(keep=2))
         held = driver.held_points(request_.workload, request_.target)
         clone, network = clone_name(request_.workload, 9999), network_name(9999)
-        said = driver.clone(request_.workload, clone, request_.target, network, shipped.name)
+        said = driver.clone(request_.workload, clone, request_.target, DrillNet(network), shipped.name)
         assert clone in said
         up = driver.locate(clone, request_.target)
         assert up is not None and up.running
-        assert driver.clone(request_.workload, clone, request_.target, network) == \
+        assert driver.clone(request_.workload, clone, request_.target, DrillNet(network)) == \
             f"{clone} already up on site {request_.target.site}"
         assert request_.workload not in [w.name for w in driver.inventory(request_.target) if w.running]
         assert driver.discard(clone, request_.target) != []

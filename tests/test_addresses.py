@@ -164,6 +164,8 @@ def test_a_container_keeps_its_static_address_mapped_and_a_dynamic_one_is_left_t
         "EndpointsConfig": {"app-net-dr": {"IPAMConfig": {"IPv4Address": "10.32.0.10", "IPv6Address": "fd32::10"}}}}
     assert "NetworkingConfig" not in clone_config(_inspect(None), m)
     assert "NetworkingConfig" not in drill_config(static, "web-drill-1", "drorch-drill-1")
+    assert drill_config(static, "web-drill-1", "drorch-drill-1", ("10.62.0.10", "fd62::10"))["NetworkingConfig"] == {
+        "EndpointsConfig": {"drorch-drill-1": {"IPAMConfig": {"IPv4Address": "10.62.0.10", "IPv6Address": "fd62::10"}}}}
     assert container_nics(static) == (Nic("app-net", ("10.31.0.10", "fd31::10"), True, "02:42:0a:1f:00:0a"),)
     assert container_nics(_inspect(None)) == (Nic("app-net", ("10.31.0.10",), False, "02:42:0a:1f:00:0a"),)
     listed = [{"Name": "app-net", "IPAM": {"Config": [{"Subnet": "10.31.0.0/24", "Gateway": "10.31.0.1"}]}},
@@ -439,6 +441,9 @@ def test_the_records_a_site_wants_name_each_address_of_their_family_or_the_site_
         Wanted("web", "A", ("10.32.0.10",)), Wanted("web", "AAAA", ("fd32::10",)),
         Wanted("web", "CNAME", ("web.b.lab.example.",))]
     assert wanted(dns, "db", "b", ["10.32.0.10"]) == []
+    assert dns.drill_records("web", ["10.62.0.10"]) == [Wanted("web", "A", ("10.62.0.10",)), Wanted("web", "AAAA", ())]
+    with pytest.raises(ValueError, match="drill_zone must not be the zone itself"):
+        Dns(servers=["127.0.0.1"], zone="lab.example.", drill_zone="LAB.example", records={"web": ["A"]})
     assert [server_address(s) for s in dns.servers] == [("127.0.0.1", 5353), ("::1", 53), ("::1", 53)]
     with pytest.raises(ValueError, match="port 70000 is outside"):
         server_address("127.0.0.1:70000")

@@ -95,6 +95,8 @@ def test_a_drill_clone_has_every_nic_on_the_drill_network_only() -> None:
     assert isolated_devices(instance(), "drill-7") == {"eth0": {"type": "nic", "network": "drill-7"},
                                                        "eth1": {"type": "nic", "network": "drill-7"}}
     assert isolated_devices(instance(expanded_devices={}, devices={}), "drill-7") == {}
+    assert isolated_devices(instance(), "drill-7", ("10.82.0.10",))["eth0"] == {
+        "type": "nic", "network": "drill-7", "ipv4.address": "10.82.0.10"}
 
 
 def test_points_are_drorchs_snapshots_and_a_point_copy_is_marked() -> None:

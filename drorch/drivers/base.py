@@ -8,6 +8,7 @@ this process and from both sites' reality otherwise, so a later process can pick
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import uuid
@@ -22,8 +23,8 @@ from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
 from drorch.playbook_runs import MigrationControls
 from drorch.redact import redact
 
-__all__ = ["Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention", "Shipped",
-           "WorkloadInfo"]
+__all__ = ["DrillNet", "Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention",
+           "Shipped", "WorkloadInfo"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,18 @@ class MoveRequest:
             resources=Resources.model_validate(raw["resources"]) if raw.get("resources") else None,
             controls=MigrationControls.model_validate(raw["controls"]) if raw.get("controls") else None,
         )
+
+
+@dataclass(frozen=True)
+class DrillNet:
+    """A drill's isolated network on one host: nothing routes off it. With subnets, the host has the gateway
+    address of each (so that checks reach the clones) and clones with an address take theirs from them."""
+
+    name: str
+    subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway): at most one of each family
+
+    def gateway(self, version: int) -> tuple[str, str] | None:
+        return next(((cidr, gw) for cidr, gw in self.subnets if ipaddress.ip_network(cidr).version == version), None)
 
 
 @dataclass
@@ -259,9 +272,11 @@ class Driver(ABC):
         keep there the points `retention` names. Raises MoveFailed or SiteUnreachable."""
 
     @abstractmethod
-    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
+              addresses: tuple[str, ...] = ()) -> str:
         """Drill: start `clone`, a renamed copy of the recovery point `point` (or the newest) of `name`, attached
-        only to `network`, an isolated network the driver creates for the drill when the copy needs one.
+        only to `net`, an isolated network the driver creates for the drill when the copy needs one, at
+        `addresses` there (at most one of each family; none: any address the network gives, or none).
         The recovery point is not changed. Returns how it started; raises MoveFailed or SiteUnreachable."""
 
     @abstractmethod

@@ -18,7 +18,7 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from drorch.drivers.base import Handle, MoveRequest, Phase, Progress, Retention, Shipped, chosen
+from drorch.drivers.base import DrillNet, Handle, MoveRequest, Phase, Progress, Retention, Shipped, chosen
 from drorch.drivers.container_moves import ContainerMoves, checkpoint_name
 from drorch.drivers.docker_config import (
     POINT_NAME,
@@ -259,8 +259,8 @@ class ContainerPoints:
             s.drop_checkpoint(target["Id"], checkpoint)  # it holds the process's memory
         return f"restored on site {site} from checkpoint {checkpoint}", ""
 
-    def clone(self, name: str, clone: str, s: DockerSite, network: str, point: str | None,
-              isolated: Any) -> str:
+    def clone(self, name: str, clone: str, s: DockerSite, net: DrillNet, point: str | None,
+              addresses: tuple[str, ...], isolated: Any) -> str:
         """Drill: a new container from the point copy's config, on its own copies of the point's volumes,
         restored from a copy of the point's checkpoint."""
         site = s.ep.site
@@ -275,28 +275,28 @@ class ContainerPoints:
             return f"{clone} already up on site {site}"
         at, checkpointed = start_point(s, name, copy, point)
         if isinstance(s, PodmanSite) and at is not None and checkpointed:
-            return self._clone_image(name, clone, s, copy, there, at, network, isolated)
+            return self._clone_image(name, clone, s, copy, there, at, net, addresses, isolated)
         checkpoint = at if checkpointed and s.checkpoint_obstacle() is None else None
-        target = there or self._clone_container(copy, clone, s, network, isolated)
+        target = there or self._clone_container(copy, clone, s, net, addresses, isolated)
         started, _ = self._start(clone, s, point_view(copy, at), target, checkpoint, fallback=False)
         return f"{clone} {started}"
 
-    def _clone_container(self, copy: dict[str, Any], clone: str, s: DockerSite, network: str,
-                         isolated: Any) -> dict[str, Any]:
-        config = drill_config(copy, clone, network)
-        if config["HostConfig"]["NetworkMode"] == network:
-            isolated(s, network)
+    def _clone_container(self, copy: dict[str, Any], clone: str, s: DockerSite, net: DrillNet,
+                         addresses: tuple[str, ...], isolated: Any) -> dict[str, Any]:
+        config = drill_config(copy, clone, net.name, addresses)
+        if config["HostConfig"]["NetworkMode"] == net.name:
+            isolated(s, net)
         return s.create(config, clone)
 
     def _clone_image(self, name: str, clone: str, s: PodmanSite, copy: dict[str, Any], there: dict[str, Any] | None,
-                     point: str, network: str, isolated: Any) -> str:
+                     point: str, net: DrillNet, addresses: tuple[str, ...], isolated: Any) -> str:
         """Podman: a restored checkpoint image keeps the workload's network and volume names, which a drill must
         not share; a clone that has neither is restored from it, any other starts from its image."""
         image = checkpoint_image(name, point)
         if there is None and not volumes(copy) and (copy.get("HostConfig") or {}).get("NetworkMode") == "none":
             s.restore_image(image, clone)
             return f"{clone} restored on site {s.ep.site} from checkpoint {image}"
-        target = there or self._clone_container(copy, clone, s, network, isolated)
+        target = there or self._clone_container(copy, clone, s, net, addresses, isolated)
         self._start(clone, s, point_view(copy, point), target, None, fallback=False)
         return (f"{clone} started on site {s.ep.site} from its image: checkpoint {image} keeps the workload's "
                 "network or volumes, which a drill does not share")

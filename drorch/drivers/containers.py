@@ -15,8 +15,10 @@ import threading
 from typing import Any
 
 from docker.errors import APIError
+from docker.types import IPAMConfig, IPAMPool
 
 from drorch.drivers.base import (
+    DrillNet,
     Endpoint,
     Handle,
     HostFacts,
@@ -172,18 +174,22 @@ class ContainerDriver(ThreadedDriver):
         except API_ERRORS as exc:
             raise MoveFailed(f"container {name} did not start on site {site.site}: {reason(exc)}") from None
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
+              addresses: tuple[str, ...] = ()) -> str:
         try:
-            return self._points.clone(name, clone, self._site(site), network, point, self._isolated_network)
+            return self._points.clone(name, clone, self._site(site), net, point, addresses, self._isolated_network)
         except (*API_ERRORS, MoveFailed) as exc:
             raise MoveFailed(f"clone {clone} of container {name} did not start on site {site.site}: "
                              f"{reason(exc)}") from None
 
-    def _isolated_network(self, s: DockerSite, network: str) -> None:
-        """An internal network: no gateway, no route off it, so clones reach each other and nothing else."""
+    def _isolated_network(self, s: DockerSite, net: DrillNet) -> None:
+        """An internal network: no route off it, so clones reach each other and, at its gateways, the host."""
         with self._lock:
-            if not s.api.networks(names=[network]):
-                s.api.create_network(network, driver="bridge", internal=True, labels={DRILL_LABEL: network})
+            if not s.api.networks(names=[net.name]):
+                pools = [IPAMPool(subnet=cidr, gateway=gw) for cidr, gw in net.subnets]
+                s.api.create_network(net.name, driver="bridge", internal=True, labels={DRILL_LABEL: net.name},
+                                     ipam=IPAMConfig(pool_configs=pools) if pools else None,
+                                     enable_ipv6=any(":" in cidr for cidr, _ in net.subnets))
 
     def held_points(self, name: str, site: Endpoint) -> list[str] | None:
         s = self._site(site)

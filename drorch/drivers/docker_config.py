@@ -182,18 +182,21 @@ def whole_points(copy: dict[str, Any], checkpoints: list[str], found: list[dict[
                   if {point_volume(v, p) for v in wanted} <= have and (p not in needs_checkpoint or p in checkpoints))
 
 
-def drill_config(inspect: dict[str, Any], clone: str, network: str) -> dict[str, Any]:
-    """A drill clone's create body: no published ports, no restart policy, and on `network` unless it had
-    no network at all (then its own empty namespace already isolates it); labelled as a drill's. Its named
-    volumes are its own (`clone_volume`), never the recovery point's."""
+def drill_config(inspect: dict[str, Any], clone: str, network: str, addresses: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A drill clone's create body: no published ports, no restart policy, and on `network` (at `addresses`,
+    else any address there) unless it had no network at all (then its own empty namespace already isolates
+    it); labelled as a drill's. Its named volumes are its own (`clone_volume`), never the recovery point's."""
     config = renamed_volumes(clone_config(inspect), lambda v: clone_volume(v, clone))
     hc = config["HostConfig"]
     for key in ("PortBindings", "RestartPolicy"):
         hc.pop(key, None)
     config.pop("ExposedPorts", None)
-    config.pop("NetworkingConfig", None)  # the drill network has subnets of its own: the clone takes any address
+    config.pop("NetworkingConfig", None)  # the drill network has subnets of its own
     if hc.get("NetworkMode") != "none":
         hc["NetworkMode"] = network
+        if addresses:
+            ipam = {"IPv6Address" if ":" in a else "IPv4Address": a for a in addresses}
+            config["NetworkingConfig"] = {"EndpointsConfig": {network: {"IPAMConfig": ipam}}}
     labels = {k: v for k, v in (config.get("Labels") or {}).items() if k != POINT_LABEL}
     config["Labels"] = {**labels, DRILL_LABEL: clone}
     return config

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from drorch.drivers.base import (
+    DrillNet,
     Driver,
     Endpoint,
     Handle,
@@ -61,6 +62,7 @@ class FakeSite:
     checkpoints: bool = True  # CRIU works on this site's Docker
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
     networks: set[str] = field(default_factory=set)  # made by drills
+    drill_subnets: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # theirs, by name
     points: dict[str, dict[str, int]] = field(default_factory=dict)  # workload -> its points' counters, oldest first
     shipped: int = 0  # points ever shipped here, which numbers them
     facts: HostFacts = field(default_factory=lambda: HostFacts(vcpus=64, memory_mib=65536))
@@ -215,7 +217,8 @@ class FakeDriver(Driver):
         return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
                        name, "full", 1)
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
+              addresses: tuple[str, ...] = ()) -> str:
         here = self.cloud.site(site)
         copy = self._workloads(site).get(name)
         if copy is None:
@@ -227,9 +230,11 @@ class FakeDriver(Driver):
         if why is not None:
             raise MoveFailed(why)
         if copy.networks:
-            here.networks.add(network)
-        here.workloads[clone] = replace(copy, running=True, networks=(network,) if copy.networks else (),
-                                        labels=dict(copy.labels), counter=count or copy.counter)
+            here.networks.add(net.name)
+            here.drill_subnets[net.name] = net.subnets
+        nics = (Nic(net.name, addresses, bool(addresses)),) if copy.networks else ()
+        here.workloads[clone] = replace(copy, running=True, networks=(net.name,) if copy.networks else (),
+                                        labels=dict(copy.labels), counter=count or copy.counter, nics=nics)
         return f"{clone} up on site {site.site} (count {copy.counter})"
 
     def run_inside(self, name: str, site: Endpoint, argv: list[str], env: dict[str, str],

@@ -12,10 +12,20 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from drorch.drivers.base import Endpoint, HostFacts, MoveRequest, Phase, Progress, Retention, Shipped, WorkloadInfo
-from drorch.drivers.libvirt_addresses import NetworkView, reserve, shipped_reservations, with_record
+from drorch.drivers.base import (
+    DrillNet,
+    Endpoint,
+    HostFacts,
+    MoveRequest,
+    Phase,
+    Progress,
+    Retention,
+    Shipped,
+    WorkloadInfo,
+)
+from drorch.drivers.libvirt_addresses import NetworkView, Reservation, reserve, shipped_reservations, with_record
 from drorch.drivers.libvirt_agent import guest_exec
-from drorch.drivers.libvirt_drill import isolated_network, overlays, remove_clone, remove_network
+from drorch.drivers.libvirt_drill import clone_mac, isolated_network, overlays, remove_clone, remove_network
 from drorch.drivers.libvirt_moves import LibvirtMoves
 from drorch.drivers.libvirt_points import new_stamp
 from drorch.drivers.libvirt_recovery import clone_overlays, leftovers, started_on_overlays, whole_points
@@ -160,15 +170,18 @@ class LibvirtDriver(LibvirtMoves):
             why = exc if isinstance(exc, MoveFailed) else reason(exc)
             raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {why}") from None
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
+              addresses: tuple[str, ...] = ()) -> str:
         """A transient domain from the shipped definition; its disks on overlays over the point's chains, which
-        the drill removes after."""
+        the drill removes after. A drill address of IPv4 is its DHCP reservation on the drill network; the
+        guest that sets its own is re-addressed from inside by the drill."""
         copy = self._domain(site, name)
         if copy is None:
             raise MoveFailed(f"site {site.site} holds no definition of VM {name} to clone")
         if self._running_on(site, clone):
             return f"{clone} already up on site {site.site}"
         conn = self._conn(site)
+        mac, reserved = None, ""
         try:
             xml = copy.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             disks, stamp = clone_overlays(conn, clone, xml, point, f"VM {name}")
@@ -176,13 +189,18 @@ class LibvirtDriver(LibvirtMoves):
                 disks = overlays(conn, clone, xml)  # disks the site shares with the source: overlays over them
             if ET.fromstring(xml).find("./devices/interface") is not None:
                 with self._lock:
-                    isolated_network(conn, network)
-            conn.createXML(drill_domain_xml(xml, clone, network, disks), 0)
+                    isolated_network(conn, net)
+                    v4 = next((a for a in addresses if ":" not in a), None)
+                    if v4 is not None:
+                        mac = clone_mac(clone)
+                        reserve(conn, Reservation(net.name, mac, v4))
+                        reserved = f", {v4} reserved for it"
+            conn.createXML(drill_domain_xml(xml, clone, net.name, disks, mac), 0)
         except (libvirt.libvirtError, MoveFailed) as exc:
             why = exc if isinstance(exc, MoveFailed) else reason(exc)
             raise MoveFailed(f"clone {clone} of VM {name} did not start on site {site.site}: {why}") from None
         on = f", {len(disks)} disks on overlays" if disks else ""
-        return f"{clone} booted on site {site.site} from {stamp or 'the shipped definition'}{on}"
+        return f"{clone} booted on site {site.site} from {stamp or 'the shipped definition'}{on}{reserved}"
 
     def held_points(self, name: str, site: Endpoint) -> list[str] | None:
         dom = self._domain(site, name)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+
 import libvirt
 
+from drorch.drivers.base import DrillNet
 from drorch.drivers.libvirt_storage import guest_disks, refresh
 from drorch.drivers.libvirt_xml import Chain
 
@@ -21,10 +25,30 @@ def overlays(conn: libvirt.virConnect, clone: str, xml: str) -> dict[str, tuple[
     return found
 
 
-def isolated_network(conn: libvirt.virConnect, network: str) -> None:
-    """No forward mode and no address: clones reach each other and nothing else."""
-    if network not in conn.listNetworks():
-        conn.networkCreateXML(f"<network><name>{network}</name></network>")
+def isolated_network(conn: libvirt.virConnect, net: DrillNet) -> None:
+    """No forward mode: clones reach each other and, at the gateway address of each of its subnets, the host
+    (none: nothing at all). An IPv4 subnet has DHCP for the upper half of its addresses, and the reservations
+    of the clones with a drill address."""
+    if net.name in conn.listNetworks():
+        return
+    ips = []
+    for cidr, gateway in net.subnets:
+        subnet = ipaddress.ip_network(cidr)
+        if subnet.version == 6:
+            ips.append(f"<ip family='ipv6' address='{gateway}' prefix='{subnet.prefixlen}'/>")
+            continue
+        hosts = [h for h in subnet.hosts() if str(h) != gateway]
+        upper = hosts[len(hosts) // 2:]
+        dhcp = f"<dhcp><range start='{upper[0]}' end='{upper[-1]}'/></dhcp>" if upper else ""
+        ips.append(f"<ip address='{gateway}' prefix='{subnet.prefixlen}'>{dhcp}</ip>")
+    conn.networkCreateXML(f"<network><name>{net.name}</name>{''.join(ips)}</network>")
+
+
+def clone_mac(clone: str) -> str:
+    """A locally administered MAC of QEMU's prefix, the same for the clone's name in every attempt, so that
+    its reservation on the drill network is found again."""
+    digest = hashlib.sha256(clone.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 def remove_clone(conn: libvirt.virConnect, dom: libvirt.virDomain | None, clone: str) -> list[str]:

@@ -48,10 +48,11 @@ DRILL_NS = "urn:drorch:drill"
 Chain = list[tuple[str, str]]  # a disk's backing files as (path, format), the one it reads first first
 
 
-def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, tuple[str, Chain]]) -> str:
-    """A drill clone's definition: renamed, without UUID or MACs, every interface on the drill's network,
-    file consoles in files of its own, and its writable disks (by source) on copy-on-write overlays, each
-    with the chain of the recovery point under it."""
+def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, tuple[str, Chain]],
+                     mac: str | None = None) -> str:
+    """A drill clone's definition: renamed, without UUID or MACs (but `mac` on its first interface), every
+    interface on the drill's network, file consoles in files of its own, and its writable disks (by source) on
+    copy-on-write overlays, each with the chain of the recovery point under it."""
     root = ET.fromstring(xml)
     name = root.find("name")
     original = name.text or "" if name is not None else ""
@@ -64,6 +65,9 @@ def drill_domain_xml(xml: str, clone: str, network: str, overlays: dict[str, tup
         for child in list(iface):
             iface.remove(child)
         iface.attrib = {"type": "network"}
+        if mac is not None:
+            ET.SubElement(iface, "mac", address=mac)
+            mac = None
         ET.SubElement(iface, "source", network=network)
         if model is not None:
             iface.append(model)

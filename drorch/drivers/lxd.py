@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from drorch.drivers.base import (
+    DrillNet,
     Endpoint,
     Handle,
     HostFacts,
@@ -191,22 +192,25 @@ class LxdDriver(ThreadedDriver):
         s.set_state(name, "start")
         return Progress(Phase.COMPLETED, message=f"running on site {site.site} (restarted from point {snap})")
 
-    def clone(self, name: str, clone: str, site: Endpoint, network: str, point: str | None = None) -> str:
+    def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
+              addresses: tuple[str, ...] = ()) -> str:
         s = self._site(site)
         made = s.status(clone)
         if made == "Running":
             return f"{clone} already up on site {site.site}"
         inst, snap = self._copy_at(s, name, point)
-        devices = isolated_devices(inst, network)
+        network = net.name
+        devices = isolated_devices(inst, network, addresses)
         if devices:
-            s.ensure_network(bridge_name(network))
+            s.ensure_network(bridge_name(network), net.subnets)
         if made is None:
             # LXD takes a copy's profiles, config and devices from the request, not from what it copies
             body = target_body(inst, Mappings(), volatile=False)
             s.create({**body, "name": clone, "source": {"type": "copy", "source": f"{name}/{snap}"},
                           "devices": {**body["devices"], **devices}, "config": {**body["config"], DRILL_KEY: "1"}})
         s.set_state(clone, "start")
-        where = f" on network {bridge_name(network)}" if devices else " (no network)"
+        at = f" at {', '.join(addresses)}" if devices and addresses else ""
+        where = f" on network {bridge_name(network)}{at}" if devices else " (no network)"
         return f"{clone} started on site {site.site} from point {snap}{where}"
 
     def discard(self, clone: str, site: Endpoint) -> list[str]:

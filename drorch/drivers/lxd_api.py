@@ -295,11 +295,16 @@ class LxdSite:
         self.act("delete", "networks", name)
         return True
 
-    def ensure_network(self, name: str) -> None:
-        """A bridge with no address, no DHCP and no route out: a drill's clones reach only each other."""
+    def ensure_network(self, name: str, subnets: tuple[tuple[str, str], ...] = ()) -> None:
+        """A bridge with no route out: a drill's clones reach each other and, at the gateway address of each of
+        `subnets` (none: no address, no DHCP), the host."""
         if name not in self.managed_networks():
-            self.act("post", "networks", body={"name": name, "type": "bridge",
-                                               "config": {"ipv4.address": "none", "ipv6.address": "none"}})
+            config = {"ipv4.address": "none", "ipv6.address": "none"}
+            for cidr, gateway in subnets:
+                family = "ipv6" if ":" in cidr else "ipv4"
+                config |= {f"{family}.address": f"{gateway}/{cidr.split('/')[1]}", f"{family}.nat": "false",
+                           f"{family}.routing": "false"}
+            self.act("post", "networks", body={"name": name, "type": "bridge", "config": config})
 
     def close(self) -> None:
         if "client" in self.__dict__:

@@ -164,10 +164,14 @@ def bridge_name(network: str) -> str:
     return network if len(network) <= 15 else f"drd{hashlib.sha256(network.encode()).hexdigest()[:12]}"
 
 
-def isolated_devices(inst: dict[str, Any], network: str) -> dict[str, dict[str, str]]:
-    """Every NIC of the instance (its own and its profiles') put on `network` only: a drill clone's devices."""
+def isolated_devices(inst: dict[str, Any], network: str, addresses: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """Every NIC of the instance (its own and its profiles') put on `network` only, the first at `addresses`: a
+    drill clone's devices."""
     devices: dict[str, dict[str, str]] = inst.get("expanded_devices") or inst.get("devices") or {}
-    return {k: {"type": "nic", "network": bridge_name(network)} for k, d in devices.items() if d.get("type") == "nic"}
+    nics = sorted(k for k, d in devices.items() if d.get("type") == "nic")
+    fixed = {"ipv6.address" if ":" in a else "ipv4.address": a for a in addresses}
+    return {k: {"type": "nic", "network": bridge_name(network), **(fixed if i == 0 else {})}
+            for i, k in enumerate(nics)}
 
 
 ENV_PREFIX = "environment."  # an LXD instance's environment variables, as config keys
