@@ -313,6 +313,7 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
         HOME,
         NetworkView,
         Reservation,
+        claimable,
         recorded,
         release,
         renew_pending,
@@ -345,6 +346,11 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
     assert wanted(NetworkView(conn).nics(guest), m) == [Reservation("dr", mine.mac, "10.9.0.50")]
     assert release(conn, mine) and not release(conn, mine)
     assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}
+    # A guest's reservations are made once it has landed; what would refuse them refuses before it moves.
+    with pytest.raises(MoveFailed, match=re.escape(taken)):
+        claimable(conn, [mine, Reservation("default", "52:54:00:00:00:03", theirs.ip)])
+    claimable(conn, [mine])
+    assert reservations(net.XMLDesc(0)) == {theirs.mac: theirs.ip}  # checking makes nothing
     # A landed guest's definition also names what is still to be removed at the site it left, until it is.
     left = Reservation("default", mine.mac, "192.168.122.7")
     landed = conn.defineXML(with_record(guest.replace("<domain><name>g</name>", "<domain type='test'><name>landed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
@@ -153,18 +154,33 @@ def reserve(conn: libvirt.virConnect, want: Reservation) -> None:
     done again after an interruption finds what it reserved before): it goes when the guest leaves."""
     try:
         net = conn.networkLookupByName(want.network)
-        held = reservations(net.XMLDesc(0))
+        held = _claimable(net, want)
         if held.get(want.mac) == want.ip:
             return
-        other = next((mac for mac, ip in held.items() if ip == want.ip and mac != want.mac), None)
-        if other is not None:
-            raise MoveFailed(f"network {want.network} already reserves {want.ip} for {other}")
         if want.mac in held:
             _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, Reservation("", want.mac, held[want.mac]).xml())
         _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, want.xml())
     except libvirt.libvirtError as exc:
         raise MoveFailed(f"network {want.network} did not take the reservation of {want.ip} for {want.mac}: "
                          f"{exc.get_error_message() or exc}") from None
+
+
+def _claimable(net: libvirt.virNetwork, want: Reservation) -> dict[str, str]:
+    """The network's reservations; MoveFailed when it reserves `want.ip` for another MAC."""
+    held = reservations(net.XMLDesc(0))
+    other = next((mac for mac, ip in held.items() if ip == want.ip and mac != want.mac), None)
+    if other is not None:
+        raise MoveFailed(f"network {want.network} already reserves {want.ip} for {other}")
+    return held
+
+
+def claimable(conn: libvirt.virConnect, wants: list[Reservation]) -> None:
+    """MoveFailed when a network would refuse one of the reservations: checked before the guest is touched."""
+    try:
+        for want in wants:
+            _claimable(conn.networkLookupByName(want.network), want)
+    except libvirt.libvirtError as exc:
+        raise MoveFailed(f"the target's networks cannot be read: {exc.get_error_message() or exc}") from None
 
 
 def release(conn: libvirt.virConnect, held: Reservation) -> bool:
@@ -239,19 +255,30 @@ def _fresh(domain_xml: str, ns: str, tag: str) -> tuple[ET.Element, ET.Element]:
     return root, ET.SubElement(metadata, f"{{{ns}}}{tag}")
 
 
-def renew(dom: libvirt.virDomain) -> None:
-    """Take each of the guest's links down and up again: a guest's DHCP client (NetworkManager, systemd-networkd,
-    the lab's udhcpc) asks again on a new link, and so learns its address on the network it now is on."""
+def renew(dom: libvirt.virDomain, meanwhile: Callable[[], object] | None = None) -> None:
+    """Take the guest's links down and up again: a guest's DHCP client (NetworkManager, systemd-networkd, the lab's
+    udhcpc) asks again on a new link, and so learns its address on the network it now is on. While they are down,
+    `meanwhile` runs (the reservations it will ask for, made then: libvirt restarts the network's dnsmasq for each,
+    which during a migration would hold the migration up); they come up again whatever it raised."""
     root = ET.fromstring(dom.XMLDesc(0))
-    for iface in root.findall("./devices/interface[@type='network']"):
-        for state in ("down", "up"):
-            link = iface.find("link")
-            if link is None:
-                link = ET.SubElement(iface, "link")
-            link.set("state", state)
+    ifaces = root.findall("./devices/interface[@type='network']")
+
+    def link(state: str) -> None:
+        for iface in ifaces:
+            el = iface.find("link")
+            if el is None:
+                el = ET.SubElement(iface, "link")
+            el.set("state", state)
             dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            if state == "down":
-                time.sleep(LINK_PAUSE_S)
+
+    link("down")
+    try:
+        started = time.monotonic()
+        if meanwhile is not None:
+            meanwhile()
+        time.sleep(max(0.0, LINK_PAUSE_S - (time.monotonic() - started)))
+    finally:
+        link("up")
 
 
 def with_shipped(domain_xml: str, nics: tuple[Nic, ...], mappings: Mappings) -> str:

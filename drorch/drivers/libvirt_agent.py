@@ -12,7 +12,8 @@ import libvirt_qemu
 
 from drorch.errors import MoveFailed
 
-POLL_S = 0.2
+POLL_S = 0.2  # the longest pause between two looks at a command's status; the first looks come sooner
+FIRST_POLL_S = 0.01
 
 
 def _ask(dom: libvirt.virDomain, execute: str, timeout_s: int, **arguments: object) -> dict[str, object]:
@@ -36,6 +37,7 @@ def guest_exec(dom: libvirt.virDomain, argv: list[str], env: dict[str, str], tim
                 raise MoveFailed(f"the guest agent of {dom.name()} did not answer in {timeout_s:g} s: "
                                  f"{exc.get_error_message() or exc}") from None
             time.sleep(1.0)
+    pause = FIRST_POLL_S  # most commands a move runs end within milliseconds
     while True:
         try:
             status = _ask(dom, "guest-exec-status", 5, pid=started.get("pid"))
@@ -47,4 +49,5 @@ def guest_exec(dom: libvirt.virDomain, argv: list[str], env: dict[str, str], tim
             return int(str(status.get("exitcode", -1))), out.decode(errors="replace").strip()
         if time.monotonic() > deadline:
             raise MoveFailed(f"{argv[0]} did not end inside {dom.name()} in {timeout_s:g} s")
-        time.sleep(POLL_S)
+        time.sleep(pause)
+        pause = min(POLL_S, pause * 2)

@@ -14,6 +14,7 @@ from drorch.drivers.libvirt_addresses import (
     HOME,
     NetworkView,
     Reservation,
+    claimable,
     recorded,
     release,
     renew,
@@ -78,13 +79,12 @@ class LibvirtMoves(LibvirtSites):
         self._check_room(request, disks)
         created: list[libvirt.virStorageVol] = []
         target = self._conn(request.target)
-        wants = self._reserve(request, xml)
+        wants = self._wanted(request, xml)
+        claimable(target, wants)  # made once it has landed, while its link is down (settle)
 
         def undo() -> None:  # nothing half-made stays on the target
             for vol in created:
                 delete_quietly(vol)
-            for r in wants:
-                release(target, r)
 
         try:
             for disk, pool in disks:  # storage migration writes into volumes that exist already
@@ -120,29 +120,39 @@ class LibvirtMoves(LibvirtSites):
         self.settle(request)
         return self._completed(request)
 
-    def _reserve(self, request: MoveRequest, xml: str) -> list[Reservation]:
-        """Reservations on the target's networks that give each of the guest's addresses its mapped one there."""
-        wants = wanted(NetworkView(self._conn(request.source)).nics(xml), request.mappings)  # DHCP ones
-        target = self._conn(request.target)
-        for r in wants:
-            reserve(target, r)
-        return wants
+    def _wanted(self, request: MoveRequest, xml: str) -> list[Reservation]:
+        """Reservations on the target's networks that give each of the guest's DHCP addresses its mapped one."""
+        return wanted(NetworkView(self._conn(request.source)).nics(xml), request.mappings)
 
     def settle(self, request: MoveRequest) -> None:
-        """The guest landed: a live one asks DHCP again on its new network, and what drorch reserved for it at
-        home goes. Done by the process that moved it, and again by one that finds it landed after that process
-        died: the landed definition says what is left to do, and no longer once it is done."""
+        """The guest landed: a live one gets its reservations here and loses drorch's at home while its link is
+        down, then asks DHCP again on its new network; a cold one only loses those at home. Done by the process
+        that moved it, and again by one that finds it landed after that process died: the landed definition says
+        what is left to do, and no longer once it is done."""
         landed = self._domain(request.target, request.workload)
         if landed is None or not landed.isActive():
             return
         xml = landed.XMLDesc(0)
         again, home = renew_pending(xml), recorded(xml, HOME)
-        if again:
-            renew(landed)
-        if home:
+
+        def release_home() -> None:
             source = self._conn(request.source)
             for r in home:
                 release(source, r)
+
+        def switch_reservations() -> None:
+            target = self._conn(request.target)
+            for r in recorded(xml):
+                try:
+                    reserve(target, r)
+                except MoveFailed as exc:
+                    raise MoveFailed(f"{request.workload} runs on site {request.target.site}, but {exc}") from None
+            release_home()
+
+        if again:
+            renew(landed, switch_reservations)
+        elif home:
+            release_home()
         if again or home:
             settled(landed)
 
@@ -161,6 +171,8 @@ class LibvirtMoves(LibvirtSites):
         try:
             disks = self._to_copy(xml, request)
             self._check_room(request, disks)
+            wants = self._wanted(request, xml)
+            claimable(target, wants)
             self._jobs.set_step(handle_id, "shutdown")
             stop(dom)
             try:
@@ -176,12 +188,15 @@ class LibvirtMoves(LibvirtSites):
                     for copy in frozen or []:
                         delete_quietly(copy)
                 self._jobs.set_step(handle_id, "start")
-                wants = self._reserve(request, xml)
+                for r in wants:  # before it boots and asks
+                    reserve(target, r)
                 mapped = map_domain_xml(self._landed(xml, disks), request.mappings, request.resources)
                 target.defineXML(with_record(mapped, wants, recorded(xml))).create()
             except (libvirt.libvirtError, MoveFailed) as exc:
                 for vol in created:
                     delete_quietly(vol)
+                for r in wants:
+                    release(target, r)
                 dom.create()  # not started there: back up at home
                 why = exc if isinstance(exc, MoveFailed) else reason(exc)
                 raise MoveFailed(f"{request.workload} did not start on site {request.target.site}, restarted on "
