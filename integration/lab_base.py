@@ -148,3 +148,7 @@ def image_tar() -> bytes:
             info.mode = 0o755
             tar.addfile(info)
     return buf.getvalue()
+
+# A counter kept in a named volume (at /data): a redeployed copy goes on from the volume's number.
+VOLUME_COUNTER = ('i=$(cat /data/count 2>/dev/null || echo 0); while true; do i=$((i+1)); echo "count $i"; '
+                  'echo $i > /data/count; sleep 1; done')

@@ -13,7 +13,7 @@ from drorch.drivers.lxd import LxdDriver
 from drorch.playbook import Mappings, Strategy
 from integration import lab_base, lab_lxd, lab_pki, lab_podman, labctl
 from integration.conftest import refresh
-from tests.driver_contract import DriverContract
+from tests.support.driver_contract import DriverContract
 
 A, B = labctl.SITES["a"], labctl.SITES["b"]
 CASES = {

@@ -15,7 +15,7 @@ import yaml
 from drorch.store import Store
 from integration import lab_base, lab_podman, labctl
 from integration.conftest import REPO, Drorch, container_counts, podman_counts, wait_until
-from integration.test_share_nothing import VOLUME_COUNTER
+from integration.lab_base import VOLUME_COUNTER
 
 PLAYBOOK = REPO / "playbooks" / "lab-podman.yaml"
 COUNTER, REDEPLOY = lab_podman.CHECKPOINT_CONTAINER, lab_podman.REDEPLOY_CONTAINER

@@ -23,7 +23,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from drorch.store import Store
 from integration import lab_base, labctl
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
-from tests.browser import chromium, fits, rows
+from tests.support.browser import chromium, fits, rows
 
 WORKLOADS = {lab_base.VM_NAME, *labctl.CONTAINERS}
 

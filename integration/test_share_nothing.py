@@ -21,10 +21,8 @@ import yaml
 
 from integration import lab_podman, labctl
 from integration.conftest import LAB_PLAYBOOK, Drorch, container_counts, wait_until
+from integration.lab_base import VOLUME_COUNTER
 
-# A counter kept in a named volume: a redeployed copy goes on from the volume's number.
-VOLUME_COUNTER = ('i=$(cat /data/count 2>/dev/null || echo 0); while true; do i=$((i+1)); echo "count $i"; '
-                  'echo $i > /data/count; sleep 1; done')
 # A process with an established TCP connection: CRIU refuses to dump it without --tcp-established.
 TCP_COUNTER = ('sleep 100000 | nc -l -p 7 >/dev/null & sleep 0.3; sleep 100000 | nc 127.0.0.1 7 & '
                'i=0; while true; do i=$((i+1)); echo "count $i"; sleep 1; done')

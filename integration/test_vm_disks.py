@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import libvirt
 import pytest
-import yaml
 
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import LAB_PLAYBOOK, Drorch, vm_counts, vm_disk_counts, wait_until, where
+from integration.conftest import Drorch, vm_counts, vm_disk_counts, wait_until, where
+from integration.lab_vm import vm_playbook, volumes
 
 HUGE = f"{lab_libvirt.VM_DISK}.huge"  # named after the VM's disk, so that a lab reset removes it too
-
-
-def volumes(site: str) -> list[str]:
-    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
-    try:
-        pool = conn.storagePoolLookupByName(labctl.SITES[site].pool)
-        pool.refresh(0)
-        return sorted(pool.listVolumes())
-    finally:
-        conn.close()
 
 
 def reboot(site: str) -> None:
@@ -41,19 +30,6 @@ def reboot(site: str) -> None:
         dom.create()
     finally:
         conn.close()
-
-
-def vm_playbook(tmp_path: Path, strategy: str, checked: bool = False, **extra: object) -> Path:
-    """The lab VM alone; `checked`: with a check, drills too, that waits until the guest counts."""
-    pb = yaml.safe_load(LAB_PLAYBOOK.read_text())
-    pb["workloads"] = [{"name": lab_base.VM_NAME, "kind": "vm", "strategy": strategy}]
-    if checked:
-        check = {"run": [sys.executable, "-m", "integration.drill_check", "60"], "timeout": 90, "drill": True}
-        pb["workloads"][0]["hooks"] = {"after": [check]}
-    pb.update(extra)
-    path = tmp_path / f"{strategy}.yaml"
-    path.write_text(yaml.safe_dump(pb))
-    return path
 
 
 @pytest.mark.usefixtures("fresh_lab")

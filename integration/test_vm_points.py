@@ -25,7 +25,7 @@ import pytest
 from integration import lab_base, lab_libvirt, labctl
 from integration.bench.points import DATA_DISK, attach_data_disk
 from integration.conftest import DRORCH, Drorch, vm_counts, wait_until, where
-from integration.test_vm_disks import vm_playbook, volumes
+from integration.lab_vm import vm_playbook, volumes
 
 VM = lab_base.VM_NAME
 DISK = lab_libvirt.VM_DISK

@@ -9,6 +9,7 @@ from drorch.engine import Engine
 from drorch.playbook import Playbook, WorkloadKind
 from drorch.playbook_file import parse_playbook
 from drorch.store import Run, Store
+from tests.support.addresses import app_cloud  # noqa: F401  (a fixture, for the tests of addresses)
 
 PLAYBOOK = """\
 name: shop

@@ -26,29 +26,8 @@ from drorch.playbook_file import parse_playbook
 from drorch.records import RunState, StepKind, StepState
 from drorch.store import Store
 from tests.conftest import PLAYBOOK, fake_drivers, move, uri
-from tests.test_cli import drorch
-
-ESTATE = """\
-name: shop
-primary: a
-secondary: b
-sites:
-  a: {hosts: [{name: a1, docker: "fake://a1/docker"}]}
-  b: {hosts: [{name: b1, docker: "fake://b1/docker"}]}
-mappings:
-  networks: {app-net: app-net-dr}
-  addresses:
-    127.0.31.0/24: {to: 127.0.32.0/24, gateway: 127.0.32.1, dns: [127.0.32.53]}
-workloads:
-  - {name: web, kind: container, strategy: redeploy, check: {port: PORT, timeout_s: 5}}
-  - {name: db, kind: container, strategy: checkpoint, address: {a: 127.0.31.7, b: 127.0.32.50}}
-  - {name: cache, kind: container, strategy: redeploy}
-"""
-NETS = {"a": Subnet("app-net", "127.0.31.0/24", "127.0.31.1"), "b": Subnet("app-net-dr", "127.0.32.0/24", "127.0.32.1")}
-
-
-def estate(port: int = 9) -> str:
-    return ESTATE.replace("PORT", str(port))
+from tests.support.addresses import estate, nic
+from tests.support.cli import drorch
 
 
 @pytest.fixture
@@ -65,25 +44,6 @@ def listening() -> Iterator[int]:
     yield port
     for s in socks:
         s.close()
-
-
-def nic(address: str, static: bool = True, network: str = "app-net") -> tuple[Nic, ...]:
-    return (Nic(network, (address,), static),)
-
-
-@pytest.fixture
-def app_cloud(cloud: FakeCloud, tmp_path: Path) -> FakeCloud:
-    """web (static .10), db (static .7, exact on b) and cache (dynamic) on app-net of site a."""
-    pb = parse_playbook(estate(), "pb.yaml")
-    cloud.sites.clear()
-    for site in ("a", "b"):
-        cloud.sites[uri(pb, WorkloadKind.CONTAINER, site)] = FakeSite(facts=HostFacts(
-            vcpus=8, memory_mib=8192, networks=(NETS[site].network,), checkpoints=True, subnets=(NETS[site],)))
-    here = cloud.sites[uri(pb, WorkloadKind.CONTAINER, "a")].workloads
-    here["web"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.10"))
-    here["db"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.7"))
-    here["cache"] = FakeWorkload(WorkloadKind.CONTAINER, networks=("app-net",), nics=nic("127.0.31.99", False))
-    return cloud
 
 
 def addresses_of(cloud: FakeCloud, site: str) -> dict[str, tuple[str, ...]]:

@@ -21,17 +21,10 @@ from drorch.playbook import Playbook, WorkloadKind
 from drorch.records import RunState
 from drorch.store import Store
 from tests.conftest import KINDS, fake_drivers, site_of, uri
-from tests.test_engine import _held_by
-from tests.test_runs import Crash, crash_at, interrupted
+from tests.support.cli import drorch
+from tests.support.runs import Crash, crash_at, held_by, interrupted
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
-
-
-def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(done.value.code or 0), out, err
 
 
 def test_a_failover_runs_the_pre_flight_first_and_stops_as_validate_says_before_anything_moves(
@@ -130,7 +123,7 @@ def test_degraded_run_exits_5_with_each_warning(capsys: pytest.CaptureFixture[st
 
 
 def test_held_workload_exits_4(capsys: pytest.CaptureFixture[str], playbook_file: Path, store: Store) -> None:
-    _held_by(store, os.getpid())
+    held_by(store, os.getpid())
     code, _, err = drorch(capsys, "failover", str(playbook_file))
     assert code == 4
     assert len(err.splitlines()) == 1 and "is held by run 1" in err

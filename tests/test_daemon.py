@@ -24,7 +24,7 @@ from drorch.records import SCHEDULER_LEASE, naive, utcnow
 from drorch.store import Store
 from drorch.web import Listen
 from tests.conftest import PLAYBOOK, fake_drivers
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 UNIT = Path(__file__).resolve().parent.parent / "drorch" / "systemd" / "drorch-daemon.service"
 SCHEDULED = PLAYBOOK + "protect: {interval_s: 1, keep: 2}\nschedules:\n  - {job: protect, every_s: 1}\n"

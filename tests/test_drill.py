@@ -29,7 +29,7 @@ from drorch.shutdown import stopping
 from drorch.sites import snapshot
 from drorch.store import Run, Step, Store
 from tests.conftest import KINDS, PLAYBOOK, fake_drivers, uri
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 CLONE_CHECK = ("import os; e = os.environ; assert e['DRORCH_CLONE'] == 'db-drill-' + e['DRORCH_RUN_ID'] "
                "and e['DRORCH_MODE'] == 'drill'")

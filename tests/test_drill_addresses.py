@@ -23,8 +23,8 @@ from drorch.protection import protect
 from drorch.records import DRILL, RunState, StepKind, StepState
 from drorch.store import Step, Store
 from tests.conftest import fake_drivers, uri
-from tests.test_addresses import app_cloud, estate  # noqa: F401  (app_cloud is a fixture)
-from tests.test_cli import drorch
+from tests.support.addresses import estate
+from tests.support.cli import drorch
 
 DRILL_RULES = "drill:\n  addresses: {127.0.32.0/24: {to: 127.0.62.0/24}}\n"
 
@@ -57,7 +57,7 @@ def drilled(store: Store, cloud: FakeCloud, port: int, timeout: str = "5") -> tu
 
 
 def test_each_clone_answers_at_its_drill_address_on_a_drill_network_of_the_drill_subnet(
-        store: Store, app_cloud: FakeCloud, drill_port: int) -> None:  # noqa: F811
+        store: Store, app_cloud: FakeCloud, drill_port: int) -> None:
     steps, seen = drilled(store, app_cloud, drill_port)
     assert seen == {
         "web-drill-1": (Nic("drorch-drill-1", ("127.0.62.10",), True),),
@@ -73,7 +73,7 @@ def test_each_clone_answers_at_its_drill_address_on_a_drill_network_of_the_drill
 
 
 def test_a_clone_that_does_not_answer_at_its_drill_address_fails_its_step(
-        store: Store, app_cloud: FakeCloud) -> None:  # noqa: F811
+        store: Store, app_cloud: FakeCloud) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.62.10", 0))
         port = s.getsockname()[1]
@@ -85,7 +85,7 @@ def test_a_clone_that_does_not_answer_at_its_drill_address_fails_its_step(
 
 
 def test_validate_names_a_drill_subnet_that_a_site_has_already(
-        capsys: pytest.CaptureFixture[str], fake_cli: None, app_cloud: FakeCloud, tmp_path: Path) -> None:  # noqa: F811
+        capsys: pytest.CaptureFixture[str], fake_cli: None, app_cloud: FakeCloud, tmp_path: Path) -> None:
     path = tmp_path / "pb.yaml"
     path.write_text(estate() + DRILL_RULES.replace("127.0.62.0/24", "127.0.30.0/23"))
     code, _, err = drorch(capsys, "validate", str(path))

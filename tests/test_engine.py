@@ -11,8 +11,9 @@ from drorch.errors import UsageError, WorkloadBusy
 from drorch.playbook import Host, Mappings, Playbook, Strategy, WorkloadKind
 from drorch.records import RunState, StepState
 from drorch.sites import RunSites
-from drorch.store import Run, Step, Store
+from drorch.store import Step, Store
 from tests.conftest import fake_drivers, move, site_of, uri
+from tests.support.runs import held_by
 
 
 def counter(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str, site: str) -> int:
@@ -91,20 +92,10 @@ def test_checkpoint_falls_back_to_redeploy_and_the_run_says_so(
     assert counter(cloud, playbook, WorkloadKind.CONTAINER, "cache", "b") == 1
 
 
-def _held_by(store: Store, pid: int, workload: str = "cache") -> Run:
-    run = Run(operation="failover", playbook="other", playbook_path="other.yaml", source_site="a",
-              target_site="b", state=RunState.RUNNING, pid=pid, host=os.uname().nodename)
-    step = Step(run_id=0, seq=1, workload=workload, kind="container", strategy="checkpoint",
-                source_site="a", target_site="b", state=StepState.RUNNING, action="move")
-    store.add_run(run, [step])
-    assert store.take_locks([f"container/{workload}"], run.id, pid, run.host) is None
-    return run
-
-
 def test_a_workload_held_by_a_live_run_is_refused(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook
 ) -> None:
-    holder = _held_by(store, os.getpid())
+    holder = held_by(store, os.getpid())
     with pytest.raises(WorkloadBusy, match=f"held by run {holder.id}"):
         move(engine, playbook, "a", "b", "failover")
     assert len(store.runs()) == 1  # nothing new recorded, nothing moved
@@ -114,7 +105,7 @@ def test_a_workload_held_by_a_live_run_is_refused(
 def test_a_run_whose_process_died_holds_its_workloads_until_resumed_or_aborted(
     engine: Engine, store: Store, playbook: Playbook
 ) -> None:
-    holder = _held_by(store, pid=2**22 + 12345)  # above pid_max: no such process
+    holder = held_by(store, pid=2**22 + 12345)  # above pid_max: no such process
     with pytest.raises(WorkloadBusy, match=f"interrupted run {holder.id} .*drorch resume {holder.id}"):
         move(engine, playbook, "a", "b", "failover")
 

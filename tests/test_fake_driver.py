@@ -7,7 +7,7 @@ import pytest
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
 from drorch.playbook import Strategy, WorkloadKind
-from tests.driver_contract import DriverContract
+from tests.support.driver_contract import DriverContract
 
 A = Endpoint("a", "fake://a")
 B = Endpoint("b", "fake://b")

@@ -19,25 +19,20 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drorch import bounded, cli
+from drorch import bounded
 from drorch.drivers.fake import FakeCloud
 from drorch.errors import InputError
 from drorch.playbook import Playbook
 from drorch.playbook_file import load_playbook
 from drorch.sites import snapshot
 from tests.conftest import PLAYBOOK, fake_drivers
+from tests.support.cli import drorch, run_limited
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {"shop.yaml": PLAYBOOK, **{p.name: p.read_text() for p in sorted((REPO / "playbooks").glob("*.yaml"))}}
 FUZZ_EXAMPLES = 150
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-LIMITED = """\
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from drorch.cli import main
-main(sys.argv[1:])
-"""
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 
@@ -47,13 +42,6 @@ def bomb(levels: int = 9, indent: str = "") -> str:
     lines = [f'{indent}l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     lines += [f"{indent}l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
-
-
-def run_limited(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process with 1 GiB of address space: a crash, a hang or a memory blow-up shows."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", LIMITED, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 HOSTILE = {
@@ -118,13 +106,6 @@ def test_the_limits_leave_room_for_a_large_estate(tmp_path: Path) -> None:
 
 
 # --- fuzzing -------------------------------------------------------------------------------------------------
-
-def drorch(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(done.value.code or 0), out, err
-
 
 def assert_located(code: int, err: str, path: Path) -> None:
     """Exit 0, or 1 (problems) or 2 (unusable): every line of the answer is a problem located in the file."""

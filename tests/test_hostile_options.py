@@ -15,7 +15,7 @@ from drorch.cli.daemon import _OneLine
 from drorch.playbook import Playbook
 from drorch.playbook_file import reference_problems
 from tests.conftest import PLAYBOOK
-from tests.test_hostile_input import drorch
+from tests.support.cli import drorch
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 
@@ -202,7 +202,7 @@ def _fifo(tmp_path: Path, name: str) -> Path:
 def test_the_listeners_files_are_checked_before_they_are_read(option: str, file: str, said: str, tmp_path: Path,
                                                               store: object) -> None:
     """A FIFO would hang the daemon at its start and /dev/zero fill its memory: each is one line, at once."""
-    from tests.test_hostile_input import run_limited
+    from tests.support.cli import run_limited
 
     fifo, huge = _fifo(tmp_path, "fifo"), tmp_path / "huge"
     huge.write_text("t" * (1 << 20))

@@ -15,8 +15,8 @@ from drorch.metrics import StoreCollector, exposition
 from drorch.pages import Pages
 from drorch.store import ReadinessCheck, Store
 from drorch.web import Listen, Web
-from tests.test_cli import drorch
-from tests.test_web import get
+from tests.support.cli import drorch
+from tests.support.web import get
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from drorch.drivers.http_limits import MAX_JSON_BYTES
-from tests.standin_docker import Behaviour, standin_docker
-from tests.standin_lxd import LxdBehaviour, standin_lxd
-from tests.test_hostile_input import REPO, drorch
+from tests.support.cli import drorch
+from tests.support.standin_docker import Behaviour, standin_docker
+from tests.support.standin_lxd import LxdBehaviour, standin_lxd
+
+REPO = Path(__file__).resolve().parents[1]
 
 HOSTILE_NAMES = ["esc\x1b[2Jclear", "cr\rover", "bs\x08\x08back", "nl\nfake row", "rlo\u202egnp.exe", "bell\x07"]
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e]")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_hostile_input import drorch
+from tests.support.cli import drorch
 
 COMMANDS = [["schedule", "list"], ["history"], ["daemon", "status"], ["report", "1"]]
 

@@ -1,4 +1,5 @@
-"""The package's shape: no import circle among drorch's modules, counting imports deferred into functions."""
+"""The package's shape: no import circle among drorch's modules, counting imports deferred into functions; and
+the tests', where no test module imports from another (what they share lives in helper modules)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import drorch
 
 PACKAGE = Path(drorch.__file__).parent
+REPO = PACKAGE.parent
 
 
 def module_name(path: Path) -> str:
@@ -56,3 +58,12 @@ def test_no_module_imports_itself_through_others() -> None:
 
 def test_the_circle_finder_finds_one() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]
+
+
+def test_no_test_module_imports_from_another() -> None:
+    tests = {p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
+             for folder in ("tests", "integration") for p in (REPO / folder).rglob("test_*.py")}
+    found = {f"{p.relative_to(REPO)} imports {m}" for p in (REPO / "tests").rglob("*.py")
+             for m in imports(p, tests)} | {f"{p.relative_to(REPO)} imports {m}"
+                                            for p in (REPO / "integration").rglob("*.py") for m in imports(p, tests)}
+    assert sorted(found) == []

@@ -16,7 +16,7 @@ from drorch.ledger import History
 from drorch.records import RunState, StepState
 from drorch.store import Run, Step, Store
 from drorch.store_place import TABLES
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
 times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(

@@ -22,7 +22,7 @@ from drorch.run_steps import plan_findings
 from drorch.sites import snapshot
 from drorch.store import Store
 from tests.conftest import fake_drivers, move, uri
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 LANDING = """\
 name: landing

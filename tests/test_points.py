@@ -33,7 +33,7 @@ from drorch.playbook_runs import Protect
 from drorch.records import StepState, utcnow
 from drorch.store import RecoveryPoint, Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 DISK = "db.qcow2"
 

@@ -20,7 +20,7 @@ from drorch.protection import protect
 from drorch.report import naive
 from drorch.store import Store
 from tests.conftest import PLAYBOOK, fake_drivers, uri
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 
 @pytest.fixture

@@ -29,29 +29,7 @@ from drorch.records import RunState, StepState, utcnow
 from drorch.report import timeline
 from drorch.store import Store
 from tests.conftest import KINDS, PLAYBOOK, fake_drivers, move, site_of, uri
-
-DEAD_PID = 2**22 + 12345  # above pid_max: no such process
-
-
-class Crash(Exception):
-    """Stands for the process dying: the run is left as it was at that moment."""
-
-
-def crash_at(n: int) -> object:
-    seen = [0]
-
-    def report(ev: StepEvent) -> None:
-        if ev.progress is None or ev.progress.finished:
-            seen[0] += 1
-            if seen[0] == n:
-                raise Crash
-    return report
-
-
-def interrupted(store: Store, run_id: int) -> None:
-    run = store.run(run_id)
-    run.pid = DEAD_PID
-    store.save(run)
+from tests.support.runs import Crash, crash_at, interrupted
 
 
 def fresh_cloud(pb: Playbook) -> FakeCloud:

@@ -12,7 +12,7 @@ from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.playbook import WorkloadKind
 from drorch.redact import redact
 from drorch.store import Store
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 SECRET, TOKEN = "s3cr3t-pw", "t0k3n-value"
 EVIL = "<script>alert(1)</script>"

@@ -13,7 +13,7 @@ from drorch.inventory import HostFacts
 from drorch.playbook import WorkloadKind
 from drorch.playbook_file import parse_playbook
 from tests.conftest import uri
-from tests.test_cli import drorch
+from tests.support.cli import drorch
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 

@@ -23,8 +23,9 @@ from drorch.playbook_file import parse_playbook
 from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
 from drorch.store import ReadinessCheck, RecoveryPoint, Run, Step, Store
 from drorch.web import Listen, Web
-from tests.browser import chromium, fits, rows
 from tests.conftest import PLAYBOOK
+from tests.support.browser import chromium, fits, rows
+from tests.support.web import get
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -44,15 +45,6 @@ def web(store: Store) -> Iterator[Web]:
     w = serve(store, Listen("127.0.0.1", 0))
     yield w
     w.close()
-
-
-def get(url: str, token: str | None = None, context: ssl.SSLContext | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10, context=context) as res:
-            return res.status, res.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def test_probes_say_whether_the_store_answers_and_a_leader_holds_the_lease(web: Web, store: Store) -> None:

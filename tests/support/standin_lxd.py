@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.standin_docker import serving
+from tests.support.standin_docker import serving
 
 
 @dataclass
