@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict
 
-from drorch.addressing import AddressMove, AddressRule, gateway_of, map_address, parse_address
+from drorch.addressing import AddressMove, AddressRule, gateway_of, map_address, parse_address, parse_network
 from drorch.drivers.base import DrillNet
 from drorch.store import Step
 
@@ -54,7 +54,7 @@ def drill_net(name: str, step: Step, steps: Iterable[Step], rules: dict[str, Add
             rule = rules.get(m.rule or "")
             if rule is None:
                 continue
-            version = parse_address(rule.to.split("/")[0]).version
+            version = parse_network(rule.to).version
             held = subnets.setdefault(version, (rule.to, gateway_of(rule)))
             if held[0] != rule.to:
                 raise ValueError(f"the drill network on host {step.to_host or step.target_site} would need two "

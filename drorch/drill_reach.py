@@ -16,7 +16,7 @@ from drorch.live import LiveRun
 from drorch.names_work import answers, cutover
 from drorch.playbook import Mappings, WorkloadKind
 from drorch.records import DRILL
-from drorch.reip_work import environment
+from drorch.reip_work import reip_runs
 from drorch.store import Step
 
 
@@ -30,11 +30,8 @@ def clone_reached(live: LiveRun, step: Step, driver: Driver, site: Endpoint, clo
         return []
     checks = []
     if spec.reip is not None and step.at_target is WorkloadKind.VM:
-        subnets = driver.host_facts(site).subnets
-        for m in moves:
-            code, out = driver.run_inside(clone, site, spec.reip.run,
-                                          environment(m, Mappings(addresses=live.pb.drill.addresses), subnets),
-                                          spec.reip.timeout_s)
+        drill_rules = Mappings(addresses=live.pb.drill.addresses)
+        for m, code, out in reip_runs(driver, clone, site, spec.reip, moves, drill_rules):
             checks.append({"check": f"reip {m.before} -> {m.after}", "ok": code == 0, "fatal": code != 0,
                            "said": f"exit {code}" + (f": {out[-200:]}" if out else "")})
     addresses, check = [m.after for m in moves if m.after], spec.check

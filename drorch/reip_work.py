@@ -3,9 +3,10 @@ guest agent once it has landed, told the old and new address, the prefix, the ga
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 
-from drorch.addressing import AddressMove, parse_network, within
+from drorch.addressing import AddressMove, ReIp, parse_network, within
 from drorch.drivers.base import Driver, Endpoint
 from drorch.errors import MoveFailed
 from drorch.inventory import Subnet
@@ -44,6 +45,16 @@ def environment(move: AddressMove, m: Mappings, subnets: tuple[Subnet, ...]) -> 
             "DRORCH_NETWORK": network}
 
 
+def reip_runs(driver: Driver, name: str, site: Endpoint, reip: ReIp, moves: list[AddressMove],
+              mappings: Mappings) -> Iterator[tuple[AddressMove, int, str]]:
+    """The `reip` command run inside `name` for each move, one after the other as the caller takes them:
+    (move, exit code, what it printed)."""
+    subnets = driver.host_facts(site).subnets
+    for move in moves:
+        code, out = driver.run_inside(name, site, reip.run, environment(move, mappings, subnets), reip.timeout_s)
+        yield move, code, out
+
+
 def readdress_inside(live: LiveRun, step: Step, driver: Driver, target: Endpoint) -> str:
     """Run the workload's `reip` for each fixed address the move changed; what each run said. MoveFailed when
     one fails: the workload runs on the target, at an address it does not have."""
@@ -53,11 +64,8 @@ def readdress_inside(live: LiveRun, step: Step, driver: Driver, target: Endpoint
         return ""
     # a restart from a point has no request: its mappings are the playbook's, in the run's direction
     mappings = live.sites.request(step).mappings if step.request else live.pb.mappings_for(spec, step.source_site)
-    subnets = driver.host_facts(target).subnets
     said = []
-    for move in changed:
-        code, out = driver.run_inside(step.workload, target, spec.reip.run, environment(move, mappings, subnets),
-                                      spec.reip.timeout_s)
+    for move, code, out in reip_runs(driver, step.workload, target, spec.reip, changed, mappings):
         shown = f": {out[-200:]}" if out else ""
         if code != 0:
             raise MoveFailed(f"{step.workload} runs on site {step.target_site}, but its reip command "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drorch.records import StepState
+from drorch.records import DRILL, StepState
 from drorch.store import Store
 from integration import lab_addresses
 from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, drorch_process, wait_until
@@ -134,10 +134,10 @@ def clones_up(state_dir: Path, count: int) -> bool:
     """Whether the newest run is a drill with `count` clone steps done."""
     store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
     newest = max(store.runs(), key=lambda r: r.id or 0, default=None)
-    if newest is None or newest.operation != "drill":
+    if newest is None or newest.operation != DRILL:
         return False
     steps = store.steps(newest.id or 0)
-    return sum(s.action == "drill" and s.state is StepState.SUCCEEDED for s in steps) == count
+    return sum(s.action == DRILL and s.state is StepState.SUCCEEDED for s in steps) == count
 
 
 def point_home(server: DnsServer, dhcp_home: str) -> None:

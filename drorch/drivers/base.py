@@ -8,7 +8,6 @@ this process and from both sites' reality otherwise, so a later process can pick
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import uuid
@@ -110,9 +109,6 @@ class DrillNet:
 
     name: str
     subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway): at most one of each family
-
-    def gateway(self, version: int) -> tuple[str, str] | None:
-        return next(((cidr, gw) for cidr, gw in self.subnets if ipaddress.ip_network(cidr).version == version), None)
 
 
 @dataclass
