@@ -1,1 +1,2 @@
-"""drorch: move libvirt VMs and Docker containers to a disaster-recovery site and back."""
+"""drorch: moves libvirt/QEMU VMs, Docker and Podman containers and LXD instances to a disaster-recovery site and
+back."""

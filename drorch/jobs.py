@@ -6,17 +6,17 @@ import json
 import logging
 from pathlib import Path
 
-from drorch import decisions, protection
-from drorch import readiness as ready
-from drorch.drill import Drill
+from drorch.daemon.shutdown import stopping
 from drorch.drivers import playbook_drivers
-from drorch.engine import Engine
+from drorch.engine import commit_window
+from drorch.engine.runner import Engine
 from drorch.errors import DrorchError
-from drorch.playbook_file import load_playbook
-from drorch.records import DRILL, utcnow
-from drorch.report import timeline
-from drorch.shutdown import stopping
-from drorch.store import Store
+from drorch.model.playbook_file import load_playbook
+from drorch.model.records import JobKind, Operation, utcnow
+from drorch.model.run_report import timeline
+from drorch.recovery import readiness as ready
+from drorch.recovery import shipping
+from drorch.store.sql_store import Store
 
 log = logging.getLogger("drorch.jobs")
 
@@ -29,7 +29,7 @@ def protect(playbook_path: str) -> None:
     """Ship one recovery point of every workload of the playbook."""
     pb = load_playbook(Path(playbook_path))
     with playbook_drivers(pb) as drivers:
-        points = protection.protect(pb, drivers, Store())
+        points = shipping.protect(pb, drivers, Store())
     _say("protect", pb.name, shipped=[p.workload for p in points if p.complete],
          failed={p.workload: p.error for p in points if not p.complete})
 
@@ -38,7 +38,7 @@ def settle(playbook_path: str) -> None:
     """Decide this playbook's failovers whose commit window ended."""
     pb = load_playbook(Path(playbook_path))
     store = Store()
-    due = [r for r in decisions.expired(store) if r.playbook == pb.name]
+    due = [r for r in commit_window.expired(store) if r.playbook == pb.name]
     if not due:
         return
     with playbook_drivers(pb) as drivers:
@@ -51,15 +51,15 @@ def drill(playbook_path: str) -> None:
     pb = load_playbook(Path(playbook_path))
     store = Store()
     with playbook_drivers(pb) as drivers:
-        run = Drill(store, drivers, stop=stopping).run(pb, playbook_path)
+        run = Engine(store, drivers, stop=stopping).drill(pb, playbook_path)
     report = timeline(run, store.steps(run.id or 0))
-    _say(DRILL, pb.name, run=run.id, state=str(run.state), rto_s=report["rto_s"], error=run.error)
+    _say(JobKind.DRILL, pb.name, run=run.id, state=str(run.state), rto_s=report["rto_s"], error=run.error)
 
 
 def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
     """What drills of dead processes left on the secondary, removed (a daemon does this when it starts)."""
     store = Store()
-    for path in sorted({r.playbook_path for r in store.runs_of(DRILL)}):
+    for path in sorted({r.playbook_path for r in store.runs_of(Operation.DRILL)}):
         try:
             pb = load_playbook(Path(path))
         except DrorchError as exc:
@@ -67,7 +67,7 @@ def clean_up_drills(gone: frozenset[str] = frozenset()) -> None:
             continue
         try:
             with playbook_drivers(pb) as drivers:
-                for run in Drill(store, drivers).clean_up(pb.name, gone):
+                for run in Engine(store, drivers).clean_up_drills(pb.name, gone):
                     _say("clean up", pb.name, run=run.id, state=str(run.state), error=run.error)
         except DrorchError as exc:
             _say("clean up", pb.name, error=str(exc))

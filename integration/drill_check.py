@@ -13,7 +13,7 @@ import time
 
 import docker.errors
 
-from integration.conftest import container_counts, vm_counts
+from integration.support.lab_views import container_counts, vm_counts
 
 
 def counts(kind: str, site: str, clone: str) -> list[int]:

@@ -15,7 +15,7 @@ import docker
 import libvirt
 
 from integration import lab_addresses, lab_base, lab_lxd, labctl
-from integration.conftest import wait_until
+from integration.support.lab_views import wait_until
 
 PORT = 8080
 APP, COUNTER = "ipapp", "ipcount"

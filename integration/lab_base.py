@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drorch.host import pid_alive
+from drorch.process import pid_alive
 
 LAB = Path(os.environ.get("DRORCH_LAB_DIR", "/var/lib/drorch-lab"))
 CRIU_BIN = LAB / "criu" / "bin"

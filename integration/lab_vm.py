@@ -9,7 +9,7 @@ import libvirt
 import yaml
 
 from integration import lab_base, labctl
-from integration.conftest import LAB_PLAYBOOK
+from integration.support.lab_views import LAB_PLAYBOOK
 
 
 def volumes(site: str) -> list[str]:

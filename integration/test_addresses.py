@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, wait_until
 from integration.dns_server import LOCKED, DnsServer
 from integration.estate import (
     APP,
@@ -28,6 +27,7 @@ from integration.estate import (
     start_containers,
     static_address,
 )
+from integration.support.lab_views import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, wait_until
 
 
 @pytest.fixture

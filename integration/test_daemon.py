@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from integration import lab_base, labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
+from integration.support.lab_views import (
+    DRORCH,
+    LAB_PLAYBOOK,
+    REPO,
+    Drorch,
+    container_counts,
+    vm_counts,
+    wait_until,
+    where,
+)
 
 
 def fresh(rows: list[dict[str, object]], names: set[str]) -> bool:

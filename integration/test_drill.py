@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -21,8 +20,17 @@ import pytest
 import yaml
 
 from integration import lab_base, labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
 from integration.postgres import Cluster
+from integration.support.lab_views import (
+    DRORCH,
+    LAB_PLAYBOOK,
+    REPO,
+    Drorch,
+    container_counts,
+    vm_counts,
+    wait_until,
+    where,
+)
 
 VM_CLONE, COUNTER_CLONE = f"{lab_base.VM_NAME}-drill-{{}}", f"{labctl.CHECKPOINT_CONTAINER}-drill-{{}}"
 
@@ -176,16 +184,6 @@ def test_scheduled_drills_run_isolated_and_leave_nothing(run_drorch: Drorch, sta
     assert where(lab_base.VM_NAME)["vms"] == ["a"]
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Cluster]:
-    cluster = Cluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def leader(env: dict[str, str]) -> str | None:
     res = subprocess.run([str(DRORCH), "daemon", "status", "--json"], env=env, cwd=REPO, capture_output=True,
                          text=True, timeout=60)
@@ -232,7 +230,7 @@ def test_two_daemons_on_postgresql_run_each_drill_once(postgres: Cluster, tmp_pa
     second = start_daemon(playbook, env, lease_s)
     daemons = [first, second]
     logs: dict[int, str] = {}
-    from drorch.store import Store
+    from drorch.store.sql_store import Store
 
     store = Store(url)
     try:

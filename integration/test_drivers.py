@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
-from drorch.drivers.containers import ContainerDriver
-from drorch.drivers.libvirt import LibvirtDriver
-from drorch.drivers.lxd import LxdDriver
-from drorch.playbook import Mappings, Strategy
+from drorch.drivers.containers.container_driver import ContainerDriver
+from drorch.drivers.libvirt.vm_driver import LibvirtDriver
+from drorch.drivers.lxd.lxd_driver import LxdDriver
+from drorch.model.playbook import Mappings, Strategy
 from integration import lab_base, lab_lxd, lab_pki, lab_podman, labctl
-from integration.conftest import refresh
+from integration.support.lab_views import refresh
 from tests.support.driver_contract import DriverContract
 
 A, B = labctl.SITES["a"], labctl.SITES["b"]

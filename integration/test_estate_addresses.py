@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drorch.records import DRILL, StepState
-from drorch.store import Store
+from drorch.model.records import Action, Operation, StepState
+from drorch.store.sql_store import Store
 from integration import lab_addresses
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, drorch_process, wait_until
 from integration.dns_server import DRILL_ZONE, DnsServer
 from integration.estate import (
     APP,
@@ -47,6 +46,7 @@ from integration.estate import (
     vm_address,
     vm_runs,
 )
+from integration.support.lab_views import DRORCH, LAB_PLAYBOOK, REPO, Drorch, drorch_env, drorch_process, wait_until
 
 RULES = {"10.231.31.0/24": {"to": "10.231.32.0/24", "gateway": "10.231.32.1"},
          "10.231.41.0/24": {"to": "10.231.42.0/24", "gateway": "10.231.42.1"},
@@ -134,10 +134,10 @@ def clones_up(state_dir: Path, count: int) -> bool:
     """Whether the newest run is a drill with `count` clone steps done."""
     store = Store(f"sqlite:///{state_dir / 'drorch.db'}")
     newest = max(store.runs(), key=lambda r: r.id or 0, default=None)
-    if newest is None or newest.operation != DRILL:
+    if newest is None or newest.operation != Operation.DRILL:
         return False
     steps = store.steps(newest.id or 0)
-    return sum(s.action == DRILL and s.state is StepState.SUCCEEDED for s in steps) == count
+    return sum(s.action == Action.DRILL and s.state is StepState.SUCCEEDED for s in steps) == count
 
 
 def point_home(server: DnsServer, dhcp_home: str) -> None:

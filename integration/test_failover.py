@@ -14,10 +14,19 @@ import libvirt
 import pytest
 import yaml
 
-from drorch.drivers.docker_engine import HELPER_LABEL
-from drorch.store import Store
+from drorch.drivers.containers.docker_engine import HELPER_LABEL
+from drorch.store.sql_store import Store
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, container_counts, vm_counts, wait_until, where
+from integration.support.lab_views import (
+    DRORCH,
+    LAB_PLAYBOOK,
+    REPO,
+    Drorch,
+    container_counts,
+    vm_counts,
+    wait_until,
+    where,
+)
 
 
 def last(counts: list[int]) -> int:

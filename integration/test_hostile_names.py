@@ -12,7 +12,7 @@ import libvirt
 import pytest
 
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK, Drorch
+from integration.support.lab_views import LAB_PLAYBOOK, Drorch
 
 NAME = "cr\rover\u202egnp\tx"
 SHOWN = r"cr\rover\u202egnp\tx"

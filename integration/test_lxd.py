@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from drorch.errors import ExitCode
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from integration import lab_lxd, labctl
-from integration.conftest import DRORCH, REPO, Drorch, container_counts, lxd_count, wait_until
+from integration.support.lab_views import DRORCH, REPO, Drorch, container_counts, lxd_count, wait_until
 
 PLAYBOOK = REPO / "playbooks" / "lab-lxd.yaml"
 NAME = lab_lxd.CONTAINER

@@ -10,9 +10,9 @@ import docker
 import libvirt
 import pytest
 
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import REPO, Drorch, container_counts, vm_counts, vm_disk_counts, wait_until, where
+from integration.support.lab_views import REPO, Drorch, container_counts, vm_counts, vm_disk_counts, wait_until, where
 
 TIERS = REPO / "playbooks" / "lab-tiers.yaml"
 

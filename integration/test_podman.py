@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from integration import lab_base, lab_podman, labctl
-from integration.conftest import REPO, Drorch, container_counts, podman_counts, wait_until
 from integration.lab_base import VOLUME_COUNTER
+from integration.support.lab_views import REPO, Drorch, container_counts, podman_counts, wait_until
 
 PLAYBOOK = REPO / "playbooks" / "lab-podman.yaml"
 COUNTER, REDEPLOY = lab_podman.CHECKPOINT_CONTAINER, lab_podman.REDEPLOY_CONTAINER

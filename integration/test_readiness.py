@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from integration import labctl
-from integration.conftest import LAB_PLAYBOOK, Drorch
+from integration.support.lab_views import LAB_PLAYBOOK, Drorch
 
 
 @pytest.mark.usefixtures("fresh_lab")

@@ -16,9 +16,9 @@ import libvirt
 import libvirt_qemu
 import pytest
 
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from integration import lab_base, labctl
-from integration.conftest import (
+from integration.support.lab_views import (
     DRORCH,
     LAB_PLAYBOOK,
     REPO,

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from integration import lab_base, labctl
-from integration.conftest import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
+from integration.support.lab_views import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
 from tests.support.browser import chromium, fits, rows
 
 WORKLOADS = {lab_base.VM_NAME, *labctl.CONTAINERS}

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from integration import lab_podman, labctl
-from integration.conftest import LAB_PLAYBOOK, Drorch, container_counts, wait_until
 from integration.lab_base import VOLUME_COUNTER
+from integration.support.lab_views import LAB_PLAYBOOK, Drorch, container_counts, wait_until
 
 # A process with an established TCP connection: CRIU refuses to dump it without --tcp-established.
 TCP_COUNTER = ('sleep 100000 | nc -l -p 7 >/dev/null & sleep 0.3; sleep 100000 | nc 127.0.0.1 7 & '

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from drorch.drivers.base import Endpoint
-from drorch.drivers.docker_engine import DockerSite
-from drorch.drivers.libvirt import LibvirtDriver
+from drorch.drivers.containers.docker_engine import DockerSite
+from drorch.drivers.libvirt.vm_driver import LibvirtDriver
 from drorch.errors import SiteUnreachable
 from integration import lab_base, lab_pki, labctl
-from integration.conftest import Drorch
+from integration.support.lab_views import Drorch
 
 B = labctl.SITES["b"]
 LAB_PLAYBOOK = Path(__file__).resolve().parents[1] / "playbooks" / "lab.yaml"

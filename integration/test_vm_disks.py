@@ -15,8 +15,8 @@ import libvirt
 import pytest
 
 from integration import lab_base, lab_libvirt, labctl
-from integration.conftest import Drorch, vm_counts, vm_disk_counts, wait_until, where
 from integration.lab_vm import vm_playbook, volumes
+from integration.support.lab_views import Drorch, vm_counts, vm_disk_counts, wait_until, where
 
 HUGE = f"{lab_libvirt.VM_DISK}.huge"  # named after the VM's disk, so that a lab reset removes it too
 

@@ -24,8 +24,8 @@ import pytest
 
 from integration import lab_base, lab_libvirt, labctl
 from integration.bench.points import DATA_DISK, attach_data_disk
-from integration.conftest import DRORCH, Drorch, vm_counts, wait_until, where
 from integration.lab_vm import vm_playbook, volumes
+from integration.support.lab_views import DRORCH, Drorch, vm_counts, wait_until, where
 
 VM = lab_base.VM_NAME
 DISK = lab_libvirt.VM_DISK

@@ -14,20 +14,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drorch.addressing import AddressCheck, map_address
-from drorch.drivers.docker_config import clone_config, container_nics, drill_config, network_subnets
+from drorch.drivers.containers.docker_config import clone_config, container_nics, drill_config, network_subnets
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import Engine
+from drorch.engine.names_step import answers
+from drorch.engine.runner import Engine
 from drorch.errors import MoveFailed, NamesFailed, PlaybookError
-from drorch.inventory import HostFacts, Nic, Subnet
-from drorch.names_work import answers
-from drorch.playbook import Mappings, WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.records import RunState, StepKind, StepState
-from drorch.store import Store
-from tests.conftest import PLAYBOOK, fake_drivers, move, uri
+from drorch.model.address_rules import AddressCheck, map_address
+from drorch.model.playbook import Mappings, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import RunState, StepKind, StepState
+from drorch.plan.inventory import HostFacts, Nic, Subnet
+from drorch.store.sql_store import Store
 from tests.support.addresses import estate, nic
 from tests.support.cli import drorch
+from tests.support.shop import PLAYBOOK, fake_drivers, move, uri
 
 
 @pytest.fixture
@@ -269,7 +269,7 @@ def test_answers_says_where_it_connected_and_why_it_could_not() -> None:
 def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorchs_go() -> None:
     import libvirt
 
-    from drorch.drivers.libvirt_addresses import (
+    from drorch.drivers.libvirt._vm_addresses import (
         HOME,
         NetworkView,
         Reservation,
@@ -324,8 +324,8 @@ def test_reservations_are_made_once_kept_in_the_guests_definition_and_only_drorc
 
 
 def test_an_lxd_nic_keeps_its_fixed_address_mapped_and_lxd_networks_show_their_subnets() -> None:
-    from drorch.drivers.lxd_config import network_subnets as lxd_subnets
-    from drorch.drivers.lxd_config import nics, target_body
+    from drorch.drivers.lxd._lxd_config import network_subnets as lxd_subnets
+    from drorch.drivers.lxd._lxd_config import nics, target_body
 
     inst = {"name": "c1", "devices": {
         "eth0": {"type": "nic", "network": "app-net", "ipv4.address": "10.31.0.20", "ipv6.address": "fd31::20"},
@@ -382,7 +382,7 @@ def test_a_static_guest_is_told_its_new_address_through_its_agent_and_its_old_on
         "DRORCH_GATEWAY": "10.32.0.254", "DRORCH_DNS": "10.32.0.53", "DRORCH_NETWORK": "app-net-dr"})]
     step = store.steps(run.id or 0)[0]
     assert step.outcome == "running on site b; re-addressed 10.31.0.5 -> 10.32.0.5 inside the guest (exit 0)"
-    back = engine.rollback(pb, run.id or 0)
+    back = engine.rollback(pb, run)
     assert back.state is RunState.ROLLED_BACK
     assert guest_cloud.inside[-1][2]["DRORCH_NEW_ADDRESS"] == "10.31.0.5"
     assert guest_cloud.inside[-1][2]["DRORCH_GATEWAY"] == "10.31.0.1"  # the home network's own
@@ -399,7 +399,7 @@ def test_a_reip_command_that_fails_fails_its_step_with_its_exit_code_and_output(
 
 
 def test_the_records_a_site_wants_name_each_address_of_their_family_or_the_site_for_a_cname() -> None:
-    from drorch.names import Dns, Wanted, server_address, wanted
+    from drorch.model.dns_names import Dns, Wanted, server_address, wanted
 
     dns = Dns(servers=["127.0.0.1:5353", "[::1]:53", "::1"], zone="lab.example.",
               records={"web": ["A", "AAAA", "CNAME"]})
@@ -433,7 +433,7 @@ def test_addresses_and_records_must_name_what_the_playbook_has(change: tuple[str
 def test_a_shipped_copy_says_what_its_original_had_beside_what_drorch_reserved_and_libvirt_keeps_both() -> None:
     import libvirt
 
-    from drorch.drivers.libvirt_addresses import (
+    from drorch.drivers.libvirt._vm_addresses import (
         NetworkView,
         Reservation,
         recorded,

@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from drorch.metrics import StoreCollector, exposition
-from drorch.store import Store
+from drorch.store.sql_store import Store
+from drorch.web.metrics import StoreCollector, exposition
 
 RULES = Path(__file__).parents[1] / "drorch" / "prometheus" / "alerts.yml"
 TESTS = Path(__file__).parent / "prometheus" / "alerts.test.yml"

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from drorch import cli, drivers
-from drorch.cli import sites
+from drorch.cli import site_commands
 from drorch.cli.progress import RichReporter
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import Engine
-from drorch.live import StepEvent
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.records import RunState
-from drorch.store import Store
-from tests.conftest import KINDS, fake_drivers, site_of, uri
+from drorch.engine.live_run import StepEvent
+from drorch.engine.runner import Engine
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.records import RunState
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 from tests.support.runs import Crash, crash_at, held_by, interrupted
+from tests.support.shop import KINDS, fake_drivers, site_of, uri
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 
@@ -229,7 +229,7 @@ def test_status_watch_refreshes_until_interrupted(capsys: pytest.CaptureFixture[
         if len(ticks) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(sites.time, "sleep", sleep)
+    monkeypatch.setattr(site_commands.time, "sleep", sleep)
     code, out, _ = drorch(capsys, "status", str(playbook_file), "--watch", "--interval", "0.5", "--json")
     docs = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and ticks == [0.5, 0.5] and len(docs) == 2
@@ -282,8 +282,8 @@ def test_progress_lines_say_each_thing_once_and_never_an_empty_one(monkeypatch: 
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from drorch.cli import progress
     from drorch.drivers.base import Phase, Progress
-    from drorch.records import StepState
-    from drorch.store import Run, Step
+    from drorch.model.records import StepState
+    from drorch.store.sql_store import Run, Step
 
     clock = iter(float(t) for t in range(100))
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))

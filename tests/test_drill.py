@@ -14,22 +14,22 @@ import pytest
 
 import drorch.drivers as drivers_module
 from drorch import jobs
-from drorch import report as reports
-from drorch.daemon import Daemon
-from drorch.drill import Drill
+from drorch.daemon.scheduler import Daemon
+from drorch.daemon.shutdown import stopping
 from drorch.drivers.fake import FakeCloud
+from drorch.engine.live_run import StepEvent
+from drorch.engine.runner import Engine
 from drorch.errors import WorkloadBusy
-from drorch.live import StepEvent
-from drorch.planner import plan
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.protection import protect
-from drorch.records import DRILL, EXIT_CODES, RunState, StepKind, StepState
-from drorch.shutdown import stopping
-from drorch.sites import snapshot
-from drorch.store import Run, Step, Store
-from tests.conftest import KINDS, PLAYBOOK, fake_drivers, uri
+from drorch.model import run_report as reports
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import EXIT_CODES, Action, Mode, Operation, RunState, StepKind, StepState
+from drorch.plan.planner import plan
+from drorch.reach import snapshot
+from drorch.recovery.shipping import protect
+from drorch.store.sql_store import Run, Step, Store
 from tests.support.cli import drorch
+from tests.support.shop import KINDS, PLAYBOOK, fake_drivers, uri
 
 CLONE_CHECK = ("import os; e = os.environ; assert e['DRORCH_CLONE'] == 'db-drill-' + e['DRORCH_RUN_ID'] "
                "and e['DRORCH_MODE'] == 'drill'")
@@ -66,9 +66,9 @@ def test_a_drill_clones_checks_times_and_tears_down(cloud: FakeCloud, store: Sto
             seen.update({str(k): b_site(cloud, pb, k) for k in KINDS})
             planned.append([i.workload for i in plan(pb, snapshot(pb, fake_drivers(cloud)), "a", "b").items])
 
-    run = Drill(store, fake_drivers(cloud), watch).run(pb, "shop.yaml")
+    run = Engine(store, fake_drivers(cloud), watch).drill(pb, "shop.yaml")
 
-    assert run.state is RunState.SUCCEEDED and run.operation == DRILL and run.mode == DRILL
+    assert run.state is RunState.SUCCEEDED and run.operation == Operation.DRILL and run.mode == Mode.DRILL
     assert seen["vm"]["db-drill-1"] == (True, 42, ("drorch-drill-1",))  # on the drill's network only
     assert seen["container"]["cache-drill-1"] == (True, 42, ())  # no network at all: its own namespace
     assert seen["container"]["web-drill-1"][0]
@@ -92,7 +92,7 @@ def test_a_failing_clone_or_missing_point_fails_the_drill_and_still_tears_down(
     protected(cloud, pb, store)
     del cloud.sites[uri(pb, WorkloadKind.CONTAINER, "b")].workloads["web"]  # never shipped
     cloud.fail["cache-drill-1"] = "CRIU restore failed"
-    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    run = Engine(store, fake_drivers(cloud)).drill(pb, "shop.yaml")
     steps = {s.workload: s for s in store.steps(run.id or 0)}
     assert run.state is RunState.PARTIAL
     assert steps["cache"].state is StepState.FAILED and "CRIU restore failed" in (steps["cache"].error or "")
@@ -107,7 +107,7 @@ def test_a_drill_none_of_whose_clones_came_up_failed(cloud: FakeCloud, store: St
     protected(cloud, pb, store)
     for name in ("db", "cache", "web"):
         cloud.fail[f"{name}-drill-1"] = "cannot start"
-    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    run = Engine(store, fake_drivers(cloud)).drill(pb, "shop.yaml")
     steps = store.steps(run.id or 0)
     assert run.state is RunState.FAILED and EXIT_CODES[run.state] == 1
     assert [s.state for s in steps] == [StepState.FAILED] * 3 + [StepState.SUCCEEDED]  # the teardown worked
@@ -117,7 +117,7 @@ def test_a_failing_drill_check_fails_its_clone(cloud: FakeCloud, store: Store, p
     failing = NETWORKED.replace("drill: true}", "drill: true}, {tcp: '127.0.0.1:9', timeout: 0.2, drill: true}")
     pb = parse_playbook(failing, "shop.yaml")
     protected(cloud, pb, store)
-    run = Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+    run = Engine(store, fake_drivers(cloud)).drill(pb, "shop.yaml")
     db = next(s for s in store.steps(run.id or 0) if s.workload == "db")
     assert db.state is StepState.FAILED and (db.error or "").startswith("tcp 127.0.0.1:9:")
     checks = json.loads(db.detail or "{}")["checks"]
@@ -134,7 +134,7 @@ def test_a_stopped_drill_cancels_what_has_not_begun_and_tears_down(cloud: FakeCl
         if ev.step.state is StepState.SUCCEEDED:
             stop.set()
 
-    run = Drill(store, fake_drivers(cloud), stop_after_first, stop).run(pb, "shop.yaml", hold_s=60)
+    run = Engine(store, fake_drivers(cloud), stop_after_first, stop=stop).drill(pb, "shop.yaml", hold_s=60)
     states = [s.state for s in store.steps(run.id or 0)]
     assert run.state is RunState.ABORTED and StepState.CANCELLED in states
     assert states[-1] is StepState.SUCCEEDED  # the teardown ran
@@ -152,7 +152,7 @@ def dead_drill(cloud: FakeCloud, store: Store, pb: Playbook, path: str) -> Run:
         if ev.step.kind == StepKind.TEARDOWN:
             raise KeyboardInterrupt  # the process dies before its teardown
     with pytest.raises(KeyboardInterrupt):
-        Drill(store, drivers, grab, stop).run(pb, path)
+        Engine(store, drivers, grab, stop=stop).drill(pb, path)
     run = store.run(seen[0].id or 0)
     run.pid = 2**22 + 1  # beyond pid_max: no such process
     store.save(run)
@@ -166,7 +166,7 @@ def test_a_dead_drill_is_torn_down_by_the_next_one(cloud: FakeCloud, store: Stor
     path = tmp_path / "shop.yaml"
     path.write_text(NETWORKED)
     first = dead_drill(cloud, store, pb, str(path))
-    second = Drill(store, fake_drivers(cloud)).run(pb, str(path))
+    second = Engine(store, fake_drivers(cloud)).drill(pb, str(path))
     old = store.run(first.id or 0)
     assert old.state is RunState.FAILED and "interrupted" in (old.error or "")
     assert second.state is RunState.SUCCEEDED
@@ -195,14 +195,14 @@ def test_a_drill_that_dies_at_any_transition_is_torn_down_by_the_next(cloud: Fak
 
     if n <= 8:  # 3 clones and the teardown, 2 transitions each
         with pytest.raises(Died):
-            Drill(store, fake_drivers(cloud), die).run(pb, str(path))
+            Engine(store, fake_drivers(cloud), die).drill(pb, str(path))
         first = store.run(1)
         assert first.state is RunState.RUNNING
         first.pid = 2**22 + 1  # beyond pid_max: no such process
         store.save(first)
     else:
-        assert Drill(store, fake_drivers(cloud), die).run(pb, str(path)).state is RunState.SUCCEEDED
-    second = Drill(store, fake_drivers(cloud)).run(pb, str(path))
+        assert Engine(store, fake_drivers(cloud), die).drill(pb, str(path)).state is RunState.SUCCEEDED
+    second = Engine(store, fake_drivers(cloud)).drill(pb, str(path))
     assert second.state is RunState.SUCCEEDED
     assert store.run(1).state is (RunState.FAILED if n <= 8 else RunState.SUCCEEDED)
     assert [s.state for s in store.steps(1)][-1] is StepState.SUCCEEDED  # its teardown, done by the second
@@ -212,13 +212,13 @@ def test_a_drill_that_dies_at_any_transition_is_torn_down_by_the_next(cloud: Fak
 
 def test_a_live_drill_holds_its_playbook(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
     protected(cloud, pb, store)
-    run = store.add_run(Run(operation=DRILL, playbook="shop", playbook_path="shop.yaml", source_site="a",
+    run = store.add_run(Run(operation=Operation.DRILL, playbook="shop", playbook_path="shop.yaml", source_site="a",
                             target_site="b", state=RunState.RUNNING, pid=os.getpid(), host=os.uname().nodename),
                         [Step(run_id=0, seq=1, kind=StepKind.TEARDOWN, workload="drill clones", strategy="-",
                               source_site="a", target_site="b")])
     store.take_locks(["drill/shop"], run.id, os.getpid(), os.uname().nodename)
     with pytest.raises(WorkloadBusy, match="drill/shop is held by run 1"):
-        Drill(store, fake_drivers(cloud)).run(pb, "shop.yaml")
+        Engine(store, fake_drivers(cloud)).drill(pb, "shop.yaml")
 
 
 def test_a_daemon_that_takes_the_lead_cleans_up_dead_drills(cloud: FakeCloud, store: Store, pb: Playbook,
@@ -277,8 +277,9 @@ def test_when_everything_runs_on_the_secondary_a_drill_tests_the_way_back(
     code, out, _ = drorch(capsys, "drill", str(playbook_file))
     assert code == 0, out
     run = store.runs(1)[0]
-    assert (run.operation, run.source_site, run.target_site, run.state) == (DRILL, "b", "a", RunState.SUCCEEDED)
-    cloned = [s for s in store.steps(run.id or 0) if s.action == DRILL]
+    assert (run.operation, run.source_site, run.target_site, run.state) == (
+        Operation.DRILL, "b", "a", RunState.SUCCEEDED)
+    cloned = [s for s in store.steps(run.id or 0) if s.action == Action.DRILL]
     assert len(cloned) == 3 and all(s.state is StepState.SUCCEEDED and s.target_site == "a" for s in cloned)
     assert re.search(r"RTO achieved: \d+\.\d s", out)
     assert all(w.running for k in KINDS for w in cloud.sites[uri(playbook, k, "b")].workloads.values())

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from drorch.addressing import AddressMove, AddressRule
-from drorch.drill import Drill
-from drorch.drill_addresses import clone_addresses, drill_moves, drill_net
 from drorch.drivers.base import DrillNet
 from drorch.drivers.fake import FakeCloud
-from drorch.inventory import Nic
-from drorch.live import StepEvent
-from drorch.playbook import WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.protection import protect
-from drorch.records import DRILL, RunState, StepKind, StepState
-from drorch.store import Step, Store
-from tests.conftest import fake_drivers, uri
+from drorch.engine.live_run import StepEvent
+from drorch.engine.runner import Engine
+from drorch.model.address_rules import AddressMove, AddressRule
+from drorch.model.playbook import WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import Action, RunState, StepKind, StepState
+from drorch.plan.drill_addresses import clone_addresses, drill_moves, drill_net
+from drorch.plan.inventory import Nic
+from drorch.recovery.shipping import protect
+from drorch.store.sql_store import Step, Store
 from tests.support.addresses import estate
 from tests.support.cli import drorch
+from tests.support.shop import fake_drivers, uri
 
 DRILL_RULES = "drill:\n  addresses: {127.0.32.0/24: {to: 127.0.62.0/24}}\n"
 
@@ -51,7 +51,7 @@ def drilled(store: Store, cloud: FakeCloud, port: int, timeout: str = "5") -> tu
             seen.update({n: w.nics for n, w in b.workloads.items() if "-drill-" in n})
             seen["subnets"] = dict(b.drill_subnets)
 
-    run = Drill(store, fake_drivers(cloud), watch).run(pb, "pb.yaml")
+    run = Engine(store, fake_drivers(cloud), watch).drill(pb, "pb.yaml")
     seen["state"] = run.state
     return store.steps(run.id or 0), seen
 
@@ -98,7 +98,7 @@ def test_validate_names_a_drill_subnet_that_a_site_has_already(
 
 def step(workload: str, moves: list[dict[str, object]], host: str = "b1", kind: str = "container") -> Step:
     return Step(run_id=1, seq=1, kind=kind, workload=workload, strategy="redeploy", source_site="a",
-                target_site="b", wave="default", action=DRILL, to_host=host,
+                target_site="b", wave="default", action=Action.DRILL, to_host=host,
                 detail=json.dumps({"drill_addresses": moves}))
 
 
@@ -127,9 +127,9 @@ def test_a_vm_clone_s_drill_network_has_dhcp_and_its_reservation_under_a_mac_of_
 
     import libvirt
 
-    from drorch.drivers.libvirt_addresses import Reservation, reservations, reserve
-    from drorch.drivers.libvirt_drill import clone_mac, isolated_network, remove_network
-    from drorch.drivers.libvirt_xml import drill_domain_xml
+    from drorch.drivers.libvirt._domain_xml import drill_domain_xml
+    from drorch.drivers.libvirt._drill_domains import clone_mac, isolated_network, remove_network
+    from drorch.drivers.libvirt._vm_addresses import Reservation, reservations, reserve
 
     conn = libvirt.open("test:///default")
     net = DrillNet("drorch-drill-7", (("10.72.0.0/24", "10.72.0.1"), ("fd72::/64", "fd72::1")))

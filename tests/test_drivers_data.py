@@ -11,7 +11,8 @@ import libvirt
 import pytest
 
 from drorch.drivers.base import Endpoint, MoveRequest
-from drorch.drivers.docker_config import (
+from drorch.drivers.containers._podman_checkpoints import import_obstacle, published
+from drorch.drivers.containers.docker_config import (
     clone_config,
     clone_volume,
     drill_config,
@@ -24,13 +25,12 @@ from drorch.drivers.docker_config import (
     volumes,
     whole_points,
 )
-from drorch.drivers.libvirt_sites import domain_status
-from drorch.drivers.libvirt_storage import format_problem
-from drorch.drivers.libvirt_xml import disk_chain, point_disks_at, writable_disks
-from drorch.drivers.podman import import_obstacle, published
-from drorch.drivers.podman_engine import checkpoint_problem
+from drorch.drivers.containers.podman_engine import checkpoint_problem
+from drorch.drivers.libvirt._connections import domain_status
+from drorch.drivers.libvirt._disk_transfer import format_problem
+from drorch.drivers.libvirt._domain_xml import disk_chain, point_disks_at, writable_disks
 from drorch.errors import MoveFailed
-from drorch.playbook import Mappings, Strategy
+from drorch.model.playbook import Mappings, Strategy
 
 INSPECT: dict[str, Any] = {
     "Config": {"Image": "shop/web:1", "Hostname": "abc"},
@@ -196,7 +196,7 @@ def test_a_domain_paused_by_a_migration_is_not_where_its_guest_runs() -> None:
 
 def test_a_chain_missing_a_volume_says_which_and_leaves_the_site_to_its_caller() -> None:
     """The caller names the site ("... on site b"): the chain's own words must not say it again."""
-    from drorch.drivers.libvirt_points import PointVolume, chain
+    from drorch.drivers.libvirt._vm_points import PointVolume, chain
 
     vols = {"2": PointVolume("vda.qcow2@point-2.after-1", "2", "1")}
     with pytest.raises(MoveFailed) as found:

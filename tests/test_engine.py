@@ -6,14 +6,14 @@ import pytest
 
 from drorch.drivers.base import Endpoint, MoveRequest
 from drorch.drivers.fake import FakeCloud
-from drorch.engine import Engine
+from drorch.engine.runner import Engine
 from drorch.errors import UsageError, WorkloadBusy
-from drorch.playbook import Host, Mappings, Playbook, Strategy, WorkloadKind
-from drorch.records import RunState, StepState
-from drorch.sites import RunSites
-from drorch.store import Step, Store
-from tests.conftest import fake_drivers, move, site_of, uri
+from drorch.model.playbook import Host, Mappings, Playbook, Strategy, WorkloadKind
+from drorch.model.records import RunState, StepState
+from drorch.reach import RunSites
+from drorch.store.sql_store import Step, Store
 from tests.support.runs import held_by
+from tests.support.shop import fake_drivers, move, site_of, uri
 
 
 def counter(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind, name: str, site: str) -> int:
@@ -111,7 +111,7 @@ def test_a_run_whose_process_died_holds_its_workloads_until_resumed_or_aborted(
 
 
 def test_reporter_sees_every_transition(store: Store, cloud: FakeCloud, playbook: Playbook) -> None:
-    from tests.conftest import fake_drivers
+    from tests.support.shop import fake_drivers
 
     events: list[tuple[str, StepState, bool]] = []
     engine = Engine(store, fake_drivers(cloud), report=lambda e: events.append(
@@ -127,7 +127,7 @@ def test_a_run_resolves_its_hosts_once_and_no_step_searches_the_playbook(
     engine: Engine, store: Store, cloud: FakeCloud, playbook: Playbook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with engine.locks.claim(playbook):
-        the_plan, _snap = engine.plan_for(playbook, "a", "b", disaster=False)
+        the_plan, _snap = engine.plan(playbook, "a", "b", disaster=False)
         run = engine.start(playbook, the_plan, "shop.yaml", "failover")
     asked: list[str] = []
     hosts = Playbook.hosts

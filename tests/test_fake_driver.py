@@ -1,3 +1,5 @@
+"""The driver contract on the fake driver, over each kind and the strategies the real drivers are held to."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -6,7 +8,7 @@ import pytest
 
 from drorch.drivers.base import Driver, Endpoint, MoveRequest
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
-from drorch.playbook import Strategy, WorkloadKind
+from drorch.model.playbook import Strategy, WorkloadKind
 from tests.support.driver_contract import DriverContract
 
 A = Endpoint("a", "fake://a")
@@ -14,7 +16,9 @@ B = Endpoint("b", "fake://b")
 
 
 @pytest.fixture(params=[(WorkloadKind.VM, Strategy.LIVE), (WorkloadKind.CONTAINER, Strategy.CHECKPOINT),
-                        (WorkloadKind.CONTAINER, Strategy.REDEPLOY)], ids=lambda p: f"{p[0]}-{p[1]}")
+                        (WorkloadKind.CONTAINER, Strategy.REDEPLOY), (WorkloadKind.LXD, Strategy.COPY),
+                        (WorkloadKind.LXD, Strategy.STATEFUL), (WorkloadKind.LXD, Strategy.REDEPLOY)],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def kind_strategy(request: pytest.FixtureRequest) -> tuple[WorkloadKind, Strategy]:
     return request.param  # type: ignore[no-any-return]
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from drorch.errors import StoreError
-from drorch.fresh import Fresh
+from drorch.web._cached_reading import Fresh
 
 
 class Clock:

@@ -19,14 +19,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drorch import bounded
+from drorch import input_limits
 from drorch.drivers.fake import FakeCloud
 from drorch.errors import InputError
-from drorch.playbook import Playbook
-from drorch.playbook_file import load_playbook
-from drorch.sites import snapshot
-from tests.conftest import PLAYBOOK, fake_drivers
+from drorch.model.playbook import Playbook
+from drorch.model.playbook_file import load_playbook
+from drorch.reach import snapshot
 from tests.support.cli import drorch, run_limited
+from tests.support.shop import PLAYBOOK, fake_drivers
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {"shop.yaml": PLAYBOOK, **{p.name: p.read_text() for p in sorted((REPO / "playbooks").glob("*.yaml"))}}
@@ -90,9 +90,9 @@ def test_a_playbook_past_the_size_limit(tmp_path: Path, capsys: pytest.CaptureFi
     path = tmp_path / "big.yaml"
     with path.open("w") as f:
         f.write(PLAYBOOK)
-        f.write("# " + "x" * bounded.MAX_BYTES + "\n")
+        f.write("# " + "x" * input_limits.MAX_BYTES + "\n")
     code, _, err = drorch(capsys, "validate", str(path))
-    assert code == 2 and err.strip() == f"{path}:1:1: larger than the limit of {bounded.MAX_BYTES >> 20} MiB"
+    assert code == 2 and err.strip() == f"{path}:1:1: larger than the limit of {input_limits.MAX_BYTES >> 20} MiB"
 
 
 def test_the_limits_leave_room_for_a_large_estate(tmp_path: Path) -> None:
@@ -190,19 +190,26 @@ def test_a_snapshot_nested_past_any_use(tmp_path: Path, playbook_file: Path,
     assert code == 2 and err.startswith(f"drorch: error: {path} is not an inventory snapshot"), err
 
 
+@pytest.fixture(scope="module")
+def made_store(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real store, made by another command: what each example damages a copy of."""
+    state = tmp_path_factory.mktemp("made")
+    subprocess.run([sys.executable, "-c", "from drorch.store.sql_store import Store; Store()"], check=True,
+                   env={**os.environ, "DRORCH_STATE_DIR": str(state), "PYTHONPATH": str(REPO)})
+    return (state / "drorch.db").read_bytes()
+
+
 @settings(max_examples=FUZZ_EXAMPLES // 5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(damage=st.lists(st.tuples(st.integers(0, 1 << 16), st.binary(min_size=1, max_size=64)), min_size=1,
                        max_size=8))
-def test_damaged_stores_are_named_and_left_alone(damage: list[tuple[int, bytes]], tmp_path: Path,
+def test_damaged_stores_are_named_and_left_alone(damage: list[tuple[int, bytes]], made_store: bytes, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     state = Path(tempfile.mkdtemp(dir=tmp_path))  # a path of its own: no connection of an earlier example
     monkeypatch.setenv("DRORCH_STATE_DIR", str(state))
     db = state / "drorch.db"
     # A real store made by another command earlier (this process checks a store once), then damaged.
-    subprocess.run([sys.executable, "-c", "from drorch.store import Store; Store()"], check=True,
-                   env={**os.environ, "DRORCH_STATE_DIR": str(state), "PYTHONPATH": str(REPO)})
-    data = bytearray(db.read_bytes())
+    data = bytearray(made_store)
     for pos, chunk in damage:
         at = pos % len(data)
         data[at:at + len(chunk)] = chunk

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from drorch.cli.daemon import _OneLine
-from drorch.playbook import Playbook
-from drorch.playbook_file import reference_problems
-from tests.conftest import PLAYBOOK
+from drorch.cli.daemon_commands import _OneLine
+from drorch.model.playbook import Playbook
+from drorch.model.playbook_file import reference_problems
 from tests.support.cli import drorch
+from tests.support.shop import PLAYBOOK
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from drorch.metrics import StoreCollector, exposition
-from drorch.pages import Pages
-from drorch.store import ReadinessCheck, Store
-from drorch.web import Listen, Web
+from drorch.store.sql_store import ReadinessCheck, Store
+from drorch.web.listener import Listen, Web
+from drorch.web.metrics import StoreCollector, exposition
+from drorch.web.pages import Pages
 from tests.support.cli import drorch
 from tests.support.web import get
 

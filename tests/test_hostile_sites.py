@@ -281,8 +281,8 @@ def test_names_in_the_html_report_and_the_metrics_carry_no_raw_control_character
     doubled so that the text `\\x1b` is not taken for an ESC."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from drorch.records import RunState, StepState
-    from drorch.store import RecoveryPoint, Run, Step, Store
+    from drorch.model.records import RunState, StepState
+    from drorch.store.sql_store import RecoveryPoint, Run, Step, Store
 
     name = "n\x00ul\x1besc\x07bel-\\x1b-text"
     store = Store()

@@ -57,7 +57,11 @@ def test_the_readmes_postgresql_form_has_its_driver() -> None:
     assert create_engine("postgresql://drorch@db-host/drorch").dialect.driver == "psycopg"
 
 
-def test_a_database_server_that_accepts_and_never_answers_is_given_up(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_database_server_that_accepts_and_never_answers_is_given_up(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from drorch.store import connect
+
+    monkeypatch.setattr(connect, "CONNECT_TIMEOUT_S", 2)  # 10 s in use: the bound, not its length, is tested
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -157,12 +161,12 @@ def test_a_store_locked_by_another_writer_is_one_line_in_bounded_time(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         playbook_file: Path) -> None:
     """Another process holds the store's write lock past the wait drorch allows: the command says so."""
-    from drorch import store_open
+    from drorch.store import connect
 
     db = tmp_path / "busy.db"
     os.environ["DRORCH_DB_URL"] = f"sqlite:///{db}"
     assert drorch(capsys, "schedule", "list")[0] == 0  # a real store, with its job table
-    monkeypatch.setattr(store_open, "BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(connect, "BUSY_TIMEOUT_MS", 300)
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
     release = threading.Timer(20, holder.rollback)  # bounded even if drorch waited for ever

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
+from drorch.drivers.background import Jobs
 from drorch.drivers.base import Endpoint, Handle, MoveRequest, Phase, Progress
-from drorch.drivers.jobs import Jobs
 from drorch.errors import MoveCancelled
-from drorch.playbook import Strategy
+from drorch.model.playbook import Strategy
 
 
 def handle() -> Handle:

@@ -1,9 +1,12 @@
-"""The package's shape: no import circle among drorch's modules, counting imports deferred into functions; and
-the tests', where no test module imports from another (what they share lives in helper modules)."""
+"""The package's shape: a few modules at the top and the rest in wings, none too big, none named like another
+and none that nothing imports; no import circle among them, counting imports deferred into functions; no two
+classes of one name. And the tests', where no test module imports from another or from a conftest (what they
+share lives in tests/support and integration/support)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import drorch
@@ -60,10 +63,61 @@ def test_the_circle_finder_finds_one() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]
 
 
-def test_no_test_module_imports_from_another() -> None:
+TOP_MODULES = 8  # besides __init__ and __main__
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_the_top_holds_a_few_modules_and_the_rest_lives_in_wings() -> None:
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(top) <= TOP_MODULES, top
+
+
+def test_no_module_is_too_big() -> None:
+    big = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert big == {}
+
+
+def test_no_two_modules_or_packages_share_a_name() -> None:
+    names: dict[str, list[str]] = {}
+    for m in modules():
+        if m != "drorch":
+            names.setdefault(m.rsplit(".", 1)[-1].lstrip("_"), []).append(m)
+    assert {n: ms for n, ms in names.items() if len(ms) > 1} == {}
+
+
+def test_no_two_classes_share_a_name() -> None:
+    found: dict[str, list[str]] = {}
+    for m, p in modules().items():
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                found.setdefault(node.name, []).append(m)
+    assert {c: ms for c, ms in found.items() if len(ms) > 1} == {}
+
+
+def test_every_module_is_imported_by_another_module_or_a_test() -> None:
+    files = modules()
+    users = [*files.values(), *(p for folder in ("tests", "integration") for p in (REPO / folder).rglob("*.py"))]
+    imported = {m for p in users for m in imports(p, set(files)) if p != files.get(m)}
+    # a module imported as `from package import module` counts; so does every package a module of it is imported from
+    imported |= {m.rsplit(".", n)[0] for m in imported for n in range(1, m.count(".") + 1)}
+    assert sorted(set(files) - imported - {"drorch"}) == []
+
+
+def test_no_test_module_imports_from_another_or_from_a_conftest() -> None:
     tests = {p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
-             for folder in ("tests", "integration") for p in (REPO / folder).rglob("test_*.py")}
-    found = {f"{p.relative_to(REPO)} imports {m}" for p in (REPO / "tests").rglob("*.py")
-             for m in imports(p, tests)} | {f"{p.relative_to(REPO)} imports {m}"
-                                            for p in (REPO / "integration").rglob("*.py") for m in imports(p, tests)}
+             for folder in ("tests", "integration") for p in (REPO / folder).rglob("*.py")
+             if p.name.startswith("test_") or p.name == "conftest.py"}
+    found = {f"{p.relative_to(REPO)} imports {m}" for folder in ("tests", "integration")
+             for p in (REPO / folder).rglob("*.py") for m in imports(p, tests)}
     assert sorted(found) == []
+
+
+def test_every_type_ignore_names_its_code_and_says_why() -> None:
+    bare = [f"{p.relative_to(REPO)}:{n}" for p in PACKAGE.rglob("*.py")
+            for n, line in enumerate(p.read_text().splitlines(), 1)
+            if "type: ignore" in line and not re.search(r"type: ignore\[[\w,\- ]+\]  # \S", line)]
+    assert bare == []

@@ -12,23 +12,25 @@ from sqlmodel import SQLModel
 
 from drorch.cli.common import run_json
 from drorch.errors import NotFound
-from drorch.ledger import History
-from drorch.records import RunState, StepState
-from drorch.store import Run, Step, Store
-from drorch.store_place import TABLES
+from drorch.model.records import Action, Mode, Operation, RunState, StepState
+from drorch.store._location import TABLES
+from drorch.store.history import History
+from drorch.store.sql_store import Run, Step, Store
 from tests.support.cli import drorch
 
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
 times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
     lambda t: t.replace(tzinfo=UTC))
-runs = st.builds(Run, operation=texts, playbook=texts, playbook_path=texts, source_site=texts, target_site=texts,
-                 state=st.sampled_from(RunState), pid=st.integers(1, 2**22), host=texts, started_at=times,
-                 ended_at=st.none() | times, error=st.none() | texts, mode=st.none() | texts,
-                 abort_requested=st.none() | st.booleans(), commit_deadline=st.none() | times)
+runs = st.builds(Run, operation=st.sampled_from(Operation), playbook=texts, playbook_path=texts, source_site=texts,
+                 target_site=texts, state=st.sampled_from(RunState), pid=st.integers(1, 2**22), host=texts,
+                 started_at=times, ended_at=st.none() | times, error=st.none() | texts,
+                 mode=st.none() | st.sampled_from(Mode), abort_requested=st.none() | st.booleans(),
+                 commit_deadline=st.none() | times)
 steps = st.builds(Step, run_id=st.just(0), seq=st.integers(0, 999), workload=texts, kind=texts, strategy=texts,
                   source_site=texts, target_site=texts, state=st.sampled_from(StepState),
                   started_at=st.none() | times, ended_at=st.none() | times, outcome=st.none() | texts,
-                  bytes_done=st.none() | st.integers(0, 2**62), handle=st.none() | texts, warning=st.none() | texts)
+                  bytes_done=st.none() | st.integers(0, 2**62), handle=st.none() | texts, warning=st.none() | texts,
+                  action=st.none() | st.sampled_from(Action))
 
 
 def test_it_knows_every_table_of_the_store() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drorch.drivers.docker_config import clone_config
-from drorch.drivers.lxd_config import (
+from drorch.drivers.containers.docker_config import clone_config
+from drorch.drivers.lxd._lxd_config import (
     POINT_KEY,
     bridge_name,
     container_view,
@@ -22,7 +22,7 @@ from drorch.drivers.lxd_config import (
     point_names,
     target_body,
 )
-from drorch.playbook import Mappings, Resources, WorkloadKind
+from drorch.model.playbook import Mappings, Resources, WorkloadKind
 
 
 def instance(**over: Any) -> dict[str, Any]:

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from drorch.drill import Drill
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import Engine
+from drorch.engine.runner import Engine
+from drorch.engine.steps_from_plan import plan_findings
 from drorch.errors import PlaybookError
-from drorch.planner import Action, plan
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.protection import protect
-from drorch.records import RunState, StepState
-from drorch.run_steps import plan_findings
-from drorch.sites import snapshot
-from drorch.store import Store
-from tests.conftest import fake_drivers, move, uri
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import Action, RunState, StepState
+from drorch.plan.planner import plan
+from drorch.reach import snapshot
+from drorch.recovery.shipping import protect
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
+from tests.support.shop import fake_drivers, move, uri
 
 LANDING = """\
 name: landing
@@ -109,7 +108,7 @@ def test_its_points_restarts_and_drills_are_a_container_s(cloud: FakeCloud, stor
     assert {(p.kind, p.workload) for p in points} == {("lxd", "app"), ("lxd", "sys")}
     assert on(cloud, pb, WorkloadKind.CONTAINER, "b", 1) == {"app": (False, 42)}  # the copy, never started
 
-    drill = Drill(store, fake_drivers(cloud)).run(pb, "landing.yaml")
+    drill = Engine(store, fake_drivers(cloud)).drill(pb, "landing.yaml")
     assert drill.state is RunState.SUCCEEDED, drill.error
     clone = next(s for s in store.steps(drill.id or 0) if s.workload == "app")
     assert (clone.target_kind, clone.state) == ("container", StepState.SUCCEEDED)

@@ -13,8 +13,8 @@ import pytest
 import websocket
 
 from drorch.drivers.base import Endpoint
-from drorch.drivers.lxd_api import LxdError
-from drorch.drivers.lxd_relay import send
+from drorch.drivers.lxd._lxd_api import LxdError
+from drorch.drivers.lxd._lxd_relay import send
 
 CLOSE = (websocket.ABNF.OPCODE_CLOSE, b"")
 

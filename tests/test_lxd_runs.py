@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from drorch.drivers.base import HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import Engine
-from drorch.playbook import WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.records import RunState
-from drorch.run_steps import check_playbook
-from drorch.sites import snapshot
-from drorch.store import Store
-from tests.conftest import fake_drivers, move, site_of, uri
+from drorch.engine.runner import Engine
+from drorch.engine.steps_from_plan import check_playbook
+from drorch.model.playbook import WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import RunState
+from drorch.reach import snapshot
+from drorch.store.sql_store import Store
+from tests.support.shop import fake_drivers, move, site_of, uri
 
 MIXED = """\
 name: mixed

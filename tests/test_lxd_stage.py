@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drorch.drivers.base import Endpoint
-from drorch.drivers.lxd_config import STAGE_KEY
-from drorch.drivers.lxd_stage import drop_stage, land, stage_name
+from drorch.drivers.lxd._lxd_config import STAGE_KEY
+from drorch.drivers.lxd._lxd_stage import drop_stage, land, stage_name
 
 
 @dataclass

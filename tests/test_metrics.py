@@ -8,12 +8,12 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from drorch.metrics import StoreCollector, exposition
-from drorch.playbook import Playbook
-from drorch.playbook_file import parse_playbook
-from drorch.records import DRILL, RunState, StepState, utcnow
-from drorch.store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
-from tests.conftest import PLAYBOOK
+from drorch.model.playbook import Playbook
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import Action, Operation, RunState, StepState, utcnow
+from drorch.store.sql_store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.web.metrics import StoreCollector, exposition
+from tests.support.shop import PLAYBOOK
 
 PROTECTED = PLAYBOOK + "protect: {interval_s: 60, rpo_s: 300, keep: 3}\n"
 
@@ -33,7 +33,8 @@ def run(store: Store, operation: str, state: RunState, took_s: float, steps: lis
     r = Run(operation=operation, playbook="shop", playbook_path="shop.yaml", source_site="a", target_site="b",
             state=state, pid=1, host="h", started_at=start, ended_at=start + timedelta(seconds=took_s))
     store.add_run(r, [Step(run_id=0, seq=i, workload=w, kind=k, strategy="live", source_site="a", target_site="b",
-                           action=DRILL if operation == DRILL else "move", state=StepState.SUCCEEDED,
+                           action=Action.DRILL if operation == Operation.DRILL else Action.MOVE,
+                           state=StepState.SUCCEEDED,
                            started_at=start, ended_at=start + timedelta(seconds=s))
                       for i, (k, w, s) in enumerate(steps, 1)])
     return r
@@ -54,7 +55,8 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
     ])
     run(store, "failover", RunState.SUCCEEDED, 42.0, [("vm", "db", 3.0), ("container", "cache", 0.5)])
     run(store, "failover", RunState.PARTIAL, 700.0, [("vm", "db", 650.0)])
-    run(store, DRILL, RunState.SUCCEEDED, 90.0, [("vm", "db-drill-3", 20.0), ("container", "cache-drill-3", 31.0)])
+    run(store, Operation.DRILL, RunState.SUCCEEDED, 90.0,
+        [("vm", "db-drill-3", 20.0), ("container", "cache-drill-3", 31.0)])
     store.add_run(Run(operation="failback", playbook="shop", playbook_path="shop.yaml", source_site="b",
                       target_site="a", state=RunState.RUNNING, pid=1, host="h"),
                   [Step(run_id=0, seq=1, workload="db", kind="vm", strategy="live", source_site="b", target_site="a",

@@ -8,10 +8,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
-from drorch.placement import Size
-from drorch.planner import MOVING, Action, Plan, plan
-from drorch.playbook import Playbook, WorkloadKind
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.records import Action
+from drorch.plan.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
+from drorch.plan.placement import Size
+from drorch.plan.planner import MOVING, Plan, plan
 
 VM, CT = WorkloadKind.VM, WorkloadKind.CONTAINER
 TIERS = {"gold": {"priority": 0, "on_shortage": "required"},

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drorch.errors import PlaybookError
-from drorch.playbook import STRATEGIES, Mappings, Playbook, Strategy, WorkloadKind
-from drorch.playbook_file import load_playbook, parse_playbook
-from tests.conftest import PLAYBOOK
+from drorch.model.playbook import STRATEGIES, Mappings, Playbook, Strategy, WorkloadKind
+from drorch.model.playbook_file import load_playbook, parse_playbook
+from tests.support.shop import PLAYBOOK
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "playbooks").glob("*.yaml"))
 

@@ -12,14 +12,14 @@ import pytest
 import requests
 from docker.errors import APIError
 
+from drorch.drivers.background import Jobs
 from drorch.drivers.base import Endpoint, Handle, MoveRequest
-from drorch.drivers.containers import ContainerDriver
-from drorch.drivers.docker_engine import HELPER_LABEL, HELPER_OWNER, DockerSite
-from drorch.drivers.jobs import Jobs
-from drorch.drivers.podman import PodmanCheckpoints
-from drorch.drivers.podman_engine import PodmanSite
+from drorch.drivers.containers._podman_checkpoints import PodmanCheckpoints
+from drorch.drivers.containers.container_driver import ContainerDriver
+from drorch.drivers.containers.docker_engine import HELPER_LABEL, HELPER_OWNER, DockerSite
+from drorch.drivers.containers.podman_engine import PodmanSite
 from drorch.errors import MoveCancelled, MoveFailed
-from drorch.playbook import Strategy
+from drorch.model.playbook import Strategy
 
 ORIGINAL = {"Id": "c0ffee", "Config": {"Image": "docker.io/shop/web:1"}, "HostConfig": {"NetworkMode": "none"}}
 

@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from drorch import protection
 from drorch.drivers.fake import FakeCloud
-from drorch.drivers.libvirt_points import (
+from drorch.drivers.libvirt._vm_points import (
     PointVolume,
     base_volume,
     chain,
@@ -26,14 +25,15 @@ from drorch.drivers.libvirt_points import (
     stamp_of,
     volume_name,
 )
-from drorch.engine import Engine
+from drorch.engine.runner import Engine
 from drorch.errors import MoveFailed, NoSuchPoint
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_runs import Protect
-from drorch.records import StepState, utcnow
-from drorch.store import RecoveryPoint, Store
-from tests.conftest import PLAYBOOK, fake_drivers, uri
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.records import StepState, utcnow
+from drorch.model.run_settings import Protect
+from drorch.recovery import shipping
+from drorch.store.sql_store import RecoveryPoint, Store
 from tests.support.cli import drorch
+from tests.support.shop import PLAYBOOK, fake_drivers, uri
 
 DISK = "db.qcow2"
 
@@ -92,7 +92,7 @@ def test_a_point_in_time_is_the_newest_taken_at_or_before_it(store: Store) -> No
     _points(store, 5, site="a")  # the other direction's points are not candidates
     kept = store.points("shop")
     now = utcnow()
-    pick = protection.points_at
+    pick = shipping.points_at
     assert pick(kept, "b", None, [("vm", "db")])[("vm", "db")].name == "point-10"
     assert pick(kept, "b", now - timedelta(minutes=15), [("vm", "db")])[("vm", "db")].name == "point-20"
     assert pick(kept, "b", now - timedelta(minutes=20), [("vm", "db")])[("vm", "db")].name == "point-20"
@@ -110,7 +110,7 @@ def test_a_disaster_restart_starts_from_the_point_asked_for(cloud: FakeCloud, st
     vm = cloud.sites[uri(playbook, WorkloadKind.VM, "a")].workloads["db"]
     for count in (100, 200, 300, 400):
         vm.counter = count
-        protection.protect(playbook, fake_drivers(cloud), store)
+        shipping.protect(playbook, fake_drivers(cloud), store)
     times = sorted(p.taken_at for p in store.points("shop") if p.workload == "db")
     held = cloud.sites[uri(playbook, WorkloadKind.VM, "b")].points["db"]
     assert len(times) == 3 and list(held.values()) == [200, 300, 400]  # the site keeps what the store lists
@@ -133,7 +133,7 @@ def test_point_options_are_checked(capsys: pytest.CaptureFixture[str], playbook_
 def test_a_drill_from_a_point_not_kept_lists_those_kept(capsys: pytest.CaptureFixture[str], playbook_file: Path,
                                                         playbook: Playbook, cloud: FakeCloud, store: Store,
                                                         fake_cli: None) -> None:
-    protection.protect(playbook, fake_drivers(cloud), store)
+    shipping.protect(playbook, fake_drivers(cloud), store)
     code, out, err = drorch(capsys, "drill", "--point", "2000-01-01T00:00:00", str(playbook_file))
     assert code == 2 and "has no recovery point on site b taken at or before 2000-01-01T00:00:00 UTC" in err
     code, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
@@ -145,7 +145,7 @@ def test_a_lost_site_that_returns_has_its_stale_copies_named_and_pruned(
         engine: Engine, fake_cli: None) -> None:
     """Protect, lose site a, restart on b; a comes back holding stopped copies: status names them (and no
     shipped copy), prune removes them and nothing else."""
-    protection.protect(playbook, fake_drivers(cloud), store)
+    shipping.protect(playbook, fake_drivers(cloud), store)
     code, out, _ = drorch(capsys, "status", str(playbook_file))
     assert code == 0 and "stale" not in out  # shipped copies on b are not stale
     home = cloud.sites[uri(playbook, WorkloadKind.VM, "a")]

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from drorch import readiness
 from drorch.drivers.fake import FakeCloud
-from drorch.playbook import WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.protection import protect
-from drorch.report import naive
-from drorch.store import Store
-from tests.conftest import PLAYBOOK, fake_drivers, uri
+from drorch.model.playbook import WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.run_report import naive
+from drorch.recovery import readiness
+from drorch.recovery.shipping import protect
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
+from tests.support.shop import PLAYBOOK, fake_drivers, uri
 
 
 @pytest.fixture

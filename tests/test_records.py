@@ -3,9 +3,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drorch.drivers.docker_config import clone_config
+from drorch.drivers.containers.docker_config import clone_config
 from drorch.errors import ExitCode
-from drorch.records import EXIT_CODES, RunState, StepState, run_outcome
+from drorch.model.records import EXIT_CODES, RunState, StepState, run_outcome
 
 finished = st.sampled_from([StepState.SUCCEEDED, StepState.FAILED])
 

@@ -17,19 +17,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drorch import decisions
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import Engine, FencingRequired
+from drorch.engine import commit_window
+from drorch.engine.live_run import StepEvent
+from drorch.engine.runner import Engine, FencingRequired
 from drorch.errors import UsageError, WorkloadBusy
-from drorch.live import StepEvent
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.protection import protect
-from drorch.records import RunState, StepState, utcnow
-from drorch.report import timeline
-from drorch.store import Store
-from tests.conftest import KINDS, PLAYBOOK, fake_drivers, move, site_of, uri
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import RunState, StepState, utcnow
+from drorch.model.run_report import timeline
+from drorch.recovery.shipping import protect
+from drorch.store.sql_store import Store
 from tests.support.runs import Crash, crash_at, interrupted
+from tests.support.shop import KINDS, PLAYBOOK, fake_drivers, move, site_of, uri
 
 
 def fresh_cloud(pb: Playbook) -> FakeCloud:
@@ -60,7 +60,7 @@ def test_a_run_that_dies_at_any_transition_is_finished_by_resume(tmp_path_factor
     interrupted(store, 1)
     with pytest.raises(WorkloadBusy, match="interrupted run 1"):
         move(Engine(store, fake_drivers(cloud), poll_seconds=0), pb, "a", "b")
-    run = Engine(store, fake_drivers(cloud), poll_seconds=0).resume(pb, 1)
+    run = Engine(store, fake_drivers(cloud), poll_seconds=0).resume(pb, store.run(1))
     assert run.state is RunState.SUCCEEDED
     assert placements(cloud, pb) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
     b = cloud.sites
@@ -72,7 +72,7 @@ def test_a_run_that_dies_at_any_transition_is_finished_by_resume(tmp_path_factor
 def test_resume_refuses_a_run_that_is_alive_or_done(engine: Engine, store: Store, playbook: Playbook) -> None:
     run = move(engine, playbook, "a", "b")
     with pytest.raises(UsageError, match="succeeded: nothing to resume"):
-        engine.resume(playbook, run.id or 0)
+        engine.resume(playbook, store.run(run.id or 0))
 
 
 def test_a_failed_run_is_resumed_once_the_cause_is_gone(engine: Engine, store: Store, cloud: FakeCloud,
@@ -81,7 +81,7 @@ def test_a_failed_run_is_resumed_once_the_cause_is_gone(engine: Engine, store: S
     run = move(engine, playbook, "a", "b")
     assert run.state is RunState.PARTIAL and store.run_locks(run.id or 0) == []
     assert store.steps(1)[0].error == "Disconnected from qemu+tcp://b: end of file"
-    assert engine.resume(playbook, 1).state is RunState.SUCCEEDED
+    assert engine.resume(playbook, store.run(1)).state is RunState.SUCCEEDED
     assert placements(cloud, playbook) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
 
 
@@ -90,7 +90,7 @@ def test_a_resume_brings_back_what_stopped_on_the_target_since_it_moved_and_says
     cloud.fail["db"] = "Disconnected from qemu+tcp://b: end of file"
     assert move(engine, playbook, "a", "b").state is RunState.PARTIAL
     cloud.sites[uri(playbook, WorkloadKind.CONTAINER, "b")].workloads["cache"].running = False  # its daemon died
-    run = engine.resume(playbook, 1)
+    run = engine.resume(playbook, store.run(1))
     assert run.state is RunState.SUCCEEDED_WITH_WARNINGS  # not plain "succeeded": cache lost its memory
     steps = {s.workload: s for s in store.steps(1)}
     assert steps["db"].state is StepState.SUCCEEDED and steps["web"].state is StepState.SUCCEEDED
@@ -115,7 +115,7 @@ def test_a_run_ends_on_facts_a_workload_that_stopped_on_its_target_before_the_en
     assert steps["cache"].state is StepState.FAILED
     assert steps["cache"].error == ("cache got to site b, but was found stopped there when the run ended: drorch "
                                     "resume 1 starts it again")
-    resumed = Engine(store, fake_drivers(cloud), poll_seconds=0).resume(playbook, 1)
+    resumed = Engine(store, fake_drivers(cloud), poll_seconds=0).resume(playbook, store.run(1))
     assert resumed.state is RunState.SUCCEEDED_WITH_WARNINGS and on_b["cache"].running
     assert store.steps(1)[1].warning == ("found stopped on site b when the run was resumed; started on site b as it "
                                          "was: what it held in memory since the move is lost")
@@ -128,7 +128,7 @@ def test_a_resume_moves_again_what_left_the_target_and_fails_what_is_nowhere(
     containers = {s: cloud.sites[uri(playbook, WorkloadKind.CONTAINER, s)].workloads for s in ("a", "b")}
     containers["a"]["web"] = containers["b"].pop("web")  # someone took it home again
     del containers["b"]["cache"]  # removed by hand: nothing of it anywhere
-    run = engine.resume(playbook, 1)
+    run = engine.resume(playbook, store.run(1))
     assert run.state is RunState.PARTIAL
     steps = {s.workload: s for s in store.steps(1)}
     assert steps["web"].state is StepState.SUCCEEDED and steps["db"].state is StepState.SUCCEEDED
@@ -143,7 +143,7 @@ def test_abort_of_an_interrupted_run_settles_it_against_reality(store: Store, cl
         Engine(store, fake_drivers(cloud), report=crash_at(3), poll_seconds=0).operate(
             playbook, "shop.yaml", "failover", "a", "b")
     interrupted(store, 1)
-    run = Engine(store, fake_drivers(cloud)).abort(playbook, 1)
+    run = Engine(store, fake_drivers(cloud)).abort(playbook, store.run(1))
     assert run.state is RunState.ABORTED and store.run_locks(1) == []
     states = {s.workload: s.state for s in store.steps(1)}
     assert states["db"] is StepState.SUCCEEDED  # it had reached site b
@@ -158,7 +158,7 @@ def test_abort_asks_a_live_run_to_stop(store: Store, cloud: FakeCloud, playbook:
     worker = threading.Thread(target=lambda: result.append(move(engine, playbook, "a", "b").state))
     worker.start()
     wait_for(lambda: any(s.state is StepState.RUNNING for s in store.steps(1)) if store.runs() else False)
-    assert Engine(store, {}).abort(playbook, 1, wait_seconds=30).state is RunState.ABORTED
+    assert Engine(store, {}).abort(playbook, store.run(1), wait_seconds=30).state is RunState.ABORTED
     worker.join(10)
     assert result == [RunState.ABORTED]
     assert placements(cloud, playbook) == {"db": ["a"], "cache": ["a"], "web": ["a"]}
@@ -331,7 +331,7 @@ def test_an_approval_pauses_the_run_until_approved(store: Store) -> None:
     worker.start()
     wait_for(lambda: bool(store.runs()) and any(s.state is StepState.WAITING for s in store.steps(1)))
     assert placements(cloud, pb) == {"db": ["b"], "cache": ["b"], "web": ["a"]}
-    assert decisions.approve(store, 1, "ops").outcome == "approved by ops"
+    assert commit_window.approve(store, 1, "ops").outcome == "approved by ops"
     worker.join(10)
     assert result == [RunState.SUCCEEDED]
     assert placements(cloud, pb) == {"db": ["b"], "cache": ["b"], "web": ["b"]}
@@ -425,7 +425,7 @@ def test_a_failover_waits_for_commit_and_holds_its_workloads(store: Store) -> No
     assert run.state is RunState.PENDING_COMMIT and run.commit_deadline is not None
     with pytest.raises(WorkloadBusy, match="drorch commit 1 or drorch rollback 1"):
         move(engine, pb, "b", "a", "failback")
-    assert decisions.commit(store, 1).state is RunState.SUCCEEDED
+    assert commit_window.commit(store, 1).state is RunState.SUCCEEDED
     assert move(engine, pb, "b", "a", "failback").state is RunState.SUCCEEDED
 
 
@@ -434,11 +434,11 @@ def test_rollback_and_an_expired_window_take_the_default(store: Store) -> None:
     cloud = fresh_cloud(pb)
     engine = Engine(store, fake_drivers(cloud), poll_seconds=0)
     move(engine, pb, "a", "b")
-    assert decisions.expired(store) == []
+    assert commit_window.expired(store) == []
     run = store.run(1)
     run.commit_deadline = utcnow() - timedelta(seconds=1)
     store.save(run)
-    (late,) = decisions.expired(store)
+    (late,) = commit_window.expired(store)
     assert engine.settle(pb, late).state is RunState.ROLLED_BACK
     assert placements(cloud, pb) == {"db": ["a"], "cache": ["a"], "web": ["a"]}
     assert store.run_locks(1) == []
@@ -454,7 +454,7 @@ def test_report_gives_each_step_its_time_and_the_rto(engine: Engine, store: Stor
 
 
 def test_recovery_points_are_recorded_kept_and_aged(store: Store, cloud: FakeCloud) -> None:
-    from drorch.protection import rpo_status
+    from drorch.recovery.shipping import rpo_status
 
     pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 10, keep: 2}\n", "shop.yaml")
     drivers = fake_drivers(cloud)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from drorch import hooks
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.playbook import WorkloadKind
+from drorch.engine import _hooks
+from drorch.model.playbook import WorkloadKind
 from drorch.redact import redact
-from drorch.store import Store
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 
 SECRET, TOKEN = "s3cr3t-pw", "t0k3n-value"
@@ -50,7 +50,7 @@ def test_redact(text: str, shown: str) -> None:
 def test_hooks_do_not_inherit_the_store_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRORCH_DB_URL", f"postgresql://drorch:{SECRET}@db/drorch")
     monkeypatch.setenv("KEEP_ME", "1")
-    env = hooks._inherited()
+    env = _hooks._inherited()
     assert "DRORCH_DB_URL" not in env and env["KEEP_ME"] == "1"
 
 

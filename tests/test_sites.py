@@ -8,10 +8,10 @@ import pytest
 
 from drorch.drivers.base import Endpoint, HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_file import parse_playbook
-from drorch.sites import snapshot
-from tests.conftest import fake_drivers
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.reach import snapshot
+from tests.support.shop import fake_drivers
 
 
 def _estate(hosts: int, timeout_s: float = 15.0, declared: str = "") -> tuple[Playbook, FakeCloud]:

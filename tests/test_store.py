@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from drorch.errors import StoreError
-from drorch.store import Store
+from drorch.store.sql_store import Store
 
 
 def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_commands_making_one_store_at_once_all_find_it_whole(tmp_path: Path) -> 
     """A store's tables are made in one transaction that its makers wait on each other for: eight commands
     starting together on a new store all succeed, and none sees it half made."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    code = "import sys; from drorch.store import Store; print(len(Store(sys.argv[1]).runs()))"
+    code = "import sys; from drorch.store.sql_store import Store; print(len(Store(sys.argv[1]).runs()))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     makers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env) for _ in range(8)]

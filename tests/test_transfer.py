@@ -9,7 +9,7 @@ import tarfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drorch.drivers.transfer import Manifest, manifest, relay
+from drorch.drivers.containers._tar_relay import Manifest, manifest, relay
 
 names = st.text("abcdefgh", min_size=1, max_size=6)
 trees = st.dictionaries(names, st.binary(max_size=3 << 20), min_size=1, max_size=5)

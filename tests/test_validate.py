@@ -9,11 +9,11 @@ import pytest
 
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.errors import PlaybookError
-from drorch.inventory import HostFacts
-from drorch.playbook import WorkloadKind
-from drorch.playbook_file import parse_playbook
-from tests.conftest import uri
+from drorch.model.playbook import WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.plan.inventory import HostFacts
 from tests.support.cli import drorch
+from tests.support.shop import uri
 
 pytestmark = pytest.mark.usefixtures("fake_cli")
 

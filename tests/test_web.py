@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 
 from drorch.errors import UsageError
-from drorch.metrics import StoreCollector, exposition
-from drorch.pages import Pages
-from drorch.playbook_file import parse_playbook
-from drorch.records import SCHEDULER_LEASE, RunState, StepState, utcnow
-from drorch.store import ReadinessCheck, RecoveryPoint, Run, Step, Store
-from drorch.web import Listen, Web
-from tests.conftest import PLAYBOOK
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import SCHEDULER_LEASE, RunState, StepState, utcnow
+from drorch.store.sql_store import ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.web.listener import Listen, Web
+from drorch.web.metrics import StoreCollector, exposition
+from drorch.web.pages import Pages
 from tests.support.browser import chromium, fits, rows
+from tests.support.shop import PLAYBOOK
 from tests.support.web import get
 
 TOKEN = "s3cret-token-0123456789"

@@ -1,10 +1,7 @@
 """The `drorch` command: parses, calls the engine or the store, prints. Nothing else lives here."""
 
-from importlib import import_module
-
+# Each command module registers its commands on import, in --help order.
+from drorch.cli import run_commands, site_commands, history_commands, protect_commands, daemon_commands  # noqa: I001, F401
 from drorch.cli.app import app, main
-
-for _commands in ("runs", "sites", "history", "protect", "daemon"):  # each registers its commands, in --help order
-    import_module(f"drorch.cli.{_commands}")
 
 __all__ = ["app", "main"]

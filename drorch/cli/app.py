@@ -22,7 +22,7 @@ from drorch.errors import DrorchError, ExitCode, PlaybookError, printable
 from drorch.redact import redact
 
 app = typer.Typer(
-    help="Move libvirt VMs and Docker containers to a disaster-recovery site and back.",
+    help="Move libvirt/QEMU VMs, Docker and Podman containers and LXD instances to a disaster-recovery site and back.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -10,20 +10,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from drorch.cli.app import echo
-from drorch.host import run_alive
-from drorch.records import RunState
+from drorch.model.records import RunState
+from drorch.process import run_alive
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from drorch.drivers.base import Driver
-    from drorch.inventory import Snapshot
-    from drorch.live import Reporter
-    from drorch.planner import Plan
-    from drorch.playbook import Playbook, WorkloadKind
-    from drorch.playbook_file import Positions
-    from drorch.preflight import Finding
-    from drorch.store import Run, Step
+    from drorch.engine.live_run import Reporter
+    from drorch.model.playbook import Playbook, WorkloadKind
+    from drorch.model.playbook_file import Positions
+    from drorch.plan.inventory import Snapshot
+    from drorch.plan.planner import Plan
+    from drorch.plan.preflight import Finding
+    from drorch.store.sql_store import Run, Step
 
 
 def drivers(pb: Playbook) -> contextlib.AbstractContextManager[dict[WorkloadKind, Driver]]:
@@ -40,7 +40,7 @@ def kill_at() -> int | None:
 
 
 def live_snapshot(pb: Playbook) -> Snapshot:
-    from drorch.sites import snapshot
+    from drorch.reach import snapshot
 
     with drivers(pb) as found:
         return snapshot(pb, found)
@@ -49,11 +49,11 @@ def live_snapshot(pb: Playbook) -> Snapshot:
 def saved_snapshot(path: Path) -> Snapshot:
     from pydantic import ValidationError
 
-    from drorch import bounded
+    from drorch import input_limits
     from drorch.errors import UsageError
-    from drorch.inventory import Snapshot
+    from drorch.plan.inventory import Snapshot
 
-    text = bounded.read_text(path, bounded.MAX_SNAPSHOT_BYTES)
+    text = input_limits.read_text(path, input_limits.MAX_SNAPSHOT_BYTES)
     try:
         return Snapshot.from_json(text)
     except ValidationError as exc:

@@ -10,11 +10,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 
 from drorch.cli.app import echo
 from drorch.errors import printable
-from drorch.records import StepState
+from drorch.model.records import StepState
 from drorch.redact import redact
 
 if TYPE_CHECKING:
-    from drorch.live import StepEvent
+    from drorch.engine.live_run import StepEvent
 
 
 def _mib(n: int | None) -> str:

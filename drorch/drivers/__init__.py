@@ -6,22 +6,22 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 from drorch.drivers.base import Driver
-from drorch.playbook import Playbook, WorkloadKind
+from drorch.model.playbook import Playbook, WorkloadKind
 
 
 def make_drivers(kinds: set[WorkloadKind]) -> dict[WorkloadKind, Driver]:
     """The real drivers of the kinds a playbook uses; each is imported only when needed."""
     drivers: dict[WorkloadKind, Driver] = {}
     if WorkloadKind.VM in kinds:
-        from drorch.drivers.libvirt import LibvirtDriver
+        from drorch.drivers.libvirt.vm_driver import LibvirtDriver
 
         drivers[WorkloadKind.VM] = LibvirtDriver()
     if WorkloadKind.CONTAINER in kinds:
-        from drorch.drivers.containers import ContainerDriver
+        from drorch.drivers.containers.container_driver import ContainerDriver
 
         drivers[WorkloadKind.CONTAINER] = ContainerDriver()
     if WorkloadKind.LXD in kinds:
-        from drorch.drivers.lxd import LxdDriver
+        from drorch.drivers.lxd.lxd_driver import LxdDriver
 
         drivers[WorkloadKind.LXD] = LxdDriver()
     return drivers

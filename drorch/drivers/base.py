@@ -17,9 +17,9 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from drorch.errors import MoveFailed
-from drorch.inventory import HostFacts, WorkloadInfo
-from drorch.playbook import Mappings, Resources, Strategy, WorkloadKind
-from drorch.playbook_runs import MigrationControls
+from drorch.model.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.model.run_settings import MigrationControls
+from drorch.plan.inventory import HostFacts, WorkloadInfo
 from drorch.redact import redact
 
 __all__ = ["DrillNet", "Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention",
@@ -36,7 +36,7 @@ class Endpoint:
     host: str = ""
     tls: tuple[str, str, str] | None = None  # (CA, certificate, key) files of a Docker TCP endpoint
     engine: str = ""  # a container host's engine: "podman", or Docker ("docker", and "" in older records)
-    relay: bool = False  # an LXD whose migrations drorch relays (lxd_relay)
+    relay: bool = False  # an LXD whose migrations drorch relays (`drivers.lxd._lxd_relay`)
     answer_timeout_s: float = 15.0  # the site's bound on a question or a short call
     operation_timeout_s: float = 600.0  # and on a long one (a checkpoint, a restore, data sent)
 

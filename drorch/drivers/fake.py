@@ -27,9 +27,9 @@ from drorch.drivers.base import (
     chosen,
 )
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.inventory import Nic
-from drorch.playbook import Mappings, Strategy, WorkloadKind
-from drorch.records import DRILL_CLONE
+from drorch.model.playbook import Mappings, Strategy, WorkloadKind
+from drorch.model.records import DRILL_CLONE
+from drorch.plan.inventory import Nic
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from drorch import bounded
+from drorch import input_limits
 from drorch.errors import InputError
 
 MAX_JSON_BYTES = 64 << 20  # `GET /containers/json?all=1` of 10,000 containers is about 30 MiB
@@ -117,7 +117,7 @@ def tls_problem(files: Iterable[str]) -> str | None:
         try:
             if not os.access(name, os.R_OK):
                 return f"{name} cannot be read"
-            bounded.check_file(Path(name), bounded.MAX_SECRET_BYTES)
+            input_limits.check_file(Path(name), input_limits.MAX_SECRET_BYTES)
         except InputError as exc:
             return exc.problems[0]
     return None

@@ -40,18 +40,18 @@ import libvirt
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch import step_work  # noqa: E402
 from drorch.drivers import close_drivers, make_drivers  # noqa: E402
-from drorch.drivers.libvirt_addresses import LINK_PAUSE_S  # noqa: E402
-from drorch.drivers.libvirt_migration import migrate_params  # noqa: E402
-from drorch.drivers.libvirt_moves import LibvirtMoves  # noqa: E402
-from drorch.drivers.libvirt_xml import map_domain_xml  # noqa: E402
-from drorch.engine import Engine  # noqa: E402
-from drorch.playbook import Mappings, Playbook, WorkloadKind  # noqa: E402
-from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.records import RunState, StepKind  # noqa: E402
-from drorch.sites import host_endpoint  # noqa: E402
-from drorch.store import Step, Store  # noqa: E402
+from drorch.drivers.libvirt._domain_xml import map_domain_xml  # noqa: E402
+from drorch.drivers.libvirt._migration import migrate_params  # noqa: E402
+from drorch.drivers.libvirt._vm_addresses import LINK_PAUSE_S  # noqa: E402
+from drorch.drivers.libvirt._vm_moves import LibvirtMoves  # noqa: E402
+from drorch.engine import _step_actions  # noqa: E402
+from drorch.engine.runner import Engine  # noqa: E402
+from drorch.model.playbook import Mappings, Playbook, WorkloadKind  # noqa: E402
+from drorch.model.playbook_file import load_playbook  # noqa: E402
+from drorch.model.records import RunState, StepKind  # noqa: E402
+from drorch.reach import host_endpoint  # noqa: E402
+from drorch.store.sql_store import Step, Store  # noqa: E402
 from integration import estate, lab_addresses, lab_base, labctl  # noqa: E402
 from integration.bench.failover import check  # noqa: E402
 from integration.dns_server import KEY, ZONE, DnsServer, knot  # noqa: E402
@@ -201,7 +201,7 @@ def vm_moves(tmp: Path, store: Store, rounds: int, vm: str, more: str) -> tuple[
     readdressing: list[float] = []
     per_move: list[float] = []
     try:
-        with timed(LibvirtMoves, "settle", readdressing), timed(step_work, "readdress_inside", readdressing):
+        with timed(LibvirtMoves, "settle", readdressing), timed(_step_actions, "readdress_inside", readdressing):
             for _ in range(rounds):
                 bare += [bare_migration(pb_path, vm, "a", "b"), bare_migration(pb_path, vm, "b", "a")]
                 for src, dst in (("a", "b"), ("b", "a")):

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch.records import RunState, StepState  # noqa: E402
-from drorch.store import Run, Step, Store  # noqa: E402
+from drorch.model.records import RunState, StepState  # noqa: E402
+from drorch.store.sql_store import Run, Step, Store  # noqa: E402
 
 DRORCH = REPO / ".venv" / "bin" / "drorch"
 REPEAT = 9

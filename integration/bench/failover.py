@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO))
 
 from drorch.drivers import close_drivers, make_drivers  # noqa: E402
 from drorch.drivers.base import Endpoint  # noqa: E402
-from drorch.drivers.libvirt_migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
-from drorch.engine import Engine  # noqa: E402
-from drorch.playbook import WorkloadKind  # noqa: E402
-from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.records import RunState  # noqa: E402
-from drorch.store import Store  # noqa: E402
+from drorch.drivers.libvirt._migration import MIGRATE_FLAGS, migrate_params  # noqa: E402
+from drorch.engine.runner import Engine  # noqa: E402
+from drorch.model.playbook import WorkloadKind  # noqa: E402
+from drorch.model.playbook_file import load_playbook  # noqa: E402
+from drorch.model.records import RunState  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 
 DRORCH = REPO / ".venv" / "bin" / "drorch"

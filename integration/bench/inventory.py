@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from drorch.drivers.base import Endpoint
 from drorch.drivers.fake import FakeCloud, FakeDriver, FakeSite, FakeWorkload
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.sites import SNAPSHOT_THREADS, snapshot
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.reach import SNAPSHOT_THREADS, snapshot
 
 HOSTS_PER_SITE, WORKLOADS = 100, 50
 

@@ -36,11 +36,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch.drivers.lxd import LxdDriver  # noqa: E402
-from drorch.playbook import WorkloadKind  # noqa: E402
-from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.protection import protect  # noqa: E402
-from drorch.store import Store  # noqa: E402
+from drorch.drivers.lxd.lxd_driver import LxdDriver  # noqa: E402
+from drorch.model.playbook import WorkloadKind  # noqa: E402
+from drorch.model.playbook_file import load_playbook  # noqa: E402
+from drorch.recovery.shipping import protect  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_base, lab_lxd, lab_pki, labctl  # noqa: E402
 from integration.bench.failover import Mover, check, drorch_command, drorch_engine, measure, report  # noqa: E402
 

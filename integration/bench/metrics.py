@@ -3,8 +3,9 @@
 A state store (SQLite) holds what a busy estate leaves: 10,000 workloads with 3 recovery points each, their
 failovers and drills (a step per workload each), readiness checks and two daemons. One scrape reads it all and
 writes the text format (a reading); the daemon's listener serves a scrape the newest reading, made anew at most
-every second or every ten times what a reading takes (drorch.fresh). Beside them, prometheus_client writing the
-same number of samples from memory (the floor any exporter of that many series pays for each reading).
+every second or every ten times what a reading takes (drorch.web._cached_reading). Beside them,
+prometheus_client writing the same number of samples from memory (the floor any exporter of that many series pays
+for each reading).
 
 Usage: integration/bench/metrics.py [--workloads N] [--rounds N]   (needs no lab)
 """
@@ -26,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from drorch.metrics import StoreCollector, exposition
-from drorch.playbook_file import parse_playbook
-from drorch.records import DRILL, RunState, StepState, utcnow
-from drorch.store import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step, Store
-from drorch.web import Listen, Web
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import Action, Operation, RunState, StepState, utcnow
+from drorch.store.sql_store import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.web.listener import Listen, Web
+from drorch.web.metrics import StoreCollector, exposition
 
 
 def fill(store: Store, workloads: int) -> None:
@@ -40,13 +41,14 @@ def fill(store: Store, workloads: int) -> None:
                                     taken_at=now - timedelta(seconds=60 * age + i % 50), size_bytes=1 << 20,
                                     point_kind="incremental" if age else "full")
                       for i, (k, w) in enumerate(names) for age in range(3)])
-    for n, operation in enumerate(("failover", "failback", DRILL, "failover", DRILL)):
+    operations = (Operation.FAILOVER, Operation.FAILBACK, Operation.DRILL, Operation.FAILOVER, Operation.DRILL)
+    for n, operation in enumerate(operations):
         start = now - timedelta(hours=10 - n)
         run = Run(operation=operation, playbook="estate", playbook_path="estate.yaml", source_site="a",
                   target_site="b", state=RunState.SUCCEEDED, pid=1, host="h", started_at=start,
                   ended_at=start + timedelta(minutes=30))
         store.add_run(run, [Step(run_id=0, seq=i, workload=w, kind=k, strategy="live", source_site="a",
-                                 target_site="b", action=DRILL if operation == DRILL else "move",
+                                 target_site="b", action=Action.DRILL if operation == Operation.DRILL else Action.MOVE,
                                  state=StepState.SUCCEEDED, started_at=start + timedelta(seconds=i % 600),
                                  ended_at=start + timedelta(seconds=i % 600 + 5 + i % 90))
                             for i, (k, w) in enumerate(names)])

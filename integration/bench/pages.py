@@ -1,8 +1,8 @@
 """Whether a flood of page requests holds up the scheduler's jobs. Prints figures; asserts nothing.
 
-The daemon's listener (drorch.web and drorch.pages, as `drorch daemon run --listen` builds them) serves a store of
-1,000 workloads (--workloads) beside an APScheduler BackgroundScheduler running a job every 0.25 s, as the daemon's
-own scheduler does. Each job's start is compared with the time it was due, first with the listener idle, then
+The daemon's listener (drorch.web.listener and drorch.web.pages, as `drorch daemon run --listen` builds them) serves
+a store of 1,000 workloads (--workloads) beside an APScheduler BackgroundScheduler running a job every 0.25 s, as the
+daemon's own scheduler does. Each job's start is compared with the time it was due, first with the listener idle, then
 while rounds of 1,000 requests for the status page arrive at once, each on its own connection, from another
 process.
 
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from drorch.metrics import StoreCollector, exposition
-from drorch.pages import Pages
-from drorch.web import Listen, Web
+from drorch.web.listener import Listen, Web
+from drorch.web.metrics import StoreCollector, exposition
+from drorch.web.pages import Pages
 from integration.bench.metrics import estate
 
 

@@ -26,12 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
-from drorch.engine import Engine  # noqa: E402
-from drorch.playbook import WorkloadKind  # noqa: E402
-from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.records import RunState  # noqa: E402
-from drorch.store import Store  # noqa: E402
+from drorch.drivers.libvirt.vm_driver import LibvirtDriver  # noqa: E402
+from drorch.engine.runner import Engine  # noqa: E402
+from drorch.model.playbook import WorkloadKind  # noqa: E402
+from drorch.model.playbook_file import load_playbook  # noqa: E402
+from drorch.model.records import RunState  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_libvirt, labctl  # noqa: E402
 
 # (label, wave parallel, max_moves of the DR host or None)

@@ -23,10 +23,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from drorch.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
-from drorch.planner import Action, plan
-from drorch.playbook import Playbook, WorkloadKind
-from drorch.playbook_file import parse_with_positions
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_with_positions
+from drorch.model.records import Action
+from drorch.plan.inventory import HostFacts, HostInventory, Snapshot, WorkloadInfo
+from drorch.plan.planner import plan
 
 TIERS = {"gold": {"priority": 0, "on_shortage": "required"},
          "silver": {"priority": 1, "on_shortage": "degrade"},

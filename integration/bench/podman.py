@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch.playbook import WorkloadKind  # noqa: E402
+from drorch.model.playbook import WorkloadKind  # noqa: E402
 from integration import lab_podman, labctl  # noqa: E402
 from integration.bench.failover import Mover, check, drorch_command, drorch_engine, measure, report  # noqa: E402
 

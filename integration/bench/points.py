@@ -30,11 +30,11 @@ import libvirt
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from drorch.drivers.libvirt import LibvirtDriver  # noqa: E402
-from drorch.playbook import WorkloadKind  # noqa: E402
-from drorch.playbook_file import load_playbook  # noqa: E402
-from drorch.protection import protect  # noqa: E402
-from drorch.store import RecoveryPoint, Store  # noqa: E402
+from drorch.drivers.libvirt.vm_driver import LibvirtDriver  # noqa: E402
+from drorch.model.playbook import WorkloadKind  # noqa: E402
+from drorch.model.playbook_file import load_playbook  # noqa: E402
+from drorch.recovery.shipping import protect  # noqa: E402
+from drorch.store.sql_store import RecoveryPoint, Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 from integration.bench.failover import check, sub_playbook, virsh  # noqa: E402
 

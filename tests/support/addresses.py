@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.inventory import HostFacts, Nic, Subnet
-from drorch.playbook import WorkloadKind
+from drorch.model.playbook import WorkloadKind
+from drorch.plan.inventory import HostFacts, Nic, Subnet
 
 ESTATE = """\
 name: shop

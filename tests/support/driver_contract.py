@@ -19,7 +19,7 @@ import pytest
 
 from drorch.drivers.base import DrillNet, Driver, Endpoint, Handle, HostFacts, MoveRequest, Phase, Progress, Retention
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.records import clone_name, network_name
+from drorch.model.records import clone_name, network_name
 
 
 def wait(driver: Driver, handle: Handle, timeout: float = 120.0) -> Progress:

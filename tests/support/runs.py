@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from drorch.live import StepEvent
-from drorch.records import RunState, StepState
-from drorch.store import Run, Step, Store
+from drorch.engine.live_run import StepEvent
+from drorch.model.records import RunState, StepState
+from drorch.store.sql_store import Run, Step, Store
 
 DEAD_PID = 2**22 + 12345  # above pid_max: no such process
 

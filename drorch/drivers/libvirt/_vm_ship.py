@@ -1,0 +1,249 @@
+"""One recovery point of a VM shipped from its site to the other through both sites' libvirt: an increment
+since the previous point's checkpoint when one can be built, else a full copy and why; the target's definition
+over the new point's chains; the volumes no kept point reads removed. How points lie on a site is in
+`_vm_points`, how a disk's bytes travel in `_disk_transfer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libvirt
+
+from drorch.drivers.base import Retention, Shipped
+from drorch.drivers.libvirt._disk_transfer import (
+    Disk,
+    backup,
+    create_volume,
+    delete_quietly,
+    reason,
+    refresh,
+    stream_volume,
+    volume_backing,
+)
+from drorch.drivers.libvirt._domain_xml import Chain, disk_chain, map_domain_xml, point_disks_at, writable_disks
+from drorch.drivers.libvirt._vm_addresses import NetworkView, with_shipped
+from drorch.drivers.libvirt._vm_points import (
+    CHECKPOINT,
+    PointVolume,
+    chain,
+    checkpoint_of,
+    needed,
+    point_name,
+    point_volumes,
+    stamp_of,
+    volume_name,
+)
+from drorch.drivers.libvirt._vm_recovery import chain_files
+from drorch.errors import MoveFailed
+from drorch.model.playbook import Mappings, Resources
+
+BACKUP, COPY = ".drorch-backup-", ".drorch-copy-"  # a ship's and a cold move's copies, in the source's pool
+
+
+def chained(conn: libvirt.virConnect, xml: str, disks: list[Disk]) -> bool:
+    """Whether a disk reads files under it: a copy of its own file would miss what they hold."""
+    return any(disk_chain(d) for d in writable_disks(xml)) or any(
+        volume_backing(conn.storageVolLookupByPath(d.path)) for d in disks)
+
+
+def frozen_copies(dom: libvirt.virDomain, conn: libvirt.virConnect, xml: str, disks: list[Disk],
+                  stamp: str) -> list[libvirt.virStorageVol] | None:
+    """Whole copies of a stopped guest's disks made by the backup API, when a disk has a chain under it: the
+    guest is started paused for it (it runs no instruction) and stopped again. None when its own volumes are
+    whole copies already."""
+    if not disks or not chained(conn, xml, disks):
+        return None
+    dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+    try:
+        return backup(dom, conn, [(d, f"{d.volume}{COPY}{stamp}") for d in disks])
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+
+
+@dataclass
+class Taken:
+    """The copies a ship streams, and what kind of point they make."""
+
+    copies: list[libvirt.virStorageVol]
+    temporary: bool  # made for the ship: removed after
+    parent: str | None  # the point an increment builds on
+    checkpoint: bool  # a checkpoint of this point was made on the source
+    why_full: str  # why a point after the first is a full one
+
+
+class Shipper:
+    """One ship of one VM's disks from a source to a target site."""
+
+    def __init__(self, dom: libvirt.virDomain, source: libvirt.virConnect, target: libvirt.virConnect,
+                 disks: list[tuple[Disk, str]], stamp: str, retention: Retention) -> None:
+        self.dom, self.source, self.target = dom, source, target
+        self.disks, self.stamp, self.retention = disks, stamp, retention
+        self.landed: list[libvirt.virStorageVol] = []
+
+    def ship(self, xml: str, mappings: Mappings, resources: Resources | None, where: str) -> Shipped:
+        """The point shipped and the target's definition made over its chains (`xml` is the source's, `where`
+        names the target site); MoveFailed, with nothing of it left behind, when it cannot be."""
+        taken = None
+        try:
+            taken = self.take() if self.disks else None
+            try:
+                sent = self.send(taken) if taken is not None else 0
+            finally:
+                for copy in taken.copies if taken is not None and taken.temporary else []:
+                    delete_quietly(copy)
+            chains = self.chains()
+            volumes = {d.key: (pool, d.volume) for d, pool in self.disks}
+            nics = NetworkView(self.source).nics(xml, self.dom)
+            self.target.defineXML(with_shipped(map_domain_xml(point_disks_at(xml, volumes, chains), mappings,
+                                                              resources), nics, mappings))
+            removed = self.retain()
+            if taken is not None and taken.checkpoint:
+                self.drop_old_checkpoints()
+        except (libvirt.libvirtError, MoveFailed) as exc:
+            self.abandon(taken)  # nothing half-shipped stays behind
+            raise MoveFailed(str(exc) if isinstance(exc, MoveFailed) else reason(exc)) from None
+        if taken is None:
+            return Shipped(f"definition on site {where}", len(xml.encode()), "definition")
+        kind = "incremental" if taken.parent else "full"
+        length = len(next(iter(chains.values())))
+        how = (f"changes since {point_name(taken.parent)}" if taken.parent
+               else "crash-consistent full backups" if self.dom.isActive() else "full copies of the stopped disks")
+        said = [f"{kind} point of {len(self.disks)} disks ({how}, {sent / 2**20:.1f} MiB sent), chain of {length}"]
+        if taken.why_full:
+            said.append(f"full because {taken.why_full}")
+        if removed:
+            said.append(f"{removed} volumes no kept point reads removed")
+        return Shipped(f"{'; '.join(said)} on site {where}", sent + len(xml.encode()), point_name(self.stamp), kind,
+                       length)
+
+    def _target_vols(self, disk: Disk, pool: str) -> dict[str, PointVolume]:
+        p = self.target.storagePoolLookupByName(pool)
+        refresh(p)
+        return point_volumes(p.listVolumes(), disk.volume)
+
+    def parent(self) -> tuple[str | None, str]:
+        """The point a running guest's increment builds on, or why the new one is full ('' for a first point)."""
+        known = [stamp_of(p) for p in self.retention.points]
+        if not known:
+            return None, ""
+        last = known[0]
+        if any(d.fmt != "qcow2" for d, _ in self.disks):
+            return None, "a disk is not qcow2, which alone holds the bitmaps of increments"
+        for disk, pool in self.disks:
+            vols = self._target_vols(disk, pool)
+            try:
+                length = len(chain(vols, last))
+            except MoveFailed as exc:
+                return None, f"disk {disk.dev}: {exc}"
+            if length >= self.retention.full_every:
+                return None, f"a full point every {self.retention.full_every}"
+        try:
+            self.dom.checkpointLookupByName(checkpoint_of(last))
+        except libvirt.libvirtError:
+            return None, (f"the source holds no checkpoint of {point_name(last)} (the VM moved or restarted, "
+                          "or its checkpoints were deleted)")
+        return last, ""
+
+    def _checkpoint_xml(self) -> str:
+        disks = "".join(f"<disk name='{d.dev}' checkpoint='bitmap'/>" for d, _ in self.disks)
+        return f"<domaincheckpoint><name>{checkpoint_of(self.stamp)}</name><disks>{disks}</disks></domaincheckpoint>"
+
+    def clear_leftovers(self) -> None:
+        """The source's copies that an interrupted ship left in its pools (none while a job runs: a backup
+        under way is another's)."""
+        if self.dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            return
+        for disk, _ in self.disks:
+            pool = self.source.storagePoolLookupByName(disk.pool)
+            refresh(pool)
+            for name in pool.listVolumes():
+                if name.startswith((f"{disk.volume}{BACKUP}", f"{disk.volume}{COPY}")):
+                    delete_quietly(pool.storageVolLookupByName(name))
+
+    def take(self) -> Taken:
+        """The copies to stream: an increment when one can be taken, else a full copy and why."""
+        self.clear_leftovers()
+        plain = [d for d, _ in self.disks]
+        if not self.dom.isActive():
+            xml = self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            frozen = frozen_copies(self.dom, self.source, xml, plain, self.stamp)
+            copies = frozen if frozen is not None else [self.source.storageVolLookupByPath(d.path) for d in plain]
+            why = "the VM is stopped: its disks are copied whole" if self.retention.points else ""
+            return Taken(copies, frozen is not None, None, False, why)
+        parent, why = self.parent()
+        names = [(d, f"{d.volume}{BACKUP}{self.stamp}") for d in plain]
+        with_checkpoint = all(d.fmt == "qcow2" for d in plain)
+        if parent is not None:
+            try:
+                return Taken(backup(self.dom, self.source, names, checkpoint_of(parent), self._checkpoint_xml()),
+                             True, parent, True, "")
+            except (MoveFailed, libvirt.libvirtError) as exc:
+                why = f"the incremental backup failed ({exc if isinstance(exc, MoveFailed) else reason(exc)})"
+        if with_checkpoint:
+            try:
+                return Taken(backup(self.dom, self.source, names, None, self._checkpoint_xml()), True, None, True,
+                             why)
+            except libvirt.libvirtError as exc:  # e.g. a qcow2 of the old version, which holds no bitmaps
+                why = why or f"no checkpoint can be made on the source ({reason(exc)}): every point is full"
+        return Taken(backup(self.dom, self.source, names), True, None, False, why)
+
+    def send(self, taken: Taken, counted: Callable[[int], None] | None = None) -> int:
+        """Each copy into its own new point volume on the target; the bytes sent."""
+        sent = 0
+        for (disk, pool), copy in zip(self.disks, taken.copies, strict=True):
+            fmt = "qcow2" if taken.parent else disk.fmt
+            name = volume_name(disk.volume, self.stamp, taken.parent)
+            self.landed.append(create_volume(self.target, pool, name, dataclasses.replace(disk, fmt=fmt)))
+            sent += stream_volume(copy, self.source, self.landed[-1], self.target, counted)
+        return sent
+
+    def chains(self) -> dict[str, Chain]:
+        """Each disk's chain of the new point, as files of the target."""
+        return {disk.key: chain_files(self.target.storagePoolLookupByName(pool), self._target_vols(disk, pool),
+                                      self.stamp) for disk, pool in self.disks}
+
+    def retain(self) -> int:
+        """Remove every point volume that no kept point reads (older points, and what an interrupted ship left);
+        the number removed."""
+        kept = [self.stamp, *(stamp_of(p) for p in self.retention.points[:max(self.retention.keep, 1) - 1])]
+        removed = 0
+        for disk, pool in self.disks:
+            vols = self._target_vols(disk, pool)
+            keep = needed(vols, kept)
+            p = self.target.storagePoolLookupByName(pool)
+            for vol in vols.values():
+                if vol.name not in keep:
+                    delete_quietly(p.storageVolLookupByName(vol.name))
+                    removed += 1
+        return removed
+
+    def drop_old_checkpoints(self) -> None:
+        """The source keeps only the newest point's checkpoint, which the next increment starts from."""
+        with contextlib.suppress(libvirt.libvirtError):
+            for cp in self.dom.listAllCheckpoints():
+                if cp.getName().startswith(CHECKPOINT) and cp.getName() != checkpoint_of(self.stamp):
+                    _drop_checkpoint(cp)
+
+    def abandon(self, taken: Taken | None) -> None:
+        """A failed ship leaves nothing that names a point: its volumes and its checkpoint go."""
+        for vol in self.landed:
+            delete_quietly(vol)
+        if taken is not None and taken.checkpoint:
+            with contextlib.suppress(libvirt.libvirtError):
+                _drop_checkpoint(self.dom.checkpointLookupByName(checkpoint_of(self.stamp)))
+
+
+def _drop_checkpoint(cp: libvirt.virDomainCheckpoint) -> None:
+    """A checkpoint and its bitmap; only its record where the bitmap is gone (a disk replaced since)."""
+    try:
+        cp.delete(0)
+    except libvirt.libvirtError:
+        with contextlib.suppress(libvirt.libvirtError):
+            cp.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+
+
