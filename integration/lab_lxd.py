@@ -5,7 +5,7 @@ address (port 18443) for drorch and for the other site, which pulls instances fr
 certificate; its own certificate is copied next to the lab's PKI, since drorch pins it and never sees LXD_DIR.
 LXD would fetch its instance-type list from the internet at start: its proxy is a closed loopback port, so
 nothing leaves the machine. Stateful moves need CRIU on the daemon's PATH; the lab's daemons run without it
-(see the README), so a stateful move falls back to a copy here. The system container counts on its root file
+(see docs/lab.md), so a stateful move falls back to a copy here. The system container counts on its root file
 system: `/var/counter` holds the count, read back at start.
 """
 

@@ -2,7 +2,7 @@
 exit code, never a traceback, a hang or a crash of the interpreter.
 
 The fuzz cases (hypothesis) run FUZZ_EXAMPLES mutations per example playbook and as many random
-documents, saved snapshots and damaged stores; the README quotes the total.
+documents, saved snapshots and damaged stores; docs/limits.md quotes the total.
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def test_a_100000_workload_dependency_chain_or_cycle(cycle: bool) -> None:
     assert loc == ("workloads", 0, "depends_on")
     assert message == ("dependency cycle: w0 -> w1 -> w2 -> w3 -> w4 -> w5 -> ... (99,991 more) -> w99997 -> "
                        "w99998 -> w99999 -> w0")
-    assert took < 10  # linear: the recursive walk this replaces died past 1,000; the README quotes the figure
+    assert took < 10  # linear: the recursive walk this replaces died past 1,000; docs/limits.md quotes the figure
 
 
 def test_a_1000_workload_cycle_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

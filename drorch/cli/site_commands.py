@@ -194,11 +194,18 @@ def status(
 
 
 @app.command()
-def schema() -> None:
-    """The playbook's JSON Schema, for editors that validate YAML."""
+def schema(markdown: Annotated[bool, typer.Option("--markdown", help="the reference of every key, in Markdown")]
+           = False) -> None:
+    """The playbook's JSON Schema, for editors that validate YAML; with --markdown, the playbook reference."""
     from drorch.model.playbook import Playbook
 
-    typer.echo(json.dumps(Playbook.model_json_schema(), indent=2))
+    found = Playbook.model_json_schema()
+    if markdown:
+        from drorch.model.schema_doc import reference
+
+        typer.echo(reference(found), nl=False)
+    else:
+        typer.echo(json.dumps(found, indent=2))
 
 
 @app.command()

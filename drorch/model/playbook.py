@@ -294,15 +294,17 @@ class Workload(_Model):
 
 class Playbook(_Model):
     version: int = Field(1, ge=1, le=1, description="the playbook format; this drorch reads version 1")
-    name: Name
-    primary: Name
-    secondary: Name
-    sites: dict[Name, Site]
+    name: Name = Field(description="the playbook's name: its runs, locks and recovery points are kept under it")
+    primary: Name = Field(description="the site its workloads run on, normally")
+    secondary: Name = Field(description="the disaster-recovery site")
+    sites: dict[Name, Site] = Field(description="both sites, by name: their hosts and limits")
     mappings: Mappings = Field(default_factory=Mappings)
-    tiers: dict[Name, Tier] = Field(default_factory=lambda: {DEFAULT_TIER: Tier(priority=0)})
-    waves: list[Wave] = Field(default_factory=list)
+    tiers: dict[Name, Tier] = Field(default_factory=lambda: {DEFAULT_TIER: Tier(priority=0)},
+                                    description="what each tier's workloads do when the target is short of room")
+    waves: list[Wave] = Field(default_factory=list, description="the order workloads move in, each wave's limits "
+                              "and what its failure does")
     defaults: Defaults = Field(default_factory=Defaults)
-    workloads: list[Workload] = Field(min_length=1)
+    workloads: list[Workload] = Field(min_length=1, description="which workloads move, and how")
     fencing: Fencing = Field(default_factory=Fencing)
     commit: CommitWindow | None = Field(None, description="failovers wait for drorch commit or rollback")
     protect: Protect | None = Field(None, description="recovery points shipped to the secondary on a schedule")
