@@ -49,7 +49,7 @@ from drorch.engine import _step_actions  # noqa: E402
 from drorch.engine.runner import Engine  # noqa: E402
 from drorch.model.playbook import Mappings, Playbook, WorkloadKind  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
-from drorch.model.records import RunState, StepKind  # noqa: E402
+from drorch.model.records import Operation, RunState, StepKind  # noqa: E402
 from drorch.reach import host_endpoint  # noqa: E402
 from drorch.store.sql_store import Step, Store  # noqa: E402
 from integration import estate, lab_addresses, lab_base, labctl  # noqa: E402
@@ -127,7 +127,8 @@ def operate(store: Store, pb: Playbook, pb_path: Path, kind: WorkloadKind, src: 
     """One run of the engine in this process, which must succeed; its steps."""
     drivers = make_drivers({kind})
     try:
-        run = Engine(store, drivers).operate(pb, str(pb_path), "bench", src, dst)
+        operation = Operation.FAILOVER if src == pb.primary else Operation.FAILBACK
+        run = Engine(store, drivers).operate(pb, str(pb_path), operation, src, dst)
     finally:
         close_drivers(drivers)
     steps = store.steps(run.id or 0)

@@ -38,7 +38,7 @@ from drorch.drivers.libvirt._migration import MIGRATE_FLAGS, migrate_params  # n
 from drorch.engine.runner import Engine  # noqa: E402
 from drorch.model.playbook import WorkloadKind  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
-from drorch.model.records import RunState  # noqa: E402
+from drorch.model.records import Operation, RunState  # noqa: E402
 from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 
@@ -85,7 +85,8 @@ def drorch_engine(playbook: Path, state: Path, kind: WorkloadKind) -> Mover:
     def move(src: str, dst: str) -> None:
         drivers = make_drivers({kind})
         try:
-            run = Engine(store, drivers).operate(pb, str(playbook), "bench", src, dst)
+            operation = Operation.FAILOVER if src == pb.primary else Operation.FAILBACK
+            run = Engine(store, drivers).operate(pb, str(playbook), operation, src, dst)
         finally:
             close_drivers(drivers)
         check(run.state is RunState.SUCCEEDED, f"engine run {run.id} ended {run.state}")

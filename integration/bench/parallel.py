@@ -30,7 +30,7 @@ from drorch.drivers.libvirt.vm_driver import LibvirtDriver  # noqa: E402
 from drorch.engine.runner import Engine  # noqa: E402
 from drorch.model.playbook import WorkloadKind  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
-from drorch.model.records import RunState  # noqa: E402
+from drorch.model.records import Operation, RunState  # noqa: E402
 from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_libvirt, labctl  # noqa: E402
 
@@ -61,7 +61,8 @@ def move(store: Store, path: Path, source: str, target: str) -> tuple[float, flo
     driver = LibvirtDriver()
     try:
         start = time.perf_counter()
-        run = Engine(store, {WorkloadKind.VM: driver}).operate(pb, str(path), "bench", source, target)
+        operation = Operation.FAILOVER if source == pb.primary else Operation.FAILBACK
+        run = Engine(store, {WorkloadKind.VM: driver}).operate(pb, str(path), operation, source, target)
         took = time.perf_counter() - start
     finally:
         driver.close()
