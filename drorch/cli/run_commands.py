@@ -21,6 +21,7 @@ from drorch.model.records import EXIT_CODES, Operation, RunState, StepState, nai
 if TYPE_CHECKING:
     from drorch.engine.runner import Engine
     from drorch.model.playbook import Playbook
+    from drorch.store.contract import StateStore
     from drorch.store.sql_store import Run, Store
 
 
@@ -34,7 +35,7 @@ def _engine(pb: Playbook, json_out: bool, store: Store | None = None) -> Iterato
         yield Engine(store or Store(), found, report=report, kill_at=kill_at())
 
 
-def _ended(store: Store, run: Run, json_out: bool) -> None:
+def _ended(store: StateStore, run: Run, json_out: bool) -> None:
     """Print how a run ended and exit with its code."""
     steps = store.steps(run.id or 0)
     if json_out:

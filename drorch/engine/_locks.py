@@ -12,7 +12,8 @@ from drorch.model.playbook import Playbook
 from drorch.model.records import RunState
 from drorch.plan.planner import ACTING
 from drorch.process import pid_alive, run_alive
-from drorch.store.sql_store import Lock, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import Lock
 
 
 def playbook_key(pb: Playbook) -> str:
@@ -20,7 +21,7 @@ def playbook_key(pb: Playbook) -> str:
 
 
 class Locks:
-    def __init__(self, store: Store, host: str) -> None:
+    def __init__(self, store: StateStore, host: str) -> None:
         self.store = store
         self.host = host
 

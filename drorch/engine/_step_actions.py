@@ -19,7 +19,8 @@ from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.model.playbook import WORKLOAD_KINDS, WorkloadKind
 from drorch.model.records import Action, StepKind, StepState
 from drorch.model.run_settings import Hook, Hooks
-from drorch.store.sql_store import Step, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import Step
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
 PROGRESS_SECONDS = 2.0  # how often a move's bytes so far are written to its step
@@ -32,7 +33,7 @@ def _hooks(hooks: list[Hook], env: dict[str, str]) -> tuple[bool, str]:
 
 
 class StepWork:
-    def __init__(self, store: Store, states: Transitions, report: Reporter, poll_seconds: float) -> None:
+    def __init__(self, store: StateStore, states: Transitions, report: Reporter, poll_seconds: float) -> None:
         self.store = store
         self.states = states
         self.report = report

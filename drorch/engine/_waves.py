@@ -16,13 +16,14 @@ from drorch.model.playbook import WORKLOAD_KINDS, WorkloadKind
 from drorch.model.records import FINAL_STEP_STATES, Action, StepState
 from drorch.model.run_settings import FailurePolicy, Hooks
 from drorch.plan.planner import ACTING
-from drorch.store.sql_store import Step, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import Step
 
 
 class Machine(Transitions, Protocol):
     """What the waves need of the engine that drives them."""
 
-    store: Store
+    store: StateStore
     writing: threading.Lock
 
 

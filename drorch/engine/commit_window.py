@@ -7,10 +7,11 @@ from datetime import datetime
 
 from drorch.errors import UsageError
 from drorch.model.records import Action, RunState, StepState, run_outcome, utcnow
-from drorch.store.sql_store import Run, Step, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import Run, Step
 
 
-def approve(store: Store, run_id: int, who: str) -> Step:
+def approve(store: StateStore, run_id: int, who: str) -> Step:
     """The run's waiting approval granted: its next wave may start."""
     for s in store.steps(run_id):
         if s.state is StepState.WAITING:
@@ -20,7 +21,7 @@ def approve(store: Store, run_id: int, who: str) -> Step:
     raise UsageError(f"run {run_id} is not waiting for an approval")
 
 
-def commit(store: Store, run_id: int) -> Run:
+def commit(store: StateStore, run_id: int) -> Run:
     """A failover pending commit made final; its workloads' locks let go."""
     run = store.run(run_id)
     if run.state is not RunState.PENDING_COMMIT:
@@ -33,7 +34,7 @@ def commit(store: Store, run_id: int) -> Run:
     return run
 
 
-def expired(store: Store) -> list[Run]:
+def expired(store: StateStore) -> list[Run]:
     """Runs pending commit whose window has ended."""
     now = utcnow()
     return [r for r in store.runs(1000) if r.state is RunState.PENDING_COMMIT

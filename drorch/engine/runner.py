@@ -48,7 +48,8 @@ from drorch.plan.preflight import Finding, refuse_errors
 from drorch.process import run_alive
 from drorch.reach import RunSites, snapshot
 from drorch.recovery.shipping import points_at
-from drorch.store.sql_store import Lock, Run, Step, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import Lock, Run, Step
 
 POLL_SECONDS = 0.05
 
@@ -60,7 +61,7 @@ class FencingRequired(DrorchError):
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         drivers: Mapping[WorkloadKind, Driver],
         report: Reporter | None = None,
         poll_seconds: float | None = None,  # POLL_SECONDS

@@ -22,12 +22,13 @@ from drorch.plan.planner import MOVING
 from drorch.reach import snapshot
 from drorch.recovery.shipping import missing_points, rpo_status
 from drorch.redact import redact
-from drorch.store.sql_store import ReadinessCheck, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import ReadinessCheck
 
 Alert = Callable[[Playbook, ReadinessCheck], str]
 
 
-def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store
+def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore
            ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, object]]]:
     """Every reason a failover would not work now, one line each (none when ready), each host's answer, and
     where each DNS record points."""
@@ -87,7 +88,8 @@ def alert(pb: Playbook, row: ReadinessCheck) -> str:
     return "; ".join(said) or "no command or webhook set"
 
 
-def check(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store, tell: Alert = alert) -> ReadinessCheck:
+def check(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore,
+          tell: Alert = alert) -> ReadinessCheck:
     """Assess, record, and alert when this is a change to not ready (not again while it stays so)."""
     before = store.readiness(pb.name, 1)
     problems, hosts, records = assess(pb, drivers, store)
@@ -111,7 +113,7 @@ class State:
                 "problems": self.problems}
 
 
-def current(store: Store, playbook: str) -> State | None:
+def current(store: StateStore, playbook: str) -> State | None:
     rows = store.readiness(playbook)
     if not rows:
         return None

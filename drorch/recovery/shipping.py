@@ -15,10 +15,11 @@ from drorch.model.records import Action, naive, utcnow
 from drorch.model.run_settings import Protect
 from drorch.plan.planner import MOVING, plan
 from drorch.reach import site_endpoints, snapshot
-from drorch.store.sql_store import RecoveryPoint, Store
+from drorch.store.contract import StateStore
+from drorch.store.sql_store import RecoveryPoint
 
 
-def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Store,
+def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore,
             source: str | None = None, target: str | None = None) -> list[RecoveryPoint]:
     """Ship one recovery point of every workload that would move, record it, and apply the retention."""
     source, target = source or pb.primary, target or pb.secondary
@@ -86,7 +87,7 @@ def points_at(points: list[RecoveryPoint], site: str, when: datetime | None,
     return chosen
 
 
-def _retain(store: Store, playbook: str, keep: int) -> None:
+def _retain(store: StateStore, playbook: str, keep: int) -> None:
     """Keep the `keep` newest complete points of each workload and the failures since the newest one."""
     seen: dict[tuple[str, str, str], int] = {}
     drop = []

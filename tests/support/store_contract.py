@@ -1,6 +1,6 @@
-"""What the state store promises, whatever database holds it: run against SQLite here and against PostgreSQL on the
-lab. A subclass provides the fixture `store_url`, an empty store's URL. `History` (the standard library's reader
-of `drorch history`) is held to the store's answers about the same rows.
+"""What the state store promises (drorch.store.contract.StateStore), whatever database holds it: run against SQLite
+here and against PostgreSQL on the lab. A subclass provides the fixture `store_url`, an empty store's URL.
+`History` (the standard library's reader of `drorch history`) is held to the store's answers about the same rows.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from drorch.errors import DamagedRow, NotFound
 from drorch.model.records import Action, Mode, Operation, RunState, StepKind, StepState, utcnow
+from drorch.store.contract import StateStore
 from drorch.store.history import History
 from drorch.store.sql_store import Lock, ReadinessCheck, RecoveryPoint, Run, Step, Store
 
@@ -34,6 +35,11 @@ class StoreContract:
     @pytest.fixture
     def store(self, store_url: str) -> Store:
         return Store(store_url)
+
+    def test_the_store_offers_the_whole_contract(self, store: Store) -> None:
+        assert isinstance(store, StateStore)
+        offered = {n for n in dir(StateStore) if not n.startswith("_")} - {"url"}
+        assert offered and all(callable(getattr(store, n)) for n in offered)
 
     def test_a_run_and_its_steps_read_back_as_written_with_their_types(self, store: Store) -> None:
         run, steps = new_run()
