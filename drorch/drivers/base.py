@@ -14,7 +14,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from drorch.errors import MoveFailed
 from drorch.model.playbook import Mappings, Resources, Strategy, WorkloadKind
@@ -181,9 +181,9 @@ def chosen(held: list[str], point: str | None, what: str) -> str | None:
 
 
 class Driver(ABC):
-    """One technology (libvirt, Docker): inventory of a site and moves between sites."""
+    """One technology (libvirt, Docker and Podman, LXD): inventory of a site and moves between sites."""
 
-    kind: ClassVar[WorkloadKind]
+    kind: WorkloadKind  # what it drives: a class attribute of each real driver, the fake's given per instance
 
     @abstractmethod
     def inventory(self, site: Endpoint) -> list[WorkloadInfo]:

@@ -99,7 +99,7 @@ class FakeCloud:
 class FakeDriver(Driver):
     def __init__(self, cloud: FakeCloud, kind: WorkloadKind) -> None:
         self.cloud = cloud
-        self.kind = kind  # type: ignore[misc]  # one fake class serves both kinds
+        self.kind = kind
 
     def _kind_at(self, site: Endpoint) -> WorkloadKind:
         """What this driver's workloads are on the site: an LXD instance lands as a container on an engine's."""

@@ -23,4 +23,8 @@ network, `check` sees it running, reaches it at its drill address and names and 
 
 `resume`, `abort` and `rollback` act on a recorded run; each step first looks where its workload really is,
 so a run that died halfway goes on without moving anything twice.
+
+What it offers: `runner.Engine`; `live_run` (the run as a process drives it, and the events it reports);
+`steps_from_plan` (a run's steps and each move's request, made from a plan); `commit_window` (approvals,
+commits, ended windows: what touches only the store); `names_step` (addresses checked and DNS records set).
 """
