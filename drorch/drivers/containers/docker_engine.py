@@ -225,7 +225,7 @@ class DockerSite:
 
     def read(self, helper_id: str, path: str) -> Iterator[bytes]:
         stream, _stat = self.slow.get_archive(helper_id, path, chunk_size=CHUNK)
-        return stream  # type: ignore[no-any-return]  # docker-py returns untyped JSON
+        return stream  # type: ignore[no-any-return]  # docker-py leaves its archive stream untyped
 
     def write(self, helper_id: str, path: str, chunks: Iterable[bytes]) -> None:
         self.slow.put_archive(helper_id, path, chunks)
