@@ -38,11 +38,6 @@ POLL_SECONDS = 0.5
 TEARDOWN = "drill clones"
 
 
-def drill_key(playbook: str) -> str:
-    """A drill's lock: one drill of a playbook at a time; failovers take other keys and are never held up."""
-    return f"drill/{playbook}"
-
-
 def clone_step(item: PlanItem, source: str, target: str, point: RecoveryPoint | None, now: datetime,
                chosen: bool, rules: dict[str, AddressRule]) -> Step:
     """A drill's step for one item of the disaster plan: a clone of what a disaster would restart, at the drill

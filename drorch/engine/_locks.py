@@ -20,6 +20,11 @@ def playbook_key(pb: Playbook) -> str:
     return f"playbook/{pb.name}"
 
 
+def drill_key(playbook: str) -> str:
+    """A drill's lock: one drill of a playbook at a time; failovers take other keys and are never held up."""
+    return f"drill/{playbook}"
+
+
 class Locks:
     def __init__(self, store: StateStore, host: str) -> None:
         self.store = store

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from drorch.drivers.base import Driver, Progress
-from drorch.engine._drill_steps import DrillWork, clone_step, drill_key, drill_outcome, teardown_step
+from drorch.engine._drill_steps import DrillWork, clone_step, drill_outcome, teardown_step
 from drorch.engine._landing_check import lost, reopen, target_of, verify
-from drorch.engine._locks import Locks, playbook_key
+from drorch.engine._locks import Locks, drill_key, playbook_key
 from drorch.engine._step_actions import CONTROL_SECONDS, StepWork
 from drorch.engine._waves import Waves
 from drorch.engine.commit_window import commit
@@ -77,9 +77,9 @@ class Engine:
         self.writing = threading.Lock()  # steps of a wave act in threads; their writes go one at a time
         self.stop = stop or threading.Event()  # set (a daemon stopping, a signal): steps not begun are cancelled
         self.locks = Locks(store, self.host)
-        self.work = StepWork(store, self, self.report, POLL_SECONDS if poll_seconds is None else poll_seconds)
+        work = StepWork(store, self, self.report, POLL_SECONDS if poll_seconds is None else poll_seconds)
         self.drills = DrillWork(self)
-        self.waves = Waves(self, self.work, self.drills)
+        self.waves = Waves(self, work, self.drills)
 
     # --- the operations ---------------------------------------------------------------------------------------
 

@@ -233,7 +233,7 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(Run).order_by(col(Run.id).desc()).limit(limit)))
 
-    def runs_of(self, operation: str, playbook: str | None = None) -> list[Run]:
+    def runs_of(self, operation: Operation, playbook: str | None = None) -> list[Run]:
         """Oldest first."""
         with self.session() as s:
             q = select(Run).where(col(Run.operation) == operation)
