@@ -31,7 +31,8 @@ def protect(playbook_path: str) -> None:
     with playbook_drivers(pb) as drivers:
         points = shipping.protect(pb, drivers, Store())
     _say("protect", pb.name, shipped=[p.workload for p in points if p.complete],
-         failed={p.workload: p.error for p in points if not p.complete})
+         failed={p.workload: p.error for p in points if not p.complete},
+         warned={p.workload: p.warning for p in points if p.complete and p.warning})
 
 
 def settle(playbook_path: str) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from drorch.model.groups import Consistency
 from drorch.model.playbook import Playbook
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import Action, Operation, RunState, StepState, utcnow
@@ -47,7 +48,8 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=400),
                       size_bytes=1 << 30, point_kind="full"),
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=100),
-                      size_bytes=1 << 20, point_kind="incremental"),
+                      size_bytes=1 << 20, point_kind="incremental", consistency=Consistency.APPLICATION,
+                      cut="app@1"),
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=10),
                       complete=False, error="disk gone"),
         RecoveryPoint(playbook="shop", workload="cache", kind="container", site="b",
@@ -78,6 +80,9 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
     assert m["drorch_points_kept"][db] == 2
     assert m["drorch_point_newest_bytes"][db] == 1 << 20
     assert m["drorch_point_newest_info"][(*db[:2], ("point_kind", "incremental"), *db[2:])] == 1
+    assert m["drorch_point_newest_consistency"][(("consistency", "application"), ("cut", "app@1"), *db)] == 1
+    cache = (("kind", "container"), ("playbook", "shop"), ("site", "b"), ("workload", "cache"))
+    assert m["drorch_point_newest_consistency"][(("consistency", "crash"), ("cut", ""), *cache)] == 1
     assert abs(m["drorch_point_newest_timestamp_seconds"][db] - (now.timestamp() - 100)) < 1
     shop = (("playbook", "shop"),)
     assert m["drorch_ready"][shop] == 0

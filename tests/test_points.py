@@ -137,7 +137,8 @@ def test_a_drill_from_a_point_not_kept_lists_those_kept(capsys: pytest.CaptureFi
     code, out, err = drorch(capsys, "drill", "--point", "2000-01-01T00:00:00", str(playbook_file))
     assert code == 2 and "has no recovery point on site b taken at or before 2000-01-01T00:00:00 UTC" in err
     code, out, _ = drorch(capsys, "protect", "status", "--points", str(playbook_file))
-    assert code == 0 and re.search(r"^    \S+ UTC  full +128\.0 MiB, chain of 1  point-000001-count-42$", out, re.M)
+    line = r"^    \S+ UTC  full +128\.0 MiB, chain of 1  crash  point-000001-count-42$"
+    assert code == 0 and re.search(line, out, re.M)
 
 
 def test_a_lost_site_that_returns_has_its_stale_copies_named_and_pruned(

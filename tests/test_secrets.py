@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
-from drorch.engine import _hooks
+from drorch.engine import hooks
 from drorch.model.playbook import WorkloadKind
 from drorch.redact import redact
 from drorch.store.sql_store import Store
@@ -50,7 +50,7 @@ def test_redact(text: str, shown: str) -> None:
 def test_hooks_do_not_inherit_the_store_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRORCH_DB_URL", f"postgresql://drorch:{SECRET}@db/drorch")
     monkeypatch.setenv("KEEP_ME", "1")
-    env = _hooks._inherited()
+    env = hooks._inherited()
     assert "DRORCH_DB_URL" not in env and env["KEEP_ME"] == "1"
 
 

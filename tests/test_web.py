@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 
 from drorch.errors import UsageError
+from drorch.model.groups import Consistency
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import SCHEDULER_LEASE, RunState, StepState, utcnow
 from drorch.store.sql_store import ReadinessCheck, RecoveryPoint, Run, Step, Store
@@ -190,17 +191,19 @@ def test_in_a_browser_a_name_with_markup_is_text_and_the_page_fits_a_phone(store
     pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 60, rpo_s: 300}\n", "shop.yaml")
     name = '<img src=x onerror="document.title=1"><b>cache</b>-' + "x" * 60
     store.add_points([RecoveryPoint(playbook="shop", workload=name, kind="container", site="b",
-                                    taken_at=utcnow() - timedelta(seconds=900))])
+                                    taken_at=utcnow() - timedelta(seconds=900), consistency=Consistency.APPLICATION,
+                                    cut="app@<i>1</i>")])
     web = Web(Listen("127.0.0.1", 0), store, metrics(store), Pages(store, lambda: {pb.name: pb}))
     web.start()
     try:
         with chromium(tmp_path / "chromium") as browser:
             browser.get(f"http://127.0.0.1:{web.port}/")
-            ((workload, runs_on, points_on, rpo, _target, kept),) = rows(browser, "tr.workload")
+            ((workload, runs_on, points_on, rpo, _target, kept, worth),) = rows(browser, "tr.workload")
             assert workload == f"container {name}" and runs_on == "site a (home)" and points_on == "b"
             assert rpo.endswith("(stale)") and kept == "1"
+            assert worth == "application-consistent (cut app@<i>1</i>)"
             assert browser.title == "drorch"  # the name's markup ran nothing
-            assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b")
+            assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b, #books i")
             assert fits(browser), "the page scrolls sideways on a phone"
     finally:
         web.close()

@@ -40,9 +40,14 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
     if json_out:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
     for p in points if not json_out else []:
-        echo(f"{p.kind:<9} {p.workload:<24} {p.detail if p.complete else 'FAILED: ' + (p.error or '')}")
+        what = f"{p.consistent}-consistent{f', cut {p.cut}' if p.cut else ''}: {p.detail}"
+        echo(f"{p.kind:<9} {p.workload:<24} {what if p.complete else 'FAILED: ' + (p.error or '')}")
+        if p.warning:
+            echo(f"{'':<34} WARNING: {p.warning}")
     if any(not p.complete for p in points):
         raise typer.Exit(ExitCode.PARTIAL if any(p.complete for p in points) else ExitCode.FAILED)
+    if any(p.warning for p in points):
+        raise typer.Exit(ExitCode.WARNINGS)  # taken, but not all as asked (crash-consistent, a cut incomplete)
 
 
 @protect_app.command("status")
@@ -52,11 +57,15 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
     """Every protected workload's RPO (age of its newest complete recovery point) against its target."""
     from drorch.model.playbook_file import load_playbook
     from drorch.recovery import shipping
+    from drorch.recovery.freezes import release_orphans
     from drorch.store.sql_store import Store
 
     pb = load_playbook(playbook)
-    kept = Store().points(pb.name)
+    store = Store()
     with drivers(pb) as found:
+        for line in release_orphans(pb, found, store):
+            echo(line, err=True)
+        kept = store.points(pb.name)
         missing = shipping.missing_points(pb, found, kept)
     rows = shipping.rpo_status(pb, kept, missing=missing)
     past = shipping.rpo_status(pb, kept, missing=missing, history=True)
@@ -90,7 +99,10 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
 def _point_line(p: RecoveryPoint) -> str:
     size = f"{p.size_bytes / 2**20:.1f} MiB" if p.size_bytes is not None else "-"
     chain = f", chain of {p.chain}" if p.chain else ""
-    return f"{p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  {p.name or '-'}"
+    cut = f"  cut {p.cut}" if p.cut else ""
+    frozen = f", frozen {p.freeze_ms:.0f} ms" if p.freeze_ms is not None else ""
+    return (f"{p.taken_at:%Y-%m-%dT%H:%M:%S} UTC  {p.point_kind or 'point':<11} {size:>12}{chain}  "
+            f"{p.consistent}{frozen}  {p.name or '-'}{cut}")
 
 
 @app.command("readiness")

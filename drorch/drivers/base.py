@@ -13,6 +13,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -22,8 +23,8 @@ from drorch.model.run_settings import MigrationControls
 from drorch.plan.inventory import HostFacts, WorkloadInfo
 from drorch.redact import redact
 
-__all__ = ["DrillNet", "Driver", "Endpoint", "Handle", "HostFacts", "MoveRequest", "Phase", "Progress", "Retention",
-           "Shipped", "WorkloadInfo"]
+__all__ = ["Cut", "DrillNet", "Driver", "Endpoint", "Frozen", "Handle", "HostFacts", "MoveRequest", "Phase",
+           "Progress", "Retention", "Sent", "Shipped", "WorkloadInfo"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,39 @@ class Retention:
     points: tuple[str, ...] = ()
 
 
+class Frozen(StrEnum):
+    """How a workload is held still for a cut: what `thaw` undoes."""
+
+    FILESYSTEMS = "filesystems"  # the guest agent flushed and froze the guest's filesystems (fsfreeze)
+    PAUSED = "paused"  # the hypervisor holds its vCPUs, or its cgroup holds its processes
+
+
+class Cut(ABC):
+    """A recovery point's instant, taken on the source: what must be of that instant is fixed (a backup job
+    begun, a checkpoint dumped, volumes copied in place), so the workload may run on while `send` ships it."""
+
+    at: datetime  # the instant the point describes
+    warning: str = ""  # taken, but not as the workload's strategy asks (said on its point)
+
+    @abstractmethod
+    def send(self) -> Shipped:
+        """Ship the cut to the target and keep the points its retention names. Raises MoveFailed or
+        SiteUnreachable, leaving nothing of the point behind."""
+
+    def abandon(self) -> None:  # noqa: B027 - a cut that made nothing on the source has nothing to undo
+        """Drop what the cut made on the source, unsent."""
+
+
+class Sent(Cut):
+    """A cut whose data travelled with it: a technology that cannot part the instant from the copy."""
+
+    def __init__(self, at: datetime, shipped: Shipped) -> None:
+        self.at, self._shipped = at, shipped
+
+    def send(self) -> Shipped:
+        return self._shipped
+
+
 class Phase(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -262,10 +296,26 @@ class Driver(ABC):
         raise MoveFailed(f"drorch runs no command inside a {self.kind}: give {name} a way to take its address "
                          "(DHCP, a fixed address mapped by the engine)")
 
-    @abstractmethod
     def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         """Protect: put on the target what a disaster restart starts from, leaving the source running, and
         keep there the points `retention` names. Raises MoveFailed or SiteUnreachable."""
+        return self.cut(request, retention, held=False).send()
+
+    @abstractmethod
+    def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
+        """The instant of the workload's next point, fixed on the source, the data to follow with `send`. `held`:
+        the workload is frozen for it, so all it holds (volumes too) must be taken now. Raises MoveFailed or
+        SiteUnreachable."""
+
+    def freeze(self, name: str, site: Endpoint, quiesce: bool) -> Frozen:
+        """Hold the workload still for a cut: with `quiesce`, a VM's filesystems frozen through its guest agent;
+        otherwise its vCPUs or processes paused. MoveFailed when it cannot be (no agent, the agent refused)."""
+        raise MoveFailed(f"drorch cannot hold a {self.kind} still for a cut")
+
+    def thaw(self, name: str, site: Endpoint, how: Frozen) -> bool:
+        """Undo `freeze`: True when something was released. Safe on one that is not frozen (a re-run), and never
+        resumes what another paused: a VM is resumed only when the hypervisor says a client paused it."""
+        return False
 
     @abstractmethod
     def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,

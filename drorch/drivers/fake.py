@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from drorch.drivers.base import (
+    Cut,
     DrillNet,
     Driver,
     Endpoint,
+    Frozen,
     Handle,
     HostFacts,
     MoveRequest,
@@ -28,7 +31,7 @@ from drorch.drivers.base import (
 )
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.model.playbook import Mappings, Strategy, WorkloadKind
-from drorch.model.records import DRILL_CLONE
+from drorch.model.records import DRILL_CLONE, utcnow
 from drorch.plan.inventory import Nic
 
 
@@ -45,6 +48,8 @@ class FakeWorkload:
     image: str | None = None
     ran: bool = True  # False for a shipped copy, which never ran where it lies
     nics: tuple[Nic, ...] = ()
+    agent: bool = True  # a guest agent answers in it (a VM's)
+    frozen: Frozen | None = None
 
     def mapped(self, m: Mappings) -> tuple[tuple[str, ...], tuple[Nic, ...]]:
         """Its networks and NICs as they land: static addresses mapped, dynamic ones given anew (none here)."""
@@ -85,6 +90,8 @@ class FakeCloud:
     calls: Counter[str] = field(default_factory=Counter)  # by endpoint URI
     inside: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # commands run in guests
     exits: dict[str, tuple[int, str]] = field(default_factory=dict)  # workload -> what its commands end with
+    events: list[str] = field(default_factory=list)  # "freeze W", "cut W", "thaw W", "send W", in order
+    cut_delay_s: float = 0.0  # each cut takes this long
 
     def site(self, ep: Endpoint) -> FakeSite:
         site = self.sites.setdefault(ep.uri, FakeSite())
@@ -195,18 +202,47 @@ class FakeDriver(Driver):
         return Progress(Phase.COMPLETED, message=f"started on site {site.site} from {which or 'its copy'} "
                                                  f"(count {w.counter})")
 
-    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
-        src, dst = self.cloud.site(request.source), self.cloud.site(request.target)
+    def freeze(self, name: str, site: Endpoint, quiesce: bool) -> Frozen:
+        w = self._workloads(site).get(name)
+        if w is None or not w.running:
+            raise MoveFailed(f"{self.kind} {name} does not run on site {site.site}")
+        if quiesce and not w.agent:
+            raise MoveFailed(f"the guest agent of {name} does not answer")
+        w.frozen = Frozen.FILESYSTEMS if quiesce else Frozen.PAUSED
+        self.cloud.events.append(f"freeze {name}")
+        return w.frozen
+
+    def thaw(self, name: str, site: Endpoint, how: Frozen) -> bool:
+        w = self._workloads(site).get(name)
+        if w is None or w.frozen is None:
+            return False
+        w.frozen = None
+        self.cloud.events.append(f"thaw {name}")
+        return True
+
+    def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
+        src = self.cloud.site(request.source)
         here = src.workloads.get(request.workload)
         if here is None or here.kind is not self._kind_at(request.source):
             raise MoveFailed(f"{self.kind} {request.workload} is not on site {request.source.site}")
+        time.sleep(self.cloud.cut_delay_s)
+        why = self.cloud.fail.pop(f"cut {request.workload}", None)
+        if why is not None:
+            raise MoveFailed(why)
+        self.cloud.events.append(f"cut {request.workload}")
+        return _FakeCut(self, request, retention, replace(here), utcnow())
+
+    def _send(self, request: MoveRequest, retention: Retention, here: FakeWorkload) -> Shipped:
+        """The copy of the workload as it was at its cut."""
+        dst = self.cloud.site(request.target)
+        self.cloud.events.append(f"send {request.workload}")
         there = dst.workloads.get(request.workload)
         if there is not None and there.running:
             raise MoveFailed(f"{self.kind} {request.workload} runs on site {request.target.site}: not shipped over it")
         networks, nics = here.mapped(request.mappings)
         dst.workloads[request.workload] = replace(
             here, kind=self._kind_at(request.target), running=False, networks=networks, nics=nics,
-            labels=dict(here.labels), ran=False)
+            labels=dict(here.labels), ran=False, frozen=None)
         held = dst.points.setdefault(request.workload, {})
         dst.shipped += 1
         name = f"point-{dst.shipped:06d}-count-{here.counter}"
@@ -286,3 +322,12 @@ class FakeDriver(Driver):
             w.vcpus = req.resources.vcpus or w.vcpus
         dst.workloads[req.workload] = w
         return f"running on site {req.target.site}", warning
+
+
+class _FakeCut(Cut):
+    def __init__(self, driver: FakeDriver, request: MoveRequest, retention: Retention, state: FakeWorkload,
+                 at: datetime) -> None:
+        self._driver, self._request, self._retention, self._state, self.at = driver, request, retention, state, at
+
+    def send(self) -> Shipped:
+        return self._driver._send(self._request, self._retention, self._state)

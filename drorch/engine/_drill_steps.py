@@ -15,7 +15,7 @@ from typing import Any
 
 from drorch.drivers.base import DrillNet, Driver, Endpoint
 from drorch.engine._drill_checks import clone_reached, drill_names_gone
-from drorch.engine._hooks import run_hooks
+from drorch.engine.hooks import run_hooks
 from drorch.engine.live_run import LiveRun, Transitions, hook_env
 from drorch.errors import DrorchError, MoveFailed
 from drorch.model.address_rules import AddressRule
@@ -45,7 +45,8 @@ def clone_step(item: PlanItem, source: str, target: str, point: RecoveryPoint | 
     drilled = item.action is Action.RESTART
     detail: dict[str, Any] = {"drill_addresses": drill_moves(item.addresses, rules)} if drilled and rules else {}
     if point is not None:
-        detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name, "chosen": chosen}
+        detail["point"] = {"taken_at": point.taken_at.isoformat(), "name": point.name,
+                           "chosen": chosen or bool(point.cut), "cut": point.cut}
         detail["rpo_s"] = (naive(now) - naive(point.taken_at)).total_seconds()
     action = Action.DRILL if drilled else Action.BLOCKED if item.action is Action.BLOCKED else Action.SKIP
     return Step(run_id=0, seq=item.seq, kind=item.kind, workload=item.workload, strategy=item.strategy,
@@ -107,8 +108,9 @@ class DrillWork:
                error="; ".join(f"{c['check']}: {c['said']}" for c in failed))
         else:
             passed = sum(c["ok"] for c in checks)
+            cut = f" from cut {point['cut']}" if point.get("cut") else ""
             to(live, step, StepState.SUCCEEDED, detail=json.dumps(detail),
-               outcome=f"{said}; {passed} of {len(checks)} checks passed")
+               outcome=f"{said}{cut}; {passed} of {len(checks)} checks passed")
 
     def check(self, live: LiveRun, step: Step, driver: Driver, site: Endpoint, clone: str, net: DrillNet,
               checks: list[dict[str, Any]]) -> None:

@@ -11,8 +11,8 @@ import time
 
 from drorch.drivers.base import Driver, MoveRequest, Phase, Progress
 from drorch.engine._guest_reip import readdress_inside
-from drorch.engine._hooks import HookResult, run_hooks
 from drorch.engine._landing_check import verify
+from drorch.engine.hooks import HookResult, run_hooks
 from drorch.engine.live_run import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.engine.names_step import settle_names
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
@@ -102,6 +102,8 @@ class StepWork:
         try:
             if step.action == Action.RESTART:
                 final = here.restart(step.workload, target, step.details().get("point"))
+                cut = step.details().get("cut")
+                final = dataclasses.replace(final, message=f"{final.message} from cut {cut}") if cut else final
             else:
                 final = self._move(live, step, driver, live.sites.request(step))
         except DrorchError as exc:

@@ -47,7 +47,8 @@ from drorch.plan.planner import ACTING, Plan, disaster_plan, plan
 from drorch.plan.preflight import Finding, refuse_errors
 from drorch.process import run_alive
 from drorch.reach import RunSites, snapshot
-from drorch.recovery.shipping import points_at
+from drorch.recovery.freezes import release_orphans
+from drorch.recovery.shipping import group_keys, points_at
 from drorch.store.contract import StateStore
 from drorch.store.sql_store import Lock, Run, Step
 
@@ -102,6 +103,7 @@ class Engine:
         before `point_at`, or its newest), then tear it all down. When every workload runs on the secondary
         already, the way back is drilled: clones on the primary from the points shipped there."""
         self.clean_up_drills(pb.name)
+        release_orphans(pb, self.drivers, self.store)
         snap = snapshot(pb, self.drivers, brief=True)
         source, target = pb.primary, pb.secondary
         the_plan = disaster_plan(pb, snap, source, target)
@@ -109,8 +111,8 @@ class Engine:
             # Everything runs on the secondary already: what a disaster there would need is the way back.
             source, target = target, source
             the_plan = disaster_plan(pb, snap, source, target)
-        points = points_at(self.store.points(pb.name), target, point_at,
-                           [(str(i.kind), i.workload) for i in the_plan.items if i.action == Action.RESTART])
+        wanted = [(str(i.kind), i.workload) for i in the_plan.items if i.action == Action.RESTART]
+        points = points_at(self.store.points(pb.name), target, point_at, wanted, group_keys(pb, wanted))
         now = utcnow()
         steps = [clone_step(item, source, target, points.get((str(item.kind), item.workload)), now,
                             point_at is not None, pb.drill.addresses) for item in the_plan.items]
@@ -126,6 +128,7 @@ class Engine:
     # --- the phases before a run is recorded ------------------------------------------------------------------
 
     def plan(self, pb: Playbook, source: str, target: str, disaster: bool) -> tuple[Plan, Snapshot]:
+        release_orphans(pb, self.drivers, self.store)  # a workload a killed ship left frozen is released first
         snap = snapshot(pb, self.drivers, brief=True)
         return (disaster_plan if disaster else plan)(pb, snap, source, target), snap
 
@@ -153,9 +156,10 @@ class Engine:
         starts from the points taken at or before `point_at`, recorded on its step; the newest when None."""
         if the_plan.problems:
             raise PlanRefused([msg for _loc, msg in the_plan.problems])
-        restarts = [(i.kind, i.workload) for i in the_plan.items if i.action == Action.RESTART]
-        chosen = points_at(self.store.points(pb.name), the_plan.target, point_at,
-                           [(str(k), w) for k, w in restarts]) if point_at is not None else {}
+        restarts = [(str(i.kind), i.workload) for i in the_plan.items if i.action == Action.RESTART]
+        groups = group_keys(pb, restarts)  # a group's members start from one cut, even without --point
+        wanted = restarts if point_at is not None else list(groups)
+        chosen = points_at(self.store.points(pb.name), the_plan.target, point_at, wanted, groups)
         run = Run(operation=operation, playbook=pb.name, playbook_path=playbook_path, source_site=the_plan.source,
                   target_site=the_plan.target, state=RunState.RUNNING, pid=os.getpid(), host=self.host,
                   mode=Mode.DISASTER if disaster else Mode.PLANNED)
@@ -166,7 +170,7 @@ class Engine:
             point = chosen.get((step.kind, step.workload)) if step.action == Action.RESTART else None
             if point is not None:
                 step.detail = json.dumps({**step.details(), "point": point.name,
-                                          "taken_at": point.taken_at.isoformat()})
+                                          "taken_at": point.taken_at.isoformat(), "cut": point.cut})
         keys = sorted({f"{i.kind}/{i.workload}" for i in the_plan.items if i.action in ACTING})
         return self.record(run, steps, keys, [playbook_key(pb)])
 

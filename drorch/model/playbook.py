@@ -28,6 +28,7 @@ from drorch.model.address_rules import (
     map_address,
 )
 from drorch.model.dns_names import Dns
+from drorch.model.groups import ConsistencyGroup
 from drorch.model.limits import MAX_ANSWER_S, MAX_COUNT, MAX_MIB, MAX_PORT, MAX_RATIO, MAX_WAIT_S
 from drorch.model.run_settings import (
     CommitWindow,
@@ -261,6 +262,9 @@ class Workload(_Model):
                                        "on the target after every move")
     reip: ReIp | None = Field(None, description="a VM whose guest sets its own address: the command that sets the "
                               "mapped one, run inside through the guest agent")
+    group: Name | None = Field(None, description="the consistency group whose points it shares one instant with")
+    quiesce: bool = Field(False, description="a VM's filesystems frozen through its guest agent for each point "
+                          "(its fsfreeze hooks run): application-consistent, or said when it cannot be")
 
     @property
     def move_strategy(self) -> Strategy:
@@ -312,6 +316,24 @@ class Playbook(_Model):
     drill: DrillSettings = Field(default_factory=DrillSettings)
     readiness: Readiness = Field(default_factory=Readiness)
     dns: Dns | None = Field(None, description="records that follow the workloads: changed by RFC 2136 updates")
+    groups: list[ConsistencyGroup] = Field(default_factory=list, description="workloads whose recovery points are "
+                                           "taken at one instant")
+
+    def group(self, name: str) -> ConsistencyGroup:
+        """A group with every member: those it lists and those whose entry names it."""
+        listed = next((g for g in self.groups if g.name == name), ConsistencyGroup(name=name))
+        joined = [w.name for w in self.workloads if w.group == name and w.name and w.name not in listed.members]
+        return listed.model_copy(update={"members": [*listed.members, *joined]})
+
+    def group_of(self, w: Workload | None, name: str) -> str | None:
+        """The group the workload `name` (selected by entry `w`) belongs to, if any."""
+        if w is not None and w.group:
+            return w.group
+        return next((g.name for g in self.groups if name in g.members), None)
+
+    def max_freeze_ms(self, group: str | None) -> int:
+        own = self.group(group).max_freeze_ms if group else None
+        return own or (self.protect or Protect()).max_freeze_ms
 
     def tier_of(self, w: Workload) -> Tier:
         return self.tiers[w.tier or self.defaults.tier]

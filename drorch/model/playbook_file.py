@@ -44,6 +44,39 @@ def _cycles(pb: Playbook) -> list[tuple[int, list[str]]]:
     return found
 
 
+def group_problems(pb: Playbook) -> list[tuple[Loc, str]]:
+    """Groups whose members are no workload entry's name, workloads in two groups, and freezes that only a VM's
+    guest agent gives."""
+    problems: list[tuple[Loc, str]] = []
+    named = {w.name for w in pb.workloads if w.name}
+    seen: dict[str, str] = {}
+    for g, group in enumerate(pb.groups):
+        if any(other.name == group.name for other in pb.groups[:g]):
+            problems.append((("groups", g, "name"), f"group {group.name!r} is listed twice"))
+        for m, member in enumerate(group.members):
+            if member not in named:
+                problems.append((("groups", g, "members", m), f"{member!r} is no workload entry's name"))
+            elif seen.setdefault(member, group.name) != group.name:
+                problems.append((("groups", g, "members", m), f"{member!r} is in group {seen[member]!r} already"))
+    for i, w in enumerate(pb.workloads):
+        if w.group and w.name and seen.get(w.name, w.group) != w.group:
+            problems.append((("workloads", i, "group"), f"{w.name!r} is listed in group {seen[w.name]!r}"))
+        if w.quiesce and w.kind is not WorkloadKind.VM:
+            problems.append((("workloads", i, "quiesce"), f"quiesce freezes a VM's filesystems through its guest "
+                             f"agent: a {w.kind} is held still by its group instead"))
+        for when in ("pre_freeze", "post_thaw"):
+            for h, hook in enumerate(getattr(w.hooks, when)):
+                if hook.inside and w.kind is not WorkloadKind.VM:
+                    problems.append((("workloads", i, "hooks", when, h, "inside"), "only a VM's guest agent runs "
+                                     f"commands inside: a {w.kind}'s hook runs on this machine"))
+                if hook.inside and hook.run is None:
+                    problems.append((("workloads", i, "hooks", when, h), "inside runs a command: give run"))
+    for i, wave in enumerate(pb.waves):
+        if wave.hooks.pre_freeze or wave.hooks.post_thaw:
+            problems.append((("waves", i, "hooks"), "pre_freeze and post_thaw belong to a workload or a group"))
+    return problems
+
+
 def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
     """Checks that span several fields: names that point nowhere, cycles, strategies that do not fit."""
     problems: list[tuple[Loc, str]] = []
@@ -145,7 +178,7 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
     for i, cycle in _cycles(pb):
         shown = cycle if len(cycle) <= 12 else [*cycle[:6], f"... ({len(cycle) - 10:,} more)", *cycle[-4:]]
         problems.append((("workloads", i, "depends_on"), f"dependency cycle: {' -> '.join(shown)}"))
-    return problems
+    return [*problems, *group_problems(pb)]
 
 
 @dataclass(frozen=True)

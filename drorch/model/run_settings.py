@@ -33,6 +33,8 @@ class Hook(_Model):
     on_error: OnError = OnError.FAIL
     drill: bool = Field(False, description="a workload's check that DR drills run too, against the clone "
                                            "(DRORCH_CLONE); drills run no other hook")
+    inside: bool = Field(False, description="a VM's pre_freeze or post_thaw command run in its guest, through the "
+                                            "QEMU guest agent, rather than on this machine")
 
     @model_validator(mode="after")
     def _one_action(self) -> Hook:
@@ -48,6 +50,10 @@ class Hook(_Model):
 class Hooks(_Model):
     before: list[Hook] = Field(default_factory=list)
     after: list[Hook] = Field(default_factory=list)
+    pre_freeze: list[Hook] = Field(default_factory=list, description="a workload's commands before it is frozen "
+                                   "for a recovery point (e.g. a database's flush); one that fails leaves the point "
+                                   "filesystem-consistent at best, said")
+    post_thaw: list[Hook] = Field(default_factory=list, description="a workload's commands once it is released")
 
 
 class MigrationControls(_Model):
@@ -111,6 +117,10 @@ class Protect(_Model):
     full_every: int = Field(7, ge=1, le=MAX_COUNT,
                             description="a VM disk's point is a full copy after this many points of one chain; "
                                         "those between ship only what changed")
+    max_freeze_ms: int = Field(2000, ge=1, le=int(MAX_WAIT_S * 1000),
+                               description="longest a workload stays frozen for its point (a group's or a quiesced "
+                                           "VM's); past it, every member is released and the point is "
+                                           "crash-consistent, said")
 
     @property
     def target_s(self) -> float | None:

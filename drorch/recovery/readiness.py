@@ -20,7 +20,8 @@ from drorch.errors import NamesFailed
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.plan.planner import MOVING
 from drorch.reach import snapshot
-from drorch.recovery.shipping import missing_points, rpo_status
+from drorch.recovery.freezes import release_orphans
+from drorch.recovery.shipping import missing_points, mixed_cuts, rpo_status
 from drorch.redact import redact
 from drorch.store.contract import StateStore
 from drorch.store.sql_store import ReadinessCheck
@@ -32,6 +33,7 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSto
            ) -> tuple[list[str], list[dict[str, Any]], list[dict[str, object]]]:
     """Every reason a failover would not work now, one line each (none when ready), each host's answer, and
     where each DNS record points."""
+    release_orphans(pb, drivers, store)  # a freeze a dead process left is undone (and logged)
     snap = snapshot(pb, drivers)
     hosts = [{"site": h.site, "host": h.host, "answered": not h.errors, "error": "; ".join(h.errors.values()) or None}
              for h in snap.hosts]
@@ -53,6 +55,8 @@ def assess(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSto
                 problems.append(f"{item.kind} {item.workload}: no recovery point{target}")
             elif r.stale:
                 problems.append(f"{item.kind} {item.workload}: RPO {r.age_s:.0f} s, target {r.target_s or 0:.0f} s")
+        problems += mixed_cuts(pb, kept, pb.secondary, [(str(i.kind), i.workload) for i in the_plan.items
+                                                        if i.action in MOVING])
     try:
         records = records_status(pb, snap)
     except NamesFailed as exc:

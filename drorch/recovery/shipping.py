@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,39 +16,40 @@ from drorch.model.records import Action, naive, utcnow
 from drorch.model.run_settings import Protect
 from drorch.plan.planner import MOVING, plan
 from drorch.reach import site_endpoints, snapshot
+from drorch.recovery.cuts import GroupCut, Member, take
+from drorch.recovery.freezes import release_orphans
 from drorch.store.contract import StateStore
 from drorch.store.sql_store import RecoveryPoint
 
 
 def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore,
             source: str | None = None, target: str | None = None) -> list[RecoveryPoint]:
-    """Ship one recovery point of every workload that would move, record it, and apply the retention."""
+    """Ship one recovery point of every workload that would move, record it, and apply the retention. The
+    members of a consistency group (and a quiesced VM) are cut at one instant, frozen, before any data travels."""
     source, target = source or pb.primary, target or pb.secondary
     settings = pb.protect or Protect()  # the documented defaults, with or without a protect section
     keep, full_every = settings.keep, settings.full_every
+    release_orphans(pb, drivers, store)
     the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
     known = [p for p in store.points(pb.name) if p.site == target]
     broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
     held = kept_points([p for p in known if (p.id or 0) not in broken], target)
-    points = []
+    units: dict[str, list[Member]] = {}
     for item in the_plan.items:
         if item.action not in MOVING and item.action is not Action.BLOCKED:
             continue
-        point = RecoveryPoint(playbook=pb.name, workload=item.workload, kind=str(item.kind), site=target)
-        point_key = (str(item.kind), item.workload)
-        retention = Retention(keep, full_every, tuple(p.name for p in held.get(point_key, []) if p.name))
-        try:
-            if item.action is Action.BLOCKED:
-                raise DrorchError(item.reason)
-            shipped = drivers[item.kind].ship(move_request(pb, the_plan, item), retention)
-            dropped = sum((p.kind, p.workload) == point_key for p in known if (p.id or 0) in broken)
-            point.size_bytes, point.name, point.point_kind, point.chain = (shipped.size_bytes, shipped.name,
-                                                                           shipped.kind, shipped.chain)
-            point.detail = shipped.message + (f"; {dropped} points no longer whole dropped" if dropped else "")
-        except DrorchError as exc:
-            point.complete, point.error = False, str(exc)
-        point.taken_at = utcnow()
-        points.append(point)
+        spec = pb.workloads[item.entry]
+        group = pb.group_of(spec, item.workload)
+        retention = Retention(keep, full_every, tuple(p.name for p in held.get((str(item.kind), item.workload), [])
+                                                      if p.name))
+        blocked = item.action is Action.BLOCKED
+        member = Member(item.kind, item.workload, None if blocked else move_request(pb, the_plan, item), retention,
+                        drivers[item.at_source], spec, error=item.reason if blocked else "")
+        units.setdefault(f"group {group}" if group else f"{item.key}", []).append(member)
+    points = []
+    for unit, members in units.items():
+        taken = take(pb, store, source, members, unit.removeprefix("group ") if unit.startswith("group ") else None)
+        points += _sent(pb, taken, target, known, broken)
     store.add_points(points)
     shipped_for = {(p.kind, p.workload) for p in points if p.complete}
     store.drop_points([p.id or 0 for p in known if (p.kind, p.workload) in shipped_for
@@ -55,6 +57,42 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSt
     store.protected_towards(pb.name, target, shipped_for)
     _retain(store, pb.name, keep)
     return points
+
+
+def _sent(pb: Playbook, taken: GroupCut, target: str, known: list[RecoveryPoint], broken: Mapping[int, str]
+          ) -> list[RecoveryPoint]:
+    """Each member's cut sent, all at once while they run, as its recovery point; the group's points say when one
+    failed."""
+    with ThreadPoolExecutor(max_workers=max(1, len(taken.members)), thread_name_prefix="drorch-send") as pool:
+        points = list(pool.map(lambda m: _point(pb, taken, m, target, known, broken), taken.members))
+    failed = [f"{p.workload} ({p.error})" for p in points if not p.complete]
+    for p, m in zip(points, taken.members, strict=True):
+        said = [*m.notes, *taken.notes]
+        if taken.group is not None and failed and p.complete:
+            said.append(f"group {taken.group}'s cut is incomplete: {'; '.join(failed)}")
+        p.warning = "; ".join(said) or None
+    return points
+
+
+def _point(pb: Playbook, taken: GroupCut, m: Member, target: str, known: list[RecoveryPoint],
+           broken: Mapping[int, str]) -> RecoveryPoint:
+    """One member's cut sent: its recovery point, or the failed record of it."""
+    point = RecoveryPoint(playbook=pb.name, workload=m.name, kind=str(m.kind), site=target, group=taken.group,
+                          cut=taken.name, frozen_at=taken.frozen_at, freeze_ms=taken.freeze_ms)
+    key = (point.kind, point.workload)
+    try:
+        if m.error or m.taken is None:
+            raise DrorchError(m.error or "its cut was not taken")
+        shipped = m.taken.send()
+        dropped = sum((p.kind, p.workload) == key for p in known if (p.id or 0) in broken)
+        point.size_bytes, point.name, point.point_kind, point.chain = (shipped.size_bytes, shipped.name,
+                                                                       shipped.kind, shipped.chain)
+        point.detail = shipped.message + (f"; {dropped} points no longer whole dropped" if dropped else "")
+        point.cut_at, point.consistency = m.taken.at, taken.consistency(m)
+    except DrorchError as exc:
+        point.complete, point.error = False, str(exc)
+    point.taken_at = utcnow()
+    return point
 
 
 def kept_points(points: list[RecoveryPoint], site: str) -> dict[tuple[str, str], list[RecoveryPoint]]:
@@ -66,15 +104,22 @@ def kept_points(points: list[RecoveryPoint], site: str) -> dict[tuple[str, str],
     return out
 
 
-def points_at(points: list[RecoveryPoint], site: str, when: datetime | None,
-              wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RecoveryPoint]:
+def points_at(points: list[RecoveryPoint], site: str, when: datetime | None, wanted: Iterable[tuple[str, str]],
+              groups: Mapping[tuple[str, str], str] | None = None) -> dict[tuple[str, str], RecoveryPoint]:
     """Per (kind, workload) of `wanted`, the point a restart or a drill starts from: the newest complete one on
-    the site taken at or before `when` (the newest of all when None). NoSuchPoint when `when` is before every
-    point of a workload that has some, naming the ones kept."""
+    the site taken at or before `when` (the newest of all when None). The members of a group (`groups`: key ->
+    group) start from one cut: the newest whose instant is at or before `when` and that holds a complete point
+    of every member wanted. NoSuchPoint when `when` is before every point of a workload that has some, or no cut
+    of a group is whole, naming the ones kept."""
     held = kept_points(points, site)
     chosen: dict[tuple[str, str], RecoveryPoint] = {}
+    members: dict[str, list[tuple[str, str]]] = {}
     for key in wanted:
         mine = held.get(key, [])
+        group = (groups or {}).get(key)
+        if group is not None and any(p.cut for p in mine):
+            members.setdefault(group, []).append(key)
+            continue
         if not mine:
             continue
         at = next((p for p in mine if when is None or naive(p.taken_at) <= naive(when)), None)
@@ -84,7 +129,66 @@ def points_at(points: list[RecoveryPoint], site: str, when: datetime | None,
                               f"{naive(when):%Y-%m-%dT%H:%M:%S} UTC; it keeps: {kept}")
         if at is not None:
             chosen[key] = at
+    for group, keys in members.items():
+        chosen.update(one_cut(group, keys, held, site, when))
     return chosen
+
+
+def _instant(points: Iterable[RecoveryPoint]) -> datetime:
+    return min(naive(p.cut_at or p.taken_at) for p in points)
+
+
+def one_cut(group: str, keys: list[tuple[str, str]], held: Mapping[tuple[str, str], list[RecoveryPoint]],
+            site: str, when: datetime | None) -> dict[tuple[str, str], RecoveryPoint]:
+    """The members' points of the group's newest whole cut at or before `when`; NoSuchPoint naming the cuts
+    kept when there is none."""
+    cuts: dict[str, dict[tuple[str, str], RecoveryPoint]] = {}
+    for key in keys:
+        for p in held.get(key, []):
+            if p.cut:
+                cuts.setdefault(p.cut, {})[key] = p
+    ordered = sorted(cuts.values(), key=lambda c: _instant(c.values()), reverse=True)
+    for cut in ordered:
+        if len(cut) == len(keys) and (when is None or _instant(cut.values()) <= naive(when)):
+            return cut
+    kept = "; ".join(f"{_instant(c.values()):%Y-%m-%dT%H:%M:%S} ("
+                     f"{'whole' if len(c) == len(keys) else 'without ' + ', '.join(k[1] for k in keys if k not in c)})"
+                     for c in ordered) or "none"
+    after = f" taken at or before {naive(when):%Y-%m-%dT%H:%M:%S} UTC" if when is not None else ""
+    raise NoSuchPoint(f"group {group} has no cut on site {site}{after} that holds a point of each of its members "
+                      f"({', '.join(k[1] for k in keys)}); its cuts: {kept}")
+
+
+def mixed_cuts(pb: Playbook, points: list[RecoveryPoint], site: str, wanted: Iterable[tuple[str, str]]
+               ) -> list[str]:
+    """Each group whose members' newest points on the site are not of one cut, and the cut a restart would use."""
+    held = kept_points(points, site)
+    members: dict[str, list[tuple[str, str]]] = {}
+    for key, group in group_keys(pb, wanted).items():
+        members.setdefault(group, []).append(key)
+    out = []
+    for group, keys in sorted(members.items()):
+        newest = {key: held[key][0].cut if held.get(key) else None for key in keys}
+        if len(set(newest.values())) <= 1 and None not in newest.values():
+            continue
+        try:
+            used = one_cut(group, keys, held, site, None)
+            fallback = f"a restart starts from its cut of {_instant(used.values()):%Y-%m-%dT%H:%M:%S} UTC"
+        except NoSuchPoint:
+            fallback = "no cut holds a point of every member: a restart is refused"
+        shown = ", ".join(f"{k[1]}: {c or 'no cut'}" for k, c in newest.items())
+        out.append(f"group {group}: its members' newest points are not of one cut ({shown}); {fallback}")
+    return out
+
+
+def group_keys(pb: Playbook, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The consistency group of each (kind, workload) that has one."""
+    out = {}
+    for kind, name in keys:
+        group = pb.group_of(pb.spec_of(WorkloadKind(kind), name), name)
+        if group is not None:
+            out[(kind, name)] = group
+    return out
 
 
 def _retain(store: StateStore, playbook: str, keep: int) -> None:

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from sqlmodel import SQLModel
 
 from drorch.model.records import Operation
-from drorch.store.sql_store import DaemonRow, Lock, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import DaemonRow, Lock, OpenFreeze, ReadinessCheck, RecoveryPoint, Run, Step
 
 
 @runtime_checkable
@@ -42,6 +42,10 @@ class StateStore(Protocol):
     def protected_towards(self, playbook: str, site: str, keys: Iterable[tuple[str, str]]) -> None: ...
     def drop_points(self, ids: Sequence[int]) -> None: ...
     def readiness(self, playbook: str, limit: int = 1000) -> list[ReadinessCheck]: ...
+
+    # workloads frozen for a cut: opened (by save) before the freeze, closed once released
+    def freezes(self, playbook: str) -> list[OpenFreeze]: ...
+    def freezes_closed(self, ids: Sequence[int]) -> None: ...
 
     # daemons: the leader's lease and every daemon's heartbeat
     def lease(self, name: str, holder: str, ttl: timedelta) -> bool: ...

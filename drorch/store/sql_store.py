@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from drorch.errors import NotFound
+from drorch.model.groups import Consistency
 from drorch.model.playbook import WorkloadKind
 from drorch.model.records import Action, Mode, Operation, RunState, StepState, naive, utcnow
 from drorch.redact import redact
@@ -82,6 +83,34 @@ class RecoveryPoint(SQLModel, table=True):
     chain: int | None = None  # volumes a restart from it reads
     complete: bool = True
     error: str | None = None
+    consistency: Consistency | None = Field(default=None, sa_column=_valued(Consistency, nullable=True))  # None: crash
+    group: str | None = None  # its consistency group, whose members' points of one cut share `cut`
+    cut: str | None = None  # <group>@<time>: the cut it was taken in, with its group's other members
+    cut_at: datetime | None = None  # the instant its data describes
+    frozen_at: datetime | None = None  # when its freeze began (its group's); None when nothing was frozen
+    freeze_ms: float | None = None  # how long it (its group) stayed frozen
+    warning: str | None = None  # taken, but not as asked: e.g. crash-consistent because the guest agent refused
+
+    @property
+    def consistent(self) -> Consistency:
+        return self.consistency or Consistency.CRASH
+
+
+class OpenFreeze(SQLModel, table=True):
+    """A workload frozen for a cut and not yet released, kept before it is frozen: if the process that froze it
+    dies, the next one that touches its playbook releases it."""
+
+    __tablename__ = "open_freezes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    playbook: str = Field(index=True)
+    workload: str
+    kind: str
+    site: str
+    host: str  # the playbook's name of the host it was frozen on
+    how: str  # what the driver did, which its thaw undoes
+    owner: str  # host:pid of the process that froze it
+    release_by: datetime  # past this, it is released whoever froze it
 
 
 class ReadinessCheck(SQLModel, table=True):
@@ -308,6 +337,16 @@ class Store:
     def drop_points(self, ids: Sequence[int]) -> None:
         with self.session() as s:
             s.execute(delete(RecoveryPoint).where(col(RecoveryPoint.id).in_(ids)))
+            s.commit()
+
+    def freezes(self, playbook: str) -> list[OpenFreeze]:
+        with self.session() as s:
+            return list(s.exec(select(OpenFreeze).where(col(OpenFreeze.playbook) == playbook)
+                               .order_by(col(OpenFreeze.id))))
+
+    def freezes_closed(self, ids: Sequence[int]) -> None:
+        with self.session() as s:
+            s.execute(delete(OpenFreeze).where(col(OpenFreeze.id).in_(ids)))
             s.commit()
 
     def readiness(self, playbook: str, limit: int = 1000) -> list[ReadinessCheck]:

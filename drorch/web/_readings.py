@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Float, FromClause, case, cast, func, inspe
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel, col
 
+from drorch.model.groups import Consistency
 from drorch.model.playbook import WORKLOAD_KINDS
 from drorch.model.records import (
     FINAL_RUN_STATES,
@@ -45,6 +46,8 @@ class Newest:
     size_bytes: int | None
     point_kind: str | None
     kept: int
+    consistency: str  # crash, filesystem or application
+    cut: str | None  # its group's cut
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,14 @@ def _points(conn: Connection, playbooks: Sequence[str] | None) -> list[Newest]:
     """One pass over the complete points, each workload's numbered newest first by the database."""
     p = _table(RecoveryPoint).c
     key = (p.playbook, p.kind, p.workload, p.site)
-    ranked = _only(select(*key, p.taken_at, p.size_bytes, p.point_kind,
+    ranked = _only(select(*key, p.taken_at, p.size_bytes, p.point_kind, p.consistency, p.cut,
                           func.row_number().over(partition_by=key, order_by=p.taken_at.desc()).label("rank"),
                           func.count().over(partition_by=key).label("kept"))
                    .where(p.complete, p.retired_at.is_(None)), p.playbook, playbooks).subquery()
     rows = conn.execute(select(ranked).where(ranked.c.rank == 1)
                         .order_by(ranked.c.playbook, ranked.c.kind, ranked.c.workload, ranked.c.site))
-    return [Newest(r.playbook, r.kind, r.workload, r.site, r.taken_at, r.size_bytes, r.point_kind, r.kept)
-            for r in rows]
+    return [Newest(r.playbook, r.kind, r.workload, r.site, r.taken_at, r.size_bytes, r.point_kind, r.kept,
+                   str(r.consistency or Consistency.CRASH), r.cut) for r in rows]
 
 
 def _readiness(conn: Connection, playbooks: Sequence[str] | None) -> list[ReadinessReading]:

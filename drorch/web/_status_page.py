@@ -42,11 +42,12 @@ def document(seen: Readings, playbooks: Mapping[str, Playbook], store: Store, ot
     points: dict[str, list[dict[str, Any]]] = {}
     for p in seen.points:
         points.setdefault(p.playbook, []).append({"kind": p.kind, "workload": p.workload, "site": p.site,
-                                                  "rpo_s": (now - naive(p.taken_at)).total_seconds(), "kept": p.kept})
+                                                  "rpo_s": (now - naive(p.taken_at)).total_seconds(), "kept": p.kept,
+                                                  "consistency": p.consistency, "cut": p.cut})
     pointed = {(p.playbook, p.kind, p.workload) for p in seen.points}
     for (book, kind, workload) in sorted(seen.placed.keys() - pointed):  # moved, never protected
         points.setdefault(book, []).append({"kind": kind, "workload": workload, "site": None, "rpo_s": None,
-                                            "kept": 0})
+                                            "kept": 0, "consistency": None, "cut": None})
     books = []
     for name in _shown(seen, playbooks, others):
         pb, r = playbooks.get(name), ready.get(name)

@@ -72,6 +72,9 @@ def points(seen: Readings, playbooks: Mapping[str, Playbook]) -> Iterator[Metric
     info = GaugeMetricFamily("drorch_point_newest_info", "What the newest point is: full or incremental",
                              labels=[*WORKLOAD, "point_kind"])
     kept = GaugeMetricFamily("drorch_points_kept", "Complete recovery points the store records", labels=WORKLOAD)
+    worth = GaugeMetricFamily("drorch_point_newest_consistency", "What a restart from the newest point finds: "
+                              "crash, filesystem or application-consistent; its group's cut, if any",
+                              labels=[*WORKLOAD, "consistency", "cut"])
     for p in seen.points:
         labels = [p.playbook, p.kind, p.workload, p.site]
         age.add_metric(labels, (now - naive(p.taken_at)).total_seconds())
@@ -83,7 +86,8 @@ def points(seen: Readings, playbooks: Mapping[str, Playbook]) -> Iterator[Metric
             size.add_metric(labels, p.size_bytes)
         info.add_metric([*labels, p.point_kind or "point"], 1)
         kept.add_metric(labels, p.kept)
-    yield from (age, target, newest, size, info, kept)
+        worth.add_metric([*labels, p.consistency, p.cut or ""], 1)
+    yield from (age, target, newest, size, info, kept, worth)
 
 
 def readiness(seen: Readings) -> Iterator[Metric]:

@@ -16,11 +16,12 @@ for(const r of p.records)o+=`<p class="record">DNS ${e(r.name)} ${e(r.type)} ${e
 'nowhere':'on site '+e(r.runs_on))}</span></p>`;
 if(p.drill)o+=`<p>last drill: ${run(p.drill.run)} <span class="${p.drill.passed?
 'good':'bad'}">${e(p.drill.state)}</span>, RTO ${secs(p.drill.rto_s)}</p>`;
-o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th></tr>';
+o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th><th>newest is</th></tr>';
 for(const w of p.workloads)o+=`<tr class="workload"><td>${e(w.kind)} ${e(w.workload)}</td><td class="runs-on">${
 w.runs_on==null?'-':w.seen_by_run!=null?'last seen on site '+e(w.runs_on)+' by run '+e(w.seen_by_run):'site '+
 e(w.runs_on)+' (home)'}</td><td>${e(w.site??'-')}</td><td class="${
-w.stale?'bad':''}">${secs(w.rpo_s)}${w.stale?' (stale)':''}</td><td>${secs(w.target_s)}</td><td>${e(w.kept)}</td></tr>`;
+w.stale?'bad':''}">${secs(w.rpo_s)}${w.stale?' (stale)':''}</td><td>${secs(w.target_s)}</td><td>${e(w.kept)}</td><td class="consistency">${w.consistency==null?'-':
+e(w.consistency)+'-consistent'+(w.cut?' (cut '+e(w.cut)+')':'')}</td></tr>`;
 o+='</table></section>'}document.getElementById('books').innerHTML=o;o='';
 for(const r of d.running){o+=`<h3>${run(r.run)} ${e(r.operation)} ${e(r.playbook)}</h3>
 <table><tr><th>#</th><th>workload</th><th>state</th><th>progress</th><th>said</th></tr>`;for(const s of r.steps)o+=

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from drorch.errors import DamagedRow, NotFound
+from drorch.model.groups import Consistency
 from drorch.model.records import Action, Mode, Operation, RunState, StepKind, StepState, utcnow
 from drorch.store.contract import StateStore
 from drorch.store.history import History
-from drorch.store.sql_store import Lock, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.sql_store import Lock, OpenFreeze, ReadinessCheck, RecoveryPoint, Run, Step, Store
 
 
 def new_run(operation: Operation = Operation.FAILOVER, playbook: str = "shop",
@@ -109,6 +110,23 @@ class StoreContract:
         store.drop_points([p.id or 0 for p in store.points("shop") if p.name != "db-10"])
         assert [p.name for p in store.points("shop")] == ["db-10"]
         assert [p.name for p in store.points("mill")] == ["x-5"]
+
+    def test_a_points_cut_and_consistency_read_back_as_written(self, store: Store) -> None:
+        p = point("db", "b", 1)
+        p.consistency, p.group, p.cut, p.cut_at, p.freeze_ms = Consistency.APPLICATION, "app", "app@1", utcnow(), 12.5
+        store.add_points([p, point("old", "b", 2)])
+        back = {q.workload: q for q in store.points("shop")}
+        assert back["db"].consistent is Consistency.APPLICATION and type(back["db"].consistency) is Consistency
+        assert (back["db"].group, back["db"].cut, back["db"].freeze_ms) == ("app", "app@1", 12.5)
+        assert back["old"].consistency is None and back["old"].consistent is Consistency.CRASH  # as older stores
+
+    def test_open_freezes_are_journaled_per_playbook_and_closed(self, store: Store) -> None:
+        rows = [OpenFreeze(playbook=pb, workload=w, kind="vm", site="a", host="a1", how="paused", owner="h:1",
+                           release_by=utcnow()) for pb, w in (("shop", "db"), ("shop", "web"), ("other", "x"))]
+        store.save(*rows)
+        assert [f.workload for f in store.freezes("shop")] == ["db", "web"]
+        store.freezes_closed([rows[0].id or 0])
+        assert [f.workload for f in store.freezes("shop")] == ["web"] and len(store.freezes("other")) == 1
 
     def test_readiness_checks_are_newest_first_within_the_limit(self, store: Store) -> None:
         store.save(*(ReadinessCheck(playbook="shop", ready=n % 2 == 0, problems=f'["p{n}"]') for n in range(3)))

@@ -19,14 +19,15 @@ from docker.types import IPAMConfig, IPAMPool
 
 from drorch.drivers.background import SiteClients, ThreadedDriver
 from drorch.drivers.base import (
+    Cut,
     DrillNet,
     Endpoint,
+    Frozen,
     Handle,
     HostFacts,
     MoveRequest,
     Progress,
     Retention,
-    Shipped,
     WorkloadInfo,
 )
 from drorch.drivers.containers._container_moves import ContainerMoves, back_home
@@ -238,8 +239,32 @@ class ContainerDriver(ThreadedDriver):
             raise SiteUnreachable(f"site {site.site}: removing network {network}: {reason(exc)}") from None
         return bool(found)
 
-    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
-        return self._points.ship(request, retention, self._site(request.source), self._site(request.target))
+    def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
+        return self._points.cut(request, retention, held, self._site(request.source), self._site(request.target))
+
+    def freeze(self, name: str, site: Endpoint, quiesce: bool) -> Frozen:
+        """Its processes held by its cgroup (docker pause): a group's containers write nothing during the cut."""
+        s = self._site(site)
+        try:
+            c = s.inspect(name)
+            if c is None or not c["State"]["Running"]:
+                raise MoveFailed(f"container {name} does not run on site {site.site}")
+            if not c["State"].get("Paused"):
+                s.api.pause(c["Id"])
+        except API_ERRORS as exc:
+            raise MoveFailed(f"container {name} could not be paused: {reason(exc)}") from None
+        return Frozen.PAUSED
+
+    def thaw(self, name: str, site: Endpoint, how: Frozen) -> bool:
+        s = self._site(site)
+        try:
+            c = s.inspect(name)
+            if c is None or not c["State"].get("Paused"):
+                return False
+            s.api.unpause(c["Id"])
+        except API_ERRORS as exc:
+            raise MoveFailed(f"container {name} could not be unpaused: {reason(exc)}") from None
+        return True
 
     def cancel(self, handle: Handle) -> None:
         """Honoured at the move's next step before the target takes over, whose rollback leaves the container on its

@@ -18,7 +18,8 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from drorch.drivers.base import DrillNet, Handle, MoveRequest, Phase, Progress, Retention, Shipped, chosen
+from drorch.drivers.base import Cut, DrillNet, Handle, MoveRequest, Phase, Progress, Retention, Sent, Shipped, chosen
+from drorch.drivers.containers._container_cut import CUT_OF, ContainerCut, shipped
 from drorch.drivers.containers._container_moves import ContainerMoves, checkpoint_name
 from drorch.drivers.containers.docker_config import (
     POINT_NAME,
@@ -39,6 +40,7 @@ from drorch.drivers.containers.docker_engine import API_ERRORS, CHECKPOINT_PREFI
 from drorch.drivers.containers.podman_engine import PodmanSite, checkpoint_image
 from drorch.errors import MoveFailed
 from drorch.model.playbook import Strategy
+from drorch.model.records import utcnow
 
 
 def ran(c: dict[str, Any]) -> bool:
@@ -134,9 +136,15 @@ class ContainerPoints:
     def __init__(self, moves: ContainerMoves) -> None:
         self._moves = moves
 
-    def ship(self, request: MoveRequest, retention: Retention, src: DockerSite, dst: DockerSite) -> Shipped:
-        """Image, the point copy, the point's own copies of the volumes (made anew, so that what the source
-        deleted is gone) and a checkpoint of the running source on the target; then the retention."""
+    @property
+    def moves(self) -> ContainerMoves:
+        return self._moves
+
+    def cut(self, request: MoveRequest, retention: Retention, held: bool, src: DockerSite, dst: DockerSite) -> Cut:
+        """The point's instant on the source: a checkpoint of the running container that leaves it running (when
+        checkpoints travel) and, `held`, its volumes copied in place; the image, the point copy, the point's own
+        volumes and the checkpoint follow on `send`. Between Podman services the checkpoint is exported with its
+        volumes, so the cut sends it all."""
         name = request.workload
         original = src.inspect(name)
         if original is None:
@@ -145,33 +153,45 @@ class ContainerPoints:
         point = checkpoint_name(hid)
         checkpoint = request.strategy is Strategy.CHECKPOINT and original["State"]["Running"] \
             and self._moves.checkpoint_obstacle(src, dst) is None
-        shown = point
         try:
-            copy = self._copy(request, hid, original, src, dst)
-            if checkpoint and isinstance(src, PodmanSite) and isinstance(dst, PodmanSite):
-                shown = self._moves.podman.ship(hid, name, original, src, dst, point)
-            elif checkpoint:
-                src.checkpoint(original["Id"], point, leave_running=True)
+            for stale in (src.api.volumes(filters={"label": f"{CUT_OF}={name}"}) or {}).get("Volumes") or []:
+                with contextlib.suppress(NotFound):
+                    src.api.remove_volume(stale["Name"], force=True)  # an interrupted cut's
+            podman = isinstance(src, PodmanSite) and isinstance(dst, PodmanSite)
+            if checkpoint and isinstance(src, PodmanSite) and isinstance(dst, PodmanSite) \
+                    and not original["State"].get("Paused"):
+                return Sent(utcnow(), self._podman_point(request, retention, hid, point, original, src, dst))
+            taken = ContainerCut(self, request, retention, src, dst, original, hid, point, checkpoint and not podman,
+                                 held)
+            if checkpoint and podman:
+                taken.warning = ("no checkpoint: Podman checkpoints no paused container, so its point is its image, "
+                                 "config and volumes at the cut")
+            return taken
+        except API_ERRORS as exc:
+            raise MoveFailed(f"the cut of container {name} on site {request.source.site} failed: "
+                             f"{reason(exc)}") from None
+
+    def _podman_point(self, request: MoveRequest, retention: Retention, hid: str, point: str,
+                      original: dict[str, Any], src: PodmanSite, dst: PodmanSite) -> Shipped:
+        name = request.workload
+        try:
+            copy = self.copy(request, hid, original, src, dst)
+            shown = self._moves.podman.ship(hid, name, original, src, dst, point)
             target = point_view(copy, point)
             for vol in volumes(target).values():
-                dst.api.create_volume(vol, labels=point_volume_labels(name, point, checkpoint))
-            docker_checkpoint = point if checkpoint and not isinstance(dst, PodmanSite) else None
-            try:
-                size = self._moves.send_state(hid, src, original, dst, target, docker_checkpoint)
-            finally:
-                if docker_checkpoint is not None:
-                    src.drop_checkpoint(original["Id"], point)
+                dst.api.create_volume(vol, labels=point_volume_labels(name, point, True))
+            size = self._moves.send_state(hid, src, original, dst, target, None)
             retain(dst, name, copy, {point, *retention.points[:retention.keep - 1]})
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
                              f"{reason(exc)}") from None
-        n = len(volumes(original))
-        what = ["image and config", *([f"{n} volume{'s' if n > 1 else ''} copied whole"] if n else []),
-                *([f"checkpoint {shown}"] if checkpoint else [])]
-        return Shipped(f"{', '.join(what)} on site {request.target.site}", size,
-                       point if n or checkpoint else None, "full", 1)
+        return shipped(request, original, point, size, shown)
 
-    def _copy(self, request: MoveRequest, hid: str, original: dict[str, Any], src: DockerSite, dst: DockerSite
+    @staticmethod
+    def keep_only(s: DockerSite, name: str, copy: dict[str, Any], kept: set[str]) -> None:
+        retain(s, name, copy, kept)
+
+    def copy(self, request: MoveRequest, hid: str, original: dict[str, Any], src: DockerSite, dst: DockerSite
               ) -> dict[str, Any]:
         """The point copy on the target under the workload's name, with the image; made anew when the
         workload's volumes are no longer mounted where the copy's are."""

@@ -34,6 +34,7 @@ HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leav
 HELPER_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label's value: the process that made the helper
 VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
 CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
+COPIES_AT = "/drorch/copies"  # and the volumes a cut copies them into, beside them
 CHECKPOINT_PREFIX = "drorch-"
 # Docker 20.10 and later speak it, and Podman's compatible API: no round trip to negotiate a version.
 API_VERSION = "1.41"
@@ -250,6 +251,20 @@ def send_tree(src: DockerSite, src_helper: str, src_path: str, dst: DockerSite, 
         raise MoveFailed(f"the copy of {name} on site {dst.ep.site} differs from site {src.ep.site}'s: "
                          f"{'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
     return sent.manifest
+
+
+def copy_in_place(name: str, s: DockerSite, image: str, pairs: list[tuple[str, str]]) -> int:
+    """Each (volume, copy) pair of one daemon: the volume's contents into the copy, checked, through one helper
+    that mounts both; returns the bytes copied."""
+    binds = [bind for i, (vol, copy) in enumerate(pairs)
+             for bind in (f"{vol}:{VOLUMES_AT}/v{i}:ro", f"{copy}:{COPIES_AT}/v{i}")]
+    s.drop_stale_helpers()
+    helper = s.new_helper(f"drorch-cut-{name}", image, binds)
+    try:
+        return sum(send_tree(s, helper, f"{VOLUMES_AT}/v{i}", s, helper, f"{COPIES_AT}/v{i}", inside=True).size
+                   for i in range(len(pairs)))
+    finally:
+        s.drop_helper(helper)
 
 
 def send_state(name: str, src: DockerSite, source: dict[str, Any], dst: DockerSite, target: dict[str, Any],

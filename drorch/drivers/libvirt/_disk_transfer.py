@@ -201,12 +201,58 @@ def stream_volume(src: libvirt.virStorageVol, src_conn: libvirt.virConnect, dst:
     return sent
 
 
-def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[Disk, str]],
-           incremental: str | None = None, checkpoint: str | None = None,
-           timeout_s: float = 3600.0) -> list[libvirt.virStorageVol]:
-    """Crash-consistent copies of a running guest's disks, all taken at one instant by one job of libvirt's
-    backup API (push mode), each into a new volume of its own pool named as given with it: full copies, or
-    with `incremental` (a checkpoint's name) qcow2 files holding only what changed since. `checkpoint`, a
+@dataclass
+class Backup:
+    """A backup job under way: its copies describe the instant it began, whatever the guest writes since (QEMU
+    copies a block before the guest overwrites it)."""
+
+    dom: libvirt.virDomain
+    conn: libvirt.virConnect
+    targets: list[tuple[libvirt.virStoragePool, str]]  # each copy's pool and file
+    timeout_s: float
+
+    def wait(self) -> list[libvirt.virStorageVol]:
+        """The copies once the job is done; MoveFailed, none of them left, when it failed."""
+        deadline, pause = time.monotonic() + self.timeout_s, 0.01
+        while self.dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            if time.monotonic() > deadline:
+                self.dom.abortJob()
+                break
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.25)  # a small disk is done in milliseconds, a large one in minutes
+        done = self.dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        vols = self.found()
+        if done.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED or len(vols) != len(self.targets):
+            for vol in vols:
+                delete_quietly(vol)
+            why = done.get("errmsg") or (f"not done within {self.timeout_s:.0f} s" if time.monotonic() > deadline
+                                         else "libvirt gave no reason")
+            raise MoveFailed(f"the backup of {self.dom.name()}'s disks failed: {why}")
+        return vols
+
+    def found(self) -> list[libvirt.virStorageVol]:
+        vols = []
+        for pool, path in self.targets:
+            refresh(pool)
+            with contextlib.suppress(libvirt.libvirtError):
+                vols.append(self.conn.storageVolLookupByPath(path))
+        return vols
+
+    def abandon(self) -> None:
+        """The job stopped and its copies removed."""
+        with contextlib.suppress(libvirt.libvirtError):
+            if self.dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                self.dom.abortJob()
+        for vol in self.found():
+            delete_quietly(vol)
+
+
+def begin_backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[Disk, str]],
+                 incremental: str | None = None, checkpoint: str | None = None,
+                 timeout_s: float = 3600.0) -> Backup:
+    """Crash-consistent copies of a running guest's disks, all of one instant (now), begun by one job of
+    libvirt's backup API (push mode), each into a new volume of its own pool named as given with it: full copies,
+    or with `incremental` (a checkpoint's name) qcow2 files holding only what changed since. `checkpoint`, a
     checkpoint's XML, is made at the same instant for the next one."""
     targets = []
     for disk, name in disks:
@@ -222,25 +268,10 @@ def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[D
         f"<disk name='{disk.dev}' backup='yes' type='file'><target file='{path}'/>"
         f"<driver type='{'qcow2' if incremental else disk.fmt}'/></disk>"
         for disk, _, path in targets) + "</disks></domainbackup>", checkpoint, 0)
-    deadline, pause = time.monotonic() + timeout_s, 0.01
-    while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
-        if time.monotonic() > deadline:
-            dom.abortJob()
-            break
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.25)  # a small disk is done in milliseconds, a large one in minutes
-    done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-    vols = []
-    for _, pool, path in targets:
-        refresh(pool)
-        try:
-            vols.append(conn.storageVolLookupByPath(path))
-        except libvirt.libvirtError:
-            continue
-    if done.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED or len(vols) != len(targets):
-        for vol in vols:
-            delete_quietly(vol)
-        why = done.get("errmsg") or (f"not done within {timeout_s:.0f} s" if time.monotonic() > deadline
-                                     else "libvirt gave no reason")
-        raise MoveFailed(f"the backup of {dom.name()}'s disks failed: {why}")
-    return vols
+    return Backup(dom, conn, [(pool, path) for _, pool, path in targets], timeout_s)
+
+
+def backup(dom: libvirt.virDomain, conn: libvirt.virConnect, disks: list[tuple[Disk, str]],
+           incremental: str | None = None, checkpoint: str | None = None) -> list[libvirt.virStorageVol]:
+    """`begin_backup`, waited for."""
+    return begin_backup(dom, conn, disks, incremental, checkpoint).wait()

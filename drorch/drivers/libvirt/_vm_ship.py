@@ -10,13 +10,16 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import libvirt
 
-from drorch.drivers.base import Retention, Shipped
+from drorch.drivers.base import Cut, MoveRequest, Retention, Shipped
 from drorch.drivers.libvirt._disk_transfer import (
+    Backup,
     Disk,
     backup,
+    begin_backup,
     create_volume,
     delete_quietly,
     reason,
@@ -74,6 +77,13 @@ class Taken:
     parent: str | None  # the point an increment builds on
     checkpoint: bool  # a checkpoint of this point was made on the source
     why_full: str  # why a point after the first is a full one
+    pending: Backup | None = None  # the backup job that makes `copies`, still under way
+
+    def ready(self) -> list[libvirt.virStorageVol]:
+        """The copies, once the job that makes them is done."""
+        if self.pending is not None:
+            self.copies, self.pending = self.pending.wait(), None
+        return self.copies
 
 
 class Shipper:
@@ -84,13 +94,21 @@ class Shipper:
         self.dom, self.source, self.target = dom, source, target
         self.disks, self.stamp, self.retention = disks, stamp, retention
         self.landed: list[libvirt.virStorageVol] = []
+        self.at = datetime.now(UTC)  # the instant the point describes: when its copies began
 
-    def ship(self, xml: str, mappings: Mappings, resources: Resources | None, where: str) -> Shipped:
-        """The point shipped and the target's definition made over its chains (`xml` is the source's, `where`
-        names the target site); MoveFailed, with nothing of it left behind, when it cannot be."""
-        taken = None
+    def cut(self) -> Taken | None:
+        """The point's instant: its copies begun (a running guest's by a backup job), None without disks;
+        MoveFailed, with nothing of it left behind, when they cannot be."""
         try:
-            taken = self.take() if self.disks else None
+            return self.take() if self.disks else None
+        except (libvirt.libvirtError, MoveFailed) as exc:
+            raise MoveFailed(str(exc) if isinstance(exc, MoveFailed) else reason(exc)) from None
+
+    def ship(self, xml: str, mappings: Mappings, resources: Resources | None, where: str,
+             taken: Taken | None) -> Shipped:
+        """The point of cut `taken` shipped and the target's definition made over its chains (`xml` is the
+        source's, `where` names the target site); MoveFailed, with nothing of it left behind, when it cannot be."""
+        try:
             try:
                 sent = self.send(taken) if taken is not None else 0
             finally:
@@ -172,30 +190,32 @@ class Shipper:
         if not self.dom.isActive():
             xml = self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             frozen = frozen_copies(self.dom, self.source, xml, plain, self.stamp)
+            self.at = datetime.now(UTC)
             copies = frozen if frozen is not None else [self.source.storageVolLookupByPath(d.path) for d in plain]
             why = "the VM is stopped: its disks are copied whole" if self.retention.points else ""
             return Taken(copies, frozen is not None, None, False, why)
         parent, why = self.parent()
         names = [(d, f"{d.volume}{BACKUP}{self.stamp}") for d in plain]
         with_checkpoint = all(d.fmt == "qcow2" for d in plain)
+        self.at = datetime.now(UTC)
         if parent is not None:
             try:
-                return Taken(backup(self.dom, self.source, names, checkpoint_of(parent), self._checkpoint_xml()),
-                             True, parent, True, "")
+                return Taken([], True, parent, True, "", begin_backup(self.dom, self.source, names,
+                                                                     checkpoint_of(parent), self._checkpoint_xml()))
             except (MoveFailed, libvirt.libvirtError) as exc:
                 why = f"the incremental backup failed ({exc if isinstance(exc, MoveFailed) else reason(exc)})"
         if with_checkpoint:
             try:
-                return Taken(backup(self.dom, self.source, names, None, self._checkpoint_xml()), True, None, True,
-                             why)
+                return Taken([], True, None, True, why,
+                             begin_backup(self.dom, self.source, names, None, self._checkpoint_xml()))
             except libvirt.libvirtError as exc:  # e.g. a qcow2 of the old version, which holds no bitmaps
                 why = why or f"no checkpoint can be made on the source ({reason(exc)}): every point is full"
-        return Taken(backup(self.dom, self.source, names), True, None, False, why)
+        return Taken([], True, None, False, why, begin_backup(self.dom, self.source, names))
 
     def send(self, taken: Taken, counted: Callable[[int], None] | None = None) -> int:
         """Each copy into its own new point volume on the target; the bytes sent."""
         sent = 0
-        for (disk, pool), copy in zip(self.disks, taken.copies, strict=True):
+        for (disk, pool), copy in zip(self.disks, taken.ready(), strict=True):
             fmt = "qcow2" if taken.parent else disk.fmt
             name = volume_name(disk.volume, self.stamp, taken.parent)
             self.landed.append(create_volume(self.target, pool, name, dataclasses.replace(disk, fmt=fmt)))
@@ -233,9 +253,32 @@ class Shipper:
         """A failed ship leaves nothing that names a point: its volumes and its checkpoint go."""
         for vol in self.landed:
             delete_quietly(vol)
+        if taken is not None and taken.pending is not None:
+            taken.pending.abandon()
+        for copy in taken.copies if taken is not None and taken.temporary else []:
+            delete_quietly(copy)
         if taken is not None and taken.checkpoint:
             with contextlib.suppress(libvirt.libvirtError):
                 _drop_checkpoint(self.dom.checkpointLookupByName(checkpoint_of(self.stamp)))
+
+
+class VmCut(Cut):
+    """A VM's cut: its backup job begun (or a stopped guest's copies made); `send` streams it."""
+
+    def __init__(self, shipper: Shipper, xml: str, request: MoveRequest) -> None:
+        self._shipper, self._xml, self._request = shipper, xml, request
+        self._taken = shipper.cut()
+        self.at = shipper.at
+
+    def send(self) -> Shipped:
+        req = self._request
+        try:
+            return self._shipper.ship(self._xml, req.mappings, req.resources, req.target.site, self._taken)
+        except MoveFailed as exc:
+            raise MoveFailed(f"shipping VM {req.workload} to site {req.target.site} failed: {exc}") from None
+
+    def abandon(self) -> None:
+        self._shipper.abandon(self._taken)
 
 
 def _drop_checkpoint(cp: libvirt.virDomainCheckpoint) -> None:

@@ -16,15 +16,16 @@ import libvirt
 
 from drorch.drivers.background import ThreadedDriver
 from drorch.drivers.base import (
+    Cut,
     DrillNet,
     Endpoint,
+    Frozen,
     Handle,
     HostFacts,
     MoveRequest,
     Phase,
     Progress,
     Retention,
-    Shipped,
     WorkloadInfo,
 )
 from drorch.drivers.libvirt._connections import LibvirtSites, reason
@@ -36,7 +37,7 @@ from drorch.drivers.libvirt._vm_addresses import NetworkView, Reservation, reser
 from drorch.drivers.libvirt._vm_moves import LibvirtMoves
 from drorch.drivers.libvirt._vm_points import new_stamp
 from drorch.drivers.libvirt._vm_recovery import clone_overlays, leftovers, started_on_overlays, whole_points
-from drorch.drivers.libvirt._vm_ship import Shipper
+from drorch.drivers.libvirt._vm_ship import Shipper, VmCut
 from drorch.errors import MoveFailed, SiteUnreachable
 from drorch.model.playbook import WorkloadKind
 from drorch.model.records import DRILL_CLONE
@@ -179,10 +180,11 @@ class LibvirtDriver(ThreadedDriver):
         return Progress(Phase.COMPLETED, message=f"started on site {site.site} from {which}, on new overlays: the "
                                                  "point is unchanged")
 
-    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
-        """The mapped definition, defined (not started) on the target over the new point's chains, and the point
-        itself: per disk a volume of the changes since the previous point (an incremental backup since that
-        point's checkpoint) or a full copy, streamed into the mapped pool. Volumes no kept point reads go."""
+    def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
+        """The point's instant: a backup job of the running guest's disks begun (an increment since the previous
+        point's checkpoint when one can be built, else full copies), with the next checkpoint; `send` streams each
+        disk into the mapped pool as a volume of its own, defines the mapped definition (not started) over the new
+        point's chains and removes the volumes no kept point reads."""
         name = request.workload
         dom = self._sites.domain(request.source, name)
         if dom is None:
@@ -194,10 +196,42 @@ class LibvirtDriver(ThreadedDriver):
                 raise MoveFailed(f"VM {name} runs on site {request.target.site}: not shipped over it")
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
             shipper = Shipper(dom, source, target, self._sites.to_copy(xml, request), new_stamp(), retention)
-            return shipper.ship(xml, request.mappings, request.resources, request.target.site)
+            return VmCut(shipper, xml, request)
         except (libvirt.libvirtError, MoveFailed) as exc:
             why = exc if isinstance(exc, MoveFailed) else reason(exc)
             raise MoveFailed(f"shipping VM {name} to site {request.target.site} failed: {why}") from None
+
+    def freeze(self, name: str, site: Endpoint, quiesce: bool) -> Frozen:
+        """With `quiesce`, the guest's filesystems flushed and frozen by its agent (its fsfreeze hooks run);
+        otherwise its vCPUs paused."""
+        dom = self._sites.domain(site, name)
+        if dom is None or not dom.isActive():
+            raise MoveFailed(f"VM {name} does not run on site {site.site}")
+        try:
+            if quiesce:
+                dom.fsFreeze(None, 0)
+                return Frozen.FILESYSTEMS
+            if dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
+                dom.suspend()
+            return Frozen.PAUSED
+        except libvirt.libvirtError as exc:
+            what = "its guest agent could not freeze its filesystems" if quiesce else "its vCPUs could not be paused"
+            raise MoveFailed(f"VM {name}: {what}: {reason(exc)}") from None
+
+    def thaw(self, name: str, site: Endpoint, how: Frozen) -> bool:
+        dom = self._sites.domain(site, name)
+        if dom is None or not dom.isActive():
+            return False
+        try:
+            if how is Frozen.FILESYSTEMS:
+                return bool(dom.fsThaw(None, 0))
+            state, why = dom.state()
+            if state == libvirt.VIR_DOMAIN_PAUSED and why == libvirt.VIR_DOMAIN_PAUSED_USER:
+                dom.resume()
+                return True
+            return False
+        except libvirt.libvirtError as exc:
+            raise MoveFailed(f"VM {name} could not be released: {reason(exc)}") from None
 
     def clone(self, name: str, clone: str, site: Endpoint, net: DrillNet, point: str | None = None,
               addresses: tuple[str, ...] = ()) -> str:

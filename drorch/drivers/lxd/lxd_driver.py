@@ -15,6 +15,7 @@ from typing import Any
 
 from drorch.drivers.background import SiteClients, ThreadedDriver
 from drorch.drivers.base import (
+    Cut,
     DrillNet,
     Endpoint,
     Handle,
@@ -23,6 +24,7 @@ from drorch.drivers.base import (
     Phase,
     Progress,
     Retention,
+    Sent,
     Shipped,
     WorkloadInfo,
     chosen,
@@ -133,7 +135,11 @@ class LxdDriver(ThreadedDriver):
 
     # --- recovery points -------------------------------------------------------------------------------------
 
-    def ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+    def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
+        """LXD's copy and its snapshot are one call: the instant is when the copy's last pass froze it."""
+        return Sent(utcnow(), self._ship(request, retention))
+
+    def _ship(self, request: MoveRequest, retention: Retention) -> Shipped:
         if lands_apart(request):
             return self._landing.ship(request, self._lxd_end(request))
         src, dst = self._site(request.source), self._site(request.target)
