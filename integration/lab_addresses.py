@@ -8,7 +8,7 @@ import docker.types
 import libvirt
 
 from integration.lab_base import SITES, Site, log
-from integration.lab_libvirt import AGENT_INITRD, AGENT_PORT, INITRD, domain_xml
+from integration.lab_libvirt import domain_xml, with_agent
 
 APP_NETWORKS = {"a": ("app-net", "10.231.31.0/24"), "b": ("app-net-dr", "10.231.32.0/24")}
 
@@ -79,6 +79,4 @@ def ip_vm_xml(name: str = IP_VM, mac: str = IP_VM_MAC, fixed: str | None = None)
                       f"<mac address='{mac}'/><source network='{LIBVIRT_NETWORKS['a'][0]}'/>")
     if fixed is None:
         return xml.replace("quiet panic=-1", "quiet panic=-1 lab.net=dhcp")
-    agent = f"<channel type='unix'><target type='virtio' name='{AGENT_PORT}'/></channel>\n    "
-    return (xml.replace("quiet panic=-1", f"quiet panic=-1 lab.net={fixed}/24").replace(INITRD, AGENT_INITRD)
-            .replace("<memballoon", agent + "<memballoon"))
+    return with_agent(xml.replace("quiet panic=-1", f"quiet panic=-1 lab.net={fixed}/24"))

@@ -5,6 +5,7 @@ VMs: a tiny guest (Debian kernel + busybox initramfs) counting on its serial con
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +37,8 @@ PRIVATE = (
 
 # Loaded in this order by the guest's /init: the Debian kernel builds virtio-blk as modules.
 GUEST_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-                 "virtio_blk", "failover", "net_failover", "virtio_net", "virtio_console")
+                 "virtio_blk", "failover", "net_failover", "virtio_net", "virtio_console",
+                 "crc16", "crc32c_generic", "mbcache", "jbd2", "ext4")  # ext4 for a data disk (lab.data=ext4)
 INITRD = "initrd-net.gz"
 AGENT_INITRD = "initrd-agent.gz"  # the same with Debian's QEMU guest agent, for a guest that sets its own address
 AGENT_PORT = "org.qemu.guest_agent.0"
@@ -54,6 +56,8 @@ esac
 # At boot it also prints the marks found on its disk ("found mark K", at K MiB). Its second serial port
 # (a pty, which libvirt's console API reaches) takes commands: "mark K" writes mark K at K MiB of its disk,
 # "fill DEV MIB COUNT" writes COUNT MiB of random bytes at MIB MiB of /dev/DEV; each says when it is done.
+# With lab.data=ext4 its disk holds an ext4 filesystem instead: at boot it says what dumpe2fs finds ("fs ..."),
+# mounts it at /data and says the last line of /data/seq ("last ..."); it counts on its console only.
 GUEST_INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -67,7 +71,16 @@ for p in /sys/class/virtio-ports/*; do
 done
 port=/dev/virtio-ports/AGENT_PORT
 [ -e $port ] && qemu-ga -m virtio-serial -p $port -d -f /tmp/qemu-ga.pid -t /tmp
-net=""; for w in $(cat /proc/cmdline); do case "$w" in lab.net=*) net=${w#lab.net=};; esac; done
+net=""; data=""
+for w in $(cat /proc/cmdline); do
+  case "$w" in lab.net=*) net=${w#lab.net=};; lab.data=*) data=${w#lab.data=};; esac
+done
+if [ -n "$data" ] && [ -b /dev/vda ]; then
+  fs=$(dumpe2fs -h /dev/vda 2>/dev/null | grep -E '^Filesystem (state|features):' | tr -s ' ' | tr '\\n' ';')
+  echo "fs $fs" > /dev/ttyS0
+  mkdir -p /data && mount -t ext4 /dev/vda /data && echo "mounted /data" > /dev/ttyS0
+  echo "last $(tail -n 1 /data/seq 2>/dev/null)" > /dev/ttyS0
+fi
 if [ -d /sys/class/net/eth0 ] && [ -n "$net" ]; then
   ip link set lo up; ip link set eth0 up
   httpd -p 8080 -h /tmp
@@ -86,8 +99,9 @@ elif [ -d /sys/class/net/eth0 ] && [ "$net" = dhcp ]; then
      up=$now; sleep 0.1
    done) &
 fi
-i=0
-if [ -b /dev/vda ]; then
+i=0; raw=""
+[ -b /dev/vda ] && [ -z "$data" ] && raw=1
+if [ -n "$raw" ]; then
   i=$(head -c 32 /dev/vda | tr -dc 0-9); i=${i:-0}; echo "disk $i" > /dev/ttyS0
   for k in 1 2 3 4 5 6 7 8 9; do
     m=$(dd if=/dev/vda bs=32 skip=$((k*32768)) count=1 2>/dev/null | tr -dc 'a-z0-9 ')
@@ -107,18 +121,27 @@ if [ -c /dev/ttyS1 ]; then
 fi
 while true; do
   i=$((i+1)); echo "count $i" > /dev/ttyS0
-  [ -b /dev/vda ] && printf '%-31s\\n' "$i" | dd of=/dev/vda bs=32 count=1 conv=notrunc,fsync 2>/dev/null
+  [ -n "$raw" ] && printf '%-31s\\n' "$i" | dd of=/dev/vda bs=32 count=1 conv=notrunc,fsync 2>/dev/null
   sleep 1
 done
 """.replace("MODULES", " ".join(GUEST_MODULES)).replace("AGENT_PORT", AGENT_PORT)
 DISK_MIB = 16
+AGENT_BINARIES = ("/usr/sbin/dumpe2fs",)  # beside the agent: what the guest says of its data disk at boot
+
+
+def with_agent(xml: str) -> str:
+    """A lab domain booting the initramfs with the QEMU guest agent, on its virtio-serial channel."""
+    agent = f"<channel type='unix'><target type='virtio' name='{AGENT_PORT}'/></channel>\n    "
+    return xml.replace(INITRD, AGENT_INITRD).replace("<memballoon", agent + "<memballoon")
 
 
 def build_guest() -> None:
-    """Debian kernel plus two busybox initramfs (with the virtio modules) running GUEST_INIT, one of them with
-    the QEMU guest agent."""
+    """Debian kernel plus two busybox initramfs (with the virtio and ext4 modules) running GUEST_INIT, one of them
+    with the QEMU guest agent and dumpe2fs; made again when what goes into them changed."""
     kernel, modules = GUEST / "vmlinuz", GUEST / "modules"
-    if kernel.exists() and (GUEST / INITRD).exists() and (GUEST / AGENT_INITRD).exists():
+    built = GUEST / "built"
+    recipe = hashlib.sha256(f"{GUEST_INIT}{DHCP_EVENT}{GUEST_MODULES}{AGENT_BINARIES}".encode()).hexdigest()
+    if kernel.exists() and built.exists() and built.read_text() == recipe:
         return
     GUEST.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +164,7 @@ def build_guest() -> None:
                 shutil.copy(next((t / "x" / "lib" / "modules").rglob(f"{name}.ko")), modules / f"{name}.ko")
         for name, agent in ((INITRD, False), (AGENT_INITRD, True)):
             _initramfs(t / name.removesuffix(".gz"), GUEST / name, modules, agent)
+    built.write_text(recipe)
     log(f"guest ready in {GUEST}")
 
 
@@ -163,16 +187,17 @@ def _initramfs(root: Path, initrd: Path, modules: Path, agent: bool) -> None:
 
 
 def add_agent(root: Path, tmp: Path) -> None:
-    """Debian's QEMU guest agent and the libraries it links (those of this machine, which runs the same Debian)."""
+    """Debian's QEMU guest agent and e2fsprogs' dumpe2fs, with the libraries they link (those of this machine,
+    which runs the same Debian)."""
     run(["apt-get", "download", "qemu-guest-agent"], cwd=tmp)
     run(["dpkg-deb", "-x", str(next(tmp.glob("qemu-guest-agent_*.deb"))), str(tmp / "qga")])
-    agent = tmp / "qga" / "usr" / "sbin" / "qemu-ga"
-    shutil.copy(agent, root / "bin" / "qemu-ga")
-    for line in run(["ldd", str(agent)]).stdout.splitlines():
-        path = next((p for p in line.split() if p.startswith("/")), None)
-        if path is not None:
-            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, root / path.lstrip("/"))
+    for binary in (tmp / "qga" / "usr" / "sbin" / "qemu-ga", *map(Path, AGENT_BINARIES)):
+        shutil.copy(binary, root / "bin" / binary.name)
+        for line in run(["ldd", str(binary)]).stdout.splitlines():
+            path = next((p for p in line.split() if p.startswith("/")), None)
+            if path is not None:
+                (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, root / path.lstrip("/"))
 
 
 # --- daemons -----------------------------------------------------------------------------------------------

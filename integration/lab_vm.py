@@ -9,6 +9,7 @@ import libvirt
 import yaml
 
 from integration import lab_base, labctl
+from integration.lab_base import SITES
 from integration.support.lab_views import LAB_PLAYBOOK
 
 
@@ -33,3 +34,16 @@ def vm_playbook(tmp_path: Path, strategy: str, checked: bool = False, **extra: o
     path = tmp_path / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(pb))
     return path
+
+
+def upload_qcow2(conn: libvirt.virConnect, name: str, image: Path, mib: int) -> None:
+    """A qcow2 image made here, put into site a's pool as a volume through libvirt's storage API."""
+    pool = conn.storagePoolLookupByName(SITES["a"].pool)
+    vol = pool.createXML(f"<volume><name>{name}</name><capacity unit='MiB'>{mib}</capacity>"
+                         "<target><format type='qcow2'/><compat>1.1</compat></target></volume>", 0)
+    stream = conn.newStream(0)
+    vol.upload(stream, 0, 0, 0)
+    with image.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            stream.send(chunk)
+    stream.finish()

@@ -13,9 +13,10 @@ say() { printf '[setup] %s\n' "$*"; }
 
 packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           libvirt-dev pkg-config docker.io busybox-static cpio dnsmasq-base iproute2 gcc python3-venv
-          systemd openssl podman chromium chromium-driver lxd lxd-client)
+          systemd openssl podman chromium chromium-driver lxd lxd-client e2fsprogs)
 # systemd-analyze checks the daemon's unit; openssl makes the lab's certificates; podman: the lab runs a Podman
-# service per site; chromium and its driver: the status page is tested in a real browser; lxd: an LXD per site
+# service per site; chromium and its driver: the status page is tested in a real browser; lxd: an LXD per site;
+# e2fsprogs: the lab group's VM gets an ext4 disk (mkfs.ext4) and says what dumpe2fs finds on it
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -129,8 +129,9 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
 
     # The run ends: gone from the page, every workload shown on site b, as the store and the sites say
     wait_until(lambda: browser.find_element(By.ID, "running").text == "none", "the run to leave the page", 20)
-    shown = rows(browser, "tr.workload")  # kind and name, runs on, points on, RPO, target, points
+    shown = rows(browser, "tr.workload")  # kind and name, runs on, points on, RPO, target, points, newest is
     runs_on = {cells[0].split(" ", 1)[1]: cells[1] for cells in shown}
+    assert {cells[6] for cells in shown} == {"crash-consistent"}, shown  # the lab's ships freeze nothing
     moved_by = store.runs_of("failover")[-1].id
     assert runs_on == {w: f"last seen on site b by run {moved_by}" for w in WORKLOADS}, shown
     assert fits(browser), "the page scrolls sideways on a phone"
@@ -158,6 +159,7 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     for key, point in points.items():
         age = read_at - point.taken_at.replace(tzinfo=UTC).timestamp()
         assert abs(ages[key] - age) < 0.01, (key, ages[key], age, points)
+    assert {lb["consistency"] for lb, _ in metrics["drorch_point_newest_consistency"]} == {"crash"}
     started = {(lb["operation"]): v for lb, v in metrics["drorch_runs_started_total"]}
     assert started == {"drill": 1.0, "failover": 1.0}
     ended = {(lb["operation"], lb["outcome"]): v for lb, v in metrics["drorch_runs_ended_total"]}

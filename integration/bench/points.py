@@ -37,6 +37,7 @@ from drorch.recovery.shipping import protect  # noqa: E402
 from drorch.store.sql_store import RecoveryPoint, Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 from integration.bench.failover import check, sub_playbook, virsh  # noqa: E402
+from integration.lab_vm import upload_qcow2  # noqa: E402
 
 VM = lab_base.VM_NAME
 DATA_DISK = f"{lab_libvirt.VM_DISK}-data"  # named after the VM's disk: a lab reset removes it too
@@ -54,15 +55,7 @@ def attach_data_disk(tmp: Path, mib: int = DATA_MIB) -> None:
     raw.unlink()
     conn = libvirt.open(labctl.SITES["a"].libvirt_uri)
     try:
-        pool = conn.storagePoolLookupByName(labctl.SITES["a"].pool)
-        vol = pool.createXML(f"<volume><name>{DATA_DISK}</name><capacity unit='MiB'>{mib}</capacity>"
-                             "<target><format type='qcow2'/><compat>1.1</compat></target></volume>", 0)
-        stream = conn.newStream(0)
-        vol.upload(stream, 0, 0, 0)
-        with image.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                stream.send(chunk)
-        stream.finish()
+        upload_qcow2(conn, DATA_DISK, image, mib)
         image.unlink()
         dom = conn.lookupByName(VM)
         dom.attachDeviceFlags(
