@@ -3,7 +3,7 @@
 A group's cut runs its hooks (the group's pre_freeze on this machine, each member's own, in its guest or here),
 freezes every member (a quiesced VM's filesystems through its guest agent, other VMs' vCPUs paused, containers'
 processes held by their cgroup), takes each member's cut, releases them all, then runs the post_thaw hooks. Only
-then does any data travel (`Member.send`). The freeze is bounded: past the bound every member is released, the
+then does any data travel (`recovery.shipping` sends each cut). The freeze is bounded: past the bound every member is released, the
 cuts are dropped and taken again unfrozen, crash-consistent, and the points say so.
 """
 
