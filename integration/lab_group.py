@@ -41,7 +41,7 @@ def playbook(tmp: Path, grouped: bool, writer: Path | None = None, **group: obje
         doc["workloads"][0]["quiesce"] = True
         for w in doc["workloads"]:
             w["group"] = "app"
-        hooks = {when: [{"run": [sys.executable, "-m", "integration.seq_control", verb, str(writer)]}]
+        hooks = {when: [{"run": [sys.executable, "-S", "-m", "integration.seq_control", verb, str(writer)]}]
                  for when, verb in (("pre_freeze", "pause"), ("post_thaw", "resume"))} if writer else {}
         doc["groups"] = [{"name": "app", "hooks": hooks, **group}]
     path = tmp / f"group-{grouped}.yaml"

@@ -1,7 +1,8 @@
 """One writer on this machine feeding one sequence to the lab group's members: transaction n appends n to the
-VM's /data/seq (with its checksum, through the guest agent) and to each container's (docker exec), in that order.
-A group's pre_freeze hook asks it to stop at a transaction's end and its post_thaw lets it go on
-(`integration.seq_control`). Its files in DIR: pause (asked), paused (done: the last n), written (the last n), stop.
+VM's /data/seq (with its checksum, through the guest agent) and to each container's (docker exec), all three at
+once, and ends when all three hold it. A group's pre_freeze hook asks it to stop at a transaction's end and its
+post_thaw lets it go on (`integration.seq_control`). Its files in DIR: pause (asked), paused (done: the last n),
+written (the last n), stop.
 
     python -m integration.seq_writer run DIR
 """
@@ -13,6 +14,7 @@ import hashlib
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,30 +61,13 @@ def _put(path: Path, text: str) -> None:
     path.with_suffix(".new").rename(path)
 
 
-def run(folder: Path) -> None:
-    conn = libvirt.open(SITES["a"].libvirt_uri)
-    client = docker.DockerClient(base_url=SITES["a"].docker_url)
-    dom = conn.lookupByName(DB)
-    members = [client.containers.get(name) for name in SEQ]
-    n = 0
-    while not (folder / "stop").exists():
-        if (folder / "pause").exists():
-            _put(folder / "paused", str(n))
-            while (folder / "pause").exists() and not (folder / "stop").exists():
-                time.sleep(0.005)
-            (folder / "paused").unlink(missing_ok=True)
-            continue
-        n += 1
-        while True:  # a guest frozen without asking the writer first refuses; the transaction waits for it
-            try:
-                in_guest(dom, f"echo '{n} {checksum(n)}' >> /data/seq")
-                break
-            except libvirt.libvirtError:
-                time.sleep(0.02)
-        for c in members:
-            while not _appended(c, n):
-                time.sleep(0.02)  # a paused container refuses an exec
-        _put(folder / "written", str(n))
+def _into_guest(dom: libvirt.virDomain, n: int) -> None:
+    while True:  # a guest frozen without asking the writer first refuses; the transaction waits for it
+        try:
+            in_guest(dom, f"echo '{n} {checksum(n)}' >> /data/seq")
+            return
+        except libvirt.libvirtError:
+            time.sleep(0.02)
 
 
 def _appended(container: Container, n: int) -> bool:
@@ -91,6 +76,31 @@ def _appended(container: Container, n: int) -> bool:
     except APIError:  # paused: 409
         return False
 
+
+def _into_container(container: Container, n: int) -> None:
+    while not _appended(container, n):
+        time.sleep(0.02)  # a paused container refuses an exec
+
+
+def run(folder: Path) -> None:
+    """Transactions until DIR/stop: n written to all three members at once, the next only once all hold it."""
+    conn = libvirt.open(SITES["a"].libvirt_uri)
+    dom = conn.lookupByName(DB)
+    members = [docker.DockerClient(base_url=SITES["a"].docker_url).containers.get(name) for name in SEQ]
+    n = 0
+    with ThreadPoolExecutor(max_workers=len(members) + 1) as pool:
+        while not (folder / "stop").exists():
+            if (folder / "pause").exists():
+                _put(folder / "paused", str(n))
+                while (folder / "pause").exists() and not (folder / "stop").exists():
+                    time.sleep(0.005)
+                (folder / "paused").unlink(missing_ok=True)
+                continue
+            n += 1
+            writes = [pool.submit(_into_guest, dom, n), *(pool.submit(_into_container, c, n) for c in members)]
+            for w in writes:
+                w.result()
+            _put(folder / "written", str(n))
 
 if __name__ == "__main__":
     run(Path(sys.argv[2]))

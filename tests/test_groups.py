@@ -104,11 +104,12 @@ def test_a_hook_quiesces_the_group_on_this_machine_with_the_run_context(cloud: F
     points = shipping.protect(pb, fake_drivers(cloud), store)
     assert said.read_text() == "app db cache web\n"
     assert {p.consistency for p in points} == {Consistency.APPLICATION}
-    failing = {"pre_freeze": [{"run": ["false"]}]}
+    failing = {"pre_freeze": [{"run": ["false"]}], "post_thaw": [{"run": [sys.executable, "-c", "exit(3)"]}]}
     pb = grouped(yaml.safe_dump({"groups": [{"name": "app", "members": ["cache", "web"], "hooks": failing}]}))
     points = shipping.protect(pb, fake_drivers(cloud), store)
     assert {p.consistency for p in points} == {Consistency.FILESYSTEM}
     assert all("a pre_freeze hook failed (false: failed: exit 1)" in (p.warning or "") for p in points)
+    assert all("exit(3): failed: exit 3" in (p.warning or "") for p in points)  # post_thaw, run while sending
 
 
 def test_a_guest_agent_that_does_not_answer_gives_a_crash_consistent_point_said_with_exit_5(

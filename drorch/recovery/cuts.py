@@ -2,9 +2,9 @@
 
 A group's cut runs its hooks (the group's pre_freeze on this machine, each member's own, in its guest or here),
 freezes every member (a quiesced VM's filesystems through its guest agent, other VMs' vCPUs paused, containers'
-processes held by their cgroup), takes each member's cut, releases them all, then runs the post_thaw hooks. Only
-then does any data travel (`recovery.shipping` sends each cut). The freeze is bounded: past the bound every member is released, the
-cuts are dropped and taken again unfrozen, crash-consistent, and the points say so.
+processes held by their cgroup), takes each member's cut and releases them all. Only then does any data travel
+(`recovery.shipping` sends each cut, while the post_thaw hooks run). The freeze is bounded: past the bound every
+member is released, the cuts are dropped and taken again unfrozen, crash-consistent, and the points say so.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class GroupCut:
     hooked: bool = False  # the group's pre_freeze hooks quiesced the application
     hooks_failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what every member's point says
+    after_thaw: Callable[[], list[str]] = list  # the post_thaw hooks, run while the data travels: their failures
 
     def consistency(self, m: Member) -> Consistency:
         """A frozen filesystem (the guest's fsfreeze hooks ran) or held processes whose application's hooks
@@ -135,10 +136,9 @@ def take(pb: Playbook, store: StateStore, source: str, members: list[Member], gr
     finally:
         freezer.release()
     taken.frozen_at, taken.freeze_ms = freezer.started_at, (freezer.released_after_s or 0.0) * 1000
-    if settings is not None or any(m.spec.hooks.post_thaw for m in members):
-        for m in members:
-            taken.notes += m.run_hooks(m.spec.hooks.post_thaw, {**env, "DRORCH_WORKLOAD": m.name})
-        taken.notes += [r.line() for r in run_hooks(settings.hooks.post_thaw if settings else [], env) if not r.ok]
+    taken.after_thaw = lambda: [
+        *(line for m in members for line in m.run_hooks(m.spec.hooks.post_thaw, {**env, "DRORCH_WORKLOAD": m.name})),
+        *(r.line() for r in run_hooks(settings.hooks.post_thaw if settings else [], env) if not r.ok)]
     taken.notes += freezer.failed_thaws
     if taken.hooks_failed:
         taken.notes.append(f"a pre_freeze hook failed ({'; '.join(taken.hooks_failed)}): not application-consistent")

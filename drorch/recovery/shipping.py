@@ -63,11 +63,13 @@ def _sent(pb: Playbook, taken: GroupCut, target: str, known: list[RecoveryPoint]
           ) -> list[RecoveryPoint]:
     """Each member's cut sent, all at once while they run, as its recovery point; the group's points say when one
     failed."""
-    with ThreadPoolExecutor(max_workers=max(1, len(taken.members)), thread_name_prefix="drorch-send") as pool:
+    with ThreadPoolExecutor(max_workers=len(taken.members) + 1, thread_name_prefix="drorch-send") as pool:
+        hooks = pool.submit(taken.after_thaw)
         points = list(pool.map(lambda m: _point(pb, taken, m, target, known, broken), taken.members))
+        thawed = hooks.result()
     failed = [f"{p.workload} ({p.error})" for p in points if not p.complete]
     for p, m in zip(points, taken.members, strict=True):
-        said = [*m.notes, *taken.notes]
+        said = [*m.notes, *taken.notes, *thawed]
         if taken.group is not None and failed and p.complete:
             said.append(f"group {taken.group}'s cut is incomplete: {'; '.join(failed)}")
         p.warning = "; ".join(said) or None
