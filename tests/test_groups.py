@@ -209,3 +209,18 @@ def test_a_freeze_whose_process_died_is_released_by_the_next_command(cloud: Fake
     readiness.check(pb, fake_drivers(cloud), store)
     assert workload(cloud, pb, VM, "db").frozen is None
     assert [f.workload for f in store.freezes("shop")] == ["web"]  # its process lives, within its bound
+
+
+def test_a_drill_of_a_group_clones_every_member_from_its_newest_whole_cut(cloud: FakeCloud, store: Store,
+                                                                          engine: Engine) -> None:
+    pb = grouped()
+    first = shipping.protect(pb, fake_drivers(cloud), store)
+    for name, kind in (("db", VM), ("cache", CONTAINER), ("web", CONTAINER)):
+        workload(cloud, pb, kind, name).counter = 77
+    cloud.fail["cut cache"] = "cache's daemon did not answer"
+    shipping.protect(pb, fake_drivers(cloud), store)  # db and web at 77, cache failed: an incomplete cut
+    run = engine.drill(pb, "shop.yaml", hold_s=0)
+    clones = [s for s in store.steps(run.id or 0) if s.workload in ("db", "cache", "web")]
+    assert len(clones) == 3 and all(s.state is StepState.SUCCEEDED for s in clones), [s.error for s in clones]
+    assert all(f"from cut {first[0].cut}" in (s.outcome or "") for s in clones), [s.outcome for s in clones]
+    assert all(json.loads(s.detail or "{}")["point"]["name"].endswith("-count-42") for s in clones)
