@@ -1,7 +1,7 @@
 """The lab's consistency group: a VM with the QEMU guest agent and an ext4 data disk, and two containers with a
-volume each, fed one sequence by one writer on this machine (`integration.seq_writer`). Each member appends the
-numbers it receives to /data/seq, the VM each with its own checksum, so a restore shows whether the members'
-states belong to one instant.
+volume each, fed one sequence by one writer on this machine (`integration.seq_writer`). Each member keeps the
+numbers it receives in /data/seq (the VM appends each with its own checksum, a container holds a file per
+number), so a restore shows whether the members' states belong to one instant.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DB = "lab-vm-db"  # its name starts as the lab VMs' do, so `lab down` and `lab r
 DB_DISK = f"{DB}.qcow2"
 DB_MIB = 64
 SEQ = ("lab-seq-1", "lab-seq-2")  # one restored from its checkpoint, one redeployed
-IDLE = "while true; do sleep 1; done"
+IDLE = "mkdir -p /data/seq; while true; do sleep 1; done"
 
 
 def playbook(tmp: Path, grouped: bool, writer: Path | None = None, **group: object) -> Path:
@@ -87,7 +87,7 @@ def remove() -> None:
         client = docker.DockerClient(base_url=site.docker_url)
         try:
             for c in client.containers.list(all=True):
-                if c.name.startswith(SEQ):
+                if c.name.startswith((*SEQ, "drorch-")):  # and helpers an interrupted transfer left
                     c.remove(force=True, v=True)
             for v in client.volumes.list():
                 if v.name.startswith(SEQ):
@@ -122,13 +122,13 @@ def serial(site: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def container_seq(site: str, name: str) -> list[str]:
-    """The lines of a member container's /data/seq on the site ([] when it holds none)."""
+def container_seq(site: str, name: str) -> list[int]:
+    """The numbers a member container holds on the site, in order ([] when it holds none)."""
     client = docker.DockerClient(base_url=SITES[site].docker_url)
     try:
-        res = client.containers.get(name).exec_run(["cat", "/data/seq"])
+        res = client.containers.get(name).exec_run(["ls", "/data/seq"])
     except NotFound:
         return []
     finally:
         client.close()
-    return res.output.decode().split() if res.exit_code == 0 else []
+    return sorted(int(n) for n in res.output.decode().split() if n.isdigit()) if res.exit_code == 0 else []

@@ -1,8 +1,8 @@
 """One writer on this machine feeding one sequence to the lab group's members: transaction n appends n to the
-VM's /data/seq (with its checksum, through the guest agent) and to each container's (docker exec), all three at
-once, and ends when all three hold it. A group's pre_freeze hook asks it to stop at a transaction's end and its
-post_thaw lets it go on (`integration.seq_control`). Its files in DIR: pause (asked), paused (done: the last n),
-written (the last n), stop.
+VM's /data/seq (with its checksum, through the guest agent) and puts a file named n in each container's
+/data/seq (Docker's archive API), all three at once, and ends when all three hold it. A group's pre_freeze hook
+asks it to stop at a transaction's end and its post_thaw lets it go on (`integration.seq_control`). Its files in
+DIR: pause (asked), paused (done: the last n), written (the last n), stop.
 
     python -m integration.seq_writer run DIR
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,16 +72,19 @@ def _into_guest(dom: libvirt.virDomain, n: int) -> None:
             time.sleep(0.02)
 
 
-def _appended(container: Container, n: int) -> bool:
-    try:
-        return container.exec_run(["sh", "-c", f"echo {n} >> /data/seq"]).exit_code == 0
-    except APIError:  # paused: 409
-        return False
-
-
 def _into_container(container: Container, n: int) -> None:
-    while not _appended(container, n):
-        time.sleep(0.02)  # a paused container refuses an exec
+    """n as a file of its own in the container's /data/seq, through Docker's archive API: no process runs in the
+    container for it, so a pause (or a CRIU dump) never meets a write half-started inside."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo(str(n)), io.BytesIO(b""))
+    while True:
+        try:
+            if container.put_archive("/data/seq", data.getvalue()):
+                return
+        except APIError:
+            pass
+        time.sleep(0.02)
 
 
 def run(folder: Path) -> None:

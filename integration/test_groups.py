@@ -67,7 +67,7 @@ def restarted_on_b(run_drorch: Drorch, book: Path, point: str | None = None, deg
     last = boot_line("last")  # none at all when the point holds none of its writes
     assert not last or seq_writer.whole(last), f"the VM's last record is not whole: {last!r}"
     return {DB: int(last.split()[0]) if last else 0,
-            **{name: int((lab_group.container_seq("b", name) or ["0"])[-1]) for name in SEQ}}
+            **{name: max(lab_group.container_seq("b", name), default=0) for name in SEQ}}
 
 
 def boot_line(what: str) -> str:

@@ -81,6 +81,10 @@ def main() -> None:
         folder.mkdir()
         writer = subprocess.Popen([sys.executable, "-m", "integration.seq_writer", "run", str(folder)], cwd=REPO)
         try:
+            deadline = time.monotonic() + 60
+            while not (folder / "written").exists():  # the writer under way before the first cut
+                check(time.monotonic() < deadline and writer.poll() is None, "the writer did not start")
+                time.sleep(0.1)
             grouped = lab_group.playbook(tmp, grouped=True, writer=folder)
             separate = lab_group.playbook(tmp, grouped=False)
             store = Store(f"sqlite:///{tmp / 'bench.db'}")

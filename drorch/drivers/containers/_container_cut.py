@@ -76,7 +76,7 @@ class ContainerCut(Cut):
         pairs = [(vol, snapshot_name(vol, self.hid)) for vol in volumes(self.original).values()]
         for _, copy in pairs:
             self.src.api.create_volume(copy, labels={CUT_OF: self.request.workload})
-        copy_in_place(self.hid, self.src, self.original["Image"], pairs)
+        copy_in_place(f"cut-{self.hid}", self.src, self.original["Image"], pairs)
 
     def send(self) -> Shipped:
         name = self.request.workload

@@ -154,8 +154,9 @@ class ContainerPoints:
         checkpoint = request.strategy is Strategy.CHECKPOINT and original["State"]["Running"] \
             and self._moves.checkpoint_obstacle(src, dst) is None
         try:
+            src.drop_stale_helpers()  # an interrupted cut's helper holds its copies
             for stale in (src.api.volumes(filters={"label": f"{CUT_OF}={name}"}) or {}).get("Volumes") or []:
-                with contextlib.suppress(NotFound):
+                with contextlib.suppress(NotFound, APIError):  # in use: another process's cut, under way
                     src.api.remove_volume(stale["Name"], force=True)  # an interrupted cut's
             podman = isinstance(src, PodmanSite) and isinstance(dst, PodmanSite)
             if checkpoint and isinstance(src, PodmanSite) and isinstance(dst, PodmanSite) \
