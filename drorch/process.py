@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 
@@ -23,3 +24,15 @@ def pid_alive(pid: int) -> bool:
 def run_alive(host: str, pid: int, here: str) -> bool:
     """Whether the process that runs a run still does (a run of another machine is taken to be alive)."""
     return host != here or pid_alive(pid)
+
+
+def owner() -> str:
+    """This process as the things it makes are labelled with: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process an `owner()` label names still runs (one of another machine is taken to); a label that
+    names no process does not."""
+    host, sep, pid = owner.rpartition(":")
+    return bool(sep and pid.isdigit()) and run_alive(host, int(pid), socket.gethostname())

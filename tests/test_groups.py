@@ -4,7 +4,7 @@ bounded and never left behind, points that say what they are worth, and restarts
 from __future__ import annotations
 
 import json
-import os
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -21,8 +21,8 @@ from drorch.model.groups import Consistency
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import StepState, utcnow
+from drorch.process import owner
 from drorch.recovery import readiness, shipping
-from drorch.recovery.freezes import HERE
 from drorch.store.sql_store import OpenFreeze, Store
 from tests.support.cli import drorch
 from tests.support.shop import PLAYBOOK, fake_drivers, uri
@@ -202,9 +202,9 @@ def test_a_freeze_whose_process_died_is_released_by_the_next_command(cloud: Fake
     dead.wait()
     workload(cloud, pb, VM, "db").frozen = Frozen.FILESYSTEMS
     store.save(OpenFreeze(playbook="shop", workload="db", kind="vm", site="a", host="a1", how="filesystems",
-                          owner=f"{HERE}:{dead.pid}", release_by=utcnow() + timedelta(hours=1)))
+                          owner=f"{socket.gethostname()}:{dead.pid}", release_by=utcnow() + timedelta(hours=1)))
     alive = OpenFreeze(playbook="shop", workload="web", kind="container", site="a", host="a1", how="paused",
-                       owner=f"{HERE}:{os.getpid()}", release_by=utcnow() + timedelta(hours=1))
+                       owner=owner(), release_by=utcnow() + timedelta(hours=1))
     store.save(alive)
     readiness.check(pb, fake_drivers(cloud), store)
     assert workload(cloud, pb, VM, "db").frozen is None

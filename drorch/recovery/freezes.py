@@ -6,8 +6,6 @@ process died (SIGKILL between freeze and thaw) is released by the next drorch pr
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -18,19 +16,13 @@ from drorch.drivers.base import Driver, Endpoint, Frozen
 from drorch.errors import DrorchError
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.records import naive, utcnow
-from drorch.process import run_alive
+from drorch.process import owner, owner_alive
 from drorch.reach import site_endpoints
 from drorch.store.contract import StateStore
 from drorch.store.sql_store import OpenFreeze
 
 log = logging.getLogger(__name__)
 GRACE_S = 30.0  # past the group's bound, a freeze any process left is released by whoever looks
-HERE = socket.gethostname()
-
-
-def owner() -> str:
-    return f"{HERE}:{os.getpid()}"
-
 
 @dataclass
 class Held:
@@ -58,7 +50,7 @@ class Freezer:
         self._watchdog: threading.Timer | None = None
 
     def freeze(self, driver: Driver, kind: WorkloadKind, name: str, site: Endpoint, quiesce: bool) -> Frozen:
-        """Freeze one workload, journaled first (as what a quiesce would do, the weaker undo is tried too)."""
+        """Freeze one workload, journaled first; a freeze that fails is undone as far as it went."""
         how = Frozen.FILESYSTEMS if quiesce else Frozen.PAUSED
         row = OpenFreeze(playbook=self.playbook, workload=name, kind=str(kind), site=site.site, host=site.host,
                          how=how.value, owner=owner(),
@@ -109,8 +101,7 @@ def release_orphans(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store:
     done = []
     now = naive(utcnow())
     for row in store.freezes(pb.name):
-        host, _, pid = row.owner.rpartition(":")
-        if run_alive(host, int(pid or 0), HERE) and naive(row.release_by) > now:
+        if owner_alive(row.owner) and naive(row.release_by) > now:
             continue  # its process still runs and is within its bound: it releases its own
         kind = WorkloadKind(row.kind)
         site = next((ep for ep in site_endpoints(pb, row.site, kind) if ep.host == row.host), None)

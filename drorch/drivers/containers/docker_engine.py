@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
-import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,10 +26,10 @@ from drorch.drivers.containers._tar_relay import CHUNK, Manifest, manifest, rela
 from drorch.drivers.containers.docker_config import volumes
 from drorch.drivers.http_limits import failure, guard_answers, tls_problem
 from drorch.errors import MoveFailed, SiteUnreachable
-from drorch.process import run_alive
+from drorch.process import owner, owner_alive
 
 HELPER_LABEL = "drorch.transfer"  # on helper containers, which inventories leave out
-HELPER_OWNER = f"{socket.gethostname()}:{os.getpid()}"  # the label's value: the process that made the helper
+HELPER_OWNER = owner()  # the label's value: the process that made the helper
 VOLUMES_AT = "/drorch/volumes"  # where helper containers mount the volumes that travel
 CHECKPOINTS_AT = "/drorch/checkpoints"  # and the checkpoint folder
 CHECKPOINT_PREFIX = "drorch-"
@@ -215,10 +213,9 @@ class DockerSite:
     def drop_stale_helpers(self) -> list[str]:
         """Helpers whose process died before removing them (or whose daemon stopped under the transfer), found
         by the owner each is labelled with; a helper of a live process, here or on another machine, stays."""
-        here, stale = socket.gethostname(), []
+        stale = []
         for c in self.api.containers(all=True, filters={"label": HELPER_LABEL}):
-            host, sep, pid = str((c.get("Labels") or {}).get(HELPER_LABEL, "")).rpartition(":")
-            if not (sep and pid.isdigit() and run_alive(host, int(pid), here)):
+            if not owner_alive(str((c.get("Labels") or {}).get(HELPER_LABEL, ""))):
                 self.drop_helper(c["Id"])
                 stale.append(str((c.get("Names") or [c["Id"]])[0]).lstrip("/"))
         return stale
