@@ -180,3 +180,25 @@ def test_a_store_locked_by_another_writer_is_one_line_in_bounded_time(
         release.cancel()
         holder.rollback()
         holder.close()
+
+
+def test_a_new_store_another_command_is_writing_is_waited_for(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Two commands make one new store at once: the one that finds the other writing waits for it (SQLite answers
+    the change to WAL mode with "locked" at once, without its busy timeout) and both go on."""
+    db = tmp_path / "new.db"
+    db.touch(mode=0o600)
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, holder.rollback)
+    release.start()
+    try:
+        os.environ["DRORCH_DB_URL"] = f"sqlite:///{db}"
+        began = time.monotonic()
+        code, out, err = drorch(capsys, "schedule", "list")
+        assert code == 0 and err == "", (code, out, err)
+        assert time.monotonic() - began >= 0.4  # it waited for the other writer, and did not go round it
+        assert holder.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        release.cancel()
+        holder.close()

@@ -8,6 +8,8 @@ table of drorch's name that lacks drorch's columns, gets no table, no column and
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,7 @@ def ensure_tables(engine: Engine, tables: Sequence[Table]) -> None:
     with engine.connect() as conn:
         missing = _missing(conn, tables, engine)
         if engine.dialect.name == "sqlite":  # once the store is known to be drorch's: a setting of the file
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # the CLI and the daemon read while a run writes
+            _write_ahead(conn, engine)  # the CLI and the daemon read while a run writes
         if not missing:
             return
     with engine.begin() as conn:
@@ -133,6 +135,24 @@ def ensure_tables(engine: Engine, tables: Sequence[Table]) -> None:
             for column in columns:
                 ddl = CreateColumn(column).compile(dialect=engine.dialect)
                 conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+
+
+def _write_ahead(conn: Connection, engine: Engine) -> None:
+    """Put the store in WAL mode, asked again while another process holds the file: SQLite answers a change of
+    journal mode that would wait on a writer with "locked" at once, without its busy timeout (two commands making
+    one new store at once meet it)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            raw.execute("PRAGMA journal_mode=WAL").close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                where = redact(engine.url.render_as_string())
+                raise StoreError(f"state store {where}: cannot be used: {exc}") from None
+        time.sleep(0.05)
 
 
 def _missing(conn: Connection, tables: Sequence[Table], engine: Engine) -> list[tuple[Table, list[Any] | None]]:
