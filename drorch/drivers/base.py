@@ -19,6 +19,7 @@ from typing import Any
 
 from drorch.errors import MoveFailed
 from drorch.model.playbook import Mappings, Resources, Strategy, WorkloadKind
+from drorch.model.retention import RetentionTier, kept
 from drorch.model.run_settings import MigrationControls
 from drorch.plan.inventory import HostFacts, WorkloadInfo
 from drorch.redact import redact
@@ -142,12 +143,23 @@ class Shipped:
 
 @dataclass(frozen=True)
 class Retention:
-    """Which points `ship` keeps on the target: the `keep` newest, counting the one it ships, among `points`
-    (the complete ones drorch recorded there, newest first); a full point after `full_every` increments."""
+    """Which points a ship keeps on the target beside the one it ships: of `held` (the complete points drorch
+    recorded there, each with its instant, newest first), those the `keep` newest and the `tiers` choose once the
+    new point is taken; a VM's disk is a full point after `full_every` points of one chain."""
 
     keep: int = 1
     full_every: int = 7
-    points: tuple[str, ...] = ()
+    held: tuple[tuple[str, datetime], ...] = ()
+    tiers: tuple[RetentionTier, ...] = ()
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """The held points' names, newest first."""
+        return tuple(name for name, _ in self.held)
+
+    def kept(self, new: str, at: datetime) -> set[str]:
+        """The points kept once point `new` of instant `at` is taken: `new` and the held points chosen."""
+        return kept([*self.held, (new, at)], at, self.keep, self.tiers) | {new}
 
 
 class Frozen(StrEnum):

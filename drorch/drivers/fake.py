@@ -232,7 +232,7 @@ class FakeDriver(Driver):
         self.cloud.events.append(f"cut {request.workload}")
         return _FakeCut(self, request, retention, replace(here), utcnow())
 
-    def _send(self, request: MoveRequest, retention: Retention, here: FakeWorkload) -> Shipped:
+    def _send(self, request: MoveRequest, retention: Retention, here: FakeWorkload, at: datetime) -> Shipped:
         """The copy of the workload as it was at its cut."""
         dst = self.cloud.site(request.target)
         self.cloud.events.append(f"send {request.workload}")
@@ -247,7 +247,7 @@ class FakeDriver(Driver):
         dst.shipped += 1
         name = f"point-{dst.shipped:06d}-count-{here.counter}"
         held[name] = here.counter
-        kept = {name, *retention.points[:retention.keep - 1]}
+        kept = retention.kept(name, at)
         for old in [p for p in held if p not in kept]:
             del held[old]
         return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
@@ -330,4 +330,4 @@ class _FakeCut(Cut):
         self._driver, self._request, self._retention, self._state, self.at = driver, request, retention, state, at
 
     def send(self) -> Shipped:
-        return self._driver._send(self._request, self._retention, self._state)
+        return self._driver._send(self._request, self._retention, self._state, self.at)

@@ -13,6 +13,7 @@ from drorch.model._strict import Name
 from drorch.model.address_rules import AddressRule, checked_rules
 from drorch.model.limits import MAX_COUNT, MAX_MIB, MAX_PERIOD_S, MAX_WAIT_S
 from drorch.model.records import JobKind
+from drorch.model.retention import RetentionTier, tier_problems
 from drorch.redact import redact
 
 
@@ -113,7 +114,13 @@ class Protect(_Model):
     rpo_s: float | None = Field(None, gt=0, le=MAX_PERIOD_S,
                                 description="target age of the newest point; twice the interval if unset, and none "
                                 "without either")
-    keep: int = Field(3, ge=1, le=MAX_COUNT, description="recovery points kept per workload; older ones are removed")
+    keep: int = Field(3, ge=1, le=MAX_COUNT, description="the newest recovery points kept per workload, whatever "
+                      "the retention tiers say; older ones are removed unless a tier keeps them")
+    retention: list[RetentionTier] = Field(
+        default_factory=list, description="tiers that keep older points, thinned out with age (e.g. every point for "
+        "an hour, one per 15 minutes for a day); a VM's dropped increments are merged into the next point kept")
+    parallel: int = Field(4, ge=1, le=MAX_COUNT, description="workloads (or groups) shipped at once; the sites' and "
+                          "hosts' max_moves bound them too")
     full_every: int = Field(7, ge=1, le=MAX_COUNT,
                             description="a VM disk's point is a full copy after this many points of one chain; "
                                         "those between ship only what changed")
@@ -121,6 +128,13 @@ class Protect(_Model):
                                description="longest a workload stays frozen for its point (a group's or a quiesced "
                                            "VM's); past it, every member is released and the point is "
                                            "crash-consistent, said")
+
+    @model_validator(mode="after")
+    def _tiers_in_order(self) -> Protect:
+        problems = tier_problems(self.retention)
+        if problems:
+            raise ValueError("retention: " + "; ".join(problems))
+        return self
 
     @property
     def target_s(self) -> float | None:

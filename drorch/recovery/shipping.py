@@ -13,6 +13,7 @@ from drorch.engine.steps_from_plan import move_request
 from drorch.errors import DrorchError, NoSuchPoint
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.records import Action, naive, utcnow
+from drorch.model.retention import kept
 from drorch.model.run_settings import Protect
 from drorch.plan.planner import MOVING, plan
 from drorch.reach import site_endpoints, snapshot
@@ -28,7 +29,6 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSt
     members of a consistency group (and a quiesced VM) are cut at one instant, frozen, before any data travels."""
     source, target = source or pb.primary, target or pb.secondary
     settings = pb.protect or Protect()  # the documented defaults, with or without a protect section
-    keep, full_every = settings.keep, settings.full_every
     release_orphans(pb, drivers, store)
     the_plan = plan(pb, snapshot(pb, drivers, brief=True), source, target)
     known = [p for p in store.points(pb.name) if p.site == target]
@@ -40,8 +40,9 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSt
             continue
         spec = pb.workloads[item.entry]
         group = pb.group_of(spec, item.workload)
-        retention = Retention(keep, full_every, tuple(p.name for p in held.get((str(item.kind), item.workload), [])
-                                                      if p.name))
+        retention = Retention(settings.keep, settings.full_every, tuple(
+            (p.name, naive(p.cut_at or p.taken_at)) for p in held.get((str(item.kind), item.workload), []) if p.name),
+            tuple(settings.retention))
         blocked = item.action is Action.BLOCKED
         member = Member(item.kind, item.workload, None if blocked else move_request(pb, the_plan, item), retention,
                         drivers[item.at_source], spec, error=item.reason if blocked else "")
@@ -55,7 +56,7 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSt
     store.drop_points([p.id or 0 for p in known if (p.kind, p.workload) in shipped_for
                        and (p.id or 0) in broken])
     store.protected_towards(pb.name, target, shipped_for)
-    _retain(store, pb.name, keep)
+    _retain(store, pb.name, points, {(str(m.kind), m.name): m.retention for ms in units.values() for m in ms})
     return points
 
 
@@ -193,16 +194,26 @@ def group_keys(pb: Playbook, keys: Iterable[tuple[str, str]]) -> dict[tuple[str,
     return out
 
 
-def _retain(store: StateStore, playbook: str, keep: int) -> None:
-    """Keep the `keep` newest complete points of each workload and the failures since the newest one."""
-    seen: dict[tuple[str, str, str], int] = {}
+def _retain(store: StateStore, playbook: str, shipped: list[RecoveryPoint],
+            retention: Mapping[tuple[str, str], Retention]) -> None:
+    """The records of the points each new point's ship kept on its site (chosen as its driver chose, from the same
+    points and instants), and of the failures since the newest complete point of each workload."""
+    rows = store.points(playbook)  # newest first
     drop = []
-    for p in store.points(playbook):
+    for new in shipped:
+        if not new.complete:
+            continue
+        how = retention[(new.kind, new.workload)]
+        mine = [p for p in rows if p.complete and (p.kind, p.workload, p.site) == (new.kind, new.workload, new.site)]
+        chosen = kept([(p.id, naive(p.cut_at or p.taken_at)) for p in mine], naive(new.cut_at or new.taken_at),
+                      how.keep, how.tiers)
+        drop += [p.id or 0 for p in mine if p.id not in chosen and p.id != new.id]
+    seen: set[tuple[str, str, str]] = set()
+    for p in rows:
         key = (p.kind, p.workload, p.site)
-        if p.complete:
-            seen[key] = seen.get(key, 0) + 1
-        if seen.get(key, 0) > keep or (not p.complete and seen.get(key, 0) >= 1):
+        if not p.complete and key in seen:
             drop.append(p.id or 0)
+        seen.update([key] if p.complete else [])
     store.drop_points(drop)
 
 

@@ -87,7 +87,7 @@ class ContainerCut(Cut):
                 self.dst.api.create_volume(vol, labels=point_volume_labels(name, self.point, self.checkpoint))
             size = self._points.moves.send_state(self.hid, self.src, self.snapshot or self.original, self.dst,
                                                  target, self.point if self.checkpoint else None)
-            self._points.keep_only(self.dst, name, copy, {self.point, *self.retention.points[:self.retention.keep - 1]})
+            self._points.keep_only(self.dst, name, copy, self.retention.kept(self.point, self.at))
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {self.request.target.site} failed: "
                              f"{reason(exc)}") from None

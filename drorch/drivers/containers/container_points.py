@@ -14,6 +14,7 @@ move the copy waits under `<name>.drorch-point`.
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from docker.errors import APIError, NotFound
@@ -161,7 +162,8 @@ class ContainerPoints:
             podman = isinstance(src, PodmanSite) and isinstance(dst, PodmanSite)
             if checkpoint and isinstance(src, PodmanSite) and isinstance(dst, PodmanSite) \
                     and not original["State"].get("Paused"):
-                return Sent(utcnow(), self._podman_point(request, retention, hid, point, original, src, dst))
+                at = utcnow()
+                return Sent(at, self._podman_point(request, retention, hid, point, at, original, src, dst))
             taken = ContainerCut(self, request, retention, src, dst, original, hid, point, checkpoint and not podman,
                                  held)
             if checkpoint and podman:
@@ -172,7 +174,7 @@ class ContainerPoints:
             raise MoveFailed(f"the cut of container {name} on site {request.source.site} failed: "
                              f"{reason(exc)}") from None
 
-    def _podman_point(self, request: MoveRequest, retention: Retention, hid: str, point: str,
+    def _podman_point(self, request: MoveRequest, retention: Retention, hid: str, point: str, at: datetime,
                       original: dict[str, Any], src: PodmanSite, dst: PodmanSite) -> Shipped:
         name = request.workload
         try:
@@ -182,7 +184,7 @@ class ContainerPoints:
             for vol in volumes(target).values():
                 dst.api.create_volume(vol, labels=point_volume_labels(name, point, True))
             size = self._moves.send_state(hid, src, original, dst, target, None)
-            retain(dst, name, copy, {point, *retention.points[:retention.keep - 1]})
+            retain(dst, name, copy, retention.kept(point, at))
         except API_ERRORS as exc:
             raise MoveFailed(f"shipping container {name} to site {request.target.site} failed: "
                              f"{reason(exc)}") from None

@@ -230,7 +230,7 @@ class Shipper:
     def retain(self) -> int:
         """Remove every point volume that no kept point reads (older points, and what an interrupted ship left);
         the number removed."""
-        kept = [self.stamp, *(stamp_of(p) for p in self.retention.points[:max(self.retention.keep, 1) - 1])]
+        kept = [stamp_of(p) for p in self.retention.kept(point_name(self.stamp), self.at)]
         removed = 0
         for disk, pool in self.disks:
             vols = self._target_vols(disk, pool)

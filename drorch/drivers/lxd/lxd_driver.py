@@ -11,6 +11,7 @@ that site the container driver restarts and clones it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from drorch.drivers.background import SiteClients, ThreadedDriver
@@ -137,9 +138,10 @@ class LxdDriver(ThreadedDriver):
 
     def cut(self, request: MoveRequest, retention: Retention, held: bool) -> Cut:
         """LXD's copy and its snapshot are one call: the instant is when the copy's last pass froze it."""
-        return Sent(utcnow(), self._ship(request, retention))
+        at = utcnow()
+        return Sent(at, self._ship(request, retention, at))
 
-    def _ship(self, request: MoveRequest, retention: Retention) -> Shipped:
+    def _ship(self, request: MoveRequest, retention: Retention, at: datetime) -> Shipped:
         if lands_apart(request):
             return self._landing.ship(request, self._lxd_end(request))
         src, dst = self._site(request.source), self._site(request.target)
@@ -159,7 +161,7 @@ class LxdDriver(ThreadedDriver):
         # pools, which a snapshot taken on the source and sent would not (the target refuses those it lacks).
         point = f"{SNAPSHOT_PREFIX}{utcnow():%Y%m%d-%H%M%S-%f}"
         dst.snapshot(name, point)
-        keep = {point, *retention.points[:max(retention.keep - 1, 0)]}
+        keep = retention.kept(point, at)
         held = point_names(dst.snapshots(name))
         for old in held:
             if old not in keep:

@@ -1,0 +1,87 @@
+"""Tiered retention: what the tiers keep, that thinning at each ship keeps exactly what they would choose from every
+point ever taken, and that the store and the site keep the same points."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drorch.drivers.fake import FakeCloud
+from drorch.errors import PlaybookError
+from drorch.model.playbook import Playbook, WorkloadKind
+from drorch.model.playbook_file import parse_playbook
+from drorch.model.retention import RetentionTier, kept
+from drorch.recovery import shipping
+from drorch.store.sql_store import Store
+from tests.support.shop import PLAYBOOK, fake_drivers, uri
+
+T0 = datetime(2026, 12, 1)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def test_each_tier_keeps_the_newest_point_of_each_of_its_periods() -> None:
+    """Every point for 60 s, one per 60 s for 10 min, one per 10 min for an hour."""
+    tiers = [RetentionTier(for_s=60), RetentionTier(every_s=60, for_s=600), RetentionTier(every_s=600, for_s=3600)]
+    points = [(s, at(s)) for s in range(0, 3600, 15)]  # a point every 15 s for an hour
+    chosen = kept(points, at(3585), 1, tiers)
+    assert {s for s in chosen if s > 3525} == {3540, 3555, 3570, 3585}  # the last minute: all
+    assert {s for s in chosen if 2985 < s <= 3525} == {s for s in range(3045, 3526, 60)}  # the newest of each minute
+    assert {s for s in chosen if s <= 2985} == {585, 1185, 1785, 2385, 2985}  # the newest of each 10 minutes
+    assert kept(points, at(3585), 3, []) == {3555, 3570, 3585}  # no tiers: the `keep` newest
+
+
+def test_tiers_are_listed_from_the_youngest_points_to_the_oldest() -> None:
+    base = yaml.safe_load(PLAYBOOK)
+    base["protect"] = {"retention": [{"every_s": 60, "for_s": 600}, {"for_s": 60}]}
+    with pytest.raises(PlaybookError, match=r"tier for 60 s comes after one for 600 s.*tier every 0 s keeps more"):
+        parse_playbook(yaml.safe_dump(base), "shop.yaml")
+
+
+ships = st.lists(st.floats(min_value=0.001, max_value=400, allow_nan=False), min_size=1, max_size=60)
+tier_lists = st.lists(st.tuples(st.sampled_from([0, 1, 7, 30, 60, 600]), st.floats(1, 5000)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ships, tier_lists, st.integers(1, 4))
+def test_thinning_at_each_ship_keeps_what_the_tiers_choose_from_every_point(
+        gaps: list[float], raw: list[tuple[int, float]], keep: int) -> None:
+    """Whatever the ship times, points dropped earlier are never the ones the tiers would want now."""
+    tiers = [RetentionTier(every_s=e, for_s=f) for e, f in raw]
+    held: set[int] = set()
+    times: dict[int, datetime] = {}
+    now = T0
+    for i, gap in enumerate(gaps):
+        now += timedelta(seconds=gap)
+        times[i] = now
+        held = kept([(k, times[k]) for k in held | {i}], now, keep, tiers)
+        assert held == kept(list(times.items()), now, keep, tiers)
+        assert i in held  # the newest point always stays
+
+
+def test_the_store_and_the_site_keep_the_tiers_choice(cloud: FakeCloud, store: Store) -> None:
+    """Ships of the shop with tiers of fractions of a second: after each, the store's points and the fake site's
+    are exactly what the tiers choose from every point taken."""
+    raw = yaml.safe_load(PLAYBOOK)
+    raw["protect"] = {"keep": 1, "retention": [{"for_s": 0.3}, {"every_s": 0.5, "for_s": 3}]}
+    pb = Playbook.model_validate(raw)
+    drivers = fake_drivers(cloud)
+    taken: dict[str, datetime] = {}
+    for _ in range(14):
+        points = shipping.protect(pb, drivers, store)
+        point = next(p for p in points if p.workload == "db")
+        assert point.name and point.cut_at
+        taken[point.name] = point.cut_at
+        chosen = kept(list(taken.items()), point.cut_at, 1, pb.protect.retention if pb.protect else [])
+        recorded = {p.name for p in store.points("shop") if p.workload == "db"}
+        on_site = set(cloud.sites[uri(pb, WorkloadKind.VM, "b")].points["db"])
+        assert recorded == on_site == chosen
+        time.sleep(0.12)
+    assert 3 <= len(chosen) < len(taken)  # some thinned, some kept by each tier
