@@ -29,8 +29,9 @@ def protect(playbook_path: str) -> None:
     """Ship one recovery point of every workload of the playbook."""
     pb = load_playbook(Path(playbook_path))
     with playbook_drivers(pb) as drivers:
-        points = shipping.protect(pb, drivers, Store())
-    _say("protect", pb.name, shipped=[p.workload for p in points if p.complete],
+        done = shipping.protect(pb, drivers, Store())
+    points = done.points
+    _say("protect", pb.name, shipped=[p.workload for p in points if p.complete], skipped=done.skipped,
          failed={p.workload: p.error for p in points if not p.complete},
          warned={p.workload: p.warning for p in points if p.complete and p.warning})
 

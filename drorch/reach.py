@@ -22,7 +22,7 @@ from drorch.model.playbook import Host, Playbook, WorkloadKind
 from drorch.model.records import utcnow
 from drorch.plan.inventory import HostInventory, Snapshot, past_bounds
 from drorch.store.damaged_rows import loaded
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 SNAPSHOT_THREADS = 256  # questions in flight at once; each mostly waits for a daemon's answer
 

@@ -283,7 +283,7 @@ def test_progress_lines_say_each_thing_once_and_never_an_empty_one(monkeypatch: 
     from drorch.cli import progress
     from drorch.drivers.base import Phase, Progress
     from drorch.model.records import StepState
-    from drorch.store.sql_store import Run, Step
+    from drorch.store.rows import Run, Step
 
     clock = iter(float(t) for t in range(100))
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))

@@ -27,7 +27,8 @@ from drorch.model.records import EXIT_CODES, Action, Mode, Operation, RunState, 
 from drorch.plan.planner import plan
 from drorch.reach import snapshot
 from drorch.recovery.shipping import protect
-from drorch.store.sql_store import Run, Step, Store
+from drorch.store.rows import Run, Step
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 from tests.support.shop import KINDS, PLAYBOOK, fake_drivers, uri
 
@@ -44,7 +45,7 @@ def b_site(cloud: FakeCloud, pb: Playbook, kind: WorkloadKind) -> dict[str, tupl
 
 def protected(cloud: FakeCloud, pb: Playbook, store: Store) -> None:
     cloud.sites[uri(pb, WorkloadKind.VM, "a")].workloads["db"].networks = ("prod-net",)
-    points = protect(pb, fake_drivers(cloud), store)
+    points = protect(pb, fake_drivers(cloud), store).points
     assert all(p.complete for p in points)
 
 

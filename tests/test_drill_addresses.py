@@ -21,7 +21,8 @@ from drorch.model.records import Action, RunState, StepKind, StepState
 from drorch.plan.drill_addresses import clone_addresses, drill_moves, drill_net
 from drorch.plan.inventory import Nic
 from drorch.recovery.shipping import protect
-from drorch.store.sql_store import Step, Store
+from drorch.store.rows import Step
+from drorch.store.sql_store import Store
 from tests.support.addresses import estate
 from tests.support.cli import drorch
 from tests.support.shop import fake_drivers, uri
@@ -42,7 +43,7 @@ def drilled(store: Store, cloud: FakeCloud, port: int, timeout: str = "5") -> tu
     """The drill's steps, and what site b had while its clones were up: each clone's NICs and the drill
     network's subnets."""
     pb = parse_playbook(estate(port).replace("timeout_s: 5", f"timeout_s: {timeout}") + DRILL_RULES, "pb.yaml")
-    assert all(p.complete for p in protect(pb, fake_drivers(cloud), store))
+    assert all(p.complete for p in protect(pb, fake_drivers(cloud), store).points)
     b = cloud.sites[uri(pb, WorkloadKind.CONTAINER, "b")]
     seen: dict[str, object] = {}
 

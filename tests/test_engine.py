@@ -11,7 +11,8 @@ from drorch.errors import UsageError, WorkloadBusy
 from drorch.model.playbook import Host, Mappings, Playbook, Strategy, WorkloadKind
 from drorch.model.records import RunState, StepState
 from drorch.reach import RunSites
-from drorch.store.sql_store import Step, Store
+from drorch.store.rows import Step
+from drorch.store.sql_store import Store
 from tests.support.runs import held_by
 from tests.support.shop import fake_drivers, move, site_of, uri
 

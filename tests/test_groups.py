@@ -22,8 +22,9 @@ from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import StepState, utcnow
 from drorch.process import owner
-from drorch.recovery import readiness, shipping
-from drorch.store.sql_store import OpenFreeze, Store
+from drorch.recovery import point_choice, readiness, shipping
+from drorch.store.rows import OpenFreeze
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 from tests.support.shop import PLAYBOOK, fake_drivers, uri
 
@@ -60,7 +61,7 @@ def test_members_join_by_entry_or_by_list_and_misfits_are_refused() -> None:
 
 def test_a_group_is_frozen_together_cut_released_and_only_then_sent(cloud: FakeCloud, store: Store) -> None:
     pb = grouped()
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     events = cloud.events
     last_freeze = max(i for i, e in enumerate(events) if e.startswith("freeze"))
     cuts = [i for i, e in enumerate(events) if e.startswith("cut")]
@@ -101,12 +102,12 @@ def test_a_hook_quiesces_the_group_on_this_machine_with_the_run_context(cloud: F
               "os.environ['DRORCH_MEMBERS'] + '\\n')")
     hooks = {"pre_freeze": [{"run": [sys.executable, "-c", script]}], "post_thaw": [{"run": ["true"]}]}
     pb = grouped(yaml.safe_dump({"groups": [{"name": "app", "members": ["cache", "web"], "hooks": hooks}]}))
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     assert said.read_text() == "app db cache web\n"
     assert {p.consistency for p in points} == {Consistency.APPLICATION}
     failing = {"pre_freeze": [{"run": ["false"]}], "post_thaw": [{"run": [sys.executable, "-c", "exit(3)"]}]}
     pb = grouped(yaml.safe_dump({"groups": [{"name": "app", "members": ["cache", "web"], "hooks": failing}]}))
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     assert {p.consistency for p in points} == {Consistency.FILESYSTEM}
     assert all("a pre_freeze hook failed (false: failed: exit 1)" in (p.warning or "") for p in points)
     assert all("exit(3): failed: exit 3" in (p.warning or "") for p in points)  # post_thaw, run while sending
@@ -134,7 +135,7 @@ def test_in_a_group_a_vm_whose_agent_refuses_is_paused_for_the_groups_instant(cl
                                                                               store: Store) -> None:
     pb = grouped()
     workload(cloud, pb, VM, "db").agent = False
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     db = next(p for p in points if p.workload == "db")
     assert db.consistency is Consistency.CRASH and db.cut == points[1].cut  # one instant still
     assert "its filesystems could not be frozen" in (db.warning or "")
@@ -145,7 +146,7 @@ def test_a_cut_that_outlasts_the_bound_is_released_by_the_watchdog_and_taken_aga
         cloud: FakeCloud, store: Store) -> None:
     pb = grouped(max_freeze_ms=50)
     cloud.cut_delay_s = 0.12  # each cut (they run at once) outlasts the bound
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     assert all(p.complete and p.consistency is Consistency.CRASH for p in points)
     assert all("held past max_freeze_ms (50 ms)" in (p.warning or "") for p in points)
     assert all(w.frozen is None for s in cloud.sites.values() for w in s.workloads.values())
@@ -160,7 +161,7 @@ def test_a_member_that_fails_leaves_its_groups_cut_incomplete_and_restarts_use_t
     for name, kind in (("db", VM), ("cache", CONTAINER), ("web", CONTAINER)):
         workload(cloud, pb, kind, name).counter = 77
     cloud.fail["cut web"] = "web's daemon did not answer"
-    points = shipping.protect(pb, fake_drivers(cloud), store)
+    points = shipping.protect(pb, fake_drivers(cloud), store).points
     web = next(p for p in points if p.workload == "web")
     assert not web.complete and web.error == "web's daemon did not answer"
     assert all("group app's cut is incomplete: web (web's daemon did not answer)" in (p.warning or "")
@@ -184,15 +185,15 @@ def test_a_member_that_fails_leaves_its_groups_cut_incomplete_and_restarts_use_t
 def test_a_point_in_time_between_two_cuts_takes_every_member_from_the_earlier(cloud: FakeCloud,
                                                                              store: Store) -> None:
     pb = grouped()
-    first = shipping.protect(pb, fake_drivers(cloud), store)
-    second = shipping.protect(pb, fake_drivers(cloud), store)
+    first = shipping.protect(pb, fake_drivers(cloud), store).points
+    second = shipping.protect(pb, fake_drivers(cloud), store).points
     wanted = [("vm", "db"), ("container", "cache"), ("container", "web")]
     between = first[0].cut_at + (second[0].cut_at - first[0].cut_at) / 2
-    chosen = shipping.points_at(store.points("shop"), "b", between, wanted, shipping.group_keys(pb, wanted))
+    chosen = point_choice.points_at(store.points("shop"), "b", between, wanted, point_choice.group_keys(pb, wanted))
     assert {p.cut for p in chosen.values()} == {first[0].cut}
     with pytest.raises(NoSuchPoint, match=r"group app has no cut on site b taken at or before .* its cuts: .*whole"):
-        shipping.points_at(store.points("shop"), "b", first[0].cut_at - timedelta(seconds=5), wanted,
-                           shipping.group_keys(pb, wanted))
+        point_choice.points_at(store.points("shop"), "b", first[0].cut_at - timedelta(seconds=5), wanted,
+                           point_choice.group_keys(pb, wanted))
 
 
 def test_a_freeze_whose_process_died_is_released_by_the_next_command(cloud: FakeCloud, store: Store,
@@ -214,7 +215,7 @@ def test_a_freeze_whose_process_died_is_released_by_the_next_command(cloud: Fake
 def test_a_drill_of_a_group_clones_every_member_from_its_newest_whole_cut(cloud: FakeCloud, store: Store,
                                                                           engine: Engine) -> None:
     pb = grouped()
-    first = shipping.protect(pb, fake_drivers(cloud), store)
+    first = shipping.protect(pb, fake_drivers(cloud), store).points
     for name, kind in (("db", VM), ("cache", CONTAINER), ("web", CONTAINER)):
         workload(cloud, pb, kind, name).counter = 77
     cloud.fail["cut cache"] = "cache's daemon did not answer"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from drorch.store.sql_store import ReadinessCheck, Store
+from drorch.store.rows import ReadinessCheck
+from drorch.store.sql_store import Store
 from drorch.web.listener import Listen, Web
 from drorch.web.metrics import StoreCollector, exposition
 from drorch.web.pages import Pages

@@ -282,7 +282,8 @@ def test_names_in_the_html_report_and_the_metrics_carry_no_raw_control_character
     from prometheus_client.parser import text_string_to_metric_families
 
     from drorch.model.records import RunState, StepState
-    from drorch.store.sql_store import RecoveryPoint, Run, Step, Store
+    from drorch.store.rows import RecoveryPoint, Run, Step
+    from drorch.store.sql_store import Store
 
     name = "n\x00ul\x1besc\x07bel-\\x1b-text"
     store = Store()

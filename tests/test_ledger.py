@@ -15,7 +15,8 @@ from drorch.errors import NotFound
 from drorch.model.records import Action, Mode, Operation, RunState, StepState
 from drorch.store._location import TABLES
 from drorch.store.history import History
-from drorch.store.sql_store import Run, Step, Store
+from drorch.store.rows import Run, Step
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)

@@ -103,7 +103,7 @@ def test_a_rollback_takes_it_home_as_an_instance(cloud: FakeCloud, store: Store)
 
 
 def test_its_points_restarts_and_drills_are_a_container_s(cloud: FakeCloud, store: Store, pb: Playbook) -> None:
-    points = protect(pb, fake_drivers(cloud), store)
+    points = protect(pb, fake_drivers(cloud), store).points
     assert all(p.complete for p in points), [p.error for p in points]
     assert {(p.kind, p.workload) for p in points} == {("lxd", "app"), ("lxd", "sys")}
     assert on(cloud, pb, WorkloadKind.CONTAINER, "b", 1) == {"app": (False, 42)}  # the copy, never started

@@ -12,7 +12,8 @@ from drorch.model.groups import Consistency
 from drorch.model.playbook import Playbook
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import Action, Operation, RunState, StepState, utcnow
-from drorch.store.sql_store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import Store
 from drorch.web.metrics import StoreCollector, exposition
 from tests.support.shop import PLAYBOOK
 

@@ -30,8 +30,9 @@ from drorch.errors import MoveFailed, NoSuchPoint
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.records import StepState, utcnow
 from drorch.model.run_settings import Protect
-from drorch.recovery import shipping
-from drorch.store.sql_store import RecoveryPoint, Store
+from drorch.recovery import point_choice, shipping
+from drorch.store.rows import RecoveryPoint
+from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 from tests.support.shop import PLAYBOOK, fake_drivers, uri
 
@@ -92,7 +93,7 @@ def test_a_point_in_time_is_the_newest_taken_at_or_before_it(store: Store) -> No
     _points(store, 5, site="a")  # the other direction's points are not candidates
     kept = store.points("shop")
     now = utcnow()
-    pick = shipping.points_at
+    pick = point_choice.points_at
     assert pick(kept, "b", None, [("vm", "db")])[("vm", "db")].name == "point-10"
     assert pick(kept, "b", now - timedelta(minutes=15), [("vm", "db")])[("vm", "db")].name == "point-20"
     assert pick(kept, "b", now - timedelta(minutes=20), [("vm", "db")])[("vm", "db")].name == "point-20"

@@ -341,7 +341,7 @@ def test_an_approval_pauses_the_run_until_approved(store: Store) -> None:
 def test_disaster_refuses_without_fencing_then_starts_the_shipped_copies(store: Store, cloud: FakeCloud,
                                                                           playbook: Playbook) -> None:
     drivers = fake_drivers(cloud)
-    points = protect(playbook, drivers, store)
+    points = protect(playbook, drivers, store).points
     assert [(p.complete, p.error) for p in points] == [(True, None)] * 3
     for site in ("a",):
         for kind in KINDS:
@@ -454,7 +454,7 @@ def test_report_gives_each_step_its_time_and_the_rto(engine: Engine, store: Stor
 
 
 def test_recovery_points_are_recorded_kept_and_aged(store: Store, cloud: FakeCloud) -> None:
-    from drorch.recovery.shipping import rpo_status
+    from drorch.recovery.rpo import rpo_status
 
     pb = parse_playbook(PLAYBOOK + "protect: {interval_s: 10, keep: 2}\n", "shop.yaml")
     drivers = fake_drivers(cloud)

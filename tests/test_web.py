@@ -20,7 +20,8 @@ from drorch.errors import UsageError
 from drorch.model.groups import Consistency
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import SCHEDULER_LEASE, RunState, StepState, utcnow
-from drorch.store.sql_store import ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.rows import ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import Store
 from drorch.web.listener import Listen, Web
 from drorch.web.metrics import StoreCollector, exposition
 from drorch.web.pages import Pages

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from drorch.plan.inventory import Snapshot
     from drorch.plan.planner import Plan
     from drorch.plan.preflight import Finding
-    from drorch.store.sql_store import Run, Step
+    from drorch.store.rows import Run, Step
 
 
 def drivers(pb: Playbook) -> contextlib.AbstractContextManager[dict[WorkloadKind, Driver]]:

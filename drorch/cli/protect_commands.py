@@ -16,8 +16,8 @@ from drorch.model.limits import MAX_WAIT_S
 from drorch.model.records import EXIT_CODES
 
 if TYPE_CHECKING:
-    from drorch.recovery.shipping import Rpo
-    from drorch.store.sql_store import RecoveryPoint
+    from drorch.recovery.rpo import Rpo
+    from drorch.store.rows import RecoveryPoint
 
 protect_app = typer.Typer(help="Recovery points on the secondary: ship them, and see each workload's RPO.",
                           no_args_is_help=True, rich_markup_mode=None)
@@ -36,15 +36,20 @@ def protect_ship(playbook: PlaybookArg, failback: Annotated[bool, typer.Option(
     pb = load_playbook(playbook)
     source, target = directed(pb, failback)
     with drivers(pb) as found:
-        points = shipping.protect(pb, found, Store(), source, target)
+        done = shipping.protect(pb, found, Store(), source, target)
+    points = done.points
     if json_out:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in points], indent=2))
+    for line in done.skipped:
+        echo(f"SKIPPED: {line}", err=True)
     for p in points if not json_out else []:
         what = f"{p.consistent}-consistent{f', cut {p.cut}' if p.cut else ''}: {p.detail}"
         echo(f"{p.kind:<9} {p.workload:<24} {what if p.complete else 'FAILED: ' + (p.error or '')}")
         if p.warning:
             echo(f"{'':<34} WARNING: {p.warning}")
-    if any(not p.complete for p in points):
+    if done.skipped and not points:
+        raise typer.Exit(ExitCode.BUSY)  # every unit is still being shipped by another
+    if any(not p.complete for p in points) or done.skipped:
         raise typer.Exit(ExitCode.PARTIAL if any(p.complete for p in points) else ExitCode.FAILED)
     if any(p.warning for p in points):
         raise typer.Exit(ExitCode.WARNINGS)  # taken, but not all as asked (crash-consistent, a cut incomplete)
@@ -56,7 +61,7 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         json_out: JsonOpt = False) -> None:
     """Every protected workload's RPO (age of its newest complete recovery point) against its target."""
     from drorch.model.playbook_file import load_playbook
-    from drorch.recovery import shipping
+    from drorch.recovery import rpo
     from drorch.recovery.freezes import release_orphans
     from drorch.store.sql_store import Store
 
@@ -66,9 +71,9 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         for line in release_orphans(pb, found, store):
             echo(line, err=True)
         kept = store.points(pb.name)
-        missing = shipping.missing_points(pb, found, kept)
-    rows = shipping.rpo_status(pb, kept, missing=missing)
-    past = shipping.rpo_status(pb, kept, missing=missing, history=True)
+        missing = rpo.missing_points(pb, found, kept)
+    rows = rpo.rpo_status(pb, kept, missing=missing)
+    past = rpo.rpo_status(pb, kept, missing=missing, history=True)
 
     def held(r: Rpo) -> list[RecoveryPoint]:
         return [p for p in kept if p.complete and (p.retired_at is not None) is r.history

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from drorch.engine.runner import Engine
     from drorch.model.playbook import Playbook
     from drorch.store.contract import StateStore
-    from drorch.store.sql_store import Run, Store
+    from drorch.store.rows import Run
+    from drorch.store.sql_store import Store
 
 
 @contextlib.contextmanager

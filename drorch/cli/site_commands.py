@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from drorch.plan.inventory import Snapshot
     from drorch.plan.placement import Size
     from drorch.recovery.stale_copies import Stale
-    from drorch.store.sql_store import Run
+    from drorch.store.rows import Run
 
 
 def _where(pb: Playbook, snap: Snapshot) -> list[dict[str, Any]]:

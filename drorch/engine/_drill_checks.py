@@ -17,7 +17,7 @@ from drorch.errors import NamesFailed
 from drorch.model.playbook import Mappings, WorkloadKind
 from drorch.model.records import Action
 from drorch.plan.drill_addresses import clone_moves
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 
 def clone_reached(live: LiveRun, step: Step, driver: Driver, site: Endpoint, clone: str,

@@ -32,7 +32,7 @@ from drorch.model.records import (
 )
 from drorch.plan.drill_addresses import clone_addresses, drill_moves, drill_net
 from drorch.plan.planner import PlanItem
-from drorch.store.sql_store import RecoveryPoint, Step
+from drorch.store.rows import RecoveryPoint, Step
 
 POLL_SECONDS = 0.5
 TEARDOWN = "drill clones"

@@ -12,7 +12,7 @@ from drorch.errors import MoveFailed
 from drorch.model.address_rules import AddressMove, ReIp, parse_network, within
 from drorch.model.playbook import Mappings, WorkloadKind
 from drorch.plan.inventory import Subnet
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # guest-exec passes no environment else
 

@@ -12,7 +12,7 @@ from drorch.model.records import Action, StepState
 from drorch.plan.inventory import WorkloadInfo
 from drorch.plan.planner import ACTING
 from drorch.reach import RunSites
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 LOOKUPS = 16  # targets asked at once when a run ends
 

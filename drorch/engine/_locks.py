@@ -13,7 +13,7 @@ from drorch.model.records import RunState
 from drorch.plan.planner import ACTING
 from drorch.process import pid_alive, run_alive
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import Lock
+from drorch.store.rows import Lock
 
 
 def playbook_key(pb: Playbook) -> str:

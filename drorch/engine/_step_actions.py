@@ -20,7 +20,7 @@ from drorch.model.playbook import WORKLOAD_KINDS, WorkloadKind
 from drorch.model.records import Action, StepKind, StepState
 from drorch.model.run_settings import Hook, Hooks
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 CONTROL_SECONDS = 0.5  # how often a run looks in the store for an abort or an approval
 PROGRESS_SECONDS = 2.0  # how often a move's bytes so far are written to its step

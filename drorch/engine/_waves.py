@@ -17,7 +17,7 @@ from drorch.model.records import FINAL_STEP_STATES, Action, StepState
 from drorch.model.run_settings import FailurePolicy, Hooks
 from drorch.plan.planner import ACTING
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 
 class Machine(Transitions, Protocol):
@@ -84,16 +84,7 @@ class Waves:
 
     def _slots(self, live: LiveRun, step: Step) -> list[threading.Semaphore]:
         """Per-host and per-site limits on moves at once, in one order so that no two steps deadlock."""
-        keys: dict[str, int] = {}
-        for site, host in ((step.source_site, step.from_host), (step.target_site, step.to_host)):
-            cfg = live.pb.sites.get(site)
-            if cfg is None:
-                continue
-            if cfg.max_moves:
-                keys[f"site/{site}"] = cfg.max_moves
-            limit = next((h.max_moves for h in cfg.hosts if h.name == host), None)
-            if limit:
-                keys[f"host/{site}/{host}"] = limit
+        keys = live.pb.move_limits(((step.source_site, step.from_host), (step.target_site, step.to_host)))
         with self.engine.writing:
             return [live.slots.setdefault(k, threading.Semaphore(n)) for k, n in sorted(keys.items())]
 

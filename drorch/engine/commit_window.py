@@ -8,7 +8,7 @@ from datetime import datetime
 from drorch.errors import UsageError
 from drorch.model.records import Action, RunState, StepState, run_outcome, utcnow
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import Run, Step
+from drorch.store.rows import Run, Step
 
 
 def approve(store: StateStore, run_id: int, who: str) -> Step:

@@ -12,7 +12,7 @@ from drorch.model.playbook import Playbook
 from drorch.model.records import StepState
 from drorch.plan.planner import ACTING
 from drorch.reach import RunSites
-from drorch.store.sql_store import Run, Step
+from drorch.store.rows import Run, Step
 
 
 @dataclass(frozen=True)

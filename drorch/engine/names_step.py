@@ -16,7 +16,7 @@ from drorch.model.dns_names import Dns, Wanted, wanted
 from drorch.model.playbook import WORKLOAD_KINDS, Playbook, Workload, WorkloadKind
 from drorch.model.records import StepState
 from drorch.plan.inventory import Snapshot
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 CONNECT_PAUSE_S = 0.2
 Connect = Callable[[tuple[str, int], float], socket.socket]

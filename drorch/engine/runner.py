@@ -48,9 +48,9 @@ from drorch.plan.preflight import Finding, refuse_errors
 from drorch.process import run_alive
 from drorch.reach import RunSites, snapshot
 from drorch.recovery.freezes import release_orphans
-from drorch.recovery.shipping import group_keys, points_at
+from drorch.recovery.point_choice import group_keys, points_at
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import Lock, Run, Step
+from drorch.store.rows import Lock, Run, Step
 
 POLL_SECONDS = 0.05
 

@@ -18,7 +18,7 @@ from drorch.plan import preflight
 from drorch.plan.inventory import Snapshot
 from drorch.plan.planner import ACTING, MOVING, Plan, PlanItem, plan
 from drorch.reach import host_endpoint
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 FENCE_WAVE = "fence"
 ROLLBACK_WAVE = "rollback"  # the wave of the steps that move back what a run moved

@@ -11,6 +11,7 @@ reference that points nowhere, is reported as `file:line:col: message`, all of t
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated
 
@@ -350,6 +351,17 @@ class Playbook(_Model):
 
     def parallel(self, wave: str) -> int:
         return self.wave(wave).parallel
+
+    def move_limits(self, ends: Iterable[tuple[str, str | None]]) -> dict[str, int]:
+        """The sites' and hosts' bounds on moves at once that a move between these (site, host) ends counts
+        against, each by a key that names it."""
+        keys: dict[str, int] = {}
+        for site, host in ends:
+            cfg = self.sites.get(site)
+            hosts = cfg.hosts if cfg is not None else []
+            keys.update({f"site/{site}": cfg.max_moves} if cfg is not None and cfg.max_moves else {})
+            keys.update({f"host/{site}/{h.name}": h.max_moves for h in hosts if h.name == host and h.max_moves})
+        return keys
 
     @property
     def kinds(self) -> set[WorkloadKind]:

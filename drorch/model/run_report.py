@@ -9,7 +9,7 @@ from typing import Any
 from drorch.errors import printable
 from drorch.model.playbook import WORKLOAD_KINDS
 from drorch.model.records import Action, RunState, StepState, naive
-from drorch.store.sql_store import Run, Step
+from drorch.store.rows import Run, Step
 
 
 def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:

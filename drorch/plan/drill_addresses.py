@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from drorch.drivers.base import DrillNet
 from drorch.model.address_rules import AddressMove, AddressRule, gateway_of, map_address, parse_address, parse_network
-from drorch.store.sql_store import Step
+from drorch.store.rows import Step
 
 
 def drill_moves(moves: Iterable[AddressMove], rules: dict[str, AddressRule]) -> list[dict[str, object]]:

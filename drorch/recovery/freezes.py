@@ -19,7 +19,7 @@ from drorch.model.records import naive, utcnow
 from drorch.process import owner, owner_alive
 from drorch.reach import site_endpoints
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import OpenFreeze
+from drorch.store.rows import OpenFreeze
 
 log = logging.getLogger(__name__)
 GRACE_S = 30.0  # past the group's bound, a freeze any process left is released by whoever looks

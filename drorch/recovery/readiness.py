@@ -21,10 +21,11 @@ from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.plan.planner import MOVING
 from drorch.reach import snapshot
 from drorch.recovery.freezes import release_orphans
-from drorch.recovery.shipping import missing_points, mixed_cuts, rpo_status
+from drorch.recovery.point_choice import mixed_cuts
+from drorch.recovery.rpo import missing_points, rpo_status
 from drorch.redact import redact
 from drorch.store.contract import StateStore
-from drorch.store.sql_store import ReadinessCheck
+from drorch.store.rows import ReadinessCheck
 
 Alert = Callable[[Playbook, ReadinessCheck], str]
 

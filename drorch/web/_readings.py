@@ -28,7 +28,8 @@ from drorch.model.records import (
     utcnow,
 )
 from drorch.store.damaged_rows import READ_FAILURES, damaged, loaded
-from drorch.store.sql_store import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import Store
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)

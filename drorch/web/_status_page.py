@@ -13,7 +13,8 @@ from typing import Any
 
 from drorch.model.playbook import Playbook
 from drorch.model.records import naive
-from drorch.store.sql_store import Step, Store
+from drorch.store.rows import Step
+from drorch.store.sql_store import Store
 from drorch.web._readings import Readings
 
 OTHERS_SHOWN_S = 7 * 86400  # a playbook the daemon does not serve is shown while it was active this recently

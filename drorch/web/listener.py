@@ -30,7 +30,8 @@ from sqlmodel import col
 from drorch import input_limits
 from drorch.errors import DrorchError, InputError, UsageError
 from drorch.model.records import SCHEDULER_LEASE, naive, utcnow
-from drorch.store.sql_store import Lease, Store
+from drorch.store.rows import Lease
+from drorch.store.sql_store import Store
 from drorch.web._cached_reading import Fresh
 
 Environ = dict[str, Any]

@@ -51,7 +51,8 @@ from drorch.model.playbook import Mappings, Playbook, WorkloadKind  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
 from drorch.model.records import Operation, RunState, StepKind  # noqa: E402
 from drorch.reach import host_endpoint  # noqa: E402
-from drorch.store.sql_store import Step, Store  # noqa: E402
+from drorch.store.rows import Step  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import estate, lab_addresses, lab_base, labctl  # noqa: E402
 from integration.bench.failover import check  # noqa: E402
 from integration.dns_server import KEY, ZONE, DnsServer, knot  # noqa: E402

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from drorch.model.records import RunState, StepState  # noqa: E402
-from drorch.store.sql_store import Run, Step, Store  # noqa: E402
+from drorch.store.rows import Run, Step  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 
 DRORCH = REPO / ".venv" / "bin" / "drorch"
 REPEAT = 9

@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 from drorch.drivers import make_drivers  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
 from drorch.recovery.shipping import protect  # noqa: E402
-from drorch.store.sql_store import RecoveryPoint, Store  # noqa: E402
+from drorch.store.rows import RecoveryPoint  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_group, labctl, seq_control  # noqa: E402
 from integration.bench.failover import check, virsh  # noqa: E402
 
@@ -38,7 +39,7 @@ def ship(book: Path, store: Store) -> tuple[float, list[RecoveryPoint]]:
     drivers = make_drivers(pb.kinds)
     try:
         start = time.perf_counter()
-        points = protect(pb, drivers, store)
+        points = protect(pb, drivers, store).points
         took = time.perf_counter() - start
     finally:
         for d in drivers.values():

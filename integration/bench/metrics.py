@@ -29,7 +29,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import Action, Operation, RunState, StepState, utcnow
-from drorch.store.sql_store import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.rows import DaemonRow, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import Store
 from drorch.web.listener import Listen, Web
 from drorch.web.metrics import StoreCollector, exposition
 

@@ -34,7 +34,8 @@ from drorch.drivers.libvirt.vm_driver import LibvirtDriver  # noqa: E402
 from drorch.model.playbook import WorkloadKind  # noqa: E402
 from drorch.model.playbook_file import load_playbook  # noqa: E402
 from drorch.recovery.shipping import protect  # noqa: E402
-from drorch.store.sql_store import RecoveryPoint, Store  # noqa: E402
+from drorch.store.rows import RecoveryPoint  # noqa: E402
+from drorch.store.sql_store import Store  # noqa: E402
 from integration import lab_base, lab_libvirt, labctl  # noqa: E402
 from integration.bench.failover import check, sub_playbook, virsh  # noqa: E402
 from integration.lab_vm import upload_qcow2  # noqa: E402
@@ -93,7 +94,7 @@ def rewrite(mib: int) -> None:
 def drorch_point(pb_path: Path, store: Store) -> RecoveryPoint:
     driver = LibvirtDriver()
     try:
-        (point,) = protect(load_playbook(pb_path), {WorkloadKind.VM: driver}, store, "a", "b")
+        (point,) = protect(load_playbook(pb_path), {WorkloadKind.VM: driver}, store, "a", "b").points
     finally:
         driver.close()
     check(point.complete, f"recovery point failed: {point.error}")

@@ -7,7 +7,8 @@ import os
 
 from drorch.engine.live_run import StepEvent
 from drorch.model.records import RunState, StepState
-from drorch.store.sql_store import Run, Step, Store
+from drorch.store.rows import Run, Step
+from drorch.store.sql_store import Store
 
 DEAD_PID = 2**22 + 12345  # above pid_max: no such process
 

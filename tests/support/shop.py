@@ -7,7 +7,7 @@ from drorch.drivers.fake import FakeCloud, FakeDriver
 from drorch.engine.runner import Engine
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.records import Operation
-from drorch.store.sql_store import Run
+from drorch.store.rows import Run
 
 PLAYBOOK = """\
 name: shop

@@ -15,7 +15,8 @@ from drorch.model.groups import Consistency
 from drorch.model.records import Action, Mode, Operation, RunState, StepKind, StepState, utcnow
 from drorch.store.contract import StateStore
 from drorch.store.history import History
-from drorch.store.sql_store import Lock, OpenFreeze, ReadinessCheck, RecoveryPoint, Run, Step, Store
+from drorch.store.rows import Lock, OpenFreeze, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.sql_store import Store
 
 
 def new_run(operation: Operation = Operation.FAILOVER, playbook: str = "shop",
@@ -127,6 +128,14 @@ class StoreContract:
         assert [f.workload for f in store.freezes("shop")] == ["db", "web"]
         store.freezes_closed([rows[0].id or 0])
         assert [f.workload for f in store.freezes("shop")] == ["web"] and len(store.freezes("other")) == 1
+
+    def test_skipped_ships_are_counted_per_workload(self, store: Store) -> None:
+        store.ship_skipped("shop", [("vm", "db"), ("container", "web")], "still shipping")
+        store.ship_skipped("shop", [("vm", "db")], "still shipping since 12:00")
+        store.ship_skipped("other", [("vm", "db")], "x")
+        rows = {(r.kind, r.workload): r for r in store.skipped_ships("shop")}
+        assert {k: r.count for k, r in rows.items()} == {("vm", "db"): 2, ("container", "web"): 1}
+        assert rows[("vm", "db")].why == "still shipping since 12:00" and len(store.skipped_ships()) == 3
 
     def test_readiness_checks_are_newest_first_within_the_limit(self, store: Store) -> None:
         store.save(*(ReadinessCheck(playbook="shop", ready=n % 2 == 0, problems=f'["p{n}"]') for n in range(3)))

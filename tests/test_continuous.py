@@ -1,10 +1,16 @@
-"""Tiered retention: what the tiers keep, that thinning at each ship keeps exactly what they would choose from every
-point ever taken, and that the store and the site keep the same points."""
+"""Continuous protection: tiered retention (what the tiers keep, that thinning at each ship keeps exactly what they
+would choose from every point ever taken, the store and the site keeping the same points), units shipped at once
+within their bounds, and a ship still running never begun twice."""
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,12 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drorch.drivers.fake import FakeCloud
-from drorch.errors import PlaybookError
+from drorch.errors import ExitCode, PlaybookError
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.retention import RetentionTier, kept
 from drorch.recovery import shipping
+from drorch.store.rows import Lock
 from drorch.store.sql_store import Store
+from tests.support.cli import drorch
 from tests.support.shop import PLAYBOOK, fake_drivers, uri
 
 T0 = datetime(2026, 12, 1)
@@ -69,13 +77,11 @@ def test_thinning_at_each_ship_keeps_what_the_tiers_choose_from_every_point(
 def test_the_store_and_the_site_keep_the_tiers_choice(cloud: FakeCloud, store: Store) -> None:
     """Ships of the shop with tiers of fractions of a second: after each, the store's points and the fake site's
     are exactly what the tiers choose from every point taken."""
-    raw = yaml.safe_load(PLAYBOOK)
-    raw["protect"] = {"keep": 1, "retention": [{"for_s": 0.3}, {"every_s": 0.5, "for_s": 3}]}
-    pb = Playbook.model_validate(raw)
+    pb = shop(keep=1, retention=[{"for_s": 0.3}, {"every_s": 0.5, "for_s": 3}])
     drivers = fake_drivers(cloud)
     taken: dict[str, datetime] = {}
     for _ in range(14):
-        points = shipping.protect(pb, drivers, store)
+        points = shipping.protect(pb, drivers, store).points
         point = next(p for p in points if p.workload == "db")
         assert point.name and point.cut_at
         taken[point.name] = point.cut_at
@@ -85,3 +91,47 @@ def test_the_store_and_the_site_keep_the_tiers_choice(cloud: FakeCloud, store: S
         assert recorded == on_site == chosen
         time.sleep(0.12)
     assert 3 <= len(chosen) < len(taken)  # some thinned, some kept by each tier
+
+
+def shop(site_b: int | None = None, **protect: object) -> Playbook:
+    raw = yaml.safe_load(PLAYBOOK)
+    raw["protect"] = protect
+    if site_b:
+        raw["sites"]["b"]["max_moves"] = site_b
+    return Playbook.model_validate(raw)
+
+
+@pytest.mark.parametrize("parallel, site_bound, at_once", [(3, None, 3), (1, None, 1), (4, 1, 1)])
+def test_units_ship_at_once_within_parallel_and_the_sites_bounds(
+        cloud: FakeCloud, store: Store, parallel: int, site_bound: int | None, at_once: int) -> None:
+    pb = shop(site_bound, parallel=parallel)
+    cloud.cut_delay_s = 0.3
+    began = time.monotonic()
+    done = shipping.protect(pb, fake_drivers(cloud), store)
+    took = time.monotonic() - began
+    assert [p.workload for p in done.points if p.complete] and len(done.points) == 3 and not done.skipped
+    rounds = -(-3 // at_once)
+    assert rounds * 0.3 <= took < rounds * 0.3 + 0.25, took
+
+
+def test_a_unit_still_shipping_is_skipped_counted_and_said(cloud: FakeCloud, store: Store,
+                                                          capsys: pytest.CaptureFixture[str], playbook_file: Path,
+                                                          fake_cli: None) -> None:
+    """A ship of db still runs (its lock held by a live process): the next ship begins the others only; a lock
+    left by a process that died is taken over."""
+    host = socket.gethostname()
+    assert store.take_locks(["ship/shop/vm/db"], None, os.getpid(), host) is None
+    code, out, err = drorch(capsys, "protect", "ship", str(playbook_file))
+    assert code == ExitCode.PARTIAL, (out, err)
+    assert re.search(r"^SKIPPED: vm/db not shipped: its ship begun at \d\d:\d\d:\d\d UTC by pid \d+ on .+ still "
+                     r"runs$", err, re.M), err
+    assert "db" not in out and "cache" in out and "web" in out
+    (skip,) = store.skipped_ships("shop")
+    assert (skip.kind, skip.workload, skip.count) == ("vm", "db", 1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.drop_lock(Lock(key="ship/shop/vm/db", run_id=None, pid=os.getpid(), host=host))
+    assert store.take_locks(["ship/shop/vm/db"], None, dead.pid, host) is None
+    code, out, err = drorch(capsys, "protect", "ship", str(playbook_file))
+    assert code == ExitCode.OK and "db" in out and "SKIPPED" not in err, (out, err)
+    assert store.take_locks(["ship/shop/vm/db"], None, os.getpid(), host) is None  # let go once shipped
