@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 from drorch.daemon.shutdown import stopping
@@ -15,7 +16,7 @@ from drorch.model.playbook_file import load_playbook
 from drorch.model.records import JobKind, Operation, utcnow
 from drorch.model.run_report import timeline
 from drorch.recovery import readiness as ready
-from drorch.recovery import shipping
+from drorch.recovery.continuous import Ended, Protector
 from drorch.store.sql_store import Store
 
 log = logging.getLogger("drorch.jobs")
@@ -25,15 +26,38 @@ def _say(job: str, playbook: str, **fields: object) -> None:
     log.info(json.dumps({"at": utcnow().isoformat(), "job": job, "playbook": playbook, **fields}))
 
 
+_protectors: dict[str, Protector] = {}
+_protecting = threading.Lock()
+
+
 def protect(playbook_path: str) -> None:
-    """Ship one recovery point of every workload of the playbook."""
-    pb = load_playbook(Path(playbook_path))
-    with playbook_drivers(pb) as drivers:
-        done = shipping.protect(pb, drivers, Store())
-    points = done.points
-    _say("protect", pb.name, shipped=[p.workload for p in points if p.complete], skipped=done.skipped,
+    """Begin a recovery point of every workload of the playbook that is not still shipping; each unit's end is
+    logged as it comes."""
+    with _protecting:
+        protector = _protectors.get(playbook_path)
+        if protector is None:
+            protector = _protectors[playbook_path] = Protector(Path(playbook_path), Store(), _shipped)
+    done = protector.tick()
+    _say("protect", done.playbook, begun=done.begun, skipped=done.skipped, planned_ms=done.planned_ms)
+
+
+def _shipped(playbook: str, shipped: Ended) -> None:
+    if isinstance(shipped.points, str):
+        _say("protect", playbook, unit=shipped.unit, skipped=shipped.points)
+        return
+    points = shipped.points
+    _say("protect", playbook, unit=shipped.unit, took_s=round(shipped.took_s, 3),
+         shipped=[p.workload for p in points if p.complete],
          failed={p.workload: p.error for p in points if not p.complete},
          warned={p.workload: p.warning for p in points if p.complete and p.warning})
+
+
+def stop_protection() -> None:
+    """The ships under way end; the drivers they held are let go."""
+    with _protecting:
+        for protector in _protectors.values():
+            protector.close()
+        _protectors.clear()
 
 
 def settle(playbook_path: str) -> None:

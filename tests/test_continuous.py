@@ -21,9 +21,10 @@ from drorch.drivers.fake import FakeCloud
 from drorch.errors import ExitCode, PlaybookError
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook
+from drorch.model.records import Operation, RunState
 from drorch.model.retention import RetentionTier, kept
 from drorch.recovery import shipping
-from drorch.store.rows import Lock
+from drorch.store.rows import Lock, Run
 from drorch.store.sql_store import Store
 from tests.support.cli import drorch
 from tests.support.shop import PLAYBOOK, fake_drivers, uri
@@ -135,3 +136,48 @@ def test_a_unit_still_shipping_is_skipped_counted_and_said(cloud: FakeCloud, sto
     code, out, err = drorch(capsys, "protect", "ship", str(playbook_file))
     assert code == ExitCode.OK and "db" in out and "SKIPPED" not in err, (out, err)
     assert store.take_locks(["ship/shop/vm/db"], None, os.getpid(), host) is None  # let go once shipped
+
+
+def test_the_daemons_protection_begins_due_units_without_waiting_and_never_twice(
+        cloud: FakeCloud, store: Store, playbook_file: Path, fake_cli: None) -> None:
+    """Each due time begins the units not still shipping and returns at once; one still shipping is skipped
+    and counted; the plan is made again only when something could have changed it."""
+    from drorch.recovery.continuous import Ended, Protector
+
+    ended: list[Ended] = []
+    protector = Protector(playbook_file, store, lambda _pb, s: ended.append(s))
+
+    def ends(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(ended) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(ended) == count
+
+    cloud.cut_delay_s = 0.4
+    try:
+        began = time.monotonic()
+        first = protector.tick()
+        assert time.monotonic() - began < 0.3 and sorted(first.begun) == ["container/cache", "container/web",
+                                                                         "vm/db"]
+        assert first.planned_ms is not None
+        second = protector.tick()  # all three still cutting
+        assert second.begun == [] and len(second.skipped) == 3 and second.planned_ms is None
+        assert all(re.fullmatch(r"\S+: its ship begun \d\.\d s ago still runs", s) for s in second.skipped)
+        assert {(r.workload, r.count) for r in store.skipped_ships("shop")} == {("db", 1), ("cache", 1), ("web", 1)}
+        ends(3)
+        assert sorted(s.unit for s in ended) == ["container/cache", "container/web", "vm/db"]
+        assert all(isinstance(s.points, list) and s.points[0].complete and s.took_s >= 0.4 for s in ended)
+        cloud.cut_delay_s = 0
+        cloud.fail["cut db"] = "the source host stopped answering"
+        assert sorted(protector.tick().begun) == ["container/cache", "container/web", "vm/db"]
+        ends(6)
+        assert protector.tick().planned_ms is not None  # a unit failed: planned again
+        ends(9)
+        assert protector.tick().planned_ms is None  # nothing changed: the plan is reused
+        ends(12)
+        store.save(Run(playbook="shop", operation=Operation.FAILOVER, playbook_path=str(playbook_file), source_site="a",
+                       target_site="b", state=RunState.SUCCEEDED, pid=1, host="h"))
+        assert protector.tick().planned_ms is not None  # a run since: planned again
+    finally:
+        protector.close()
+    assert len([p for p in store.points("shop") if p.workload == "db" and p.complete]) == 3  # the keep

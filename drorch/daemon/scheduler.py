@@ -143,6 +143,7 @@ class Daemon:
         self.web = None if listen is None else Web(listen, store, lambda: exposition(collector),
                                                     Pages(store, self._served, others=not only_served))
         self._loaded: dict[str, Playbook] = {}
+        self._stop_jobs: Callable[[], None] = lambda: None  # what the jobs hold between runs, let go
         self._renewed = 0.0  # when the lease was last renewed (monotonic)
 
     def _served(self) -> dict[str, Playbook]:
@@ -180,8 +181,7 @@ class Daemon:
         self._event("state store unavailable", error=str(exc))
         if self.sched is not None and time.monotonic() - self._renewed >= self.lease_s:
             self._event("lease not renewed in time: following until the store answers")
-            self.sched.shutdown(wait=False)
-            self.sched = None
+            self._follow()
 
     def tick(self) -> None:
         leader = self.store.lease(SCHEDULER_LEASE, self.identity, timedelta(seconds=self.lease_s))
@@ -194,14 +194,21 @@ class Daemon:
             self.sched.wakeup()  # schedules added to the store by `drorch schedule add` since the last look
         elif not leader and self.sched is not None:
             self._event("lost the lease: following")
-            self.sched.shutdown(wait=False)
-            self.sched = None
+            self._follow()
+
+    def _follow(self) -> None:
+        """Stop scheduling; the ships under way end before this daemon's protection is let go."""
+        assert self.sched is not None
+        self.sched.shutdown(wait=False)
+        self.sched = None
+        self._stop_jobs()
 
     def _lead(self) -> None:
         """Clean up what drills of dead daemons left, then run the scheduler."""
         from drorch import jobs  # the drivers they load: only once this daemon leads
 
         jobs.clean_up_drills(self._gone())
+        self._stop_jobs = jobs.stop_protection
         sched = scheduler(self.store, self.threads)
         sched.start(paused=True)
         try:
@@ -241,6 +248,7 @@ class Daemon:
         if self.sched is not None:
             self.sched.shutdown(wait=True)
             self.sched = None
+        self._stop_jobs()
         try:
             self.store.release_lease(SCHEDULER_LEASE, self.identity)
             self.store.heartbeat(self.identity, False, stopped=True)
