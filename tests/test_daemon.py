@@ -114,9 +114,16 @@ def test_protect_status_shows_each_rpo(capsys: pytest.CaptureFixture[str], sched
     code, out, _ = drorch(capsys, "protect", "status", str(scheduled))
     assert code == 0 and ("vm        db                       site b: ok    newest 0 s ago (full, 128.0 MiB sent, "
                           "chain of 1) (target 2 s), 1 kept") in out
+    assert re.search(r"^shop: RPO 0 s, from its oldest newest point \((vm|container) \w+ on site b\), target 2 s$", out,
+                     re.M), out
+    store.ship_skipped("shop", [("vm", "db")], "its ship begun 1.0 s ago still runs")
     time.sleep(2.1)
     code, out, _ = drorch(capsys, "protect", "status", str(scheduled), "--json")
     assert code == 1 and all(r["stale"] for r in json.loads(out))
+    assert {r["workload"]: r["skipped"] for r in json.loads(out)} == {"db": 1, "cache": 0, "web": 0}
+    code, out, _ = drorch(capsys, "protect", "status", str(scheduled))
+    assert re.search(r"^vm +db .*, 1 kept; 1 ships not begun as the last still ran \(the last at [-\d]+ [:\d]+ UTC\)$",
+                     out, re.M), out
 
 
 def test_the_systemd_unit_runs_the_daemon_and_stops_it_gently() -> None:

@@ -49,8 +49,8 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=400),
                       size_bytes=1 << 30, point_kind="full"),
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=100),
-                      size_bytes=1 << 20, point_kind="incremental", consistency=Consistency.APPLICATION,
-                      cut="app@1"),
+                      cut_at=now - timedelta(seconds=104), size_bytes=1 << 20, point_kind="incremental",
+                      consistency=Consistency.APPLICATION, cut="app@1"),
         RecoveryPoint(playbook="shop", workload="db", kind="vm", site="b", taken_at=now - timedelta(seconds=10),
                       complete=False, error="disk gone"),
         RecoveryPoint(playbook="shop", workload="cache", kind="container", site="b",
@@ -74,9 +74,14 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
                DaemonRow(identity="h:2", leader=True, heartbeat_at=now - timedelta(seconds=60), lease_s=15),
                Lease(name="scheduler", holder="h:1", expires_at=now + timedelta(seconds=13)))
 
+    store.ship_skipped("shop", [("vm", "db")], "still shipping")
+    store.ship_skipped("shop", [("vm", "db")], "still shipping")
+
     m = scrape(store, pb)
     db = (("kind", "vm"), ("playbook", "shop"), ("site", "b"), ("workload", "db"))
-    assert 99 <= m["drorch_rpo_age_seconds"][db] < 110  # the newest complete point, not the failed one
+    assert 104 <= m["drorch_rpo_age_seconds"][db] < 110  # since its cut; the newest complete point, not the failed one
+    assert 104 <= m["drorch_playbook_rpo_age_seconds"][(("playbook", "shop"), ("site", "b"))] < 110  # the worst
+    assert m["drorch_protect_skipped_total"] == {(("kind", "vm"), ("playbook", "shop"), ("workload", "db")): 2}
     assert m["drorch_rpo_target_seconds"][db] == 300
     assert m["drorch_points_kept"][db] == 2
     assert m["drorch_point_newest_bytes"][db] == 1 << 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -176,6 +177,7 @@ def test_the_status_page_and_its_document_show_the_store_with_names_as_text(stor
         assert w["workload"] == "<b>cache</b>" and w["stale"] and 899 < w["rpo_s"] < 960
         assert (w["runs_on"], w["moved"]) == ("a", False)  # never moved: where the playbook says it lives
         assert (web_vm["workload"], web_vm["runs_on"], web_vm["moved"], web_vm["rpo_s"]) == ("web", "b", True, None)
+        assert book["rpo"]["workload"] == "<b>cache</b>" and book["rpo"]["stale"] and book["target_s"] == 300
         (run,) = json.loads(doc)["running"]
         assert run["run"] == 2
         assert run["steps"][0]["bytes_done"] == 50 and run["steps"][0]["state"] == "running"
@@ -203,6 +205,10 @@ def test_in_a_browser_a_name_with_markup_is_text_and_the_page_fits_a_phone(store
             assert workload == f"container {name}" and runs_on == "site a (home)" and points_on == "b"
             assert rpo.endswith("(stale)") and kept == "1"
             assert worth == "application-consistent (cut app@<i>1</i>)"
+            (rpo_line,) = browser.find_elements(By.CSS_SELECTOR, "p.rpo")
+            assert re.fullmatch(r"RPO 9\d\d s past its target of 300 s, from its oldest newest point \(container "
+                                r".+\)", rpo_line.text), rpo_line.text
+            assert rpo_line.find_element(By.CSS_SELECTOR, "span").get_attribute("class") == "bad"
             assert browser.title == "drorch"  # the name's markup ran nothing
             assert not browser.find_elements(By.CSS_SELECTOR, "#books img, #books b, #books i")
             assert fits(browser), "the page scrolls sideways on a phone"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -74,15 +74,19 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         missing = rpo.missing_points(pb, found, kept)
     rows = rpo.rpo_status(pb, kept, missing=missing)
     past = rpo.rpo_status(pb, kept, missing=missing, history=True)
+    skips = {(s.kind, s.workload): s for s in store.skipped_ships(pb.name)}
 
     def held(r: Rpo) -> list[RecoveryPoint]:
         return [p for p in kept if p.complete and (p.retired_at is not None) is r.history
                 and (p.kind, p.workload, p.site) == (r.kind, r.workload, r.site)]
 
+    def row(r: Rpo) -> dict[str, Any]:
+        skip = skips.get((r.kind, r.workload)) if not r.history else None
+        kept_rows = [{**p.model_dump(mode="json"), "whole": p.id not in missing} for p in held(r)]
+        return {**r.to_dict(), "skipped": skip.count if skip else 0, **({"kept": kept_rows} if points else {})}
+
     if json_out:
-        typer.echo(json.dumps([{**r.to_dict(), **({"kept": [{**p.model_dump(mode="json"), "whole": p.id not in missing}
-                                                           for p in held(r)]} if points else {})}
-                               for r in [*rows, *past]], indent=2))
+        typer.echo(json.dumps([row(r) for r in [*rows, *past]], indent=2))
     for r in [*rows, *past] if not json_out else []:
         if r is (past[0] if past else None):
             echo("history: points of the way back, kept since the workloads were protected the other way (no RPO):")
@@ -92,10 +96,18 @@ def protect_status(playbook: PlaybookArg, points: Annotated[bool, typer.Option(
         error = f"; last attempt failed: {r.last_error}" if r.last_error else ""
         error += f"; {len(r.missing)} not whole: {'; '.join(r.missing)}" if r.missing else ""
         what = f" ({r.shipped})" if r.shipped else ""
+        skip = skips.get((r.kind, r.workload)) if not r.history else None
+        error += (f"; {skip.count} ships not begun as the last still ran (the last at "
+                  f"{skip.last_at:%Y-%m-%d %H:%M:%S} UTC)") if skip else ""
         echo(f"{r.kind:<9} {r.workload:<24} site {r.site}: {flag:<5} newest {age}{what}{target}, "
              f"{r.points} kept{error}")
         for p in held(r) if points else []:
             echo(f"    {_point_line(p)}{f'  NOT WHOLE: {missing[p.id]}' if p.id in missing else ''}")
+    worst = max((r for r in rows if r.age_s is not None), key=lambda r: r.age_s or 0.0, default=None)
+    if worst is not None and not json_out:
+        target = f", target {worst.target_s:.0f} s" if worst.target_s else ""
+        echo(f"{pb.name}: RPO {worst.age_s or 0:.0f} s, from its oldest newest point ({worst.kind} {worst.workload} on "
+             f"site {worst.site}){target}")
     if not rows:
         echo(f"no recovery points of {pb.name} yet: drorch protect ship {playbook}", err=True)
     raise typer.Exit(ExitCode.FAILED if any(r.stale for r in rows) or not rows else ExitCode.OK)

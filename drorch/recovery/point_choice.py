@@ -52,7 +52,7 @@ def points_at(points: list[RecoveryPoint], site: str, when: datetime | None, wan
 
 
 def _instant(points: Iterable[RecoveryPoint]) -> datetime:
-    return min(naive(p.cut_at or p.taken_at) for p in points)
+    return min(p.instant for p in points)
 
 
 def one_cut(group: str, keys: list[tuple[str, str]], held: Mapping[tuple[str, str], list[RecoveryPoint]],

@@ -100,8 +100,8 @@ def rpo_status(pb: Playbook, points: list[RecoveryPoint], now: datetime | None =
     out = []
     for (kind, workload, site), mine in sorted(rows.items()):
         complete = [p for p in mine if p.complete and (p.id or 0) not in missing]
-        last = max(complete, key=lambda p: naive(p.taken_at), default=None)
-        newest = naive(last.taken_at) if last is not None else None
+        last = max(complete, key=lambda p: p.instant, default=None)
+        newest = last.instant if last is not None else None
         failed = [p for p in mine if not p.complete and (newest is None or naive(p.taken_at) > newest)]
         out.append(Rpo(workload, kind, site, newest, (now - newest).total_seconds() if newest else None,
                        pb.protect.target_s if pb.protect and not history else None, len(complete),

@@ -182,7 +182,7 @@ def _ship_unit(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Stat
     broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
     held = kept_points([p for p in known if (p.id or 0) not in broken], plan_.target)
     members = [Member(p.kind, p.name, p.request, Retention(settings.keep, settings.full_every, tuple(
-        (q.name, naive(q.cut_at or q.taken_at)) for q in held.get((str(p.kind), p.name), []) if q.name),
+        (q.name, q.instant) for q in held.get((str(p.kind), p.name), []) if q.name),
         tuple(settings.retention)), drivers[p.driver], p.spec, error=p.error) for p in unit.parts]
     points = _sent(pb, take(pb, store, plan_.source, members, unit.group), plan_.target, known, broken)
     store.add_points(points)
@@ -242,7 +242,7 @@ def _retain(store: StateStore, playbook: str, shipped: list[RecoveryPoint],
             continue
         how = retention[(new.kind, new.workload)]
         mine = [p for p in rows if p.complete and (p.kind, p.workload, p.site) == (new.kind, new.workload, new.site)]
-        chosen = kept([(p.id, naive(p.cut_at or p.taken_at)) for p in mine], naive(new.cut_at or new.taken_at),
+        chosen = kept([(p.id, p.instant) for p in mine], new.instant,
                       how.keep, how.tiers)
         drop += [p.id or 0 for p in mine if p.id not in chosen and p.id != new.id]
     seen: set[tuple[str, str, str]] = set()

@@ -88,6 +88,12 @@ class RecoveryPoint(SQLModel, table=True):
     def consistent(self) -> Consistency:
         return self.consistency or Consistency.CRASH
 
+    @property
+    def instant(self) -> datetime:
+        """The instant the point describes (its cut; for points recorded before cuts were, when it was shipped):
+        what a restart from it loses is everything since."""
+        return naive(self.cut_at or self.taken_at)
+
 
 class OpenFreeze(SQLModel, table=True):
     """A workload frozen for a cut and not yet released, kept before it is frozen: if the process that froze it

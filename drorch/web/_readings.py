@@ -28,7 +28,7 @@ from drorch.model.records import (
     utcnow,
 )
 from drorch.store.damaged_rows import READ_FAILURES, damaged, loaded
-from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step
+from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, SkippedShip, Step
 from drorch.store.sql_store import Store
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
@@ -44,6 +44,7 @@ class Newest:
     workload: str
     site: str
     taken_at: datetime
+    at: datetime  # the instant it describes
     size_bytes: int | None
     point_kind: str | None
     kept: int
@@ -96,6 +97,7 @@ class Readings:
     # (playbook, kind, workload) -> the site the newest run that acted on it left it on, and that run
     placed: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
     last_run: dict[str, datetime] = field(default_factory=dict)  # playbook -> when its newest run started
+    skipped: list[SkippedShip] = field(default_factory=list)  # ships not begun as the last one still ran
 
 
 def read(store: Store, playbooks: Sequence[str] | None = None) -> Readings:
@@ -125,6 +127,8 @@ def _read(store: Store, playbooks: Sequence[str] | None) -> Readings:
                 .order_by(col(Run.id).desc()))],
             placed=_placed(conn, playbooks),
             last_run=_last_runs(conn, playbooks),
+            skipped=[SkippedShip(**dict(r._mapping)) for r in conn.execute(
+                _only(select(_table(SkippedShip)), col(SkippedShip.playbook), playbooks))],
         )
 
 
@@ -142,14 +146,14 @@ def _points(conn: Connection, playbooks: Sequence[str] | None) -> list[Newest]:
     """One pass over the complete points, each workload's numbered newest first by the database."""
     p = _table(RecoveryPoint).c
     key = (p.playbook, p.kind, p.workload, p.site)
-    ranked = _only(select(*key, p.taken_at, p.size_bytes, p.point_kind, p.consistency, p.cut,
+    ranked = _only(select(*key, p.taken_at, p.cut_at, p.size_bytes, p.point_kind, p.consistency, p.cut,
                           func.row_number().over(partition_by=key, order_by=p.taken_at.desc()).label("rank"),
                           func.count().over(partition_by=key).label("kept"))
                    .where(p.complete, p.retired_at.is_(None)), p.playbook, playbooks).subquery()
     rows = conn.execute(select(ranked).where(ranked.c.rank == 1)
                         .order_by(ranked.c.playbook, ranked.c.kind, ranked.c.workload, ranked.c.site))
-    return [Newest(r.playbook, r.kind, r.workload, r.site, r.taken_at, r.size_bytes, r.point_kind, r.kept,
-                   str(r.consistency or Consistency.CRASH), r.cut) for r in rows]
+    return [Newest(r.playbook, r.kind, r.workload, r.site, r.taken_at, naive(r.cut_at or r.taken_at), r.size_bytes,
+                   r.point_kind, r.kept, str(r.consistency or Consistency.CRASH), r.cut) for r in rows]
 
 
 def _readiness(conn: Connection, playbooks: Sequence[str] | None) -> list[ReadinessReading]:

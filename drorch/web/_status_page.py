@@ -43,7 +43,7 @@ def document(seen: Readings, playbooks: Mapping[str, Playbook], store: Store, ot
     points: dict[str, list[dict[str, Any]]] = {}
     for p in seen.points:
         points.setdefault(p.playbook, []).append({"kind": p.kind, "workload": p.workload, "site": p.site,
-                                                  "rpo_s": (now - naive(p.taken_at)).total_seconds(), "kept": p.kept,
+                                                  "rpo_s": (now - p.at).total_seconds(), "kept": p.kept,
                                                   "consistency": p.consistency, "cut": p.cut})
     pointed = {(p.playbook, p.kind, p.workload) for p in seen.points}
     for (book, kind, workload) in sorted(seen.placed.keys() - pointed):  # moved, never protected
@@ -65,8 +65,12 @@ def document(seen: Readings, playbooks: Mapping[str, Playbook], store: Store, ot
                               "target_s": target,
                               "stale": target is not None and w["rpo_s"] is not None and w["rpo_s"] > target})
         d = drills.get(name)
+        timed = [w for w in workloads if w["rpo_s"] is not None]
+        worst = max(timed, key=lambda w: w["rpo_s"], default=None)
         books.append({
-            "playbook": name, "sites": sites, "workloads": workloads,
+            "playbook": name, "sites": sites, "workloads": workloads, "target_s": target,
+            "rpo": None if worst is None else {"rpo_s": worst["rpo_s"], "kind": worst["kind"],
+                                               "workload": worst["workload"], "stale": worst["stale"]},
             "ready": None if r is None else r.ready, "problems": r.problems if r else [],
             "records": r.records if r else [],
             "checked_at": r.checked_at.replace(tzinfo=UTC).isoformat() if r else None,
@@ -85,7 +89,8 @@ def _step(s: Step) -> dict[str, Any]:
 
 
 _CSS = """body{font:15px system-ui,sans-serif;margin:1em;color:#222;max-width:70em}table{border-collapse:collapse;
-width:100%;margin:.5em 0}td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;overflow-wrap:anywhere}
+width:100%;margin:.5em 0}p,td,th{overflow-wrap:anywhere}td,th{border-bottom:1px solid #ddd;padding:3px 6px;
+text-align:left}
 .bad{color:#c0392b;font-weight:bold}.good{color:#2e8540;font-weight:bold}section{margin-bottom:1.5em}
 @media (max-width:40em){body{font-size:14px;margin:.5em}td,th{padding:2px 3px}}"""
 

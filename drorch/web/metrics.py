@@ -75,9 +75,15 @@ def points(seen: Readings, playbooks: Mapping[str, Playbook]) -> Iterator[Metric
     worth = GaugeMetricFamily("drorch_point_newest_consistency", "What a restart from the newest point finds: "
                               "crash, filesystem or application-consistent; its group's cut, if any",
                               labels=[*WORKLOAD, "consistency", "cut"])
+    worst = GaugeMetricFamily("drorch_playbook_rpo_age_seconds", "The playbook's RPO on the site: the age of the "
+                              "oldest among its workloads' newest points", labels=["playbook", "site"])
+    skipped = CounterMetricFamily("drorch_protect_skipped", "Ships not begun because the workload's last one still "
+                                  "ran", labels=["playbook", "kind", "workload"])
+    oldest: dict[tuple[str, str], float] = {}
     for p in seen.points:
         labels = [p.playbook, p.kind, p.workload, p.site]
-        age.add_metric(labels, (now - naive(p.taken_at)).total_seconds())
+        oldest[(p.playbook, p.site)] = max(oldest.get((p.playbook, p.site), 0.0), (now - p.at).total_seconds())
+        age.add_metric(labels, (now - p.at).total_seconds())
         pb = playbooks.get(p.playbook)
         if pb is not None and pb.protect is not None and pb.protect.target_s is not None:
             target.add_metric(labels, pb.protect.target_s)
@@ -87,7 +93,11 @@ def points(seen: Readings, playbooks: Mapping[str, Playbook]) -> Iterator[Metric
         info.add_metric([*labels, p.point_kind or "point"], 1)
         kept.add_metric(labels, p.kept)
         worth.add_metric([*labels, p.consistency, p.cut or ""], 1)
-    yield from (age, target, newest, size, info, kept, worth)
+    for (book, site), age_s in oldest.items():
+        worst.add_metric([book, site], age_s)
+    for s in seen.skipped:
+        skipped.add_metric([s.playbook, s.kind, s.workload], s.count)
+    yield from (age, target, newest, size, info, kept, worth, worst, skipped)
 
 
 def readiness(seen: Readings) -> Iterator[Metric]:

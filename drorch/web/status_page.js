@@ -16,6 +16,9 @@ for(const r of p.records)o+=`<p class="record">DNS ${e(r.name)} ${e(r.type)} ${e
 'nowhere':'on site '+e(r.runs_on))}</span></p>`;
 if(p.drill)o+=`<p>last drill: ${run(p.drill.run)} <span class="${p.drill.passed?
 'good':'bad'}">${e(p.drill.state)}</span>, RTO ${secs(p.drill.rto_s)}</p>`;
+if(p.rpo)o+=`<p class="rpo">RPO ${secs(p.rpo.rpo_s)}${p.target_s==null?' (no target)':` <span class="${p.rpo.stale?
+'bad':'good'}">${p.rpo.stale?'past':'within'} its target</span> of ${secs(p.target_s)}`}, from its oldest newest point (${
+e(p.rpo.kind)} ${e(p.rpo.workload)})</p>`;
 o+='<table><tr><th>workload</th><th>runs on</th><th>points on</th><th>RPO</th><th>target</th><th>points</th><th>newest is</th></tr>';
 for(const w of p.workloads)o+=`<tr class="workload"><td>${e(w.kind)} ${e(w.workload)}</td><td class="runs-on">${
 w.runs_on==null?'-':w.seen_by_run!=null?'last seen on site '+e(w.runs_on)+' by run '+e(w.seen_by_run):'site '+
