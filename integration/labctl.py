@@ -9,10 +9,13 @@ site A. Every daemon is recorded by pid and stopped by that pid only; this file 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -203,6 +206,31 @@ def release_mounts(root: Path) -> None:
     for point in reversed([p for p in points if p.startswith(f"{root}/")]):
         log(f"unmounting {point}, left by a stopped dockerd")
         subprocess.run([*outside(), "umount", "-l", point], check=False, capture_output=True)
+
+
+def remove_extra_vms() -> None:
+    """The VMs that `lab up --vms N` started past the lab's own, from both sites."""
+    conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
+    try:
+        lab_libvirt.remove_vms(conns, keep=1)
+    finally:
+        for c in conns.values():
+            c.close()
+
+
+@contextlib.contextmanager
+def held_still(site_name: str, daemon: str) -> Iterator[None]:
+    """One daemon of a site stopped (SIGSTOP, by its recorded pid) and let go again: a site that answers late."""
+    pid = read_pid(SITES[site_name].pidfile(daemon))
+    if pid is None:
+        raise SystemExit(f"[lab] {daemon} of site {site_name} does not run")
+    log(f"holding {daemon} of site {site_name} still (pid {pid})")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        log(f"{daemon} of site {site_name} goes on")
 
 
 def cmd_lose(args: argparse.Namespace) -> None:

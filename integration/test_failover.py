@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import docker
-import libvirt
 import pytest
 import yaml
 
@@ -180,12 +179,7 @@ def test_vms_move_side_by_side_with_their_disks(run_drorch: Drorch, tmp_path: Pa
                 assert where(vm)["vms"] == [target]
                 wait_until(lambda vm=vm, t=target: len(vm_counts(t, vm)) >= 2, f"{vm} counting on site {target}")
     finally:
-        conns = {s.name: libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
-        try:
-            lab_libvirt.remove_vms(conns, keep=1)
-        finally:
-            for c in conns.values():
-                c.close()
+        labctl.remove_extra_vms()
 
 
 @pytest.mark.usefixtures("fresh_lab")

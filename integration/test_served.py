@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,22 +15,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from drorch.store.sql_store import Store
 from integration import lab_base, labctl
-from integration.support.lab_views import DRORCH, LAB_PLAYBOOK, REPO, Drorch, wait_until
+from integration.support.lab_views import DRORCH, LAB_PLAYBOOK, REPO, Drorch, free_port, scrape, wait_until
 from tests.support.browser import chromium, fits, rows
 
 WORKLOADS = {lab_base.VM_NAME, *labctl.CONTAINERS}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -76,16 +68,6 @@ def _answers(url: str) -> bool:
             return bool(res.status == 200)
     except OSError:
         return False
-
-
-def scrape(base: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as res:
-        text = res.read().decode()
-    found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
 
 
 @pytest.mark.usefixtures("fresh_lab")
@@ -157,7 +139,7 @@ def test_the_page_in_a_browser_and_a_scrape_follow_a_drill_and_a_failover(
     ((_, read_at),) = metrics["drorch_store_read_timestamp_seconds"]
     assert time.time() - 61 < read_at <= time.time()  # served at most stale_s (60 s) after the store was read
     for key, point in points.items():
-        age = read_at - point.taken_at.replace(tzinfo=UTC).timestamp()
+        age = read_at - point.instant.replace(tzinfo=UTC).timestamp()  # since the instant it describes
         assert abs(ages[key] - age) < 0.01, (key, ages[key], age, points)
     assert {lb["consistency"] for lb, _ in metrics["drorch_point_newest_consistency"]} == {"crash"}
     started = {(lb["operation"]): v for lb, v in metrics["drorch_runs_started_total"]}

@@ -26,38 +26,10 @@ from integration import lab_base, lab_libvirt, labctl
 from integration.bench.points import DATA_DISK, attach_data_disk
 from integration.lab_vm import vm_playbook, volumes
 from integration.support.lab_views import DRORCH, Drorch, vm_counts, wait_until, where
+from integration.support.vm_guest import listed_volumes, mark, marks_at_boot
 
 VM = lab_base.VM_NAME
 DISK = lab_libvirt.VM_DISK
-
-
-def serial(site: str, vm: str = VM) -> str:
-    path = labctl.SITES[site].serial_log(vm)
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def mark(site: str, k: int) -> None:
-    """The guest writes mark k on its disk (told through libvirt's console API) and says when it is done."""
-    conn = libvirt.open(labctl.SITES[site].libvirt_uri)
-    try:
-        stream = conn.newStream(0)
-        conn.lookupByName(VM).openConsole("serial1", stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-        stream.send(f"mark {k}\n".encode())
-        wait_until(lambda: f"marked {k}" in serial(site), f"the guest marking {k} on site {site}", 30)
-        stream.finish()
-    finally:
-        conn.close()
-
-
-def _last_boot(site: str, vm: str) -> str:
-    text = serial(site, vm)
-    return text[text.rfind("\ndisk "):] if "\ndisk " in text else ""
-
-
-def marks_at_boot(site: str, vm: str = VM) -> list[int]:
-    """The marks the guest found on its disk when it last booted (libvirt starts its serial log anew)."""
-    wait_until(lambda: "count " in _last_boot(site, vm), f"{vm} booting on site {site}", 60)
-    return sorted(int(k) for k in re.findall(r"^found mark (\d+)", _last_boot(site, vm), re.M))
 
 
 def point_sums(site: str) -> dict[str, str]:
@@ -79,23 +51,6 @@ def point_sums(site: str) -> dict[str, str]:
     finally:
         conn.close()
     return sums
-
-
-def listed_volumes(run_drorch: Drorch, playbook: Path) -> dict[str, set[str]]:
-    """Per site, the volumes that the points `protect status --points` lists read: each one's own and those
-    its name says it builds on."""
-    res = run_drorch("protect", "status", "--points", str(playbook), "--json")
-    out: dict[str, set[str]] = {}
-    for row in json.loads(res.stdout):
-        names = out.setdefault(row["site"], set())
-        held = volumes(row["site"])
-        for point in row["kept"]:
-            stamp: str | None = point["name"].removeprefix("point-")
-            while stamp is not None:
-                vol = next(v for v in held if v.startswith(f"{DISK}@point-{stamp}"))
-                names.add(vol)
-                stamp = vol.split(".after-")[1] if ".after-" in vol else None
-    return out
 
 
 def volumes_now(site: str) -> list[str]:

@@ -19,10 +19,12 @@ from drorch.drivers.libvirt._vm_points import (
     base_volume,
     chain,
     intact,
+    merges,
     needed,
     point_name,
     point_volumes,
     stamp_of,
+    superseded,
     volume_name,
 )
 from drorch.engine.runner import Engine
@@ -219,3 +221,45 @@ def test_after_a_dr_cycle_the_way_backs_points_are_history_out_of_rpo_and_metric
     assert code == 0 and rows == {**{(w, "b"): (False, False, 2) for w in ("db", "cache", "web")},
                                   **{(w, "a"): (True, False, 1) for w in ("db", "cache", "web")}}, rows
     assert {p.site for p in store.points("shop") if p.retired_at is not None} == {"a"}
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=25), st.data())
+def test_thinning_merges_so_kept_points_read_only_kept_points_and_stay_whole_at_every_step(
+        fulls: list[bool], data: st.DataObject) -> None:
+    """Any points kept of any chain: the merges leave each kept point reading only kept points' volumes and its
+    chain's full copy, and a merge cut short after any of its steps (copy made, committed, old volume removed)
+    leaves every kept point reading what it read before."""
+    points: list[tuple[str, str | None]] = []
+    for i, full in enumerate(fulls):
+        points.append((f"{i:04d}", None if full or not points else points[-1][0]))
+    names = set(pool(*points))
+    stamps = [s for s, _ in points]
+    kept = {stamps[-1], *data.draw(st.sets(st.sampled_from(stamps)))}
+
+    def reads(names: set[str]) -> dict[str, list[str]]:
+        vols = point_volumes(names, DISK)
+        return {s: [v.stamp for v in chain(vols, s)] for s in kept}
+
+    def content(names: set[str]) -> dict[str, set[str]]:
+        """What each kept point is made of: the points whose changes its chain holds."""
+        vols = point_volumes(names, DISK)
+        return {s: set().union(*(made_of.get(v.name, {v.stamp}) for v in chain(vols, s))) for s in kept}
+
+    made_of: dict[str, set[str]] = {}
+    before = content(names)
+    for m in merges(point_volumes(names, DISK), kept):
+        vols = point_volumes(names, DISK)
+        new = volume_name(DISK, m.point, m.parent)
+        merged = set().union(*(made_of.get(vols[s].name, {s}) for s in (m.point, *m.over, m.base)))
+        names.add(new)  # the copy of the base, then the commit into it: the old volume is still read
+        assert content(names) == before
+        made_of[new] = merged
+        names.discard(vols[m.point].name)  # the old volume removed: the merged one is read
+        assert content(names) == before
+    vols = point_volumes(names, DISK)
+    names = {n for n in names if n in needed(vols, kept) or not n.startswith(f"{DISK}@")}
+    assert superseded(names, DISK) == []
+    assert content(names) == before
+    vols = point_volumes(names, DISK)
+    assert all(set(r) <= kept | {r[-1]} and vols[r[-1]].parent is None for r in reads(names).values())
+    assert all(vols[s].parent is None for r in reads(names).values() for s in r if s not in kept)

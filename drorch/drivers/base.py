@@ -151,6 +151,7 @@ class Retention:
     full_every: int = 7
     held: tuple[tuple[str, datetime], ...] = ()
     tiers: tuple[RetentionTier, ...] = ()
+    merge_mib_s: int = 0  # a bound on the disk bandwidth of a VM point's merge on the target (0: none)
 
     @property
     def points(self) -> tuple[str, ...]:

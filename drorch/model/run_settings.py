@@ -119,6 +119,9 @@ class Protect(_Model):
     retention: list[RetentionTier] = Field(
         default_factory=list, description="tiers that keep older points, thinned out with age (e.g. every point for "
         "an hour, one per 15 minutes for a day); a VM's dropped increments are merged into the next point kept")
+    merge_mib_s: int = Field(0, ge=0, le=MAX_COUNT, description="MiB/s a merge of a VM's dropped increments may "
+                             "read and write on the secondary, so that thinning leaves room for its other work; 0 "
+                             "for no bound")
     parallel: int = Field(4, ge=1, le=MAX_COUNT, description="workloads (or groups) shipped at once; the sites' and "
                           "hosts' max_moves bound them too")
     full_every: int = Field(7, ge=1, le=MAX_COUNT,

@@ -100,7 +100,10 @@ class Protector:
 
     def _playbook(self) -> Playbook:
         """The playbook, read again when its file changed; the drivers with it, once running ships end."""
-        mtime = self.path.stat().st_mtime
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            mtime = -1.0  # gone or unreadable: load_playbook says so, in one line
         if self._pb is None or mtime != self._mtime:
             self.close()
             self._pb, self._mtime = load_playbook(self.path), mtime

@@ -181,9 +181,13 @@ def _ship_unit(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Stat
     known = [p for p in store.points(pb.name) if p.site == plan_.target and (p.kind, p.workload) in keys]
     broken = missing_points(pb, drivers, known)  # not kept: the ship may remove what is left of them
     held = kept_points([p for p in known if (p.id or 0) not in broken], plan_.target)
-    members = [Member(p.kind, p.name, p.request, Retention(settings.keep, settings.full_every, tuple(
-        (q.name, q.instant) for q in held.get((str(p.kind), p.name), []) if q.name),
-        tuple(settings.retention)), drivers[p.driver], p.spec, error=p.error) for p in unit.parts]
+
+    def retention(p: Part) -> Retention:
+        mine = tuple((q.name, q.instant) for q in held.get((str(p.kind), p.name), []) if q.name)
+        return Retention(settings.keep, settings.full_every, mine, tuple(settings.retention), settings.merge_mib_s)
+
+    members = [Member(p.kind, p.name, p.request, retention(p), drivers[p.driver], p.spec, error=p.error)
+               for p in unit.parts]
     points = _sent(pb, take(pb, store, plan_.source, members, unit.group), plan_.target, known, broken)
     store.add_points(points)
     shipped_for = {(p.kind, p.workload) for p in points if p.complete}

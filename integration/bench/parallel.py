@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,12 +101,7 @@ def main() -> None:
                           f"{ideal:5.2f} s, ratio {makespan / ideal:.2f}; moves {busy:5.2f} s in all, "
                           f"lanes idle {idle:5.2f} s", flush=True)
     finally:
-        conns = {s.name: libvirt.open(s.libvirt_uri) for s in labctl.SITES.values()}
-        try:
-            lab_libvirt.remove_vms(conns, keep=1)
-        finally:
-            for c in conns.values():
-                c.close()
+        labctl.remove_extra_vms()
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ import argparse
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pylxd
+from prometheus_client.parser import text_string_to_metric_families
 
 from integration import lab_base, lab_lxd, lab_podman, labctl
 
@@ -22,6 +25,24 @@ Drorch = Callable[..., subprocess.CompletedProcess[str]]  # the run_drorch fixtu
 REPO = Path(__file__).resolve().parents[2]
 DRORCH = REPO / ".venv" / "bin" / "drorch"
 LAB_PLAYBOOK = REPO / "playbooks" / "lab.yaml"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(base: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of a daemon's /metrics by name, as Prometheus's own parser reads it."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as res:
+        text = res.read().decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -62,16 +62,64 @@ def base_volume(name: str) -> str:
     return name.split(POINT, 1)[0]
 
 
-def point_volumes(names: Iterable[str], disk: str) -> dict[str, PointVolume]:
-    """The disk's point volumes among a pool's volume names, by the time of their point."""
-    found = {}
+def _all_point_volumes(names: Iterable[str], disk: str) -> list[PointVolume]:
+    found = []
     for name in names:
         if not name.startswith(f"{disk}{POINT}"):
             continue
         stamp, _, parent = name.removeprefix(f"{disk}{POINT}").partition(AFTER)
         if stamp and POINT not in stamp:
-            found[stamp] = PointVolume(name, stamp, parent or None)
+            found.append(PointVolume(name, stamp, parent or None))
     return found
+
+
+def point_volumes(names: Iterable[str], disk: str) -> dict[str, PointVolume]:
+    """The disk's point volumes among a pool's volume names, by the time of their point. Where a point has two
+    (a merge under way or interrupted), the one that builds on the newer point is read: the merged one is whole
+    only once the volume it replaces is gone."""
+    found: dict[str, PointVolume] = {}
+    for vol in _all_point_volumes(names, disk):
+        other = found.get(vol.stamp)
+        if other is None or (vol.parent or "") > (other.parent or ""):
+            found[vol.stamp] = vol
+    return found
+
+
+def superseded(names: Iterable[str], disk: str) -> list[str]:
+    """The disk's point volumes that no point reads: merges that did not finish."""
+    names = list(names)
+    read = {v.name for v in point_volumes(names, disk).values()}
+    return [v.name for v in _all_point_volumes(names, disk) if v.name not in read]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A kept point whose chain passes through dropped increments: its volume is made again, with its own
+    changes and those of the dropped increments (`over`, newest first, then `base`, the oldest) committed into it,
+    building on `parent` (the next kept point, or a dropped full copy, which stays as the chain's base: merging
+    into it would copy the whole disk at every ship)."""
+
+    point: str
+    base: str
+    over: tuple[str, ...]
+    parent: str | None
+
+
+def merges(vols: dict[str, PointVolume], kept: Iterable[str]) -> list[Merge]:
+    """What thinning to the `kept` points takes: a merge for each kept point that builds on a dropped one."""
+    keep = set(kept)
+    out = []
+    for stamp in sorted(keep & vols.keys()):
+        dropped = []
+        at = vols[stamp].parent
+        while at is not None and at not in keep and at in vols:
+            dropped.append(at)
+            at = vols[at].parent
+        if at is None and dropped:  # the chain's full copy stays under it
+            at = dropped.pop()
+        if dropped and (at is None or at in vols):  # a chain already broken is not mended by a merge
+            out.append(Merge(stamp, dropped[-1], tuple(dropped[:-1]), at))
+    return out
 
 
 def chain(vols: dict[str, PointVolume], stamp: str) -> list[PointVolume]:

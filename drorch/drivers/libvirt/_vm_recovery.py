@@ -20,6 +20,7 @@ from drorch.drivers.libvirt._disk_transfer import (
     volume_format,
 )
 from drorch.drivers.libvirt._domain_xml import Chain, disk_chain, disk_source, point_disks_at, writable_disks
+from drorch.drivers.libvirt._vm_merge import clear_merges
 from drorch.drivers.libvirt._vm_points import (
     POINT,
     PointVolume,
@@ -75,6 +76,15 @@ def point_disks(conn: libvirt.virConnect, xml: str) -> list[PointDisk]:
     return found
 
 
+def _opened(conn: libvirt.virConnect, xml: str) -> list[PointDisk]:
+    """The point disks a restart or a drill is to open: a merge of their points still under way (left by a process
+    that hangs, or cut off) is stopped first, as its commit holds them; a merge is never needed to keep a point."""
+    disks = point_disks(conn, xml)
+    for disk in disks:
+        clear_merges(conn, disk.pool, disk.base)
+    return disks
+
+
 def _whole(disks: list[PointDisk]) -> list[str]:
     """The times of the points whose every disk's chain the site holds whole, oldest first."""
     return sorted(s for s in disks[0].vols if all(intact(d.vols, s) for d in disks)) if disks else []
@@ -114,7 +124,7 @@ def started_on_overlays(conn: libvirt.virConnect, dom: libvirt.virDomain, point:
     the point's chain, and the point's time and a word on its chain. A restart run again finds its overlay
     over the same chain and keeps it: what the guest wrote since is not thrown away."""
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    disks = point_disks(conn, xml)
+    disks = _opened(conn, xml)
     if not disks:
         return xml, ""
     stamp = choose(disks, point, what)
@@ -143,7 +153,7 @@ def _chain_words(length: int) -> str:
 def clone_overlays(conn: libvirt.virConnect, clone: str, xml: str, point: str | None, what: str
                    ) -> tuple[dict[str, tuple[str, Chain]], str]:
     """An overlay per point disk for a drill clone, over the chosen point's chain; the point's name."""
-    disks = point_disks(conn, xml)
+    disks = _opened(conn, xml)
     if not disks:
         return {}, ""
     stamp = choose(disks, point, what)

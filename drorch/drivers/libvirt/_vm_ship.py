@@ -29,15 +29,18 @@ from drorch.drivers.libvirt._disk_transfer import (
 )
 from drorch.drivers.libvirt._domain_xml import Chain, disk_chain, map_domain_xml, point_disks_at, writable_disks
 from drorch.drivers.libvirt._vm_addresses import NetworkView, with_shipped
+from drorch.drivers.libvirt._vm_merge import clear_merges, merge
 from drorch.drivers.libvirt._vm_points import (
     CHECKPOINT,
     PointVolume,
     chain,
     checkpoint_of,
+    merges,
     needed,
     point_name,
     point_volumes,
     stamp_of,
+    superseded,
     volume_name,
 )
 from drorch.drivers.libvirt._vm_recovery import chain_files
@@ -114,12 +117,12 @@ class Shipper:
             finally:
                 for copy in taken.copies if taken is not None and taken.temporary else []:
                     delete_quietly(copy)
+            removed, merged, unmerged = self.retain()
             chains = self.chains()
             volumes = {d.key: (pool, d.volume) for d, pool in self.disks}
             nics = NetworkView(self.source).nics(xml, self.dom)
             self.target.defineXML(with_shipped(map_domain_xml(point_disks_at(xml, volumes, chains), mappings,
                                                               resources), nics, mappings))
-            removed = self.retain()
             if taken is not None and taken.checkpoint:
                 self.drop_old_checkpoints()
         except (libvirt.libvirtError, MoveFailed) as exc:
@@ -134,6 +137,9 @@ class Shipper:
         said = [f"{kind} point of {len(self.disks)} disks ({how}, {sent / 2**20:.1f} MiB sent), chain of {length}"]
         if taken.why_full:
             said.append(f"full because {taken.why_full}")
+        if merged:
+            said.append(f"{merged} kept points merged with the dropped ones under them")
+        said += unmerged
         if removed:
             said.append(f"{removed} volumes no kept point reads removed")
         return Shipped(f"{'; '.join(said)} on site {where}", sent + len(xml.encode()), point_name(self.stamp), kind,
@@ -227,20 +233,29 @@ class Shipper:
         return {disk.key: chain_files(self.target.storagePoolLookupByName(pool), self._target_vols(disk, pool),
                                       self.stamp) for disk, pool in self.disks}
 
-    def retain(self) -> int:
-        """Remove every point volume that no kept point reads (older points, and what an interrupted ship left);
-        the number removed."""
+    def retain(self) -> tuple[int, int, list[str]]:
+        """Thin the points to those retention keeps: each kept point over dropped ones merged with them, then
+        every point volume that no kept point reads removed (dropped points, what an interrupted ship or merge
+        left). The volumes removed, the merges made, and a line per merge that failed (its volumes stay)."""
         kept = [stamp_of(p) for p in self.retention.kept(point_name(self.stamp), self.at)]
-        removed = 0
+        removed, merged, failed = 0, 0, []
         for disk, pool in self.disks:
+            p = self.target.storagePoolLookupByName(pool)
+            clear_merges(self.target, p, disk.volume)
+            for m in merges(self._target_vols(disk, pool), kept):
+                try:
+                    merge(self.target, p, disk, self._target_vols(disk, pool), m, self.retention.merge_mib_s)
+                    merged += 1
+                except MoveFailed as exc:
+                    failed.append(f"disk {disk.dev}: {exc}; the points under it stay until a later ship merges them")
             vols = self._target_vols(disk, pool)
             keep = needed(vols, kept)
-            p = self.target.storagePoolLookupByName(pool)
-            for vol in vols.values():
-                if vol.name not in keep:
-                    delete_quietly(p.storageVolLookupByName(vol.name))
+            names = p.listVolumes()
+            for name in [v.name for v in vols.values() if v.name not in keep] + superseded(names, disk.volume):
+                with contextlib.suppress(libvirt.libvirtError):  # gone already
+                    p.storageVolLookupByName(name).delete(0)
                     removed += 1
-        return removed
+        return removed, merged, failed
 
     def drop_old_checkpoints(self) -> None:
         """The source keeps only the newest point's checkpoint, which the next increment starts from."""
