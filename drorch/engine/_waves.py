@@ -3,7 +3,6 @@ a failed wave's policy applied (continue, stop, or roll back what the run moved)
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -24,7 +23,6 @@ class Machine(Transitions, Protocol):
     """What the waves need of the engine that drives them."""
 
     store: StateStore
-    writing: threading.Lock
 
 
 class Waves:
@@ -82,12 +80,6 @@ class Waves:
             if s.state not in FINAL_STEP_STATES:
                 self.work.control(live, s)
 
-    def _slots(self, live: LiveRun, step: Step) -> list[threading.Semaphore]:
-        """Per-host and per-site limits on moves at once, in one order so that no two steps deadlock."""
-        keys = live.pb.move_limits(((step.source_site, step.from_host), (step.target_site, step.to_host)))
-        with self.engine.writing:
-            return [live.slots.setdefault(k, threading.Semaphore(n)) for k, n in sorted(keys.items())]
-
     def _workload_step(self, live: LiveRun, step: Step) -> None:
         if live.broken.is_set():
             return
@@ -107,10 +99,8 @@ class Waves:
                 self.engine.transition(live, step, StepState.CANCELLED, error=f"depends on {', '.join(broken)}, "
                                        "which did not get there")
             else:
-                slots = self._slots(live, step)
-                with contextlib.ExitStack() as held:
-                    for slot in slots:
-                        held.enter_context(slot)
+                ends = ((step.source_site, step.from_host), (step.target_site, step.to_host))
+                with live.slots.held(live.pb.move_limits(ends)):
                     self.work.act(live, step, spec.hooks if spec else Hooks())
         except BaseException:
             live.broken.set()

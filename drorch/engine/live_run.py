@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from drorch.drivers.base import Progress
+from drorch.engine.move_slots import MoveSlots
 from drorch.model.playbook import Playbook
 from drorch.model.records import StepState
 from drorch.plan.planner import ACTING
@@ -38,7 +39,7 @@ class LiveRun:
     sites: RunSites
     aborting: threading.Event = field(default_factory=threading.Event)
     broken: threading.Event = field(default_factory=threading.Event)  # an error escaped a step: start nothing more
-    slots: dict[str, threading.Semaphore] = field(default_factory=dict)
+    slots: MoveSlots = field(default_factory=MoveSlots)  # the sites' and hosts' max_moves
     done: dict[str, threading.Event] = field(default_factory=dict)
 
     def by_name(self, workload: str) -> Step | None:

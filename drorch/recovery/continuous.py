@@ -18,11 +18,12 @@ from pathlib import Path
 
 from drorch.drivers import playbook_drivers
 from drorch.drivers.base import Driver
+from drorch.engine.move_slots import MoveSlots
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import load_playbook
 from drorch.model.run_settings import Protect
 from drorch.recovery.freezes import release_orphans
-from drorch.recovery.shipping import Outline, Slots, Unit, outline, ship_unit
+from drorch.recovery.shipping import Outline, Unit, outline, ship_unit
 from drorch.store.contract import StateStore
 from drorch.store.rows import RecoveryPoint
 
@@ -62,7 +63,7 @@ class Protector:
         self._outlined_at = 0.0
         self._last_run: int | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._slots: Slots | None = None
+        self._slots: MoveSlots | None = None
         self._running: dict[str, tuple[Future[Ended], float]] = {}
         self._stale = threading.Event()  # a unit failed: plan again before the next ship
 
@@ -84,7 +85,7 @@ class Protector:
             done.begun.append(unit.key)
         return done
 
-    def _ship(self, pb: Playbook, plan_: Outline, unit: Unit, slots: Slots) -> Ended:
+    def _ship(self, pb: Playbook, plan_: Outline, unit: Unit, slots: MoveSlots) -> Ended:
         began = time.monotonic()
         try:
             points = ship_unit(pb, self._drivers, self.store, plan_, unit, slots)
@@ -110,7 +111,7 @@ class Protector:
             self._drivers = self._stack.enter_context(playbook_drivers(self._pb))
             self._pool = ThreadPoolExecutor(max_workers=(self._pb.protect or Protect()).parallel,
                                             thread_name_prefix=f"drorch-protect-{self._pb.name}")
-            self._slots = Slots(self._pb)
+            self._slots = MoveSlots()
         return self._pb
 
     def _plan(self, pb: Playbook, done: Tick) -> Outline:

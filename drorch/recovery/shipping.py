@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from drorch.drivers.base import Driver, MoveRequest, Retention
+from drorch.engine.move_slots import MoveSlots
 from drorch.engine.steps_from_plan import move_request
 from drorch.errors import DrorchError, WorkloadBusy
 from drorch.model.playbook import Playbook, Workload, WorkloadKind
@@ -55,6 +54,11 @@ class Unit:
     @property
     def keys(self) -> list[tuple[str, str]]:
         return [(str(p.kind), p.name) for p in self.parts]
+
+    @property
+    def ends(self) -> list[tuple[str, str]]:
+        """The (site, host) each part moves between: whose max_moves its ship counts against."""
+        return [(e.site, e.host) for p in self.parts if p.request for e in (p.request.source, p.request.target)]
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def protect(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateSt
 def ship(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore, plan_: Outline,
          units: Sequence[Unit]) -> Shipment:
     """The units shipped at once, `protect.parallel` at a time and within the sites' and hosts' max_moves."""
-    slots = Slots(pb)
+    slots = MoveSlots()
     done = Shipment()
     with ThreadPoolExecutor(max_workers=(pb.protect or Protect()).parallel, thread_name_prefix="drorch-ship") as pool:
         for points in pool.map(lambda u: ship_unit(pb, drivers, store, plan_, u, slots), units):
@@ -115,30 +119,12 @@ def ship(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore
     return done
 
 
-class Slots:
-    """The sites' and hosts' bounds on moves at once, shared by a playbook's units."""
-
-    def __init__(self, pb: Playbook) -> None:
-        self.pb, self._slots, self._lock = pb, dict[str, threading.Semaphore](), threading.Lock()
-
-    @contextlib.contextmanager
-    def held(self, unit: Unit) -> Iterator[None]:
-        ends = [(e.site, e.host) for p in unit.parts if p.request for e in (p.request.source, p.request.target)]
-        with self._lock:
-            slots = [self._slots.setdefault(k, threading.Semaphore(n))
-                     for k, n in sorted(self.pb.move_limits(ends).items())]  # one order: no two units deadlock
-        with contextlib.ExitStack() as stack:
-            for slot in slots:
-                stack.enter_context(slot)
-            yield
-
-
 def ship_unit(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore, plan_: Outline,
-              unit: Unit, slots: Slots) -> list[RecoveryPoint] | str:
+              unit: Unit, slots: MoveSlots) -> list[RecoveryPoint] | str:
     """One unit's points shipped and recorded, its retention kept; why it was not begun when its last ship (of
     this process or another) still runs."""
     try:
-        with shipping(store, pb, unit), slots.held(unit):
+        with shipping(store, pb, unit), slots.held(pb.move_limits(unit.ends)):
             return _ship_unit(pb, drivers, store, plan_, unit)
     except WorkloadBusy as exc:
         store.ship_skipped(pb.name, unit.keys, str(exc))
@@ -170,8 +156,7 @@ def _gone(store: StateStore, held: Lock, here: str) -> bool:
     if held.host == here:
         return not pid_alive(held.pid)
     daemon = next((d for d in store.daemons() if d.identity == f"{held.host}:{held.pid}"), None)
-    return daemon is not None and (daemon.stopped or naive(daemon.heartbeat_at) < naive(utcnow()) - timedelta(
-        seconds=daemon.lease_s or 0))
+    return daemon is not None and daemon.role(utcnow()) in ("stopped", "gone")
 
 
 def _ship_unit(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore, plan_: Outline,
