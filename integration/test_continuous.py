@@ -41,12 +41,22 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=None)
 
 
+def drilled_marks(run_drorch: Drorch, playbook: Path, recorded: object) -> list[int]:
+    """The marks that a drill of the point recorded at `recorded` boots with."""
+    drill = run_drorch("drill", "--point", str(recorded), str(playbook))
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    clone = re.search(r"(lab-vm-drill-\d+)", drill.stdout)
+    assert clone is not None, drill.stdout
+    return marks_at_boot("b", clone.group(1))
+
+
 @pytest.mark.usefixtures("fresh_lab")
 def test_tiers_keep_their_choice_and_every_kept_vm_point_boots(run_drorch: Drorch, tmp_path: Path) -> None:
-    """Every point for 4 s, then the newest of each 8 s for two minutes: after each ship, site b keeps exactly
-    the points the tiers choose from every point taken, and no volume that none of them reads; the increments
-    dropped between kept points are merged; each kept point then boots with the marks written before it."""
-    tiers = [{"for_s": 4}, {"every_s": 8, "for_s": 120}]
+    """Every point for 4 s, then the newest of each 8 s for 20 s: after each ship, site b keeps exactly the
+    points the tiers choose from every point taken (older ones gone), and no volume that none of them reads; the
+    increments dropped between kept points are merged; each kept point then boots with the marks written before
+    it."""
+    tiers = [{"for_s": 4}, {"every_s": 8, "for_s": 20}]
     playbook = vm_playbook(tmp_path, "live", checked=True,
                            protect={"keep": 1, "full_every": 50, "retention": tiers})
     taken: dict[str, tuple[datetime, str, int]] = {}  # name -> its instant, when it was recorded, the marks at it
@@ -68,10 +78,7 @@ def test_tiers_keep_their_choice_and_every_kept_vm_point_boots(run_drorch: Drorc
     assert merged >= 1 and len(held) < len(taken)
     for name in sorted(held):
         _instant, recorded, marks = taken[name]
-        drill = run_drorch("drill", "--point", recorded, str(playbook))
-        assert drill.returncode == 0, drill.stdout + drill.stderr
-        clone = re.search(r"(lab-vm-drill-\d+)", drill.stdout)
-        assert clone is not None and marks_at_boot("b", clone.group(1)) == list(range(1, marks + 1)), name
+        assert drilled_marks(run_drorch, playbook, recorded) == list(range(1, marks + 1)), name
 
 
 def helper_up() -> bool:
@@ -86,8 +93,9 @@ def helper_up() -> bool:
 def test_a_merge_killed_half_way_leaves_every_kept_point_whole(run_drorch: Drorch, state_dir: Path,
                                                               tmp_path: Path) -> None:
     """A third point of 8 MiB of changes, its merge over the dropped second point slowed to 1 MiB/s: drorch is
-    killed while the helper domain commits, and the helper dies with it. The point kept before still boots; the
-    next ship clears what the merge left and every kept point boots."""
+    killed while the helper domain commits, and the helper dies with it. The third point was recorded before its
+    merge began; it and the point kept before both boot; the next ship clears what the merge left and every kept
+    point boots."""
     playbook = vm_playbook(tmp_path, "live", checked=True, protect={"keep": 1, "full_every": 50, "merge_mib_s": 1})
     for k in (1, 2):
         mark("a", k)
@@ -101,13 +109,11 @@ def test_a_merge_killed_half_way_leaves_every_kept_point_whole(run_drorch: Drorc
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     wait_until(lambda: not helper_up(), "site b's libvirt destroying the helper of the killed process", 15)
-    assert set(kept_on_b(run_drorch, playbook)) == set(before)  # the killed ship recorded nothing
-    (name,) = before
-    assert all(p["whole"] for p in kept_on_b(run_drorch, playbook).values())
-    drill = run_drorch("drill", "--point", str(before[name]["taken_at"]), str(playbook))
-    assert drill.returncode == 0, drill.stdout + drill.stderr
-    clone = re.search(r"(lab-vm-drill-\d+)", drill.stdout)
-    assert clone is not None and marks_at_boot("b", clone.group(1)) == [1, 2]
+    killed = kept_on_b(run_drorch, playbook)
+    assert set(before) < set(killed) and len(killed) == 2, sorted(killed)  # recorded, then killed thinning
+    assert all(p["whole"] for p in killed.values())
+    for point, marks in zip(sorted(killed), ([1, 2], [1, 2, 3]), strict=True):
+        assert drilled_marks(run_drorch, playbook, killed[point]["taken_at"]) == marks, point
 
     mark("a", 4)
     fast = vm_playbook(tmp_path, "live", checked=True, protect={"keep": 2, "full_every": 50})
@@ -117,11 +123,8 @@ def test_a_merge_killed_half_way_leaves_every_kept_point_whole(run_drorch: Drorc
     held = kept_on_b(run_drorch, fast)
     assert len(held) == 2 and all(p["whole"] for p in held.values())
     assert set(volumes("b")) == listed_volumes(run_drorch, fast)["b"]  # what the killed merge made is gone
-    for point, marks in zip(sorted(held), ([1, 2], [1, 2, 3, 4]), strict=True):
-        drill = run_drorch("drill", "--point", str(held[point]["taken_at"]), str(fast))
-        assert drill.returncode == 0, drill.stdout + drill.stderr
-        clone = re.search(r"(lab-vm-drill-\d+)", drill.stdout)
-        assert clone is not None and marks_at_boot("b", clone.group(1)) == marks, point
+    for point, marks in zip(sorted(held), ([1, 2, 3], [1, 2, 3, 4]), strict=True):
+        assert drilled_marks(run_drorch, fast, held[point]["taken_at"]) == marks, point
 
 
 @pytest.mark.usefixtures("fresh_lab")

@@ -17,6 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drorch.drivers import fake
 from drorch.drivers.fake import FakeCloud
 from drorch.errors import ExitCode, PlaybookError
 from drorch.model.playbook import Playbook, WorkloadKind
@@ -92,6 +93,28 @@ def test_the_store_and_the_site_keep_the_tiers_choice(cloud: FakeCloud, store: S
         assert recorded == on_site == chosen
         time.sleep(0.12)
     assert 3 <= len(chosen) < len(taken)  # some thinned, some kept by each tier
+
+
+def test_a_point_is_recorded_before_its_ship_thins_the_older_ones(cloud: FakeCloud, store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thinning (a VM's merges take seconds) does not delay the point that the RPO counts from: when it runs the
+    new point is in the store already, and what it dropped is said on that point's record."""
+    pb = shop(keep=1)
+    drivers = fake_drivers(cloud)
+    shipping.protect(pb, drivers, store)
+    recorded_at_thin: list[set[str | None]] = []
+    thin = fake.FakeCut.thin
+
+    def watched(cut: fake.FakeCut) -> str:
+        recorded_at_thin.append({p.name for p in store.points("shop") if p.workload == "db"})
+        return thin(cut)
+
+    monkeypatch.setattr(fake.FakeCut, "thin", watched)
+    db = next(p for p in shipping.protect(pb, drivers, store).points if p.workload == "db")
+    assert any(db.name in names and len(names) == 2 for names in recorded_at_thin), recorded_at_thin
+    (row,) = [p for p in store.points("shop") if p.workload == "db"]
+    assert row.name == db.name and row.detail and row.detail.endswith("; 1 older points dropped"), row.detail
+    assert [e for e in cloud.events if e.endswith(" db")][-2:] == ["send db", "thin db"]
 
 
 def shop(site_b: int | None = None, **protect: object) -> Playbook:

@@ -202,3 +202,48 @@ def test_a_chain_missing_a_volume_says_which_and_leaves_the_site_to_its_caller()
     with pytest.raises(MoveFailed) as found:
         chain(vols, "2")
     assert str(found.value).endswith("the volume of point-1 is missing") and "on the site" not in str(found.value)
+
+
+class FlickeringPool:
+    """A directory pool whose list lacks a volume the first times it is asked, as libvirt's can while other
+    ships write into the pool."""
+
+    def __init__(self, names: list[str], lacking: str, times: int) -> None:
+        self.names, self.lacking, self.times, self.asked = names, lacking, times, 0
+
+    def refresh(self, _flags: int) -> None:
+        pass
+
+    def listVolumes(self) -> list[str]:
+        self.asked += 1
+        return [n for n in self.names if n != self.lacking or self.asked > self.times]
+
+
+class Target:
+    def __init__(self, pool: FlickeringPool) -> None:
+        self.pool = pool
+
+    def storagePoolLookupByName(self, _name: str) -> FlickeringPool:
+        return self.pool
+
+
+@pytest.mark.parametrize("times, whole", [(2, True), (9, False)])
+def test_a_pool_list_lacking_part_of_a_chain_is_asked_for_again(times: int, whole: bool,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A brief gap in the list does not make a point's chain look broken; a lasting one does, after a few asks;
+    a list wanted for no chain is asked for once."""
+    from drorch.drivers.base import Retention
+    from drorch.drivers.libvirt import _vm_ship
+    from drorch.drivers.libvirt._disk_transfer import Disk
+    from drorch.drivers.libvirt._vm_points import intact, volume_name
+
+    monkeypatch.setattr(_vm_ship, "RELIST_S", (0.0, 0.0, 0.0))
+    names = [volume_name("vda.qcow2", "1", None), volume_name("vda.qcow2", "2", "1")]
+    pool = FlickeringPool(names, names[0], times)
+    disk = Disk("/p/vda.qcow2", "vda", "default", "vda.qcow2", "qcow2", 1 << 20, 0, "/p/vda.qcow2")
+    shipper = _vm_ship.Shipper(None, None, Target(pool), [(disk, "default")], "3",  # type: ignore[arg-type]
+                               Retention())
+    assert intact(shipper._target_vols(disk, "default", "2"), "2") is whole
+    assert pool.asked == min(times + 1, 4)
+    shipper.target = Target(FlickeringPool(names, names[0], 1))  # type: ignore[assignment]
+    assert "1" not in shipper._target_vols(disk, "default")

@@ -90,7 +90,7 @@ class FakeCloud:
     calls: Counter[str] = field(default_factory=Counter)  # by endpoint URI
     inside: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # commands run in guests
     exits: dict[str, tuple[int, str]] = field(default_factory=dict)  # workload -> what its commands end with
-    events: list[str] = field(default_factory=list)  # "freeze W", "cut W", "thaw W", "send W", in order
+    events: list[str] = field(default_factory=list)  # "freeze W", "cut W", "thaw W", "send W", "thin W", in order
     cut_delay_s: float = 0.0  # each cut takes this long
 
     def site(self, ep: Endpoint) -> FakeSite:
@@ -230,9 +230,9 @@ class FakeDriver(Driver):
         if why is not None:
             raise MoveFailed(why)
         self.cloud.events.append(f"cut {request.workload}")
-        return _FakeCut(self, request, retention, replace(here), utcnow())
+        return FakeCut(self, request, retention, replace(here), utcnow())
 
-    def _send(self, request: MoveRequest, retention: Retention, here: FakeWorkload, at: datetime) -> Shipped:
+    def _send(self, request: MoveRequest, here: FakeWorkload) -> Shipped:
         """The copy of the workload as it was at its cut."""
         dst = self.cloud.site(request.target)
         self.cloud.events.append(f"send {request.workload}")
@@ -247,9 +247,6 @@ class FakeDriver(Driver):
         dst.shipped += 1
         name = f"point-{dst.shipped:06d}-count-{here.counter}"
         held[name] = here.counter
-        kept = retention.kept(name, at)
-        for old in [p for p in held if p not in kept]:
-            del held[old]
         return Shipped(f"copy on site {request.target.site} at count {here.counter}", here.memory_mib << 20,
                        name, "full", 1)
 
@@ -324,10 +321,23 @@ class FakeDriver(Driver):
         return f"running on site {req.target.site}", warning
 
 
-class _FakeCut(Cut):
+class FakeCut(Cut):
     def __init__(self, driver: FakeDriver, request: MoveRequest, retention: Retention, state: FakeWorkload,
                  at: datetime) -> None:
         self._driver, self._request, self._retention, self._state, self.at = driver, request, retention, state, at
+        self._point = ""  # the point sent
 
     def send(self) -> Shipped:
-        return self._driver._send(self._request, self._retention, self._state, self.at)
+        shipped = self._driver._send(self._request, self._state)
+        self._point = shipped.name or ""
+        return shipped
+
+    def thin(self) -> str:
+        """As a VM's: the points retention drops go once the new one is recorded."""
+        self._driver.cloud.events.append(f"thin {self._request.workload}")
+        held = self._driver.cloud.site(self._request.target).points[self._request.workload]
+        kept = self._retention.kept(self._point, self.at)
+        dropped = [p for p in held if p not in kept]
+        for old in dropped:
+            del held[old]
+        return f"{len(dropped)} older points dropped" if dropped else ""

@@ -173,11 +173,13 @@ def _ship_unit(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: Stat
 
     members = [Member(p.kind, p.name, p.request, retention(p), drivers[p.driver], p.spec, error=p.error)
                for p in unit.parts]
-    points = _sent(pb, take(pb, store, plan_.source, members, unit.group), plan_.target, known, broken)
-    store.add_points(points)
+    taken = take(pb, store, plan_.source, members, unit.group)
+    points = _sent(pb, taken, plan_.target, known, broken)
+    store.add_points(points)  # the RPO counts from here: thinning follows
     shipped_for = {(p.kind, p.workload) for p in points if p.complete}
     store.drop_points([p.id or 0 for p in known if (p.kind, p.workload) in shipped_for and (p.id or 0) in broken])
     store.protected_towards(pb.name, plan_.target, shipped_for)
+    store.save(*_thinned(taken, points))
     _retain(store, pb.name, points, {(str(m.kind), m.name): m.retention for m in members})
     return points
 
@@ -197,6 +199,17 @@ def _sent(pb: Playbook, taken: GroupCut, target: str, known: list[RecoveryPoint]
             said.append(f"group {taken.group}'s cut is incomplete: {'; '.join(failed)}")
         p.warning = "; ".join(said) or None
     return points
+
+
+def _thinned(taken: GroupCut, points: list[RecoveryPoint]) -> list[RecoveryPoint]:
+    """Each sent member's points thinned on the target, all at once; the points whose detail now says how."""
+    sent = [(m.taken, p) for m, p in zip(taken.members, points, strict=True) if p.complete and m.taken is not None]
+    with ThreadPoolExecutor(max_workers=len(sent) or 1, thread_name_prefix="drorch-thin") as pool:
+        notes = list(pool.map(lambda c: c.thin(), [c for c, _ in sent]))
+    said = [(p, note) for (_, p), note in zip(sent, notes, strict=True) if note]
+    for p, note in said:
+        p.detail = f"{p.detail}; {note}" if p.detail else note
+    return [p for p, _ in said]
 
 
 def _point(pb: Playbook, taken: GroupCut, m: Member, target: str, known: list[RecoveryPoint],

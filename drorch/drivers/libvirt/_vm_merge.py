@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-import xml.etree.ElementTree as ET
 from xml.sax.saxutils import quoteattr
 
 import libvirt
 
 from drorch.drivers.libvirt._disk_transfer import Disk, create_volume, delete_quietly, reason, refresh, volume_format
-from drorch.drivers.libvirt._vm_points import Merge, PointVolume, volume_name
+from drorch.drivers.libvirt._vm_points import Merge, PointVolume, point_name, volume_name
 from drorch.errors import MoveFailed
 
 HELPER = "drorch-merge-"  # drorch-merge-<disk volume>: the helper domain and its scratch overlay
@@ -50,6 +49,9 @@ def merge(conn: libvirt.virConnect, pool: libvirt.virStoragePool, disk: Disk, vo
     it was (what was made is removed by the next ship if not here)."""
     made: libvirt.virStorageVol | None = None
     try:
+        unlisted = [s for s in (m.point, *m.over, m.base) if s not in vols]
+        if unlisted:
+            raise MoveFailed(f"the pool no longer lists the volume of {point_name(unlisted[0])}")
         above = [pool.storageVolLookupByName(vols[s].name) for s in (m.point, *m.over, m.base)]
         name = volume_name(disk.volume, m.point, m.parent)  # made anew if an earlier merge's was cut short
         made = create_volume(conn, pool.name(), name, Disk(disk.key, disk.dev, pool.name(), name, "qcow2",
@@ -91,7 +93,7 @@ def _commit(conn: libvirt.virConnect, pool: libvirt.virStoragePool, disk: Disk, 
 
 def _helper_xml(conn: libvirt.virConnect, name: str, top: str, chain: list[tuple[str, str]]) -> str:
     """A domain that only holds the chain: no network, the least memory, never resumed."""
-    arch = ET.fromstring(conn.getCapabilities()).findtext("./host/cpu/arch") or "x86_64"
+    arch = conn.getInfo()[0]  # the host's: its capabilities would say the same, far more slowly
     backing = "<backingStore/>"
     for path, fmt in reversed(chain):
         backing = (f"<backingStore type='file'><format type={quoteattr(fmt)}/><source file={quoteattr(path)}/>"

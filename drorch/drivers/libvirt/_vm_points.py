@@ -155,3 +155,16 @@ def needed(vols: dict[str, PointVolume], stamps: Iterable[str]) -> set[str]:
             names.add(vols[at].name)
             at = vols[at].parent
     return names
+
+
+def removable(names: Iterable[str], disk: str, kept: Iterable[str]) -> list[str]:
+    """The disk's point volumes among a pool's names that no `kept` point reads: dropped points, what a merge
+    cut short left. MoveFailed when a kept point's chain has a gap in them: what lies under it cannot be shown to
+    be unread, so nothing is."""
+    names = list(names)
+    vols = point_volumes(names, disk)
+    gaps = [s for s in kept if s in vols and not intact(vols, s)]
+    if gaps:
+        raise MoveFailed(f"the pool lists the chain of {point_name(gaps[0])} with a gap: no volume removed")
+    keep = needed(vols, kept)
+    return [v.name for v in vols.values() if v.name not in keep] + superseded(names, disk)

@@ -1,6 +1,7 @@
 """One recovery point of a VM shipped from its site to the other through both sites' libvirt: an increment
 since the previous point's checkpoint when one can be built, else a full copy and why; the target's definition
-over the new point's chains; the volumes no kept point reads removed. How points lie on a site is in
+over the new point's chains; then, once it is recorded, the dropped points merged and the volumes no kept point
+reads removed. How points lie on a site is in
 `_vm_points`, how a disk's bytes travel in `_disk_transfer`.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,12 +37,12 @@ from drorch.drivers.libvirt._vm_points import (
     PointVolume,
     chain,
     checkpoint_of,
+    intact,
     merges,
-    needed,
     point_name,
     point_volumes,
+    removable,
     stamp_of,
-    superseded,
     volume_name,
 )
 from drorch.drivers.libvirt._vm_recovery import chain_files
@@ -48,6 +50,7 @@ from drorch.errors import MoveFailed
 from drorch.model.playbook import Mappings, Resources
 
 BACKUP, COPY = ".drorch-backup-", ".drorch-copy-"  # a ship's and a cold move's copies, in the source's pool
+RELIST_S = (0.2, 0.5, 1.0)  # pauses before a pool's list that lacks part of a chain is asked for again
 
 
 def chained(conn: libvirt.virConnect, xml: str, disks: list[Disk]) -> bool:
@@ -110,19 +113,15 @@ class Shipper:
     def ship(self, xml: str, mappings: Mappings, resources: Resources | None, where: str,
              taken: Taken | None) -> Shipped:
         """The point of cut `taken` shipped and the target's definition made over its chains (`xml` is the
-        source's, `where` names the target site); MoveFailed, with nothing of it left behind, when it cannot be."""
+        source's, `where` names the target site); MoveFailed, with nothing of it left behind, when it cannot be.
+        Retention is left to `thin`: a merge would delay the point by seconds."""
         try:
             try:
                 sent = self.send(taken) if taken is not None else 0
             finally:
                 for copy in taken.copies if taken is not None and taken.temporary else []:
                     delete_quietly(copy)
-            removed, merged, unmerged = self.retain()
-            chains = self.chains()
-            volumes = {d.key: (pool, d.volume) for d, pool in self.disks}
-            nics = NetworkView(self.source).nics(xml, self.dom)
-            self.target.defineXML(with_shipped(map_domain_xml(point_disks_at(xml, volumes, chains), mappings,
-                                                              resources), nics, mappings))
+            chains = self.define(xml, mappings, resources)
             if taken is not None and taken.checkpoint:
                 self.drop_old_checkpoints()
         except (libvirt.libvirtError, MoveFailed) as exc:
@@ -137,18 +136,47 @@ class Shipper:
         said = [f"{kind} point of {len(self.disks)} disks ({how}, {sent / 2**20:.1f} MiB sent), chain of {length}"]
         if taken.why_full:
             said.append(f"full because {taken.why_full}")
-        if merged:
-            said.append(f"{merged} kept points merged with the dropped ones under them")
-        said += unmerged
-        if removed:
-            said.append(f"{removed} volumes no kept point reads removed")
         return Shipped(f"{'; '.join(said)} on site {where}", sent + len(xml.encode()), point_name(self.stamp), kind,
                        length)
 
-    def _target_vols(self, disk: Disk, pool: str) -> dict[str, PointVolume]:
+    def define(self, xml: str, mappings: Mappings, resources: Resources | None) -> dict[str, Chain]:
+        """The target's definition of the VM over the newest point's chains (`xml` is the source's); the chains."""
+        chains = self.chains()
+        volumes = {d.key: (pool, d.volume) for d, pool in self.disks}
+        nics = NetworkView(self.source).nics(xml, self.dom)
+        self.target.defineXML(with_shipped(map_domain_xml(point_disks_at(xml, volumes, chains), mappings,
+                                                          resources), nics, mappings))
+        return chains
+
+    def thin(self, xml: str, mappings: Mappings, resources: Resources | None) -> str:
+        """The points thinned to those retention keeps, after the new one is recorded; the definition made again
+        when a merge changed the newest point's chain. What was done, in a line."""
+        try:
+            removed, merged, said = self.retain()
+            if merged:
+                self.define(xml, mappings, resources)
+        except (libvirt.libvirtError, MoveFailed) as exc:
+            why = str(exc) if isinstance(exc, MoveFailed) else reason(exc)
+            return f"thinning the points failed ({why}): a later ship thins them"
+        if merged:
+            said.insert(0, f"{merged} kept points merged with the dropped ones under them")
+        if removed:
+            said.append(f"{removed} volumes no kept point reads removed")
+        return "; ".join(said)
+
+    def _target_vols(self, disk: Disk, pool: str, whole: str | None = None) -> dict[str, PointVolume]:
+        """The disk's point volumes as the target's pool lists them. With `whole`, a point whose chain must be
+        there: a list that lacks part of it is asked for again a few times, as libvirt's list of a directory pool
+        can briefly lack volumes while other ships write into that pool."""
         p = self.target.storagePoolLookupByName(pool)
-        refresh(p)
-        return point_volumes(p.listVolumes(), disk.volume)
+        pauses = iter(RELIST_S)
+        while True:
+            refresh(p)
+            vols = point_volumes(p.listVolumes(), disk.volume)
+            pause = next(pauses, None)
+            if whole is None or pause is None or intact(vols, whole):
+                return vols
+            time.sleep(pause)
 
     def parent(self) -> tuple[str | None, str]:
         """The point a running guest's increment builds on, or why the new one is full ('' for a first point)."""
@@ -159,7 +187,7 @@ class Shipper:
         if any(d.fmt != "qcow2" for d, _ in self.disks):
             return None, "a disk is not qcow2, which alone holds the bitmaps of increments"
         for disk, pool in self.disks:
-            vols = self._target_vols(disk, pool)
+            vols = self._target_vols(disk, pool, last)
             try:
                 length = len(chain(vols, last))
             except MoveFailed as exc:
@@ -230,8 +258,9 @@ class Shipper:
 
     def chains(self) -> dict[str, Chain]:
         """Each disk's chain of the new point, as files of the target."""
-        return {disk.key: chain_files(self.target.storagePoolLookupByName(pool), self._target_vols(disk, pool),
-                                      self.stamp) for disk, pool in self.disks}
+        return {disk.key: chain_files(self.target.storagePoolLookupByName(pool),
+                                      self._target_vols(disk, pool, self.stamp), self.stamp)
+                for disk, pool in self.disks}
 
     def retain(self) -> tuple[int, int, list[str]]:
         """Thin the points to those retention keeps: each kept point over dropped ones merged with them, then
@@ -248,10 +277,13 @@ class Shipper:
                     merged += 1
                 except MoveFailed as exc:
                     failed.append(f"disk {disk.dev}: {exc}; the points under it stay until a later ship merges them")
-            vols = self._target_vols(disk, pool)
-            keep = needed(vols, kept)
-            names = p.listVolumes()
-            for name in [v.name for v in vols.values() if v.name not in keep] + superseded(names, disk.volume):
+            refresh(p)
+            try:
+                doomed = removable(p.listVolumes(), disk.volume, kept)
+            except MoveFailed as exc:
+                failed.append(f"disk {disk.dev}: {exc}")
+                continue
+            for name in doomed:
                 with contextlib.suppress(libvirt.libvirtError):  # gone already
                     p.storageVolLookupByName(name).delete(0)
                     removed += 1
@@ -291,6 +323,9 @@ class VmCut(Cut):
             return self._shipper.ship(self._xml, req.mappings, req.resources, req.target.site, self._taken)
         except MoveFailed as exc:
             raise MoveFailed(f"shipping VM {req.workload} to site {req.target.site} failed: {exc}") from None
+
+    def thin(self) -> str:
+        return self._shipper.thin(self._xml, self._request.mappings, self._request.resources)
 
     def abandon(self) -> None:
         self._shipper.abandon(self._taken)
