@@ -80,14 +80,18 @@ def playbook(tmp: Path, vms: list[str], interval: int) -> Path:
     return path
 
 
-def sample(store: Store, names: list[str]) -> dict[str, float | None]:
-    """Each workload's RPO now: the age of its newest complete point on site b, from its instant."""
+def sample(store: Store, names: list[str], recorded: dict[str, dict[str, float]] | None = None
+           ) -> dict[str, float | None]:
+    """Each workload's RPO now: the age of its newest complete point on site b, from its instant. `recorded`
+    gathers, by workload and point, how long after its instant each point was recorded."""
     now = naive(utcnow())
     newest: dict[str, float] = {}
     for p in store.points("lab"):
         if p.complete and p.site == "b" and p.workload in names:
             age = (now - p.instant).total_seconds()
             newest[p.workload] = min(newest.get(p.workload, math.inf), age)
+            if recorded is not None and p.name:
+                recorded.setdefault(p.workload, {})[p.name] = (naive(p.taken_at) - p.instant).total_seconds()
     return {n: newest.get(n) for n in names}
 
 
@@ -159,9 +163,10 @@ def main() -> None:
                     time.sleep(1)
                 first_s = time.monotonic() - began
                 ages: dict[str, list[float]] = {n: [] for n in names}
+                recorded: dict[str, dict[str, float]] = {}
                 end = time.monotonic() + args.minutes * 60
                 while time.monotonic() < end:
-                    for name, age in sample(store, names).items():
+                    for name, age in sample(store, names, recorded).items():
                         ages[name].append(age or 0.0)
                     time.sleep(1)
             finally:
@@ -173,31 +178,41 @@ def main() -> None:
         for e in events:
             if "took_s" in e:
                 took.setdefault(e["unit"].split("/", 1)[1], []).append(e["took_s"])
+        failed = [f"{name}: {why}" for e in events for name, why in (e.get("failed") or {}).items()]
+        failed += [line.split("\\n")[0] + ": " + line.rstrip("\\n").split("\\n")[-1]
+                   for line in log.splitlines() if ": the ship of " in line]  # a ship that raised
         planned = [e["planned_ms"] for e in events if e.get("planned_ms") is not None]
         ticks = [e for e in events if "begun" in e]
         skipped = sum(len(e.get("skipped", [])) for e in ticks)
         bare_vm, bare_ct = bare_points(vms[0], CONTAINERS[1])
+        lags = {n: list(by_point.values()) for n, by_point in recorded.items()}
+
+        def median(of: list[str], what: dict[str, list[float]]) -> float:
+            values = [v for n in of for v in what.get(n, [])]
+            return statistics.median(values) if values else math.nan
+
         print(f"{len(names)} workloads ({VMS} VMs, {len(CONTAINERS)} containers) protected every {args.interval} s "
               f"for {args.minutes:g} min by drorch daemon (first points of all: {first_s:.0f} s, not counted); "
               f"RPO sampled every second:")
-        print(f"  {'workload':<12} {'interval':>8} {'RPO max':>8} {'RPO p99':>8} {'point (median)':>15} {'points':>7}")
+        print(f"  {'workload':<12} {'interval':>8} {'RPO max':>8} {'RPO p99':>8} {'cut to record':>14} "
+              f"{'ship in all':>12} {'points':>7}   (medians)")
         for name in names:
-            mine = took.get(name, [])
             print(f"  {name:<12} {args.interval:>7} s {max(ages[name]):>6.1f} s {p99(ages[name]):>6.1f} s "
-                  f"{statistics.median(mine) if mine else math.nan:>13.2f} s {len(mine):>7}")
+                  f"{median([name], lags):>12.2f} s {median([name], took):>10.2f} s {len(took.get(name, [])):>7}")
         worst = max(p99(a) for a in ages.values())
         print(f"  worst p99 {worst:.1f} s (target here: 15 s); {len(ticks)} due times, {skipped} ships skipped "
-              "(the last still ran)")
+              f"(the last still ran), {len(failed)} points failed{''.join(chr(10) + '    ' + f for f in failed)}")
         print(f"  fixed cost per ship: planning {statistics.median(planned) if planned else math.nan:.0f} ms median "
               f"when made again ({len(planned)} of {len(ticks)} due times; otherwise reused), "
               f"the rest of a due time under 1 ms")
-        vm_took = [t for n in vms for t in took.get(n, [])]
-        ct_took = [t for n in CONTAINERS[1::2] for t in took.get(n, [])]  # the checkpointed ones
-        print(f"  fixed cost per workload, all shipping at once: a VM's point {statistics.median(vm_took):.2f} s "
-              f"median, its few changes sent to site b and its definition there (the bare cut alone, virsh "
-              f"backup-begin of its whole disk to a file on site a, nothing else running: {bare_vm:.2f} s); a "
-              f"checkpointed container's {statistics.median(ct_took):.2f} s (the bare cut alone, docker checkpoint "
-              f"create --leave-running: {bare_ct:.2f} s)")
+        checkpointed = CONTAINERS[1::2]
+        print(f"  fixed cost per workload, all shipping at once: a VM's point {median(vms, lags):.2f} s from its "
+              f"cut to its record (its few changes sent to site b and its definition there), its ship "
+              f"{median(vms, took):.2f} s with the thinning after (the dropped point merged into the next) (the bare "
+              f"cut alone, virsh backup-begin of its whole disk to a file on site a, nothing else running: "
+              f"{bare_vm:.2f} s); a checkpointed container's {median(checkpointed, lags):.2f} s to its record, "
+              f"{median(checkpointed, took):.2f} s in all (the bare cut alone, docker checkpoint create "
+              f"--leave-running: {bare_ct:.2f} s)")
     finally:
         remove_containers()
         labctl.remove_extra_vms()
