@@ -175,7 +175,7 @@ def test_every_kind_answers_at_its_mapped_address_through_failover_drill_disaste
 
     ok(run_drorch("protect", "ship", str(pb)))
     clones = {w: in_drill(a) for w, a in there.items()}
-    with drorch_process(state_dir, "drill", str(pb), "--hold-s", "20", "--json") as proc:
+    with drorch_process(state_dir, "drill", str(pb), "--hold-s", "10", "--json") as proc:
         # only once the clones are up do their drill subnets have routes here: none goes off the machine
         wait_until(lambda: clones_up(state_dir, len(clones)), "the clones up and checked", timeout=240)
         assert {w: answers(a) for w, a in clones.items()} == dict.fromkeys(clones, True)

@@ -174,7 +174,7 @@ def test_a_drill_clone_has_its_nic_on_the_drill_bridge_only(state_dir: Path, tmp
     clients = {s.name: lab_lxd.client(s) for s in labctl.SITES.values()}
     doc = yaml.safe_load(PLAYBOOK.read_text())
     doc["workloads"] = [{"name": name, "kind": "lxd"}]
-    doc["drill"] = {"hold_s": 20}
+    doc["drill"] = {"hold_s": 10}
     path = tmp_path / "lab-lxd-nic.yaml"
     path.write_text(yaml.safe_dump(doc))
     try:
