@@ -54,6 +54,10 @@ class SiteUnreachable(DrorchError):
     """A site's libvirt, Docker or Podman endpoint does not answer, or answers as another engine."""
 
 
+class QuorumLost(DrorchError):
+    """No majority of the witness cluster answered: nothing it holds (which site is active) can be known."""
+
+
 class NeverChecked(DrorchError):
     """Readiness was asked before any check: not known to be ready is not ready (exit 1)."""
 

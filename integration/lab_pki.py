@@ -23,7 +23,7 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def _signed(pki: Path, name: str, key: str, cn: str, extensions: str) -> None:
+def signed(pki: Path, name: str, key: str, cn: str, extensions: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csr, ext = Path(tmp) / "req.csr", Path(tmp) / "ext.cnf"
         ext.write_text(extensions)
@@ -42,9 +42,9 @@ def ensure(pki: Path) -> Path:
              "-days", "3650", "-subj", "/CN=drorch lab CA")
     usage = "keyUsage=critical,digitalSignature,keyEncipherment\n"
     sans = ",".join(f"IP:{a}" for a in ADDRESSES)
-    _signed(pki, SERVER, SERVER_KEY, ADDRESSES[-1],
+    signed(pki, SERVER, SERVER_KEY, ADDRESSES[-1],
             f"subjectAltName={sans},DNS:localhost\n{usage}extendedKeyUsage=serverAuth,clientAuth\n")
-    _signed(pki, CLIENT, CLIENT_KEY, "drorch", f"{usage}extendedKeyUsage=clientAuth\n")
+    signed(pki, CLIENT, CLIENT_KEY, "drorch", f"{usage}extendedKeyUsage=clientAuth\n")
     for alias, name in LIBVIRT_CLIENT.items():
         (pki / alias).write_bytes((pki / name).read_bytes())
     for key in pki.glob("*key.pem"):

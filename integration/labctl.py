@@ -22,7 +22,7 @@ import docker
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
-from integration import lab_addresses, lab_libvirt, lab_lxd, lab_pki, lab_podman
+from integration import lab_addresses, lab_etcd, lab_libvirt, lab_lxd, lab_pki, lab_podman
 from integration.lab_base import (
     CONTAINER_MEMORY,
     COUNTER_SCRIPT,
@@ -148,6 +148,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         raise SystemExit("[lab] CRIU is not installed: run integration/setup.sh first")
     lab_libvirt.build_guest()
     lab_pki.ensure(PKI)
+    lab_etcd.up()
     for site in SITES.values():
         lab_libvirt.start_libvirt(site)
         start_docker(site)
@@ -186,6 +187,7 @@ def cmd_down(_: argparse.Namespace) -> None:
         lab_lxd.stop(site)
         for daemon in ("dockerd", "libvirtd", "virtlogd"):
             stop_pid(site.pidfile(daemon), f"{daemon} of site {site.name}")
+    lab_etcd.down()
     log("down")
 
 
@@ -234,8 +236,10 @@ def held_still(site_name: str, daemon: str) -> Iterator[None]:
 
 
 def cmd_lose(args: argparse.Namespace) -> None:
-    """Site lost: its daemons stop (dockerd takes its containers down) and its guests die with them."""
+    """Site lost: its daemons stop (dockerd takes its containers down), its guests die with them, and so does
+    the etcd member beside it."""
     site = SITES[args.site]
+    lab_etcd.stop(site.name)
     lab_podman.lose(site)
     lab_lxd.stop(site)
     for daemon in ("dockerd", "libvirtd"):

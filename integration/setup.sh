@@ -102,6 +102,19 @@ if ! "$promtool" --version >/dev/null 2>&1; then
   "$promtool" --version
 fi
 
+# etcd (Debian's etcd-server), the lab's witness cluster for automatic failover: only the package's files are
+# unpacked, so no etcd service is installed or started; the lab starts its three members itself.
+etcd=$lab_root/etcd/usr/bin/etcd
+if ! "$etcd" --version >/dev/null 2>&1; then
+  say "unpacking etcd from Debian's etcd-server package into $lab_root/etcd"
+  dl=$(mktemp -d)
+  (cd "$dl" && { apt-get download etcd-server 2>/dev/null || { apt-get update -q && apt-get download etcd-server; }; })
+  rm -rf "$lab_root/etcd" && mkdir -p "$lab_root/etcd"
+  dpkg-deb -x "$dl"/etcd-server_*.deb "$lab_root/etcd"
+  rm -rf "$dl"
+  "$etcd" --version
+fi
+
 # The Python environment: drorch itself plus its test tools.
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"

@@ -28,6 +28,7 @@ from drorch.model.address_rules import (
     inverse_rules,
     map_address,
 )
+from drorch.model.auto_failover import AutoFailover
 from drorch.model.dns_names import Dns
 from drorch.model.groups import ConsistencyGroup
 from drorch.model.limits import MAX_ANSWER_S, MAX_COUNT, MAX_MIB, MAX_PORT, MAX_RATIO, MAX_WAIT_S
@@ -42,8 +43,6 @@ from drorch.model.run_settings import (
     Schedule,
     Wave,
 )
-
-Loc = tuple[str | int, ...]
 
 
 class WorkloadKind(StrEnum):
@@ -319,6 +318,8 @@ class Playbook(_Model):
     dns: Dns | None = Field(None, description="records that follow the workloads: changed by RFC 2136 updates")
     groups: list[ConsistencyGroup] = Field(default_factory=list, description="workloads whose recovery points are "
                                            "taken at one instant")
+    auto_failover: AutoFailover | None = Field(None, description="the secondary takes over on its own when a "
+                                               "quorum of an etcd cluster and its own probes agree the primary is lost")
 
     def group(self, name: str) -> ConsistencyGroup:
         """A group with every member: those it lists and those whose entry names it."""

@@ -13,7 +13,9 @@ from pydantic import ValidationError
 from drorch import input_limits
 from drorch.errors import PlaybookError
 from drorch.gc_pause import collector_paused
-from drorch.model.playbook import LANDINGS, MAPPING_FIELDS, STRATEGIES, Loc, Playbook, Strategy, WorkloadKind
+from drorch.model._strict import Loc
+from drorch.model.auto_failover import auto_failover_problems
+from drorch.model.playbook import LANDINGS, MAPPING_FIELDS, STRATEGIES, Playbook, Strategy, WorkloadKind
 
 
 def _cycles(pb: Playbook) -> list[tuple[int, list[str]]]:
@@ -86,6 +88,8 @@ def reference_problems(pb: Playbook) -> list[tuple[Loc, str]]:
             problems.append(((role,), f"site {site!r} is not defined under sites ({', '.join(pb.sites)})"))
     if pb.primary == pb.secondary:
         problems.append((("secondary",), "primary and secondary must be different sites"))
+    if pb.auto_failover is not None:
+        problems += auto_failover_problems(pb.auto_failover, list(pb.sites), pb.fencing.command is not None)
     for site_name, site in pb.sites.items():
         seen_hosts: set[str] = set()
         for h, host in enumerate(site.hosts):

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from drorch.gc_pause import collector_paused
+from drorch.model._strict import Loc
 from drorch.model.address_rules import AddressMove
 from drorch.model.playbook import (
     RESIZABLE,
-    Loc,
     Mappings,
     Playbook,
     Shortage,

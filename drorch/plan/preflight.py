@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drorch.errors import PlanRefused
+from drorch.model._strict import Loc
 from drorch.model.address_rules import AddressMove, IPNetwork, parse_address, parse_network, within
-from drorch.model.playbook import Loc, Mappings, Playbook, Strategy, WorkloadKind
+from drorch.model.playbook import Mappings, Playbook, Strategy, WorkloadKind
 from drorch.model.records import DRILL_NETWORK
 from drorch.plan.inventory import HostInventory, Snapshot
 from drorch.plan.planner import MOVING, Plan

@@ -1,0 +1,45 @@
+"""The lab's etcd cluster (three members over TLS: beside each site and at a third place) keeps the witness
+contract through drorch's etcd witness: a member cut off from the majority answers nothing it last knew."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from drorch.model.auto_failover import Etcd, EtcdMember
+from drorch.witness.etcd_witness import EtcdWitness
+from integration import lab_etcd, lab_pki
+from integration.lab_base import PKI
+from tests.support.witness_contract import WitnessContract
+
+
+def settings() -> Etcd:
+    return Etcd(endpoints=[EtcdMember(url=m.url(), site=m.place) for m in lab_etcd.MEMBERS.values()],
+                ca=str(PKI / lab_pki.CA), cert=str(PKI / lab_pki.CLIENT), key=str(PKI / lab_pki.CLIENT_KEY),
+                timeout_s=1.0)
+
+
+class TestEtcdWitness(WitnessContract):
+    @pytest.fixture
+    def witness(self) -> Iterator[EtcdWitness]:
+        lab_etcd.up()
+        lab_etcd.clear()
+        w = EtcdWitness(settings())
+        try:
+            yield w
+        finally:
+            w.close()
+            lab_etcd.up()  # the members a test stopped, back
+
+    @pytest.fixture
+    def later(self) -> Callable[[float], None]:
+        return time.sleep
+
+    @pytest.fixture
+    def lose_majority(self) -> Callable[[], None]:
+        def lost() -> None:
+            lab_etcd.stop("a")
+            lab_etcd.stop("b")
+        return lost
