@@ -4,6 +4,7 @@ a guest must travel and where they land (the parts the driver's moves and recove
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import libvirt
@@ -19,6 +20,28 @@ from drorch.model.playbook import WorkloadKind
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 COLD_SHUTDOWN_SECONDS = 30.0
+# A site that stops answering mid-call (a partition: its packets dropped, nothing refused) is given up on after
+# about KEEPALIVE_S * (KEEPALIVE_COUNT + 1) seconds: the call then fails instead of waiting for TCP to give up.
+KEEPALIVE_S, KEEPALIVE_COUNT = 5, 3
+_events = threading.Lock()
+_events_run = False
+
+
+def _event_loop() -> None:
+    """libvirt's own event loop, once per process in a thread of its own: without it no keepalive is sent, and a
+    call to a site cut off mid-way hangs."""
+    global _events_run
+    with _events:
+        if _events_run:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_events, name="drorch-libvirt-events", daemon=True).start()
+        _events_run = True
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
 
 
 def stop(dom: libvirt.virDomain, grace_seconds: float = COLD_SHUTDOWN_SECONDS) -> None:
@@ -84,8 +107,10 @@ class LibvirtSites:
                     return conn
             except libvirt.libvirtError:
                 pass
+        _event_loop()
         try:
             conn = libvirt.open(ep.uri)
+            conn.setKeepAlive(KEEPALIVE_S, KEEPALIVE_COUNT)
         except libvirt.libvirtError as exc:
             raise SiteUnreachable(f"site {ep.site}: libvirt at {ep.shown} does not answer: {reason(exc)}") from None
         self._conns[ep.uri] = conn
