@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
 from drorch.engine import commit_window
+from drorch.engine.fencing import FencingRequired
 from drorch.engine.live_run import StepEvent
-from drorch.engine.runner import Engine, FencingRequired
+from drorch.engine.runner import Engine
 from drorch.errors import UsageError, WorkloadBusy
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook

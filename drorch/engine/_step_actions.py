@@ -12,10 +12,11 @@ import time
 from drorch.drivers.base import Driver, MoveRequest, Phase, Progress
 from drorch.engine._guest_reip import readdress_inside
 from drorch.engine._landing_check import verify
+from drorch.engine.fencing import fence_site
 from drorch.engine.hooks import HookResult, run_hooks
 from drorch.engine.live_run import LiveRun, Reporter, StepEvent, Transitions, hook_env
 from drorch.engine.names_step import settle_names
-from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
+from drorch.errors import DrorchError
 from drorch.model.playbook import WORKLOAD_KINDS, WorkloadKind
 from drorch.model.records import Action, StepKind, StepState
 from drorch.model.run_settings import Hook, Hooks
@@ -155,35 +156,11 @@ class StepWork:
 
     def _fence(self, live: LiveRun) -> str:
         """Make sure no copy on the source runs before any starts on the target."""
-        pb, run = live.pb, live.run
-        confirmed = bool(live.steps[0].details().get("confirmed"))
-        stopped, silent, asked = [], [], []
-        names = {(s.at_source, s.workload) for s in live.steps if s.kind in WORKLOAD_KINDS}
-        for kind in sorted(pb.kinds_on(run.source_site)):
-            driver = live.sites.drivers[kind]
-            for ep in live.sites.hosts(run.source_site, kind):
-                mine = sorted(n for k, n in names if k is kind)
-                try:
-                    for name in mine:
-                        if driver.fence(name, ep):
-                            stopped.append(f"{kind} {name} on {ep.host}")
-                    if not mine:
-                        driver.host_facts(ep, brief=True)  # it answers, with none of the run's workloads to stop
-                    asked.append(f"{ep.host} ({kind})")
-                except SiteUnreachable:
-                    silent.append(ep.host)
-        hosts = ", ".join(sorted(asked)) or "none"
-        said = f"destroyed {', '.join(stopped)}" if stopped else f"no copy ran on the answering hosts ({hosts})"
-        if not silent:
-            return f"site {run.source_site} fenced: {said}"
-        hosts = ", ".join(sorted(set(silent)))
-        if pb.fencing.command:
-            res = run_hooks([Hook(run=pb.fencing.command, timeout=pb.fencing.timeout)],
-                            {"DRORCH_SITE": run.source_site, "DRORCH_HOSTS": hosts, "DRORCH_RUN_ID": str(run.id)})
-            if res[0].ok:
-                return f"{said}; hosts {hosts} fenced by {pb.fencing.command[0]}"
-            if not confirmed:
-                raise MoveFailed(f"fencing command for site {run.source_site} failed: {res[0].message}")
-        if confirmed:
-            return f"{said}; hosts {hosts} declared down by the operator (--confirm-primary-down)"
-        raise MoveFailed(f"hosts {hosts} of site {run.source_site} do not answer and were not fenced")
+        run, detail = live.run, live.steps[0].details()
+        vouched = detail.get("vouched") or (
+            "declared down by the operator (--confirm-primary-down)" if detail.get("confirmed") else None)
+        names: dict[WorkloadKind, list[str]] = {}
+        for s in live.steps:
+            if s.kind in WORKLOAD_KINDS:
+                names.setdefault(s.at_source, []).append(s.workload)
+        return fence_site(live.pb, live.sites, run.source_site, names, str(run.id), vouched)

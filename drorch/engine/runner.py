@@ -24,9 +24,10 @@ from drorch.engine._locks import Locks, drill_key, playbook_key
 from drorch.engine._step_actions import CONTROL_SECONDS, StepWork
 from drorch.engine._waves import Waves
 from drorch.engine.commit_window import commit
+from drorch.engine.fencing import NO_VOUCH, FencingRequired, Vouch
 from drorch.engine.live_run import LiveRun, Reporter, StepEvent
 from drorch.engine.steps_from_plan import plan_findings, steps_for
-from drorch.errors import DrorchError, PlanRefused, UsageError, WorkloadBusy
+from drorch.errors import PlanRefused, UsageError, WorkloadBusy
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import load_playbook
 from drorch.model.records import (
@@ -53,10 +54,6 @@ from drorch.store.contract import StateStore
 from drorch.store.rows import Lock, Run, Step
 
 POLL_SECONDS = 0.05
-
-
-class FencingRequired(DrorchError):
-    """A disaster failover cannot prove the source's copies are down."""
 
 
 class Engine:
@@ -89,13 +86,19 @@ class Engine:
                 check: Callable[[list[Finding]], None] | None = None, point_at: datetime | None = None) -> Run:
         """A failover or failback: plan, pre-flight (`check` refuses on what it finds, the plan's errors without
         it), fence (a disaster), then the run recorded and executed."""
+        run = self.begin(pb, playbook_path, operation, source, target, disaster, Vouch(confirmed), check, point_at)
+        return self.execute(pb, run)
+
+    def begin(self, pb: Playbook, playbook_path: str, operation: Operation, source: str, target: str,
+              disaster: bool, vouch: Vouch, check: Callable[[list[Finding]], None] | None = None,
+              point_at: datetime | None = None) -> Run:
+        """Everything of `operate` before the steps act: the run recorded, its locks held, none of it executed."""
         with self.locks.claim(pb):
             the_plan, snap = self.plan(pb, source, target, disaster)
             if disaster:  # first: the reason a disaster cannot start at all is the one to say
-                self.fence(pb, source, snap, confirmed)
+                self.fence(pb, source, snap, vouch)
             self.preflight(pb, snap, the_plan, check)
-            run = self.start(pb, the_plan, playbook_path, operation, disaster, confirmed, point_at)
-        return self.execute(pb, run)
+            return self.start(pb, the_plan, playbook_path, operation, disaster, vouch, point_at)
 
     def drill(self, pb: Playbook, playbook_path: str, hold_s: float | None = None,
               point_at: datetime | None = None) -> Run:
@@ -137,7 +140,7 @@ class Engine:
         """What `validate` checks of the plan, the drivers' live pre-flight of every move included."""
         (check or refuse_errors)(plan_findings(pb, snap, the_plan, self.drivers))
 
-    def fence(self, pb: Playbook, source: str, snap: Snapshot, confirmed: bool) -> None:
+    def fence(self, pb: Playbook, source: str, snap: Snapshot, vouch: Vouch) -> None:
         """Refuse a disaster failover that could leave a workload running on both sites: every host of the source
         that could run one of the playbook's workloads must answer (and is then fenced through its daemon, by
         the run's fence step), be fenced by the playbook's command, or be vouched for. Whatever the plan, the
@@ -145,13 +148,13 @@ class Engine:
         kinds = pb.kinds_on(source)
         down = sorted({f"host {inv.host} ({'; '.join(e for k, e in inv.errors.items() if k in kinds)})"
                        for inv in snap.site(source) if kinds & inv.errors.keys()})
-        if down and not confirmed and pb.fencing.command is None:
+        if down and not vouch.vouches and pb.fencing.command is None:
             raise FencingRequired(
                 f"site {source} cannot be fenced: {', '.join(down)} does not answer, so its copies may still "
                 "run; confirm the site is down with --confirm-primary-down, or set fencing.command in the playbook")
 
     def start(self, pb: Playbook, the_plan: Plan, playbook_path: str, operation: Operation,
-              disaster: bool = False, confirmed: bool = False, point_at: datetime | None = None) -> Run:
+              disaster: bool = False, vouch: Vouch = NO_VOUCH, point_at: datetime | None = None) -> Run:
         """Record the run and its steps and take its workloads' locks (inside `claim`). A disaster restart
         starts from the points taken at or before `point_at`, recorded on its step; the newest when None."""
         if the_plan.problems:
@@ -162,10 +165,10 @@ class Engine:
         chosen = points_at(self.store.points(pb.name), the_plan.target, point_at, wanted, groups)
         run = Run(operation=operation, playbook=pb.name, playbook_path=playbook_path, source_site=the_plan.source,
                   target_site=the_plan.target, state=RunState.RUNNING, pid=os.getpid(), host=self.host,
-                  mode=Mode.DISASTER if disaster else Mode.PLANNED)
+                  mode=Mode.DISASTER if disaster else Mode.PLANNED, automatic=vouch.automatic)
         steps = steps_for(pb, the_plan, disaster)
         if disaster:
-            steps[0].detail = json.dumps({"confirmed": confirmed})
+            steps[0].detail = json.dumps(vouch.detail())
         for step in steps:
             point = chosen.get((step.kind, step.workload)) if step.action == Action.RESTART else None
             if point is not None:
@@ -279,8 +282,9 @@ class Engine:
 
     # --- operator commands on a run ---------------------------------------------------------------------------
 
-    def resume(self, pb: Playbook, run: Run) -> Run:
-        """Continue a run that was interrupted, failed or aborted: what is not done yet is done now."""
+    def resume(self, pb: Playbook, run: Run, owner_gone: bool = False) -> Run:
+        """Continue a run that was interrupted, failed or aborted: what is not done yet is done now. A running
+        run's process must be gone: seen so here, or known so (`owner_gone`: a daemon whose heartbeat stopped)."""
         run_id = run.id or 0
         if run.operation == Operation.DRILL:
             raise UsageError(f"run {run_id} is a drill: the next drill, or a daemon taking the lead, tears it down")
@@ -289,7 +293,7 @@ class Engine:
         if run.state is RunState.PENDING_COMMIT:
             raise UsageError(f"run {run_id} waits for drorch commit {run_id} or drorch rollback {run_id}")
         if run.state is RunState.RUNNING:
-            if run_alive(run.host, run.pid, self.host):
+            if not owner_gone and run_alive(run.host, run.pid, self.host):
                 raise WorkloadBusy(f"run {run_id} is still running (pid {run.pid} on {run.host})")
             self.store.adopt_locks(run_id, os.getpid(), self.host)
         else:
