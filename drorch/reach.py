@@ -156,11 +156,12 @@ class _Asking:
 
 
 def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int = SNAPSHOT_THREADS,
-             brief: bool = False) -> Snapshot:
-    """Both sites as they are now, every host and technology asked at once; a host that does not answer is
-    recorded with why, not raised. `brief` is for a run's plan: a host of declared size is not asked what
-    only checks need (see Driver.host_facts)."""
-    placed = [(HostInventory(site, host.name), host) for site in (pb.primary, pb.secondary) for host in pb.hosts(site)]
+             brief: bool = False, sites: Sequence[str] = ()) -> Snapshot:
+    """Both sites (or those named) as they are now, every host and technology asked at once; a host that does
+    not answer is recorded with why, not raised. `brief` is for a run's plan: a host of declared size is not
+    asked what only checks need (see Driver.host_facts)."""
+    placed = [(HostInventory(site, host.name), host) for site in sites or (pb.primary, pb.secondary)
+              for host in pb.hosts(site)]
     asks = [(inv, host, kind, driver, ep) for inv, host in placed
             for kind, driver in drivers.items() if (ep := endpoint_of(pb, inv.site, host, kind)) is not None]
     # A host's facts and its workloads are two questions, asked side by side like every other host's.
@@ -184,3 +185,21 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
             inv.facts[kind] = facts
             inv.workloads.extend(workloads)
     return Snapshot([inv for inv, _ in placed], taken_at=utcnow().isoformat())
+
+
+def probe(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], site: str) -> dict[str, str | None]:
+    """Each host of the site with a daemon the playbook uses there, and why one of them did not answer a brief
+    question (None: all did), within the site's answer_timeout_s: the automatic takeover's probe."""
+    kinds = pb.kinds_on(site)
+    questions = [_Question((site, host.name, ep.uri), functools.partial(drivers[kind].host_facts, brief=True), ep)
+                 for host in pb.hosts(site) for kind in sorted(kinds & drivers.keys())
+                 if (ep := endpoint_of(pb, site, host, kind)) is not None]
+    asking = _Asking(questions, {site: pb.sites[site].answer_timeout_s}, len(questions))
+    silent: dict[str, str | None] = {q.ep.host: None for q in questions}
+    for q in questions:
+        answer = asking.answer(q)
+        if isinstance(answer, BaseException) and not isinstance(answer, DrorchError):
+            raise answer
+        if isinstance(answer, DrorchError):
+            silent[q.ep.host] = silent[q.ep.host] or str(answer)
+    return silent

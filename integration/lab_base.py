@@ -69,7 +69,7 @@ class Site:
 
 
 SITES = {
-    "a": Site("a", "127.0.0.1", 16601, (49200, 49215), "prod-net", "drlprod0", "prod-pool"),
+    "a": Site("a", "127.0.0.1", 16601, (49200, 49215), "prod-net", "drlprod0", "prod-pool", tls_docker_port=2376),
     "b": Site("b", "127.0.0.2", 16602, (49300, 49315), "dr-net", "drldr0", "dr-pool", 16612, 2376),
 }
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import ssl
 import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration import lab_pki
+from integration import lab_partition, lab_pki
 from integration.lab_base import LAB, PKI, log, read_pid, stop_pid, wait_for
 
 ETCD = LAB / "etcd" / "usr" / "bin" / "etcd"
@@ -53,23 +55,32 @@ def certificate() -> None:
 
 
 def start(place: str) -> None:
-    """One member, with the cluster it was first started in (its data folder keeps it from then on)."""
+    """One member, with the cluster it was first started in (its data folder keeps it from then on), run as its
+    place's own uid (lab_partition) with its own copy of the members' certificate."""
     m = MEMBERS[place]
     if read_pid(m.root / PIDFILE):
         return
     certificate()
-    m.root.mkdir(parents=True, exist_ok=True)
-    tls = [f"--{side}{what}={PKI / name}" for side in ("", "peer-")
+    tls_dir = m.root / "tls"
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CERT, KEY, lab_pki.CA):
+        shutil.copy(PKI / name, tls_dir / name)
+    uid = lab_partition.PLACES[place].uid
+    for path in (m.root, *m.root.rglob("*")):
+        os.chown(path, uid, lab_partition.GROUP)
+    tls = [f"--{side}{what}={tls_dir / name}" for side in ("", "peer-")
            for what, name in (("cert-file", CERT), ("key-file", KEY), ("trusted-ca-file", lab_pki.CA))]
     cluster = ",".join(f"{o.place}={o.url(peer=True)}" for o in MEMBERS.values())
     argv = [str(ETCD), "--name", place, "--data-dir", str(m.root / "data"),
             "--listen-client-urls", m.url(), "--advertise-client-urls", m.url(),
             "--listen-peer-urls", m.url(peer=True), "--initial-advertise-peer-urls", m.url(peer=True),
             "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "drorch-lab",
-            "--client-cert-auth", "--peer-client-cert-auth", *tls]
+            "--client-cert-auth", "--peer-client-cert-auth", "--pre-vote", *tls]
+    # Pre-vote: a member cut from the leader does not unseat it with elections it cannot win.
     log(f"starting etcd member {place} on {m.url()}")
     with (m.root / "etcd.log").open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                **lab_partition.as_place(place))
     (m.root / PIDFILE).write_text(str(proc.pid))
 
 
@@ -104,6 +115,13 @@ def _post(m: Member, path: str, body: dict[str, str]) -> bool:
 def healthy(m: Member) -> bool:
     """The member answers a linearizable read: a majority, leader included, is behind it."""
     return _post(m, "kv/range", {"key": _b64("/drorch")})
+
+
+def client_settings() -> dict[str, object]:
+    """A playbook's auto_failover.etcd for the lab's cluster: every member with its place, and the lab's client
+    certificate."""
+    return {"endpoints": [{"url": m.url(), "site": m.place} for m in MEMBERS.values()],
+            "ca": str(PKI / lab_pki.CA), "cert": str(PKI / lab_pki.CLIENT), "key": str(PKI / lab_pki.CLIENT_KEY)}
 
 
 def clear() -> None:

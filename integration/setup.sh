@@ -13,10 +13,11 @@ say() { printf '[setup] %s\n' "$*"; }
 
 packages=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           libvirt-dev pkg-config docker.io busybox-static cpio dnsmasq-base iproute2 gcc python3-venv
-          systemd openssl podman chromium chromium-driver lxd lxd-client e2fsprogs)
+          systemd openssl podman chromium chromium-driver lxd lxd-client e2fsprogs nftables acl)
 # systemd-analyze checks the daemon's unit; openssl makes the lab's certificates; podman: the lab runs a Podman
 # service per site; chromium and its driver: the status page is tested in a real browser; lxd: an LXD per site;
-# e2fsprogs: the lab group's VM gets an ext4 disk (mkfs.ext4) and says what dumpe2fs finds on it
+# e2fsprogs: the lab group's VM gets an ext4 disk (mkfs.ext4) and says what dumpe2fs finds on it; nftables: the
+# lab cuts a place's paths to another on loopback (lab cut, heal); acl: see the places' uids below
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -127,4 +128,17 @@ if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
   "$venv/bin/pip" install -q -e "$repo[dev]"
   touch "$stamp"
 fi
+
+# The lab runs each place's processes (its etcd member, and in the partition tests drorch's daemons) under a uid
+# of its own in the lab's group (integration/lab_partition.py): they must reach the virtualenv's interpreter,
+# wherever it was installed; a folder on its way that others may not enter lets the lab's group in, and no one else.
+lab_group=64100
+dir=$(dirname "$(readlink -f "$venv/bin/python")")
+while [ "$dir" != / ]; do
+  if [ $(( 0$(stat -c %a "$dir") & 1 )) -eq 0 ]; then
+    say "letting the lab's group through $dir to the interpreter"
+    setfacl -m "g:$lab_group:x" "$dir"
+  fi
+  dir=$(dirname "$dir")
+done
 say "ready"

@@ -8,17 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from drorch.model.auto_failover import Etcd, EtcdMember
+from drorch.model.auto_failover import Etcd
 from drorch.witness.etcd_witness import EtcdWitness
-from integration import lab_etcd, lab_pki
-from integration.lab_base import PKI
+from integration import lab_etcd
 from tests.support.witness_contract import WitnessContract
 
 
 def settings() -> Etcd:
-    return Etcd(endpoints=[EtcdMember(url=m.url(), site=m.place) for m in lab_etcd.MEMBERS.values()],
-                ca=str(PKI / lab_pki.CA), cert=str(PKI / lab_pki.CLIENT), key=str(PKI / lab_pki.CLIENT_KEY),
-                timeout_s=1.0)
+    return Etcd.model_validate({**lab_etcd.client_settings(), "timeout_s": 1.0})
 
 
 class TestEtcdWitness(WitnessContract):

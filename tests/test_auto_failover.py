@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,20 +13,12 @@ from drorch.errors import PlaybookError
 from drorch.model.auto_failover import AutoFailover, OnLostQuorum
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.takeover import Gate, Sighting, Watch, judge
-from tests.support.shop import PLAYBOOK
-
-CLUSTER = [{"url": "https://etcd-a:2379", "site": "a"}, {"url": "https://etcd-b:2379", "site": "b"},
-           {"url": "https://etcd-w:2379", "site": "witness"}]
+from tests.support.cli import drorch
+from tests.support.shop import AUTO_CLUSTER, PLAYBOOK, auto_failover_playbook
 
 
 def playbook(fencing: bool = True, **settings: object) -> str:
-    raw = yaml.safe_load(PLAYBOOK)
-    raw["auto_failover"] = {"etcd": {"endpoints": CLUSTER, "ca": "/etc/drorch/etcd-ca.pem",
-                                     "cert": "/etc/drorch/etcd.pem", "key": "/etc/drorch/etcd.key"},
-                            "after_s": 20, "acquire_after_s": 10, "lease_s": 6, **settings}
-    if fencing:
-        raw["fencing"] = {"command": ["/usr/local/bin/fence", "--site"]}
-    return yaml.safe_dump(raw)
+    return auto_failover_playbook(["/usr/local/bin/fence", "--site"] if fencing else None, **settings)
 
 
 def problems(text: str) -> list[str]:
@@ -41,13 +35,13 @@ def test_a_cluster_at_each_site_and_a_witness_with_a_fence_is_taken() -> None:
 
 
 @pytest.mark.parametrize(("settings", "fencing", "expected"), [
-    ({"etcd": {"endpoints": CLUSTER[:2]}}, True,
+    ({"etcd": {"endpoints": AUTO_CLUSTER[:2]}}, True,
      "pb.yaml:6:5: 2 members cannot outvote the loss of a site: give three or more"),
-    ({"etcd": {"endpoints": [{**m, "site": "a"} for m in CLUSTER]}}, True,
+    ({"etcd": {"endpoints": [{**m, "site": "a"} for m in AUTO_CLUSTER]}}, True,
      "a majority is lost with one place's members: a (3) of 3; at most 1 at any one place"),
-    ({"etcd": {"endpoints": [*CLUSTER, {"url": "https://etcd-b2:2379", "site": "b"}]}}, True,
+    ({"etcd": {"endpoints": [*AUTO_CLUSTER, {"url": "https://etcd-b2:2379", "site": "b"}]}}, True,
      "a majority is lost with one place's members: b (2) of 4"),
-    ({"etcd": {"endpoints": [*CLUSTER[:2], {"url": "https://etcd-c:2379", "site": "b"}]}}, True,
+    ({"etcd": {"endpoints": [*AUTO_CLUSTER[:2], {"url": "https://etcd-c:2379", "site": "b"}]}}, True,
      "no member at a third place"),
     ({"after_s": 5}, True, "after_s (5 s) is shorter than lease_s (6 s)"),
     ({"on_lost_quorum": "none"}, False, "nothing stops the primary before the secondary starts its workloads"),
@@ -62,7 +56,7 @@ def test_unsafe_settings_are_refused(settings: dict[str, object], fencing: bool,
     ({"url": "etcd-a:2379", "site": "a"}, "is not a member's client URL"),
 ])
 def test_each_member_is_a_client_url_with_its_place(member: object, expected: str) -> None:
-    found = problems(playbook(etcd={"endpoints": [member, *CLUSTER[1:]]}))
+    found = problems(playbook(etcd={"endpoints": [member, *AUTO_CLUSTER[1:]]}))
     assert any(expected in p for p in found), found
 
 
@@ -113,3 +107,27 @@ def test_a_pause_and_the_window_hold_a_takeover_back() -> None:
     assert judge(watch, armed(), now, True, None).waiting is Gate.NOT_PAUSED
     assert judge(watch, armed(), now, False, now - timedelta(hours=23)).waiting is Gate.WINDOW
     assert judge(watch, armed(), now, False, now - timedelta(hours=25)).go
+
+
+def test_auto_failover_commands_pause_resume_approve_and_say_a_witness_that_does_not_answer(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRORCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("DRORCH_DB_URL", raising=False)
+    doc = yaml.safe_load(playbook())
+    doc["auto_failover"]["etcd"] = {"endpoints": [{"url": f"http://127.0.0.1:{port}", "site": site}
+                                                  for port, site in ((1, "a"), (2, "b"), (3, "witness"))],
+                                    "timeout_s": 0.5}
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert drorch(capsys, "auto-failover", "pause", str(path))[1] == "automatic failover of shop paused\n"
+    code, out, _ = drorch(capsys, "auto-failover", "status", str(path), "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["paused"] is True and "no majority" in shown["key"]["error"] and shown["turns"] == []
+    assert drorch(capsys, "auto-failover", "resume", str(path))[1] == "automatic failover of shop armed\n"
+    assert drorch(capsys, "auto-failover", "approve", str(path))[0] == 0
+    code, out, _ = drorch(capsys, "auto-failover", "status", str(path))
+    assert code == 0 and out.splitlines()[1] == "armed" and out.startswith("key: unknown (")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(PLAYBOOK)
+    assert drorch(capsys, "auto-failover", "status", str(plain))[2].strip().endswith(
+        "playbook shop has no auto_failover section")

@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from drorch.daemon.sentinels import set_paused
 from drorch.model.groups import Consistency
 from drorch.model.playbook import Playbook
 from drorch.model.playbook_file import parse_playbook
 from drorch.model.records import Action, Operation, RunState, StepState, utcnow
 from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, Step
 from drorch.store.sql_store import Store
+from drorch.store.takeover_rows import SentinelTurn
 from drorch.web.metrics import StoreCollector, exposition
 from tests.support.shop import PLAYBOOK
 
@@ -113,3 +115,31 @@ def test_a_scrape_says_what_the_store_holds(store: Store) -> None:
     assert m["drorch_daemon_leader"] == {(("daemon", "h:1"),): 1, (("daemon", "h:2"),): 0}  # h:2 is gone
     assert m["drorch_daemon_up"] == {(("daemon", "h:1"),): 1, (("daemon", "h:2"),): 0}
     assert 12 <= m["drorch_lease_expiry_seconds"][(("holder", "h:1"),)] <= 13
+
+
+def test_automatic_failover_is_scraped_from_each_live_daemon_s_last_turn(store: Store) -> None:
+    """Site a's daemon stale, site b's holding the key after a takeover whose probes found a1 silent; a daemon gone
+    says nothing; the pause row is the playbook's."""
+    pb = parse_playbook(PLAYBOOK, "shop.yaml")
+    now = utcnow()
+    store.save(DaemonRow(identity="h:1", lease_s=15), DaemonRow(identity="h:2", lease_s=15),
+               DaemonRow(identity="h:3", lease_s=15, heartbeat_at=now - timedelta(minutes=5)))
+    silent = json.dumps({"gates": [], "silent": {"a1": "site a: does not answer"}})
+    store.save(SentinelTurn(daemon="h:1", playbook="shop", site="a", role="stale", decision="stale", said="x"),
+               SentinelTurn(daemon="h:2", playbook="shop", site="b", role="active", decision="active", said="y",
+                            gates=silent),
+               SentinelTurn(daemon="h:3", playbook="shop", site="b", role="standby", decision="held", said="z"))
+    automatic = run(store, Operation.FAILOVER, RunState.SUCCEEDED, 30, [])
+    automatic.automatic = json.dumps([["key won", True, "held by h:2 of site b"]])
+    store.save(automatic)
+    set_paused(store, "shop", True, "ops")
+    got = scrape(store, pb)
+    assert got["drorch_auto_failover_key_holder"] == {(("playbook", "shop"), ("site", "a")): 0.0,
+                                                     (("playbook", "shop"), ("site", "b")): 1.0}
+    assert set(got["drorch_auto_failover_armed"].values()) == {0.0}
+    assert got["drorch_auto_failover_last_decision"] == {
+        (("daemon", "h:1"), ("decision", "stale"), ("playbook", "shop"), ("site", "a")): 1.0,
+        (("daemon", "h:2"), ("decision", "active"), ("playbook", "shop"), ("site", "b")): 1.0}
+    assert got["drorch_auto_failover_probe_failures"][(("daemon", "h:2"), ("playbook", "shop"), ("site", "b"))] == 1
+    assert got["drorch_auto_failover_last_run_timestamp_seconds"] == {
+        (("playbook", "shop"),): automatic.started_at.timestamp()}

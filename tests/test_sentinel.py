@@ -59,6 +59,9 @@ class Reach(Witness):
     def renew(self, hold: Holding) -> bool:
         return self._ok().renew(hold)
 
+    def release(self, hold: Holding) -> None:
+        self._ok().release(hold)
+
     def say_stopped(self, playbook: str, site: str, at: datetime) -> None:
         self._ok().say_stopped(playbook, site, at)
 
@@ -75,6 +78,9 @@ class Site:
     def runs_here(self) -> bool:
         return self.world.running[self.site]
 
+    def runs_nothing_here(self) -> bool:
+        return self.world.hosts_up[self.site] and not self.world.running[self.site]
+
     def primary_answers(self) -> frozenset[str]:
         up = self.world.hosts_up[self.other] and not self.world.cut
         return frozenset({f"{self.other}1"}) if up else frozenset()
@@ -86,15 +92,17 @@ class Site:
         return True, "the workloads stopped"
 
     def fence(self) -> tuple[bool, str]:
-        self.world.events.append((self.world.at(), f"{self.other} fenced"))
-        if self.world.fence_works:
-            self.world.running[self.other] = False
-        return self.world.fence_works, "fenced" if self.world.fence_works else "fencing.command exited 1"
+        return self.world.fence_works, "by the run" if self.world.fence_works else "no fencing.command"
 
     def ready(self) -> tuple[bool, str]:
         return self.world.ready, "ready" if self.world.ready else "not ready: no point of db"
 
-    def fail_over(self, why: list[tuple[str, bool, str]]) -> int:
+    def fail_over(self, why: list[tuple[str, bool, str]], vouched: str | None) -> int:
+        """The run: its fence step first (the other site's own stop vouches, or the fence is made), then the
+        restarts."""
+        if vouched is None:
+            self.world.events.append((self.world.at(), f"{self.other} fenced"))
+            self.world.running[self.other] = False
         self.world.events.append((self.world.at(), f"failover to {self.site}"))
         self.world.running[self.site] = True
         return len(self.world.events)
@@ -218,13 +226,21 @@ def test_two_daemons_at_the_secondary_start_one_run() -> None:
 
 
 @pytest.mark.parametrize(("fence_works", "ready", "held_back"), [(False, True, "fenced"), (True, False, "ready")])
-def test_a_failed_fence_or_readiness_holds_the_key_and_starts_nothing(fence_works: bool, ready: bool,
-                                                                      held_back: str) -> None:
+def test_a_failed_fence_or_readiness_holds_the_key_and_starts_nothing_until_approved(
+        fence_works: bool, ready: bool, held_back: str) -> None:
     world, made = settled(World(fence_works=fence_works, ready=ready))
-    world.hosts_up["a"], world.reaches_quorum["a"] = False, False
+    world.hosts_up["a"], world.reaches_quorum["a"], world.running["a"] = False, False, False
     turns = run(world, made, 40, alive={"b"})
     assert not world.running["b"]
-    assert any(f"key held, no failover: {held_back} did not hold" in t.said for t in turns["b"]), turns["b"][-1]
+    assert turns["b"][-1].said.startswith(f"key held, no failover: {held_back} ("), turns["b"][-1]
+    assert turns["b"][-1].said.endswith("did not hold; drorch auto-failover approve shop goes on")
+    made["b"].approved = (world.now - timedelta(hours=1), "ops")  # an approval older than the hold counts not
+    assert not any(t.run for t in run(world, made, 4, alive={"b"})["b"]) and not world.running["b"]
+    approved_at = made["b"].approved = (world.now, "ops")
+    started = [t for t in run(world, made, 4, alive={"b"})["b"] if t.run]
+    assert len(started) == 1 and world.running["b"]
+    assert ("approved", True, f"by ops at {approved_at[0]:%H:%M:%S}") in started[0].gates
+    assert (held_back, False) in [(g, ok) for g, ok, _ in started[0].gates]
 
 
 def test_a_paused_sentinel_and_the_window_start_nothing() -> None:
@@ -236,3 +252,22 @@ def test_a_paused_sentinel_and_the_window_start_nothing() -> None:
     made["b"].paused, made["b"].last_automatic = False, world.now - timedelta(hours=1)
     turns = run(world, made, 10, alive={"b"})
     assert not world.running["b"] and "window" in turns["b"][-1].said
+
+
+def test_a_failback_by_hand_while_paused_hands_the_key_to_the_site_that_runs_the_workloads() -> None:
+    world, made = settled(World())
+    world.hosts_up["a"], world.running["a"], world.reaches_quorum["a"] = False, False, False
+    run(world, made, 60, alive={"b"})
+    world.hosts_up["a"], world.reaches_quorum["a"] = True, True
+    turns = run(world, made, 6)
+    assert turns["a"][-1].role is Role.STALE and world.running == {"a": False, "b": True}
+    for s in made.values():
+        s.paused = True
+    world.running = {"a": True, "b": False}  # drorch failback, by hand
+    turns = run(world, made, 8)
+    assert "the key let go" in turns["b"][0].said and turns["a"][-1].role is Role.ACTIVE
+    for s in made.values():
+        s.paused = False
+    turns = run(world, made, 30)
+    assert turns["a"][-1].role is Role.ACTIVE and turns["b"][-1].role is Role.STANDBY
+    assert world.running == {"a": True, "b": False} and not world.both_ran

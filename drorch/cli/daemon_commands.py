@@ -48,6 +48,9 @@ def daemon_run(
     tls_key: Annotated[Path | None, typer.Option(help="its private key (PEM)")] = None,
     token_file: Annotated[Path | None, typer.Option(
         help="a file, readable by its owner only, holding the bearer token every request but the probes needs")] = None,
+    site: Annotated[str | None, typer.Option(
+        help="the site this daemon runs at: it acts for that site in the automatic failover of the playbooks "
+             "with an auto_failover section (without it, none is armed here)")] = None,
     only_served: Annotated[bool, typer.Option(
         help="the status page shows this daemon's playbooks only, not the others the store holds (by default, "
              "those active in the last week are shown below the daemon's own)")] = False,
@@ -68,7 +71,8 @@ def daemon_run(
     if listen is None and (tls_cert or tls_key or token_file):
         raise UsageError("--tls-cert, --tls-key and --token-file go with --listen")
     served = None if listen is None else Listen.parse(listen, tls_cert, tls_key, token_file)
-    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s, listen=served, only_served=only_served).run()
+    Daemon(Store(), [f.resolve() for f in files], lease_s=lease_s, listen=served, only_served=only_served,
+           site=site).run()
 
 
 @app.command()

@@ -45,6 +45,7 @@ def history(
     found = History()
     if run_id is not None:
         run, steps = found.run(run_id), found.steps(run_id)
+        run["automatic"] = json.loads(run["automatic"]) if run.get("automatic") else None  # the takeover's gates
         if json_out:
             shown = [{k: v for k, v in s.items() if k not in ("handle", "request")} for s in steps]
             typer.echo(json.dumps({**run, "steps": shown}, indent=2, default=_plain))
@@ -52,6 +53,9 @@ def history(
         echo(f"run {run['id']} {run['operation']} {run['playbook']} ({run['playbook_path']}) site "
                    f"{run['source_site']} -> {run['target_site']}: {_state(run)}, "
                    f"started {run['started_at']:%Y-%m-%d %H:%M:%S}")
+        if run["automatic"]:
+            echo("  started automatically: " + "; ".join(f"{g} {'held' if ok else 'did not hold'} ({said})"
+                                                          for g, ok, said in run["automatic"]))
         for s in steps:
             began, ended = s["started_at"], s["ended_at"]
             took = f"{(ended - began).total_seconds():.1f} s" if began and ended else "-"

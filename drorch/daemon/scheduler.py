@@ -28,6 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from drorch.daemon.sentinels import Watcher, watchers
 from drorch.daemon.shutdown import stopping
 from drorch.errors import DrorchError, NotFound, StoreError, printable
 from drorch.model.playbook import Playbook
@@ -130,9 +131,10 @@ class Daemon:
     """One daemon: heartbeat, lease, and the scheduler while it holds the lease."""
 
     def __init__(self, store: Store, playbooks: list[Path], lease_s: float = 15.0, threads: int = 2,
-                 listen: Listen | None = None, only_served: bool = False) -> None:
+                 listen: Listen | None = None, only_served: bool = False, site: str | None = None) -> None:
         self.store = store
         self.playbooks = playbooks
+        self.site = site  # where this daemon runs: its sentinels act for that site (auto_failover)
         self.lease_s = lease_s
         self.threads = threads
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
@@ -142,27 +144,34 @@ class Daemon:
         collector = StoreCollector(store, self._served, next_runs=lambda: next_runs(store))
         self.web = None if listen is None else Web(listen, store, lambda: exposition(collector),
                                                     Pages(store, self._served, others=not only_served))
-        self._loaded: dict[str, Playbook] = {}
+        self._loaded: dict[Path, Playbook] = {}
+        self._watchers: list[Watcher] = []
         self._stop_jobs: Callable[[], None] = lambda: None  # what the jobs hold between runs, let go
         self._renewed = 0.0  # when the lease was last renewed (monotonic)
 
-    def _served(self) -> dict[str, Playbook]:
-        """The playbooks whose RPO targets the metrics give, read once."""
+    def _files(self) -> dict[Path, Playbook]:
+        """The playbooks that load, by their files, read once."""
         if not self._loaded:
             for path in self.playbooks:
                 with contextlib.suppress(DrorchError):
-                    pb = load_playbook(path)
-                    self._loaded[pb.name] = pb
+                    self._loaded[path] = load_playbook(path)
         return self._loaded
+
+    def _served(self) -> dict[str, Playbook]:
+        """The playbooks whose RPO targets the metrics give."""
+        return {pb.name: pb for pb in self._files().values()}
 
     def run(self, on_tick: Callable[[], None] | None = None) -> None:
         """Until SIGTERM or SIGINT: renew, lead or follow, and let the scheduler work."""
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         signal.signal(signal.SIGINT, lambda *_: stopping.set())
-        self._event("started", playbooks=[str(p) for p in self.playbooks],
+        self._event("started", playbooks=[str(p) for p in self.playbooks], site=self.site,
                     listening=f"{self.web.listen.host}:{self.web.port}" if self.web else None)
         if self.web is not None:
             self.web.start()
+        self._watchers = watchers(self._files(), self.site, self.store, self.identity, self.lease_s, self._event)
+        for w in self._watchers:
+            w.start()
         try:
             while not stopping.is_set():
                 try:
@@ -249,6 +258,8 @@ class Daemon:
             self.sched.shutdown(wait=True)
             self.sched = None
         self._stop_jobs()
+        for w in self._watchers:
+            w.join()
         try:
             self.store.release_lease(SCHEDULER_LEASE, self.identity)
             self.store.heartbeat(self.identity, False, stopped=True)

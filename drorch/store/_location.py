@@ -16,7 +16,8 @@ from drorch.file_kinds import not_regular
 # The store's tables (drorch.store.sql_store declares them; a test keeps the two lists equal): any one of them makes a
 # database drorch's.
 TABLES = frozenset({"runs", "steps", "locks", "recovery_points", "readiness", "leases", "daemons", "open_freezes",
-                    "skipped_ships"})
+                    "skipped_ships", "sentinel_turns",
+                    "takeover_controls"})
 # How long a command waits for another to finish writing the store before it gives up with a clear line.
 BUSY_TIMEOUT_MS = 30_000
 

@@ -42,6 +42,7 @@ class Run(SQLModel, table=True):
     mode: Mode | None = Field(default=None, sa_column=_valued(Mode, nullable=True))
     abort_requested: bool | None = None
     commit_deadline: datetime | None = None
+    automatic: str | None = None  # an automatic failover: the gates that let it start (JSON)
 
 
 class Lock(SQLModel, table=True):
@@ -215,3 +216,4 @@ class Step(SQLModel, table=True):
     @property
     def at_target(self) -> WorkloadKind:
         return WorkloadKind(self.target_kind or self.kind)
+

@@ -19,6 +19,7 @@ from drorch.store._location import default_url
 from drorch.store.connect import ensure_tables, open_engine
 from drorch.store.damaged_rows import READ_FAILURES, damaged
 from drorch.store.rows import DaemonRow, Lease, Lock, OpenFreeze, ReadinessCheck, RecoveryPoint, Run, SkippedShip, Step
+from drorch.store.takeover_rows import SentinelTurn, TakeoverControl
 
 
 @event.listens_for(Session, "before_flush")
@@ -61,6 +62,13 @@ class Store:
         with self.session() as s:
             for row in rows:
                 s.add(row)
+            s.commit()
+
+    def replace(self, *rows: SQLModel) -> None:
+        """Each row written over the one with its key, if there is one: a row that says only the latest."""
+        with self.session() as s:
+            for row in rows:
+                s.merge(row)
             s.commit()
 
     def run(self, run_id: int) -> Run:
@@ -229,6 +237,16 @@ class Store:
     def daemons(self) -> list[DaemonRow]:
         with self.session() as s:
             return list(s.exec(select(DaemonRow).order_by(col(DaemonRow.heartbeat_at).desc())))
+
+    def sentinel_turns(self, playbook: str) -> list[SentinelTurn]:
+        """Each daemon's last turn at the playbook's automatic failover."""
+        with self.session() as s:
+            return list(s.exec(select(SentinelTurn).where(col(SentinelTurn.playbook) == playbook)
+                               .order_by(col(SentinelTurn.site), col(SentinelTurn.daemon))))
+
+    def takeover_control(self, playbook: str) -> TakeoverControl:
+        with self.session() as s:
+            return s.get(TakeoverControl, playbook) or TakeoverControl(playbook=playbook)
 
     def refresh(self, run: Run) -> Run:
         """The run as the store has it now: another process may have asked it to abort."""

@@ -30,6 +30,7 @@ from drorch.model.records import (
 from drorch.store.damaged_rows import READ_FAILURES, damaged, loaded
 from drorch.store.rows import DaemonRow, Lease, ReadinessCheck, RecoveryPoint, Run, SkippedShip, Step
 from drorch.store.sql_store import Store
+from drorch.store.takeover_rows import SentinelTurn, TakeoverControl
 
 # Upper bounds of the duration histograms (seconds): a live move takes seconds, a cold one minutes, a run hours.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
@@ -97,7 +98,10 @@ class Readings:
     # (playbook, kind, workload) -> the site the newest run that acted on it left it on, and that run
     placed: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
     last_run: dict[str, datetime] = field(default_factory=dict)  # playbook -> when its newest run started
+    last_automatic: dict[str, datetime] = field(default_factory=dict)  # ... its newest automatic failover
     skipped: list[SkippedShip] = field(default_factory=list)  # ships not begun as the last one still ran
+    turns: list[SentinelTurn] = field(default_factory=list)  # each daemon's last turn at automatic failover
+    paused: set[str] = field(default_factory=set)  # playbooks whose automatic failover is paused
 
 
 def read(store: Store, playbooks: Sequence[str] | None = None) -> Readings:
@@ -127,8 +131,13 @@ def _read(store: Store, playbooks: Sequence[str] | None) -> Readings:
                 .order_by(col(Run.id).desc()))],
             placed=_placed(conn, playbooks),
             last_run=_last_runs(conn, playbooks),
+            last_automatic=_last_runs(conn, playbooks, automatic=True),
             skipped=[SkippedShip(**dict(r._mapping)) for r in conn.execute(
                 _only(select(_table(SkippedShip)), col(SkippedShip.playbook), playbooks))],
+            turns=[SentinelTurn(**dict(r._mapping)) for r in conn.execute(
+                _only(select(_table(SentinelTurn)), col(SentinelTurn.playbook), playbooks))],
+            paused={r[0] for r in conn.execute(_only(select(col(TakeoverControl.playbook)).where(
+                col(TakeoverControl.paused)), col(TakeoverControl.playbook), playbooks))},
         )
 
 
@@ -254,9 +263,11 @@ def _placed(conn: Connection, playbooks: Sequence[str] | None) -> dict[tuple[str
             for r in conn.execute(select(ranked).where(ranked.c.rank == 1))}
 
 
-def _last_runs(conn: Connection, playbooks: Sequence[str] | None) -> dict[str, datetime]:
+def _last_runs(conn: Connection, playbooks: Sequence[str] | None, automatic: bool = False) -> dict[str, datetime]:
+    """When each playbook's newest run (or newest automatic failover) started."""
     runs = _table(Run).c
-    query = _only(select(runs.playbook, func.max(runs.started_at)).group_by(runs.playbook), runs.playbook, playbooks)
+    query = select(runs.playbook, func.max(runs.started_at)).group_by(runs.playbook)
+    query = _only(query.where(runs.automatic.is_not(None)) if automatic else query, runs.playbook, playbooks)
     return {r[0]: r[1] for r in conn.execute(query)}
 
 

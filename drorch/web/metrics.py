@@ -4,6 +4,7 @@ units (seconds, bytes), counters ending in _total."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -53,6 +54,7 @@ class StoreCollector(Collector):
         yield from drills(seen)
         yield from runs(seen)
         yield from daemons(seen)
+        yield from takeovers(seen)
         if self.next_runs is not None:
             jobs = GaugeMetricFamily("drorch_job_next_run_timestamp_seconds",
                                      "When each scheduled job runs next (Unix time)", labels=["job", "name"])
@@ -210,6 +212,42 @@ def daemons(seen: Readings) -> Iterator[Metric]:
     if seen.lease is not None:
         lease.add_metric([seen.lease.holder], (naive(seen.lease.expires_at) - now) / timedelta(seconds=1))
     yield from (leader, up, beat, lease)
+
+
+def takeovers(seen: Readings) -> Iterator[Metric]:
+    """Automatic failover, from each live daemon's last turn: armed or not, which site holds the key, what the
+    secondary's probes of the primary found, and the last decision."""
+    now = naive(seen.at)
+    live = {d.identity for d in seen.daemons if d.role(now) in ("leader", "standby")}
+    armed = GaugeMetricFamily("drorch_auto_failover_armed", "Whether a live daemon at the site turns the "
+                              "playbook's automatic failover and it is not paused (1 or 0)",
+                              labels=["playbook", "site"])
+    holder = GaugeMetricFamily("drorch_auto_failover_key_holder", "Whether the site holds the playbook's key, as "
+                               "its live daemons last saw it (1 or 0)", labels=["playbook", "site"])
+    silent = GaugeMetricFamily("drorch_auto_failover_probe_failures", "Hosts of the other site that did not answer "
+                               "the daemon's last probe", labels=["playbook", "site", "daemon"])
+    decided = GaugeMetricFamily("drorch_auto_failover_last_decision", "The daemon's last decision (1): its role, "
+                                "held (a gate after the key's win did not hold) or failed over",
+                                labels=["playbook", "site", "daemon", "decision"])
+    at = GaugeMetricFamily("drorch_auto_failover_turn_timestamp_seconds", "When the daemon last turned the "
+                           "playbook's automatic failover", labels=["playbook", "site", "daemon"])
+    sites: dict[tuple[str, str], bool] = {}
+    for t in seen.turns:
+        if t.daemon not in live:
+            continue
+        key = (t.playbook, t.site)
+        sites[key] = sites.get(key, False) or t.role == "active"
+        silent.add_metric([t.playbook, t.site, t.daemon], len(json.loads(t.gates).get("silent", {})))
+        decided.add_metric([t.playbook, t.site, t.daemon, t.decision or t.role], 1)
+        at.add_metric([t.playbook, t.site, t.daemon], epoch(t.at))
+    for (playbook, site), active in sorted(sites.items()):
+        armed.add_metric([playbook, site], 0.0 if playbook in seen.paused else 1.0)
+        holder.add_metric([playbook, site], 1.0 if active else 0.0)
+    last = GaugeMetricFamily("drorch_auto_failover_last_run_timestamp_seconds", "When the playbook's newest "
+                             "automatic failover started", labels=["playbook"])
+    for playbook, started in sorted(seen.last_automatic.items()):
+        last.add_metric([playbook], epoch(started))
+    yield from (armed, holder, silent, decided, at, last)
 
 
 def epoch(at: datetime) -> float:

@@ -79,6 +79,9 @@ class EtcdWitness(Witness):
     def renew(self, hold: Holding) -> bool:
         return self._asked(lambda c: Lease(hold.lease, client=c).refresh()) > 0
 
+    def release(self, hold: Holding) -> None:
+        self._asked(lambda c: Lease(hold.lease, client=c).revoke())
+
     def say_stopped(self, playbook: str, site: str, at: datetime) -> None:
         self._asked(lambda c: c.put(stopped_key(playbook, site), json.dumps({"at": at.isoformat()})))
 

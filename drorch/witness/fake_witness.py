@@ -47,6 +47,11 @@ class FakeWitness(Witness):
         self.holds[hold.playbook] = (hold, self.clock() + timedelta(seconds=self.leases[hold.lease]))
         return True
 
+    def release(self, hold: Holding) -> None:
+        self._majority()
+        if self.holder(hold.playbook) == hold:
+            del self.holds[hold.playbook]
+
     def say_stopped(self, playbook: str, site: str, at: datetime) -> None:
         self._majority()
         self.said_stopped[(playbook, site)] = at

@@ -35,6 +35,10 @@ class Witness(ABC):
         """The hold's lease renewed for its whole length; False when it had expired (the key is gone)."""
 
     @abstractmethod
+    def release(self, hold: Holding) -> None:
+        """The hold let go at once (its lease revoked): the key is free for the site that runs the workloads."""
+
+    @abstractmethod
     def say_stopped(self, playbook: str, site: str, at: datetime) -> None:
         """The site's own word that it stopped the playbook's workloads: a fence the other site can read."""
 

@@ -3,6 +3,8 @@ the fake drivers, and what the tests ask of it."""
 
 from __future__ import annotations
 
+import yaml
+
 from drorch.drivers.fake import FakeCloud, FakeDriver
 from drorch.engine.runner import Engine
 from drorch.model.playbook import Playbook, WorkloadKind
@@ -49,3 +51,18 @@ def uri(pb: Playbook, kind: WorkloadKind, site: str, host: int = 0) -> str:
 def move(engine: Engine, pb: Playbook, source: str, target: str, operation: Operation = Operation.FAILOVER) -> Run:
     """What `drorch failover` does: snapshot both sites, plan, execute."""
     return engine.operate(pb, "shop.yaml", operation, source, target)
+
+
+AUTO_CLUSTER = [{"url": "https://etcd-a:2379", "site": "a"}, {"url": "https://etcd-b:2379", "site": "b"},
+                {"url": "https://etcd-w:2379", "site": "witness"}]
+
+
+def auto_failover_playbook(fencing: list[str] | None, **settings: object) -> str:
+    """The shop with automatic failover over a cluster at a, b and a witness, fenced by `fencing`."""
+    raw = yaml.safe_load(PLAYBOOK)
+    raw["auto_failover"] = {"etcd": {"endpoints": AUTO_CLUSTER, "ca": "/etc/drorch/etcd-ca.pem",
+                                     "cert": "/etc/drorch/etcd.pem", "key": "/etc/drorch/etcd.key"},
+                            "after_s": 20, "acquire_after_s": 10, "lease_s": 6, **settings}
+    if fencing:
+        raw["fencing"] = {"command": fencing}
+    return str(yaml.safe_dump(raw))

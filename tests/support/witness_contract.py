@@ -31,6 +31,12 @@ class WitnessContract:
         assert witness.holder("shop") is None and not witness.renew(hold)
         assert witness.claim("shop", "b", "host-b:1", 2).site == "b"
 
+    def test_a_hold_let_go_frees_the_key_at_once(self, witness: Witness) -> None:
+        hold = witness.claim("shop", "b", "host-b:1", 30)
+        witness.release(hold)
+        assert witness.holder("shop") is None and not witness.renew(hold)
+        assert witness.claim("shop", "a", "host-a:1", 30).site == "a"
+
     def test_a_site_says_it_stopped(self, witness: Witness) -> None:
         at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
         assert witness.stopped_at("shop", "a") is None
