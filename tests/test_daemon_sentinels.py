@@ -119,7 +119,7 @@ def test_an_automatic_run_whose_daemon_died_at_any_boundary_is_taken_up_once_by_
                SiteActions(pb, "shop.yaml", "b", fake_drivers(cloud), store,
                            Engine(store, fake_drivers(cloud), poll_seconds=0))) for i in (2, 3)]
     for watcher, actions in others:
-        watcher._take_up(actions)
+        watcher._take_up(actions, store.runs_of(Operation.FAILOVER, "shop"))
     for _, actions in others:
         for thread in actions.runs:
             thread.join(10)

@@ -25,7 +25,7 @@ from drorch.process import run_alive
 from drorch.recovery import readiness
 from drorch.recovery.sentinel import Role, Sentinel, Turn
 from drorch.recovery.site_actions import SiteActions
-from drorch.store.rows import ReadinessCheck
+from drorch.store.rows import ReadinessCheck, Run
 from drorch.store.sql_store import Store
 from drorch.store.takeover_rows import SentinelTurn
 from drorch.witness.etcd_witness import EtcdWitness
@@ -90,8 +90,9 @@ class Watcher:
             sentinel.paused = control.paused
             sentinel.approved = None if control.approved_at is None else (
                 control.approved_at.replace(tzinfo=UTC), control.approved_by or "an operator")
-            sentinel.last_automatic = self._last_automatic()
-            self._take_up(actions)
+            automatic = [r for r in self.store.runs_of(Operation.FAILOVER, self.pb.name) if r.automatic]
+            sentinel.last_automatic = max((r.started_at.replace(tzinfo=UTC) for r in automatic), default=None)
+            self._take_up(actions, automatic)
         except StoreError as exc:
             self.event("state store unavailable", playbook=self.pb.name, error=str(exc))
         actions.probed = {}  # what this turn's probe finds, if it probes
@@ -127,16 +128,12 @@ class Watcher:
         self.event("auto-failover", playbook=self.pb.name, site=self.site, role=str(turn.role),
                    said=turn.said, gates=gates or None, run=turn.run, alert=told)
 
-    def _last_automatic(self) -> datetime | None:
-        runs = [r for r in self.store.runs_of(Operation.FAILOVER, self.pb.name) if r.automatic]
-        return max((r.started_at.replace(tzinfo=UTC) for r in runs), default=None)
-
-    def _take_up(self, actions: SiteActions) -> None:
+    def _take_up(self, actions: SiteActions, automatic: list[Run]) -> None:
         """An automatic run towards this site whose daemon is gone is resumed here: by one daemon, the one
         whose lease on it the store grants first."""
         gone = self._gone()
-        for run in self.store.runs_of(Operation.FAILOVER, self.pb.name):
-            if not (run.automatic and run.state is RunState.RUNNING and run.target_site == self.site):
+        for run in automatic:
+            if not (run.state is RunState.RUNNING and run.target_site == self.site):
                 continue
             owner = f"{run.host}:{run.pid}"
             if owner == self.identity or (owner not in gone and run_alive(run.host, run.pid, socket.gethostname())):
