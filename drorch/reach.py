@@ -155,6 +155,19 @@ class _Asking:
         return gone
 
 
+def ask(pb: Playbook, questions: Sequence[tuple[Endpoint, Callable[[Endpoint], Any]]],
+        threads: int = SNAPSHOT_THREADS) -> list[Any]:
+    """Each question asked of its host's daemon, all at once: its answer, or the DrorchError why its daemon did
+    not give it within the site's answer_timeout_s (a daemon gone silent is not asked again). What acts on a
+    site that may be cut off (a fence, a thaw) asks here, so no call waits on a partition for TCP to give up."""
+    asked = [_Question((ep.site, ep.host, ep.uri), call, ep) for ep, call in questions]
+    asking = _Asking(asked, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
+    answers = [asking.answer(q) for q in asked]
+    if bug := next((a for a in answers if isinstance(a, BaseException) and not isinstance(a, DrorchError)), None):
+        raise bug
+    return answers
+
+
 def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int = SNAPSHOT_THREADS,
              brief: bool = False, sites: Sequence[str] = ()) -> Snapshot:
     """Both sites (or those named) as they are now, every host and technology asked at once; a host that does
@@ -165,14 +178,9 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
     asks = [(inv, host, kind, driver, ep) for inv, host in placed
             for kind, driver in drivers.items() if (ep := endpoint_of(pb, inv.site, host, kind)) is not None]
     # A host's facts and its workloads are two questions, asked side by side like every other host's.
-    questions = [_Question((inv.site, inv.host, ep.uri), call, ep)
-                 for inv, host, _, driver, ep in asks
-                 for call in (functools.partial(driver.host_facts, brief=brief and host.capacity is not None),
-                              driver.inventory)]
-    asking = _Asking(questions, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
-    answers = [asking.answer(q) for q in questions]
-    if bug := next((a for a in answers if isinstance(a, BaseException) and not isinstance(a, DrorchError)), None):
-        raise bug
+    answers = ask(pb, [(ep, call) for _, host, _, driver, ep in asks
+                       for call in (functools.partial(driver.host_facts, brief=brief and host.capacity is not None),
+                                    driver.inventory)], threads)
     for i, (inv, _, kind, _, _) in enumerate(asks):
         facts, workloads = answers[2 * i], answers[2 * i + 1]
         failed = next((a for a in (facts, workloads) if isinstance(a, DrorchError)), None)
@@ -190,16 +198,12 @@ def snapshot(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], threads: int 
 def probe(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], site: str) -> dict[str, str | None]:
     """Each host of the site with a daemon the playbook uses there, and why one of them did not answer a brief
     question (None: all did), within the site's answer_timeout_s: the automatic takeover's probe."""
-    kinds = pb.kinds_on(site)
-    questions = [_Question((site, host.name, ep.uri), functools.partial(drivers[kind].host_facts, brief=True), ep)
-                 for host in pb.hosts(site) for kind in sorted(kinds & drivers.keys())
-                 if (ep := endpoint_of(pb, site, host, kind)) is not None]
-    asking = _Asking(questions, {site: pb.sites[site].answer_timeout_s}, len(questions))
-    silent: dict[str, str | None] = {q.ep.host: None for q in questions}
-    for q in questions:
-        answer = asking.answer(q)
-        if isinstance(answer, BaseException) and not isinstance(answer, DrorchError):
-            raise answer
+    kinds = sorted(pb.kinds_on(site) & drivers.keys())
+    eps = [(ep, drivers[kind]) for host in pb.hosts(site) for kind in kinds
+           if (ep := endpoint_of(pb, site, host, kind)) is not None]
+    silent: dict[str, str | None] = {ep.host: None for ep, _ in eps}
+    answers = ask(pb, [(ep, functools.partial(driver.host_facts, brief=True)) for ep, driver in eps])
+    for (ep, _), answer in zip(eps, answers, strict=True):
         if isinstance(answer, DrorchError):
-            silent[q.ep.host] = silent[q.ep.host] or str(answer)
+            silent[ep.host] = silent[ep.host] or str(answer)
     return silent

@@ -1,8 +1,8 @@
 """Automatic failover on the real lab: a daemon beside site a, two beside site b, the lab's three etcd members as
 the quorum. Trouble short of a lost site fails nothing over; site a lost entirely is taken over by one daemon of
 site b on its own, as an ordinary journaled run marked automatic, and its daemon killed halfway through the run
-is replaced by the other, which finishes it once. Where each workload runs is looked at every second: never at
-both sites."""
+is replaced by the other, which finishes it once; site a cut from everyone stops its own workloads before b takes
+them over. Where each workload runs is looked at every second: never at both sites."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import libvirt
@@ -297,3 +299,43 @@ def test_site_a_lost_is_taken_over_by_one_daemon_of_site_b_once_even_killed_half
     print(f"\nsite a lost -> every workload running on site b: {took:.1f} s (after_s {AFTER_S}, acquire_after_s "
           f"{ACQUIRE_AFTER_S}, the deciding daemon killed after the fence)")
     assert took <= AFTER_S + ACQUIRE_AFTER_S + 30
+
+
+def daemon_events(state: Path, name: str) -> list[dict[str, Any]]:
+    """The structured lines of every log the daemon `name` wrote, in order."""
+    return [json.loads(line) for log in sorted(state.glob(f"daemon-{name}-*.log"))
+            for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def test_site_a_cut_from_everyone_stops_its_own_workloads_before_site_b_starts_them(scene: Scene) -> None:
+    """Site a's daemon and hosts run on, cut from b and from the witness: a cannot renew its key, so with
+    on_lost_quorum: stop it stops its workloads itself before its lease ends; b, with the majority, takes over
+    once after_s has passed, its fence finding a's hosts silent within their answer_timeout_s. Healed, a is
+    stale and starts nothing."""
+    with Placement() as placement:
+        scene.started(("a", "a"), ("b1", "b"))
+        lab_partition.cut("a", "b")
+        lab_partition.cut("a", "witness")
+        wait_until(lambda: bool(scene.failovers()), "an automatic failover", timeout=AFTER_S + ACQUIRE_AFTER_S + 60)
+        (run,) = scene.failovers()
+        wait_until(lambda: scene.store.run(run.id or 0).state is not RunState.RUNNING, "the run to end",
+                   timeout=180)
+        lab_partition.heal()
+        wait_until(lambda: "stale" in scene.roles("a"), "site a's daemon naming it stale")
+        time.sleep(LEASE_S)
+        assert everything_on("b")
+    assert placement.both == [] and placement.every_second()  # never at both sites, at any second of it
+    done = scene.store.run(run.id or 0)
+    assert done.state is RunState.SUCCEEDED, [s.error for s in scene.store.steps(run.id or 0)]
+    cut_off = [e for e in daemon_events(scene.state, "a") if e.get("role") == "cut off"]
+    stop = next((e for e in cut_off if "the lease has ended: stopped" in e["said"]), None)
+    assert stop is not None and f"vm {lab_base.VM_NAME} on a1" in stop["said"], [e["said"][-120:] for e in cut_off]
+    stopped_at = datetime.fromisoformat(stop["at"])
+    assert stopped_at < done.started_at.replace(tzinfo=UTC)  # a stopped itself before b began
+    fence = scene.store.steps(run.id or 0)[0]
+    assert "a1 fenced by /bin/true" in (fence.outcome or ""), fence.outcome
+    assert fence.started_at and fence.ended_at
+    fenced_in = (fence.ended_at - fence.started_at).total_seconds()
+    assert fenced_in < 10  # a's silent daemons given up at their answer_timeout_s (3 s), not a call's own wait
+    print(f"\nsite a cut off: it stopped its workloads at {stopped_at:%H:%M:%S}; site b's run began at "
+          f"{done.started_at:%H:%M:%S}, its fence took {fenced_in:.1f} s")

@@ -1,16 +1,24 @@
-"""Both sites asked at once: a bounded pool, a deadline per host, and a host given up on is asked no more."""
+"""Both sites asked at once: a bounded pool, a deadline per host, and a host given up on is asked no more; a
+fence and a release of orphaned freezes asked the same way."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 
-from drorch.drivers.base import Endpoint, HostFacts
+from drorch.drivers.base import Endpoint, Frozen, HostFacts
 from drorch.drivers.fake import FakeCloud, FakeSite, FakeWorkload
+from drorch.engine.fencing import fence_site
+from drorch.errors import MoveFailed
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.playbook_file import parse_playbook
-from drorch.reach import snapshot
+from drorch.model.records import utcnow
+from drorch.reach import RunSites, snapshot
+from drorch.recovery.freezes import release_orphans
+from drorch.store.rows import OpenFreeze
+from drorch.store.sql_store import Store
 from tests.support.shop import fake_drivers
 
 
@@ -110,3 +118,44 @@ def test_a_runs_snapshot_is_brief_only_with_hosts_of_declared_size() -> None:
     asked.clear()
     snapshot(pb, {WorkloadKind.CONTAINER: driver})
     assert not any(brief for _, brief in asked)
+
+
+def test_a_fence_of_a_site_gone_silent_is_bounded_by_its_answer_timeout() -> None:
+    """A cut-off host is found silent at its site's deadline (then vouched for), while an answering host's copy
+    is stopped through its daemon: a disaster's fence does not wait on a partition."""
+    pb, cloud = _estate(2, timeout_s=0.3)
+    cloud.sites["fake://a1/docker"].latency_s = 5.0
+    start = time.monotonic()
+    said = fence_site(pb, RunSites.of(pb, fake_drivers(cloud)), "a", {WorkloadKind.CONTAINER: ["c0", "c1"]}, "7",
+                      vouched="declared down by the operator")
+    assert time.monotonic() - start < 2.0
+    assert said == "destroyed container c0 on a0; hosts a1 declared down by the operator"
+    assert not cloud.sites["fake://a0/docker"].workloads["c0"].running
+
+
+def test_a_fence_refuses_when_a_host_answers_and_will_not_stop_a_copy() -> None:
+    pb, cloud = _estate(1)
+    driver = fake_drivers(cloud)[WorkloadKind.CONTAINER]
+
+    def refuses(_name: str, _ep: Endpoint) -> bool:
+        raise MoveFailed("kill refused")
+
+    driver.fence = refuses  # type: ignore[method-assign]
+    with pytest.raises(MoveFailed, match="kill refused"):
+        fence_site(pb, RunSites.of(pb, {WorkloadKind.CONTAINER: driver}), "a", {WorkloadKind.CONTAINER: ["c0"]}, "7",
+                   vouched="declared down by the operator")
+
+
+def test_the_freezes_of_a_dead_process_on_a_silent_host_are_left_for_later_within_the_bound(store: Store) -> None:
+    pb, cloud = _estate(2, timeout_s=0.3)
+    cloud.sites["fake://a1/docker"].latency_s = 5.0
+    for i in range(2):
+        cloud.sites[f"fake://a{i}/docker"].workloads[f"c{i}"].frozen = Frozen.PAUSED
+        store.save(OpenFreeze(playbook="big", workload=f"c{i}", kind="container", site="a", host=f"a{i}",
+                              how="paused", owner="gone:1", release_by=utcnow() - timedelta(seconds=1)))
+    start = time.monotonic()
+    said = release_orphans(pb, fake_drivers(cloud), store)
+    assert time.monotonic() - start < 2.0
+    assert [f.workload for f in store.freezes("big")] == ["c1"]  # journaled still, for the next command
+    assert cloud.sites["fake://a0/docker"].workloads["c0"].frozen is None
+    assert "c0 on site a: released" in said[0] and "c1 on site a is still frozen" in said[1]

@@ -4,14 +4,15 @@ the playbook's copies through its own daemon; a silent host is fenced by the pla
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from drorch.drivers.base import Endpoint
 from drorch.engine.hooks import run_hooks
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.run_settings import Hook
-from drorch.reach import RunSites
+from drorch.reach import RunSites, ask
 
 
 class FencingRequired(DrorchError):
@@ -41,20 +42,26 @@ def fence_site(pb: Playbook, sites: RunSites, site: str, names: Mapping[Workload
     """What was done to make sure no copy of `names` runs on `site`; raises MoveFailed when a silent host was
     neither fenced by `fencing.command` nor `vouched` for (the operator's word, or the site's own that it stopped:
     tried after the command)."""
-    stopped, silent, asked = [], [], []
-    for kind in sorted(pb.kinds_on(site)):
-        driver = sites.drivers[kind]
-        mine = sorted(names.get(kind, ()))
-        for ep in sites.hosts(site, kind):
-            try:
-                for name in mine:
-                    if driver.fence(name, ep):
-                        stopped.append(f"{kind} {name} on {ep.host}")
-                if not mine:
-                    driver.host_facts(ep, brief=True)  # it answers, with none of the workloads to stop
-                asked.append(f"{ep.host} ({kind})")
-            except SiteUnreachable:
-                silent.append(ep.host)
+    daemons = [(kind, ep) for kind in sorted(pb.kinds_on(site)) for ep in sites.hosts(site, kind)]
+
+    def stop(kind: WorkloadKind) -> Callable[[Endpoint], list[str]]:
+        driver, mine = sites.drivers[kind], sorted(names.get(kind, ()))
+
+        def at(ep: Endpoint) -> list[str]:
+            if not mine:
+                driver.host_facts(ep, brief=True)  # it answers, with none of the workloads to stop
+            return [f"{kind} {name} on {ep.host}" for name in mine if driver.fence(name, ep)]
+        return at
+
+    # Every daemon at once, each bounded by the site's answer_timeout_s: a cut-off site's hosts are found
+    # silent in seconds, not after each call's wait for the network to give up.
+    answers = list(zip(daemons, ask(pb, [(ep, stop(kind)) for kind, ep in daemons]), strict=True))
+    if failed := next((a for _, a in answers if isinstance(a, DrorchError) and not isinstance(a, SiteUnreachable)),
+                      None):
+        raise failed  # it answered, and would not stop a copy: no vouch covers that
+    stopped = [line for _, a in answers if not isinstance(a, DrorchError) for line in a]
+    asked = [f"{ep.host} ({kind})" for (kind, ep), a in answers if not isinstance(a, DrorchError)]
+    silent = [ep.host for (_, ep), a in answers if isinstance(a, DrorchError)]
     hosts = ", ".join(sorted(asked)) or "none"
     said = f"destroyed {', '.join(stopped)}" if stopped else f"no copy ran on the answering hosts ({hosts})"
     if not silent:

@@ -5,6 +5,7 @@ process died (SIGKILL between freeze and thaw) is released by the next drorch pr
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from drorch.errors import DrorchError
 from drorch.model.playbook import Playbook, WorkloadKind
 from drorch.model.records import naive, utcnow
 from drorch.process import owner, owner_alive
-from drorch.reach import site_endpoints
+from drorch.reach import ask, site_endpoints
 from drorch.store.contract import StateStore
 from drorch.store.rows import OpenFreeze
 
@@ -98,21 +99,24 @@ class Freezer:
 
 def release_orphans(pb: Playbook, drivers: Mapping[WorkloadKind, Driver], store: StateStore) -> list[str]:
     """Release the playbook's freezes whose process died, or that outlived their bound: what was done, each."""
-    done = []
     now = naive(utcnow())
+    todo: list[tuple[OpenFreeze, Driver, Endpoint]] = []
     for row in store.freezes(pb.name):
         if owner_alive(row.owner) and naive(row.release_by) > now:
             continue  # its process still runs and is within its bound: it releases its own
         kind = WorkloadKind(row.kind)
         site = next((ep for ep in site_endpoints(pb, row.site, kind) if ep.host == row.host), None)
         driver = drivers.get(kind)
-        if site is None or driver is None:
-            continue  # the playbook no longer names its host: nothing here can reach it
-        try:
-            released = driver.thaw(row.workload, site, Frozen(row.how))
-        except DrorchError as exc:
+        if site is not None and driver is not None:  # else the playbook no longer names its host
+            todo.append((row, driver, site))
+    # Asked at once and bounded per daemon: a site cut off does not hold up the plan of a disaster failover.
+    answers = ask(pb, [(ep, functools.partial(driver.thaw, row.workload, how=Frozen(row.how)))
+                       for row, driver, ep in todo])
+    done = []
+    for (row, _, _), released in zip(todo, answers, strict=True):
+        if isinstance(released, DrorchError):
             done.append(f"{row.kind} {row.workload} on site {row.site} is still frozen by a drorch process that "
-                        f"died ({exc}); retried by the next command")
+                        f"died ({released}); retried by the next command")
             continue
         store.freezes_closed([row.id or 0])
         if released:
