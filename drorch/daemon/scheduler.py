@@ -216,7 +216,7 @@ class Daemon:
         """Clean up what drills of dead daemons left, then run the scheduler."""
         from drorch import jobs  # the drivers they load: only once this daemon leads
 
-        jobs.clean_up_drills(self._gone())
+        jobs.clean_up_drills(self.store.gone_daemons() - {self.identity})
         self._stop_jobs = jobs.stop_protection
         sched = scheduler(self.store, self.threads)
         sched.start(paused=True)
@@ -240,12 +240,6 @@ class Daemon:
             playbook_schedules(sched, path, playbook)
         sched.add_listener(self._job_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         sched.resume()
-
-    def _gone(self) -> frozenset[str]:
-        """Daemons that stopped, or whose heartbeat is older than a lease: their running drills are dead."""
-        old = utcnow() - timedelta(seconds=self.lease_s)
-        return frozenset(d.identity for d in self.store.daemons() if d.identity != self.identity and (
-            d.stopped or d.heartbeat_at.replace(tzinfo=old.tzinfo) < old))
 
     def _job_event(self, event: Any) -> None:
         self._event("job ended", job=event.job_id, scheduled=event.scheduled_run_time.isoformat(),

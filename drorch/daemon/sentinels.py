@@ -131,7 +131,7 @@ class Watcher:
     def _take_up(self, actions: SiteActions, automatic: list[Run]) -> None:
         """An automatic run towards this site whose daemon is gone is resumed here: by one daemon, the one
         whose lease on it the store grants first."""
-        gone = self._gone()
+        gone = self.store.gone_daemons()
         for run in automatic:
             if not (run.state is RunState.RUNNING and run.target_site == self.site):
                 continue
@@ -142,10 +142,6 @@ class Watcher:
                 self.event("auto-failover", playbook=self.pb.name, site=self.site,
                            said=f"taking up automatic run {run.id}: its daemon {owner} is gone")
                 actions.execute(run, resume=True)
-
-    def _gone(self) -> frozenset[str]:
-        now = utcnow()
-        return frozenset(d.identity for d in self.store.daemons() if d.role(now) in ("stopped", "gone"))
 
 
 def decision(turn: Turn) -> str:

@@ -238,6 +238,11 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(DaemonRow).order_by(col(DaemonRow.heartbeat_at).desc())))
 
+    def gone_daemons(self) -> frozenset[str]:
+        """Daemons that stopped, or whose heartbeat is older than their lease (killed): what they ran is dead."""
+        now = utcnow()
+        return frozenset(d.identity for d in self.daemons() if d.role(now) in ("stopped", "gone"))
+
     def sentinel_turns(self, playbook: str) -> list[SentinelTurn]:
         """Each daemon's last turn at the playbook's automatic failover."""
         with self.session() as s:

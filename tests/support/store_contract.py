@@ -5,6 +5,7 @@ here and against PostgreSQL on the lab. A subclass provides the fixture `store_u
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -158,6 +159,15 @@ class StoreContract:
         rows = store.daemons()
         assert [(d.identity, d.leader, d.stopped, d.lease_s) for d in rows] == [
             ("h:1", False, True, 15), ("h:2", False, False, None)]
+
+    def test_a_daemon_is_gone_once_stopped_or_silent_past_its_own_lease(self, store: Store) -> None:
+        store.heartbeat("h:1", leader=False, stopped=True)
+        store.heartbeat("h:2", leader=True, lease_s=0.2)
+        store.heartbeat("h:3", leader=False, lease_s=60)
+        store.heartbeat("h:4", leader=False)  # no lease known: never judged gone
+        assert store.gone_daemons() == {"h:1"}
+        time.sleep(0.3)
+        assert store.gone_daemons() == {"h:1", "h:2"}
 
     def test_history_answers_what_the_store_answers(self, store: Store, store_url: str) -> None:
         run, steps = new_run()
