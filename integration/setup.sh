@@ -135,7 +135,7 @@ fi
 lab_group=64100
 dir=$(dirname "$(readlink -f "$venv/bin/python")")
 while [ "$dir" != / ]; do
-  if [ $(( 0$(stat -c %a "$dir") & 1 )) -eq 0 ]; then
+  if [ $(( 0$(stat -c %a "$dir") & 1 )) -eq 0 ] && ! getfacl -cp "$dir" 2>/dev/null | grep -qx "group:$lab_group:..x"; then
     say "letting the lab's group through $dir to the interpreter"
     setfacl -m "g:$lab_group:x" "$dir"
   fi
