@@ -89,15 +89,17 @@ def ensure_workloads(force: bool = False, vms: int = 1, containers_only: bool = 
     conns = {s.name: libvirt.open(s.libvirt_uri) for s in SITES.values()}
     clients = {s.name: docker.DockerClient(base_url=s.docker_url) for s in SITES.values()}
     try:
+        if force and not containers_only:
+            lab_libvirt.remove_all_vms(conns, False)
+        for vm in lab_libvirt.vm_names(vms):  # first: the VMs boot while the containers are made
+            lab_libvirt.ensure_vm(conns, vm)
         if force:
-            remove_workloads(conns, clients, vms=not containers_only)
+            remove_containers(clients)
             for site in SITES.values():
                 lab_podman.remove_all(site, images=False)
                 lab_lxd.remove_all(site)
         lab_podman.ensure_workloads(a)
         lab_lxd.ensure_workloads(a)
-        for vm in lab_libvirt.vm_names(vms):
-            lab_libvirt.ensure_vm(conns, vm)
         ca = clients["a"]
         if not ca.images.list(name=IMAGE):
             log(f"importing {IMAGE} on site a")
@@ -122,14 +124,9 @@ def ensure_workloads(force: bool = False, vms: int = 1, containers_only: bool = 
             d.close()
 
 
-def remove_workloads(
-    conns: dict[str, libvirt.virConnect], clients: dict[str, docker.DockerClient], everything: bool = False,
-    vms: bool = True,
-) -> None:
-    """The lab's workloads (its containers only, with vms=False), or with everything=True whatever runs on the
-    lab's daemons (they are all ours)."""
-    if vms:
-        lab_libvirt.remove_all_vms(conns, everything)
+def remove_containers(clients: dict[str, docker.DockerClient], everything: bool = False) -> None:
+    """The lab's Docker containers and image, or with everything=True whatever runs on the lab's dockerds (they
+    are all ours)."""
     for name, client in clients.items():
         # Everything made from the lab's image goes with it: the lab's containers, and those of tests and moves.
         for c in client.containers.list(all=True, filters={} if everything else {"ancestor": IMAGE}):
@@ -176,7 +173,8 @@ def cmd_down(_: argparse.Namespace) -> None:
             conns[site.name] = libvirt.open(site.libvirt_uri)
         if read_pid(site.pidfile("dockerd")):
             clients[site.name] = docker.DockerClient(base_url=site.docker_url)
-    remove_workloads(conns, clients, everything=True)
+    lab_libvirt.remove_all_vms(conns, True)
+    remove_containers(clients, True)
     for client in clients.values():
         lab_addresses.remove_docker(client)
     for conn in conns.values():
