@@ -36,3 +36,10 @@ def owner_alive(owner: str) -> bool:
     names no process does not."""
     host, sep, pid = owner.rpartition(":")
     return bool(sep and pid.isdigit()) and run_alive(host, int(pid), socket.gethostname())
+
+
+def kill_at() -> int | None:
+    """DRORCH_TEST_KILL_AT, the fault-injection hook of the tests: SIGKILL at that step transition of a run (the
+    command's, or a daemon's automatic one)."""
+    value = os.environ.get("DRORCH_TEST_KILL_AT")
+    return int(value) if value else None

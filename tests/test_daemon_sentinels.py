@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -127,3 +127,28 @@ def test_an_automatic_run_whose_daemon_died_at_any_boundary_is_taken_up_once_by_
     assert store.run(run.id or 0).state is RunState.SUCCEEDED
     assert [w.name for w in pb.workloads if "b" in site_of(cloud, pb, w.kind, w.name or "")] == ["db", "cache", "web"]
     assert store.run_locks(run.id or 0) == []
+
+
+def test_a_daemon_that_died_taking_a_run_up_lets_the_next_take_it_at_once(cloud: FakeCloud, tmp_path: Path) -> None:
+    """The daemon that took a run up died before it finished (its lease on the run still long): once it is known
+    gone, the next daemon of the site takes the run up, not a minute later."""
+    store = Store(f"sqlite:///{tmp_path / 'drorch.db'}")
+    pb = parse_playbook(auto_failover_playbook(["true"]), "shop.yaml")
+    protect(pb, fake_drivers(cloud), store)
+    for kind in KINDS:
+        cloud.sites[uri(pb, kind, "a")].reachable = False
+    engine = Engine(store, fake_drivers(cloud), poll_seconds=0)
+    run = engine.begin(pb, "shop.yaml", Operation.FAILOVER, "a", "b", True,
+                       Vouch(automatic=json.dumps([["key won", True, "h:1"]])))
+    interrupted(store, run.id or 0)
+    assert store.lease(f"resume:{run.id}", "h:2", timedelta(seconds=60))  # h:2 took it up, then died
+    store.heartbeat("h:2", leader=False, lease_s=3)
+    watcher = Watcher(Path("shop.yaml"), pb, "b", store, "h:3", 3, lambda *_a, **_f: None)
+    actions = SiteActions(pb, "shop.yaml", "b", fake_drivers(cloud), store, engine)
+    watcher._take_up(actions, store.runs_of(Operation.FAILOVER, "shop"))
+    assert actions.runs == []  # h:2 still counts as alive: its lease holds
+    store.heartbeat("h:2", leader=False, stopped=True)
+    watcher._take_up(actions, store.runs_of(Operation.FAILOVER, "shop"))
+    for thread in actions.runs:
+        thread.join(10)
+    assert len(actions.runs) == 1 and store.run(run.id or 0).state is RunState.SUCCEEDED

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -31,12 +30,6 @@ def drivers(pb: Playbook) -> contextlib.AbstractContextManager[dict[WorkloadKind
     from drorch.drivers import playbook_drivers
 
     return playbook_drivers(pb)
-
-
-def kill_at() -> int | None:
-    """DRORCH_TEST_KILL_AT, the fault-injection hook of the tests: SIGKILL at that step transition of a run."""
-    value = os.environ.get("DRORCH_TEST_KILL_AT")
-    return int(value) if value else None
 
 
 def live_snapshot(pb: Playbook) -> Snapshot:

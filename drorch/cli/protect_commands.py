@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, app, echo, seconds
-from drorch.cli.common import directed, drivers, kill_at, progress_shown
+from drorch.cli.common import directed, drivers, progress_shown
 from drorch.errors import ExitCode, NeverChecked
 from drorch.model.limits import MAX_WAIT_S
 from drorch.model.records import EXIT_CODES
+from drorch.process import kill_at
 
 if TYPE_CHECKING:
     from drorch.recovery.rpo import Rpo

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from drorch.cli.app import JsonOpt, PlaybookArg, PointOpt, RunArg, app, echo
-from drorch.cli.common import directed, drivers, kill_at, progress_shown, refuse_findings, run_json
+from drorch.cli.common import directed, drivers, progress_shown, refuse_findings, run_json
 from drorch.errors import PlaybookError, UsageError
 from drorch.model.records import EXIT_CODES, Operation, RunState, StepState, naive, utcnow
+from drorch.process import kill_at
 
 if TYPE_CHECKING:
     from drorch.engine.runner import Engine

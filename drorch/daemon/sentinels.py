@@ -21,7 +21,7 @@ from drorch.errors import DrorchError, QuorumLost, StoreError
 from drorch.model.auto_failover import Etcd
 from drorch.model.playbook import Playbook
 from drorch.model.records import Operation, RunState, utcnow
-from drorch.process import run_alive
+from drorch.process import kill_at, run_alive
 from drorch.recovery import readiness
 from drorch.recovery.sentinel import Role, Sentinel, Turn
 from drorch.recovery.site_actions import SiteActions
@@ -72,7 +72,7 @@ class Watcher:
         try:
             with playbook_drivers(self.pb) as drivers:
                 actions = SiteActions(self.pb, str(self.path), self.site, drivers, self.store,
-                                      Engine(self.store, drivers, stop=stopping))
+                                      Engine(self.store, drivers, stop=stopping, kill_at=kill_at()))
                 sentinel = Sentinel(self.pb.name, self.site, other, self.settings, witness, actions, self.identity,
                                     lambda: datetime.now(UTC), takes_over=self.site == self.pb.secondary)
                 while True:
@@ -138,7 +138,9 @@ class Watcher:
             owner = f"{run.host}:{run.pid}"
             if owner == self.identity or (owner not in gone and run_alive(run.host, run.pid, socket.gethostname())):
                 continue
-            if self.store.lease(f"resume:{run.id}", self.identity, timedelta(seconds=max(60.0, 3 * self.lease_s))):
+            # Held while the run is taken up, until its pid names this daemon; one that died doing it lets go.
+            if self.store.lease(f"resume:{run.id}", self.identity, timedelta(seconds=max(60.0, 3 * self.lease_s)),
+                                gone):
                 self.event("auto-failover", playbook=self.pb.name, site=self.site,
                            said=f"taking up automatic run {run.id}: its daemon {owner} is gone")
                 actions.execute(run, resume=True)

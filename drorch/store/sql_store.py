@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, cast
@@ -203,14 +203,16 @@ class Store:
             return list(s.exec(select(ReadinessCheck).where(col(ReadinessCheck.playbook) == playbook)
                                .order_by(col(ReadinessCheck.id).desc()).limit(limit)))
 
-    def lease(self, name: str, holder: str, ttl: timedelta) -> bool:
-        """Take or renew the lease; True when `holder` has it until now + ttl."""
+    def lease(self, name: str, holder: str, ttl: timedelta, gone: Collection[str] = ()) -> bool:
+        """Take or renew the lease; True when `holder` has it until now + ttl. One held by a holder in `gone` (a
+        daemon known dead) is free to take."""
         now = utcnow()
+        free = (col(Lease.holder) == holder) | (col(Lease.expires_at) < now)
+        if gone:
+            free = free | col(Lease.holder).in_(sorted(gone))
         with self.session() as s:
             res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: the cursor's, with its rowcount
-                update(Lease).where(col(Lease.name) == name,
-                                    (col(Lease.holder) == holder) | (col(Lease.expires_at) < now))
-                .values(holder=holder, expires_at=now + ttl)))
+                update(Lease).where(col(Lease.name) == name, free).values(holder=holder, expires_at=now + ttl)))
             s.commit()
             if res.rowcount:
                 return True

@@ -152,6 +152,12 @@ class StoreContract:
         assert store.lease("scheduler", "two", timedelta(seconds=-1))  # taken, and expired at once
         assert store.lease("scheduler", "one", timedelta(seconds=30))
 
+    def test_a_lease_whose_holder_is_known_gone_is_free_to_take(self, store: Store) -> None:
+        assert store.lease("resume:1", "h:1", timedelta(seconds=60))
+        assert not store.lease("resume:1", "h:2", timedelta(seconds=60), gone={"h:3"})
+        assert store.lease("resume:1", "h:2", timedelta(seconds=60), gone={"h:1"})
+        assert not store.lease("resume:1", "h:3", timedelta(seconds=60), gone={"h:1"})  # h:2 holds it now
+
     def test_heartbeats_keep_one_row_per_daemon_newest_first(self, store: Store) -> None:
         store.heartbeat("h:1", leader=True, lease_s=15)
         store.heartbeat("h:2", leader=False)
