@@ -12,10 +12,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import etcd3gw
+import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
 from etcd3gw.lease import Lease
 
+from drorch.drivers.http_limits import failure
 from drorch.errors import QuorumLost
 from drorch.model.auto_failover import Etcd
 from drorch.witness.witness_base import Holding, Witness
@@ -50,8 +52,7 @@ class EtcdWitness(Witness):
             try:
                 return call(client)
             except (Etcd3Exception, OSError, ValueError) as exc:
-                why = getattr(exc, "detail_text", None) or str(exc)
-                said.append(f"{url}: {why.strip() or type(exc).__name__}")
+                said.append(f"{url}: {_why(exc)}")
         raise QuorumLost(f"no majority of the etcd cluster answered ({'; '.join(said)})")
 
     def holder(self, playbook: str) -> Holding | None:
@@ -92,6 +93,15 @@ class EtcdWitness(Witness):
     def close(self) -> None:
         for _, client in self._members:
             client.session.close()
+
+
+def _why(exc: Exception) -> str:
+    """A member's failure in an operator's words: a connection's as every service's is said, or what the member
+    answered (etcd3gw keeps only the text of the requests error it raises from: its cause says more)."""
+    if isinstance(exc, OSError) or isinstance(exc.__context__, requests.RequestException | OSError):
+        return failure(exc)
+    said = " ".join(str(getattr(exc, "detail_text", None) or exc).split())
+    return said[:200] or type(exc).__name__
 
 
 def _holding(playbook: str, value: bytes, lease: str) -> Holding:
