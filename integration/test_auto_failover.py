@@ -2,7 +2,8 @@
 the quorum. Trouble short of a lost site fails nothing over; site a lost entirely is taken over by one daemon of
 site b on its own, as an ordinary journaled run marked automatic, and its daemon killed halfway through the run
 is replaced by the other, which finishes it once; site a cut from everyone stops its own workloads before b takes
-them over. Where each workload runs is looked at every second: never at both sites."""
+them over, b's run taken up by another daemon at every step boundary. Where each workload runs is looked at every
+second: never at both sites."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,10 +78,15 @@ class Daemons:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.sites: dict[str, str] = {}  # each daemon's site
         self.started = 0
 
-    def start(self, name: str, site: str) -> None:
+    def start(self, name: str, site: str, kill_at: int | None = None) -> None:
+        """With `kill_at`, the daemon kills itself at that step transition of an automatic run it runs."""
         place = lab_partition.as_place(site)
+        env = {**place["env"], "DRORCH_STATE_DIR": str(self.state_dir)}
+        if kill_at is not None:
+            env["DRORCH_TEST_KILL_AT"] = str(kill_at)
         playbook = auto_playbook(lab_partition.home(site) / "auto.yaml", lab_partition.home(site) / "pki")
         os.chown(playbook, lab_partition.PLACES[site].uid, lab_partition.GROUP)
         self.started += 1
@@ -88,7 +94,22 @@ class Daemons:
             self.procs[name] = subprocess.Popen(
                 [str(DRORCH), "daemon", "run", str(playbook), "--lease-s", "3", "--site", site],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, text=True,
-                **{**place, "env": {**place["env"], "DRORCH_STATE_DIR": str(self.state_dir)}})
+                **{**place, "env": env})
+        self.sites[name] = site
+
+    def replaced(self, site: str, kill_at: int, until: Callable[[], bool], timeout: float) -> list[str]:
+        """Each daemon of the site that dies replaced by a new one (which dies at `kill_at` too), until `until`
+        holds: the daemons that died, in order."""
+        died: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, f"still not done after {timeout} s; died: {died}"
+            for name, proc in list(self.procs.items()):
+                if self.sites[name] == site and proc.poll() is not None and name not in died:
+                    died.append(name)
+                    self.start(f"{site}{len(self.procs) + 1}", site, kill_at)
+            time.sleep(0.5)
+        return died
 
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
@@ -190,10 +211,11 @@ class Scene:
             time.sleep(1)
         assert everything_on("a")
 
-    def started(self, *daemons: tuple[str, str]) -> None:
-        """The daemons started, and protection and the key as they should be before any trouble."""
+    def started(self, *daemons: tuple[str, str], kill_at: int | None = None) -> None:
+        """The daemons started (each killing itself at `kill_at`, if given), and protection and the key as they
+        should be before any trouble."""
         for name, site in daemons:
-            self.daemons.start(name, site)
+            self.daemons.start(name, site, kill_at)
         wait_until(self.fresh_points, "a recovery point of every workload", timeout=120)
         wait_until(lambda: self.key_site() == "a", "site a holding the key")
 
@@ -310,32 +332,45 @@ def daemon_events(state: Path, name: str) -> list[dict[str, Any]]:
 def test_site_a_cut_from_everyone_stops_its_own_workloads_before_site_b_starts_them(scene: Scene) -> None:
     """Site a's daemon and hosts run on, cut from b and from the witness: a cannot renew its key, so with
     on_lost_quorum: stop it stops its workloads itself before its lease ends; b, with the majority, takes over
-    once after_s has passed, its fence finding a's hosts silent within their answer_timeout_s. Healed, a is
-    stale and starts nothing."""
+    once after_s has passed, its fence finding a's hosts silent within their answer_timeout_s. Every daemon of b
+    kills itself at the end of the run's steps (its second step transition): another daemon of b takes the run
+    up at each step boundary and it ends once, every step done once. Healed, a is stale and starts nothing."""
     with Placement() as placement:
-        scene.started(("a", "a"), ("b1", "b"))
+        scene.started(("a", "a"), ("b1", "b"), ("b2", "b"), kill_at=2)
+        cut = time.monotonic()
         lab_partition.cut("a", "b")
         lab_partition.cut("a", "witness")
         wait_until(lambda: bool(scene.failovers()), "an automatic failover", timeout=AFTER_S + ACQUIRE_AFTER_S + 60)
         (run,) = scene.failovers()
-        wait_until(lambda: scene.store.run(run.id or 0).state is not RunState.RUNNING, "the run to end",
-                   timeout=180)
+        died = scene.daemons.replaced("b", 2, lambda: scene.store.run(run.id or 0).state is not RunState.RUNNING,
+                                      timeout=240)
+        took = time.monotonic() - cut
         lab_partition.heal()
         wait_until(lambda: "stale" in scene.roles("a"), "site a's daemon naming it stale")
         time.sleep(LEASE_S)
         assert everything_on("b")
     assert placement.both == [] and placement.every_second()  # never at both sites, at any second of it
+    assert [r.id for r in scene.failovers()] == [run.id]  # one run
     done = scene.store.run(run.id or 0)
-    assert done.state is RunState.SUCCEEDED, [s.error for s in scene.store.steps(run.id or 0)]
+    steps = scene.store.steps(run.id or 0)
+    assert done.state is RunState.SUCCEEDED, [s.error for s in steps]
+    assert all(s.state is StepState.SUCCEEDED for s in steps), [(s.kind, s.workload, s.state) for s in steps]
+    # Each step's end killed the daemon that ran it: one daemon per step, each one's run taken up by the next.
+    assert len(died) == len(steps) and all(scene.daemons.procs[n].returncode == -signal.SIGKILL for n in died)
+    taken_up = [e for name in scene.daemons.procs for e in daemon_events(scene.state, name)
+                if str(e.get("said", "")).startswith(f"taking up automatic run {run.id}:")]
+    assert len(taken_up) == len(steps), [e["said"] for e in taken_up]
+    assert done.pid not in {scene.daemons.procs[n].pid for n in died}  # a daemon that lived finished it
     cut_off = [e for e in daemon_events(scene.state, "a") if e.get("role") == "cut off"]
     stop = next((e for e in cut_off if "the lease has ended: stopped" in e["said"]), None)
     assert stop is not None and f"vm {lab_base.VM_NAME} on a1" in stop["said"], [e["said"][-120:] for e in cut_off]
     stopped_at = datetime.fromisoformat(stop["at"])
     assert stopped_at < done.started_at.replace(tzinfo=UTC)  # a stopped itself before b began
-    fence = scene.store.steps(run.id or 0)[0]
+    fence = steps[0]
     assert "a1 fenced by /bin/true" in (fence.outcome or ""), fence.outcome
     assert fence.started_at and fence.ended_at
     fenced_in = (fence.ended_at - fence.started_at).total_seconds()
     assert fenced_in < 10  # a's silent daemons given up at their answer_timeout_s (3 s), not a call's own wait
     print(f"\nsite a cut off: it stopped its workloads at {stopped_at:%H:%M:%S}; site b's run began at "
-          f"{done.started_at:%H:%M:%S}, its fence took {fenced_in:.1f} s")
+          f"{done.started_at:%H:%M:%S}, its fence took {fenced_in:.1f} s; {len(died)} daemons of b killed, one at "
+          f"each of the {len(steps)} steps' ends; the run ended {took:.1f} s after the cut")
