@@ -160,6 +160,8 @@ def ask(pb: Playbook, questions: Sequence[tuple[Endpoint, Callable[[Endpoint], A
     """Each question asked of its host's daemon, all at once: its answer, or the DrorchError why its daemon did
     not give it within the site's answer_timeout_s (a daemon gone silent is not asked again). What acts on a
     site that may be cut off (a fence, a thaw) asks here, so no call waits on a partition for TCP to give up."""
+    if not questions:
+        return []  # no thread started for nothing: a plan with no orphaned freeze asks none
     asked = [_Question((ep.site, ep.host, ep.uri), call, ep) for ep, call in questions]
     asking = _Asking(asked, {s: pb.sites[s].answer_timeout_s for s in pb.sites}, threads)
     answers = [asking.answer(q) for q in asked]

@@ -4,10 +4,11 @@ the playbook's copies through its own daemon; a silent host is fenced by the pla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from drorch.drivers.base import Endpoint
+from drorch.drivers.base import Driver, Endpoint
 from drorch.engine.hooks import run_hooks
 from drorch.errors import DrorchError, MoveFailed, SiteUnreachable
 from drorch.model.playbook import Playbook, WorkloadKind
@@ -43,24 +44,17 @@ def fence_site(pb: Playbook, sites: RunSites, site: str, names: Mapping[Workload
     neither fenced by `fencing.command` nor `vouched` for (the operator's word, or the site's own that it stopped:
     tried after the command)."""
     daemons = [(kind, ep) for kind in sorted(pb.kinds_on(site)) for ep in sites.hosts(site, kind)]
-
-    def stop(kind: WorkloadKind) -> Callable[[Endpoint], list[str]]:
-        driver, mine = sites.drivers[kind], sorted(names.get(kind, ()))
-
-        def at(ep: Endpoint) -> list[str]:
-            if not mine:
-                driver.host_facts(ep, brief=True)  # it answers, with none of the workloads to stop
-            return [f"{kind} {name} on {ep.host}" for name in mine if driver.fence(name, ep)]
-        return at
-
     # Every daemon at once, each bounded by the site's answer_timeout_s: a cut-off site's hosts are found
     # silent in seconds, not after each call's wait for the network to give up.
-    answers = list(zip(daemons, ask(pb, [(ep, stop(kind)) for kind, ep in daemons]), strict=True))
+    questions = [(ep, functools.partial(_stop, sites.drivers[kind], kind, sorted(names.get(kind, ()))))
+                 for kind, ep in daemons]
+    answers = list(zip(daemons, ask(pb, questions), strict=True))
     if failed := next((a for _, a in answers if isinstance(a, DrorchError) and not isinstance(a, SiteUnreachable)),
                       None):
         raise failed  # it answered, and would not stop a copy: no vouch covers that
-    stopped = [line for _, a in answers if not isinstance(a, DrorchError) for line in a]
-    asked = [f"{ep.host} ({kind})" for (kind, ep), a in answers if not isinstance(a, DrorchError)]
+    answered = [(kind, ep, a) for (kind, ep), a in answers if not isinstance(a, DrorchError)]
+    stopped = [line for _, _, a in answered for line in a]
+    asked = [f"{ep.host} ({kind})" for kind, ep, _ in answered]
     silent = [ep.host for (_, ep), a in answers if isinstance(a, DrorchError)]
     hosts = ", ".join(sorted(asked)) or "none"
     said = f"destroyed {', '.join(stopped)}" if stopped else f"no copy ran on the answering hosts ({hosts})"
@@ -77,6 +71,13 @@ def fence_site(pb: Playbook, sites: RunSites, site: str, names: Mapping[Workload
     if vouched:
         return f"{said}; hosts {hosts} {vouched}"
     raise MoveFailed(f"hosts {hosts} of site {site} do not answer and were not fenced")
+
+
+def _stop(driver: Driver, kind: WorkloadKind, mine: Sequence[str], ep: Endpoint) -> list[str]:
+    """What one daemon stopped of the run's copies; with none of them to stop, it is only asked to answer."""
+    if not mine:
+        driver.host_facts(ep, brief=True)
+    return [f"{kind} {name} on {ep.host}" for name in mine if driver.fence(name, ep)]
 
 
 NO_VOUCH = Vouch()  # a planned run's, or a disaster's that only its fence step may let go on
