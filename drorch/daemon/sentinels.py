@@ -131,10 +131,9 @@ class Watcher:
     def _take_up(self, actions: SiteActions, automatic: list[Run]) -> None:
         """An automatic run towards this site whose daemon is gone is resumed here: by one daemon, the one
         whose lease on it the store grants first."""
-        gone = self.store.gone_daemons()
-        for run in automatic:
-            if not (run.state is RunState.RUNNING and run.target_site == self.site):
-                continue
+        running = [r for r in automatic if r.state is RunState.RUNNING and r.target_site == self.site]
+        gone = self.store.gone_daemons() if running else frozenset()  # asked only when there is a run to judge
+        for run in running:
             owner = f"{run.host}:{run.pid}"
             if owner == self.identity or (owner not in gone and run_alive(run.host, run.pid, socket.gethostname())):
                 continue
